@@ -1,0 +1,190 @@
+"""Received messages and subscriptions: bounded queues that report drops, a timeout on every wait."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar, overload
+
+from pydantic import BaseModel, TypeAdapter
+
+from ovbus import codec
+from ovbus.errors import BusTimeout
+from ovbus.log import get_logger
+from ovbus.topics import Wildcard
+
+if TYPE_CHECKING:
+    from ovbus.bus import Bus
+
+log = get_logger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+#: Seconds between two "dropped messages" warnings of one subscription.
+DROP_WARN_INTERVAL = 10.0
+
+
+@dataclass(slots=True)
+class Message:
+    """One received MQTT message, with its v5 properties when the sender set them."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    content_type: str | None = None
+    response_topic: str | None = None
+    correlation: bytes | None = None
+    received_at: float = field(default_factory=time.time)
+    max_payload: int = codec.MAX_PAYLOAD
+
+    @overload
+    def decode(self, model: type[M]) -> M: ...
+    @overload
+    def decode(self, model: TypeAdapter[T]) -> T: ...
+    def decode(self, model: type[M] | TypeAdapter[T]) -> M | T:
+        """Validate the payload as ``model``; raises a ``PayloadError`` subclass if it is not."""
+        return codec.decode(self.payload, model, self.content_type, self.max_payload)
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode("utf-8", errors="replace")
+
+    @property
+    def empty(self) -> bool:
+        """An empty retained payload: the thing the topic described is gone."""
+        return not self.payload
+
+
+Callback = Callable[[Message], None]
+
+
+class Subscription:
+    """Messages matching one filter. Iterate it (blocking), call :meth:`get`, or give a callback.
+
+    The queue holds at most ``maxsize`` messages; when full, the oldest is dropped (fresh data
+    matters more than old), ``dropped`` counts it and a warning is logged at most every 10 s.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        pattern: Wildcard,
+        qos: int,
+        maxsize: int,
+        callback: Callback | None,
+        idle_timeout: float | None,
+    ) -> None:
+        self.bus = bus
+        self.pattern = pattern
+        self.qos = qos
+        self.maxsize = maxsize
+        self.callback = callback
+        self.idle_timeout = idle_timeout
+        self.dropped = 0
+        self.received = 0
+        self._queue: deque[Message] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._last_warn = 0.0
+        self._thread: threading.Thread | None = None
+        if callback is not None:
+            self._thread = threading.Thread(
+                target=self._dispatch, name=f"ovbus-sub:{pattern}", daemon=True
+            )
+            self._thread.start()
+
+    # called from the network thread: never blocks
+    def _put(self, message: Message) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self.received += 1
+            if len(self._queue) >= self.maxsize:
+                self._queue.popleft()
+                self.dropped += 1
+                now = time.monotonic()
+                if now - self._last_warn >= DROP_WARN_INTERVAL:
+                    self._last_warn = now
+                    log.warning(
+                        "subscription queue full, dropping oldest",
+                        filter=str(self.pattern),
+                        dropped=self.dropped,
+                        maxsize=self.maxsize,
+                    )
+            self._queue.append(message)
+            self._cond.notify()
+
+    def get(self, timeout: float | None = None) -> Message:
+        """The next message; raises ``BusTimeout`` after ``timeout`` seconds (default: the
+        subscription's idle timeout) and ``StopIteration``-like ``BusTimeout`` if closed."""
+        wait = self.idle_timeout if timeout is None else timeout
+        deadline = None if wait is None else time.monotonic() + wait
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    raise BusTimeout(f"subscription {self.pattern} is closed")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise BusTimeout(f"no message on {self.pattern} within {wait:.1f} s")
+                self._cond.wait(remaining)
+            return self._queue.popleft()
+
+    def get_nowait(self) -> Message | None:
+        with self._cond:
+            return self._queue.popleft() if self._queue else None
+
+    def drain(self) -> list[Message]:
+        """Every message queued now, without waiting."""
+        with self._cond:
+            items = list(self._queue)
+            self._queue.clear()
+            return items
+
+    def __iter__(self) -> Iterator[Message]:
+        while True:
+            try:
+                yield self.get()
+            except BusTimeout:
+                if self._closed:
+                    return
+                raise
+
+    def _dispatch(self) -> None:
+        assert self.callback is not None
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait(1.0)
+                if self._closed and not self._queue:
+                    return
+                message = self._queue.popleft()
+            try:
+                self.callback(message)
+            except Exception:  # a handler bug must not kill the subscription
+                log.exception("subscription callback failed", topic=message.topic)
+
+    def close(self) -> None:
+        """Stop receiving: unsubscribes (if no other subscription uses the filter)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self.bus._forget(self)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,193 @@
+"""A local Mosquitto broker run as a child process with a generated config.
+
+Used by ``ovbus up`` (a broker for a one-box stack), the test fixtures and the benchmarks. Listeners:
+one anonymous TCP listener, optionally a password + ACL TCP listener and a websockets listener.
+Persistence is on, so persistent sessions and retained messages survive a restart on the same
+folder, as they do in production.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ovbus.errors import ConfigError, OvbusError
+from ovbus.log import get_logger
+
+log = get_logger(__name__)
+
+MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+def find_mosquitto() -> str:
+    for candidate in MOSQUITTO_CANDIDATES:
+        path = shutil.which(candidate)
+        if path:
+            return path
+    raise ConfigError("mosquitto is not installed: run `make setup` (apt-get install mosquitto)")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(host: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise OvbusError(f"nothing listens on {host}:{port} after {timeout:.1f} s")
+
+
+def hash_passwords(mosquitto_passwd: str, path: Path, users: dict[str, str]) -> None:
+    """Write a Mosquitto password file with ``mosquitto_passwd`` (hashed, never plain)."""
+    path.write_text("")
+    for user, password in users.items():
+        subprocess.run(
+            [mosquitto_passwd, "-b", str(path), user, password],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+
+@dataclass
+class Mosquitto:
+    """One broker process. ``start()``/``stop()``, or use it as a context manager."""
+
+    workdir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    auth_port: int | None = None
+    ws_port: int | None = None
+    users: dict[str, str] = field(default_factory=dict)
+    acl: str | None = None
+    extra_conf: str = ""
+    log_verbose: bool = False
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def auth_url(self, user: str, password: str) -> str:
+        if self.auth_port is None:
+            raise ConfigError("this broker has no password listener")
+        return f"mqtt://{user}:{password}@{self.host}:{self.auth_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ws_port}/mqtt"
+
+    def write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port(self.host)
+        lines = [
+            "per_listener_settings true",
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            *(["log_type all"] if self.log_verbose else []),
+            "max_queued_messages 10000",
+            "",
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+        ]
+        if self.auth_port is not None or self.users:
+            if not self.auth_port:
+                self.auth_port = free_port(self.host)
+            pw = self.workdir / "passwd"
+            hash_passwords(find_mosquitto() + "_passwd", pw, self.users)
+            os.chmod(pw, 0o600)
+            lines += [
+                "",
+                f"listener {self.auth_port} {self.host}",
+                "allow_anonymous false",
+                f"password_file {pw}",
+            ]
+            if self.acl is not None:
+                acl_path = self.workdir / "acl"
+                acl_path.write_text(self.acl)
+                os.chmod(acl_path, 0o600)
+                lines.append(f"acl_file {acl_path}")
+        if self.ws_port is not None:
+            if not self.ws_port:
+                self.ws_port = free_port(self.host)
+            lines += [
+                "",
+                f"listener {self.ws_port} {self.host}",
+                "protocol websockets",
+                "allow_anonymous true",
+            ]
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text("\n".join(lines) + "\n" + self.extra_conf)
+        return conf
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        conf = self.write_config()
+        binary = find_mosquitto()
+        self._proc = subprocess.Popen(
+            [binary, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "mosquitto.log", "ab"),  # noqa: SIM115
+        )
+        try:
+            wait_port(self.host, self.port, timeout)
+        except OvbusError:
+            self.stop()
+            log_text = (self.workdir / "mosquitto.log").read_text(errors="replace")[-2000:]
+            raise OvbusError(f"mosquitto did not start on port {self.port}: {log_text}") from None
+        log.info(
+            "mosquitto started", port=self.port, auth_port=self.auth_port, ws_port=self.ws_port
+        )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout)
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes without saving, as in a crash."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(10)
+            self._proc = None
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Stop and start again on the same ports and persistence folder."""
+        self.stop()
+        self.start(timeout)
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

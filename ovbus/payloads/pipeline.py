@@ -1,0 +1,62 @@
+"""Infer payloads: the per-camera pipeline spec and the infer-side state of a camera."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ovbus.payloads.base import Command, Epoch, ErrorInfo, Name, Payload, ShortText, now
+
+
+class PipelineModel(Command):
+    """One model in a camera's pipeline."""
+
+    name: Name
+    version: int | None = Field(None, ge=1, description="pin a version; default: the newest")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="minimum score kept")
+    labels: list[ShortText] | None = Field(
+        None, max_length=1000, description="keep only these labels; default: all"
+    )
+
+
+class PipelineSpec(Command):
+    """Which models run on a camera and how; retained on ``cameras/<cam>/pipeline``."""
+
+    doc_title = "Pipeline spec"
+
+    models: list[PipelineModel] = Field(min_length=1, max_length=8)
+    enabled: bool = True
+    max_fps: float | None = Field(None, gt=0, le=240, description="cap on frames processed/s")
+    snapshots: bool = Field(True, description="publish an annotated JPEG when something is seen")
+    snapshot_interval_s: float = Field(2.0, ge=0.1, le=3600)
+
+
+ModelRunState = Literal["loading", "running", "error"]
+
+
+class ModelStatus(Payload):
+    """State of one model of a camera's pipeline."""
+
+    name: Name
+    version: int | None = None
+    state: ModelRunState
+    device: ShortText | None = None
+    backend: ShortText | None = None
+    error: ErrorInfo | None = None
+
+
+InferenceStateName = Literal["waiting", "running", "error", "disabled"]
+
+
+class InferenceState(Payload):
+    """Infer-side state of a camera; retained on ``cameras/<cam>/inference`` by its owner."""
+
+    doc_title = "Inference state"
+
+    camera: Name
+    node: Name = Field(description="the infer worker that owns this camera")
+    state: InferenceStateName
+    models: list[ModelStatus] = Field(default_factory=list)
+    error: ErrorInfo | None = None
+    since: Epoch = Field(default_factory=now)

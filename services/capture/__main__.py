@@ -1,0 +1,7 @@
+"""`python -m services.capture ...` is `ovbus capture ...`."""
+
+import sys
+
+from ovbus.cli import main
+
+sys.exit(main(["capture", *sys.argv[1:]]))

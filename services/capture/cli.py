@@ -1,0 +1,74 @@
+"""``ovbus capture``: flags and settings (``OVBUS_CAPTURE_*``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Annotated, Literal
+
+from pydantic import Field
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from ovbus.settings import WorkerSettings, load, split_list
+
+
+class CaptureSettings(WorkerSettings):
+    """Capture worker settings; environment variables are ``OVBUS_CAPTURE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="OVBUS_CAPTURE_", extra="forbid")
+
+    cameras: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="NAME=SOURCE, comma separated; SOURCE is /dev/videoN, a file, testsrc, "
+        "an rtsp:// or http:// URL, or pipeline:<gst-launch description>; NAME=auto picks "
+        "the first USB camera",
+    )
+    rtsp_port: int = Field(8554, ge=1, le=65535, description="RTSP server port")
+    bind: str = Field("0.0.0.0", description="address the RTSP server listens on")
+    advertise_host: str | None = Field(
+        None, description="host put in stream URLs (default: the primary address)"
+    )
+    width: int = Field(640, ge=16, le=7680)
+    height: int = Field(480, ge=16, le=4320)
+    fps: float = Field(30.0, gt=0, le=240)
+    codec: Literal["h264", "mjpeg"] = "h264"
+    bitrate_kbps: int = Field(2000, ge=50, le=100000, description="H.264 target bitrate")
+    encoder: Literal["auto", "x264", "vaapi", "v4l2"] = Field(
+        "auto", description="H.264 encoder: auto picks hardware when present"
+    )
+
+    _split = split_list("cameras")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--camera",
+        dest="cameras",
+        action="append",
+        metavar="NAME=SOURCE",
+        help="camera to serve (repeatable)",
+    )
+    parser.add_argument("--rtsp-port", dest="rtsp_port", type=int, help="default 8554")
+    parser.add_argument("--bind", help="RTSP listen address (default 0.0.0.0)")
+    parser.add_argument(
+        "--advertise-host",
+        dest="advertise_host",
+        help="host other machines dial (default: primary address)",
+    )
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--fps", type=float)
+    parser.add_argument("--codec", choices=["h264", "mjpeg"])
+    parser.add_argument("--bitrate-kbps", dest="bitrate_kbps", type=int)
+    parser.add_argument("--encoder", choices=["auto", "x264", "vaapi", "v4l2"])
+
+
+def settings_from(args: argparse.Namespace) -> CaptureSettings:
+    return load(CaptureSettings, {k: getattr(args, k, None) for k in CaptureSettings.model_fields})
+
+
+def run(args: argparse.Namespace) -> int:
+    from ovbus.cli import node_settings
+    from services.capture.worker import main
+
+    node = node_settings(args, "capture", CaptureSettings)
+    return main(node, settings_from(args))

@@ -1,0 +1,58 @@
+"""Shared fixtures: a real Mosquitto broker and a unique topic prefix per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ovbus.bus import Bus
+from ovbus.mosquitto import Mosquitto
+
+#: Users of the password listener and the ACL that the broker fixture loads.
+USERS = {"admin": "admin-secret", "reader": "reader-secret"}
+ACL = """\
+user admin
+topic readwrite #
+
+user reader
+topic read #
+pattern readwrite ovbus-test/+/replies/%c
+"""
+
+
+def start_broker(workdir: Path) -> Mosquitto:
+    """A broker with one anonymous listener, one password+ACL listener and one websockets one."""
+    return Mosquitto(workdir=workdir, auth_port=0, ws_port=0, users=USERS, acl=ACL).start()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """One real Mosquitto for the whole session (tests isolate themselves by prefix)."""
+    server = start_broker(tmp_path_factory.mktemp("mosquitto"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker of this test's own, for tests that stop, kill or restart it."""
+    server = start_broker(tmp_path / "mosquitto")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic root unique to this test, so tests sharing the broker never see each other."""
+    return f"ovbus-test/{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def client(broker: Mosquitto, prefix: str) -> Iterator[Bus]:
+    """A connected plain client (not a node) on the shared broker."""
+    bus = Bus(broker.url, prefix=prefix).connect(timeout=10)
+    yield bus
+    bus.close()
