@@ -409,7 +409,7 @@ class Bus:
                     log.warning("bad detection payload", topic=message.topic, error=str(e))
 
     def retained(
-        self, pattern: Wildcard | str, *, settle: float = 0.5, timeout: float = 5.0
+        self, pattern: Wildcard | Topic | str, *, settle: float = 0.5, timeout: float = 5.0
     ) -> list[Message]:
         """Snapshot of the retained messages under a filter: collects until no message came for
         ``settle`` seconds (or ``timeout``)."""
@@ -435,8 +435,8 @@ class Bus:
         content_type: str = codec.JSON,
         qos: int = 1,
     ) -> Reply:
-        """Send a request and wait for its reply. MQTT v5: response-topic + correlation-data;
-        MQTT 3.1.1: ``reply_to`` + ``correlation`` fields in the body. Raises ``BusTimeout``."""
+        """Send a request and wait for its reply. MQTT v5: response-topic + correlation-data, and
+        always ``reply_to`` + ``correlation`` in the body (for 3.1.1). Raises ``BusTimeout``."""
         reply_topic = str(self.topics.replies(self.client_id))
         self._ensure_reply_subscription(reply_topic)
         token = uuid.uuid4().hex
@@ -444,17 +444,19 @@ class Bus:
         with self._lock:
             self._pending[token.encode()] = pending
         try:
+            # The body always carries reply_to/correlation too, so that a responder on MQTT 3.1.1
+            # (which never sees v5 properties) can answer a v5 requester.
+            body = payload.model_copy(update={"reply_to": reply_topic, "correlation": token})
             if self.v5:
                 self.publish(
                     topic,
-                    payload,
+                    body,
                     qos=qos,
                     content_type=content_type,
                     response_topic=reply_topic,
                     correlation=token.encode(),
                 )
             else:
-                body = payload.model_copy(update={"reply_to": reply_topic, "correlation": token})
                 self.publish(topic, body, qos=qos, content_type=content_type)
             if not pending.event.wait(timeout):
                 raise BusTimeout(f"no reply to request on {topic} within {timeout:.1f} s")

@@ -8,6 +8,7 @@ folder, as they do in production.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -31,6 +32,14 @@ def find_mosquitto() -> str:
         if path:
             return path
     raise ConfigError("mosquitto is not installed: run `make setup` (apt-get install mosquitto)")
+
+
+def find_tool(name: str) -> str:
+    for candidate in (name, f"/usr/bin/{name}", f"/usr/sbin/{name}"):
+        path = shutil.which(candidate)
+        if path:
+            return path
+    raise ConfigError(f"{name} is not installed: run `make setup` (apt-get install mosquitto)")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -97,6 +106,9 @@ class Mosquitto:
             self.port = free_port(self.host)
         lines = [
             "per_listener_settings true",
+            # run as whoever started it (mosquitto started as root drops to user `mosquitto`,
+            # which could not read the 0600 password file written here)
+            f"user {getpass.getuser()}",
             "persistence true",
             f"persistence_location {self.workdir}/",
             "autosave_interval 1",
@@ -113,7 +125,7 @@ class Mosquitto:
             if not self.auth_port:
                 self.auth_port = free_port(self.host)
             pw = self.workdir / "passwd"
-            hash_passwords(find_mosquitto() + "_passwd", pw, self.users)
+            hash_passwords(find_tool("mosquitto_passwd"), pw, self.users)
             os.chmod(pw, 0o600)
             lines += [
                 "",
@@ -142,11 +154,10 @@ class Mosquitto:
     def start(self, timeout: float = 10.0) -> Mosquitto:
         conf = self.write_config()
         binary = find_mosquitto()
-        self._proc = subprocess.Popen(
-            [binary, "-c", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.workdir / "mosquitto.log", "ab"),  # noqa: SIM115
-        )
+        with open(self.workdir / "mosquitto.log", "ab") as log_file:
+            self._proc = subprocess.Popen(
+                [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log_file
+            )
         try:
             wait_port(self.host, self.port, timeout)
         except OvbusError:

@@ -6,7 +6,8 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from ovbus.payloads.base import Command, Epoch, ErrorInfo, Name, Payload, ShortText, now
+from ovbus.payloads.base import Epoch, ErrorInfo, Name, Payload, ShortText, now
+from ovbus.payloads.rpc import Request
 
 Codec = Literal["h264", "mjpeg"]
 SourceKind = Literal["v4l2", "file", "testsrc", "rtsp", "http", "pipeline"]
@@ -48,7 +49,7 @@ class CameraState(Payload):
     since: Epoch = Field(default_factory=now)
 
 
-class CameraSet(Command):
+class CameraSet(Request):
     """Command on ``cameras/<cam>/set``: change fps, size, or enable/disable one camera."""
 
     doc_title = "Camera set command"
