@@ -38,6 +38,7 @@ from ovbus.errors import (
     PayloadError,
     RemoteError,
     SchemaError,
+    SubscribeError,
 )
 from ovbus.log import get_logger
 from ovbus.messages import Callback, Message, Subscription
@@ -108,7 +109,9 @@ class Bus:
         self._first_done = threading.Event()
         self._on_connect: list[Callable[[], None]] = []
         self._pending: dict[bytes, _Pending] = {}
+        self._subacks: dict[int, tuple[threading.Event, list[Any]]] = {}
         self._reply_sub: Subscription | None = None
+        self._reply_lock = threading.Lock()
         self._closing = False
         self.connects = 0
 
@@ -135,6 +138,7 @@ class Bus:
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
+        self._client.on_subscribe = self._handle_subscribe
 
     @classmethod
     def from_settings(
@@ -366,6 +370,7 @@ class Bus:
         callback: Callback | None = None,
         queue_size: int | None = None,
         idle_timeout: float | None = 60.0,
+        wait_timeout: float = 10.0,
     ) -> Subscription:
         """Subscribe to a filter. Without ``callback``, iterate the returned subscription (each
         wait ends with ``BusTimeout`` after ``idle_timeout`` s); with one, it runs on a thread of
@@ -379,8 +384,37 @@ class Bus:
             known = self._filters.get(wildcard.value)
             self._filters[wildcard.value] = max(qos, known or 0)
         if known is None or known < qos:
-            self._client.subscribe(wildcard.value, qos)
+            self._subscribe_and_wait(wildcard.value, qos, wait_timeout)
         return sub
+
+    def _subscribe_and_wait(self, pattern: str, qos: int, timeout: float) -> None:
+        """SUBSCRIBE, and when connected wait for the SUBACK so that messages published after
+        ``subscribe()`` returns are seen; a refused subscription is logged and raised."""
+        done = threading.Event()
+        with self._lock:
+            result, mid = self._client.subscribe(pattern, qos)
+            if result != mqtt.MQTT_ERR_SUCCESS or mid is None or not self.connected:
+                return  # renewed on the next connect
+            self._subacks[mid] = (done, [])
+        try:
+            if not done.wait(timeout):
+                raise BusTimeout(f"no SUBACK for {pattern} within {timeout:.1f} s")
+            codes = self._subacks[mid][1]
+        finally:
+            with self._lock:
+                self._subacks.pop(mid, None)
+        refused = [c for c in codes if getattr(c, "is_failure", False) or c == 0x80]
+        if refused:
+            raise SubscribeError(f"broker refused subscription to {pattern}: {refused[0]}")
+
+    def _handle_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, props: Any
+    ) -> None:
+        with self._lock:
+            waiter = self._subacks.get(mid)
+        if waiter is not None:
+            waiter[1].extend(codes)
+            waiter[0].set()
 
     def _forget(self, sub: Subscription) -> None:
         with self._lock:
@@ -475,12 +509,11 @@ class Bus:
         return reply.result
 
     def _ensure_reply_subscription(self, reply_topic: str) -> None:
-        with self._lock:
-            if self._reply_sub is not None:
-                return
-            self._reply_sub = self.subscribe(reply_topic, qos=1, callback=self._handle_reply)
-        # make sure the SUBACK is in before the first request goes out
-        time.sleep(0.05)
+        # a lock of its own: subscribe() waits for the SUBACK, which needs the network thread,
+        # which takes self._lock
+        with self._reply_lock:
+            if self._reply_sub is None:
+                self._reply_sub = self.subscribe(reply_topic, qos=1, callback=self._handle_reply)
 
     def _handle_reply(self, message: Message) -> None:
         token = message.correlation

@@ -8,6 +8,7 @@ this tree at the boundary where they happen, so callers only ever catch ``OvbusE
     ├── BusError                    talking to the broker
     │   ├── ConnectError            refused or unreachable (carries the MQTT reason code)
     │   ├── NotConnected            publish/subscribe while offline
+    │   ├── SubscribeError          the broker refused a subscription
     │   └── BusTimeout              any wait that ran out (also a TimeoutError)
     ├── PayloadError                a message that cannot be accepted (carries an ErrorCode)
     │   ├── DecodeError             not JSON / msgpack, or the wrong content type
@@ -93,6 +94,10 @@ class ConnectError(BusError):
 
 class NotConnected(BusError):
     """An operation that needs a live connection was attempted while offline."""
+
+
+class SubscribeError(BusError):
+    """The broker refused a subscription (ACL, bad filter)."""
 
 
 class BusTimeout(BusError, TimeoutError):

@@ -27,6 +27,7 @@ def run(
         timeout=timeout,
         cwd=ROOT,
         env=env or dict(os.environ),
+        check=False,
     )
 
 
