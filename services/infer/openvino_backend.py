@@ -1,0 +1,254 @@
+"""The ``openvino`` backend: the OpenVINO runtime in-process, reading the models folder as OVMS.
+
+Each model version is compiled once for its ``target_device`` with the THROUGHPUT or LATENCY
+hint and run through an ``AsyncInferQueue`` of ``nireq`` requests (default: the device's optimal
+number), so several cameras share one compiled model concurrently. A watcher polls
+``config.json`` and the model folders every ``poll_s`` seconds and reloads a model whose entry or
+files changed; the new version is swapped in atomically, other models keep running.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from ovbus.errors import BackendError, ErrorCode, ModelError, OvbusError, StoreError
+from ovbus.log import get_logger
+from services.infer.backend import Array, TensorSpec
+from services.infer.ovms_config import ModelEntry, fingerprint, parse_shape, read_config, resolve
+
+log = get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Slot:
+    event: threading.Event = field(default_factory=threading.Event)
+    outputs: dict[str, Array] | None = None
+    error: str | None = None
+
+
+def _spec(port: Any) -> TensorSpec:
+    shape = port.get_partial_shape()
+    dims = tuple(d.get_length() if d.is_static else -1 for d in shape)
+    return TensorSpec(port.get_any_name(), dims, str(port.get_element_type().to_dtype()))
+
+
+class OpenVINOModel:
+    """One compiled model version with its asynchronous request queue."""
+
+    backend = "openvino"
+
+    def __init__(
+        self, core: ov.Core, entry: ModelEntry, version: int, path: Path, hint: str
+    ) -> None:
+        self.name = entry.name
+        self.version = version
+        self.device = entry.config.target_device
+        cfg = entry.config
+        try:
+            model = core.read_model(str(path))
+            if isinstance(cfg.shape, str | list) and str(cfg.shape).lower() != "auto":
+                model.reshape(parse_shape(cfg.shape))
+            elif isinstance(cfg.shape, dict):
+                model.reshape({k: parse_shape(v) for k, v in cfg.shape.items()})
+            props: dict[str, Any] = {"PERFORMANCE_HINT": hint}
+            props.update({str(k): v for k, v in cfg.plugin_config.items()})
+            self._compiled = core.compile_model(model, self.device, props)
+            nireq = cfg.nireq or int(
+                self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+            )
+            self._queue = ov.AsyncInferQueue(self._compiled, nireq)
+        except OvbusError:
+            raise
+        except Exception as e:  # OpenVINO raises RuntimeError and friends
+            raise ModelError(
+                f"model {self.name!r} version {version} ({path.name}) failed to load on "
+                f"{self.device}: {str(e).strip().splitlines()[0][:500] if str(e).strip() else type(e).__name__}",
+                code=ErrorCode.MODEL_LOAD_FAILED,
+            ) from e
+        self.nireq = nireq
+        self._inputs = {s.name: s for s in map(_spec, self._compiled.inputs)}
+        self._outputs = [_spec(p) for p in self._compiled.outputs]
+        self._queue.set_callback(self._done)
+        self._closed = False
+        self._submit = threading.Lock()
+
+    def inputs(self) -> dict[str, TensorSpec]:
+        return dict(self._inputs)
+
+    def outputs(self) -> dict[str, TensorSpec]:
+        return {s.name: s for s in self._outputs}
+
+    def _done(self, request: ov.InferRequest, slot: _Slot) -> None:
+        try:
+            slot.outputs = {
+                spec.name: np.array(request.get_output_tensor(i).data, copy=True)
+                for i, spec in enumerate(self._outputs)
+            }
+        except Exception as e:
+            slot.error = f"{type(e).__name__}: {e}"
+        slot.event.set()
+
+    def infer(self, inputs: dict[str, Array], timeout: float = 10.0) -> dict[str, Array]:
+        if self._closed:
+            raise BackendError(f"model {self.name!r} version {self.version} was unloaded")
+        slot = _Slot()
+        try:
+            with self._submit:  # AsyncInferQueue.start_async is not safe across threads
+                self._queue.start_async(inputs, slot)
+        except Exception as e:
+            raise ModelError(
+                f"model {self.name!r} refused its inputs: {e}", code=ErrorCode.MODEL_OUTPUT_MISMATCH
+            ) from e
+        if not slot.event.wait(timeout):
+            raise BackendError(
+                f"model {self.name!r}: no result within {timeout:.1f} s", code=ErrorCode.TIMEOUT
+            )
+        if slot.error is not None or slot.outputs is None:
+            raise BackendError(f"model {self.name!r} failed to run: {slot.error}")
+        return slot.outputs
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.wait_all()
+
+
+@dataclass(slots=True)
+class _Loaded:
+    print: str
+    model: OpenVINOModel | None = None
+    error: ModelError | None = None
+
+
+class OpenVINOBackend:
+    """Models from ``<models>/config.json``, compiled in-process, reloaded when they change."""
+
+    name = "openvino"
+
+    def __init__(self, models: Path, *, hint: str = "THROUGHPUT", poll_s: float = 1.0) -> None:
+        self.config_path = models / "config.json"
+        self.hint = hint
+        self.core = ov.Core()
+        self._lock = threading.RLock()
+        self._entries: dict[str, ModelEntry] = {}
+        self._config_error: StoreError | None = None
+        self._config_stamp: tuple[int, int] | None = None
+        self._loaded: dict[tuple[str, int | None], _Loaded] = {}
+        self._key_locks: dict[tuple[str, int | None], threading.Lock] = {}
+        self._stop = threading.Event()
+        self._refresh_config()
+        self._watcher = threading.Thread(
+            target=self._watch, args=(poll_s,), name="ov-watch", daemon=True
+        )
+        self._watcher.start()
+
+    # config -------------------------------------------------------------------------------
+    def _refresh_config(self) -> None:
+        try:
+            st = self.config_path.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp == self._config_stamp and self._config_stamp is not None:
+            return
+        self._config_stamp = stamp
+        try:
+            entries = read_config(self.config_path)
+        except StoreError as e:
+            with self._lock:
+                if self._config_error is None or self._config_error.message != e.message:
+                    log.error("config.json unreadable", path=str(self.config_path), error=e.message)
+                self._config_error = e
+            return
+        with self._lock:
+            self._entries, self._config_error = entries, None
+        log.info("config.json read", path=str(self.config_path), models=sorted(entries))
+
+    def _watch(self, poll_s: float) -> None:
+        while not self._stop.wait(poll_s):
+            try:
+                self._refresh_config()
+                self._reload_changed()
+            except Exception:
+                log.exception("model watcher failed")
+
+    def _reload_changed(self) -> None:
+        with self._lock:
+            keys = list(self._loaded)
+        for key in keys:
+            name, version = key
+            with self._lock:
+                entry = self._entries.get(name)
+                loaded = self._loaded.get(key)
+            if loaded is None:
+                continue
+            current = fingerprint(entry) if entry is not None else "missing"
+            if current == loaded.print:
+                continue
+            log.info("model changed, reloading", model=name, version=version)
+            fresh = self._load(name, version)
+            with self._lock:
+                old = self._loaded.get(key)
+                self._loaded[key] = fresh
+            if old is not None and old.model is not None and old.model is not fresh.model:
+                threading.Thread(target=old.model.close, daemon=True).start()
+
+    # loading ------------------------------------------------------------------------------
+    def _load(self, name: str, version: int | None) -> _Loaded:
+        with self._lock:
+            entry = self._entries.get(name)
+            config_error = self._config_error
+        if entry is None:
+            if config_error is not None:
+                return _Loaded(
+                    "missing", error=ModelError(config_error.message, code=config_error.code)
+                )
+            return _Loaded(
+                "missing",
+                error=ModelError(
+                    f"model {name!r} is not in {self.config_path}", code=ErrorCode.NOT_FOUND
+                ),
+            )
+        stamp = fingerprint(entry)
+        try:
+            chosen, path = resolve(entry, version)
+            model = OpenVINOModel(self.core, entry, chosen, path, self.hint)
+        except ModelError as e:
+            log.error("model failed to load", model=name, version=version, error=e.message)
+            return _Loaded(stamp, error=e)
+        log.info("model loaded", model=name, version=chosen, device=model.device, nireq=model.nireq)
+        return _Loaded(stamp, model=model)
+
+    def model(self, name: str, version: int | None = None) -> OpenVINOModel:
+        key = (name, version)
+        with self._lock:
+            loaded = self._loaded.get(key)
+        if loaded is None:
+            with self._lock:
+                key_lock = self._key_locks.setdefault(key, threading.Lock())
+            with key_lock:  # one load per key; cameras on other models are not held up
+                with self._lock:
+                    loaded = self._loaded.get(key)
+                if loaded is None:
+                    loaded = self._load(name, version)
+                    with self._lock:
+                        self._loaded[key] = loaded
+        if loaded.model is None:
+            assert loaded.error is not None
+            raise loaded.error
+        return loaded.model
+
+    def close(self) -> None:
+        self._stop.set()
+        self._watcher.join(timeout=5)
+        with self._lock:
+            loaded, self._loaded = list(self._loaded.values()), {}
+        for item in loaded:
+            if item.model is not None:
+                item.model.close()

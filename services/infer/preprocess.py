@@ -1,0 +1,89 @@
+"""Pre-processing from a model's description: resize (stretch or letterbox), colour order,
+``(pixel - mean) / scale``, layout. Plain numpy + OpenCV, independent of the backend.
+
+:class:`Meta` travels to the decoders so that boxes found in the model's input space are mapped
+back to frame pixels (as OpenVINO Model API does)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from ovbus.errors import ModelError
+from ovbus.payloads.model import ModelDescription
+
+Image = npt.NDArray[np.uint8]
+Tensor = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """How a frame was mapped into the model input: ``input = frame * scale + pad``."""
+
+    frame_w: int
+    frame_h: int
+    input_w: int
+    input_h: int
+    scale_x: float
+    scale_y: float
+    pad_x: float = 0.0
+    pad_y: float = 0.0
+
+    def to_frame(self, boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
+        """Boxes ``[x1,y1,x2,y2]`` in model-input pixels -> integer frame pixels, clipped."""
+        out = np.empty_like(boxes, dtype=np.float64)
+        out[:, 0] = (boxes[:, 0] - self.pad_x) / self.scale_x
+        out[:, 2] = (boxes[:, 2] - self.pad_x) / self.scale_x
+        out[:, 1] = (boxes[:, 1] - self.pad_y) / self.scale_y
+        out[:, 3] = (boxes[:, 3] - self.pad_y) / self.scale_y
+        out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, self.frame_w)
+        out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, self.frame_h)
+        return np.rint(out).astype(np.int64)
+
+
+def input_size(shape: tuple[int, ...], layout: str) -> tuple[int, int]:
+    """``(width, height)`` of an image input of ``shape`` in ``layout`` (NCHW or NHWC)."""
+    if len(shape) != 4:
+        raise ModelError(f"image input must have 4 dimensions, the model has shape {list(shape)}")
+    h, w = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+    channels = shape[1] if layout == "NCHW" else shape[3]
+    if channels != 3 or h <= 0 or w <= 0:
+        raise ModelError(
+            f"input shape {list(shape)} is not a 3-channel {layout} image (wrong layout in "
+            "model.json?)"
+        )
+    return int(w), int(h)
+
+
+def resize(frame: Image, width: int, height: int, mode: str) -> tuple[Image, Meta]:
+    """Resize a BGR frame to the model input size, stretched or letterboxed (grey padding)."""
+    fh, fw = frame.shape[:2]
+    if mode == "stretch":
+        out = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+        return np.asarray(out, dtype=np.uint8), Meta(fw, fh, width, height, width / fw, height / fh)
+    scale = min(width / fw, height / fh)
+    nw, nh = max(1, round(fw * scale)), max(1, round(fh * scale))
+    scaled = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    canvas = np.full((height, width, 3), 114, dtype=np.uint8)
+    px, py = (width - nw) // 2, (height - nh) // 2
+    canvas[py : py + nh, px : px + nw] = scaled
+    return canvas, Meta(fw, fh, width, height, scale, scale, float(px), float(py))
+
+
+def prepare(frame: Image, desc: ModelDescription, shape: tuple[int, ...]) -> tuple[Tensor, Meta]:
+    """A BGR ``uint8`` frame -> the model's input tensor (batch 1) and the mapping back."""
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ModelError(f"frame must be HxWx3 BGR, got shape {list(frame.shape)}")
+    width, height = input_size(shape, desc.layout)
+    image, meta = resize(frame, width, height, desc.resize)
+    if desc.color == "RGB":
+        image = image[:, :, ::-1]
+    mean = np.asarray(desc.mean, dtype=np.float32)
+    scale = np.asarray(desc.scale, dtype=np.float32)
+    tensor = (image.astype(np.float32) - mean) / scale
+    if desc.layout == "NCHW":
+        tensor = tensor.transpose(2, 0, 1)
+    return np.ascontiguousarray(tensor[np.newaxis], dtype=np.float32), meta

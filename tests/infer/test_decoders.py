@@ -1,0 +1,170 @@
+"""Pre-processing and decoders on the real photo through the real OpenVINO runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import openvino as ov
+import pytest
+
+from ovbus.errors import ErrorCode, ModelError
+from ovbus.payloads.model import ModelDescription
+from services.infer.anchors import ssd_anchors
+from services.infer.decoders import Found, decode, iou_matrix, nms
+from services.infer.preprocess import Meta, prepare, resize
+from tests import assets
+from tests.media import read_image
+from tests.models import ASTRONAUT_FACE, BLAZEFACE, POSE
+
+
+def iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    return float(iou_matrix(np.array(a, np.float32), np.array([b], np.float32))[0])
+
+
+@pytest.fixture(scope="module")
+def face_model() -> ov.CompiledModel:
+    return ov.Core().compile_model(str(assets.blazeface()), "CPU")
+
+
+def run(model: ov.CompiledModel, frame: np.ndarray, desc: ModelDescription) -> list[Found]:
+    shape = tuple(model.inputs[0].get_shape())
+    tensor, meta = prepare(frame, desc, shape)
+    result = model(tensor)
+    outputs = {port.get_any_name(): result[port] for port in model.outputs}
+    return decode(desc, outputs, meta, 0.5).objects
+
+
+def test_anchor_counts_match_the_mediapipe_models() -> None:
+    assert ssd_anchors(BLAZEFACE.options).shape == (896, 4)
+    assert ssd_anchors(POSE.options).shape == (2254, 4)
+    anchors = ssd_anchors(BLAZEFACE.options)
+    # first feature map 16x16, 2 anchors per cell; centres at (x + 0.5) / 16
+    assert anchors[0].tolist() == [0.5 / 16, 0.5 / 16, 1.0, 1.0]
+    assert anchors[2].tolist() == [1.5 / 16, 0.5 / 16, 1.0, 1.0]
+    # second map 8x8 with 6 anchors per cell (three stride-16 layers merged)
+    assert anchors[512].tolist() == anchors[517].tolist() == [0.5 / 8, 0.5 / 8, 1.0, 1.0]
+
+
+def test_blazeface_finds_the_astronaut_face(face_model: ov.CompiledModel) -> None:
+    frame = read_image(assets.astronaut())
+    found = run(face_model, frame, BLAZEFACE)
+    assert len(found) == 1
+    assert found[0].label == "face" and found[0].score > 0.8
+    assert iou(found[0].box, ASTRONAUT_FACE) >= 0.5
+
+
+@pytest.mark.parametrize("mode", ["stretch", "letterbox"])
+def test_boxes_map_back_to_frame_pixels_on_a_wide_canvas(
+    face_model: ov.CompiledModel, mode: str
+) -> None:
+    photo = read_image(assets.astronaut())
+    crop = photo[0:320, 80:400]  # head and shoulders; short-range BlazeFace wants big faces
+    canvas = np.full((480, 640, 3), 40, np.uint8)
+    x0, y0 = 250, 100
+    canvas[y0 : y0 + 320, x0 : x0 + 320] = crop
+    fx1, fy1, fx2, fy2 = ASTRONAUT_FACE
+    truth = (fx1 - 80 + x0, fy1 + y0, fx2 - 80 + x0, fy2 + y0)
+    desc = BLAZEFACE.model_copy(update={"resize": mode})
+    found = run(face_model, canvas, desc)
+    assert found, f"no face found with {mode}"
+    assert iou(found[0].box, truth) >= 0.5, (found, truth)
+
+
+def test_no_face_on_a_flat_frame_is_an_empty_list(face_model: ov.CompiledModel) -> None:
+    assert run(face_model, np.full((240, 320, 3), 128, np.uint8), BLAZEFACE) == []
+
+
+def test_wrong_output_names_are_a_model_output_mismatch(face_model: ov.CompiledModel) -> None:
+    desc = BLAZEFACE.model_copy(update={"options": {**BLAZEFACE.options, "boxes_output": "boxes"}})
+    with pytest.raises(ModelError) as err:
+        run(face_model, np.zeros((64, 64, 3), np.uint8), desc)
+    assert err.value.code == ErrorCode.MODEL_OUTPUT_MISMATCH
+    assert "'boxes'" in err.value.message and "regressors" in err.value.message
+
+
+def test_wrong_anchor_options_are_refused(face_model: ov.CompiledModel) -> None:
+    desc = BLAZEFACE.model_copy(
+        update={
+            "options": {
+                **POSE.options,
+                **{"boxes_output": "regressors", "scores_output": "classificators"},
+            }
+        }
+    )
+    with pytest.raises(ModelError, match="2254 anchors"):
+        run(face_model, np.zeros((64, 64, 3), np.uint8), desc)
+
+
+def test_wrong_layout_is_refused() -> None:
+    desc = BLAZEFACE.model_copy(update={"layout": "NCHW"})
+    with pytest.raises(ModelError, match="not a 3-channel NCHW"):
+        prepare(np.zeros((64, 64, 3), np.uint8), desc, (1, 128, 128, 3))
+
+
+def test_prepare_normalises_colour_and_layout() -> None:
+    frame = np.zeros((2, 2, 3), np.uint8)
+    frame[..., 0] = 255  # blue in BGR
+    desc = ModelDescription(
+        kind="yolo", layout="NCHW", color="RGB", mean=[0, 0, 0], scale=[255, 255, 255]
+    )
+    tensor, meta = prepare(frame, desc, (1, 3, 2, 2))
+    assert tensor.shape == (1, 3, 2, 2)
+    assert tensor[0, 2].tolist() == [[1.0, 1.0], [1.0, 1.0]]  # blue is the last RGB plane
+    assert tensor[0, 0].max() == 0.0
+    assert meta == Meta(2, 2, 2, 2, 1.0, 1.0)
+
+
+def test_letterbox_meta_round_trips() -> None:
+    image, meta = resize(np.zeros((100, 200, 3), np.uint8), 64, 64, "letterbox")
+    assert image.shape == (64, 64, 3)
+    assert meta.scale_x == meta.scale_y == 0.32 and meta.pad_y == 16
+    back = meta.to_frame(np.array([[0, 16, 64, 48]], np.float32))
+    assert back.tolist() == [[0, 0, 200, 100]]
+
+
+def test_weighted_nms_merges_a_cluster() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    scores = np.array([0.9, 0.9, 0.6], np.float32)
+    kept, kept_scores = nms(boxes, scores, 0.3, weighted=True)
+    assert np.allclose(kept, np.array([[0.5, 0.5, 10.5, 10.5], [50, 50, 60, 60]]), atol=1e-4)
+    assert kept_scores.tolist() == pytest.approx([0.9, 0.6])
+    plain, _ = nms(boxes, scores, 0.3)
+    assert plain[0].tolist() == [0, 0, 10, 10]
+
+
+def test_detection_out_decoder() -> None:
+    desc = ModelDescription(kind="detection_out", labels=["bg", "face"])
+    rows = np.array(
+        [[[[0, 1, 0.9, 0.1, 0.2, 0.5, 0.6], [0, 1, 0.3, 0, 0, 1, 1], [-1, 0, 0, 0, 0, 0, 0]]]],
+        np.float32,
+    )
+    meta = Meta(200, 100, 300, 300, 1.5, 3.0)
+    out = decode(desc, {"detection_out": rows}, meta, 0.5).objects
+    assert out == [Found("face", 0.9, (20, 20, 100, 60))]
+
+
+def test_yolo_decoder_per_class_nms() -> None:
+    desc = ModelDescription(kind="yolo", labels=["a", "b"])
+    # columns: cx, cy, w, h, score_a, score_b
+    preds = np.array(
+        [[50, 50, 20, 20, 0.9, 0.1], [51, 50, 20, 20, 0.8, 0.1], [50, 50, 20, 20, 0.1, 0.7]],
+        np.float32,
+    ).T[np.newaxis]
+    out = decode(desc, {"out": preds}, Meta(100, 100, 100, 100, 1.0, 1.0), 0.5).objects
+    assert [(o.label, o.box) for o in out] == [("a", (40, 40, 60, 60)), ("b", (40, 40, 60, 60))]
+    with pytest.raises(ModelError, match="3 labels"):
+        decode(
+            desc.model_copy(update={"labels": ["a", "b", "c"]}),
+            {"o": preds},
+            Meta(1, 1, 1, 1, 1, 1),
+            0.5,
+        )
+
+
+def test_classification_top_k() -> None:
+    desc = ModelDescription(
+        kind="classification", labels=["cat", "dog", "cow"], options={"top_k": 2}
+    )
+    out = decode(
+        desc, {"prob": np.array([[0.2, 0.7, 0.1]], np.float32)}, Meta(1, 1, 1, 1, 1, 1), 0.15
+    )
+    assert out.classes == [("dog", 0.7), ("cat", 0.2)]

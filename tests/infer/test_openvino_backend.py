@@ -1,0 +1,151 @@
+"""The openvino backend on a real models folder: config.json as OVMS reads it, reloads."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ovbus.errors import ErrorCode, ModelError
+from services.infer.decoders import decode
+from services.infer.openvino_backend import OpenVINOBackend
+from services.infer.ovms_config import read_config, served_versions
+from services.infer.preprocess import prepare
+from tests import assets
+from tests.media import read_image
+from tests.models import BLAZEFACE, POSE, add_model, models_folder, register_model
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[OpenVINOBackend]:
+    models_folder(tmp_path / "models")
+    b = OpenVINOBackend(tmp_path / "models", hint="LATENCY", poll_s=0.2)
+    yield b
+    b.close()
+
+
+def wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_runs_blazeface_from_config_json(backend: OpenVINOBackend) -> None:
+    model = backend.model("face")
+    assert (model.name, model.version, model.device, model.backend) == (
+        "face",
+        1,
+        "CPU",
+        "openvino",
+    )
+    assert model.inputs()["input"].shape == (1, 128, 128, 3)
+    assert set(model.outputs()) == {"regressors", "classificators"}
+    frame = read_image(assets.astronaut())
+    tensor, meta = prepare(frame, BLAZEFACE, model.inputs()["input"].shape)
+    outputs = model.infer({"input": tensor})
+    assert [o.label for o in decode(BLAZEFACE, outputs, meta, 0.5).objects] == ["face"]
+
+
+def test_missing_model_is_not_found(backend: OpenVINOBackend) -> None:
+    with pytest.raises(ModelError) as err:
+        backend.model("nope")
+    assert err.value.code == ErrorCode.NOT_FOUND and "'nope'" in err.value.message
+
+
+def test_model_added_to_config_is_picked_up(backend: OpenVINOBackend, tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    add_model(root, "pose", assets.pose_detector(), POSE, register=False)
+    with pytest.raises(ModelError):
+        backend.model("pose")
+    register_model(root, "pose")
+    wait_for(lambda: _loads(backend, "pose"))
+    assert backend.model("pose").inputs()["input_1"].shape == (1, 224, 224, 3)
+
+
+def _loads(backend: OpenVINOBackend, name: str) -> bool:
+    try:
+        backend.model(name)
+    except ModelError:
+        return False
+    return True
+
+
+def test_new_version_is_reloaded_and_corrupt_file_reported(
+    backend: OpenVINOBackend, tmp_path: Path
+) -> None:
+    root = tmp_path / "models"
+    first = backend.model("face")
+    add_model(root, "face", assets.blazeface(), BLAZEFACE, version=2)
+    wait_for(lambda: backend.model("face").version == 2)
+    assert backend.model("face") is not first
+    # version 3 is garbage: the model reports a load failure naming it
+    bad = root / "face" / "3"
+    bad.mkdir()
+    (bad / "model.tflite").write_bytes(b"not a flatbuffer" * 10)
+    wait_for(lambda: not _loads(backend, "face"))
+    with pytest.raises(ModelError) as err:
+        backend.model("face")
+    assert err.value.code == ErrorCode.MODEL_LOAD_FAILED
+    assert "'face' version 3" in err.value.message
+
+
+def test_version_policy_and_pinning(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    add_model(root, "face", assets.blazeface(), BLAZEFACE, version=1)
+    add_model(
+        root,
+        "face",
+        assets.blazeface(),
+        BLAZEFACE,
+        version=2,
+        config={"model_version_policy": {"specific": {"versions": [1]}}},
+    )
+    entry = read_config(root / "config.json")["face"]
+    assert served_versions(entry) == [1]
+    b = OpenVINOBackend(root, poll_s=5)
+    try:
+        assert b.model("face").version == 1
+        with pytest.raises(ModelError, match="version 2 is not served"):
+            b.model("face", 2)
+    finally:
+        b.close()
+
+
+def test_unreadable_config_is_reported(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / "config.json").write_text(
+        json.dumps({"model_config_list": [{"config": {"name": "x"}}]})
+    )
+    b = OpenVINOBackend(root, poll_s=5)
+    try:
+        with pytest.raises(ModelError, match="base_path"):
+            b.model("x")
+    finally:
+        b.close()
+
+
+def test_concurrent_infer_requests(backend: OpenVINOBackend) -> None:
+    import threading
+
+    model = backend.model("face")
+    results: list[int] = []
+    tensor = np.zeros((1, 128, 128, 3), np.float32)
+
+    def go() -> None:
+        for _ in range(5):
+            results.append(len(model.infer({"input": tensor})["regressors"][0]))
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert results == [896] * 20

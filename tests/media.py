@@ -1,0 +1,89 @@
+"""Real H.264 test video with a face at known boxes, built from the real astronaut photo.
+
+:func:`face_video` renders a 640x480 clip in which a 320x320 head-and-shoulders crop of
+``astronaut.png`` (Eileen Collins) slides left and right over a dark background, and encodes it
+with ffmpeg (libx264) into ``.cache/media/``. :func:`face_box` is the ground truth: the face box
+of frame ``i``, from the face box checked by eye on the photo (``tests.models.ASTRONAUT_FACE``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import subprocess
+from pathlib import Path
+from typing import Final
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from tests import assets
+from tests.models import ASTRONAUT_FACE
+
+MEDIA: Final = assets.CACHE / "media"
+WIDTH: Final = 640
+HEIGHT: Final = 480
+FPS: Final = 10
+FRAMES: Final = 100
+CROP: Final = (80, 0, 400, 320)  # x1, y1, x2, y2 of the crop on the photo
+TOP: Final = 100
+STEP: Final = 4  # pixels per frame
+
+Image = npt.NDArray[np.uint8]
+
+
+def read_image(path: Path) -> Image:
+    image = cv2.imread(str(path))
+    if image is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def crop_left(index: int) -> int:
+    """x of the crop's left edge in frame ``index``: a triangle wave between 20 and 300."""
+    span = (300 - 20) // STEP
+    phase = index % (2 * span)
+    return 20 + STEP * (phase if phase < span else 2 * span - phase)
+
+
+def face_box(index: int) -> tuple[int, int, int, int]:
+    """Ground-truth face box ``[x1, y1, x2, y2]`` of frame ``index``."""
+    left = crop_left(index)
+    x1, y1, x2, y2 = ASTRONAUT_FACE
+    return (x1 - CROP[0] + left, y1 - CROP[1] + TOP, x2 - CROP[0] + left, y2 - CROP[1] + TOP)
+
+
+def render(index: int, photo: Image | None = None) -> Image:
+    photo = read_image(assets.astronaut()) if photo is None else photo
+    crop = photo[CROP[1] : CROP[3], CROP[0] : CROP[2]]
+    frame = np.full((HEIGHT, WIDTH, 3), 40, np.uint8)
+    left = crop_left(index)
+    frame[TOP : TOP + crop.shape[0], left : left + crop.shape[1]] = crop
+    return frame
+
+
+def face_video() -> Path:
+    """The clip as MP4 (H.264, yuv420p, GOP 10), rendered once and cached."""
+    target = MEDIA / f"astronaut-{WIDTH}x{HEIGHT}-{FPS}fps-{FRAMES}.mp4"
+    MEDIA.mkdir(parents=True, exist_ok=True)
+    with open(MEDIA / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        photo = read_image(assets.astronaut())
+        raw = b"".join(render(i, photo).tobytes() for i in range(FRAMES))
+        part = target.with_suffix(".part.mp4")
+        subprocess.run(
+            [
+                "ffmpeg", "-loglevel", "error", "-y",
+                "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{WIDTH}x{HEIGHT}",
+                "-r", str(FPS), "-i", "-",
+                "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+                "-g", str(FPS), "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(part),
+            ],
+            input=raw,
+            check=True,
+            timeout=120,
+        )  # fmt: skip
+        part.replace(target)
+    return target
