@@ -11,6 +11,7 @@ from typing import Any, Final
 from pydantic import BaseModel, TypeAdapter
 
 from ovbus.errors import ErrorCode
+from ovbus.homeassistant import HaDiscovery
 from ovbus.payloads import (
     Birth,
     CameraSet,
@@ -111,6 +112,22 @@ TOPICS: Final[list[tuple[str, str, str, str, str]]] = [
     ),
 ]
 
+#: Topics outside the prefix that ovbus publishes or reads.
+EXTERNAL_TOPICS: Final[list[tuple[str, str, str, str]]] = [
+    (
+        "homeassistant/device/<object-id>/config",
+        "HaDiscovery",
+        "infer (the camera's owner)",
+        "Home Assistant device discovery per camera (retained; empty payload removes it)",
+    ),
+    (
+        "homeassistant/status",
+        "text",
+        "Home Assistant",
+        "`online` makes every owner re-publish its discovery",
+    ),
+]
+
 MODELS: Final[dict[str, Any]] = {
     "Birth": Birth,
     "Stats": Stats,
@@ -124,6 +141,7 @@ MODELS: Final[dict[str, Any]] = {
     "ModelDescription": ModelDescription,
     "ZooRequest": TypeAdapter(ZooRequest),
     "Reply": Reply,
+    "HaDiscovery": HaDiscovery,
 }
 
 
@@ -155,6 +173,16 @@ def render_topics() -> str:
             f"| `<prefix>/{topic}` | {p.qos} | {'yes' if p.retain else 'no'} | {expiry} | {link} "
             f"| {who} | {meaning} |"
         )
+    out += [
+        "",
+        "Outside the prefix:",
+        "",
+        "| topic | payload | from | meaning |",
+        "|---|---|---|---|",
+    ]
+    for topic, payload, who, meaning in EXTERNAL_TOPICS:
+        link = f"[{payload}](schemas/{payload}.json)" if payload in MODELS else payload
+        out.append(f"| `{topic}` | {link} | {who} | {meaning} |")
     out += [
         "",
         "## Encoding",

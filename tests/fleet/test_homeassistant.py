@@ -1,0 +1,137 @@
+"""Home Assistant discovery on a real broker: payloads validate against the documented schema,
+availability follows the node's status (last will included), discovery comes back when Home
+Assistant announces ``online``, and removal clears it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+
+from ovbus.bus import Bus
+from ovbus.homeassistant import Discovery, HaDiscovery, discovery
+from ovbus.mosquitto import Mosquitto
+from ovbus.payloads import InferenceState
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "docs" / "schemas" / "HaDiscovery.json").read_text())
+
+
+def test_discovery_payload_matches_documented_schema() -> None:
+    doc = json.loads(
+        discovery("ovbus", "door", "infer-a", ["face", "Person"]).model_dump_json(exclude_none=True)
+    )
+    jsonschema.validate(doc, SCHEMA)
+    cmps = doc["cmps"]
+    assert set(cmps) == {
+        "face_count",
+        "face_occupancy",
+        "person_count",
+        "person_occupancy",
+        "snapshot",
+    }
+    assert cmps["person_count"]["state_topic"] == "ovbus/cameras/door/counts/person"
+    assert cmps["face_occupancy"]["device_class"] == "occupancy"
+    assert (
+        cmps["snapshot"]["p"] == "image"
+        and cmps["snapshot"]["image_topic"] == "ovbus/cameras/door/snapshot"
+    )
+    assert doc["availability"][0]["topic"] == "ovbus/nodes/infer-a/status"
+    assert len({c["unique_id"] for c in cmps.values()}) == len(cmps)
+
+
+def test_schema_refuses_what_home_assistant_would_not_understand() -> None:
+    good = json.loads(discovery("ovbus", "door", "n", ["face"]).model_dump_json(exclude_none=True))
+    for broken in (
+        {**good, "cmps": {}},
+        {**good, "availability": []},
+        {**good, "cmps": {"x": {"p": "camera-ish", "name": "x", "unique_id": "u"}}},
+    ):
+        try:
+            jsonschema.validate(broken, SCHEMA)
+        except jsonschema.ValidationError:
+            continue
+        raise AssertionError(f"schema accepted {broken}")
+
+
+def test_discovery_lifecycle_on_the_broker(broker: Mosquitto, prefix: str) -> None:
+    ha_prefix = f"ha-{prefix.replace('/', '-')}"
+    node = Bus(broker.url, prefix=prefix, node="infer-ha", keepalive=2).connect()
+    ha = Bus(broker.url, prefix=prefix).connect()
+    try:
+        configs = ha.subscribe(f"{ha_prefix}/device/+/config", idle_timeout=10)
+        disco = Discovery(node, "infer-ha", ha_prefix)
+        disco.update("door", ["face"])
+        first = configs.get()
+        assert first.topic.endswith("/config")
+        parsed = HaDiscovery.model_validate_json(first.payload)
+        jsonschema.validate(json.loads(first.payload), SCHEMA)
+        # availability: both the node status and the inference state say available
+        node.publish(
+            node.topics.inference("door"),
+            InferenceState(camera="door", node="infer-ha", state="running"),
+        )
+        avail = {a.topic: a for a in parsed.availability}
+        status = ha.retained(str(parsed.availability[0].topic))
+        assert [m.payload for m in status] == [b"online"]
+        assert f"{prefix}/cameras/door/inference" in avail
+        # the same labels again: nothing new; new labels: refreshed
+        disco.update("door", ["face"])
+        disco.update("door", ["face", "person"])
+        assert "person_count" in HaDiscovery.model_validate_json(configs.get().payload).cmps
+        # Home Assistant restarts and announces itself: everything is re-published
+        ha.publish(f"{ha_prefix}/status", b"online", qos=1)
+        again = HaDiscovery.model_validate_json(configs.get().payload)
+        assert again.dev.ids == parsed.dev.ids
+        # removal: empty retained config
+        disco.remove("door")
+        assert configs.get().payload == b""
+        assert ha.retained(f"{ha_prefix}/device/+/config") == []
+    finally:
+        ha.close()
+        node.close()
+
+
+def test_availability_goes_offline_with_the_last_will(broker: Mosquitto, prefix: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from ovbus.bus import Bus
+        from ovbus.homeassistant import Discovery
+        bus = Bus(sys.argv[1], prefix=sys.argv[2], node="infer-will", keepalive=2).connect()
+        Discovery(bus, "infer-will", sys.argv[3]).update("yard", ["person"])
+        print("up", flush=True)
+        time.sleep(60)
+        """
+    )
+    ha_prefix = f"ha-{prefix.replace('/', '-')}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, broker.url, prefix, ha_prefix],
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    ha = Bus(broker.url, prefix=prefix).connect()
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"up"
+        config = ha.retained(f"{ha_prefix}/device/+/config")
+        topic = HaDiscovery.model_validate_json(config[0].payload).availability[0].topic
+        watch = ha.subscribe(topic, idle_timeout=10)
+        assert watch.get().payload == b"online"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert watch.get().payload == b"offline"
+        # the device stays known to Home Assistant (shown unavailable), not removed
+        assert ha.retained(f"{ha_prefix}/device/+/config")
+    finally:
+        ha.close()
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
