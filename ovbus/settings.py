@@ -95,10 +95,14 @@ class NodeSettings(BaseSettings):
     tls_ca: str | None = Field(None, description="CA bundle for mqtts:// and wss://")
     tls_cert: str | None = Field(None, description="client certificate (mutual TLS)")
     tls_key: str | None = Field(None, description="client key (mutual TLS)")
-    max_payload: int = Field(MAX_PAYLOAD, ge=1024, le=64 * 1024 * 1024)
+    max_payload: int = Field(
+        MAX_PAYLOAD, ge=1024, le=64 * 1024 * 1024, description="largest payload accepted, bytes"
+    )
     stats_interval: float = Field(10.0, gt=0, le=3600, description="seconds between stats")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text lines, or one JSON object a line (for log shippers)"
+    )
 
     @field_validator("broker")
     @classmethod

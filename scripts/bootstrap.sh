@@ -12,6 +12,8 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   ffmpeg libgirepository1.0-dev libcairo2-dev pkg-config python3-dev python3-venv
 )
+# Node.js for the Node-RED integration test (Node-RED 4.x runs on Node >= 18.5; Debian 12 has 18)
+command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -36,4 +38,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
+fi
+
+# Node-RED, pinned by integrations/node-red/package-lock.json
+if [ ! -d integrations/node-red/node_modules/node-red ]; then
+  echo "bootstrap: installing Node-RED (npm ci)"
+  (cd integrations/node-red && npm ci --no-audit --no-fund --loglevel=error)
 fi
