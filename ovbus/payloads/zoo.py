@@ -76,8 +76,14 @@ class ListRequest(Request):
 class PullRequest(Request):
     action: Literal["pull"] = "pull"
     name: Name
-    source: Source
+    source: Source | None = Field(None, description="default: the catalog entry called `name`")
+    precision: Precision | None = Field(
+        None, description="precision of an OMZ model (default: the source's or FP32)"
+    )
     version: int | None = Field(None, ge=1, description="default: the next version")
+    convert: bool = Field(
+        True, description="convert ONNX/TFLite/Paddle/TF to OpenVINO IR (false: keep the file)"
+    )
     compress_fp16: bool = Field(False, description="compress weights to FP16 when converting")
     description: ModelDescription | None = Field(
         None, description="override the description the source provides"

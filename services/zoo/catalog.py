@@ -1,0 +1,244 @@
+"""What the zoo can pull by name: built-in entries plus an optional site catalog file.
+
+Each entry gives the source, the precisions, the size, checksums where they are known, and the
+``ModelDescription`` the infer worker decodes with. OMZ ``detection_out`` detectors number their
+classes from 1 (0 is the background): their entries list the real labels only and set the option
+``label_offset: 1``, so class id ``i`` is ``labels[i - 1]``.
+
+A site adds or overrides entries with ``--catalog FILE`` (``OVBUS_ZOO_CATALOG``): a JSON list of
+entries in the same shape as :class:`CatalogEntry` (e.g. a mirror's own models with checksums).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from ovbus.codec import describe_validation
+from ovbus.errors import ConfigError, ErrorCode, RequestError
+from ovbus.payloads.base import Name
+from ovbus.payloads.model import ModelDescription
+from ovbus.payloads.zoo import OmzSource, Precision, Source, WheelSource
+from services.zoo.fetch import Expected
+
+
+class FileCheck(BaseModel):
+    """Known size and checksum of one file of an entry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int | None = Field(None, gt=0)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    sha384: str | None = Field(None, pattern=r"^[0-9a-f]{96}$")
+
+    def expected(self) -> Expected:
+        return Expected(size=self.size, sha256=self.sha256, sha384=self.sha384)
+
+
+class CatalogEntry(BaseModel):
+    """One model the zoo knows how to pull."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    title: str
+    source: Source
+    precisions: list[Precision] = Field(default_factory=lambda: list[Precision](["FP32"]))
+    size: int | None = Field(None, description="bytes of the files pulled (FP32), if known")
+    size_estimated: bool = Field(False, description="size estimated from the parameter count")
+    files: dict[str, FileCheck] = Field(
+        default_factory=dict,
+        description="checks by file: wheel member path, or '<precision>/<file>' for OMZ",
+    )
+    description: ModelDescription
+    license: str | None = None
+
+    def check(self, key: str) -> Expected:
+        found = self.files.get(key)
+        return found.expected() if found is not None else Expected()
+
+
+def _blaze(
+    labels: list[str], layers: int, strides: list[int], size: int, boxes: str, scores: str
+) -> ModelDescription:
+    return ModelDescription(
+        kind="blazeface",
+        labels=labels,
+        layout="NHWC",
+        color="RGB",
+        mean=[127.5, 127.5, 127.5],
+        scale=[127.5, 127.5, 127.5],
+        resize="stretch",
+        options={
+            "num_layers": layers,
+            "strides": strides,
+            "input_size": size,
+            "anchor_offset": 0.5,
+            "coord_scale": float(size),
+            "score_clip": 100.0,
+            "iou": 0.3,
+            "boxes_output": boxes,
+            "scores_output": scores,
+        },
+    )
+
+
+def _ssd(labels: list[str], title: str) -> ModelDescription:
+    """An OMZ intel SSD detector: BGR, NCHW, raw 0-255 pixels, output [1,1,N,7], ids from 1."""
+    return ModelDescription(
+        kind="detection_out",
+        labels=labels,
+        layout="NCHW",
+        color="BGR",
+        title=title,
+        options={"label_offset": 1},
+    )
+
+
+def _omz(name: str, title: str, params_m: float, description: ModelDescription) -> CatalogEntry:
+    return CatalogEntry(
+        name=name,
+        title=title,
+        source=OmzSource(model=name, precision="FP32"),
+        precisions=["FP32", "FP16", "FP16-INT8"],
+        size=int(params_m * 1e6 * 4),
+        size_estimated=True,
+        description=description,
+        license="Apache-2.0",
+    )
+
+
+DEFAULT_MODEL: Final = "blazeface"
+
+BUILTIN: Final[list[CatalogEntry]] = [
+    CatalogEntry(
+        name="blazeface",
+        title="BlazeFace short range (MediaPipe), faces within ~2 m; the offline default",
+        source=WheelSource(
+            package="mediapipe",
+            version="0.10.21",
+            member="mediapipe/modules/face_detection/face_detection_short_range.tflite",
+        ),
+        size=229714,
+        files={
+            "mediapipe/modules/face_detection/face_detection_short_range.tflite": FileCheck(
+                size=229714,
+                sha256="bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+            )
+        },
+        description=_blaze(["face"], 4, [8, 16, 16, 16], 128, "regressors", "classificators"),
+        license="Apache-2.0",
+    ),
+    CatalogEntry(
+        name="pose-detection",
+        title="MediaPipe pose detector (person boxes from the BlazePose detector)",
+        source=WheelSource(
+            package="mediapipe",
+            version="0.10.21",
+            member="mediapipe/modules/pose_detection/pose_detection.tflite",
+        ),
+        size=2959046,
+        files={
+            "mediapipe/modules/pose_detection/pose_detection.tflite": FileCheck(
+                size=2959046,
+                sha256="9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
+            )
+        },
+        description=_blaze(["person"], 5, [8, 16, 32, 32, 32], 224, "Identity", "Identity_1"),
+        license="Apache-2.0",
+    ),
+    _omz(
+        "face-detection-retail-0004",
+        "Faces, SSD on SqueezeNet light, 300x300 (Open Model Zoo)",
+        0.588,
+        _ssd(["face"], "face-detection-retail-0004"),
+    ),
+    _omz(
+        "face-detection-retail-0005",
+        "Faces, SSD on MobileNetV2, 300x300 (Open Model Zoo)",
+        1.021,
+        _ssd(["face"], "face-detection-retail-0005"),
+    ),
+    _omz(
+        "face-detection-adas-0001",
+        "Faces for driver monitoring, 672x384 (Open Model Zoo)",
+        1.053,
+        _ssd(["face"], "face-detection-adas-0001"),
+    ),
+    _omz(
+        "person-detection-retail-0013",
+        "People in retail scenes, 544x320 (Open Model Zoo)",
+        0.723,
+        _ssd(["person"], "person-detection-retail-0013"),
+    ),
+    _omz(
+        "pedestrian-detection-adas-0002",
+        "Pedestrians for driver assistance, 672x384 (Open Model Zoo)",
+        1.165,
+        _ssd(["person"], "pedestrian-detection-adas-0002"),
+    ),
+    _omz(
+        "resnet50-binary-0001",
+        "ImageNet classifier, binary ResNet-50, 224x224 (Open Model Zoo)",
+        7.446,
+        ModelDescription(
+            kind="classification",
+            layout="NCHW",
+            color="BGR",
+            title="resnet50-binary-0001",
+            options={"top_k": 5},
+        ),
+    ),
+]
+
+_ENTRIES: Final = TypeAdapter(list[CatalogEntry])
+
+
+class Catalog:
+    """Built-in entries, overridden or extended by a site catalog file."""
+
+    def __init__(self, extra: Path | None = None) -> None:
+        self.entries: dict[str, CatalogEntry] = {e.name: e for e in BUILTIN}
+        if extra is not None:
+            for entry in load_file(extra):
+                self.entries[entry.name] = entry
+
+    def get(self, name: str) -> CatalogEntry:
+        entry = self.entries.get(name)
+        if entry is None:
+            raise RequestError(
+                f"{name!r} is not in the catalog; give a source (omz, hf, url, file, wheel) "
+                f"or one of: {', '.join(sorted(self.entries))}",
+                code=ErrorCode.NOT_FOUND,
+            )
+        return entry
+
+    def listing(self) -> list[dict[str, object]]:
+        return [
+            {
+                "name": e.name,
+                "title": e.title,
+                "kind": e.description.kind,
+                "labels": e.description.labels,
+                "source": e.source.type,
+                "precisions": e.precisions,
+                "size": e.size,
+                "size_estimated": e.size_estimated,
+                "verified": bool(e.files),
+            }
+            for e in sorted(self.entries.values(), key=lambda e: e.name)
+        ]
+
+
+def load_file(path: Path) -> list[CatalogEntry]:
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"catalog file {path}: {e}") from e
+    try:
+        return _ENTRIES.validate_python(doc)
+    except ValidationError as e:
+        raise ConfigError(f"catalog file {path}: {describe_validation(e)}") from e

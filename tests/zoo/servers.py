@@ -1,0 +1,143 @@
+"""Local HTTP servers on 127.0.0.1 for the zoo tests.
+
+- :func:`serve_folder`: a plain static file server (what the OMZ storage, a PEP 503 "simple"
+  index and a Hugging Face ``resolve`` URL all are: files at paths);
+- :class:`FakeOvms`: stands in for OpenVINO Model Server's REST config API, which cannot run here
+  (no Docker). It speaks the real protocol: ``POST /v1/config/reload`` re-reads config.json and
+  answers the config status (or ``{"error": ...}`` with HTTP 400 when the file is not valid),
+  ``GET /v1/config`` answers ``{"<model>": {"model_version_status": [{"version": "1", "state":
+  "AVAILABLE", "status": {"error_code": "OK", "error_message": "OK"}}]}}``. Like OVMS it loads
+  the numbered version folders under each model's base_path (relative to config.json) that hold
+  a model file, honouring ``model_version_policy``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serve_folder(root: Path) -> Iterator[str]:
+    """Serve ``root`` over HTTP on 127.0.0.1; yields the base URL."""
+    handler = functools.partial(_Quiet, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _versions(folder: Path, policy: Any) -> list[int]:
+    found: list[int] = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.is_dir() and p.name.isdigit() and (any(p.glob("*.xml")) or any(p.glob("*.onnx"))):
+                found.append(int(p.name))
+    found.sort()
+    if isinstance(policy, dict) and "specific" in policy:
+        return [v for v in found if v in policy["specific"]["versions"]]
+    if isinstance(policy, dict) and "latest" in policy:
+        return found[-policy["latest"]["num_versions"] :]
+    if isinstance(policy, dict) and "all" in policy:
+        return found
+    return found[-1:]
+
+
+class FakeOvms:
+    """Stands in for OVMS's REST config API (see the module docstring)."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.reloads = 0
+        self.status: dict[str, Any] = {}
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, doc: Any) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                if self.path != "/v1/config/reload":
+                    self._send(404, {"error": "Not Found"})
+                    return
+                owner.reloads += 1
+                try:
+                    owner.load()
+                except (OSError, ValueError, KeyError, TypeError):
+                    self._send(
+                        400,
+                        {"error": "Reloading config file failed. Check server logs for more info."},
+                    )
+                    return
+                self._send(201, owner.status)
+
+            def do_GET(self) -> None:
+                if self.path != "/v1/config":
+                    self._send(404, {"error": "Not Found"})
+                    return
+                self._send(200, owner.status)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def load(self) -> None:
+        doc = json.loads(self.config.read_text())
+        status: dict[str, Any] = {}
+        for item in doc["model_config_list"]:
+            entry = item["config"]
+            base = Path(entry["base_path"])
+            if not base.is_absolute():
+                base = self.config.parent / base
+            versions = _versions(base, entry.get("model_version_policy"))
+            status[entry["name"]] = {
+                "model_version_status": [
+                    {
+                        "version": str(v),
+                        "state": "AVAILABLE",
+                        "status": {"error_code": "OK", "error_message": "OK"},
+                    }
+                    for v in versions
+                ]
+                or [
+                    {
+                        "version": "0",
+                        "state": "LOADING",
+                        "status": {"error_code": "UNKNOWN", "error_message": "no version found"},
+                    }
+                ]
+            }
+        self.status = status
+
+    def __enter__(self) -> FakeOvms:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)

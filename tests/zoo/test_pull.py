@@ -1,0 +1,184 @@
+"""Pulls over MQTT against the real broker, real files over HTTP on 127.0.0.1, real OpenVINO."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ovbus.bus import Bus
+from ovbus.errors import BusTimeout
+from ovbus.messages import Message
+from ovbus.payloads.model import ModelDescription, ModelState
+from ovbus.payloads.rpc import Reply
+from ovbus.payloads.zoo import ListRequest, OmzSource, PullRequest, RollbackRequest
+from services.zoo.ovms_schema import validate_config
+from tests.zoo.conftest import OMZ_MODEL, Site, Worker
+from tests.zoo.servers import FakeOvms
+
+#: The description the infer worker decodes BlazeFace with (the issue's canonical one).
+CANONICAL_BLAZEFACE = {
+    "kind": "blazeface",
+    "labels": ["face"],
+    "layout": "NHWC",
+    "color": "RGB",
+    "mean": [127.5, 127.5, 127.5],
+    "scale": [127.5, 127.5, 127.5],
+    "resize": "stretch",
+    "options": {
+        "num_layers": 4,
+        "strides": [8, 16, 16, 16],
+        "input_size": 128,
+        "anchor_offset": 0.5,
+        "coord_scale": 128.0,
+        "score_clip": 100.0,
+        "iou": 0.3,
+        "boxes_output": "regressors",
+        "scores_output": "classificators",
+    },
+}
+
+
+def states_until_done(sub: Any, timeout: float = 60.0) -> list[ModelState]:
+    """Live (not retained) states of one model until ready/failed."""
+    seen: list[ModelState] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            message: Message = sub.get(timeout=max(0.1, deadline - time.monotonic()))
+        except BusTimeout:
+            break
+        if message.retain:
+            continue
+        state = message.decode(ModelState)
+        seen.append(state)
+        if state.state in ("ready", "failed"):
+            return seen
+    raise AssertionError(f"no final state within {timeout} s, saw {[s.state for s in seen]}")
+
+
+def config_doc(models: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((models / "config.json").read_bytes())
+    validate_config(doc)
+    return doc
+
+
+def test_omz_pull_over_mqtt(worker: Worker, client: Bus, site: Site) -> None:
+    models = worker.zoo.folder.root
+    with FakeOvms(models / "config.json") as ovms:
+        worker.zoo.settings.ovms_url = ovms.url
+        with client.subscribe(client.topics.zoo_model(OMZ_MODEL), idle_timeout=30) as sub:
+            reply = client.request(
+                client.topics.zoo_request(), PullRequest(name=OMZ_MODEL), timeout=60
+            )
+            states = states_until_done(sub)
+    assert reply.ok, reply.error
+    names = [s.state for s in states]
+    assert names[0] == "pulling" and states[0].progress == 0.0
+    assert names[-2:] == ["verifying", "ready"], names
+    progress = [s.progress or 0.0 for s in states if s.state == "pulling"]
+    assert progress == sorted(progress) and progress[-1] == 100.0
+    # the OVMS layout, with the exact bytes that were served
+    version = models / OMZ_MODEL / "1"
+    assert sorted(p.name for p in version.iterdir()) == ["model.bin", "model.xml"]
+    assert (version / "model.xml").read_bytes() == site.ir_xml.read_bytes()
+    assert (version / "model.bin").read_bytes() == site.ir_bin.read_bytes()
+    description = ModelDescription.model_validate_json(
+        (models / OMZ_MODEL / "model.json").read_text()
+    )
+    assert description.kind == "blazeface" and description.source == f"omz:{OMZ_MODEL}/FP32"
+    assert config_doc(models)["model_config_list"] == [
+        {"config": {"name": OMZ_MODEL, "base_path": OMZ_MODEL}}
+    ]
+    assert list((models / ".staging").iterdir()) == []
+    final = states[-1]
+    assert final.versions == [1] and final.current_version == 1
+    assert final.description == description
+    # OVMS was told to reload and its per-model status is in the reply
+    assert ovms.reloads == 1
+    assert reply.result["ovms"]["ok"] is True
+    assert reply.result["ovms"]["models"][OMZ_MODEL] == [
+        {"version": 1, "state": "AVAILABLE", "error": None}
+    ]
+    # the retained state is there for late subscribers
+    retained = client.retained(str(client.topics.zoo_model(OMZ_MODEL)))
+    assert retained and retained[0].decode(ModelState).state == "ready"
+
+
+@pytest.mark.slow
+def test_wheel_pull_converts_blazeface_and_versions(
+    worker: Worker, client: Bus, site: Site
+) -> None:
+    import openvino as ov
+
+    models = worker.zoo.folder.root
+    with client.subscribe(client.topics.zoo_model("blazeface"), idle_timeout=60) as sub:
+        reply = client.request(
+            client.topics.zoo_request(), PullRequest(name="blazeface"), timeout=180
+        )
+        states = states_until_done(sub, 180)
+    assert reply.ok, reply.error
+    assert [s.state for s in states][-3:] == ["verifying", "converting", "ready"]
+    xml = models / "blazeface" / "1" / "model.xml"
+    model = ov.Core().read_model(str(xml))
+    assert sorted(o.get_any_name() for o in model.outputs) == ["classificators", "regressors"]
+    assert list(model.inputs[0].get_shape()) == [1, 128, 128, 3]
+    stored = json.loads((models / "blazeface" / "model.json").read_text())
+    assert stored.pop("source") == (
+        "wheel:mediapipe==0.10.21:mediapipe/modules/face_detection/face_detection_short_range.tflite"
+    )
+    assert stored == {"v": 1, **CANONICAL_BLAZEFACE}
+    cached = list((worker.zoo.settings.cache / "wheels").glob("mediapipe-0.10.21-*.whl"))
+    assert len(cached) == 1
+    # offline: the index is unreachable, the cached wheel serves the next version
+    worker.zoo.ctx = dataclasses.replace(worker.zoo.ctx, index_url="http://127.0.0.1:9/simple")
+    again = client.request(client.topics.zoo_request(), PullRequest(name="blazeface"), timeout=180)
+    assert again.ok, again.error
+    assert again.result["version"] == 2
+    # rollback pins the previous version; list shows it
+    back = client.call(client.topics.zoo_request(), RollbackRequest(name="blazeface"))
+    assert back == {"name": "blazeface", "from": 2, "to": 1}
+    entry = config_doc(models)["model_config_list"][0]["config"]
+    assert entry["model_version_policy"] == {"specific": {"versions": [1]}}
+    listed = client.call(client.topics.zoo_request(), ListRequest())["models"]
+    assert [(m["name"], m["versions"], m["current_version"]) for m in listed] == [
+        ("blazeface", [1, 2], 1)
+    ]
+    assert list((models / ".staging").iterdir()) == []
+
+
+def test_duplicate_correlation_is_executed_once(worker: Worker, client: Bus) -> None:
+    """A QoS 1 redelivery (same correlation data) must not pull twice."""
+    reply_topic = str(client.topics.replies(f"dup-{uuid.uuid4().hex[:8]}"))
+    body = PullRequest(name=OMZ_MODEL, source=OmzSource(model=OMZ_MODEL))
+    with client.subscribe(reply_topic, idle_timeout=60) as replies:
+        time.sleep(0.1)
+        for _ in range(2):
+            client.publish(
+                client.topics.zoo_request(),
+                body,
+                response_topic=reply_topic,
+                correlation=b"same-id",
+            )
+        first = replies.get(timeout=60).decode(Reply)
+        assert first.ok, first.error
+        with pytest.raises(BusTimeout):
+            replies.get(timeout=1.0)  # the copy that came while it ran got no second run
+        client.publish(
+            client.topics.zoo_request(), body, response_topic=reply_topic, correlation=b"same-id"
+        )
+        third = replies.get(timeout=10).decode(Reply)
+    assert third == first  # answered again from memory
+    assert worker.dispatcher.executed == 1
+    assert worker.zoo.folder.versions(OMZ_MODEL) == [1]
+
+
+def test_mqtt_311_client_gets_reply_in_body(worker: Worker, broker: Any, prefix: str) -> None:
+    with Bus(broker.url, prefix=prefix, protocol="3.1.1").connect(timeout=10) as old:
+        result = old.call(old.topics.zoo_request(), ListRequest(), timeout=10)
+    assert result == {"models": []}
