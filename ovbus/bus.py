@@ -578,17 +578,22 @@ def peek_envelope(message: Message) -> tuple[str | None, str | None]:
 def serve(
     bus: Bus,
     pattern: Topic | Wildcard | str,
-    handler: Callable[[Message], Reply],
+    handler: Callable[[Message], Reply | None],
     *,
     queue_size: int = 1000,
 ) -> Subscription:
     """Answer requests on ``pattern`` with ``handler``. Errors become error replies with their
-    code: a malformed request gets a reply that says what was wrong, and the node goes on."""
+    code: a malformed request gets a reply that says what was wrong, and the node goes on.
+    A handler returns ``None`` for a request meant for another node (a wildcard ``pattern``
+    shared by several nodes): no reply is sent, so the owner's reply is the only one."""
 
     def run(message: Message) -> None:
         reply_to, correlation = peek_envelope(message)
         try:
             reply = handler(message)
+            if reply is None:
+                log.debug("request left to another node", topic=message.topic)
+                return
         except OvbusError as e:
             log.warning("request refused", topic=message.topic, code=str(e.code), error=e.message)
             reply = Reply.failure(e)

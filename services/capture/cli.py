@@ -35,6 +35,18 @@ class CaptureSettings(WorkerSettings):
     encoder: Literal["auto", "x264", "vaapi", "v4l2"] = Field(
         "auto", description="H.264 encoder: auto picks hardware when present"
     )
+    v4l2_format: Literal["auto", "mjpeg", "raw"] = Field(
+        "auto", description="what to ask a V4L2 webcam for: MJPEG, raw, or either"
+    )
+    rtcp_interval: float = Field(
+        0.5, ge=0.05, le=5.0, description="seconds between RTCP sender reports (capture times)"
+    )
+    stall_timeout: float = Field(
+        5.0, ge=0.5, le=300, description="seconds without a frame before a camera is restarted"
+    )
+    max_backoff: float = Field(
+        30.0, ge=1.0, le=3600, description="cap of the restart backoff, seconds"
+    )
 
     _split = split_list("cameras")
 
@@ -60,6 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codec", choices=["h264", "mjpeg"])
     parser.add_argument("--bitrate-kbps", dest="bitrate_kbps", type=int)
     parser.add_argument("--encoder", choices=["auto", "x264", "vaapi", "v4l2"])
+    parser.add_argument("--v4l2-format", dest="v4l2_format", choices=["auto", "mjpeg", "raw"])
+    parser.add_argument(
+        "--rtcp-interval", dest="rtcp_interval", type=float, help="seconds, default 0.5"
+    )
+    parser.add_argument(
+        "--stall-timeout", dest="stall_timeout", type=float, help="seconds, default 5"
+    )
+    parser.add_argument("--max-backoff", dest="max_backoff", type=float, help="seconds, default 30")
 
 
 def settings_from(args: argparse.Namespace) -> CaptureSettings:

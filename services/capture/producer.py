@@ -1,0 +1,202 @@
+"""One camera's producer pipeline: source -> convert/scale/rate -> encoder -> appsink -> relay.
+
+The device (or file, or upstream camera) is opened once, here, whatever the number of readers;
+the pipeline runs whether anyone reads or not. The camera supervisor polls :meth:`Producer.poll`
+for errors; any error, an unexpected end of stream, or no frame for ``stall_s`` seconds is a
+``StreamError`` and the supervisor restarts the pipeline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from ovbus.errors import StreamError
+from ovbus.log import get_logger
+from services.capture import barcode
+from services.capture.gst import GLib, Gst, GstVideo
+from services.capture.relay import Relay
+from services.capture.sources import CLOCK_SRC, Geometry, Source
+
+log = get_logger(__name__)
+
+
+def producer_description(head: str, geometry: Geometry, encoder: str, live: bool) -> str:
+    """The whole producer pipeline around a source description (``head``) and an encoder."""
+    rate = geometry.fraction
+    caps = (
+        f"video/x-raw,format=I420,width={geometry.width},height={geometry.height},"
+        f"pixel-aspect-ratio=1/1,framerate={rate.numerator}/{rate.denominator}"
+    )
+    leak = "leaky=downstream " if live else ""
+    return (
+        f"{head} ! queue max-size-buffers=3 max-size-time=0 max-size-bytes=0 {leak}! "
+        f"videoconvert ! videoscale ! videorate ! {caps} ! {encoder} ! "
+        f"appsink name=sink emit-signals=true sync={'false' if live else 'true'} "
+        "max-buffers=8 drop=true"
+    )
+
+
+class Producer:
+    """A running producer pipeline; create, :meth:`start`, :meth:`poll`, :meth:`stop`."""
+
+    def __init__(
+        self,
+        camera: str,
+        source: Source,
+        description: str,
+        geometry: Geometry,
+        relay: Relay,
+        *,
+        stall_s: float = 5.0,
+    ) -> None:
+        self.camera = camera
+        self.source = source
+        self.description = description
+        self.geometry = geometry
+        self.relay = relay
+        self.stall_s = stall_s
+        self.frames = 0
+        self.first_frame = threading.Event()
+        self.last_frame = time.monotonic()
+        self._pipeline: Any = None
+        self._sink: Any = None
+        self._stop = threading.Event()
+        self._painter: threading.Thread | None = None
+        self._started = time.monotonic()
+
+    # lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Build and start the pipeline; raises ``StreamError`` if it cannot even start."""
+        try:
+            pipeline = Gst.parse_launch(self.description)
+        except GLib.Error as e:
+            raise StreamError(f"camera {self.camera}: bad pipeline: {e.message}") from e
+        self._pipeline = pipeline
+        pipeline.use_clock(Gst.SystemClock.obtain())
+        sink = pipeline.get_by_name("sink")
+        if sink is None:
+            raise StreamError(f"camera {self.camera}: producer pipeline has no appsink")
+        self._sink = sink
+        sink.connect("new-sample", self._on_sample)
+        self._started = self.last_frame = time.monotonic()
+        if self.source.kind == "file":
+            self._start_file(pipeline)
+        elif pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            raise self._error_from_bus("could not start")
+        clock_src = pipeline.get_by_name(CLOCK_SRC)
+        if clock_src is not None:
+            self._painter = threading.Thread(
+                target=self._paint_loop, args=(clock_src,), name=f"clock:{self.camera}", daemon=True
+            )
+            self._painter.start()
+        self.relay.request_keyframe = self.request_keyframe
+
+    def _start_file(self, pipeline: Any) -> None:
+        """Files loop: preroll, then a flushing segment seek; each SEGMENT_DONE seeks back to
+        the start without flushing, so the running time (and pacing) goes on across loops."""
+        if pipeline.set_state(Gst.State.PAUSED) == Gst.StateChangeReturn.FAILURE:
+            raise self._error_from_bus("could not open")
+        result, _, _ = pipeline.get_state(10 * Gst.SECOND)
+        if result == Gst.StateChangeReturn.FAILURE:
+            raise self._error_from_bus("could not open")
+        if result != Gst.StateChangeReturn.SUCCESS:
+            raise StreamError(f"camera {self.camera}: file {self.source.value} did not preroll")
+        flags = Gst.SeekFlags.FLUSH | Gst.SeekFlags.SEGMENT | Gst.SeekFlags.KEY_UNIT
+        if not pipeline.seek_simple(Gst.Format.TIME, flags, 0):
+            raise StreamError(f"camera {self.camera}: file {self.source.value} is not seekable")
+        if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            raise self._error_from_bus("could not play")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.relay.request_keyframe == self.request_keyframe:
+            self.relay.request_keyframe = None
+        if self._pipeline is not None:
+            self._pipeline.set_state(Gst.State.NULL)
+        if self._painter is not None:
+            self._painter.join(timeout=2)
+        self._pipeline = None
+
+    # supervision -----------------------------------------------------------------------------
+    def poll(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for pipeline messages; raises ``StreamError`` on a failure."""
+        bus = self._pipeline.get_bus()
+        deadline = time.monotonic() + timeout
+        kinds = Gst.MessageType.ERROR | Gst.MessageType.EOS | Gst.MessageType.SEGMENT_DONE
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            msg = bus.timed_pop_filtered(int(remaining * Gst.SECOND), kinds)
+            if msg is None:
+                break
+            if msg.type == Gst.MessageType.SEGMENT_DONE:
+                self._pipeline.seek_simple(Gst.Format.TIME, Gst.SeekFlags.SEGMENT, 0)
+            elif msg.type == Gst.MessageType.EOS:
+                raise StreamError(f"camera {self.camera}: the source ended (end of stream)")
+            else:
+                raise self._describe_error(msg)
+        idle = time.monotonic() - self.last_frame
+        if idle > self.stall_s:
+            raise StreamError(f"camera {self.camera}: no frame for {idle:.1f} s")
+
+    def _error_from_bus(self, what: str) -> StreamError:
+        bus = self._pipeline.get_bus()
+        msg = bus.timed_pop_filtered(Gst.SECOND, Gst.MessageType.ERROR)
+        if msg is not None:
+            return self._describe_error(msg)
+        return StreamError(f"camera {self.camera}: {what} {self.source.kind} source")
+
+    def _describe_error(self, msg: Any) -> StreamError:
+        error, debug = msg.parse_error()
+        origin = msg.src.get_name() if msg.src is not None else "pipeline"
+        detail = f" ({debug.splitlines()[-1][:300]})" if debug else ""
+        return StreamError(f"camera {self.camera}: {origin}: {error.message}{detail}")
+
+    # frames ----------------------------------------------------------------------------------
+    def _on_sample(self, sink: Any) -> Any:
+        sample = sink.emit("pull-sample")
+        if sample is None:
+            return Gst.FlowReturn.EOS
+        buffer = sample.get_buffer()
+        segment = sample.get_segment()
+        running = segment.to_running_time(Gst.Format.TIME, buffer.pts)
+        if running == Gst.CLOCK_TIME_NONE or running < 0:
+            return Gst.FlowReturn.OK
+        self.relay.set_caps(sample.get_caps())
+        self.relay.push(buffer, running + sink.get_base_time())
+        self.frames += 1
+        self.last_frame = time.monotonic()
+        self.first_frame.set()
+        return Gst.FlowReturn.OK
+
+    def request_keyframe(self) -> None:
+        """Ask the encoder for a key frame (a media just attached)."""
+        sink = self._sink
+        if sink is not None:
+            event = GstVideo.video_event_new_upstream_force_key_unit(Gst.CLOCK_TIME_NONE, True, 0)
+            sink.send_event(event)
+
+    def _paint_loop(self, appsrc: Any) -> None:
+        """``testsrc:clock``: black I420 frames at the camera's rate, each with the wall-clock
+        time at which it is pushed (and time-stamped by appsrc) painted as a barcode."""
+        width, height = self.geometry.width, self.geometry.height
+        frame_bytes = width * height * 3 // 2
+        import numpy as np
+
+        frame = np.full(frame_bytes, 128, dtype=np.uint8)
+        luma = frame[: width * height].reshape(height, width)
+        luma[:] = barcode.DARK
+        period = 1.0 / self.geometry.fps
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            delay = next_at - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            next_at = max(next_at + period, time.monotonic() - period)
+            barcode.paint(luma, int(time.time() * 1000))
+            result = appsrc.emit("push-buffer", Gst.Buffer.new_wrapped(frame.tobytes()))
+            if result != Gst.FlowReturn.OK:
+                return

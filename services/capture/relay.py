@@ -1,0 +1,117 @@
+"""The hand-over from a camera's producer pipeline to the RTSP media pipelines that serve it.
+
+One producer per camera encodes once; its appsink hands every encoded frame to a :class:`Relay`,
+which pushes it into the ``appsrc`` of each RTSP media currently prepared for that camera (with a
+shared factory that is one media for any number of readers). The relay outlives producer
+restarts, so a restart or a ``set`` never touches the RTSP server.
+
+Time stamps keep the capture time: both pipelines run on the same system clock, so a frame's
+absolute clock time (running time + the producer's base time) becomes the media's running time
+by subtracting the media's base time. The media's RTCP sender reports then map the RTP time of
+each frame to the wall-clock time at which it was captured.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ovbus.log import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Outlet:
+    appsrc: Any
+    waiting_key: bool = True
+    pushed: int = 0
+
+
+class Relay:
+    """Fan-out of one camera's encoded frames to the media ``appsrc`` elements."""
+
+    def __init__(self, camera: str) -> None:
+        from services.capture.gst import Gst
+
+        self._gst = Gst
+        self.camera = camera
+        self._lock = threading.Lock()
+        self._outlets: list[_Outlet] = []
+        self.caps: Any = None
+        #: Asks the current producer for a key frame (set by the producer while it runs).
+        self.request_keyframe: Callable[[], None] | None = None
+
+    @property
+    def readers(self) -> int:
+        """Media pipelines currently fed (one per shared media, not one per client)."""
+        with self._lock:
+            return len(self._outlets)
+
+    def attach(self, appsrc: Any) -> None:
+        """Start feeding a media's appsrc; it starts at the next key frame."""
+        with self._lock:
+            self._outlets.append(_Outlet(appsrc))
+            if self.caps is not None:
+                appsrc.set_property("caps", self.caps)
+        log.debug("media attached", camera=self.camera)
+        if self.request_keyframe is not None:
+            self.request_keyframe()
+
+    def detach(self, appsrc: Any) -> None:
+        with self._lock:
+            self._outlets = [o for o in self._outlets if o.appsrc is not appsrc]
+
+    def set_caps(self, caps: Any) -> None:
+        """New stream caps (first frame of a producer, or a new size/rate after ``set``)."""
+        with self._lock:
+            if self.caps is not None and self.caps.is_equal(caps):
+                return
+            self.caps = caps
+            for outlet in self._outlets:
+                outlet.appsrc.set_property("caps", caps)
+                outlet.waiting_key = True
+
+    def push(self, buffer: Any, clock_time: int) -> None:
+        """Hand one encoded frame, captured at absolute clock time ``clock_time`` (ns), to every
+        attached media. Medias that stopped (flushing, EOS) are dropped."""
+        gst = self._gst
+        delta = bool(buffer.get_flags() & gst.BufferFlags.DELTA_UNIT)
+        with self._lock:
+            outlets = list(self._outlets)
+        gone: list[_Outlet] = []
+        for outlet in outlets:
+            if outlet.waiting_key and delta:
+                continue
+            _, state, _ = outlet.appsrc.get_state(0)
+            if state != gst.State.PLAYING:
+                continue
+            running = clock_time - outlet.appsrc.get_base_time()
+            if running < 0:
+                continue
+            copy = buffer.copy_region(_COPY_FLAGS(gst), 0, buffer.get_size())
+            copy.pts = running
+            copy.dts = gst.CLOCK_TIME_NONE
+            result = outlet.appsrc.emit("push-buffer", copy)
+            if result == gst.FlowReturn.OK:
+                outlet.waiting_key = False
+                outlet.pushed += 1
+            elif result in (gst.FlowReturn.FLUSHING, gst.FlowReturn.EOS):
+                gone.append(outlet)
+        if gone:
+            with self._lock:
+                self._outlets = [o for o in self._outlets if o not in gone]
+
+    def end(self) -> None:
+        """End every media's stream (camera disabled or node stopping): readers see EOS."""
+        with self._lock:
+            outlets, self._outlets = self._outlets, []
+        for outlet in outlets:
+            outlet.appsrc.emit("end-of-stream")
+
+
+def _COPY_FLAGS(gst: Any) -> Any:  # noqa: N802
+    flags = gst.BufferCopyFlags
+    return flags.FLAGS | flags.TIMESTAMPS | flags.META | flags.MEMORY

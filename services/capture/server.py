@@ -1,0 +1,110 @@
+"""The RTSP server: one shared media factory per camera (``rtsp://<host>:<port>/<cam>``).
+
+Each media is ``appsrc ! <payloader>`` fed by the camera's :class:`~services.capture.relay.Relay`;
+the factory is shared, so any number of readers get the same media and the producer is never
+reopened. Capture times travel in RTCP: every media runs on the system clock, its RTP session
+sends sender reports at least every ``rtcp_interval_s`` and maps RTP time to the *capture* time
+(``rtcp-sync-send-time=false``), so a reader that asks for reference timestamp metas
+(``rtspsrc add-reference-timestamp-meta=true``, see ``ovbus/rtsp_clock.py``) gets the wall-clock
+capture time of every frame after the first sender report.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from ovbus.errors import ConfigError
+from ovbus.log import get_logger
+from ovbus.payloads.stream import Codec
+from services.capture.encoders import payloader_description
+from services.capture.gst import GLib, Gst, GstRtspServer
+from services.capture.relay import Relay
+
+log = get_logger(__name__)
+
+
+def primary_address() -> str:
+    """The address other machines reach this one on (the source of the default route)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent, only a route looked up
+            address: str = s.getsockname()[0]
+            return address
+        except OSError:
+            return "127.0.0.1"
+
+
+class RtspServer:
+    """A GStreamer RTSP server running its own GLib main loop thread."""
+
+    def __init__(self, bind: str, port: int, *, rtcp_interval_s: float = 0.5) -> None:
+        self.bind = bind
+        self.port = port
+        self.rtcp_interval_ns = int(rtcp_interval_s * Gst.SECOND)
+        self._context = GLib.MainContext.new()
+        self._loop = GLib.MainLoop.new(self._context, False)
+        self._server = GstRtspServer.RTSPServer()
+        self._server.set_address(bind)
+        self._server.set_service(str(port))
+        self._mounts = self._server.get_mount_points()
+        self._thread: threading.Thread | None = None
+        self._source_id = 0
+
+    def start(self) -> None:
+        """Listen; raises ``ConfigError`` if the address or port cannot be bound."""
+        self._source_id = self._server.attach(self._context)
+        if self._source_id == 0:
+            raise ConfigError(f"RTSP server cannot listen on {self.bind}:{self.port} (in use?)")
+        self._thread = threading.Thread(target=self._loop.run, name="rtsp-server", daemon=True)
+        self._thread.start()
+        log.info("rtsp server listening", bind=self.bind, port=self.port)
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._loop.quit()
+        self._thread.join(timeout=5)
+        self._thread = None
+
+    def mount(self, camera: str, relay: Relay, codec: Codec) -> None:
+        """Serve a camera at ``/<camera>``: a shared media on the system clock."""
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(
+            "( appsrc name=src is-live=true format=time do-timestamp=false min-latency=0 "
+            f"max-bytes=4000000 ! {payloader_description(codec)} )"
+        )
+        factory.set_shared(True)
+        factory.set_clock(Gst.SystemClock.obtain())
+        factory.connect("media-configure", self._configure, relay)
+        self._mounts.add_factory(f"/{camera}", factory)
+
+    def unmount(self, camera: str) -> None:
+        self._mounts.remove_factory(f"/{camera}")
+
+    # media set-up (runs on the server's main loop) ---------------------------------------------
+    def _configure(self, factory: Any, media: Any, relay: Relay) -> None:
+        element = media.get_element()
+        appsrc = element.get_by_name("src")
+        pipeline = element.get_parent()
+        if pipeline is not None:
+            pipeline.connect("element-added", self._on_element, None)
+        media.connect("unprepared", self._on_unprepared, (relay, appsrc))
+        relay.attach(appsrc)
+        log.info("media created", camera=relay.camera)
+
+    def _on_unprepared(self, media: Any, data: tuple[Relay, Any]) -> None:
+        relay, appsrc = data
+        relay.detach(appsrc)
+        log.info("media released", camera=relay.camera)
+
+    def _on_element(self, bin_: Any, element: Any, data: object) -> None:
+        factory = element.get_factory()
+        name = factory.get_name() if factory is not None else ""
+        if name == "rtpbin":
+            element.set_property("rtcp-sync-send-time", False)
+            element.connect("element-added", self._on_element, None)
+        elif name == "rtpsession":
+            element.set_property("rtcp-min-interval", self.rtcp_interval_ns)
+            element.set_property("rtcp-sync-send-time", False)

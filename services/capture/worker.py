@@ -1,0 +1,217 @@
+"""The capture worker: serves cameras over RTSP and announces them on the bus.
+
+Wiring only; the parts live in ``sources`` (what a camera reads), ``encoders``, ``producer`` (one
+pipeline per camera), ``relay`` (hand-over to the RTSP medias), ``server`` (the RTSP server) and
+``camera`` (supervision, restarts, ``set``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ovbus.bus import serve
+from ovbus.errors import BusError, ErrorCode, RequestError
+from ovbus.log import get_logger
+from ovbus.messages import Message
+from ovbus.node import Node
+from ovbus.payloads.node import Birth, CameraStats, Stats
+from ovbus.payloads.rpc import Reply
+from ovbus.payloads.stream import CameraSet, CameraState, StreamDescriptor
+from ovbus.settings import NodeSettings
+from ovbus.topics import Topic
+from services.capture.cli import CaptureSettings
+from services.capture.encoders import check_size, choose_encoder
+from services.capture.sources import Geometry, Source, parse_cameras
+
+log = get_logger(__name__)
+
+
+class CaptureWorker:
+    """Cameras, RTSP server and bus glue of one capture node."""
+
+    def __init__(
+        self, node: Node, settings: CaptureSettings, sources: dict[str, Source], host: str
+    ) -> None:
+        from services.capture.camera import Camera, Config, Output, Timing
+        from services.capture.gst import element_exists
+        from services.capture.server import RtspServer
+
+        self.node = node
+        self.settings = settings
+        self.topics = node.topics
+        if settings.codec == "h264":
+            self.encoder, element = choose_encoder(settings.encoder, element_exists)
+        else:
+            self.encoder, element = "jpeg", "jpegenc"
+        output = Output(settings.codec, element, settings.bitrate_kbps, settings.v4l2_format)
+        geometry = Geometry(settings.width, settings.height, settings.fps)
+        timing = Timing(stall_s=settings.stall_timeout, max_backoff_s=settings.max_backoff)
+        self.server = RtspServer(
+            settings.bind, settings.rtsp_port, rtcp_interval_s=settings.rtcp_interval
+        )
+        self.cameras: dict[str, Camera] = {}
+        for name, source in sources.items():
+            camera = Camera(
+                name,
+                source,
+                Config(geometry),
+                output,
+                node=node.node_id,
+                url=f"rtsp://{host}:{settings.rtsp_port}/{name}",
+                on_state=self._publish_state,
+                on_stream=self._publish_stream,
+                timing=timing,
+            )
+            self.cameras[name] = camera
+            self.server.mount(name, camera.relay, settings.codec)
+        self._owners: dict[str, str] = {}
+        self._owners_lock = threading.Lock()
+        self._last_frames = dict.fromkeys(self.cameras, 0)
+        self._last_errors = dict.fromkeys(self.cameras, 0)
+
+    # bus ---------------------------------------------------------------------------------------
+    def _publish(self, topic: Topic, payload: Any, *, wait: bool = False) -> None:
+        try:
+            self.node.bus.publish(topic, payload, wait=wait, timeout=5.0)
+        except BusError as e:
+            # retained state is re-published on the next connect
+            log.warning("publish failed", topic=str(topic), error=str(e))
+
+    def _publish_state(self, state: CameraState) -> None:
+        self._publish(self.topics.camera_state(state.camera), state)
+
+    def _publish_stream(self, camera: str, descriptor: StreamDescriptor | None) -> None:
+        self._publish(self.topics.stream(camera), descriptor)
+
+    def republish(self) -> None:
+        """After every (re)connect: the retained state and descriptor of every camera."""
+        for name, camera in self.cameras.items():
+            self._publish_state(camera.state)
+            if camera.descriptor is not None:
+                self._publish_stream(name, camera.descriptor)
+
+    def describe(self, birth: Birth) -> Birth:
+        capacity = dict(birth.capacity)
+        capacity.update(
+            {
+                "encoder": self.encoder,
+                "codec": self.settings.codec,
+                "rtsp_port": self.settings.rtsp_port,
+            }
+        )
+        return birth.model_copy(update={"cameras": sorted(self.cameras), "capacity": capacity})
+
+    def stats(self, interval: float) -> Stats:
+        cameras: dict[str, CameraStats] = {}
+        for name, camera in self.cameras.items():
+            frames, errors = camera.frames, camera.errors
+            done = max(0, frames - self._last_frames[name])
+            cameras[name] = CameraStats(
+                fps=round(done / interval, 2),
+                frames=done,
+                errors=max(0, errors - self._last_errors[name]),
+            )
+            self._last_frames[name], self._last_errors[name] = frames, errors
+        return Stats(
+            node=self.node.node_id,
+            interval_s=interval,
+            cameras=cameras,
+            dropped_messages=self.node.bus.dropped,
+        )
+
+    def _track_owner(self, message: Message) -> None:
+        try:
+            _, params = self.topics.parse(message.topic)
+            camera = params["camera"]
+            with self._owners_lock:
+                if message.empty:
+                    self._owners.pop(camera, None)
+                else:
+                    self._owners[camera] = message.decode(StreamDescriptor).node
+        except Exception as e:
+            log.debug("ignoring stream announcement", topic=message.topic, error=str(e))
+
+    def handle_set(self, message: Message) -> Reply | None:
+        """``cameras/<cam>/set``: apply to one of ours; stay silent if another node announces
+        that camera; ``not_found`` if nobody does."""
+        _, params = self.topics.parse(message.topic)
+        name = params["camera"]
+        camera = self.cameras.get(name)
+        if camera is None:
+            with self._owners_lock:
+                owner = self._owners.get(name)
+            if owner is not None and owner != self.node.node_id:
+                return None
+            raise RequestError(
+                f"unknown camera {name!r}: node {self.node.node_id} serves "
+                f"{', '.join(sorted(self.cameras))}",
+                code=ErrorCode.NOT_FOUND,
+            )
+        command = message.decode(CameraSet)
+        return Reply.success(camera.apply(command))
+
+    # lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.server.start()
+        bus = self.node.bus
+        bus.subscribe(
+            self.topics.all_cameras("stream"), callback=self._track_owner, idle_timeout=None
+        )
+        # one subscription (and so one thread) per camera: a slow set never blocks another camera
+        for name in self.cameras:
+            serve(bus, self.topics.camera_set(name), self.handle_set)
+        serve(bus, self.topics.all_cameras("set"), self._handle_foreign_set)
+        bus.on_connect(self.republish)
+        for camera in self.cameras.values():
+            camera.start()
+
+    def _handle_foreign_set(self, message: Message) -> Reply | None:
+        _, params = self.topics.parse(message.topic)
+        if params["camera"] in self.cameras:
+            return None  # answered by that camera's own subscription
+        return self.handle_set(message)
+
+    def stop(self) -> None:
+        """Clean shutdown: stop every camera, clear the descriptors, state ``stopped``."""
+        for camera in self.cameras.values():
+            camera.stop()
+        for name, camera in self.cameras.items():
+            camera.descriptor = None
+            self._publish(self.topics.stream(name), None, wait=True)
+            state = CameraState(
+                camera=name, node=self.node.node_id, state="stopped", restarts=camera.restarts
+            )
+            self._publish(self.topics.camera_state(name), state, wait=True)
+        self.server.stop()
+        log.info("cameras stopped", cameras=",".join(self.cameras))
+
+
+def main(node_settings: NodeSettings, settings: CaptureSettings) -> int:
+    sources = parse_cameras(settings.cameras)
+    check_size(settings.codec, settings.width, settings.height)
+    worker_ref: dict[str, CaptureWorker] = {}
+
+    def describe(birth: Birth) -> Birth:
+        worker = worker_ref.get("w")
+        return worker.describe(birth) if worker is not None else birth
+
+    def stats(interval: float) -> Stats:
+        return worker_ref["w"].stats(interval)
+
+    node = Node(node_settings, "capture", persistent=True, describe=describe, stats=stats)
+    from services.capture.server import primary_address
+
+    host = settings.advertise_host or primary_address()
+    worker = CaptureWorker(node, settings, sources, host)
+    worker_ref["w"] = worker
+    node.install_signal_handlers()
+    node.connect()
+    try:
+        worker.start()
+    except Exception:
+        node.bus.close()
+        raise
+    log.info("capture node ready", node=node.node_id, cameras=",".join(worker.cameras), host=host)
+    node.run_until_stopped(worker.stop)
+    return 0

@@ -1,0 +1,91 @@
+"""A real capture worker serving a real H.264 file and a test pattern over a real RTSP server,
+read by two independent readers at once (OpenCV/FFmpeg and GStreamer rtspsrc); descriptors on a
+real Mosquitto, cleared on SIGTERM."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from ovbus.bus import Bus
+from ovbus.mosquitto import Mosquitto
+from ovbus.payloads.node import Birth
+from ovbus.payloads.stream import CameraState
+from tests.capture.readers import Reading, read_cv2, read_gst
+from tests.stack import capture_node, make_video
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_video(tmp_path_factory.mktemp("video") / "ball.mp4", seconds=3)
+
+
+def test_file_and_testsrc_two_readers_at_once(broker: Mosquitto, prefix: str, video: Path) -> None:
+    with capture_node(broker.url, prefix, {"file": str(video), "pattern": "testsrc"}) as node:
+        for name, source in (("file", "file"), ("pattern", "testsrc")):
+            d = node.descriptors[name]
+            assert (d.width, d.height, d.fps, d.codec, d.source) == (640, 480, 30.0, "h264", source)
+            assert d.url == f"rtsp://127.0.0.1:{node.rtsp_port}/{name}"
+            assert d.clock == "rtcp-ntp" and d.node == node.node_id
+
+        results: dict[str, Reading] = {}
+        errors: list[BaseException] = []
+
+        def run(key: str, fn: object, url: str) -> None:
+            try:
+                results[key] = fn(url, 75)  # type: ignore[operator]
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [
+            threading.Thread(target=run, args=(f"{kind}-{cam}", fn, node.urls[cam]))
+            for cam in ("file", "pattern")
+            for kind, fn in (("cv2", read_cv2), ("gst", read_gst))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert len(results) == 4
+        for key, reading in results.items():
+            assert reading.count == 75, f"{key}: {reading.count} frames"
+            assert set(reading.shapes) == {(480, 640, 3)}, key
+            # real time: 30 fps, never a backlog played fast (looped file included)
+            assert 22 <= reading.rate() <= 38, f"{key}: {reading.rate():.1f} fps"
+            assert reading.last is not None and float(reading.last.std()) > 10, f"{key}: flat"
+        # the file (75 frames read = 2.5 s of a 3 s loop, from wherever the loop was) plays on
+        # the GStreamer reader got capture times from RTCP sender reports after the first one
+        for cam in ("file", "pattern"):
+            captured = [c for c in results[f"gst-{cam}"].captured if c is not None]
+            assert len(captured) >= 30, f"{cam}: only {len(captured)} frames had a capture time"
+        # shared media: two readers per camera, one media (and one producer) each
+        log = node.stderr()
+        assert log.count("media created camera=file") == 1, log
+        assert log.count("media created camera=pattern") == 1, log
+
+
+def test_descriptors_cleared_on_sigterm(broker: Mosquitto, prefix: str) -> None:
+    bus = Bus(broker.url, prefix=prefix).connect(timeout=10)
+    try:
+        with capture_node(broker.url, prefix, {"a": "testsrc", "b": "testsrc"}) as node:
+            streams = bus.retained(bus.topics.all_cameras("stream"))
+            assert sorted(m.topic.split("/")[-2] for m in streams) == ["a", "b"]
+            births = bus.retained(bus.topics.birth(node.node_id))
+            birth = births[0].decode(Birth)
+            assert birth.kind == "capture" and birth.cameras == ["a", "b"]
+            states = [m.decode(CameraState) for m in bus.retained(bus.topics.all_cameras("state"))]
+            assert {s.state for s in states} == {"streaming"}
+            code = node.terminate()
+            assert code == 0, node.stderr()
+        assert bus.retained(bus.topics.all_cameras("stream")) == []
+        states = [m.decode(CameraState) for m in bus.retained(bus.topics.all_cameras("state"))]
+        assert sorted((s.camera, s.state) for s in states) == [("a", "stopped"), ("b", "stopped")]
+        status = bus.retained(bus.topics.status(node.node_id))
+        assert [m.payload for m in status] == [b"offline"]
+    finally:
+        bus.close()

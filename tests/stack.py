@@ -1,0 +1,262 @@
+"""Test harness: a real capture worker process serving cameras over a real RTSP server.
+
+::
+
+    with capture_node(broker.url, prefix, {"cam1": "/path/video.mp4", "cam2": "testsrc"}) as node:
+        node.urls["cam1"]            # rtsp://127.0.0.1:<port>/cam1
+        node.descriptors["cam2"]     # the StreamDescriptor retained on the bus
+        node.proc                    # the subprocess.Popen
+        node.kill()                  # SIGKILL, for fault tests
+
+It runs ``python -m services.capture`` with ``--advertise-host 127.0.0.1`` on a free RTSP port,
+waits (bounded) until every camera's retained descriptor is on the bus, and on exit stops the
+worker with SIGTERM (SIGKILL if it does not stop within ``stop_timeout``). A worker that exits
+or never announces raises ``StackError`` with the worker's stderr in the message.
+
+Also here: :func:`make_video`, a short real H.264/MP4 made once with GStreamer and cached.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from ovbus.bus import Bus
+from ovbus.messages import Message
+from ovbus.mosquitto import free_port
+from ovbus.payloads.stream import CameraState, StreamDescriptor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class StackError(AssertionError):
+    """The worker did not come up (or went down) as expected; carries its stderr."""
+
+
+@dataclass
+class CaptureNode:
+    """A running capture worker process and what it announced."""
+
+    proc: subprocess.Popen[bytes]
+    broker_url: str
+    prefix: str
+    node_id: str
+    rtsp_port: int
+    cameras: dict[str, str]
+    descriptors: dict[str, StreamDescriptor] = field(default_factory=dict)
+    _stderr: IO[bytes] | None = None
+    _stderr_path: Path | None = None
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {name: d.url for name, d in self.descriptors.items()}
+
+    def url(self, camera: str) -> str:
+        """The URL a camera is (or will be) served at, announced or not."""
+        return f"rtsp://127.0.0.1:{self.rtsp_port}/{camera}"
+
+    def stderr(self) -> str:
+        """Everything the worker logged so far."""
+        if self._stderr_path is None:
+            return ""
+        return self._stderr_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, the broker publishes the last will."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return int(self.proc.returncode)
+
+
+def _decode_descriptor(message: Message) -> StreamDescriptor | None:
+    if message.empty:
+        return None
+    return message.decode(StreamDescriptor)
+
+
+def wait_descriptors(
+    bus: Bus,
+    cameras: Sequence[str],
+    *,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    node_id: str | None = None,
+) -> dict[str, StreamDescriptor]:
+    """Wait (bounded) until every camera has a retained descriptor (from ``node_id`` if given)."""
+    found: dict[str, StreamDescriptor] = {}
+    deadline = time.monotonic() + timeout
+    with bus.subscribe(bus.topics.all_cameras("stream"), idle_timeout=0.2) as sub:
+        while time.monotonic() < deadline and set(found) != set(cameras):
+            if proc is not None and proc.poll() is not None:
+                raise StackError(f"capture worker exited with code {proc.returncode}")
+            try:
+                message = sub.get(timeout=0.2)
+            except TimeoutError:
+                continue
+            descriptor = _decode_descriptor(message)
+            _, params = bus.topics.parse(message.topic)
+            name = params["camera"]
+            if descriptor is None:
+                found.pop(name, None)
+            elif name in cameras and (node_id is None or descriptor.node == node_id):
+                found[name] = descriptor
+    missing = sorted(set(cameras) - set(found))
+    if missing:
+        raise StackError(f"no stream descriptor for {', '.join(missing)} within {timeout:.0f} s")
+    return found
+
+
+def camera_states(bus: Bus, camera: str, timeout: float = 5.0) -> list[CameraState]:
+    """The retained state of a camera right now (a list of zero or one)."""
+    return [
+        m.decode(CameraState)
+        for m in bus.retained(bus.topics.camera_state(camera), timeout=timeout)
+    ]
+
+
+@contextmanager
+def capture_node(
+    broker_url: str,
+    prefix: str,
+    cameras: Mapping[str, str],
+    *,
+    rtsp_port: int | None = None,
+    node_id: str | None = None,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    wait: bool = True,
+    timeout: float = 30.0,
+    stop_timeout: float = 15.0,
+) -> Iterator[CaptureNode]:
+    """Run a capture worker for ``cameras`` (name -> source) until the block ends."""
+    port = rtsp_port or free_port()
+    node = node_id or f"capture-{os.getpid()}-{port}"
+    argv = [
+        sys.executable,
+        "-m",
+        "services.capture",
+        "--broker",
+        broker_url,
+        "--prefix",
+        prefix,
+        "--node-id",
+        node,
+        "--rtsp-port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--advertise-host",
+        "127.0.0.1",
+    ]
+    for name, source in cameras.items():
+        argv += ["--camera", f"{name}={source}"]
+    argv += list(extra_args)
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
+    child_env.update(env or {})
+    log_file = tempfile.NamedTemporaryFile(prefix="capture-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(argv, cwd=ROOT, env=child_env, stdout=log_file, stderr=log_file)
+    handle = CaptureNode(
+        proc=proc,
+        broker_url=broker_url,
+        prefix=prefix,
+        node_id=node,
+        rtsp_port=port,
+        cameras=dict(cameras),
+        _stderr=log_file,
+        _stderr_path=Path(log_file.name),
+    )
+    try:
+        if wait:
+            bus = Bus(broker_url, prefix=prefix).connect(timeout=10)
+            try:
+                handle.descriptors = wait_descriptors(
+                    bus, list(cameras), timeout=timeout, proc=proc, node_id=node
+                )
+            except StackError as e:
+                raise StackError(
+                    f"{e}\n--- capture worker log ---\n{handle.stderr()[-6000:]}"
+                ) from e
+            finally:
+                bus.close()
+        yield handle
+    finally:
+        handle.terminate(stop_timeout)
+        log_file.close()
+        try:
+            os.unlink(log_file.name)
+        except OSError:
+            pass
+
+
+_video_lock = threading.Lock()
+
+
+def make_video(
+    path: Path | None = None,
+    *,
+    seconds: int = 4,
+    width: int = 640,
+    height: int = 480,
+    fps: int = 30,
+    pattern: str = "ball",
+) -> Path:
+    """A short real H.264 MP4 (GStreamer ``videotestsrc ! x264enc ! mp4mux``), made once and
+    cached (default under the system temp folder)."""
+    if path is None:
+        path = (
+            Path(tempfile.gettempdir()) / f"ovbus-{pattern}-{width}x{height}-{fps}-{seconds}s.mp4"
+        )
+    with _video_lock, open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists() and path.stat().st_size > 0:
+            return path
+        tmp = path.with_suffix(".part.mp4")
+        subprocess.run(
+            [
+                "gst-launch-1.0",
+                "-q",
+                "videotestsrc",
+                f"num-buffers={seconds * fps}",
+                f"pattern={pattern}",
+                "!",
+                f"video/x-raw,width={width},height={height},framerate={fps}/1",
+                "!",
+                "x264enc",
+                "speed-preset=ultrafast",
+                f"key-int-max={fps}",
+                "!",
+                "h264parse",
+                "!",
+                "mp4mux",
+                "!",
+                "filesink",
+                f"location={tmp}",
+            ],
+            check=True,
+            timeout=120,
+            capture_output=True,
+        )
+        tmp.rename(path)
+    return path
