@@ -1,0 +1,332 @@
+"""One owned camera: its stream reader, its pipeline spec, and the loop that runs the models on
+the newest frame and publishes results, counts, snapshots and the retained inference state.
+
+Failures are loud and specific: a model that fails (missing, corrupt, wrong outputs, server
+down) or a stream that delivers nothing puts a retained ``InferenceState`` error naming the
+camera, the model and the cause on the bus and logs it; the camera's other models keep running,
+and a failed model never shows up as "nothing detected".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ovbus.bus import Bus
+from ovbus.errors import ErrorCode, ModelError, NotConnected, OvbusError, StreamError
+from ovbus.log import get_logger
+from ovbus.payloads.base import ErrorInfo
+from ovbus.payloads.detections import ClassScore, DetectedObject, DetectionResult, ModelResult
+from ovbus.payloads.node import CameraStats
+from ovbus.payloads.pipeline import (
+    InferenceState,
+    InferenceStateName,
+    ModelStatus,
+    PipelineModel,
+    PipelineSpec,
+)
+from ovbus.payloads.stream import StreamDescriptor
+from services.infer.annotate import Counts, SnapshotGate, annotate
+from services.infer.backend import Backend
+from services.infer.decoders import decode
+from services.infer.descriptions import DescriptionStore
+from services.infer.preprocess import prepare
+from services.infer.reader import Frame, StreamReader
+
+log = get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Figures:
+    frames: int = 0
+    errors: int = 0
+    ages_ms: list[float] = field(default_factory=list)
+    infer_ms: list[float] = field(default_factory=list)
+    skipped_seen: int = 0
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
+class CameraRunner:
+    def __init__(
+        self,
+        camera: str,
+        *,
+        node: str,
+        bus: Bus,
+        backend: Backend,
+        descriptions: DescriptionStore,
+        default: PipelineSpec | None,
+        frame_timeout: float,
+        infer_timeout: float = 10.0,
+    ) -> None:
+        self.camera = camera
+        self.node = node
+        self.bus = bus
+        self.backend = backend
+        self.descriptions = descriptions
+        self.default = default
+        self.frame_timeout = frame_timeout
+        self.infer_timeout = infer_timeout
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._stream: StreamDescriptor | None = None
+        self._spec: PipelineSpec | None = None
+        self._spec_error: OvbusError | None = None
+        self._stream_error: StreamError | None = None
+        self._reader: StreamReader | None = None
+        self._last_state: tuple[object, ...] | None = None
+        self._counts = Counts()
+        self._snapshots = SnapshotGate()
+        self._figures = _Figures()
+        self._statuses: list[ModelStatus] = []
+        self._thread = threading.Thread(target=self._run, name=f"camera:{camera}", daemon=True)
+
+    # inputs from the bus -------------------------------------------------------------------
+    def set_stream(self, stream: StreamDescriptor | None) -> None:
+        with self._lock:
+            self._stream = stream
+        self._wake.set()
+
+    def set_spec(self, spec: PipelineSpec | None) -> None:
+        """A valid spec (or ``None``: cleared, back to the default)."""
+        with self._lock:
+            self._spec, self._spec_error = spec, None
+        self._wake.set()
+
+    def spec_error(self, error: OvbusError) -> None:
+        """A malformed spec: reported, the previous one keeps running."""
+        log.error("pipeline spec refused", camera=self.camera, error=error.message)
+        with self._lock:
+            self._spec_error = error
+        self._wake.set()
+
+    @property
+    def spec(self) -> PipelineSpec | None:
+        with self._lock:
+            return self._spec if self._spec is not None else self.default
+
+    # lifecycle -----------------------------------------------------------------------------
+    def start(self) -> CameraRunner:
+        log.info("camera taken", camera=self.camera, node=self.node)
+        self._thread.start()
+        return self
+
+    def stop(self, *, clear: bool = False) -> None:
+        """Stop; ``clear`` (the camera is gone) also clears its retained state and counts."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=15)
+        if self._reader is not None:
+            self._reader.stop()
+        if clear:
+            self._publish_counts(self._counts.reset())
+            self._safe_publish(self.bus.topics.inference(self.camera), None)
+        log.info("camera released", camera=self.camera, cleared=clear)
+
+    # the loop ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            spec = self.spec
+            with self._lock:
+                stream = self._stream
+            if spec is None or not spec.enabled or stream is None:
+                self._close_reader()
+                disabled = spec is not None and not spec.enabled
+                self._publish_state("disabled" if disabled else "waiting", [])
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            reader = self._ensure_reader(stream)
+            started = time.monotonic()
+            frame = reader.latest(timeout=0.5)
+            if frame is None:
+                if self._stream_error is not None:
+                    self._publish_state("error", self._statuses)
+                continue
+            self._process(frame, spec)
+            if spec.max_fps is not None:
+                rest = 1.0 / spec.max_fps - (time.monotonic() - started)
+                if rest > 0:
+                    self._stop.wait(rest)
+        self._close_reader()
+
+    def _ensure_reader(self, stream: StreamDescriptor) -> StreamReader:
+        if self._reader is not None and self._reader.url == stream.url:
+            return self._reader
+        self._close_reader()
+        self._stream_error = None
+        self._reader = StreamReader(
+            self.camera, stream.url, frame_timeout=self.frame_timeout, on_state=self._on_stream
+        ).start()
+        log.info("reading stream", camera=self.camera, url=stream.url)
+        return self._reader
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.stop()
+            self._reader = None
+
+    def _on_stream(self, state: str, error: StreamError | None) -> None:
+        self._stream_error = error
+        if error is not None:
+            with self._lock:
+                self._figures.errors += 1
+            self._publish_state("error", self._statuses)
+
+    # one frame -----------------------------------------------------------------------------
+    def _run_model(self, frame: Frame, pm: PipelineModel) -> tuple[ModelResult | None, ModelStatus]:
+        try:
+            model = self.backend.model(pm.name, pm.version)
+            desc = self.descriptions.get(pm.name)
+            inputs = model.inputs()
+            name = desc.input or (next(iter(inputs)) if len(inputs) == 1 else None)
+            if name is None or name not in inputs:
+                raise ModelError(
+                    f"model {pm.name!r}: input {desc.input!r} not among {sorted(inputs)}",
+                    code=ErrorCode.MODEL_OUTPUT_MISMATCH,
+                )
+            if any(d < 0 for d in inputs[name].shape):
+                raise ModelError(
+                    f"model {pm.name!r} has a dynamic input shape {list(inputs[name].shape)}: "
+                    "set 'shape' in config.json",
+                    code=ErrorCode.MODEL_OUTPUT_MISMATCH,
+                )
+            tensor, meta = prepare(frame.image, desc, inputs[name].shape)
+            t0 = time.perf_counter()
+            outputs = model.infer({name: tensor}, timeout=self.infer_timeout)
+            ms = (time.perf_counter() - t0) * 1000.0
+            decoded = decode(desc, outputs, meta, pm.threshold)
+        except OvbusError as e:
+            return None, ModelStatus(
+                name=pm.name, version=pm.version, state="error", error=ErrorInfo.of(e)
+            )
+        keep = set(pm.labels) if pm.labels is not None else None
+        result = ModelResult(
+            name=pm.name,
+            version=model.version,
+            device=model.device,
+            backend=model.backend,
+            inference_ms=round(ms, 3),
+            objects=[
+                DetectedObject(label=f.label, score=f.score, box=list(f.box), model=pm.name)
+                for f in decoded.objects
+                if keep is None or f.label in keep
+            ],
+            classes=[
+                ClassScore(label=label, score=score)
+                for label, score in decoded.classes
+                if keep is None or label in keep
+            ],
+        )
+        status = ModelStatus(
+            name=pm.name,
+            version=model.version,
+            state="running",
+            device=model.device,
+            backend=model.backend,
+        )
+        return result, status
+
+    def _process(self, frame: Frame, spec: PipelineSpec) -> None:
+        outcomes = [self._run_model(frame, pm) for pm in spec.models]
+        results = [r for r, _ in outcomes if r is not None]
+        self._statuses = [s for _, s in outcomes]
+        failed = len(results) < len(outcomes)
+        if results:
+            doc = DetectionResult(
+                camera=self.camera,
+                node=self.node,
+                frame=frame.index,
+                width=frame.image.shape[1],
+                height=frame.image.shape[0],
+                captured_at=frame.captured_at,
+                captured_clock="rtcp-ntp" if frame.clock == "rtcp-ntp" else "arrival",
+                models=results,
+            )
+            self._safe_publish(self.bus.topics.detections(self.camera), doc)
+            objects = doc.objects
+            if not failed:  # counts only from a complete pipeline: a failure is not a zero
+                self._publish_counts(self._counts.update(objects))
+            if objects and spec.snapshots and self._snapshots.due(spec.snapshot_interval_s):
+                self._safe_publish(
+                    self.bus.topics.snapshot(self.camera), annotate(frame.image, objects)
+                )
+            with self._lock:
+                f = self._figures
+                f.frames += 1
+                f.ages_ms.append(doc.age_ms)
+                f.infer_ms.extend(r.inference_ms for r in results)
+        if failed:
+            with self._lock:
+                self._figures.errors += 1
+        self._publish_state("error" if failed else "running", self._statuses)
+
+    # publishing ----------------------------------------------------------------------------
+    def _safe_publish(self, topic: object, payload: object) -> None:
+        try:
+            self.bus.publish(topic, payload)  # type: ignore[arg-type]
+        except NotConnected as e:
+            log.warning("publish skipped, broker not connected", camera=self.camera, error=str(e))
+
+    def _publish_counts(self, changed: dict[str, int]) -> None:
+        for label, count in changed.items():
+            self._safe_publish(self.bus.topics.count(self.camera, label), str(count))
+
+    def _publish_state(self, state: InferenceStateName, models: list[ModelStatus]) -> None:
+        with self._lock:
+            spec_error = self._spec_error
+        error: OvbusError | ErrorInfo | None = spec_error or self._stream_error
+        info = ErrorInfo.of(error) if isinstance(error, OvbusError) else None
+        if info is None:
+            info = next((m.error for m in models if m.error is not None), None)
+        if info is not None:
+            state = "error"
+        key = (
+            state,
+            info.message if info else None,
+            tuple((m.name, m.version, m.state) for m in models),
+        )
+        if key == self._last_state:
+            return
+        self._last_state = key
+        if info is not None:
+            log.error("camera error", camera=self.camera, code=str(info.code), error=info.message)
+        else:
+            log.info("camera state", camera=self.camera, state=state)
+        doc = InferenceState(
+            camera=self.camera,
+            node=self.node,
+            state=state,
+            models=models,
+            error=info,
+        )
+        self._safe_publish(self.bus.topics.inference(self.camera), doc)
+
+    def republish_state(self) -> None:
+        """After a reconnect: publish the retained state again."""
+        self._last_state = None
+
+    # stats ---------------------------------------------------------------------------------
+    def stats(self, interval: float) -> CameraStats:
+        reader = self._reader
+        skipped_total = reader.skipped if reader is not None else 0
+        with self._lock:
+            f, self._figures = self._figures, _Figures(skipped_seen=skipped_total)
+        skipped = max(0, skipped_total - f.skipped_seen)
+        return CameraStats(
+            fps=round(f.frames / interval, 2),
+            frame_age_p50_ms=_percentile(f.ages_ms, 0.5),
+            frame_age_p99_ms=_percentile(f.ages_ms, 0.99),
+            inference_ms=round(sum(f.infer_ms) / len(f.infer_ms), 3) if f.infer_ms else None,
+            frames=f.frames,
+            skipped=skipped,
+            errors=f.errors,
+        )

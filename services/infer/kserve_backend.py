@@ -1,0 +1,151 @@
+"""The ``kserve`` backend: a remote model server over the KServe v2 gRPC API (OpenVINO Model
+Server 2026.3+ serves only this API; Triton and the ``kserve`` ModelServer speak it too), through
+``tritonclient.grpc``. Tensors are sent as raw FP32 contents. gRPC failures are mapped into
+``BackendError`` (server unreachable, timeout) and ``ModelError`` (unknown model or version)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from ovbus.errors import BackendError, ErrorCode, ModelError
+from ovbus.log import get_logger
+from services.infer.backend import Array, TensorSpec
+
+log = get_logger(__name__)
+
+_DTYPES = {
+    "FP32": "float32",
+    "FP16": "float16",
+    "INT64": "int64",
+    "INT32": "int32",
+    "UINT8": "uint8",
+}
+_TO_KSERVE = {v: k for k, v in _DTYPES.items()}
+
+
+def _grpc() -> Any:
+    try:
+        import tritonclient.grpc as grpcclient
+    except ImportError as e:  # an optional extra: pip install ovbus[kserve]
+        raise BackendError(
+            "the kserve backend needs tritonclient[grpc] (pip install 'ovbus[kserve]')"
+        ) from e
+    return grpcclient
+
+
+def _map(error: Exception, server: str, what: str) -> ModelError:
+    status = str(getattr(error, "status", lambda: "")() or "")
+    text = str(getattr(error, "message", lambda: str(error))() or error)
+    if "UNAVAILABLE" in status or "DEADLINE" in status or "failed to connect" in text.lower():
+        code = ErrorCode.TIMEOUT if "DEADLINE" in status else ErrorCode.BACKEND_UNREACHABLE
+        return BackendError(f"model server {server} unreachable ({what}): {text}", code=code)
+    if "NOT_FOUND" in status or "not found" in text.lower() or "unknown model" in text.lower():
+        return ModelError(f"{what}: not served by {server}: {text}", code=ErrorCode.NOT_FOUND)
+    return BackendError(
+        f"{what} on {server} failed: {status} {text}", code=ErrorCode.MODEL_SERVER_ERROR
+    )
+
+
+class KServeModel:
+    backend = "kserve"
+
+    def __init__(
+        self, client: Any, server: str, name: str, version: int | None, timeout: float
+    ) -> None:
+        self._client = client
+        self._server = server
+        self.name = name
+        self._timeout = timeout
+        self._grpc = _grpc()
+        what = f"model {name!r}" + (f" version {version}" if version else "")
+        try:
+            meta = client.get_model_metadata(name, str(version or ""), client_timeout=timeout)
+        except Exception as e:
+            raise _map(e, server, what) from e
+        served = sorted(int(v) for v in meta.versions if str(v).isdigit())
+        self.version = version or (served[-1] if served else 1)
+        self._version_arg = str(version) if version else ""
+        self.device = f"remote:{server}"
+
+        def spec(t: Any) -> TensorSpec:
+            return TensorSpec(
+                t.name, tuple(int(d) for d in t.shape), _DTYPES.get(t.datatype, t.datatype)
+            )
+
+        self._inputs = {t.name: spec(t) for t in meta.inputs}
+        self._outputs = {t.name: spec(t) for t in meta.outputs}
+
+    def inputs(self) -> dict[str, TensorSpec]:
+        return dict(self._inputs)
+
+    def outputs(self) -> dict[str, TensorSpec]:
+        return dict(self._outputs)
+
+    def infer(self, inputs: dict[str, Array], timeout: float = 10.0) -> dict[str, Array]:
+        g = self._grpc
+        request = []
+        for name, array in inputs.items():
+            data = np.ascontiguousarray(array)
+            kind = _TO_KSERVE.get(str(data.dtype))
+            if kind is None:
+                raise ModelError(f"model {self.name!r}: cannot send {data.dtype} tensors")
+            tensor = g.InferInput(name, list(data.shape), kind)
+            tensor.set_data_from_numpy(data)
+            request.append(tensor)
+        wanted = [g.InferRequestedOutput(n) for n in self._outputs]
+        try:
+            result = self._client.infer(
+                self.name,
+                request,
+                model_version=self._version_arg,
+                outputs=wanted,
+                client_timeout=timeout,
+            )
+        except Exception as e:
+            raise _map(e, self._server, f"model {self.name!r}") from e
+        out: dict[str, Array] = {}
+        for n in self._outputs:
+            value = result.as_numpy(n)
+            if value is None:
+                raise ModelError(
+                    f"model {self.name!r}: server returned no output {n!r}",
+                    code=ErrorCode.MODEL_OUTPUT_MISMATCH,
+                )
+            out[n] = value
+        return out
+
+    def close(self) -> None:
+        """Nothing to release per model: the connection belongs to the backend."""
+
+
+class KServeBackend:
+    name = "kserve"
+
+    def __init__(self, server: str, *, timeout: float = 5.0) -> None:
+        self.server = server
+        self.timeout = timeout
+        self._client = _grpc().InferenceServerClient(url=server)
+        self._lock = threading.Lock()
+        self._models: dict[tuple[str, int | None], KServeModel] = {}
+
+    def model(self, name: str, version: int | None = None) -> KServeModel:
+        """Metadata is fetched once per model; a failure is raised (and retried next call)."""
+        key = (name, version)
+        with self._lock:
+            found = self._models.get(key)
+        if found is not None:
+            return found
+        model = KServeModel(self._client, self.server, name, version, self.timeout)
+        log.info("remote model ready", model=name, version=model.version, server=self.server)
+        with self._lock:
+            self._models[key] = model
+        return model
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception as e:
+            log.warning("closing the gRPC channel failed", error=str(e))

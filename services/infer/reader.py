@@ -1,0 +1,212 @@
+"""Reading one camera's RTSP stream with GStreamer, always keeping only the newest frame.
+
+``rtspsrc latency=0 add-reference-timestamp-meta=true ! decodebin ! videoconvert ! appsink
+max-buffers=1 drop=true sync=false``: the reader thread pulls decoded frames into a one-frame
+slot; a frame replaced before inference took it is counted as skipped, never queued. Capture
+times come from the ``timestamp/x-ntp`` reference meta (RTCP sender reports of the capture node,
+which runs on the system clock); until the first report, the arrival time is used and the frame
+says so (``clock="arrival"``). A stream that fails or delivers no frame for ``frame_timeout``
+seconds is reopened with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import gi
+import numpy as np
+import numpy.typing as npt
+
+# OpenVINO must be loaded before GStreamer: once GStreamer's decoders (libav) are in the process,
+# OpenVINO's device plugins abort on load (``dlSym cannot locate method 'create_extensions'``).
+import openvino  # noqa: F401
+
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst  # noqa: E402
+
+from ovbus.errors import StreamError  # noqa: E402
+from ovbus.log import get_logger  # noqa: E402
+
+Gst.init(None)
+log = get_logger(__name__)
+
+#: Seconds between 1900-01-01 (NTP epoch) and 1970-01-01 (Unix epoch).
+NTP_UNIX_OFFSET: Final = 2_208_988_800
+_NTP_CAPS: Final = Gst.Caps.from_string("timestamp/x-ntp")
+
+
+@dataclass(slots=True)
+class Frame:
+    image: npt.NDArray[np.uint8]
+    index: int
+    captured_at: float
+    clock: str  # "rtcp-ntp" | "arrival"
+    received_at: float
+
+
+def capture_time(buffer: Any, arrival: float) -> tuple[float, str]:
+    """The frame's capture time (Unix seconds) and where it came from."""
+    meta = buffer.get_reference_timestamp_meta(_NTP_CAPS)
+    if meta is not None and meta.timestamp > 0:
+        return meta.timestamp / 1e9 - NTP_UNIX_OFFSET, "rtcp-ntp"
+    return arrival, "arrival"
+
+
+def pipeline_description(url: str, timeout_s: float) -> str:
+    tcp_timeout = int(timeout_s * 1_000_000)
+    return (
+        f'rtspsrc name=src location="{url}" latency=0 add-reference-timestamp-meta=true '
+        f"tcp-timeout={tcp_timeout} timeout={tcp_timeout} ! decodebin ! videoconvert ! "
+        "video/x-raw,format=BGR ! appsink name=sink max-buffers=1 drop=true sync=false "
+        "emit-signals=false"
+    )
+
+
+class StreamReader:
+    """Reads one RTSP URL on its own thread; :meth:`latest` hands out the newest frame."""
+
+    def __init__(
+        self,
+        camera: str,
+        url: str,
+        *,
+        frame_timeout: float = 10.0,
+        backoff_max: float = 10.0,
+        on_state: Callable[[str, StreamError | None], None] | None = None,
+    ) -> None:
+        self.camera = camera
+        self.url = url
+        self.frame_timeout = frame_timeout
+        self.backoff_max = backoff_max
+        self._on_state = on_state
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._stop = threading.Event()
+        self._index = 0
+        self.skipped = 0
+        self.reconnects = 0
+        self.frames = 0
+        self.error: StreamError | None = None
+        self._thread = threading.Thread(target=self._run, name=f"reader:{camera}", daemon=True)
+
+    def start(self) -> StreamReader:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def latest(self, timeout: float) -> Frame | None:
+        """Take the newest frame, waiting up to ``timeout`` s; ``None`` if none came."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._frame is None and not self._stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            frame, self._frame = self._frame, None
+            return frame
+
+    def _state(self, state: str, error: StreamError | None) -> None:
+        self.error = error
+        if self._on_state is not None:
+            try:
+                self._on_state(state, error)
+            except Exception:
+                log.exception("stream state callback failed", camera=self.camera)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            got_frames = False
+            try:
+                got_frames = self._read_once()
+            except StreamError as e:
+                log.warning("stream failed", camera=self.camera, url=self.url, error=e.message)
+                self._state("error", e)
+            if self._stop.is_set():
+                break
+            backoff = 0.5 if got_frames else min(self.backoff_max, backoff * 2)
+            self.reconnects += 1
+            log.info("reconnecting", camera=self.camera, in_s=round(backoff, 2))
+            self._stop.wait(backoff)
+
+    def _read_once(self) -> bool:
+        """One session: open, pull frames until error/stall/stop. True if frames came."""
+        try:
+            pipeline = Gst.parse_launch(pipeline_description(self.url, self.frame_timeout))
+        except Exception as e:
+            raise StreamError(f"camera {self.camera}: cannot build reader pipeline: {e}") from e
+        sink = pipeline.get_by_name("sink")
+        bus = pipeline.get_bus()
+        got = False
+        try:
+            if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+                raise StreamError(f"camera {self.camera}: cannot open {self.url}")
+            last = time.monotonic()
+            while not self._stop.is_set():
+                self._check_bus(bus)
+                sample = sink.emit("try-pull-sample", int(0.2 * Gst.SECOND))
+                if sample is None:
+                    if sink.get_property("eos"):
+                        raise StreamError(f"camera {self.camera}: stream {self.url} ended")
+                    if time.monotonic() - last > self.frame_timeout:
+                        raise StreamError(
+                            f"camera {self.camera}: no frame from {self.url} for "
+                            f"{self.frame_timeout:.1f} s"
+                        )
+                    continue
+                last = time.monotonic()
+                self._deliver(sample)
+                if not got:
+                    got = True
+                    self._state("streaming", None)
+        finally:
+            pipeline.set_state(Gst.State.NULL)
+        return got
+
+    def _check_bus(self, bus: Any) -> None:
+        while True:
+            msg = bus.pop_filtered(Gst.MessageType.ERROR | Gst.MessageType.EOS)
+            if msg is None:
+                return
+            if msg.type == Gst.MessageType.EOS:
+                raise StreamError(f"camera {self.camera}: stream {self.url} ended")
+            err, _debug = msg.parse_error()
+            raise StreamError(f"camera {self.camera}: {self.url}: {err.message}")
+
+    def _deliver(self, sample: Any) -> None:
+        arrival = time.time()
+        buffer = sample.get_buffer()
+        structure = sample.get_caps().get_structure(0)
+        width, height = structure.get_value("width"), structure.get_value("height")
+        ok, info = buffer.map(Gst.MapFlags.READ)
+        if not ok:
+            return
+        try:
+            stride = len(info.data) // height
+            data = np.frombuffer(info.data, np.uint8).reshape(height, stride)
+            image = data[:, : width * 3].reshape(height, width, 3).copy()
+        finally:
+            buffer.unmap(info)
+        captured, clock = capture_time(buffer, arrival)
+        with self._cond:
+            if self._frame is not None:
+                self.skipped += 1
+            self._index += 1
+            self.frames += 1
+            self._frame = Frame(image, self._index, captured, clock, arrival)
+            self._cond.notify_all()

@@ -1,0 +1,262 @@
+"""The infer worker: follows stream descriptors and pipeline specs on the bus, takes the cameras
+that rendezvous hashing gives it among the live infer workers, and runs a
+:class:`~services.infer.camera.CameraRunner` for each."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ovbus.errors import ConfigError, OvbusError, PayloadError
+from ovbus.log import get_logger
+from ovbus.messages import Message
+from ovbus.node import Node
+from ovbus.payloads.model import ModelState
+from ovbus.payloads.node import Birth, Stats
+from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
+from ovbus.payloads.stream import StreamDescriptor
+from ovbus.settings import NodeSettings
+from services.infer.backend import Backend
+from services.infer.camera import CameraRunner
+from services.infer.cli import InferSettings
+from services.infer.descriptions import DescriptionStore
+from services.infer.ownership import Membership
+
+log = get_logger(__name__)
+
+
+def make_backend(settings: InferSettings) -> Backend:
+    if settings.backend == "openvino":
+        from services.infer.openvino_backend import OpenVINOBackend
+
+        return OpenVINOBackend(settings.models, hint=settings.hint)
+    if settings.server is None:
+        raise ConfigError(f"--backend {settings.backend} needs --server host:port")
+    if settings.backend == "kserve":
+        from services.infer.kserve_backend import KServeBackend
+
+        return KServeBackend(settings.server)
+    raise ConfigError("the tfs backend is not available in this build: use openvino or kserve")
+
+
+class InferWorker:
+    def __init__(self, node: Node, settings: InferSettings, backend: Backend) -> None:
+        self.node = node
+        self.settings = settings
+        self.backend = backend
+        self.bus = node.bus
+        self.topics = node.topics
+        self.me = node.node_id
+        self.descriptions = DescriptionStore(settings.models)
+        self.membership = Membership(self.me)
+        self.default = (
+            PipelineSpec(
+                models=[
+                    PipelineModel(name=settings.default_model, threshold=settings.default_threshold)
+                ]
+            )
+            if settings.default_model
+            else None
+        )
+        self._lock = threading.RLock()
+        self._streams: dict[str, StreamDescriptor] = {}
+        self._specs: dict[str, PipelineSpec | OvbusError] = {}
+        self._runners: dict[str, CameraRunner] = {}
+        self._subs: list[Any] = []
+
+    # wiring --------------------------------------------------------------------------------
+    def start(self) -> None:
+        t = self.topics
+        sub = self.bus.subscribe
+        self._subs = [
+            sub(t.all_status(), callback=self._on_status, idle_timeout=None),
+            sub(t.all_births(), callback=self._on_birth, idle_timeout=None),
+            sub(t.all_zoo_models(), callback=self._on_zoo_model, idle_timeout=None),
+            sub(t.all_cameras("pipeline"), callback=self._on_pipeline, idle_timeout=None),
+            sub(t.all_cameras("stream"), callback=self._on_stream, idle_timeout=None),
+        ]
+        self.bus.on_connect(self._on_reconnect)
+
+    def stop(self) -> None:
+        for s in self._subs:
+            s.close()
+        with self._lock:
+            runners, self._runners = list(self._runners.values()), {}
+        for runner in runners:
+            runner.stop()
+        self.backend.close()
+
+    def _on_reconnect(self) -> None:
+        with self._lock:
+            for runner in self._runners.values():
+                runner.republish_state()
+
+    # bus callbacks -------------------------------------------------------------------------
+    def _param(self, message: Message, key: str) -> str | None:
+        try:
+            return self.topics.parse(message.topic)[1][key]
+        except (PayloadError, KeyError):
+            return None
+
+    def _on_status(self, message: Message) -> None:
+        node = self._param(message, "node")
+        online = message.payload == b"online"
+        if node is not None and node != self.me and self.membership.status(node, online):
+            self._reconcile()
+
+    def _on_birth(self, message: Message) -> None:
+        node = self._param(message, "node")
+        if node is None or node == self.me:
+            return
+        kind = None
+        if message.payload:
+            try:
+                kind = message.decode(Birth).kind
+            except PayloadError as e:
+                log.warning("bad birth document", node=node, error=e.message)
+                return
+        if self.membership.birth(node, kind):
+            self._reconcile()
+
+    def _on_zoo_model(self, message: Message) -> None:
+        name = self._param(message, "model")
+        if name is None:
+            return
+        if not message.payload:
+            self.descriptions.publish(name, None)
+            return
+        try:
+            state = message.decode(ModelState)
+        except PayloadError as e:
+            log.warning("bad model state", model=name, error=e.message)
+            return
+        self.descriptions.publish(name, state.description)
+
+    def _on_pipeline(self, message: Message) -> None:
+        cam = self._param(message, "camera")
+        if cam is None:
+            return
+        spec: PipelineSpec | OvbusError | None = None
+        if message.payload:
+            try:
+                spec = message.decode(PipelineSpec)
+            except PayloadError as e:
+                spec = PayloadError(
+                    f"camera {cam}: malformed pipeline spec: {e.message}", code=e.code
+                )
+        with self._lock:
+            if spec is None:
+                self._specs.pop(cam, None)
+            elif isinstance(spec, PipelineSpec) or cam not in self._specs:
+                self._specs[cam] = spec
+            runner = self._runners.get(cam)
+        if runner is not None:
+            if isinstance(spec, OvbusError):
+                runner.spec_error(spec)
+            else:
+                runner.set_spec(spec)
+            return
+        if isinstance(spec, OvbusError):
+            log.warning("pipeline spec refused", camera=cam, error=spec.message)
+
+    def _on_stream(self, message: Message) -> None:
+        cam = self._param(message, "camera")
+        if cam is None:
+            return
+        stream: StreamDescriptor | None = None
+        if message.payload:
+            try:
+                stream = message.decode(StreamDescriptor)
+            except PayloadError as e:
+                log.warning("bad stream descriptor ignored", camera=cam, error=e.message)
+                return
+        with self._lock:
+            if stream is None:
+                self._streams.pop(cam, None)
+            else:
+                self._streams[cam] = stream
+            runner = self._runners.get(cam)
+        if runner is not None and stream is not None:
+            runner.set_stream(stream)
+        self._reconcile()
+
+    # ownership -----------------------------------------------------------------------------
+    def _reconcile(self) -> None:
+        with self._lock:
+            wanted = {cam for cam in self._streams if self.membership.owns(cam)}
+            drop = [cam for cam in self._runners if cam not in wanted]
+            for cam in drop:
+                gone = cam not in self._streams
+                self._runners.pop(cam).stop(clear=gone)
+            new = sorted(wanted - set(self._runners))
+            for cam in new:
+                runner = CameraRunner(
+                    cam,
+                    node=self.me,
+                    bus=self.bus,
+                    backend=self.backend,
+                    descriptions=self.descriptions,
+                    default=self.default,
+                    frame_timeout=self.settings.frame_timeout,
+                )
+                spec = self._specs.get(cam)
+                if isinstance(spec, PipelineSpec):
+                    runner.set_spec(spec)
+                elif isinstance(spec, OvbusError):
+                    runner.spec_error(spec)
+                runner.set_stream(self._streams[cam])
+                self._runners[cam] = runner.start()
+        if drop or new:
+            self.node.publish_birth()
+
+    @property
+    def cameras(self) -> list[str]:
+        with self._lock:
+            return sorted(self._runners)
+
+    def describe(self, birth: Birth) -> Birth:
+        return birth.model_copy(
+            update={
+                "cameras": self.cameras,
+                "capacity": {**birth.capacity, "backend": self.backend.name},
+            }
+        )
+
+    def stats(self, interval: float) -> Stats:
+        with self._lock:
+            runners = dict(self._runners)
+        return Stats(
+            node=self.me,
+            interval_s=interval,
+            cameras={cam: r.stats(interval) for cam, r in runners.items()},
+            dropped_messages=self.bus.dropped,
+        )
+
+
+def main(node_settings: NodeSettings, settings: InferSettings) -> int:
+    holder: dict[str, InferWorker] = {}
+
+    def describe(birth: Birth) -> Birth:
+        return holder["w"].describe(birth) if "w" in holder else birth
+
+    def stats(interval: float) -> Stats:
+        return holder["w"].stats(interval)
+
+    node = Node(node_settings, "infer", describe=describe, stats=stats)
+    node.install_signal_handlers()
+    try:
+        backend = make_backend(settings)
+    except OvbusError as e:
+        log.error("backend failed to start", backend=settings.backend, error=e.message)
+        return 2
+    worker = InferWorker(node, settings, backend)
+    holder["w"] = worker
+    try:
+        node.connect()
+    except OvbusError as e:
+        log.error("cannot connect to the broker", error=e.message)
+        backend.close()
+        return 3
+    worker.start()
+    node.run_until_stopped(worker.stop)
+    return 0

@@ -1,0 +1,93 @@
+"""The infer worker as a real process: real broker, real RTSP (GStreamer), real OpenVINO."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ovbus.bus import Bus
+from ovbus.mosquitto import Mosquitto
+from ovbus.payloads.detections import DetectionResult
+from services.infer.decoders import iou_matrix
+from tests.infer.harness import InferProcess, state_is, wait_for
+from tests.media import FPS, FRAMES, HEIGHT, WIDTH, face_box, face_video
+from tests.models import models_folder
+from tests.stack import CaptureNode, capture_node
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def faces(broker: Mosquitto, prefix: str) -> Iterator[CaptureNode]:
+    """The capture worker serving the face video as camera ``door``."""
+    with capture_node(
+        broker.url,
+        prefix,
+        {"door": str(face_video())},
+        extra_args=["--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)],
+    ) as node:
+        yield node
+
+
+def best_iou(box: list[int]) -> float:
+    truth = np.array([face_box(i) for i in range(FRAMES)], np.float32)
+    return float(iou_matrix(np.array(box, np.float32), truth).max())
+
+
+def test_detections_from_the_capture_worker(
+    broker: Mosquitto, prefix: str, client: Bus, faces: CaptureNode, tmp_path: Path
+) -> None:
+    models = models_folder(tmp_path / "models")
+    worker = InferProcess(
+        broker.url, prefix, "infer-a", models, tmp_path / "infer.log", "--default-model", "face"
+    )
+    try:
+        worker.wait_online(client)
+        results: list[DetectionResult] = []
+
+        def collect(m):  # type: ignore[no-untyped-def]
+            doc = m.decode(DetectionResult)
+            results.append(doc)
+            return doc if doc.captured_clock == "rtcp-ntp" and len(results) >= 10 else None
+
+        wait_for(client, str(client.topics.detections("door")), collect, 60, worker)
+        for doc in results:
+            assert doc.camera == "door" and doc.node == "infer-a"
+            assert (doc.width, doc.height) == (WIDTH, HEIGHT)
+            [model] = doc.models
+            assert (model.name, model.version, model.backend, model.device) == (
+                "face",
+                1,
+                "openvino",
+                "CPU",
+            )
+            [face] = doc.objects
+            assert face.label == "face" and face.score > 0.5
+            assert best_iou(face.box) >= 0.5, face.box
+            assert 0 <= doc.age_ms < 2000, doc.age_ms
+        assert len({tuple(d.objects[0].box) for d in results}) > 1, "the face moves"
+        assert results[-1].captured_clock == "rtcp-ntp"
+        state = wait_for(
+            client,
+            str(client.topics.inference("door")),
+            state_is("running"),
+            10,
+        )
+        assert state.models[0].name == "face" and state.node == "infer-a"
+        count = client.retained(client.topics.count("door", "face"))
+        assert [m.text for m in count] == ["1"]
+        snap = client.retained(client.topics.snapshot("door"))
+        assert snap and snap[0].payload[:3] == b"\xff\xd8\xff"
+        stats = wait_for(
+            client,
+            str(client.topics.stats("infer-a")),
+            lambda m: m.payload or None,
+            10,
+        )
+        assert b'"door"' in stats
+    finally:
+        assert worker.stop() == 0
+    assert "camera taken" in worker.output()
