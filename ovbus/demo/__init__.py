@@ -1,0 +1,1 @@
+"""`make demo`: the whole stack on this machine, results live in the terminal."""

@@ -1,0 +1,121 @@
+"""The demo video: real photographs with faces and people, moving, encoded as real H.264.
+
+Two real photos from the scikit-image wheel (the astronaut portrait and the cameraman) glide
+across a 640x480 scene at 30 fps; ffmpeg encodes it with libx264. The result is cached in
+``.cache/demo/`` and served by the capture worker like any video file (looped, real-time paced).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from ovbus.demo import assets
+from ovbus.errors import OvbusError
+
+WIDTH: Final = 640
+HEIGHT: Final = 480
+FPS: Final = 30
+SECONDS: Final = 12
+
+Image = npt.NDArray[np.uint8]
+
+
+def _load(path: Path, size: int) -> Image:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise OvbusError(f"cannot read image {path}")
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    size_wh = (round(w * scale), round(h * scale))
+    return np.asarray(cv2.resize(image, size_wh, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+
+
+def _background() -> Image:
+    y = np.linspace(60, 140, HEIGHT, dtype=np.float32)[:, None]
+    x = np.linspace(0, 30, WIDTH, dtype=np.float32)[None, :]
+    gray = (y + x).astype(np.uint8)
+    return np.dstack([gray, gray + 10, gray + 20])
+
+
+def _paste(canvas: Image, tile: Image, x: int, y: int) -> None:
+    h, w = tile.shape[:2]
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + w, WIDTH), min(y + h, HEIGHT)
+    if x1 <= x0 or y1 <= y0:
+        return
+    canvas[y0:y1, x0:x1] = tile[y0 - y : y1 - y, x0 - x : x1 - x]
+
+
+def frames() -> list[Image]:
+    """Every frame of the scene (SECONDS * FPS of them)."""
+    astronaut = _load(assets.astronaut(), 380)
+    cameraman = _load(assets.cameraman(), 240)
+    background = _background()
+    out: list[Image] = []
+    total = SECONDS * FPS
+    for i in range(total):
+        t = i / total
+        canvas = background.copy()
+        # the astronaut sweeps left to right and back; the cameraman drifts the other way
+        sweep = 0.5 - 0.5 * np.cos(2 * np.pi * t)
+        _paste(canvas, astronaut, int(-60 + sweep * (WIDTH - 380 + 120)), 10)
+        _paste(canvas, cameraman, int(WIDTH - 240 - sweep * 160), HEIGHT - 240)
+        out.append(canvas)
+    return out
+
+
+def demo_video(folder: Path | None = None) -> Path:
+    """The demo video file, built once (needs ffmpeg, installed by ``make``)."""
+    folder = folder or assets.CACHE / "demo"
+    target = folder / "faces-and-people-v2.mp4"
+    if target.exists():
+        return target
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise OvbusError("ffmpeg is not installed: run `make setup`")
+    folder.mkdir(parents=True, exist_ok=True)
+    part = folder / ".faces-and-people.part.mp4"
+    cmd = [
+        ffmpeg,
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "bgr24",
+        "-s",
+        f"{WIDTH}x{HEIGHT}",
+        "-r",
+        str(FPS),
+        "-i",
+        "-",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        str(FPS),
+        "-movflags",
+        "+faststart",
+        str(part),
+    ]
+    with subprocess.Popen(cmd, stdin=subprocess.PIPE) as proc:
+        assert proc.stdin is not None
+        for frame in frames():
+            proc.stdin.write(frame.tobytes())
+        proc.stdin.close()
+        if proc.wait(120) != 0:
+            raise OvbusError(f"ffmpeg failed to encode the demo video (exit {proc.returncode})")
+    part.replace(target)
+    return target
