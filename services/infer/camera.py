@@ -205,9 +205,12 @@ class CameraRunner:
             ms = (time.perf_counter() - t0) * 1000.0
             decoded = decode(desc, outputs, meta, pm.threshold)
         except OvbusError as e:
-            return None, ModelStatus(
-                name=pm.name, version=pm.version, state="error", error=ErrorInfo.of(e)
-            )
+            info = ErrorInfo.of(e)
+            if repr(pm.name) not in info.message:  # every error names its model
+                info = ErrorInfo(
+                    code=info.code, message=f"model {pm.name!r}: {info.message}"[:4096]
+                )
+            return None, ModelStatus(name=pm.name, version=pm.version, state="error", error=info)
         keep = set(pm.labels) if pm.labels is not None else None
         result = ModelResult(
             name=pm.name,
