@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +136,27 @@ def camera_states(bus: Bus, camera: str, timeout: float = 5.0) -> list[CameraSta
     ]
 
 
+def wait_state(
+    bus: Bus, camera: str, predicate: Callable[[CameraState], bool], timeout: float = 30.0
+) -> CameraState:
+    """The first state of ``camera`` (retained or new) that satisfies ``predicate``."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    with bus.subscribe(bus.topics.camera_state(camera), idle_timeout=0.2) as sub:
+        while time.monotonic() < deadline:
+            try:
+                message = sub.get(timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+            except TimeoutError:
+                continue
+            if message.empty:
+                continue
+            state = message.decode(CameraState)
+            if predicate(state):
+                return state
+            seen.append(state.state)
+    raise StackError(f"camera {camera}: no matching state within {timeout:.0f} s (saw {seen})")
+
+
 @contextmanager
 def capture_node(
     broker_url: str,
@@ -147,10 +168,12 @@ def capture_node(
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     wait: bool = True,
+    wait_for: Sequence[str] | None = None,
     timeout: float = 30.0,
     stop_timeout: float = 15.0,
 ) -> Iterator[CaptureNode]:
-    """Run a capture worker for ``cameras`` (name -> source) until the block ends."""
+    """Run a capture worker for ``cameras`` (name -> source) until the block ends; waits for
+    the descriptors of ``wait_for`` (default: every camera) unless ``wait`` is false."""
     port = rtsp_port or free_port()
     node = node_id or f"capture-{os.getpid()}-{port}"
     argv = [
@@ -192,7 +215,11 @@ def capture_node(
             bus = Bus(broker_url, prefix=prefix).connect(timeout=10)
             try:
                 handle.descriptors = wait_descriptors(
-                    bus, list(cameras), timeout=timeout, proc=proc, node_id=node
+                    bus,
+                    list(cameras if wait_for is None else wait_for),
+                    timeout=timeout,
+                    proc=proc,
+                    node_id=node,
                 )
             except StackError as e:
                 raise StackError(

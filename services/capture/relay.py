@@ -26,6 +26,7 @@ log = get_logger(__name__)
 @dataclass(slots=True)
 class _Outlet:
     appsrc: Any
+    release: Callable[[], None] | None = None
     waiting_key: bool = True
     pushed: int = 0
 
@@ -50,10 +51,11 @@ class Relay:
         with self._lock:
             return len(self._outlets)
 
-    def attach(self, appsrc: Any) -> None:
-        """Start feeding a media's appsrc; it starts at the next key frame."""
+    def attach(self, appsrc: Any, release: Callable[[], None] | None = None) -> None:
+        """Start feeding a media's appsrc; it starts at the next key frame. ``release`` retires
+        the media when the camera ends (so the next reader gets a fresh one)."""
         with self._lock:
-            self._outlets.append(_Outlet(appsrc))
+            self._outlets.append(_Outlet(appsrc, release))
             if self.caps is not None:
                 appsrc.set_property("caps", self.caps)
         log.debug("media attached", camera=self.camera)
@@ -110,6 +112,8 @@ class Relay:
             outlets, self._outlets = self._outlets, []
         for outlet in outlets:
             outlet.appsrc.emit("end-of-stream")
+            if outlet.release is not None:
+                outlet.release()
 
 
 def _COPY_FLAGS(gst: Any) -> Any:  # noqa: N802

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ovbus.errors import ConfigError
@@ -91,8 +92,19 @@ class RtspServer:
         if pipeline is not None:
             pipeline.connect("element-added", self._on_element, None)
         media.connect("unprepared", self._on_unprepared, (relay, appsrc))
-        relay.attach(appsrc)
+        relay.attach(appsrc, lambda: self._call_soon(media.unprepare))
         log.info("media created", camera=relay.camera)
+
+    def _call_soon(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the server's main loop (media calls belong there)."""
+
+        def once() -> bool:
+            fn()
+            return False
+
+        source = GLib.idle_source_new()
+        source.set_callback(once)
+        source.attach(self._context)
 
     def _on_unprepared(self, media: Any, data: tuple[Relay, Any]) -> None:
         relay, appsrc = data

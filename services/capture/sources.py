@@ -110,8 +110,8 @@ def parse_cameras(specs: list[str]) -> dict[str, Source]:
     cameras: dict[str, Source] = {}
     for spec in specs:
         name, sep, rest = spec.partition("=")
-        # "pipeline:videotestsrc pattern=ball" has a '=' in the description, not a name
-        if sep and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name.strip()):
+        # "pipeline:videotestsrc pattern=ball" or "/data/a=b.mp4" hold a '=' but no name
+        if sep and not spec.lower().startswith("pipeline:") and not any(c in name for c in "/:"):
             source = parse_source(rest)
             cam = name.strip()
         else:
@@ -138,7 +138,7 @@ def find_usb_camera(root: Path = SYSFS_V4L) -> str:
             if not match:
                 continue
             device = (entry / "device").resolve()
-            if "usb" not in str(device):
+            if not any(part.startswith("usb") for part in device.parts):
                 continue
             # a UVC camera exposes a metadata node next to the capture node; index 0 captures
             index = entry / "index"

@@ -158,19 +158,11 @@ class CaptureWorker:
         bus.subscribe(
             self.topics.all_cameras("stream"), callback=self._track_owner, idle_timeout=None
         )
-        # one subscription (and so one thread) per camera: a slow set never blocks another camera
-        for name in self.cameras:
-            serve(bus, self.topics.camera_set(name), self.handle_set)
-        serve(bus, self.topics.all_cameras("set"), self._handle_foreign_set)
+        # one wildcard subscription: overlapping ones would get each command twice from the broker
+        serve(bus, self.topics.all_cameras("set"), self.handle_set)
         bus.on_connect(self.republish)
         for camera in self.cameras.values():
             camera.start()
-
-    def _handle_foreign_set(self, message: Message) -> Reply | None:
-        _, params = self.topics.parse(message.topic)
-        if params["camera"] in self.cameras:
-            return None  # answered by that camera's own subscription
-        return self.handle_set(message)
 
     def stop(self) -> None:
         """Clean shutdown: stop every camera, clear the descriptors, state ``stopped``."""

@@ -1,0 +1,65 @@
+"""Capture times across RTSP: the ``testsrc:clock`` camera paints each frame's wall-clock capture
+time as a barcode; a GStreamer reader recovers the capture time from RTCP sender reports
+(``ovbus.rtsp_clock``) and the two must agree within 50 ms, H.264 and MJPEG."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from ovbus.mosquitto import Mosquitto
+from ovbus.rtsp_clock import RtspClockReader
+from services.capture import barcode
+from tests.stack import capture_node
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("codec", ["h264", "mjpeg"])
+def test_recovered_capture_times_match_the_painted_truth(
+    broker: Mosquitto, prefix: str, codec: str
+) -> None:
+    with capture_node(
+        broker.url, prefix, {"clock": "testsrc:clock"}, extra_args=["--codec", codec]
+    ) as node:
+        assert node.descriptors["clock"].codec == codec
+        errors_ms: list[float] = []
+        ages_ms: list[float] = []
+        without_meta = 0
+        with RtspClockReader(node.urls["clock"]) as reader:
+            for _ in range(150):
+                frame = reader.read(timeout=10)
+                truth = barcode.read_bgr(frame.image)
+                assert truth is not None, "barcode did not decode"
+                if frame.captured_at is None:
+                    without_meta += 1
+                    continue
+                errors_ms.append((frame.captured_at - truth) * 1000)
+                ages_ms.append((frame.received_at - truth) * 1000)
+                if len(errors_ms) >= 90:
+                    break
+        assert len(errors_ms) >= 90, f"only {len(errors_ms)} frames had a capture time"
+        assert without_meta < 60  # before the first sender report only (0.5 s interval)
+        worst = max(abs(e) for e in errors_ms)
+        assert worst < 50, f"capture time off by up to {worst:.1f} ms"
+        # the truth is real: frames were decoded after they were painted
+        assert statistics.median(ages_ms) > 0
+        print(  # shown with -s: figures for docs/capture.md
+            f"{codec}: capture-time error median {statistics.median(errors_ms):.2f} ms, "
+            f"worst {worst:.2f} ms; frame age median {statistics.median(ages_ms):.1f} ms"
+        )
+
+
+def test_barcode_round_trip() -> None:
+    import numpy as np
+
+    luma = np.full((480, 640), barcode.DARK, dtype=np.uint8)
+    ms = 1_795_000_000_123
+    barcode.paint(luma, ms)
+    assert barcode.read_gray(luma, now=ms / 1000 + 5) == ms / 1000
+    # scaled (as after a set) and noisy (as after a lossy codec): still decodes
+    small = luma[::2, ::2].astype(np.int16) + np.random.default_rng(1).integers(-40, 40, (240, 320))
+    assert barcode.read_gray(small.clip(0, 255).astype(np.uint8), now=ms / 1000) == ms / 1000
+    # a frame without a barcode does not decode to a time
+    assert barcode.read_gray(np.full((480, 640), 128, dtype=np.uint8)) is None

@@ -1,0 +1,103 @@
+"""Failures on a real capture worker: sources that cannot start get a retained error state and a
+log line while the other cameras keep streaming; a relayed upstream camera that dies is an error
+on the bus and recovers by itself when it comes back."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ovbus.bus import Bus
+from ovbus.errors import ErrorCode
+from ovbus.mosquitto import Mosquitto, free_port
+from ovbus.payloads.stream import CameraState
+from tests.capture.readers import read_cv2, read_gst
+from tests.stack import capture_node, wait_state
+
+pytestmark = pytest.mark.slow
+
+
+def is_error(state: CameraState) -> bool:
+    return state.state == "error"
+
+
+def test_bad_sources_are_errors_and_others_keep_streaming(broker: Mosquitto, prefix: str) -> None:
+    closed = free_port()
+    cameras = {
+        "good": "testsrc",
+        "nodev": "/dev/video9",
+        "nonet": f"rtsp://127.0.0.1:{closed}/x",
+        "badpipe": "pipeline:videotestsrc ! nosuchelement",
+        "nofile": "/nonexistent/clip.mp4",
+    }
+    bus = Bus(broker.url, prefix=prefix).connect(timeout=10)
+    try:
+        with capture_node(
+            broker.url, prefix, cameras, wait_for=["good"], extra_args=["--max-backoff", "2"]
+        ) as node:
+            expected = {
+                "nodev": "/dev/video9 does not exist",
+                "nonet": "could not open resource",
+                "badpipe": "nosuchelement",
+                "nofile": "/nonexistent/clip.mp4 does not exist",
+            }
+            for cam, words in expected.items():
+                state = wait_state(bus, cam, is_error, timeout=20)
+                assert state.error is not None and state.error.code == ErrorCode.STREAM_FAILED
+                assert words in state.error.message.lower(), state.error.message
+                assert f"camera failed camera={cam}" in node.stderr()
+            # retried with backoff: the restart count grows, the error stays visible
+            later = wait_state(bus, "nodev", lambda s: is_error(s) and s.restarts >= 3, timeout=20)
+            assert later.error is not None
+            # no descriptor for cameras that never streamed
+            streams = bus.retained(bus.topics.all_cameras("stream"))
+            assert [m.topic.split("/")[-2] for m in streams] == ["good"]
+            # the good camera streams on, never restarted
+            reading = read_cv2(node.urls["good"], 10)
+            assert reading.count == 10 and set(reading.shapes) == {(480, 640, 3)}
+            assert node.stderr().count("camera streaming camera=good") == 1
+            assert node.proc.poll() is None
+    finally:
+        bus.close()
+
+
+def test_relay_survives_upstream_loss(broker: Mosquitto, prefix: str) -> None:
+    upstream_port = free_port()
+    upstream_prefix = prefix + "-up"
+    bus = Bus(broker.url, prefix=prefix).connect(timeout=10)
+    try:
+        with capture_node(
+            broker.url, upstream_prefix, {"up": "testsrc"}, rtsp_port=upstream_port
+        ) as upstream:
+            source = upstream.urls["up"]
+            with capture_node(
+                broker.url,
+                prefix,
+                {"relay": source, "local": "testsrc"},
+                extra_args=["--max-backoff", "2", "--stall-timeout", "2"],
+            ) as relay:
+                assert relay.descriptors["relay"].source == "rtsp"
+                reading = read_gst(relay.urls["relay"], 20)
+                assert reading.count == 20 and set(reading.shapes) == {(480, 640, 3)}
+                assert 22 <= reading.rate() <= 38, reading.rate()
+
+                upstream.kill()
+                lost = time.monotonic()
+                state = wait_state(bus, "relay", is_error, timeout=15)
+                assert state.error is not None and state.error.code == ErrorCode.STREAM_FAILED
+                assert time.monotonic() - lost < 10
+                assert "camera failed camera=relay" in relay.stderr()
+                # the local camera is not affected
+                assert read_cv2(relay.urls["local"], 5).count == 5
+
+                with capture_node(
+                    broker.url, upstream_prefix, {"up": "testsrc"}, rtsp_port=upstream_port
+                ):
+                    back = wait_state(bus, "relay", lambda s: s.state == "streaming", timeout=30)
+                    assert back.restarts >= 1
+                    again = read_gst(relay.urls["relay"], 10)
+                    assert again.count == 10 and set(again.shapes) == {(480, 640, 3)}
+                assert relay.stderr().count("camera streaming camera=local") == 1
+    finally:
+        bus.close()
