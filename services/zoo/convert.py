@@ -8,10 +8,13 @@ folder and prints one JSON line describing the inputs and outputs it found.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,7 +40,7 @@ model = ov.convert_model(src)
 ov.save_model(model, out + "/model.xml", compress_to_fp16=fp16)
 def port(p):
     return {"name": p.get_any_name(), "shape": str(p.get_partial_shape()),
-            "type": str(p.get_element_type())}
+            "type": p.get_element_type().get_type_name()}
 print(json.dumps({"inputs": [port(p) for p in model.inputs],
                   "outputs": [port(p) for p in model.outputs]}))
 """
@@ -66,31 +69,45 @@ def convert(
             code=ErrorCode.CONVERSION_FAILED,
         )
     env = dict(os.environ)
-    env.setdefault("OPENVINO_TELEMETRY_DISABLE", "1")
+    # OVC sends usage telemetry unless opted out; "CI=true" is its documented way to decline
+    # (disable_in_ci): an edge box must not phone home, nor leave sender processes behind.
+    env["CI"] = "true"
     argv = [sys.executable, "-c", _CHILD, str(source), str(out_dir), "1" if compress_fp16 else "0"]
     log.info("converting", source=source.name, fp16=compress_fp16)
-    try:
-        done = subprocess.run(
-            argv,
-            capture_output=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as e:
+    # output goes to files, not pipes (a stray grandchild holding a pipe cannot block us), and
+    # the child leads its own process group, so a timeout ends everything it started
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise StoreError(
+                f"cannot start the converter: {e}", code=ErrorCode.CONVERSION_FAILED
+            ) from e
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired as e:
+            raise StoreError(
+                f"conversion of {source.name} did not finish within {timeout:.0f} s",
+                code=ErrorCode.CONVERSION_FAILED,
+            ) from e
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        stdout = out.read()
+        err.seek(0)
+        stderr = err.read()
+    if code != 0:
         raise StoreError(
-            f"conversion of {source.name} did not finish within {timeout:.0f} s",
-            code=ErrorCode.CONVERSION_FAILED,
-        ) from e
-    except OSError as e:
-        raise StoreError(
-            f"cannot start the converter: {e}", code=ErrorCode.CONVERSION_FAILED
-        ) from e
-    if done.returncode != 0:
-        raise StoreError(
-            f"conversion of {source.name} failed ({_exit(done.returncode)}): "
-            f"{_last_error(done.stderr)}",
+            f"conversion of {source.name} failed ({_exit(code)}): {_last_error(stderr)}",
             code=ErrorCode.CONVERSION_FAILED,
         )
     if not (out_dir / "model.xml").is_file() or not (out_dir / "model.bin").is_file():
@@ -99,7 +116,7 @@ def convert(
             code=ErrorCode.CONVERSION_FAILED,
         )
     try:
-        ports: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+        ports: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
         ports = {}
     return ports

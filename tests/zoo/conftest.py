@@ -22,6 +22,8 @@ from services.zoo.worker import start
 from tests import assets
 from tests.zoo.servers import serve_folder
 
+#: The repository (the working folder of worker processes started by tests).
+ROOT = Path(__file__).resolve().parents[2]
 #: The OMZ-style name the converted BlazeFace is served under.
 OMZ_MODEL = "blazeface-test-0001"
 

@@ -18,7 +18,7 @@ from ovbus.errors import ErrorCode, StoreError
 from services.zoo import config_store as cfg
 from services.zoo.config_store import ConfigStore
 from services.zoo.ovms_schema import validate_config
-from tests.assets import ROOT
+from tests.zoo.conftest import ROOT
 
 HAND_WRITTEN: dict[str, Any] = {
     "model_config_list": [
