@@ -14,10 +14,12 @@ from typing import Any
 
 from ovbus.errors import StreamError
 from ovbus.log import get_logger
+from ovbus.rtsp_clock import capture_time
 from services.capture import barcode
 from services.capture.gst import GLib, Gst, GstVideo
 from services.capture.relay import Relay
 from services.capture.sources import CLOCK_SRC, Geometry, Source
+from services.capture.upstream_clock import UpstreamClock
 
 log = get_logger(__name__)
 
@@ -65,6 +67,8 @@ class Producer:
         self._stop = threading.Event()
         self._painter: threading.Thread | None = None
         self._started = time.monotonic()
+        self._clock = Gst.SystemClock.obtain()
+        self._upstream = UpstreamClock() if source.kind == "rtsp" else None
 
     # lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -74,7 +78,7 @@ class Producer:
         except GLib.Error as e:
             raise StreamError(f"camera {self.camera}: bad pipeline: {e.message}") from e
         self._pipeline = pipeline
-        pipeline.use_clock(Gst.SystemClock.obtain())
+        pipeline.use_clock(self._clock)
         sink = pipeline.get_by_name("sink")
         if sink is None:
             raise StreamError(f"camera {self.camera}: producer pipeline has no appsink")
@@ -165,8 +169,25 @@ class Producer:
         running = segment.to_running_time(Gst.Format.TIME, buffer.pts)
         if running == Gst.CLOCK_TIME_NONE or running < 0:
             return Gst.FlowReturn.OK
+        clock_time = running + sink.get_base_time()
+        if self._upstream is not None:
+            upstream = capture_time(buffer)
+            offset = time.time_ns() - self._clock.get_time()
+            mode = self._upstream.upstream
+            stamp = self._upstream.clock_time(
+                clock_time, None if upstream is None else int(upstream * 1e9), offset
+            )
+            if mode is None and self._upstream.upstream is not None:
+                log.info(
+                    "relay capture times",
+                    camera=self.camera,
+                    clock="upstream" if self._upstream.upstream else "arrival (no sender reports)",
+                )
+            if stamp is None:
+                return Gst.FlowReturn.OK
+            clock_time = stamp
         self.relay.set_caps(sample.get_caps())
-        self.relay.push(buffer, running + sink.get_base_time())
+        self.relay.push(buffer, clock_time)
         self.frames += 1
         self.last_frame = time.monotonic()
         self.first_frame.set()

@@ -187,7 +187,7 @@ def source_description(source: Source, geometry: Geometry, v4l2_format: V4l2Form
     if source.kind == "rtsp":
         return (
             f"rtspsrc location={_quote(source.value)} latency=100 protocols=tcp "
-            "tcp-timeout=5000000 ! decodebin"
+            "tcp-timeout=5000000 add-reference-timestamp-meta=true ! decodebin"
         )
     if source.kind == "http":
         return (

@@ -63,3 +63,49 @@ def test_barcode_round_trip() -> None:
     assert barcode.read_gray(small.clip(0, 255).astype(np.uint8), now=ms / 1000) == ms / 1000
     # a frame without a barcode does not decode to a time
     assert barcode.read_gray(np.full((480, 640), 128, dtype=np.uint8)) is None
+
+
+def test_relay_keeps_upstream_capture_times(broker: Mosquitto, prefix: str) -> None:
+    """Through two capture nodes (camera -> relay -> reader) the capture time is still the
+    upstream camera's, not the time the relay received the frame."""
+    with (
+        capture_node(broker.url, prefix + "-up", {"clock": "testsrc:clock"}) as upstream,
+        capture_node(broker.url, prefix, {"relay": upstream.urls["clock"]}) as relay,
+    ):
+        errors_ms: list[float] = []
+        with RtspClockReader(relay.urls["relay"]) as reader:
+            for _ in range(120):
+                frame = reader.read(timeout=10)
+                truth = barcode.read_bgr(frame.image)
+                assert truth is not None
+                if frame.captured_at is not None:
+                    errors_ms.append((frame.captured_at - truth) * 1000)
+                if len(errors_ms) >= 60:
+                    break
+        assert len(errors_ms) >= 60
+        worst = max(abs(e) for e in errors_ms)
+        assert worst < 50, f"relayed capture time off by up to {worst:.1f} ms"
+        assert "relay capture times camera=relay clock=upstream" in relay.stderr()
+
+
+def test_upstream_clock_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.capture.upstream_clock import UpstreamClock
+
+    now = [100.0]
+    monkeypatch.setattr("services.capture.upstream_clock.time.monotonic", lambda: now[0])
+    clock = UpstreamClock(wait_s=3.0)
+    offset = 1_000_000_000_000  # wall clock minus pipeline clock, ns
+    assert clock.clock_time(5_000, None, offset) is None  # held back: no sender report yet
+    # first report: the upstream capture time, moved onto the local clock
+    assert clock.clock_time(6_000, offset + 4_000, offset) == 4_000
+    assert clock.upstream is True
+    # a frame without a meta keeps the same shift; time stamps never go backwards
+    assert clock.clock_time(7_000, None, offset) == 5_000
+    assert clock.clock_time(7_100, offset + 4_500, offset) == 5_001
+
+    silent = UpstreamClock(wait_s=3.0)
+    assert silent.clock_time(1_000, None, offset) is None
+    now[0] += 3.5  # no report within wait_s: arrival times for good
+    assert silent.clock_time(2_000, None, offset) == 2_000
+    assert silent.upstream is False
+    assert silent.clock_time(3_000, offset + 10, offset) == 3_000
