@@ -54,8 +54,14 @@ class InferProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process hangs with its connection open, so only the broker's keep-alive
+        check (1.5 x keep-alive) can declare it dead and publish its last will."""
+        self.proc.send_signal(signal.SIGSTOP)
+
     def stop(self) -> int:
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
