@@ -1,7 +1,7 @@
 """Local HTTP servers on 127.0.0.1 for the zoo tests.
 
 - :func:`serve_folder`: a plain static file server (what the OMZ storage, a PEP 503 "simple"
-  index and a Hugging Face ``resolve`` URL all are: files at paths);
+  index and a Hugging Face ``resolve`` URL all are: files at paths), optionally throttled;
 - :class:`FakeOvms`: stands in for OpenVINO Model Server's REST config API, which cannot run here
   (no Docker). It speaks the real protocol: ``POST /v1/config/reload`` re-reads config.json and
   answers the config status (or ``{"error": ...}`` with HTTP 400 when the file is not valid),
@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -28,10 +29,25 @@ class _Quiet(SimpleHTTPRequestHandler):
         pass
 
 
+class _Slow(_Quiet):
+    """Sends files in 64 KiB pieces with a pause between them (a slow uplink)."""
+
+    pause = 0.05
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        while block := source.read(64 * 1024):
+            try:
+                outputfile.write(block)
+                outputfile.flush()
+            except OSError:
+                return
+            time.sleep(self.pause)
+
+
 @contextmanager
-def serve_folder(root: Path) -> Iterator[str]:
-    """Serve ``root`` over HTTP on 127.0.0.1; yields the base URL."""
-    handler = functools.partial(_Quiet, directory=str(root))
+def serve_folder(root: Path, *, slow: bool = False) -> Iterator[str]:
+    """Serve ``root`` over HTTP on 127.0.0.1 (``slow``: throttled); yields the base URL."""
+    handler = functools.partial(_Slow if slow else _Quiet, directory=str(root))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

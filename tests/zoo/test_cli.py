@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,10 +18,13 @@ import pytest
 
 from ovbus.bus import Bus
 from ovbus.mosquitto import Mosquitto
-from ovbus.payloads.model import ModelState
+from ovbus.payloads.model import ModelDescription, ModelState
+from ovbus.payloads.zoo import ListRequest, PullRequest, UrlSource
 from services.zoo.cli import add_arguments
 from services.zoo.client import build_request
+from tests import assets
 from tests.zoo.conftest import OMZ_MODEL, ROOT, Site
+from tests.zoo.servers import serve_folder
 
 
 def _env() -> dict[str, str]:
@@ -39,23 +43,26 @@ def ovbus(*argv: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str
     )
 
 
-@pytest.fixture
-def zoo_process(
-    broker: Mosquitto, prefix: str, site: Site, tmp_path: Path
-) -> Iterator[tuple[list[str], Path]]:
-    models = tmp_path / "models"
-    common = ["--broker", broker.url, "--prefix", prefix]
+def start_zoo(
+    broker: Mosquitto, prefix: str, site: Site, tmp_path: Path, *extra: str
+) -> subprocess.Popen[bytes]:
+    """``ovbus zoo`` as its own process (a fresh node id each time); returns once the node is
+    online (its requests subscription is made before it connects)."""
+    node = f"zoo-{uuid.uuid4().hex[:8]}"
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "ovbus.cli",
             "zoo",
-            *common,
+            "--broker",
+            broker.url,
+            "--prefix",
+            prefix,
             "--node-id",
-            f"zoo-{uuid.uuid4().hex[:8]}",
+            node,
             "--models",
-            str(models),
+            str(tmp_path / "models"),
             "--index-url",
             site.index_url,
             "--omz-url",
@@ -64,26 +71,44 @@ def zoo_process(
             str(site.catalog),
             "--cache",
             str(tmp_path / "cache"),
-            "--pull-default",
+            *extra,
         ],
         cwd=ROOT,
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    with Bus(broker.url, prefix=prefix).connect(timeout=10) as bus:
+        status = bus.subscribe(bus.topics.status(node), idle_timeout=30)
+        while status.get().payload != b"online":
+            pass
+    return proc
+
+
+def stop_zoo(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """SIGTERM, wait, and return the exit code and the log."""
+    proc.send_signal(signal.SIGTERM)
     try:
-        yield common, models
+        code = proc.wait(30)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            assert proc.stderr is not None
-            log = proc.stderr.read().decode(errors="replace")
-            proc.stderr.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        assert proc.stderr is not None
+        log = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+    return code, log
+
+
+@pytest.fixture
+def zoo_process(
+    broker: Mosquitto, prefix: str, site: Site, tmp_path: Path
+) -> Iterator[tuple[list[str], Path]]:
+    proc = start_zoo(broker, prefix, site, tmp_path, "--pull-default")
+    try:
+        yield ["--broker", broker.url, "--prefix", prefix], tmp_path / "models"
+    finally:
+        code, log = stop_zoo(proc)
         assert code == 0, log[-3000:]
 
 
@@ -164,3 +189,61 @@ def test_build_request_from_flags() -> None:
         "model_version_policy": {"specific": {"versions": [1, 3]}},
     }
     assert parser.parse_args([]).zoo_command is None  # plain `ovbus zoo` runs the worker
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_pull_leaves_no_trace(
+    broker: Mosquitto, prefix: str, site: Site, tmp_path: Path
+) -> None:
+    """SIGKILL while a file arrives (slowly): config.json is byte-identical, nothing is
+    published, and the next start removes the partial download."""
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    shutil.copyfile(assets.pose_detector(), slow / "pose.tflite")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "config.json").write_text(
+        '{"model_config_list": [{"config": {"name": "by-hand", "base_path": "/opt/m"}}]}'
+    )
+    config_before = (models / "config.json").read_bytes()
+    pull = PullRequest(
+        name="pose",
+        source=UrlSource(url="http://127.0.0.1:9/placeholder.tflite"),
+        description=ModelDescription(kind="blazeface", labels=["person"]),
+    )
+    with serve_folder(slow, slow=True) as url, Bus(broker.url, prefix=prefix).connect(10) as bus:
+        pull = pull.model_copy(update={"source": UrlSource(url=f"{url}/pose.tflite")})
+        proc = start_zoo(broker, prefix, site, tmp_path)
+        try:
+            with bus.subscribe(bus.topics.zoo_model("pose"), idle_timeout=30) as sub:
+                bus.publish(bus.topics.zoo_request(), pull)
+                while True:
+                    state = sub.get().decode(ModelState)
+                    if state.state == "pulling" and (state.progress or 0) > 10:
+                        break
+            proc.kill()
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            assert proc.stderr is not None
+            proc.stderr.close()
+        partial = list((models / ".staging").rglob("*.tflite"))
+        assert partial, "the kill did not land during the download"
+        assert (models / "config.json").read_bytes() == config_before
+        assert not (models / "pose").exists()
+        proc = start_zoo(broker, prefix, site, tmp_path)
+        try:
+            listed = bus.call(bus.topics.zoo_request(), ListRequest(), timeout=30)
+        finally:
+            code, log = stop_zoo(proc)
+        assert code == 0, log[-3000:]
+    assert [m["name"] for m in listed["models"]] == ["by-hand"]
+    assert list((models / ".staging").iterdir()) == []
+    assert (models / "config.json").read_bytes() == config_before
+    assert sorted(p.name for p in models.iterdir()) == [
+        ".config.json.lock",
+        ".staging",
+        "config.json",
+    ]
