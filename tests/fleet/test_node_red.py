@@ -1,0 +1,165 @@
+"""The Node-RED example flow in a real Node-RED 4 (from npm) against the real broker and a real zoo
+worker: a detection with a person makes the flow ask the zoo for its models, pull the face model
+(it is missing), and put it on that camera's pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ovbus.bus import Bus
+from ovbus.demo import assets
+from ovbus.errors import BusTimeout
+from ovbus.mosquitto import Mosquitto
+from ovbus.payloads import DetectedObject, DetectionResult, ModelResult, ModelState, PipelineSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_RED = ROOT / "integrations" / "node-red"
+RED_JS = NODE_RED / "node_modules" / "node-red" / "red.js"
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture
+def zoo(broker: Mosquitto, prefix: str, tmp_path: Path) -> Iterator[Path]:
+    assets.wheel(*assets.MEDIAPIPE)
+    models = tmp_path / "models"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
+    with open(tmp_path / "zoo.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ovbus.cli",
+                "zoo",
+                "--broker",
+                broker.url,
+                "--prefix",
+                prefix,
+                "--models",
+                str(models),
+                "--cache",
+                str(assets.WHEELS),
+            ],
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=ROOT,
+        )
+    yield models
+    stop(proc)
+
+
+@pytest.fixture
+def node_red(broker: Mosquitto, prefix: str, tmp_path: Path) -> Iterator[Path]:
+    node = shutil.which("node")
+    assert node and RED_JS.exists(), (
+        "Node.js and Node-RED are installed by make (scripts/bootstrap.sh)"
+    )
+    user_dir = tmp_path / "node-red"
+    user_dir.mkdir()
+    for name in ("flows.json", "settings.js"):
+        shutil.copy(NODE_RED / name, user_dir / name)
+    env = dict(
+        os.environ,
+        OVBUS_MQTT_HOST="127.0.0.1",
+        OVBUS_MQTT_PORT=str(broker.port),
+        OVBUS_PREFIX=prefix,
+        OVBUS_NODE_RED_ID=f"node-red-{tmp_path.name[-8:]}".replace("_", "-"),
+        NODE_RED_LOG="info",
+    )
+    log_path = tmp_path / "node-red.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [
+                node,
+                str(RED_JS),
+                "--settings",
+                str(user_dir / "settings.js"),
+                "--userDir",
+                str(user_dir),
+            ],
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=user_dir,
+        )
+    deadline = time.monotonic() + 60
+    while "Connected to broker" not in log_path.read_text(errors="replace"):
+        assert proc.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.2)
+    yield log_path
+    stop(proc)
+
+
+def detection(camera: str, label: str) -> DetectionResult:
+    return DetectionResult(
+        camera=camera,
+        node="infer-test",
+        frame=1,
+        width=640,
+        height=480,
+        captured_at=time.time(),
+        captured_clock="arrival",
+        models=[
+            ModelResult(
+                name="pose-detection",
+                version=1,
+                device="CPU",
+                backend="openvino",
+                inference_ms=5,
+                objects=[DetectedObject(label=label, score=0.9, box=[10, 10, 100, 200])],
+            )
+        ],
+    )
+
+
+@pytest.mark.slow
+def test_flow_pulls_the_face_model_and_deploys_it(
+    broker: Mosquitto, prefix: str, zoo: Path, node_red: Path
+) -> None:
+    bus = Bus(broker.url, prefix=prefix).connect()
+    try:
+        requests = bus.subscribe(bus.topics.zoo_request(), idle_timeout=60)
+        pipeline = bus.subscribe(bus.topics.pipeline("porch"), idle_timeout=120)
+        states = bus.subscribe(bus.topics.zoo_model("blazeface"), idle_timeout=120)
+        # nothing happens for a label that is not the trigger, nor for malformed payloads
+        bus.publish(bus.topics.detections("porch"), detection("porch", "cat"))
+        bus.publish(bus.topics.detections("porch"), b"{not json")
+        time.sleep(1)
+        assert requests.get_nowait() is None
+        for _ in range(3):  # the flow acts once per camera, however many frames show a person
+            bus.publish(bus.topics.detections("porch"), detection("porch", "person"))
+        actions = []
+        while "pull" not in actions:
+            actions.append(json.loads(requests.get().payload)["action"])
+        assert actions == ["list", "pull"]
+        spec = pipeline.get().decode(PipelineSpec)
+        assert [m.name for m in spec.models] == ["pose-detection", "blazeface"]
+        seen = []
+        while not seen or seen[-1] != "ready":
+            seen.append(states.get().decode(ModelState).state)
+        assert seen[-1] == "ready"
+        with pytest.raises(BusTimeout):
+            requests.get(timeout=2)
+    finally:
+        bus.close()
+    assert "Error" not in node_red.read_text(errors="replace").replace("error=0", "")
