@@ -154,7 +154,7 @@ def test_flow_pulls_the_face_model_and_deploys_it(
         assert actions == ["list", "pull"]
         spec = pipeline.get().decode(PipelineSpec)
         assert [m.name for m in spec.models] == ["pose-detection", "blazeface"]
-        seen = []
+        seen: list[str] = []
         while not seen or seen[-1] != "ready":
             seen.append(states.get().decode(ModelState).state)
         assert seen[-1] == "ready"
