@@ -11,7 +11,7 @@ them directly.
 ``testsrc``                     a moving test pattern
 ``testsrc:clock``               black frames with the wall-clock capture time painted as a barcode
 ``rtsp://...``                  an upstream RTSP camera, relayed
-``http://...``, ``https://...`` an upstream HTTP camera (MJPEG or any stream GStreamer decodes)
+``http://...``, ``https://...`` an upstream HTTP MJPEG camera (``multipart/x-mixed-replace``)
 ``pipeline:<description>``      any gst-launch description that ends in raw video
 ==============================  ====================================================================
 """
@@ -192,6 +192,6 @@ def source_description(source: Source, geometry: Geometry, v4l2_format: V4l2Form
     if source.kind == "http":
         return (
             f"souphttpsrc location={_quote(source.value)} is-live=true do-timestamp=true "
-            "timeout=10 ! decodebin"
+            "timeout=10 ! multipartdemux single-stream=true ! decodebin"
         )
     return source.value

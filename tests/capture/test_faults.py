@@ -13,7 +13,7 @@ from ovbus.errors import ErrorCode
 from ovbus.mosquitto import Mosquitto, free_port
 from ovbus.payloads.stream import CameraState
 from tests.capture.readers import read_cv2, read_gst
-from tests.stack import capture_node, wait_state
+from tests.stack import capture_node, wait_descriptors, wait_state
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +101,24 @@ def test_relay_survives_upstream_loss(broker: Mosquitto, prefix: str) -> None:
                 assert relay.stderr().count("camera streaming camera=local") == 1
     finally:
         bus.close()
+
+
+def test_broker_restart_republishes_retained_state(own_broker: Mosquitto, prefix: str) -> None:
+    with capture_node(own_broker.url, prefix, {"cam": "testsrc"}) as node:
+        own_broker.kill()  # retained messages since the last autosave are lost
+        for db in own_broker.workdir.glob("*.db"):
+            db.unlink()
+        own_broker.start()
+        bus = Bus(own_broker.url, prefix=prefix).connect(timeout=10)
+        try:
+            found = wait_descriptors(bus, ["cam"], timeout=30, node_id=node.node_id)
+            assert found["cam"].url == node.urls["cam"]
+            state = wait_state(bus, "cam", lambda s: s.state == "streaming", timeout=10)
+            assert state.node == node.node_id
+            status = bus.retained(bus.topics.status(node.node_id))
+            assert [m.payload for m in status] == [b"online"]
+        finally:
+            bus.close()
+        # the stream itself never stopped
+        assert node.stderr().count("camera streaming camera=cam") == 1
+        assert read_cv2(node.urls["cam"], 5).count == 5

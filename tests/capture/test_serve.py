@@ -11,7 +11,7 @@ import pytest
 
 from ovbus.bus import Bus
 from ovbus.mosquitto import Mosquitto
-from ovbus.payloads.node import Birth
+from ovbus.payloads.node import Birth, Stats
 from ovbus.payloads.stream import CameraState
 from tests.capture.readers import Reading, read_cv2, read_gst
 from tests.stack import capture_node, make_video
@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_video(tmp_path_factory.mktemp("video") / "ball.mp4", seconds=3)
+    """One second of real H.264: reading 75 frames crosses the loop point at least once."""
+    return make_video(tmp_path_factory.mktemp("video") / "ball.mp4", seconds=1)
 
 
 def test_file_and_testsrc_two_readers_at_once(broker: Mosquitto, prefix: str, video: Path) -> None:
@@ -58,7 +59,6 @@ def test_file_and_testsrc_two_readers_at_once(broker: Mosquitto, prefix: str, vi
             # real time: 30 fps, never a backlog played fast (looped file included)
             assert 22 <= reading.rate() <= 38, f"{key}: {reading.rate():.1f} fps"
             assert reading.last is not None and float(reading.last.std()) > 10, f"{key}: flat"
-        # the file (75 frames read = 2.5 s of a 3 s loop, from wherever the loop was) plays on
         # the GStreamer reader got capture times from RTCP sender reports after the first one
         for cam in ("file", "pattern"):
             captured = [c for c in results[f"gst-{cam}"].captured if c is not None]
@@ -72,7 +72,15 @@ def test_file_and_testsrc_two_readers_at_once(broker: Mosquitto, prefix: str, vi
 def test_descriptors_cleared_on_sigterm(broker: Mosquitto, prefix: str) -> None:
     bus = Bus(broker.url, prefix=prefix).connect(timeout=10)
     try:
-        with capture_node(broker.url, prefix, {"a": "testsrc", "b": "testsrc"}) as node:
+        stats_sub = bus.subscribe(bus.topics.all_stats(), idle_timeout=10)
+        with capture_node(
+            broker.url, prefix, {"a": "testsrc", "b": "testsrc"}, env={"OVBUS_STATS_INTERVAL": "1"}
+        ) as node:
+            stats = stats_sub.get().decode(Stats)
+            while set(stats.cameras) != {"a", "b"} or stats.cameras["a"].frames == 0:
+                stats = stats_sub.get().decode(Stats)
+            assert stats.node == node.node_id
+            assert all(20 <= c.fps <= 40 and c.errors == 0 for c in stats.cameras.values())
             streams = bus.retained(bus.topics.all_cameras("stream"))
             assert sorted(m.topic.split("/")[-2] for m in streams) == ["a", "b"]
             births = bus.retained(bus.topics.birth(node.node_id))
@@ -89,3 +97,18 @@ def test_descriptors_cleared_on_sigterm(broker: Mosquitto, prefix: str) -> None:
         assert [m.payload for m in status] == [b"offline"]
     finally:
         bus.close()
+
+
+def test_http_mjpeg_camera_relayed(broker: Mosquitto, prefix: str) -> None:
+    from tests.capture.mjpeg_server import MjpegCamera
+
+    with (
+        MjpegCamera(320, 240, fps=15) as camera,
+        capture_node(broker.url, prefix, {"ipcam": camera.url}) as node,
+    ):
+        d = node.descriptors["ipcam"]
+        assert d.source == "http" and (d.width, d.height) == (640, 480)
+        reading = read_gst(node.urls["ipcam"], 40)
+        assert set(reading.shapes) == {(480, 640, 3)}  # rescaled to the node's size
+        assert 25 <= reading.rate() <= 35, reading.rate()  # 15 fps upstream, served at 30
+        assert camera.frames_sent > 20

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from ovbus.bus import Bus
-from ovbus.errors import ErrorCode
+from ovbus.errors import ErrorCode, StreamError
 from ovbus.mosquitto import Mosquitto
 from ovbus.payloads.rpc import Reply
 from ovbus.payloads.stream import CameraSet, StreamDescriptor
@@ -70,9 +70,15 @@ def test_set_changes_size_and_rate(broker: Mosquitto, prefix: str) -> None:
             assert "camera streaming camera=other" in node.stderr()
             assert node.stderr().count("camera streaming camera=other") == 1
 
-            # disable: descriptor gone, state disabled; enable: back with the same settings
-            reply = bus.request(bus.topics.camera_set("cam"), CameraSet(enabled=False))
-            assert reply.ok and reply.result["state"] == "disabled"
+            # disable: descriptor gone, state disabled, a connected reader gets end of stream;
+            # enable: back with the same settings, new readers get a fresh media
+            with RtspClockReader(url) as reader:
+                reader.read(10)
+                reply = bus.request(bus.topics.camera_set("cam"), CameraSet(enabled=False))
+                assert reply.ok and reply.result["state"] == "disabled"
+                with pytest.raises(StreamError):
+                    for _ in range(100):
+                        reader.read(5)
             assert descriptor(bus, "cam") is None
             wait_state(bus, "cam", lambda s: s.state == "disabled", timeout=5)
             reply = bus.request(bus.topics.camera_set("cam"), CameraSet(enabled=True))
