@@ -14,7 +14,7 @@ from typing import Any
 from ovbus.errors import ErrorCode, OvbusError, RequestError
 from ovbus.log import get_logger
 from ovbus.payloads.base import ErrorInfo
-from ovbus.payloads.model import ModelState, ModelStateName
+from ovbus.payloads.model import ModelDescription, ModelState, ModelStateName
 from ovbus.payloads.zoo import (
     CatalogRequest,
     ListRequest,
@@ -70,16 +70,23 @@ class Zoo:
         self._lock = threading.Lock()
 
     # states ----------------------------------------------------------------------------------
+    def _policy(self, name: str) -> Any:
+        """The model's version policy in config.json (None if absent or unreadable)."""
+        try:
+            entry = cfg.find(self.config.read(), name)
+        except OvbusError as e:
+            log.warning("config.json unreadable for a state", model=name, error=e.message)
+            return None
+        return entry.get("model_version_policy") if entry else None
+
     def ready_state(self, name: str) -> ModelState:
         versions = self.folder.versions(name)
-        entry = cfg.find(self.config.read(), name)
-        policy = entry.get("model_version_policy") if entry else None
         description = self.folder.read_description(name)
         return ModelState(
             name=name,
             state="ready",
             versions=versions,
-            current_version=current_version(policy, versions),
+            current_version=current_version(self._policy(name), versions),
             description=description,
             source=description.source if description else None,
         )
@@ -91,14 +98,16 @@ class Zoo:
         *,
         progress: float | None = None,
         error: OvbusError | Exception | None = None,
+        description: ModelDescription | None = None,
     ) -> ModelState:
         if state == "ready":
             doc = self.ready_state(name)
         else:
             known = self.states.get(name)
             versions = self.folder.versions(name)
-            entry = cfg.find(self.config.read(), name) if state != "removed" else None
-            policy = entry.get("model_version_policy") if entry else None
+            policy = self._policy(name) if state != "removed" else None
+            if description is None:
+                description = known.description if known else self.folder.read_description(name)
             doc = ModelState(
                 name=name,
                 state=state,
@@ -106,8 +115,8 @@ class Zoo:
                 versions=versions,
                 current_version=current_version(policy, versions),
                 error=ErrorInfo.of(error) if error is not None else None,
-                description=known.description if known else self.folder.read_description(name),
-                source=known.source if known else None,
+                description=description,
+                source=description.source if description else None,
             )
         self.states[name] = doc
         try:
@@ -228,7 +237,7 @@ class Zoo:
         try:
 
             def report(state: ModelStateName, progress: float | None) -> None:
-                self.set_state(req.name, state, progress=progress)
+                self.set_state(req.name, state, progress=progress, description=p.description)
 
             result = pull.execute(
                 p,
@@ -241,7 +250,7 @@ class Zoo:
                 convert_timeout=self.settings.convert_timeout,
             )
         except Exception as e:
-            self.set_state(req.name, "failed", error=e)
+            self.set_state(req.name, "failed", error=e, description=p.description)
             log.error("pull failed", model=req.name, error=str(e))
             raise
         finally:

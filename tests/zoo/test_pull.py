@@ -81,6 +81,7 @@ def test_omz_pull_over_mqtt(worker: Worker, client: Bus, site: Site) -> None:
     names = [s.state for s in states]
     assert names[0] == "pulling" and states[0].progress == 0.0
     assert names[-2:] == ["verifying", "ready"], names
+    assert all(s.description is not None and s.description.kind == "blazeface" for s in states)
     progress = [s.progress or 0.0 for s in states if s.state == "pulling"]
     assert progress == sorted(progress) and progress[-1] == 100.0
     # the OVMS layout, with the exact bytes that were served
