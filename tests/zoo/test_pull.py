@@ -18,6 +18,7 @@ from ovbus.payloads.model import ModelDescription, ModelState
 from ovbus.payloads.rpc import Reply
 from ovbus.payloads.zoo import ListRequest, OmzSource, PullRequest, RollbackRequest
 from services.zoo.ovms_schema import validate_config
+from tests import assets
 from tests.zoo.conftest import OMZ_MODEL, Site, Worker
 from tests.zoo.servers import FakeOvms
 
@@ -134,6 +135,29 @@ def test_wheel_pull_converts_blazeface_and_versions(
         "wheel:mediapipe==0.10.21:mediapipe/modules/face_detection/face_detection_short_range.tflite"
     )
     assert stored == {"v": 1, **CANONICAL_BLAZEFACE}
+    # the infer worker's own code loads it from config.json + model.json and finds the face
+    from services.infer.decoders import decode
+    from services.infer.descriptions import DescriptionStore
+    from services.infer.openvino_backend import OpenVINOBackend
+    from services.infer.preprocess import prepare
+    from tests.media import read_image
+    from tests.models import ASTRONAUT_FACE
+
+    backend = OpenVINOBackend(models, hint="LATENCY", poll_s=5)
+    try:
+        loaded = backend.model("blazeface")
+        desc = DescriptionStore(models).get("blazeface")
+        frame = read_image(assets.astronaut())
+        tensor, meta = prepare(frame, desc, loaded.inputs()["input"].shape)
+        found = decode(desc, loaded.infer({"input": tensor}), meta, 0.5).objects
+    finally:
+        backend.close()
+    assert [o.label for o in found] == ["face"]
+    x1, y1, x2, y2 = found[0].box
+    fx1, fy1, fx2, fy2 = ASTRONAUT_FACE  # checked by eye on the photo
+    inter = max(0, min(x2, fx2) - max(x1, fx1)) * max(0, min(y2, fy2) - max(y1, fy1))
+    union = (x2 - x1) * (y2 - y1) + (fx2 - fx1) * (fy2 - fy1) - inter
+    assert inter / union > 0.5, found[0].box
     cached = list((worker.zoo.settings.cache / "wheels").glob("mediapipe-0.10.21-*.whl"))
     assert len(cached) == 1
     # offline: the index is unreachable, the cached wheel serves the next version
