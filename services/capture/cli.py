@@ -18,9 +18,10 @@ class CaptureSettings(WorkerSettings):
 
     cameras: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="NAME=SOURCE, comma separated; SOURCE is /dev/videoN, a file, testsrc, "
-        "an rtsp:// or http:// URL, or pipeline:<gst-launch description>; NAME=auto picks "
-        "the first USB camera",
+        description="NAME=SOURCE, comma separated; SOURCE is /dev/videoN, auto (the first USB "
+        "camera), a video file (looped), testsrc, testsrc:clock (capture time painted as a "
+        "barcode), an rtsp:// URL or http:// MJPEG URL (relayed), or pipeline:<gst-launch "
+        "description ending in raw video>; see docs/capture.md",
     )
     rtsp_port: int = Field(8554, ge=1, le=65535, description="RTSP server port")
     bind: str = Field("0.0.0.0", description="address the RTSP server listens on")

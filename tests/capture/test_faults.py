@@ -122,3 +122,25 @@ def test_broker_restart_republishes_retained_state(own_broker: Mosquitto, prefix
         # the stream itself never stopped
         assert node.stderr().count("camera streaming camera=cam") == 1
         assert read_cv2(node.urls["cam"], 5).count == 5
+
+
+def test_configuration_errors_stop_the_worker_at_start(broker: Mosquitto, prefix: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with capture_node(
+            broker.url, prefix, {"cam": "testsrc"}, rtsp_port=port, wait=False
+        ) as node:
+            assert node.proc.wait(30) == 2
+            assert f"cannot listen on 127.0.0.1:{port}" in node.stderr()
+    with capture_node(
+        broker.url, prefix, {"cam": "testsrc"}, extra_args=["--width", "641"], wait=False
+    ) as node:
+        assert node.proc.wait(30) == 2
+        assert "must be even" in node.stderr()
+    with capture_node(broker.url, prefix, {"cam": "ftp://x/y"}, wait=False) as node:
+        assert node.proc.wait(30) == 2
+        assert "unsupported url scheme" in node.stderr().lower()
