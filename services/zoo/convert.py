@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -60,6 +62,7 @@ def convert(
     *,
     compress_fp16: bool = False,
     timeout: float = 600.0,
+    cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Convert ``source`` into ``out_dir/model.xml`` + ``model.bin``; returns the model's ports.
     Raises ``StoreError(CONVERSION_FAILED)`` with the converter's own message on failure."""
@@ -90,13 +93,20 @@ def convert(
             raise StoreError(
                 f"cannot start the converter: {e}", code=ErrorCode.CONVERSION_FAILED
             ) from e
+        deadline = time.monotonic() + timeout
         try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired as e:
-            raise StoreError(
-                f"conversion of {source.name} did not finish within {timeout:.0f} s",
-                code=ErrorCode.CONVERSION_FAILED,
-            ) from e
+            while (code := proc.poll()) is None:
+                if cancel is not None and cancel.is_set():
+                    raise StoreError(
+                        f"conversion of {source.name} cancelled (the zoo is stopping)",
+                        code=ErrorCode.CONVERSION_FAILED,
+                    )
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"conversion of {source.name} did not finish within {timeout:.0f} s",
+                        code=ErrorCode.CONVERSION_FAILED,
+                    )
+                time.sleep(0.05)
         finally:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)

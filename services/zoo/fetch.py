@@ -8,6 +8,7 @@ become :class:`FetchError` with ``FETCH_FAILED`` or ``CHECKSUM_MISMATCH``. Only 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import threading
@@ -20,7 +21,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from ovbus import __version__
-from ovbus.errors import ErrorCode, FetchError, StoreError
+from ovbus.errors import ErrorCode, FetchError
 
 CHUNK: Final = 256 * 1024
 USER_AGENT: Final = f"ovbus-zoo/{__version__}"
@@ -149,9 +150,11 @@ def download(
             if total is not None and done != total and expected.size is None:
                 raise FetchError(f"GET {url}: got {done} of {total} bytes (connection cut)")
         verify(dest, expected, f"GET {url}")
-    except BaseException as e:
+    except OSError as e:  # writing the file (disk full, permissions)
         dest.unlink(missing_ok=True)
-        if isinstance(e, OSError) and not isinstance(e, StoreError):
-            raise FetchError(f"GET {url}: cannot write {dest.name} ({e})") from e
+        code = ErrorCode.NO_SPACE if e.errno == errno.ENOSPC else ErrorCode.FETCH_FAILED
+        raise FetchError(f"GET {url}: cannot write {dest.name} ({e})", code=code) from e
+    except BaseException:
+        dest.unlink(missing_ok=True)
         raise
     return dest

@@ -201,7 +201,13 @@ def execute(
             shutil.move(str(raw / "model.bin"), built / "model.bin")
         elif req.convert:
             report("converting", None)
-            ports = convert(main, built, compress_fp16=req.compress_fp16, timeout=convert_timeout)
+            ports = convert(
+                main,
+                built,
+                compress_fp16=req.compress_fp16,
+                timeout=convert_timeout,
+                cancel=ctx.cancel,
+            )
         elif kind in ("onnx", "tflite"):
             shutil.move(str(main), built / f"model{main.suffix.lower()}")
         else:

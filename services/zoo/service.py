@@ -64,7 +64,11 @@ class Zoo:
             timeout=settings.download_timeout,
             cancel=self.cancel,
         )
+        for part in self.ctx.wheel_cache.glob(".*.part"):
+            part.unlink(missing_ok=True)  # a download cut by a kill
         self.publish: Publish = publish or (lambda state: None)
+        #: called after the set of models changed (the worker re-publishes its birth)
+        self.on_change: Callable[[], None] = lambda: None
         self.states: dict[str, ModelState] = {}
         self._busy: set[str] = set()
         self._lock = threading.Lock()
@@ -183,6 +187,12 @@ class Zoo:
         with self._lock:
             self._busy.discard(name)
 
+    def _changed(self) -> None:
+        try:
+            self.on_change()
+        except OvbusError as e:
+            log.warning("birth not re-published", error=e.message)
+
     def _reload(self, result: dict[str, Any]) -> dict[str, Any]:
         if self.settings.ovms_url:
             result["ovms"] = ovms.reload(self.settings.ovms_url)
@@ -257,6 +267,7 @@ class Zoo:
             self._release(req.name)
         result = self._reload(result)
         state = self.set_state(req.name, "ready")
+        self._changed()
         result["state"] = state.model_dump(mode="json", exclude_none=True)
         return result
 
@@ -283,6 +294,7 @@ class Zoo:
                     self.folder.withdraw(model_dir)
                 result: dict[str, Any] = {"name": req.name, "removed": "model"}
                 self.set_state(req.name, "removed")
+                self._changed()
             else:
                 version = req.version
                 if version not in versions:

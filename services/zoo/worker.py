@@ -47,6 +47,7 @@ def main(node_settings: NodeSettings, settings: ZooSettings) -> int:
         log.error("zoo cannot start", error=e.message, models=str(settings.models))
         return 2
     holder["zoo"] = zoo
+    zoo.on_change = node.publish_birth
     node.install_signal_handlers()
     try:
         node.connect()

@@ -19,6 +19,7 @@ import pytest
 from ovbus.bus import Bus
 from ovbus.mosquitto import Mosquitto
 from ovbus.payloads.model import ModelDescription, ModelState
+from ovbus.payloads.node import Birth
 from ovbus.payloads.zoo import ListRequest, PullRequest, UrlSource
 from services.zoo.cli import add_arguments
 from services.zoo.client import build_request
@@ -127,7 +128,10 @@ def test_worker_process_and_client_commands(
             if state is not None and state.state in ("ready", "failed"):
                 break
             time.sleep(0.5)
-    assert state is not None and state.state == "ready", state
+        assert state is not None and state.state == "ready", state
+        # the birth document lists the managed models (re-published after the pull)
+        births = [m.decode(Birth) for m in bus.retained(str(bus.topics.all_births()))]
+        assert [b.models for b in births if b.kind == "zoo"] == [["blazeface"]]
     assert (models / "blazeface" / "1" / "model.xml").is_file()
 
     done = ovbus("zoo", *common, "catalog")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -55,3 +56,22 @@ def test_not_convertible(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as info:
         convert(source, tmp_path)
     assert info.value.code == ErrorCode.CONVERSION_FAILED
+
+
+def test_cancel_ends_the_converter(tmp_path: Path) -> None:
+    """The worker stopping (SIGTERM) does not wait for a long conversion."""
+    source = tmp_path / "source.tflite"
+    shutil.copyfile(assets.pose_detector(), source)
+    out = tmp_path / "out"
+    out.mkdir()
+    cancel = threading.Event()
+    timer = threading.Timer(0.3, cancel.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreError) as info:
+            convert(source, out, timeout=60, cancel=cancel)
+    finally:
+        timer.cancel()
+    assert "cancelled" in info.value.message
+    assert time.monotonic() - started < 5
