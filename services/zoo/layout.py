@@ -63,6 +63,11 @@ class ModelsFolder:
                 f"{path} is a symbolic link: the zoo only manages real folders",
                 code=ErrorCode.FORBIDDEN_PATH,
             )
+        if path.exists() and not path.is_dir():
+            raise StoreError(
+                f"{name!r} is a file of the models folder, not a model",
+                code=ErrorCode.FORBIDDEN_PATH,
+            )
         if path.resolve().parent != self.root:
             raise StoreError(f"{name!r} leaves the models folder", code=ErrorCode.FORBIDDEN_PATH)
         return path

@@ -71,6 +71,7 @@ def test_bad_inputs_change_nothing(
         ("name with ..", pull("../etc", file_src, description=DESC), "bad_schema"),
         ("absolute name", pull("/etc/passwd", file_src, description=DESC), "bad_schema"),
         ("symlinked model folder", pull("evil", file_src, description=DESC), "forbidden_path"),
+        ("name of a file", pull("config.json", file_src, description=DESC), "forbidden_path"),
         (
             "file outside import folders",
             pull("m", {"type": "file", "path": "/etc/hostname"}, description=DESC),
