@@ -74,7 +74,7 @@ class RtspServer:
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(
             "( appsrc name=src is-live=true format=time do-timestamp=false min-latency=0 "
-            f"max-bytes=4000000 ! {payloader_description(codec)} )"
+            f"max-bytes=4000000 leaky-type=downstream ! {payloader_description(codec)} )"
         )
         factory.set_shared(True)
         factory.set_clock(Gst.SystemClock.obtain())

@@ -5,6 +5,7 @@ on the bus and recovers by itself when it comes back."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,14 +23,19 @@ def is_error(state: CameraState) -> bool:
     return state.state == "error"
 
 
-def test_bad_sources_are_errors_and_others_keep_streaming(broker: Mosquitto, prefix: str) -> None:
+def test_bad_sources_are_errors_and_others_keep_streaming(
+    broker: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
     closed = free_port()
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(bytes(range(7, 256)) * 64)  # binary, no known container
     cameras = {
         "good": "testsrc",
         "nodev": "/dev/video9",
         "nonet": f"rtsp://127.0.0.1:{closed}/x",
         "badpipe": "pipeline:videotestsrc ! nosuchelement",
         "nofile": "/nonexistent/clip.mp4",
+        "junk": str(junk),
     }
     bus = Bus(broker.url, prefix=prefix).connect(timeout=10)
     try:
@@ -41,6 +47,7 @@ def test_bad_sources_are_errors_and_others_keep_streaming(broker: Mosquitto, pre
                 "nonet": "could not open resource",
                 "badpipe": "nosuchelement",
                 "nofile": "/nonexistent/clip.mp4 does not exist",
+                "junk": "could not determine type of stream",
             }
             for cam, words in expected.items():
                 state = wait_state(bus, cam, is_error, timeout=20)
