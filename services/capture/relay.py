@@ -38,6 +38,9 @@ class Relay:
         from services.capture.gst import Gst
 
         self._gst = Gst
+        flags = Gst.BufferCopyFlags
+        #: A copy that shares the memory and keeps flags, time stamps and metas.
+        self._copy_flags = flags.FLAGS | flags.TIMESTAMPS | flags.META | flags.MEMORY
         self.camera = camera
         self._lock = threading.Lock()
         self._outlets: list[_Outlet] = []
@@ -93,7 +96,7 @@ class Relay:
             running = clock_time - outlet.appsrc.get_base_time()
             if running < 0:
                 continue
-            copy = buffer.copy_region(_COPY_FLAGS(gst), 0, buffer.get_size())
+            copy = buffer.copy_region(self._copy_flags, 0, buffer.get_size())
             copy.pts = running
             copy.dts = gst.CLOCK_TIME_NONE
             result = outlet.appsrc.emit("push-buffer", copy)
@@ -114,8 +117,3 @@ class Relay:
             outlet.appsrc.emit("end-of-stream")
             if outlet.release is not None:
                 outlet.release()
-
-
-def _COPY_FLAGS(gst: Any) -> Any:  # noqa: N802
-    flags = gst.BufferCopyFlags
-    return flags.FLAGS | flags.TIMESTAMPS | flags.META | flags.MEMORY

@@ -40,13 +40,14 @@ def test_recovered_capture_times_match_the_painted_truth(
                 if len(errors_ms) >= 90:
                     break
         assert len(errors_ms) >= 90, f"only {len(errors_ms)} frames had a capture time"
-        assert without_meta < 60  # before the first sender report only (0.5 s interval)
+        # only before the first sender report: 0.5 s interval (GStreamer default 5 s)
+        assert without_meta < 30, without_meta
         worst = max(abs(e) for e in errors_ms)
         assert worst < 50, f"capture time off by up to {worst:.1f} ms"
         # the truth is real: frames were decoded after they were painted
         assert statistics.median(ages_ms) > 0
         print(  # shown with -s: figures for docs/capture.md
-            f"{codec}: capture-time error median {statistics.median(errors_ms):.2f} ms, "
+            f"{codec}: {without_meta} frames before the first report; capture-time error median {statistics.median(errors_ms):.2f} ms, "
             f"worst {worst:.2f} ms; frame age median {statistics.median(ages_ms):.1f} ms"
         )
 
