@@ -58,6 +58,11 @@ class RtspServer:
         self._source_id = self._server.attach(self._context)
         if self._source_id == 0:
             raise ConfigError(f"RTSP server cannot listen on {self.bind}:{self.port} (in use?)")
+        # sessions of UDP readers that vanished without a TEARDOWN expire (60 s): reap them
+        pool = self._server.get_session_pool()
+        reaper = GLib.timeout_source_new_seconds(2)
+        reaper.set_callback(lambda *_: pool.cleanup() >= 0)
+        reaper.attach(self._context)
         self._thread = threading.Thread(target=self._loop.run, name="rtsp-server", daemon=True)
         self._thread.start()
         log.info("rtsp server listening", bind=self.bind, port=self.port)
