@@ -242,8 +242,14 @@ class Zoo:
         return out
 
     def pull(self, req: PullRequest) -> dict[str, Any]:
-        p = pull.plan(req, self.folder, self.catalog, self.config, self.settings.ovms_models_dir)
         self._claim(req.name)
+        try:
+            p = pull.plan(
+                req, self.folder, self.catalog, self.config, self.settings.ovms_models_dir
+            )
+        except BaseException:
+            self._release(req.name)  # refused before anything started: no state published
+            raise
         try:
 
             def report(state: ModelStateName, progress: float | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -192,6 +193,8 @@ def test_kill_9_during_writes_leaves_last_good_config(tmp_path: Path) -> None:
             )
         assert proc.stdout is not None
         try:
+            ready, _, _ = select.select([proc.stdout], [], [], 30)
+            assert ready, "the writer did not start within 30 s"
             started = proc.stdout.readline().strip()
             assert started == b"ready", errors.read_text()[-2000:]
             time.sleep(rng.uniform(0.01, 0.25))

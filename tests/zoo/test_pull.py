@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -16,11 +17,11 @@ from ovbus.errors import BusTimeout
 from ovbus.messages import Message
 from ovbus.payloads.model import ModelDescription, ModelState
 from ovbus.payloads.rpc import Reply
-from ovbus.payloads.zoo import ListRequest, OmzSource, PullRequest, RollbackRequest
+from ovbus.payloads.zoo import ListRequest, PullRequest, RollbackRequest, UrlSource
 from services.zoo.ovms_schema import validate_config
 from tests import assets
 from tests.zoo.conftest import OMZ_MODEL, Site, Worker
-from tests.zoo.servers import FakeOvms
+from tests.zoo.servers import FakeOvms, serve_folder
 
 #: The description the infer worker decodes BlazeFace with (the issue's canonical one).
 CANONICAL_BLAZEFACE = {
@@ -177,30 +178,49 @@ def test_wheel_pull_converts_blazeface_and_versions(
     assert list((models / ".staging").iterdir()) == []
 
 
-def test_duplicate_correlation_is_executed_once(worker: Worker, client: Bus) -> None:
-    """A QoS 1 redelivery (same correlation data) must not pull twice."""
+def test_duplicate_correlation_is_executed_once(
+    worker: Worker, client: Bus, tmp_path: Path
+) -> None:
+    """A QoS 1 redelivery (same correlation data) must not pull twice: a copy that arrives while
+    the pull runs is ignored, one that arrives after it gets the same reply again."""
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    shutil.copyfile(assets.pose_detector(), slow / "pose.tflite")
     reply_topic = str(client.topics.replies(f"dup-{uuid.uuid4().hex[:8]}"))
-    body = PullRequest(name=OMZ_MODEL, source=OmzSource(model=OMZ_MODEL))
-    with client.subscribe(reply_topic, idle_timeout=60) as replies:
-        time.sleep(0.1)
-        for _ in range(2):
+    with (
+        serve_folder(slow, slow=True) as url,
+        client.subscribe(reply_topic, idle_timeout=60) as replies,
+        client.subscribe(client.topics.zoo_model("pose"), idle_timeout=30) as states,
+    ):
+        body = PullRequest(
+            name="pose",
+            source=UrlSource(url=f"{url}/pose.tflite"),
+            convert=False,
+            description=ModelDescription(kind="blazeface", labels=["person"]),
+        )
+
+        def send() -> None:
             client.publish(
                 client.topics.zoo_request(),
                 body,
                 response_topic=reply_topic,
                 correlation=b"same-id",
             )
+
+        send()
+        while states.get().decode(ModelState).state != "pulling":
+            pass
+        send()  # while the ~2 s download runs
         first = replies.get(timeout=60).decode(Reply)
         assert first.ok, first.error
         with pytest.raises(BusTimeout):
-            replies.get(timeout=1.0)  # the copy that came while it ran got no second run
-        client.publish(
-            client.topics.zoo_request(), body, response_topic=reply_topic, correlation=b"same-id"
-        )
+            replies.get(timeout=0.5)  # the copy that came while it ran got no run, no reply
+        send()
         third = replies.get(timeout=10).decode(Reply)
     assert third == first  # answered again from memory
     assert worker.dispatcher.executed == 1
-    assert worker.zoo.folder.versions(OMZ_MODEL) == [1]
+    assert worker.dispatcher.duplicates == 2
+    assert worker.zoo.folder.versions("pose") == [1]
 
 
 def test_mqtt_311_client_gets_reply_in_body(worker: Worker, broker: Any, prefix: str) -> None:
