@@ -180,9 +180,13 @@ def source_description(source: Source, geometry: Geometry, v4l2_format: V4l2Form
         if not os.path.exists(device):
             raise StreamError(f"camera device {device} does not exist (unplugged?)")
         size = f"width={geometry.width},height={geometry.height}"
-        jpeg = f"image/jpeg,{size}"
-        raw = f"video/x-raw,{size}"
-        caps = {"mjpeg": jpeg, "raw": raw, "auto": f"{jpeg};{raw}"}[v4l2_format]
+        exact = f"{size},framerate={rate.numerator}/{rate.denominator}"
+        # caps in order of preference: the mode at the wanted rate first (MJPEG before raw for
+        # auto: USB 2 bandwidth), then the size at any rate (videorate converts)
+        kinds = {"mjpeg": ["image/jpeg"], "raw": ["video/x-raw"]}.get(
+            v4l2_format, ["image/jpeg", "video/x-raw"]
+        )
+        caps = ";".join([f"{k},{exact}" for k in kinds] + [f"{k},{size}" for k in kinds])
         return f"v4l2src device={_quote(device)} ! capsfilter caps={_quote(caps)} ! decodebin"
     if source.kind == "rtsp":
         return (

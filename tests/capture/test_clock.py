@@ -11,6 +11,7 @@ import pytest
 from ovbus.mosquitto import Mosquitto
 from ovbus.rtsp_clock import RtspClockReader
 from services.capture import barcode
+from tests.capture.readers import read_cv2
 from tests.stack import capture_node
 
 pytestmark = pytest.mark.slow
@@ -40,6 +41,8 @@ def test_recovered_capture_times_match_the_painted_truth(
                 if len(errors_ms) >= 90:
                     break
         assert len(errors_ms) >= 90, f"only {len(errors_ms)} frames had a capture time"
+        # the other kind of reader decodes this codec too
+        assert read_cv2(node.urls["clock"], 5).shapes == [(480, 640, 3)] * 5
         # only before the first sender report: 0.5 s interval (GStreamer default 5 s)
         assert without_meta < 30, without_meta
         worst = max(abs(e) for e in errors_ms)

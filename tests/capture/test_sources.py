@@ -130,3 +130,26 @@ def test_check_size() -> None:
         check_size("mjpeg", 2560, 1440)
     with pytest.raises(ConfigError, match="4096x2304"):
         check_size("h264", 7680, 4320)
+
+
+def test_v4l2_caps_prefer_the_wanted_mode(tmp_path: Path) -> None:
+    device = tmp_path / "video0"  # any existing path stands for the device node here
+    device.touch()
+    auto = source_description(Source("v4l2", str(device)), Geometry(1280, 720, 15.0), "auto")
+    assert auto == (
+        f'v4l2src device="{device}" ! capsfilter caps="'
+        "image/jpeg,width=1280,height=720,framerate=15/1;"
+        "video/x-raw,width=1280,height=720,framerate=15/1;"
+        "image/jpeg,width=1280,height=720;video/x-raw,width=1280,height=720"
+        '" ! decodebin'
+    )
+    raw = source_description(Source("v4l2", str(device)), Geometry(640, 480, 30.0), "raw")
+    assert "image/jpeg" not in raw and "video/x-raw,width=640,height=480,framerate=30/1" in raw
+
+
+def test_primary_address_is_an_ipv4_address() -> None:
+    import ipaddress
+
+    from services.capture.server import primary_address
+
+    assert ipaddress.ip_address(primary_address()).version == 4
