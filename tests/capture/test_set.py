@@ -120,3 +120,18 @@ def test_bad_set_commands_change_nothing(broker: Mosquitto, prefix: str) -> None
             assert node.proc.poll() is None
     finally:
         bus.close()
+
+
+def test_set_over_mqtt_311(broker: Mosquitto, prefix: str) -> None:
+    """An MQTT 3.1.1 node answers an MQTT 3.1.1 client through reply_to in the body."""
+    bus = Bus(broker.url, prefix=prefix, protocol="3.1.1").connect(timeout=10)
+    try:
+        with capture_node(
+            broker.url, prefix, {"cam": "testsrc"}, extra_args=["--mqtt-version", "3.1.1"]
+        ) as node:
+            reply = bus.request(bus.topics.camera_set("cam"), CameraSet(fps=15), timeout=20)
+            assert reply.ok, reply
+            assert reply.result["fps"] == 15.0 and reply.result["node"] == node.node_id
+            assert descriptor(bus, "cam") == StreamDescriptor.model_validate(reply.result)
+    finally:
+        bus.close()
