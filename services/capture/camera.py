@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ovbus.errors import OvbusError, RequestError, StreamError
+from ovbus.errors import ErrorCode, OvbusError, RequestError, StreamError
 from ovbus.log import get_logger
 from ovbus.payloads.base import ErrorInfo
 from ovbus.payloads.stream import CameraSet, CameraState, CameraStateName, Codec, StreamDescriptor
@@ -157,7 +157,8 @@ class Camera:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stopping:
                     return RequestError(
-                        f"camera {self.name}: new settings not running within {timeout:.0f} s"
+                        f"camera {self.name}: new settings not running within {timeout:.0f} s",
+                        code=ErrorCode.TIMEOUT,
                     )
                 self._cond.wait(remaining)
             return self._outcomes.pop(generation)
