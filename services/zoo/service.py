@@ -59,7 +59,7 @@ class Zoo:
             omz_url=settings.omz_url,
             hf_endpoint=settings.hf_endpoint,
             index_url=settings.index_url,
-            wheel_cache=settings.cache / "wheels",
+            wheel_cache=settings.cache,
             import_dirs=tuple(settings.import_dirs),
             timeout=settings.download_timeout,
             cancel=self.cancel,

@@ -159,7 +159,7 @@ def test_wheel_pull_converts_blazeface_and_versions(
     inter = max(0, min(x2, fx2) - max(x1, fx1)) * max(0, min(y2, fy2) - max(y1, fy1))
     union = (x2 - x1) * (y2 - y1) + (fx2 - fx1) * (fy2 - fy1) - inter
     assert inter / union > 0.5, found[0].box
-    cached = list((worker.zoo.settings.cache / "wheels").glob("mediapipe-0.10.21-*.whl"))
+    cached = list(worker.zoo.settings.cache.glob("mediapipe-0.10.21-*.whl"))
     assert len(cached) == 1
     # offline: the index is unreachable, the cached wheel serves the next version
     worker.zoo.ctx = dataclasses.replace(worker.zoo.ctx, index_url="http://127.0.0.1:9/simple")
