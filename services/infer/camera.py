@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, field
 
 from ovbus.bus import Bus
-from ovbus.errors import ErrorCode, ModelError, NotConnected, OvbusError, StreamError
+from ovbus.errors import NotConnected, OvbusError, StreamError
 from ovbus.log import get_logger
 from ovbus.payloads.base import ErrorInfo
-from ovbus.payloads.detections import ClassScore, DetectedObject, DetectionResult, ModelResult
+from ovbus.payloads.detections import DetectionResult, ModelResult
 from ovbus.payloads.node import CameraStats
 from ovbus.payloads.pipeline import (
     InferenceState,
@@ -29,10 +29,9 @@ from ovbus.payloads.pipeline import (
 from ovbus.payloads.stream import StreamDescriptor
 from services.infer.annotate import Counts, SnapshotGate, annotate
 from services.infer.backend import Backend
-from services.infer.decoders import decode
 from services.infer.descriptions import DescriptionStore
-from services.infer.preprocess import prepare
 from services.infer.reader import Frame, StreamReader
+from services.infer.run import run_model
 
 log = get_logger(__name__)
 
@@ -186,24 +185,7 @@ class CameraRunner:
         try:
             model = self.backend.model(pm.name, pm.version)
             desc = self.descriptions.get(pm.name)
-            inputs = model.inputs()
-            name = desc.input or (next(iter(inputs)) if len(inputs) == 1 else None)
-            if name is None or name not in inputs:
-                raise ModelError(
-                    f"model {pm.name!r}: input {desc.input!r} not among {sorted(inputs)}",
-                    code=ErrorCode.MODEL_OUTPUT_MISMATCH,
-                )
-            if any(d < 0 for d in inputs[name].shape):
-                raise ModelError(
-                    f"model {pm.name!r} has a dynamic input shape {list(inputs[name].shape)}: "
-                    "set 'shape' in config.json",
-                    code=ErrorCode.MODEL_OUTPUT_MISMATCH,
-                )
-            tensor, meta = prepare(frame.image, desc, inputs[name].shape)
-            t0 = time.perf_counter()
-            outputs = model.infer({name: tensor}, timeout=self.infer_timeout)
-            ms = (time.perf_counter() - t0) * 1000.0
-            decoded = decode(desc, outputs, meta, pm.threshold)
+            result = run_model(model, desc, frame.image, pm, self.infer_timeout)
         except OvbusError as e:
             info = ErrorInfo.of(e)
             if repr(pm.name) not in info.message:  # every error names its model
@@ -211,24 +193,6 @@ class CameraRunner:
                     code=info.code, message=f"model {pm.name!r}: {info.message}"[:4096]
                 )
             return None, ModelStatus(name=pm.name, version=pm.version, state="error", error=info)
-        keep = set(pm.labels) if pm.labels is not None else None
-        result = ModelResult(
-            name=pm.name,
-            version=model.version,
-            device=model.device,
-            backend=model.backend,
-            inference_ms=round(ms, 3),
-            objects=[
-                DetectedObject(label=f.label, score=f.score, box=list(f.box), model=pm.name)
-                for f in decoded.objects
-                if keep is None or f.label in keep
-            ],
-            classes=[
-                ClassScore(label=label, score=score)
-                for label, score in decoded.classes
-                if keep is None or label in keep
-            ],
-        )
         status = ModelStatus(
             name=pm.name,
             version=model.version,

@@ -49,6 +49,49 @@ def _map(error: Exception, server: str, what: str) -> ModelError:
     )
 
 
+_TYPED = {
+    "FP32": ("fp32_contents", np.float32),
+    "FP64": ("fp64_contents", np.float64),
+    "INT32": ("int_contents", np.int32),
+    "INT64": ("int64_contents", np.int64),
+    "UINT8": ("uint_contents", np.uint8),
+}
+_RAW = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64, "INT32": np.int32,
+        "INT64": np.int64, "UINT8": np.uint8, "INT8": np.int8}  # fmt: skip
+
+
+def outputs_of(response: Any, model: str, wanted: list[str]) -> dict[str, Array]:
+    """The output tensors of a ``ModelInferResponse``, from ``raw_output_contents`` (OVMS,
+    Triton) or from the typed ``contents`` fields (other KServe v2 servers)."""
+    out: dict[str, Array] = {}
+    raw = list(response.raw_output_contents)
+    for index, tensor in enumerate(response.outputs):
+        shape = [int(d) for d in tensor.shape]
+        if index < len(raw):
+            dtype = _RAW.get(tensor.datatype)
+            if dtype is None:
+                raise ModelError(f"model {model!r}: output datatype {tensor.datatype} unsupported")
+            value = np.frombuffer(raw[index], dtype=dtype)
+        else:
+            field, dtype = _TYPED.get(tensor.datatype, ("", np.float32))
+            if not field:
+                raise ModelError(f"model {model!r}: output datatype {tensor.datatype} unsupported")
+            value = np.asarray(getattr(tensor.contents, field), dtype=dtype)
+        if value.size != int(np.prod(shape)):
+            raise ModelError(
+                f"model {model!r}: output {tensor.name!r} has {value.size} values for shape {shape}",
+                code=ErrorCode.MODEL_OUTPUT_MISMATCH,
+            )
+        out[tensor.name] = value.reshape(shape)
+    missing = [n for n in wanted if n not in out]
+    if missing:
+        raise ModelError(
+            f"model {model!r}: server returned no output {missing}",
+            code=ErrorCode.MODEL_OUTPUT_MISMATCH,
+        )
+    return out
+
+
 class KServeModel:
     backend = "kserve"
 
@@ -106,16 +149,7 @@ class KServeModel:
             )
         except Exception as e:
             raise _map(e, self._server, f"model {self.name!r}") from e
-        out: dict[str, Array] = {}
-        for n in self._outputs:
-            value = result.as_numpy(n)
-            if value is None:
-                raise ModelError(
-                    f"model {self.name!r}: server returned no output {n!r}",
-                    code=ErrorCode.MODEL_OUTPUT_MISMATCH,
-                )
-            out[n] = value
-        return out
+        return outputs_of(result.get_response(), self.name, list(self._outputs))
 
     def close(self) -> None:
         """Nothing to release per model: the connection belongs to the backend."""

@@ -1,0 +1,69 @@
+"""One model on one frame, whatever the backend: pick the input, pre-process from the model's
+description, infer, decode, filter labels. The camera loop and the backend contract test both
+go through :func:`run_model`."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import numpy.typing as npt
+
+from ovbus.errors import ErrorCode, ModelError
+from ovbus.payloads.detections import ClassScore, DetectedObject, ModelResult
+from ovbus.payloads.model import ModelDescription
+from ovbus.payloads.pipeline import PipelineModel
+from services.infer.backend import Model
+from services.infer.decoders import decode
+from services.infer.preprocess import prepare
+
+
+def input_name(model: Model, desc: ModelDescription) -> str:
+    inputs = model.inputs()
+    name = desc.input or (next(iter(inputs)) if len(inputs) == 1 else None)
+    if name is None or name not in inputs:
+        raise ModelError(
+            f"model {model.name!r}: input {desc.input!r} not among {sorted(inputs)}",
+            code=ErrorCode.MODEL_OUTPUT_MISMATCH,
+        )
+    if any(d < 0 for d in inputs[name].shape):
+        raise ModelError(
+            f"model {model.name!r} has a dynamic input shape {list(inputs[name].shape)}: "
+            "set 'shape' in config.json",
+            code=ErrorCode.MODEL_OUTPUT_MISMATCH,
+        )
+    return name
+
+
+def run_model(
+    model: Model,
+    desc: ModelDescription,
+    image: npt.NDArray[np.uint8],
+    pm: PipelineModel,
+    timeout: float = 10.0,
+) -> ModelResult:
+    """Run ``model`` on a BGR frame; raises ``ModelError``/``BackendError`` on any failure."""
+    name = input_name(model, desc)
+    tensor, meta = prepare(image, desc, model.inputs()[name].shape)
+    t0 = time.perf_counter()
+    outputs = model.infer({name: tensor}, timeout=timeout)
+    ms = (time.perf_counter() - t0) * 1000.0
+    decoded = decode(desc, outputs, meta, pm.threshold)
+    keep = set(pm.labels) if pm.labels is not None else None
+    return ModelResult(
+        name=pm.name,
+        version=model.version,
+        device=model.device,
+        backend=model.backend,
+        inference_ms=round(ms, 3),
+        objects=[
+            DetectedObject(label=f.label, score=f.score, box=list(f.box), model=pm.name)
+            for f in decoded.objects
+            if keep is None or f.label in keep
+        ],
+        classes=[
+            ClassScore(label=label, score=score)
+            for label, score in decoded.classes
+            if keep is None or label in keep
+        ],
+    )
