@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import gi
 import numpy as np
@@ -30,13 +30,10 @@ from gi.repository import Gst  # noqa: E402
 
 from ovbus.errors import StreamError  # noqa: E402
 from ovbus.log import get_logger  # noqa: E402
+from ovbus.rtsp_clock import capture_time  # noqa: E402
 
 Gst.init(None)
 log = get_logger(__name__)
-
-#: Seconds between 1900-01-01 (NTP epoch) and 1970-01-01 (Unix epoch).
-NTP_UNIX_OFFSET: Final = 2_208_988_800
-_NTP_CAPS: Final = Gst.Caps.from_string("timestamp/x-ntp")
 
 
 @dataclass(slots=True)
@@ -48,11 +45,12 @@ class Frame:
     received_at: float
 
 
-def capture_time(buffer: Any, arrival: float) -> tuple[float, str]:
-    """The frame's capture time (Unix seconds) and where it came from."""
-    meta = buffer.get_reference_timestamp_meta(_NTP_CAPS)
-    if meta is not None and meta.timestamp > 0:
-        return meta.timestamp / 1e9 - NTP_UNIX_OFFSET, "rtcp-ntp"
+def frame_time(buffer: Any, arrival: float) -> tuple[float, str]:
+    """The frame's capture time (Unix seconds) and where it came from: the RTCP-NTP reference
+    meta (``ovbus.rtsp_clock``), else the arrival time."""
+    captured = capture_time(buffer)
+    if captured is not None and captured > 0:
+        return captured, "rtcp-ntp"
     return arrival, "arrival"
 
 
@@ -202,7 +200,7 @@ class StreamReader:
             image = data[:, : width * 3].reshape(height, width, 3).copy()
         finally:
             buffer.unmap(info)
-        captured, clock = capture_time(buffer, arrival)
+        captured, clock = frame_time(buffer, arrival)
         with self._cond:
             if self._frame is not None:
                 self.skipped += 1
