@@ -62,9 +62,19 @@ def describe_source(source: Source) -> str:
 
 
 def _same_source(a: Source, b: Source) -> bool:
+    """Same files (an OMZ model is the same in every precision)."""
     if isinstance(a, OmzSource) and isinstance(b, OmzSource):
-        return a.model == b.model
+        return (a.model, a.base_url) == (b.model, b.base_url)
     return a == b
+
+
+def _entry_for(catalog: Catalog, name: str, source: Source) -> CatalogEntry | None:
+    """The catalog entry describing ``source`` (its checks and description), if any: the one
+    called ``name`` first, else any other with the same source."""
+    named = catalog.entries.get(name)
+    if named is not None and _same_source(named.source, source):
+        return named
+    return next((e for e in catalog.entries.values() if _same_source(e.source, source)), None)
 
 
 def plan(
@@ -82,7 +92,7 @@ def plan(
         source = entry.source
     else:
         source = req.source
-        entry = next((e for e in catalog.entries.values() if _same_source(e.source, source)), None)
+        entry = _entry_for(catalog, req.name, source)
     if req.precision is not None:
         if not isinstance(source, OmzSource):
             raise RequestError(
