@@ -1,8 +1,8 @@
-"""The zoo's actions (catalog, list, pull, remove, set, rollback) and the models' states.
+"""The zoo's actions: catalog, list, pull, remove, set, rollback.
 
 Plain methods that take a request and return a result or raise an ``OvbusError``: the bus side
 (``dispatch``) and the tests call them alike. Every change of a model publishes its
-``ModelState`` through ``publish`` (retained on ``zoo/models/<name>``).
+``ModelState`` through the :class:`StateBoard` (retained on ``zoo/models/<name>``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any
 
 from ovbus.errors import ErrorCode, OvbusError, RequestError
 from ovbus.log import get_logger
-from ovbus.payloads.base import ErrorInfo
-from ovbus.payloads.model import ModelDescription, ModelState, ModelStateName
+from ovbus.payloads.model import ModelStateName
 from ovbus.payloads.zoo import (
     CatalogRequest,
     ListRequest,
@@ -24,27 +23,15 @@ from ovbus.payloads.zoo import (
     SetRequest,
     ZooRequest,
 )
-from ovbus.topics import check_name
 from services.zoo import config_store as cfg
 from services.zoo import ovms, pull, sources
 from services.zoo.catalog import DEFAULT_MODEL, Catalog
 from services.zoo.cli import ZooSettings
 from services.zoo.config_store import ConfigStore
 from services.zoo.layout import ModelsFolder
+from services.zoo.states import Publish, StateBoard, current_version
 
 log = get_logger(__name__)
-
-Publish = Callable[[ModelState], None]
-
-
-def current_version(policy: Any, versions: list[int]) -> int | None:
-    """The version OVMS serves as the newest under ``policy`` (default: latest)."""
-    if not versions:
-        return None
-    if isinstance(policy, dict) and "specific" in policy:
-        listed = [v for v in policy["specific"].get("versions", []) if v in versions]
-        return max(listed) if listed else None
-    return max(versions)
 
 
 class Zoo:
@@ -66,96 +53,11 @@ class Zoo:
         )
         for part in self.ctx.wheel_cache.glob(".*.part"):
             part.unlink(missing_ok=True)  # a download cut by a kill
-        self.publish: Publish = publish or (lambda state: None)
+        self.board = StateBoard(self.folder, self.config, publish)
         #: called after the set of models changed (the worker re-publishes its birth)
         self.on_change: Callable[[], None] = lambda: None
-        self.states: dict[str, ModelState] = {}
         self._busy: set[str] = set()
         self._lock = threading.Lock()
-
-    # states ----------------------------------------------------------------------------------
-    def _policy(self, name: str) -> Any:
-        """The model's version policy in config.json (None if absent or unreadable)."""
-        try:
-            entry = cfg.find(self.config.read(), name)
-        except OvbusError as e:
-            log.warning("config.json unreadable for a state", model=name, error=e.message)
-            return None
-        return entry.get("model_version_policy") if entry else None
-
-    def ready_state(self, name: str) -> ModelState:
-        versions = self.folder.versions(name)
-        description = self.folder.read_description(name)
-        return ModelState(
-            name=name,
-            state="ready",
-            versions=versions,
-            current_version=current_version(self._policy(name), versions),
-            description=description,
-            source=description.source if description else None,
-        )
-
-    def set_state(
-        self,
-        name: str,
-        state: ModelStateName,
-        *,
-        progress: float | None = None,
-        error: OvbusError | Exception | None = None,
-        description: ModelDescription | None = None,
-    ) -> ModelState:
-        if state == "ready":
-            doc = self.ready_state(name)
-        else:
-            known = self.states.get(name)
-            versions = self.folder.versions(name)
-            policy = self._policy(name) if state != "removed" else None
-            if description is None:
-                description = known.description if known else self.folder.read_description(name)
-            doc = ModelState(
-                name=name,
-                state=state,
-                progress=progress,
-                versions=versions,
-                current_version=current_version(policy, versions),
-                error=ErrorInfo.of(error) if error is not None else None,
-                description=description,
-                source=description.source if description else None,
-            )
-        self.states[name] = doc
-        try:
-            self.publish(doc)
-        except OvbusError as e:
-            log.warning("state not published", model=name, error=e.message)
-        return doc
-
-    def managed(self) -> list[str]:
-        """Models with a folder in the models folder (what the zoo manages)."""
-        names = []
-        for child in sorted(self.folder.root.iterdir()):
-            if child.is_dir() and not child.name.startswith(".") and not child.is_symlink():
-                try:
-                    check_name(child.name)
-                except OvbusError:
-                    continue
-                if self.folder.versions(child.name):
-                    names.append(child.name)
-        return names
-
-    def republish(self) -> None:
-        """Publish every model's state (after each connect: retained state is refreshed)."""
-        for name in self.managed():
-            known = self.states.get(name)
-            if known is not None and known.state != "ready":
-                self.publish(known)
-            else:
-                try:
-                    self.set_state(name, "ready")
-                except OvbusError as e:
-                    log.warning("state of a model unreadable", model=name, error=e.message)
-        for name, known in self.states.items():
-            if name not in self.managed() and known.state in ("failed", "removed"):
-                self.publish(known)
 
     # dispatch --------------------------------------------------------------------------------
     def handle(self, request: ZooRequest) -> Any:
@@ -215,7 +117,7 @@ class Zoo:
                 ours = False
             versions = self.folder.versions(name) if ours else []
             description = self.folder.read_description(name) if ours else None
-            state = self.states.get(name)
+            state = self.board.states.get(name)
             out.append(
                 {
                     "name": name,
@@ -229,7 +131,7 @@ class Zoo:
                     "in_config": True,
                 }
             )
-        for name in self.managed():
+        for name in self.board.managed():
             if name not in listed:
                 out.append(
                     {
@@ -253,7 +155,7 @@ class Zoo:
         try:
 
             def report(state: ModelStateName, progress: float | None) -> None:
-                self.set_state(req.name, state, progress=progress, description=p.description)
+                self.board.set_state(req.name, state, progress=progress, description=p.description)
 
             result = pull.execute(
                 p,
@@ -266,13 +168,13 @@ class Zoo:
                 convert_timeout=self.settings.convert_timeout,
             )
         except Exception as e:
-            self.set_state(req.name, "failed", error=e, description=p.description)
+            self.board.set_state(req.name, "failed", error=e, description=p.description)
             log.error("pull failed", model=req.name, error=str(e))
             raise
         finally:
             self._release(req.name)
         result = self._reload(result)
-        state = self.set_state(req.name, "ready")
+        state = self.board.set_state(req.name, "ready")
         self._changed()
         result["state"] = state.model_dump(mode="json", exclude_none=True)
         return result
@@ -299,7 +201,7 @@ class Zoo:
                 if model_dir.exists():
                     self.folder.withdraw(model_dir)
                 result: dict[str, Any] = {"name": req.name, "removed": "model"}
-                self.set_state(req.name, "removed")
+                self.board.set_state(req.name, "removed")
                 self._changed()
             else:
                 version = req.version
@@ -327,7 +229,7 @@ class Zoo:
                 self.config.update(change)
                 self.folder.withdraw(self.folder.version_dir(req.name, version))
                 result = {"name": req.name, "removed": "version", "version": version}
-                self.set_state(req.name, "ready")
+                self.board.set_state(req.name, "ready")
         finally:
             self._release(req.name)
         return self._reload(result)
@@ -373,7 +275,7 @@ class Zoo:
             self.folder.write_description(
                 req.name, req.description.model_copy(update={"source": source})
             )
-        self.set_state(req.name, "ready")
+        self.board.set_state(req.name, "ready")
         return self._reload(
             {"name": req.name, "set": sorted(fields) + (["description"] if req.description else [])}
         )
@@ -401,7 +303,7 @@ class Zoo:
             found["model_version_policy"] = {"specific": {"versions": [target]}}
 
         self.config.update(change)
-        self.set_state(req.name, "ready")
+        self.board.set_state(req.name, "ready")
         return self._reload({"name": req.name, "from": current, "to": target})
 
     def pull_default(self) -> None:

@@ -25,10 +25,10 @@ def start(node: Node, settings: ZooSettings) -> tuple[Zoo, Dispatcher]:
     def publish(state: ModelState) -> None:
         node.bus.publish(node.topics.zoo_model(state.name), state)
 
-    zoo.publish = publish
+    zoo.board.publish = publish
     dispatcher = Dispatcher(node.bus, zoo, jobs=settings.jobs)
     dispatcher.start()
-    node.bus.on_connect(zoo.republish)
+    node.bus.on_connect(zoo.board.republish)
     return zoo, dispatcher
 
 
@@ -37,7 +37,7 @@ def main(node_settings: NodeSettings, settings: ZooSettings) -> int:
 
     def describe(birth: Birth) -> Birth:
         zoo = holder.get("zoo")
-        models = zoo.managed() if zoo is not None else []
+        models = zoo.board.managed() if zoo is not None else []
         return birth.model_copy(update={"models": models[:1000]})
 
     node = Node(node_settings, "zoo", persistent=True, describe=describe)
@@ -55,7 +55,7 @@ def main(node_settings: NodeSettings, settings: ZooSettings) -> int:
         log.error("cannot reach the broker", error=e.message)
         dispatcher.close()
         return 1
-    log.info("zoo ready", models=str(zoo.folder.root), managed=len(zoo.managed()))
+    log.info("zoo ready", models=str(zoo.folder.root), managed=len(zoo.board.managed()))
     if settings.pull_default:
         threading.Thread(target=zoo.pull_default, name="pull-default", daemon=True).start()
     node.run_until_stopped(on_stop=dispatcher.close)

@@ -121,7 +121,7 @@ def test_file_source_kept_unconverted_then_set_and_remove(
     assert not (models / "pose").exists()
     assert json.loads((models / "config.json").read_text()) == {"model_config_list": []}
     assert list((models / ".staging").iterdir()) == []
-    assert worker.zoo.states["pose"].state == "removed"
+    assert worker.zoo.board.states["pose"].state == "removed"
 
 
 def test_ovms_failure_is_reported_not_hidden(worker: Worker, client: Bus) -> None:

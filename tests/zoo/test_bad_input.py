@@ -161,7 +161,7 @@ def test_bad_inputs_change_nothing(
     # the worker is still serving, and says what the failed pull was
     reply = raw_request(client, b'{"v": 1, "action": "list"}')
     assert reply.ok and [m["name"] for m in reply.result["models"]] == ["by-hand"]
-    failed = worker.zoo.states["m"]
+    failed = worker.zoo.board.states["m"]
     assert failed.state == "failed" and failed.error is not None
 
 

@@ -10,8 +10,8 @@ import pytest
 from ovbus.errors import ConfigError, ErrorCode, FetchError, StoreError
 from services.zoo.catalog import BUILTIN, Catalog
 from services.zoo.fetch import check_url
-from services.zoo.service import current_version
 from services.zoo.sources import allowed_file
+from services.zoo.states import current_version
 from services.zoo.wheels import WheelLink, _Links, normalize, pick
 
 
