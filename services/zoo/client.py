@@ -58,8 +58,9 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("--plugin-config", dest="plugin_config", help="JSON object")
     p.add_argument("--policy", help="latest[:N], all, or specific:1,2")
     p.add_argument("--description", help="model description: JSON text or a .json file")
-    for action in sub.choices.values():
-        action.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+    for name, action in sub.choices.items():
+        if name != "serve":
+            action.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
 
 
 def _json_arg(text: str) -> Any:
