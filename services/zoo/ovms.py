@@ -8,8 +8,8 @@ success, ``{"error": "..."}`` on failure); ``GET /v1/config`` answers::
     ]}}
 
 The zoo has already written config.json when it calls this, so an unreachable or failing OVMS
-does not undo the change: it is reported in the reply (``ovms.ok = false`` with the error) and
-logged, and the model's state says what OVMS answered.
+does not undo the change: it is reported in the reply (``ovms.ok = false`` with the error, and
+each model's per-version status) and logged as a warning.
 """
 
 from __future__ import annotations
