@@ -29,9 +29,9 @@ _TO_KSERVE = {v: k for k, v in _DTYPES.items()}
 def _grpc() -> Any:
     try:
         import tritonclient.grpc as grpcclient
-    except ImportError as e:  # an optional extra: pip install ovbus[kserve]
+    except ImportError as e:  # part of the infer extra
         raise BackendError(
-            "the kserve backend needs tritonclient[grpc] (pip install 'ovbus[kserve]')"
+            "the kserve backend needs tritonclient[grpc] (pip install 'ovbus[infer]')"
         ) from e
     return grpcclient
 

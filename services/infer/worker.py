@@ -36,7 +36,9 @@ def make_backend(settings: InferSettings) -> Backend:
         from services.infer.kserve_backend import KServeBackend
 
         return KServeBackend(settings.server)
-    raise ConfigError("the tfs backend is not available in this build: use openvino or kserve")
+    from services.infer.tfs_backend import TFSBackend
+
+    return TFSBackend(settings.server)
 
 
 class InferWorker:

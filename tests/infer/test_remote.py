@@ -1,5 +1,6 @@
-"""The kserve backend against a real KServe v2 gRPC server (the ``kserve`` ModelServer running
-OpenVINO), and the contract: the same frames through every backend give the same objects."""
+"""The remote backends: kserve against a real KServe v2 gRPC server (the ``kserve`` ModelServer
+running OpenVINO), tfs against a TF Serving gRPC stand-in for OVMS <= 2026.2, and the contract:
+the same frames through every backend give the same objects."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from services.infer.backend import Backend
 from services.infer.kserve_backend import KServeBackend
 from services.infer.openvino_backend import OpenVINOBackend
 from services.infer.run import run_model
+from services.infer.tfs_backend import TFSBackend
 from tests import assets
 from tests.infer.harness import ROOT, InferProcess, state_is, wait_for
 from tests.infer.rtsp import free_port
+from tests.infer.tfs_server import TfsServer
 from tests.media import FPS, HEIGHT, WIDTH, face_video, read_image, render
 from tests.models import BLAZEFACE, POSE, models_folder
 from tests.stack import CaptureNode, capture_node
@@ -92,21 +95,28 @@ def objects(backend: Backend, name: str) -> list[list[tuple[str, float, list[int
 
 
 def test_every_backend_gives_the_same_objects(kserve: str, tmp_path: Path) -> None:
+    """The contract: openvino in-process, kserve (KServe v2 gRPC) and tfs (TF Serving gRPC)
+    give the same labels, scores and boxes for the same frames."""
+    tfs = TfsServer({"face": assets.blazeface(), "pose": assets.pose_detector()}).start()
     local = OpenVINOBackend(models_folder(tmp_path / "models", pose=True), poll_s=5)
-    remote = KServeBackend(kserve)
+    remotes: list[Backend] = [KServeBackend(kserve), TFSBackend(tfs.address)]
     try:
         for name in ("face", "pose"):
-            here, there = objects(local, name), objects(remote, name)
+            here = objects(local, name)
             if name == "face":
                 assert all(len(per_frame) == 1 for per_frame in here), here
-            for a, b in zip(here, there, strict=True):
-                assert [o[0] for o in a] == [o[0] for o in b]
-                for (_, sa, ba), (_, sb, bb) in zip(a, b, strict=True):
-                    assert abs(sa - sb) < 1e-3 and np.abs(np.subtract(ba, bb)).max() <= 1
-        assert remote.model("face").backend == "kserve"
+            for remote in remotes:
+                there = objects(remote, name)
+                for a, b in zip(here, there, strict=True):
+                    assert [o[0] for o in a] == [o[0] for o in b], remote.name
+                    for (_, sa, ba), (_, sb, bb) in zip(a, b, strict=True):
+                        assert abs(sa - sb) < 1e-3 and np.abs(np.subtract(ba, bb)).max() <= 1
+        assert [r.model("face").backend for r in remotes] == ["kserve", "tfs"]
     finally:
         local.close()
-        remote.close()
+        for remote in remotes:
+            remote.close()
+        tfs.stop()
 
 
 def test_unknown_model_and_unreachable_server(kserve: str) -> None:
@@ -175,3 +185,33 @@ def test_worker_on_a_remote_server(
         assert "'face'" in state.error.message
     finally:
         assert dead.stop() == 0
+
+
+def test_worker_on_a_tfs_server(
+    broker: Mosquitto, prefix: str, client: Bus, door: CaptureNode, tmp_path: Path
+) -> None:
+    """``--backend tfs`` end to end; the model description is read from the local folder."""
+    tfs = TfsServer({"face": assets.blazeface()}).start()
+    folder = tmp_path / "descriptions"
+    (folder / "face").mkdir(parents=True)
+    (folder / "face" / "model.json").write_text(BLAZEFACE.model_dump_json())
+    client.publish(
+        client.topics.pipeline("door"), PipelineSpec(models=[PipelineModel(name="face")])
+    )
+    worker = InferProcess(
+        broker.url, prefix, "infer-tfs", folder, tmp_path / "infer.log",
+        "--backend", "tfs", "--server", tfs.address,
+    )  # fmt: skip
+    try:
+        worker.wait_online(client)
+        doc = wait_for(
+            client,
+            str(client.topics.detections("door")),
+            lambda m: d if (d := m.decode(DetectionResult)).objects else None,
+            40,
+            worker,
+        )
+        assert doc.models[0].backend == "tfs" and doc.objects[0].label == "face"
+    finally:
+        assert worker.stop() == 0
+        tfs.stop()
