@@ -10,6 +10,7 @@ import pytest
 from ovbus.errors import ConfigError, ErrorCode, FetchError, StoreError
 from services.zoo.catalog import BUILTIN, Catalog
 from services.zoo.fetch import check_url
+from services.zoo.ovms import parse_status
 from services.zoo.sources import allowed_file
 from services.zoo.states import current_version
 from services.zoo.wheels import WheelLink, _Links, normalize, pick
@@ -96,3 +97,30 @@ def test_urls_and_files_are_checked(tmp_path: Path) -> None:
         allowed_file(str(model), ())
     assert denied.value.code == ErrorCode.FORBIDDEN_PATH
     assert allowed_file(f"file://{model}", (tmp_path,)) == model.resolve()
+
+
+def test_ovms_status_parsing() -> None:
+    body = {
+        "faces": {
+            "model_version_status": [
+                {
+                    "version": "2",
+                    "state": "AVAILABLE",
+                    "status": {"error_code": "OK", "error_message": "OK"},
+                },
+                {
+                    "version": "1",
+                    "state": "END",
+                    "status": {"error_code": "UNKNOWN", "error_message": "Model unloaded"},
+                },
+            ]
+        },
+        "broken": "not an object",
+    }
+    assert parse_status(body) == {
+        "faces": [
+            {"version": 2, "state": "AVAILABLE", "error": None},
+            {"version": 1, "state": "END", "error": "Model unloaded"},
+        ]
+    }
+    assert parse_status(["no"]) == {}
