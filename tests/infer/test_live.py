@@ -105,6 +105,11 @@ def test_spec_changes_take_effect_live_and_bad_specs_change_nothing(
         wait_for(client, str(client.topics.inference("door")), state_is("running"), 30, worker)
         both = wait_for(client, door, result_where(lambda d: len(d.models) == 2), 20, worker)
         assert [m.name for m in both.models] == ["face", "pose"]
+
+        # a new version of face appears in its folder: reloaded and swapped in, no restart
+        add_model(models, "face", assets.blazeface(), BLAZEFACE, version=2)
+        v2 = wait_for(client, door, result_where(lambda d: d.models[0].version == 2), 30, worker)
+        assert len(v2.objects) == 1 and v2.models[1].name == "pose"
     finally:
         assert worker.stop() == 0
 

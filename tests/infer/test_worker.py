@@ -11,6 +11,7 @@ import pytest
 from ovbus.bus import Bus
 from ovbus.mosquitto import Mosquitto
 from ovbus.payloads.detections import DetectionResult
+from ovbus.payloads.node import Stats
 from services.infer.decoders import iou_matrix
 from tests.infer.harness import InferProcess, state_is, wait_for
 from tests.media import FPS, FRAMES, HEIGHT, WIDTH, face_box, face_video
@@ -84,10 +85,17 @@ def test_detections_from_the_capture_worker(
         stats = wait_for(
             client,
             str(client.topics.stats("infer-a")),
-            lambda m: m.payload or None,
+            lambda m: st if (st := m.decode(Stats)).cameras.get("door") else None,
             10,
         )
-        assert b'"door"' in stats
+        door = stats.cameras["door"]
+        assert door.frames > 0 and door.fps > 0 and door.errors == 0
+        assert door.frame_age_p50_ms is not None and door.inference_ms is not None
+        print(
+            f"door: {door.fps} fps, frame age p50 {door.frame_age_p50_ms} ms "
+            f"p99 {door.frame_age_p99_ms} ms, inference {door.inference_ms} ms, "
+            f"skipped {door.skipped}"
+        )
     finally:
         assert worker.stop() == 0
     assert "camera taken" in worker.output()
