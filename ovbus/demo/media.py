@@ -72,17 +72,40 @@ def frames() -> list[Image]:
     return out
 
 
+def slideshow(images: list[Path], seconds_each: float = 3.0) -> list[Image]:
+    """Frames showing each photo in turn, letterboxed to the scene size."""
+    out: list[Image] = []
+    for path in images:
+        tile = _load(path, min(WIDTH, HEIGHT))
+        canvas = _background()
+        _paste(canvas, tile, (WIDTH - tile.shape[1]) // 2, (HEIGHT - tile.shape[0]) // 2)
+        out.extend([canvas] * round(seconds_each * FPS))
+    return out
+
+
 def demo_video(folder: Path | None = None) -> Path:
     """The demo video file, built once (needs ffmpeg, installed by ``make``)."""
-    folder = folder or assets.CACHE / "demo"
-    target = folder / "faces-and-people-v2.mp4"
+    return encode(frames(), (folder or assets.CACHE / "demo") / "faces-and-people-v2.mp4")
+
+
+def still_life_video(folder: Path | None = None) -> Path:
+    """Photos of everyday ImageNet things (a cat, a coffee cup) for the classification notebook."""
+    photos = [
+        assets.member(assets.SKIMAGE, f"skimage/data/{n}") for n in ("chelsea.png", "coffee.png")
+    ]
+    return encode(slideshow(photos), (folder or assets.CACHE / "demo") / "still-life.mp4")
+
+
+def encode(images: list[Image], target: Path) -> Path:
+    """H.264 MP4 of ``images`` at FPS, built once and cached at ``target``."""
     if target.exists():
         return target
+    folder = target.parent
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise OvbusError("ffmpeg is not installed: run `make setup`")
     folder.mkdir(parents=True, exist_ok=True)
-    part = folder / ".faces-and-people.part.mp4"
+    part = folder / f".{target.stem}.part.mp4"
     cmd = [
         ffmpeg,
         "-loglevel",
@@ -112,7 +135,7 @@ def demo_video(folder: Path | None = None) -> Path:
     ]
     with subprocess.Popen(cmd, stdin=subprocess.PIPE) as proc:
         assert proc.stdin is not None
-        for frame in frames():
+        for frame in images:
             proc.stdin.write(frame.tobytes())
         proc.stdin.close()
         if proc.wait(120) != 0:

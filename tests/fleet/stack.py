@@ -21,6 +21,7 @@ from tests.stack import capture_node
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMERA = "demo"
+RECIPES = ROOT / ".cache" / "recipes"
 
 
 @dataclass
@@ -71,6 +72,8 @@ def running_stack(
                 "--pull-default",
                 "--cache",
                 str(assets.WHEELS),
+                "--import-dir",
+                str(RECIPES),
             ],
             logs / "zoo.log",
         )

@@ -4,8 +4,11 @@ ends by itself; with the stack down, a notebook fails fast saying what to start.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,13 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from ovbus.mosquitto import Mosquitto, free_port
-from tests.fleet.stack import Stack, running_stack
+from ovbus.bus import Bus
+from ovbus.demo import media
+from ovbus.mosquitto import Mosquitto, free_port, wait_port
+from ovbus.payloads import ModelDescription, PullRequest
+from ovbus.payloads.zoo import FileSource
+from tests.fleet.stack import RECIPES, Stack, running_stack
+from tests.stack import capture_node
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -25,6 +33,71 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 def stack(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(broker.url, "ovbus-nb", tmp_path_factory.mktemp("stack")) as s:
         yield s
+
+
+@dataclass
+class Classifier:
+    camera: str
+    server: str
+
+
+@pytest.fixture(scope="module")
+def classifier(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Classifier]:
+    """EfficientNet-Lite0 from the recipe, pulled through the real zoo (ONNX converted to IR), served
+    by a real KServe v2 server, and a camera showing a cat and a coffee cup."""
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "recipes" / "efficientnet_lite0.py"),
+            "--out",
+            str(RECIPES),
+        ],
+        check=True,
+        timeout=1800,
+        cwd=ROOT,
+    )
+    onnx = RECIPES / "efficientnet-lite0.onnx"
+    description = ModelDescription.model_validate_json(onnx.with_suffix(".json").read_text())
+    bus = Bus(stack.broker_url, prefix=stack.prefix).connect()
+    try:
+        reply = bus.request(
+            bus.topics.zoo_request(),
+            PullRequest(
+                name="efficientnet-lite0",
+                source=FileSource(path=str(onnx)),
+                description=description,
+            ),
+            timeout=600,
+        )
+        assert reply.ok, reply.error
+    finally:
+        bus.close()
+    ir = next((stack.models / "efficientnet-lite0").glob("*/*.xml"))
+    port, http_port = free_port(), free_port()
+    env = dict(
+        os.environ,
+        KSERVE_TEST_MODELS=f"efficientnet-lite0={ir}",
+        KSERVE_TEST_GRPC_PORT=str(port),
+        KSERVE_TEST_HTTP_PORT=str(http_port),
+    )
+    log = tmp_path_factory.mktemp("kserve") / "server.log"
+    with open(log, "ab") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "tests.infer.kserve_server"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        wait_port("127.0.0.1", port, 60)
+        with capture_node(
+            stack.broker_url, stack.prefix, {"still-life": str(media.still_life_video())}
+        ):
+            yield Classifier("still-life", f"127.0.0.1:{port}")
+    finally:
+        server.terminate()
+        server.wait(15)
 
 
 def execute(path: Path, env: dict[str, str], timeout: int = 600) -> Any:
@@ -58,7 +131,11 @@ def test_there_are_notebooks() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize(
+    "path",
+    [p for p in NOTEBOOKS if p.stem != "classification"],
+    ids=[p.stem for p in NOTEBOOKS if p.stem != "classification"],
+)
 def test_notebook_runs_against_the_stack(path: Path, stack: Stack) -> None:
     env = {
         "OVBUS_BROKER": stack.broker_url,
@@ -81,6 +158,26 @@ def test_notebook_runs_against_the_stack(path: Path, stack: Stack) -> None:
         assert "nodes reported stats" in text
     if path.stem == "your-own-model":
         assert "ready" in text
+
+
+@pytest.mark.slow
+def test_classification_notebook_against_the_model_server(
+    stack: Stack, classifier: Classifier
+) -> None:
+    env = {
+        "OVBUS_BROKER": stack.broker_url,
+        "OVBUS_PREFIX": stack.prefix,
+        "OVBUS_CAMERA": classifier.camera,
+        "OVBUS_NOTEBOOK_SECONDS": "10",
+        "OVMS_GRPC": classifier.server,
+        "OVBUS_RECIPES": str(RECIPES),
+        "JUPYTER_PLATFORM_DIRS": "1",
+    }
+    text = outputs(execute(ROOT / "notebooks" / "classification.ipynb", env))
+    assert "1000 labels" in text
+    top = text.split("most frequent top-1:", 1)[1]
+    # the camera shows a cat and a cup of coffee: both must be recognised
+    assert "cat" in top and ("espresso" in top or "cup" in top), top
 
 
 def test_notebook_with_the_stack_down_fails_fast_with_advice() -> None:
