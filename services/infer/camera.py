@@ -82,6 +82,7 @@ class CameraRunner:
         self._stream_error: StreamError | None = None
         self._reader: StreamReader | None = None
         self._last_state: tuple[object, ...] | None = None
+        self._state_lock = threading.Lock()
         self._counts = Counts()
         self._snapshots = SnapshotGate()
         self._figures = _Figures()
@@ -261,9 +262,10 @@ class CameraRunner:
             info.message if info else None,
             tuple((m.name, m.version, m.state) for m in models),
         )
-        if key == self._last_state:
-            return
-        self._last_state = key
+        with self._state_lock:  # the loop and the reader thread both report
+            if key == self._last_state:
+                return
+            self._last_state = key
         if info is not None:
             log.error("camera error", camera=self.camera, code=str(info.code), error=info.message)
         else:
@@ -278,8 +280,10 @@ class CameraRunner:
         self._safe_publish(self.bus.topics.inference(self.camera), doc)
 
     def republish_state(self) -> None:
-        """After a reconnect: publish the retained state again."""
-        self._last_state = None
+        """After a reconnect: publish the retained state (next frame) and counts again."""
+        with self._state_lock:
+            self._last_state = None
+        self._publish_counts(dict(self._counts.current))
 
     # stats ---------------------------------------------------------------------------------
     def stats(self, interval: float) -> CameraStats:

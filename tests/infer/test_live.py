@@ -17,6 +17,7 @@ from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from ovbus.payloads.stream import StreamDescriptor
 from tests import assets
 from tests.infer.harness import InferProcess, state_is, wait_for
+from tests.infer.rtsp import free_port
 from tests.media import FPS, HEIGHT, WIDTH, face_video
 from tests.models import BLAZEFACE, POSE, add_model, models_folder, register_model
 from tests.stack import CaptureNode, capture_node
@@ -179,3 +180,75 @@ def test_failures_are_retained_errors_and_other_cameras_keep_running(
         assert "camera error" in log and "broken" in log and "ghost" in log
     finally:
         assert worker.stop() == 0
+
+
+def test_a_dropped_stream_is_reported_and_reconnected(
+    broker: Mosquitto, prefix: str, client: Bus, tmp_path: Path
+) -> None:
+    models = models_folder(tmp_path / "models")
+    port = free_port()
+    args = ["--width", "320", "--height", "240", "--fps", "5"]
+    worker = InferProcess(
+        broker.url, prefix, "infer-drop", models, tmp_path / "infer.log",
+        "--default-model", "face", "--frame-timeout", "3",
+    )  # fmt: skip
+    try:
+        with capture_node(
+            broker.url, prefix, {"yard": "testsrc"}, rtsp_port=port, node_id="cap-drop",
+            extra_args=args,
+        ) as capture:  # fmt: skip
+            worker.wait_online(client)
+            topic = str(client.topics.detections("yard"))
+            wait_for(client, topic, result_where(lambda d: d.models), 30, worker)
+            capture.kill()  # the stream dies with its server; the descriptor stays retained
+            state = wait_for(client, str(client.topics.inference("yard")), state_is("error"), 20)
+            assert state.error is not None and state.error.code == ErrorCode.STREAM_FAILED
+            assert "yard" in state.error.message
+        with capture_node(
+            broker.url, prefix, {"yard": "testsrc"}, rtsp_port=port, node_id="cap-drop",
+            extra_args=args,
+        ):  # fmt: skip
+            wait_for(client, str(client.topics.inference("yard")), state_is("running"), 40, worker)
+            wait_for(client, topic, result_where(lambda d: d.models), 20, worker)
+        assert "reconnecting" in worker.output()
+    finally:
+        assert worker.stop() == 0
+
+
+def test_state_and_counts_come_back_after_a_broker_restart(
+    own_broker: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    """The worker reconnects by itself after a broker restart, re-publishes its inference state
+    and counts (retained, so also a broker without persistence gets them back) and results flow
+    again."""
+    models = models_folder(tmp_path / "models")
+    worker = InferProcess(
+        own_broker.url, prefix, "infer-rb", models, tmp_path / "infer.log",
+        "--default-model", "face",
+    )  # fmt: skip
+    with capture_node(
+        own_broker.url, prefix, {"door": str(face_video())},
+        extra_args=["--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)],
+    ):  # fmt: skip
+        client = Bus(own_broker.url, prefix=prefix).connect(timeout=10)
+        try:
+            worker.wait_online(client)
+            wait_for(client, str(client.topics.inference("door")), state_is("running"), 30, worker)
+            own_broker.restart()
+            client.wait_connected(20)
+            wait_for(client, str(client.topics.inference("door")), state_is("running"), 30, worker)
+            count = wait_for(
+                client, str(client.topics.count("door", "face")), lambda m: m.text or None, 30
+            )
+            assert count == "1"
+            wait_for(
+                client,
+                str(client.topics.detections("door")),
+                result_where(lambda d: len(d.objects) == 1),
+                30,
+                worker,
+            )
+            assert "connects=2" in worker.output()  # it reconnected (same client id, new session)
+        finally:
+            client.close()
+            assert worker.stop() == 0
