@@ -149,3 +149,25 @@ def test_concurrent_infer_requests(backend: OpenVINOBackend) -> None:
     for t in threads:
         t.join(timeout=30)
     assert results == [896] * 20
+
+
+def test_openvino_ir_version_folder(tmp_path: Path) -> None:
+    """A version folder holding OpenVINO IR (``.xml`` + ``.bin``), as the zoo's converter writes."""
+    import openvino as ov
+
+    root = tmp_path / "models"
+    folder = root / "face" / "3"
+    folder.mkdir(parents=True)
+    ov.save_model(ov.Core().read_model(str(assets.blazeface())), str(folder / "model.xml"))
+    (root / "face" / "model.json").write_text(BLAZEFACE.model_dump_json())
+    register_model(root, "face", {"target_device": "CPU", "plugin_config": {"NUM_STREAMS": 1}})
+    b = OpenVINOBackend(root, poll_s=5)
+    try:
+        model = b.model("face")
+        assert model.version == 3 and model.nireq >= 1
+        frame = read_image(assets.astronaut())
+        tensor, meta = prepare(frame, BLAZEFACE, model.inputs()["input"].shape)
+        found = decode(BLAZEFACE, model.infer({"input": tensor}), meta, 0.5).objects
+        assert [o.label for o in found] == ["face"]
+    finally:
+        b.close()
