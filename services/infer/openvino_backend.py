@@ -38,6 +38,29 @@ def _spec(port: Any) -> TensorSpec:
     return TensorSpec(port.get_any_name(), dims, str(port.get_element_type().to_dtype()))
 
 
+def apply_layout(model: Any, layout: str | dict[str, str]) -> Any:
+    """OVMS ``layout``: ``"NHWC:NCHW"`` = the client sends NHWC, the model is NCHW (OpenVINO
+    inserts the transpose); ``"NCHW"`` alone only names the model's layout. A string applies to
+    the only input; a dict maps input names to such strings."""
+    if isinstance(layout, str):
+        if len(model.inputs) != 1:
+            raise ModelError(
+                "'layout' as a string needs a model with one input; use {input: layout}",
+                code=ErrorCode.INVALID_CONFIG,
+            )
+        layout = {model.inputs[0].get_any_name(): layout}
+    ppp = ov.preprocess.PrePostProcessor(model)
+    for name, spec in layout.items():
+        tensor_layout, _, model_layout = spec.partition(":")
+        step = ppp.input(name)
+        if model_layout:
+            step.tensor().set_layout(ov.Layout(tensor_layout))
+            step.model().set_layout(ov.Layout(model_layout))
+        else:
+            step.model().set_layout(ov.Layout(tensor_layout))
+    return ppp.build()
+
+
 class OpenVINOModel:
     """One compiled model version with its asynchronous request queue."""
 
@@ -56,6 +79,8 @@ class OpenVINOModel:
                 model.reshape(parse_shape(cfg.shape))
             elif isinstance(cfg.shape, dict):
                 model.reshape({k: parse_shape(v) for k, v in cfg.shape.items()})
+            if cfg.layout is not None:
+                model = apply_layout(model, cfg.layout)
             props: dict[str, Any] = {"PERFORMANCE_HINT": hint}
             props.update({str(k): v for k, v in cfg.plugin_config.items()})
             self._compiled = core.compile_model(model, self.device, props)

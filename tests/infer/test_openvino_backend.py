@@ -171,3 +171,31 @@ def test_openvino_ir_version_folder(tmp_path: Path) -> None:
         assert [o.label for o in found] == ["face"]
     finally:
         b.close()
+
+
+def test_config_layout_transposes_like_ovms(tmp_path: Path) -> None:
+    """``"layout": "NCHW:NHWC"``: clients send NCHW, BlazeFace itself is NHWC; the NCHW
+    description then gives the same face as the native NHWC one."""
+    root = tmp_path / "models"
+    add_model(
+        root, "face", assets.blazeface(), BLAZEFACE.model_copy(update={"layout": "NCHW"}),
+        config={"layout": "NCHW:NHWC"},
+    )  # fmt: skip
+    b = OpenVINOBackend(root, poll_s=5)
+    try:
+        model = b.model("face")
+        assert model.inputs()["input"].shape == (1, 3, 128, 128)
+        desc = BLAZEFACE.model_copy(update={"layout": "NCHW"})
+        frame = read_image(assets.astronaut())
+        tensor, meta = prepare(frame, desc, model.inputs()["input"].shape)
+        [face] = decode(desc, model.infer({"input": tensor}), meta, 0.5).objects
+        native = OpenVINOBackend(models_folder(tmp_path / "native"), poll_s=5)
+        try:
+            m2 = native.model("face")
+            t2, meta2 = prepare(frame, BLAZEFACE, m2.inputs()["input"].shape)
+            [face2] = decode(BLAZEFACE, m2.infer({"input": t2}), meta2, 0.5).objects
+        finally:
+            native.close()
+        assert face.box == face2.box and abs(face.score - face2.score) < 1e-3
+    finally:
+        b.close()
