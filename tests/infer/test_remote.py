@@ -16,7 +16,7 @@ import pytest
 
 from ovbus.bus import Bus
 from ovbus.errors import ErrorCode, ModelError, OvbusError
-from ovbus.mosquitto import Mosquitto
+from ovbus.mosquitto import Mosquitto, free_port
 from ovbus.payloads.detections import DetectionResult
 from ovbus.payloads.model import ModelState
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
@@ -27,7 +27,6 @@ from services.infer.run import run_model
 from services.infer.tfs_backend import TFSBackend
 from tests import assets
 from tests.infer.harness import ROOT, InferProcess, state_is, wait_for
-from tests.infer.rtsp import free_port
 from tests.infer.tfs_server import TfsServer
 from tests.media import FPS, HEIGHT, WIDTH, face_video, read_image, render
 from tests.models import BLAZEFACE, POSE, models_folder
