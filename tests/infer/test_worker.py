@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +97,17 @@ def test_detections_from_the_capture_worker(
             f"p99 {door.frame_age_p99_ms} ms, inference {door.inference_ms} ms, "
             f"skipped {door.skipped}"
         )
+        # the camera goes away (empty retained descriptor): its state is cleared, counts zeroed
+        with client.subscribe(client.topics.inference("door"), qos=1, idle_timeout=None) as sub:
+            client.publish(client.topics.stream("door"), None, wait=True)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if sub.get(timeout=max(0.1, deadline - time.monotonic())).payload == b"":
+                    break
+            else:
+                raise AssertionError("inference state not cleared")
+        count = client.retained(client.topics.count("door", "face"))
+        assert [m.text for m in count] == ["0"]
     finally:
         assert worker.stop() == 0
-    assert "camera taken" in worker.output()
+    assert "camera taken" in worker.output() and "camera released" in worker.output()
