@@ -13,6 +13,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel
+
 from ovbus.bus import Bus
 from ovbus.errors import NotConnected, OvbusError, StreamError
 from ovbus.log import get_logger
@@ -27,6 +29,7 @@ from ovbus.payloads.pipeline import (
     PipelineSpec,
 )
 from ovbus.payloads.stream import StreamDescriptor
+from ovbus.topics import Topic
 from services.infer.annotate import Counts, SnapshotGate, annotate
 from services.infer.backend import Backend
 from services.infer.descriptions import DescriptionStore
@@ -40,6 +43,7 @@ log = get_logger(__name__)
 class _Figures:
     frames: int = 0
     errors: int = 0
+    dropped: int = 0
     ages_ms: list[float] = field(default_factory=list)
     infer_ms: list[float] = field(default_factory=list)
     skipped_seen: int = 0
@@ -83,6 +87,7 @@ class CameraRunner:
         self._reader: StreamReader | None = None
         self._last_state: tuple[object, ...] | None = None
         self._state_lock = threading.Lock()
+        self._dropping = False
         self._counts = Counts()
         self._snapshots = SnapshotGate()
         self._figures = _Figures()
@@ -238,11 +243,20 @@ class CameraRunner:
         self._publish_state("error" if failed else "running", self._statuses)
 
     # publishing ----------------------------------------------------------------------------
-    def _safe_publish(self, topic: object, payload: object) -> None:
+    def _safe_publish(self, topic: Topic, payload: BaseModel | bytes | str | None) -> None:
+        """Publish; while the broker is away a result is dropped (counted, logged once per
+        outage), never queued: it would be stale when the broker is back."""
         try:
-            self.bus.publish(topic, payload)  # type: ignore[arg-type]
+            self.bus.publish(topic, payload)
         except NotConnected as e:
-            log.warning("publish skipped, broker not connected", camera=self.camera, error=str(e))
+            with self._lock:
+                self._figures.dropped += 1
+                first = not self._dropping
+                self._dropping = True
+            if first:
+                log.warning("broker away, dropping results", camera=self.camera, error=str(e))
+            return
+        self._dropping = False
 
     def _publish_counts(self, changed: dict[str, int]) -> None:
         for label, count in changed.items():
@@ -300,4 +314,5 @@ class CameraRunner:
             frames=f.frames,
             skipped=skipped,
             errors=f.errors,
+            dropped=f.dropped,
         )
