@@ -14,6 +14,7 @@ OVMS or the infer worker look:
 from __future__ import annotations
 
 import contextlib
+import errno
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -31,6 +32,7 @@ from services.zoo import sources
 from services.zoo.catalog import Catalog, CatalogEntry
 from services.zoo.config_store import ConfigStore
 from services.zoo.convert import convert, framework_of
+from services.zoo.ir_check import check_outputs, check_weights, ir_outputs
 from services.zoo.layout import DESCRIPTION, ModelsFolder
 
 log = get_logger(__name__)
@@ -178,6 +180,17 @@ def _throttled(report: Report) -> sources.Percent:
     return percent
 
 
+def _store_error(name: str, e: OSError) -> StoreError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(
+            f"no space left on the models folder while pulling {name!r}: {e.strerror}",
+            code=ErrorCode.NO_SPACE,
+        )
+    return StoreError(
+        f"pulling {name!r} failed on the models folder: {e.strerror or e}", code=ErrorCode.INTERNAL
+    )
+
+
 def execute(
     p: Plan,
     req: PullRequest,
@@ -207,6 +220,7 @@ def execute(
         kind = framework_of(main)
         if kind == "ir":
             check_ir(main)
+            check_weights(raw / "model.xml", raw / "model.bin")
             shutil.move(str(raw / "model.xml"), built / "model.xml")
             shutil.move(str(raw / "model.bin"), built / "model.bin")
         elif req.convert:
@@ -225,6 +239,8 @@ def execute(
                 f"{kind} models must be converted to be served (convert: true)",
                 code=ErrorCode.BAD_REQUEST,
             )
+        if (built / "model.xml").is_file():  # IR: its outputs are known without OpenVINO
+            check_outputs(p.name, p.description, ir_outputs(built / "model.xml"))
         files = {child.name: child.stat().st_size for child in sorted(built.iterdir())}
         published = folder.publish_version(p.name, p.version, built)
         folder.write_description(p.name, p.description)
@@ -254,6 +270,8 @@ def execute(
             with contextlib.suppress(OSError):
                 model_dir.rmdir()
         log.warning("pull failed, rolled back", model=p.name, error=str(e) or type(e).__name__)
+        if isinstance(e, OSError):  # a local file system failure (a full disk: NO_SPACE)
+            raise _store_error(p.name, e) from e
         raise
     finally:
         folder.discard(stage)

@@ -34,9 +34,10 @@ class Row:
     _started: float = field(default_factory=time.monotonic, repr=False)
 
     def recovered(self, since: float) -> float:
-        """Record the recovery time from ``since`` (a ``time.monotonic()`` instant)."""
-        self.recover_s = round(time.monotonic() - since, 2)
-        return self.recover_s
+        """Record a recovery time from ``since`` (a ``time.monotonic()`` instant)."""
+        value = round(time.monotonic() - since, 2)
+        self.recover_s = max(value, self.recover_s or 0.0)  # the slowest recovery counts
+        return value
 
     def note(self, text: str) -> None:
         self.notes.append(text)
