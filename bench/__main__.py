@@ -9,6 +9,9 @@ import sys
 from bench.report import Report, machine
 
 BENCHES = {
+    "throughput": "bench.throughput",
+    "freshness": "bench.freshness",
+    "swap": "bench.swap",
     "bus": "bench.bus",
 }
 

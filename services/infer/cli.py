@@ -27,6 +27,10 @@ class InferSettings(WorkerSettings):
     )
     default_threshold: float = Field(0.5, ge=0, le=1)
     hint: Literal["THROUGHPUT", "LATENCY"] = Field("THROUGHPUT", description="OpenVINO hint")
+    ha_discovery: bool = Field(
+        True, description="publish Home Assistant MQTT discovery for owned cameras"
+    )
+    ha_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix")
     frame_timeout: float = Field(10.0, gt=0, description="seconds without a frame = stalled")
 
 
@@ -39,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--default-threshold", dest="default_threshold", type=float)
     parser.add_argument("--hint", choices=["THROUGHPUT", "LATENCY"])
+    parser.add_argument(
+        "--ha-discovery",
+        dest="ha_discovery",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Home Assistant MQTT discovery (default on)",
+    )
+    parser.add_argument("--ha-prefix", dest="ha_prefix", help="Home Assistant discovery prefix")
     parser.add_argument("--frame-timeout", dest="frame_timeout", type=float)
 
 

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from ovbus.errors import ConfigError, OvbusError, PayloadError
+from ovbus.homeassistant import Discovery
 from ovbus.log import get_logger
 from ovbus.messages import Message
 from ovbus.node import Node
@@ -23,6 +24,9 @@ from services.infer.descriptions import DescriptionStore
 from services.infer.ownership import Membership
 
 log = get_logger(__name__)
+
+#: At most this many labels per detector become Home Assistant entities (two each).
+MAX_HA_LABELS = 100
 
 
 def make_backend(settings: InferSettings) -> Backend:
@@ -65,6 +69,9 @@ class InferWorker:
         self._specs: dict[str, PipelineSpec | OvbusError] = {}
         self._runners: dict[str, CameraRunner] = {}
         self._subs: list[Any] = []
+        self.discovery = (
+            Discovery(self.bus, self.me, settings.ha_prefix) if settings.ha_discovery else None
+        )
 
     # wiring --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -133,6 +140,8 @@ class InferWorker:
             log.warning("bad model state", model=name, error=e.message)
             return
         self.descriptions.publish(name, state.description)
+        for cam in self.cameras:
+            self._refresh_discovery(cam)
 
     def _on_pipeline(self, message: Message) -> None:
         cam = self._param(message, "camera")
@@ -157,6 +166,7 @@ class InferWorker:
                 runner.spec_error(spec)
             else:
                 runner.set_spec(spec)
+                self._refresh_discovery(cam)
             return
         if isinstance(spec, OvbusError):
             log.warning("pipeline spec refused", camera=cam, error=spec.message)
@@ -190,6 +200,9 @@ class InferWorker:
             for cam in drop:
                 gone = cam not in self._streams
                 self._runners.pop(cam).stop(clear=gone)
+                if self.discovery is not None:
+                    # a camera that is gone leaves Home Assistant; one that moved stays for its new owner
+                    (self.discovery.remove if gone else self.discovery.forget)(cam)
             new = sorted(wanted - set(self._runners))
             for cam in new:
                 runner = CameraRunner(
@@ -208,8 +221,30 @@ class InferWorker:
                     runner.spec_error(spec)
                 runner.set_stream(self._streams[cam])
                 self._runners[cam] = runner.start()
+        for cam in new:
+            self._refresh_discovery(cam)
         if drop or new:
             self.node.publish_birth()
+
+    def _refresh_discovery(self, cam: str) -> None:
+        """Home Assistant entities for the labels the camera's detectors can report."""
+        if self.discovery is None:
+            return
+        with self._lock:
+            runner = self._runners.get(cam)
+            spec = runner.spec if runner is not None else None
+        if spec is None:
+            return
+        labels: list[str] = []
+        for pm in spec.models:
+            try:
+                desc = self.descriptions.get(pm.name)
+            except OvbusError:
+                continue  # not known yet: refreshed when its description arrives
+            if desc.kind == "classification":
+                continue  # counts are for detections; 1000 classes are not sensors
+            labels += pm.labels if pm.labels is not None else desc.labels[:MAX_HA_LABELS]
+        self.discovery.update(cam, sorted(set(labels)))
 
     @property
     def cameras(self) -> list[str]:

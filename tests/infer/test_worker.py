@@ -111,3 +111,46 @@ def test_detections_from_the_capture_worker(
     finally:
         assert worker.stop() == 0
     assert "camera taken" in worker.output() and "camera released" in worker.output()
+
+
+def test_home_assistant_discovery_follows_the_owned_camera(
+    broker: Mosquitto, prefix: str, client: Bus, faces: CaptureNode, tmp_path: Path
+) -> None:
+    """The owner publishes a device for its camera with entities for the model's labels, under the
+    configured discovery prefix; when the camera's stream is cleared, the device is removed."""
+    import json
+
+    from ovbus.homeassistant import HaDiscovery
+
+    ha = f"ha-{prefix.replace('/', '-')}"
+    configs = client.subscribe(f"{ha}/device/+/config", idle_timeout=60)
+    models = models_folder(tmp_path / "models")
+    worker = InferProcess(
+        broker.url,
+        prefix,
+        "infer-ha",
+        models,
+        tmp_path / "infer.log",
+        "--default-model",
+        "face",
+        "--ha-prefix",
+        ha,
+    )
+    try:
+        worker.wait_online(client)
+        doc = HaDiscovery.model_validate_json(configs.get().payload)
+        assert {"face_count", "face_occupancy", "snapshot"} <= set(doc.cmps)
+        assert doc.availability[0].topic == str(client.topics.status("infer-ha"))
+        assert doc.cmps["face_count"].state_topic == str(client.topics.count("door", "face"))
+        # the count sensor's topic really carries counts
+        count = client.subscribe(client.topics.count("door", "face"), idle_timeout=60)
+        assert int(count.get().text) >= 0
+        client.publish(client.topics.stream("door"), None, retain=True, wait=True)
+        while True:
+            message = configs.get(timeout=30)
+            if not message.payload:
+                break
+            json.loads(message.payload)
+        assert client.retained(f"{ha}/device/+/config") == []
+    finally:
+        worker.stop()

@@ -1,0 +1,259 @@
+"""The stack the benchmarks run on: a broker, the zoo (models pulled for real), a capture node
+serving N cameras of the demo video (real photos, H.264, 640x480 at 30 fps), an infer worker; and
+a subscriber that timestamps every result on arrival."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from ovbus.bus import Bus
+from ovbus.demo import assets, media
+from ovbus.errors import BusTimeout, OvbusError, PayloadError
+from ovbus.messages import Message
+from ovbus.mosquitto import Mosquitto, free_port
+from ovbus.payloads import (
+    Birth,
+    DetectionResult,
+    ModelState,
+    PipelineModel,
+    PipelineSpec,
+    PullRequest,
+    StreamDescriptor,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "bench"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Arrival:
+    camera: str
+    arrived: float
+    captured: float
+    clock: str
+    model: str
+    version: int
+    objects: int
+
+
+@dataclass
+class Collector:
+    """Every result that arrives, with its arrival time (frame age = arrival - captured_at)."""
+
+    arrivals: list[Arrival] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, message: Message) -> None:
+        now = time.time()
+        try:
+            r = message.decode(DetectionResult)
+        except PayloadError:
+            return
+        with self.lock:
+            for m in r.models or []:
+                self.arrivals.append(
+                    Arrival(
+                        r.camera,
+                        now,
+                        r.captured_at,
+                        r.captured_clock,
+                        m.name,
+                        m.version,
+                        len(m.objects),
+                    )
+                )
+
+    def window(self, start: float, end: float) -> list[Arrival]:
+        with self.lock:
+            return [a for a in self.arrivals if start <= a.arrived < end]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.arrivals.clear()
+
+
+def ages_ms(arrivals: list[Arrival]) -> tuple[float, float]:
+    ages = [(a.arrived - a.captured) * 1000 for a in arrivals if a.clock == "rtcp-ntp"]
+    if not ages:
+        return float("nan"), float("nan")
+    return float(np.percentile(ages, 50)), float(np.percentile(ages, 99))
+
+
+class Stack:
+    """Broker, zoo with models, capture with ``cameras`` cameras, and (optionally) infer."""
+
+    def __init__(
+        self, cameras: int, models: list[str], *, infer: bool = True, fps: int = 30
+    ) -> None:
+        self.cameras = [f"cam{i}" for i in range(cameras)]
+        self.model_names = models
+        self.with_infer = infer
+        self.fps = fps
+        self._exit = ExitStack()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.urls: dict[str, str] = {}
+        self.collector = Collector()
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
+        self._exit.callback(log.close)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ovbus.cli", *argv], stdout=log, stderr=log, env=env, cwd=ROOT
+        )
+        self.procs[name] = proc
+        self._exit.callback(self._stop, proc)
+        return proc
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def __enter__(self) -> Stack:
+        self.tmp = Path(
+            self._exit.enter_context(tempfile.TemporaryDirectory(prefix="ovbus-bench-"))
+        )
+        self.models = self.tmp / "models"
+        self.models.mkdir()
+        broker = self._exit.enter_context(Mosquitto(workdir=self.tmp / "broker"))
+        self.broker_url = broker.url
+        common = ["--broker", broker.url, "--prefix", PREFIX]
+        self.common = common
+        assets.wheel(*assets.MEDIAPIPE)
+        self._spawn(
+            "zoo", ["zoo", *common, "--models", str(self.models), "--cache", str(assets.WHEELS)]
+        )
+        self.bus = Bus(broker.url, prefix=PREFIX, queue_size=100000).connect()
+        self._exit.callback(self.bus.close)
+        self._wait_online("zoo")
+        for name in self.model_names:
+            self.pull(name)
+        cams: list[str] = []
+        video = str(media.demo_video())
+        for cam in self.cameras:
+            cams += ["--camera", f"{cam}={video}"]
+        self._spawn(
+            "capture",
+            [
+                "capture",
+                *common,
+                *cams,
+                "--rtsp-port",
+                str(free_port()),
+                "--advertise-host",
+                "127.0.0.1",
+                "--fps",
+                str(self.fps),
+            ],
+        )
+        self._wait_streams()
+        self.bus.subscribe(
+            self.bus.topics.all_cameras("detections"),
+            qos=0,
+            callback=self.collector,
+            queue_size=100000,
+        )
+        if self.with_infer:
+            self.start_infer()
+        return self
+
+    def start_infer(self) -> None:
+        for cam in self.cameras:
+            self.set_pipeline(cam, self.model_names[0])
+        self._spawn("infer", ["infer", *self.common, "--models", str(self.models)])
+
+    def pull(self, name: str, convert: bool = True, timeout: float = 600) -> ModelState:
+        reply = self.bus.request(
+            self.bus.topics.zoo_request(), PullRequest(name=name, convert=convert), timeout=timeout
+        )
+        if not reply.ok:
+            raise OvbusError(f"pull {name} failed: {reply.error}\n{self.log('zoo')}")
+        state = self.bus.retained(self.bus.topics.zoo_model(name))[0].decode(ModelState)
+        if state.state != "ready":
+            raise OvbusError(f"{name} is {state.state}: {state.error}")
+        return state
+
+    def model_file(self, name: str) -> Path:
+        state = self.bus.retained(self.bus.topics.zoo_model(name))[0].decode(ModelState)
+        folder = self.models / name / str(state.current_version)
+        return next(p for p in sorted(folder.iterdir()) if p.suffix in (".xml", ".tflite", ".onnx"))
+
+    def set_pipeline(self, camera: str, model: str) -> None:
+        spec = PipelineSpec(models=[PipelineModel(name=model, threshold=0.5)], snapshots=False)
+        self.bus.publish(self.bus.topics.pipeline(camera), spec, wait=True)
+
+    def _wait_online(self, kind: str, timeout: float = 60) -> None:
+        """Until a node of ``kind`` is online (requests sent before it subscribed would be lost)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.procs[kind].poll() is not None:
+                raise OvbusError(f"{kind} exited: {self.log(kind)}")
+            births = self.bus.retained(self.bus.topics.all_births(), timeout=1, settle=0.3)
+            nodes = [m.topic.split("/")[-2] for m in births if m.decode(Birth).kind == kind]
+            status = self.bus.retained(self.bus.topics.all_status(), timeout=1, settle=0.3)
+            if any(m.payload == b"online" and m.topic.split("/")[-2] in nodes for m in status):
+                return
+        raise OvbusError(f"no {kind} node online within {timeout:.0f} s: {self.log(kind)}")
+
+    def _wait_streams(self, timeout: float = 60) -> None:
+        sub = self.bus.subscribe(self.bus.topics.all_cameras("stream"), idle_timeout=2)
+        deadline = time.monotonic() + timeout
+        while len(self.urls) < len(self.cameras):
+            if time.monotonic() > deadline or self.procs["capture"].poll() is not None:
+                raise OvbusError(f"capture did not announce the cameras: {self.log('capture')}")
+            try:
+                message = sub.get()
+            except BusTimeout:
+                continue
+            if message.payload:
+                desc = message.decode(StreamDescriptor)
+                self.urls[desc.camera] = desc.url
+        sub.close()
+
+    def wait_results(self, per_camera: int = 5, timeout: float = 120) -> None:
+        """Until every camera has produced results from the first model (warm-up)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.collector.lock:
+                counts = {c: 0 for c in self.cameras}
+                for a in self.collector.arrivals:
+                    counts[a.camera] = counts.get(a.camera, 0) + 1
+            if min(counts.values()) >= per_camera:
+                return
+            if time.monotonic() > deadline or any(
+                p.poll() is not None for p in self.procs.values()
+            ):
+                raise OvbusError(f"no results on every camera: {counts}\n{self.log('infer')}")
+            time.sleep(0.2)
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._exit.close()

@@ -1,0 +1,69 @@
+"""Benchmark 3, model swap: four cameras; cam0 runs BlazeFace, the others the pose detector. A zoo
+request pulls a new version of BlazeFace; measured: time from the request to cam0's first result
+from the new version, and the longest gap between results on the other cameras meanwhile."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+from bench.report import Report, Row
+from bench.stack import Stack
+from ovbus.errors import OvbusError
+
+
+def run(report: Report, quick: bool = False) -> None:
+    with Stack(4, ["blazeface", "pose-detection"]) as stack:
+        for cam in stack.cameras[1:]:
+            stack.set_pipeline(cam, "pose-detection")
+        stack.wait_results()
+        time.sleep(3)
+        before = max(a.version for a in stack.collector.arrivals if a.camera == "cam0")
+        sent = time.time()
+        stack.pull("blazeface", convert=False)
+        replied = time.time()
+        deadline = sent + 30
+        first_new = None
+        while time.time() < deadline and first_new is None:
+            news = [
+                a
+                for a in stack.collector.window(sent, time.time())
+                if a.camera == "cam0" and a.version > before
+            ]
+            first_new = min((a.arrived for a in news), default=None)
+            time.sleep(0.05)
+        if first_new is None:
+            raise OvbusError(f"no result from the new version within 30 s\n{stack.log('infer')}")
+        time.sleep(2)
+        gaps = []
+        for cam in stack.cameras[1:]:
+            times = sorted(
+                a.arrived
+                for a in stack.collector.window(sent - 1, first_new + 2)
+                if a.camera == cam
+            )
+            gaps.append(
+                max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
+            )
+        swap = first_new - sent
+        report.add(
+            Row(
+                "swap",
+                "request -> first result from the new version",
+                {"seconds": swap, "zoo_reply_s": replied - sent},
+                ratio=swap / 2.0,
+                target="<= 2 s",
+                met=swap <= 2.0,
+            )
+        )
+        interval = 1 / 30
+        report.add(
+            Row(
+                "swap",
+                "longest gap on the other cameras meanwhile",
+                {"gap_ms": max(gaps) * 1000, "frame_interval_ms": interval * 1000},
+                ratio=max(gaps) / interval,
+                target="<= 2 frame intervals",
+                met=max(gaps) <= 2 * interval,
+            )
+        )
