@@ -137,6 +137,13 @@ class Stack:
         return (self.tmp / f"{name}.log").read_text(errors="replace")[-3000:]
 
     def __enter__(self) -> Stack:
+        try:
+            return self._start()
+        except BaseException:
+            self._exit.close()  # __exit__ is not called when __enter__ raises
+            raise
+
+    def _start(self) -> Stack:
         self.tmp = Path(
             self._exit.enter_context(tempfile.TemporaryDirectory(prefix="ovbus-bench-"))
         )

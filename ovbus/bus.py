@@ -353,10 +353,17 @@ class Bus:
             raise NotConnected(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
         if wait:
             deadline = time.monotonic() + timeout
-            while not info.is_published():
+            while not self._published(info, topic):
                 if time.monotonic() >= deadline:
                     raise BusTimeout(f"publish to {topic} not acknowledged within {timeout:.1f} s")
                 time.sleep(0.01)
+
+    @staticmethod
+    def _published(info: mqtt.MQTTMessageInfo, topic: Topic | str) -> bool:
+        try:
+            return bool(info.is_published())
+        except (RuntimeError, ValueError) as e:  # paho: the connection went away meanwhile
+            raise NotConnected(f"publish to {topic} not acknowledged: {e}") from e
 
     def _publish_now(self, topic: Topic, payload: BaseModel) -> None:
         self.publish(topic, payload)

@@ -39,6 +39,10 @@ class UpSettings(WorkerSettings):
     data: Path = Field(Path(".ovbus"), description="broker persistence and logs")
     broker_port: int = Field(1883, ge=1, le=65535, description="port of the local broker")
     rtsp_port: int = Field(8554, ge=1, le=65535)
+    default_model: str = Field(
+        "blazeface",
+        description="pulled by the zoo if absent and run on cameras without a spec; '' for none",
+    )
 
     _split = split_list("cameras")
 
@@ -55,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="folder for the local broker's data (default ./.ovbus)")
     parser.add_argument("--broker-port", dest="broker_port", type=int)
     parser.add_argument("--rtsp-port", dest="rtsp_port", type=int)
+    parser.add_argument(
+        "--default-model",
+        dest="default_model",
+        help="model for cameras without a pipeline spec (default blazeface; '' for none)",
+    )
 
 
 def _spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -81,11 +90,31 @@ def run(args: argparse.Namespace, node: NodeSettings) -> int:
     for cam in up.cameras:
         cams += ["--camera", cam]
     procs = {
-        "zoo": _spawn("zoo", ["zoo", *common, "--models", str(up.models)], env),
+        "zoo": _spawn(
+            "zoo",
+            [
+                "zoo",
+                *common,
+                "--models",
+                str(up.models),
+                *(["--pull-default"] if up.default_model == "blazeface" else []),
+            ],
+            env,
+        ),
         "capture": _spawn(
             "capture", ["capture", *common, *cams, "--rtsp-port", str(up.rtsp_port)], env
         ),
-        "infer": _spawn("infer", ["infer", *common, "--models", str(up.models)], env),
+        "infer": _spawn(
+            "infer",
+            [
+                "infer",
+                *common,
+                "--models",
+                str(up.models),
+                *(["--default-model", up.default_model] if up.default_model else []),
+            ],
+            env,
+        ),
     }
     stop = {"flag": False}
 

@@ -156,7 +156,12 @@ class Mosquitto:
         binary = find_mosquitto()
         with open(self.workdir / "mosquitto.log", "ab") as log_file:
             self._proc = subprocess.Popen(
-                [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log_file
+                [binary, "-c", str(conf)],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                # its own session: a terminal Ctrl-C reaches the workers, which still need the
+                # broker to shut down cleanly; the broker is stopped last, by its owner
+                start_new_session=True,
             )
         try:
             wait_port(self.host, self.port, timeout)
