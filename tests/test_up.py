@@ -74,7 +74,7 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
         descriptors.get()  # the retained one
         proc.send_signal(signal.SIGINT)
         assert descriptors.get().payload == b"", "the capture node clears its descriptor"
-        offline = set()
+        offline: set[str] = set()
         while len(offline) < 3:
             message = status.get()
             if message.payload == b"offline":
