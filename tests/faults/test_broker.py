@@ -91,7 +91,20 @@ def test_broker_killed_and_restarted(
             fault_row.faults += 1
             for th in threads[BEFORE:]:
                 th.start()
-            fault_row.sent = len(names)
+            # the same request twice with one correlation id: what a QoS 1 redelivery is
+            dup = PullRequest(
+                name="dup", source=FileSource(path=str(imports / "face.tflite")),
+                convert=False, description=BLAZEFACE,
+                reply_to=str(t.replies(client.client_id)), correlation="dup-1",
+            ).model_dump_json(exclude_none=True).encode()  # fmt: skip
+            for _ in range(2):
+                client.publish(
+                    t.zoo_request(),
+                    dup,
+                    response_topic=str(t.replies(client.client_id)),
+                    correlation=b"dup-1",
+                )
+            fault_row.sent = len(names) + 2
             time.sleep(3)  # an outage of a few seconds, requests queued in the client
             for sub in watch:
                 sub.drain()
@@ -133,11 +146,14 @@ def test_broker_killed_and_restarted(
             fault_row.duplicated += max(0, len(versions) - 1) + max(0, executions - 1)
             assert versions == ["1"], (name, versions)
             assert executions == 1, (name, executions, zoo_log[-3000:])
+        assert sorted(p.name for p in (zoo_models / "dup").iterdir() if p.is_dir()) == ["1"]
+        assert len(re.findall(r"request action=pull model=dup\b", zoo_log)) == 1
         dups = zoo_log.count("duplicate request")
+        assert dups >= 1
         fault_row.note(f"redeliveries ignored by the zoo's correlation-id dedup: {dups}")
         doc = json.loads((zoo_models / "config.json").read_text())
         validate_config(doc)
-        assert sorted(e["config"]["name"] for e in doc["model_config_list"]) == names
+        assert sorted(e["config"]["name"] for e in doc["model_config_list"]) == ["dup", *names]
         assert "connects=2" in infer.output()
     finally:
         client.close()

@@ -187,6 +187,8 @@ def test_infer_worker_killed(
             fault_row.faults += 1
             killed = time.monotonic()
             births(client, ["infer-b"], {"infer-b": set(CAMERAS)}, 30)
+            for cam in CAMERAS:  # recovered: every camera has a result from the survivor
+                first_result(client, cam, 30, lambda d: d.node == "infer-b", b.output)
             fault_row.recovered(killed)
             seen = owners_seen(client, 60)
             fault_row.sent = len(CAMERAS)
