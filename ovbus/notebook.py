@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ovbus.bus import Bus
+from ovbus.draw import annotate
 from ovbus.errors import BusTimeout, ConnectError, OvbusError, PayloadError, StreamError
 from ovbus.payloads import (
     Birth,
@@ -102,28 +103,10 @@ class LatestFrame:
 
 def draw(frame: Frame, result: DetectionResult | None, quality: int = 80) -> bytes:
     """The frame with the result's boxes and labels, as JPEG bytes (for an ipywidgets Image)."""
-    import cv2
-
-    canvas = frame.copy()
-    if result is not None:
-        sx, sy = canvas.shape[1] / result.width, canvas.shape[0] / result.height
-        for obj in result.objects:
-            x1, y1, x2, y2 = (round(v * s) for v, s in zip(obj.box, (sx, sy, sx, sy), strict=True))
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 220, 0), 2)
-            cv2.putText(
-                canvas,
-                f"{obj.label} {obj.score:.2f}",
-                (x1, max(12, y1 - 4)),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.5,
-                (0, 220, 0),
-                1,
-                cv2.LINE_AA,
-            )
-    ok, data = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise OvbusError("JPEG encoding failed")
-    return bytes(data)
+    if result is None:
+        return annotate(frame, [], quality=quality)
+    scale = (frame.shape[1] / result.width, frame.shape[0] / result.height)
+    return annotate(frame, result.objects, scale=scale, quality=quality)
 
 
 @dataclass

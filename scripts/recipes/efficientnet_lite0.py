@@ -26,6 +26,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 PACKAGES = [
     "torch==2.13.0",
     "efficientnet-lite-pytorch==0.1.0",
@@ -33,7 +34,7 @@ PACKAGES = [
     "onnx==1.23.2",
     "numpy==2.4.6",
 ]
-TORCHVISION = "torchvision==0.29.1"  # only its list of ImageNet class names is read
+TORCHVISION = ("torchvision", "0.29.1")  # only its list of ImageNet class names is read
 
 EXPORT = r"""
 import sys, torch
@@ -71,29 +72,10 @@ def python_with_torch(cache: Path) -> Path:
     return python
 
 
-def imagenet_labels(cache: Path) -> list[str]:
-    folder = cache / "wheels"
-    folder.mkdir(parents=True, exist_ok=True)
-    found = sorted(folder.glob("torchvision-0.29.1-*.whl"))
-    if not found:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--only-binary=:all:",
-                "-d",
-                str(folder),
-                TORCHVISION,
-            ],
-            check=True,
-            timeout=600,
-        )
-        found = sorted(folder.glob("torchvision-0.29.1-*.whl"))
-    with zipfile.ZipFile(found[0]) as z:
+def imagenet_labels() -> list[str]:
+    from ovbus.demo.assets import wheel
+
+    with zipfile.ZipFile(wheel(*TORCHVISION)) as z:
         tree = ast.parse(z.read("torchvision/models/_meta.py").decode())
     for node in tree.body:
         if (
@@ -141,7 +123,7 @@ def main() -> int:
         subprocess.run([str(python), "-c", EXPORT, str(part)], check=True, timeout=600)
         part.replace(onnx)
     if not desc.exists():
-        desc.write_text(json.dumps(description(imagenet_labels(args.cache))) + "\n")
+        desc.write_text(json.dumps(description(imagenet_labels())) + "\n")
     print(onnx)
     return 0
 

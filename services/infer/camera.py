@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from ovbus.bus import Bus
+from ovbus.draw import annotate
 from ovbus.errors import NotConnected, OvbusError, StreamError
 from ovbus.log import get_logger
 from ovbus.payloads.base import ErrorInfo
@@ -30,7 +31,7 @@ from ovbus.payloads.pipeline import (
 )
 from ovbus.payloads.stream import StreamDescriptor
 from ovbus.topics import Topic
-from services.infer.annotate import Counts, SnapshotGate, annotate
+from services.infer.annotate import Counts, SnapshotGate
 from services.infer.backend import Backend
 from services.infer.descriptions import DescriptionStore
 from services.infer.reader import Frame, StreamReader

@@ -42,7 +42,8 @@ def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 15 s."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -77,7 +78,7 @@ def running_stack(
             ],
             logs / "zoo.log",
         )
-        stack.callback(_stop, zoo)
+        stack.callback(stop_process, zoo)
         capture = stack.enter_context(
             capture_node(broker_url, prefix, {CAMERA: str(media.demo_video())})
         )
@@ -85,7 +86,7 @@ def running_stack(
             ["infer", *common, "--models", str(models), "--default-model", "blazeface"],
             logs / "infer.log",
         )
-        stack.callback(_stop, infer)
+        stack.callback(stop_process, infer)
         bus = Bus(broker_url, prefix=prefix).connect()
         stack.callback(bus.close)
         sub = bus.subscribe(bus.topics.detections(CAMERA), qos=0, idle_timeout=5)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,20 +20,11 @@ from ovbus.demo import assets
 from ovbus.errors import BusTimeout
 from ovbus.mosquitto import Mosquitto
 from ovbus.payloads import DetectedObject, DetectionResult, ModelResult, ModelState, PipelineSpec
+from tests.fleet.stack import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_RED = ROOT / "integrations" / "node-red"
 RED_JS = NODE_RED / "node_modules" / "node-red" / "red.js"
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @pytest.fixture
@@ -64,7 +54,7 @@ def zoo(broker: Mosquitto, prefix: str, tmp_path: Path) -> Iterator[Path]:
             cwd=ROOT,
         )
     yield models
-    stop(proc)
+    stop_process(proc)
 
 
 @pytest.fixture
@@ -107,7 +97,7 @@ def node_red(broker: Mosquitto, prefix: str, tmp_path: Path) -> Iterator[Path]:
         assert time.monotonic() < deadline, log_path.read_text()
         time.sleep(0.2)
     yield log_path
-    stop(proc)
+    stop_process(proc)
 
 
 def detection(camera: str, label: str) -> DetectionResult:

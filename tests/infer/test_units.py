@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ovbus.draw import annotate
 from ovbus.errors import ErrorCode, ModelError, StoreError
 from ovbus.payloads.detections import DetectedObject
-from services.infer.annotate import Counts, annotate
+from services.infer.annotate import Counts
 from services.infer.descriptions import DescriptionStore
 from services.infer.ovms_config import parse_shape, read_config
 from services.infer.ownership import Membership, owner
