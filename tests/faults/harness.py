@@ -15,7 +15,7 @@ from pathlib import Path
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
 from ovbus.payloads.detections import DetectionResult
-from tests.fleet.stack import _spawn, _stop
+from tests.fleet.stack import _spawn, stop_process
 
 
 class ZooProcess:
@@ -34,7 +34,7 @@ class ZooProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> int | None:
-        _stop(self.proc)
+        stop_process(self.proc)
         return self.proc.returncode
 
 
