@@ -85,6 +85,11 @@ class Zoo:
                 )
             self._busy.add(name)
 
+    def busy(self, name: str) -> bool:
+        """True while ``name`` is being pulled or removed."""
+        with self._lock:
+            return name in self._busy
+
     def _release(self, name: str) -> None:
         with self._lock:
             self._busy.discard(name)

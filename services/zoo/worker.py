@@ -4,8 +4,9 @@ models folder and entries of OVMS's ``config.json``, and keeps ``zoo/models/<nam
 from __future__ import annotations
 
 import threading
+from typing import Final
 
-from ovbus.errors import OvbusError
+from ovbus.errors import ErrorCode, OvbusError, PayloadError, StoreError
 from ovbus.log import get_logger
 from ovbus.node import Node
 from ovbus.payloads.model import ModelState
@@ -16,6 +17,29 @@ from services.zoo.dispatch import Dispatcher
 from services.zoo.service import Zoo
 
 log = get_logger(__name__)
+
+#: States a model is left in on the bus when the zoo stops in the middle of an operation.
+UNFINISHED: Final = frozenset({"pulling", "verifying", "converting"})
+
+
+def settle_interrupted(node: Node, zoo: Zoo) -> None:
+    """After a connect: a pull cut short by a crash left its last retained state (``pulling``,
+    ...) on the bus. Such a state of a model this zoo neither has nor is working on becomes
+    ``failed`` (a model it has is re-published ``ready`` by ``StateBoard.republish``)."""
+    managed = set(zoo.board.managed())
+    for message in node.bus.retained(node.topics.all_zoo_models()):
+        try:
+            state = message.decode(ModelState)
+        except PayloadError:
+            continue
+        if state.state not in UNFINISHED or state.name in managed or zoo.busy(state.name):
+            continue
+        log.warning("interrupted operation found", model=state.name, state=state.state)
+        error = StoreError(
+            f"{state.state} of {state.name!r} was interrupted (the zoo stopped); pull it again",
+            code=ErrorCode.INTERNAL,
+        )
+        zoo.board.set_state(state.name, "failed", error=error, description=state.description)
 
 
 def start(node: Node, settings: ZooSettings) -> tuple[Zoo, Dispatcher]:
@@ -29,6 +53,7 @@ def start(node: Node, settings: ZooSettings) -> tuple[Zoo, Dispatcher]:
     dispatcher = Dispatcher(node.bus, zoo, jobs=settings.jobs)
     dispatcher.start()
     node.bus.on_connect(zoo.board.republish)
+    node.bus.on_connect(lambda: settle_interrupted(node, zoo))
     return zoo, dispatcher
 
 
