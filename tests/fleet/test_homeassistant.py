@@ -5,6 +5,7 @@ Assistant announces ``online``, and removal clears it."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import jsonschema
@@ -120,7 +121,11 @@ def test_availability_goes_offline_with_the_last_will(broker: Mosquitto, prefix:
     ha = Bus(broker.url, prefix=prefix).connect()
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"up"
-        config = ha.retained(f"{ha_prefix}/device/+/config")
+        config = []
+        deadline = time.monotonic() + 20
+        while not config and time.monotonic() < deadline:  # "up" may come before the broker has it
+            config = ha.retained(f"{ha_prefix}/device/+/config")
+        assert config, "no discovery config from the node"
         topic = HaDiscovery.model_validate_json(config[0].payload).availability[0].topic
         watch = ha.subscribe(topic, idle_timeout=10)
         assert watch.get().payload == b"online"
