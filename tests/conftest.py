@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-# OpenVINO must be loaded before GStreamer loads its plugins in this process (the capture tests run
-# pipelines in-process): the other way round, OpenVINO aborts the whole process on its next
-# compile_model (services/infer/reader.py does the same for the infer worker).
-import openvino  # noqa: F401
-
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+# OpenVINO must be loaded before GStreamer loads its plugins in this process (the capture tests run
+# pipelines in-process): the other way round, OpenVINO aborts the whole process on its next
+# compile_model (services/infer/reader.py does the same for the infer worker).
+import openvino  # noqa: F401
 import pytest
 
 from ovbus.bus import Bus

@@ -12,6 +12,7 @@ import jsonschema
 
 from ovbus.bus import Bus
 from ovbus.homeassistant import Discovery, HaDiscovery, discovery
+from ovbus.messages import Message
 from ovbus.mosquitto import Mosquitto
 from ovbus.payloads import InferenceState
 
@@ -121,7 +122,7 @@ def test_availability_goes_offline_with_the_last_will(broker: Mosquitto, prefix:
     ha = Bus(broker.url, prefix=prefix).connect()
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"up"
-        config = []
+        config: list[Message] = []
         deadline = time.monotonic() + 20
         while not config and time.monotonic() < deadline:  # "up" may come before the broker has it
             config = ha.retained(f"{ha_prefix}/device/+/config")
