@@ -110,6 +110,9 @@ class Bus:
         self._on_connect: list[Callable[[], None]] = []
         self._pending: dict[bytes, _Pending] = {}
         self._subacks: dict[int, tuple[threading.Event, list[Any]]] = {}
+        #: SUBACKs still due for the subscriptions renewed by the first connect
+        self._first_subacks: set[int] = set()
+        self._subscribed = threading.Event()
         self._reply_sub: Subscription | None = None
         self._reply_lock = threading.Lock()
         self._closing = False
@@ -182,6 +185,10 @@ class Bus:
         if self._first_result is not None:
             self._client.loop_stop()
             raise self._first_result
+        # subscriptions made before connect() are in place when it returns: a message published
+        # by anyone after that reaches them
+        if not self._subscribed.wait(timeout):
+            log.warning("subscriptions not acknowledged in time", broker=self.url.redacted())
         return self
 
     @property
@@ -216,6 +223,8 @@ class Bus:
                 log.warning("could not publish offline status", error=str(e))
         self._client.disconnect()
         self._client.loop_stop()
+        # paho keeps its wake-up socket pair open until garbage collection: release it now
+        self._client._reset_sockets(sockpair_only=True)
         self._connected.clear()
 
     def __enter__(self) -> Bus:
@@ -249,8 +258,17 @@ class Bus:
         )
         with self._lock:
             filters = dict(self._filters)
+        first = not self._subscribed.is_set()
+        if first:
+            with self._lock:
+                self._first_subacks.clear()  # those of a connection lost before its SUBACKs
         for pattern, qos in filters.items():
-            client.subscribe(pattern, qos)
+            result, mid = client.subscribe(pattern, qos)
+            if first and result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+                with self._lock:
+                    self._first_subacks.add(mid)
+        if first and not self._first_subacks:
+            self._subscribed.set()
         if self.node is not None:
             client.publish(str(self.topics.status(self.node)), ONLINE, qos=1, retain=True)
             if self._birth is not None:
@@ -419,6 +437,10 @@ class Bus:
     ) -> None:
         with self._lock:
             waiter = self._subacks.get(mid)
+            if mid in self._first_subacks:
+                self._first_subacks.discard(mid)
+                if not self._first_subacks:
+                    self._subscribed.set()
         if waiter is not None:
             waiter[1].extend(codes)
             waiter[0].set()

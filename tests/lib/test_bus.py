@@ -323,3 +323,23 @@ def test_callback_errors_do_not_kill_the_subscription(client: Bus) -> None:
     for text in ("a", "boom", "b"):
         client.publish(topic, text, qos=1)
     wait_for(lambda: seen == ["a", "b"])
+
+
+def test_subscriptions_made_before_connect_are_in_place_when_it_returns(
+    broker: Mosquitto, prefix: str, client: Bus
+) -> None:
+    """A worker subscribes, then connects; a request sent the moment ``connect()`` returned
+    must reach it (found by the faults suite: the zoo missed such a request about one time in
+    three when its SUBSCRIBEs were still on the way)."""
+    missed = 0
+    for i in range(20):
+        node = Bus(broker.url, prefix=prefix, node=f"early-{i}", persistent=True)
+        subs = [node.subscribe(f"{prefix}/t{k}/+", idle_timeout=5) for k in range(8)]
+        node.connect(timeout=10)
+        client.publish(f"{prefix}/t7/x", b"now", qos=1, retain=False)
+        try:
+            subs[-1].get(timeout=5)
+        except BusTimeout:
+            missed += 1
+        node.close()
+    assert missed == 0, f"{missed} of 20 messages published right after connect() were missed"
