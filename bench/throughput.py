@@ -104,6 +104,7 @@ def baseline(stack: Stack, model_file: Path, desc: ModelDescription, seconds: fl
     shape = tuple(int(d) for d in compiled.inputs[0].get_shape())
     counts: list[int] = []
     stop = threading.Event()
+    measuring = threading.Event()  # frames count only inside the window, not during warm-up
     started = threading.Barrier(len(stack.cameras) + 1)
 
     def run(url: str) -> None:
@@ -118,7 +119,8 @@ def baseline(stack: Stack, model_file: Path, desc: ModelDescription, seconds: fl
             tensor, meta = prepare(np.asarray(frame, dtype=np.uint8), desc, shape)
             result = request.infer({0: tensor})
             decode(desc, {p.get_any_name(): result[p] for p in compiled.outputs}, meta, 0.5)
-            n += 1
+            if measuring.is_set():
+                n += 1
         counts.append(n)
         cap.release()
 
@@ -127,13 +129,15 @@ def baseline(stack: Stack, model_file: Path, desc: ModelDescription, seconds: fl
         t.start()
     started.wait(60)
     time.sleep(10)  # connection set-up and the FFmpeg probe backlog are not part of the rate
-    counts.clear()
     begin = time.perf_counter()
+    measuring.set()
     time.sleep(seconds)
+    measuring.clear()
+    elapsed = time.perf_counter() - begin
     stop.set()
     for t in threads:
         t.join(30)
-    return sum(counts) / (time.perf_counter() - begin)
+    return sum(counts) / elapsed
 
 
 def description(stack: Stack, name: str) -> ModelDescription:
