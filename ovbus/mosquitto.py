@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,11 +43,32 @@ def find_tool(name: str) -> str:
     raise ConfigError(f"{name} is not installed: run `make setup` (apt-get install mosquitto)")
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free now, for a server started a moment later. Chosen below the ephemeral
+    range when possible: a port from that range can be taken in between by any outgoing
+    connection on the box (seen with many RTSP/MQTT clients running), one below it cannot."""
+    low, _ = _ephemeral_range()
+    for _ in range(50):
+        port = random.randint(20000, low - 1) if low > 20100 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            found: int = s.getsockname()[1]
+            return found
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        fallback: int = s.getsockname()[1]
+        return fallback
 
 
 def wait_port(host: str, port: int, timeout: float) -> None:
