@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gi
@@ -26,7 +26,9 @@ import numpy.typing as npt
 import openvino  # noqa: F401
 
 gi.require_version("Gst", "1.0")
-from gi.repository import Gst  # noqa: E402
+gi.require_version("GstVideo", "1.0")
+import cv2  # noqa: E402
+from gi.repository import Gst, GstVideo  # noqa: E402
 
 from ovbus.errors import StreamError  # noqa: E402
 from ovbus.log import get_logger  # noqa: E402
@@ -38,11 +40,37 @@ log = get_logger(__name__)
 
 @dataclass(slots=True)
 class Frame:
-    image: npt.NDArray[np.uint8]
+    """A decoded frame, kept as it was decoded (I420, shape ``(h * 3 / 2, w)``); :attr:`image`
+    converts it to BGR on first use, so a frame replaced before inference took it (skipped) never
+    pays for the conversion."""
+
+    yuv: npt.NDArray[np.uint8]
     index: int
     captured_at: float
     clock: str  # "rtcp-ntp" | "arrival"
     received_at: float
+    _bgr: npt.NDArray[np.uint8] | None = field(default=None, repr=False)
+
+    @property
+    def image(self) -> npt.NDArray[np.uint8]:
+        if self._bgr is None:
+            self._bgr = np.asarray(cv2.cvtColor(self.yuv, cv2.COLOR_YUV2BGR_I420), dtype=np.uint8)
+        return self._bgr
+
+
+def i420(
+    data: bytes | memoryview, width: int, height: int, offsets: list[int], strides: list[int]
+) -> npt.NDArray[np.uint8]:
+    """A contiguous I420 image ``(h * 3 / 2, w)`` from a mapped buffer's three planes, dropping
+    any row padding (and a last odd row or column, which I420 to BGR cannot take)."""
+    w, h = width - width % 2, height - height % 2
+    raw = np.frombuffer(data, np.uint8)
+    planes = []
+    for i, (pw, ph) in enumerate(((w, h), (w // 2, h // 2), (w // 2, h // 2))):
+        rows = height if i == 0 else (height + 1) // 2
+        plane = raw[offsets[i] : offsets[i] + strides[i] * rows].reshape(rows, strides[i])
+        planes.append(plane[:ph, :pw].reshape(-1))
+    return np.concatenate(planes).reshape(h * 3 // 2, w)
 
 
 def frame_time(buffer: Any, arrival: float) -> tuple[float, str]:
@@ -59,7 +87,9 @@ def pipeline_description(url: str, timeout_s: float) -> str:
     return (
         f'rtspsrc name=src location="{url}" latency=0 add-reference-timestamp-meta=true '
         f"tcp-timeout={tcp_timeout} timeout={tcp_timeout} ! decodebin ! videoconvert ! "
-        "video/x-raw,format=BGR ! appsink name=sink max-buffers=1 drop=true sync=false "
+        # I420 is what H.264 and JPEG decode to (videoconvert passes it through); frames are
+        # converted to BGR only when inference takes them (Frame.image)
+        "video/x-raw,format=I420 ! appsink name=sink max-buffers=1 drop=true sync=false "
         "emit-signals=false"
     )
 
@@ -189,15 +219,14 @@ class StreamReader:
     def _deliver(self, sample: Any) -> None:
         arrival = time.time()
         buffer = sample.get_buffer()
-        structure = sample.get_caps().get_structure(0)
-        width, height = structure.get_value("width"), structure.get_value("height")
+        video = GstVideo.VideoInfo.new_from_caps(sample.get_caps())
         ok, info = buffer.map(Gst.MapFlags.READ)
         if not ok:
             return
         try:
-            stride = len(info.data) // height
-            data = np.frombuffer(info.data, np.uint8).reshape(height, stride)
-            image = data[:, : width * 3].reshape(height, width, 3).copy()
+            yuv = i420(
+                info.data, video.width, video.height, list(video.offset[:3]), list(video.stride[:3])
+            )
         finally:
             buffer.unmap(info)
         captured, clock = frame_time(buffer, arrival)
@@ -206,5 +235,5 @@ class StreamReader:
                 self.skipped += 1
             self._index += 1
             self.frames += 1
-            self._frame = Frame(image, self._index, captured, clock, arrival)
+            self._frame = Frame(yuv, self._index, captured, clock, arrival)
             self._cond.notify_all()
