@@ -42,9 +42,7 @@ def run(report: Report, quick: bool = False) -> None:
                 for a in stack.collector.window(sent - 1, first_new + 2)
                 if a.camera == cam
             )
-            gaps.append(
-                max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
-            )
+            gaps.append(max((b - a for a, b in itertools.pairwise(times)), default=float("inf")))
         swap = first_new - sent
         report.add(
             Row(
