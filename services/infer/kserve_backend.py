@@ -5,14 +5,13 @@ Server 2026.3+ serves only this API; Triton and the ``kserve`` ModelServer speak
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 
 from ovbus.errors import BackendError, ErrorCode, ModelError
 from ovbus.log import get_logger
-from services.infer.backend import Array, TensorSpec
+from services.infer.backend import Array, ModelCache, TensorSpec
 
 log = get_logger(__name__)
 
@@ -162,20 +161,15 @@ class KServeBackend:
         self.server = server
         self.timeout = timeout
         self._client = _grpc().InferenceServerClient(url=server)
-        self._lock = threading.Lock()
-        self._models: dict[tuple[str, int | None], KServeModel] = {}
+        self._models: ModelCache[KServeModel] = ModelCache()
 
     def model(self, name: str, version: int | None = None) -> KServeModel:
         """Metadata is fetched once per model; a failure is raised (and retried next call)."""
-        key = (name, version)
-        with self._lock:
-            found = self._models.get(key)
-        if found is not None:
-            return found
+        return self._models.get(name, version, lambda: self._make(name, version))
+
+    def _make(self, name: str, version: int | None) -> KServeModel:
         model = KServeModel(self._client, self.server, name, version, self.timeout)
         log.info("remote model ready", model=name, version=model.version, server=self.server)
-        with self._lock:
-            self._models[key] = model
         return model
 
     def close(self) -> None:

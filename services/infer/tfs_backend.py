@@ -4,14 +4,13 @@ exceptions are mapped into ``BackendError`` (unreachable, timeout) and ``ModelEr
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
 
 from ovbus.errors import BackendError, ErrorCode, ModelError
 from ovbus.log import get_logger
-from services.infer.backend import Array, TensorSpec
+from services.infer.backend import Array, ModelCache, TensorSpec
 
 log = get_logger(__name__)
 
@@ -126,19 +125,15 @@ class TFSBackend:
         self.server = server
         self.timeout = timeout
         self._client = _ovmsclient().make_grpc_client(server)
-        self._lock = threading.Lock()
-        self._models: dict[tuple[str, int | None], TFSModel] = {}
+        self._models: ModelCache[TFSModel] = ModelCache()
 
     def model(self, name: str, version: int | None = None) -> TFSModel:
-        key = (name, version)
-        with self._lock:
-            found = self._models.get(key)
-        if found is not None:
-            return found
+        """Metadata is fetched once per model; a failure is raised (and retried next call)."""
+        return self._models.get(name, version, lambda: self._make(name, version))
+
+    def _make(self, name: str, version: int | None) -> TFSModel:
         model = TFSModel(self._client, self.server, name, version, self.timeout)
         log.info("remote model ready", model=name, version=model.version, server=self.server)
-        with self._lock:
-            self._models[key] = model
         return model
 
     def close(self) -> None:

@@ -212,7 +212,7 @@ def test_kill_9_during_a_pull_leaves_no_trace(
     config_before = (models / "config.json").read_bytes()
     pull = PullRequest(
         name="pose",
-        source=UrlSource(url="http://127.0.0.1:9/placeholder.tflite"),
+        source=UrlSource(url="http://127.0.0.1:9/unreachable.tflite"),
         description=ModelDescription(kind="blazeface", labels=["person"]),
     )
     with serve_folder(slow, slow=True) as url, Bus(broker.url, prefix=prefix).connect(10) as bus:
