@@ -23,7 +23,16 @@ import numpy.typing as npt
 
 # OpenVINO must be loaded before GStreamer: once GStreamer's decoders (libav) are in the process,
 # OpenVINO's device plugins abort on load (``dlSym cannot locate method 'create_extensions'``).
-import openvino  # noqa: F401
+# So must its model readers (frontends): one loaded later kills the process (SIGABRT/SIGSEGV) on
+# its first exception, e.g. a truncated ``.bin`` (tests/faults/test_folder.py); load them now.
+import openvino
+
+_FRONTEND_MANAGER = openvino.frontend.FrontEndManager()
+_FRONTENDS = [
+    _FRONTEND_MANAGER.load_by_framework(name)
+    for name in ("ir", "onnx", "tflite", "paddle", "tf")
+    if name in _FRONTEND_MANAGER.get_available_front_ends()
+]
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstVideo", "1.0")
