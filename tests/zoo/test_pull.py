@@ -20,30 +20,9 @@ from ovbus.payloads.rpc import Reply
 from ovbus.payloads.zoo import ListRequest, PullRequest, RollbackRequest, UrlSource
 from services.zoo.ovms_schema import validate_config
 from tests import assets
+from tests.models import BLAZEFACE
 from tests.zoo.conftest import OMZ_MODEL, Site, Worker
 from tests.zoo.servers import FakeOvms, serve_folder
-
-#: The description the infer worker decodes BlazeFace with (the issue's canonical one).
-CANONICAL_BLAZEFACE = {
-    "kind": "blazeface",
-    "labels": ["face"],
-    "layout": "NHWC",
-    "color": "RGB",
-    "mean": [127.5, 127.5, 127.5],
-    "scale": [127.5, 127.5, 127.5],
-    "resize": "stretch",
-    "options": {
-        "num_layers": 4,
-        "strides": [8, 16, 16, 16],
-        "input_size": 128,
-        "anchor_offset": 0.5,
-        "coord_scale": 128.0,
-        "score_clip": 100.0,
-        "iou": 0.3,
-        "boxes_output": "regressors",
-        "scores_output": "classificators",
-    },
-}
 
 
 def states_until_done(sub: Any, timeout: float = 60.0) -> list[ModelState]:
@@ -135,7 +114,8 @@ def test_wheel_pull_converts_blazeface_and_versions(
     assert stored.pop("source") == (
         "wheel:mediapipe==0.10.21:mediapipe/modules/face_detection/face_detection_short_range.tflite"
     )
-    assert stored == {"v": 1, **CANONICAL_BLAZEFACE}
+    # exactly the description the infer tests decode BlazeFace with
+    assert stored == BLAZEFACE.model_dump(mode="json", exclude_none=True)
     # the infer worker's own code loads it from config.json + model.json and finds the face
     from services.infer.decoders import decode
     from services.infer.descriptions import DescriptionStore
