@@ -12,7 +12,7 @@ setup:
 	@bash scripts/bootstrap.sh
 
 demo: setup
-	.venv/bin/python -m ovbus.demo $(if $(CAMERA),--camera $(CAMERA)) $(ARGS)
+	.venv/bin/python -m services.demo $(if $(CAMERA),--camera $(CAMERA)) $(ARGS)
 
 test: setup
 	bash scripts/test.sh $(ARGS)
@@ -21,4 +21,4 @@ bench: setup
 	.venv/bin/python -m bench $(ARGS)
 
 docs: setup
-	.venv/bin/python -m ovbus.cli schema
+	.venv/bin/python -m services.cli schema

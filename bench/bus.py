@@ -15,8 +15,8 @@ from bench.report import Report, Row
 from ovbus import codec
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
-from ovbus.mosquitto import Mosquitto
 from ovbus.payloads import DetectedObject, DetectionResult, ModelResult
+from services.mosquitto import Mosquitto
 
 CAMERAS_AT_30FPS = 8 * 30
 

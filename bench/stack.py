@@ -19,10 +19,8 @@ from types import TracebackType
 import numpy as np
 
 from ovbus.bus import Bus
-from ovbus.demo import assets, media
 from ovbus.errors import BusTimeout, OvbusError, PayloadError
 from ovbus.messages import Message
-from ovbus.mosquitto import Mosquitto, free_port
 from ovbus.payloads import (
     Birth,
     DetectionResult,
@@ -32,6 +30,8 @@ from ovbus.payloads import (
     PullRequest,
     StreamDescriptor,
 )
+from services.demo import assets, media
+from services.mosquitto import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "bench"
@@ -117,7 +117,7 @@ class Stack:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
         self._exit.callback(log.close)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ovbus.cli", *argv], stdout=log, stderr=log, env=env, cwd=ROOT
+            [sys.executable, "-m", "services.cli", *argv], stdout=log, stderr=log, env=env, cwd=ROOT
         )
         self.procs[name] = proc
         self._exit.callback(self._stop, proc)

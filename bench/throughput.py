@@ -27,9 +27,9 @@ import numpy as np
 
 from bench.report import Report, Row
 from bench.stack import Stack, ages_ms, cpu_seconds
-from ovbus.demo import media
 from ovbus.errors import OvbusError
 from ovbus.payloads import ModelDescription
+from services.demo import media
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["blazeface", "pose-detection"]

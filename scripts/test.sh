@@ -9,6 +9,6 @@ $PY -m ruff check .
 echo "== mypy"
 $PY -m mypy
 echo "== generated docs are current"
-$PY -m ovbus.cli schema --check
+$PY -m services.cli schema --check
 echo "== pytest"
 $PY -m pytest "$@"

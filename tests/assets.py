@@ -1,7 +1,7 @@
-"""Real test data from package registries (see ``ovbus.demo.assets``): BlazeFace and the pose
+"""Real test data from package registries (see ``services.demo.assets``): BlazeFace and the pose
 detector from the mediapipe 0.10.21 wheel, photos from the scikit-image 0.26.0 wheel."""
 
-from ovbus.demo.assets import (
+from services.demo.assets import (
     ASSETS,
     BLAZEFACE_MEMBER,
     CACHE,

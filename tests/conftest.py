@@ -13,7 +13,7 @@ import openvino  # noqa: F401
 import pytest
 
 from ovbus.bus import Bus
-from ovbus.mosquitto import Mosquitto
+from services.mosquitto import Mosquitto
 
 #: Users of the password listener and the ACL that the broker fixture loads.
 USERS = {"admin": "admin-secret", "reader": "reader-secret"}

@@ -34,8 +34,8 @@ from typing import IO
 
 from ovbus.bus import Bus
 from ovbus.messages import Message
-from ovbus.mosquitto import free_port
 from ovbus.payloads.stream import CameraState, StreamDescriptor
+from services.mosquitto import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

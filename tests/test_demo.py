@@ -18,7 +18,7 @@ def test_demo_headless_produces_results(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "ovbus.demo",
+            "services.demo",
             "--headless",
             "--duration",
             "25",

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from ovbus.bus import Bus
-from ovbus.demo import assets, media
 from ovbus.errors import BusTimeout, ConnectError
-from ovbus.mosquitto import free_port
 from ovbus.payloads import DetectionResult
+from services.demo import assets, media
+from services.mosquitto import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "ovbus.cli",
+                "services.cli",
                 "up",
                 "--camera",
                 f"demo={media.demo_video()}",

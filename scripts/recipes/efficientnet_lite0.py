@@ -73,7 +73,7 @@ def python_with_torch(cache: Path) -> Path:
 
 
 def imagenet_labels() -> list[str]:
-    from ovbus.demo.assets import wheel
+    from services.demo.assets import wheel
 
     with zipfile.ZipFile(wheel(*TORCHVISION)) as z:
         tree = ast.parse(z.read("torchvision/models/_meta.py").decode())

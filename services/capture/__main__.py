@@ -2,6 +2,6 @@
 
 import sys
 
-from ovbus.cli import main
+from services.cli import main
 
 sys.exit(main(["capture", *sys.argv[1:]]))

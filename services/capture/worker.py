@@ -20,8 +20,8 @@ from ovbus.payloads.rpc import Reply
 from ovbus.payloads.stream import CameraSet, CameraState, StreamDescriptor
 from ovbus.settings import NodeSettings
 from ovbus.topics import Topic
-from services.capture.cli import CaptureSettings
 from services.capture.encoders import check_size, choose_encoder
+from services.capture.settings import CaptureSettings
 from services.capture.sources import Geometry, Source, parse_cameras
 
 log = get_logger(__name__)

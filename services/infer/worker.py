@@ -19,9 +19,9 @@ from ovbus.payloads.stream import StreamDescriptor
 from ovbus.settings import NodeSettings
 from services.infer.backend import Backend
 from services.infer.camera import CameraRunner
-from services.infer.cli import InferSettings
 from services.infer.descriptions import DescriptionStore
 from services.infer.ownership import Membership
+from services.infer.settings import InferSettings
 
 log = get_logger(__name__)
 

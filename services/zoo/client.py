@@ -17,13 +17,23 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ovbus.settings import NodeSettings
 
+CLIENT_COMMANDS = ("pull", "list", "catalog", "remove", "rollback", "set")
 
-def add_client_commands(sub: Any) -> None:
+
+def add_client_commands(
+    parser: argparse.ArgumentParser,
+    add_bus_flags: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """``serve`` (the default) and the client actions as sub-commands of ``ovbus zoo``; each also
+    gets the bus flags when ``add_bus_flags`` is given, so they are accepted after the action."""
+    sub = parser.add_subparsers(dest="zoo_command", metavar="ACTION")
+    sub.add_parser("serve", help="run the zoo worker (the default)")
     p = sub.add_parser("pull", help="pull a model (catalog name, or --from-* source)")
     p.add_argument("name", help="model name (a catalog entry unless a --from-* source is given)")
     p.add_argument("--precision", choices=["FP32", "FP16", "FP16-INT8", "INT8"])
@@ -45,22 +55,26 @@ def add_client_commands(sub: Any) -> None:
     sub.add_parser("list", help="models in config.json and their versions")
     sub.add_parser("catalog", help="models the zoo can pull by name")
     p = sub.add_parser("remove", help="remove a model, or one version of it")
-    p.add_argument("name")
-    p.add_argument("--version", dest="model_version", type=int)
+    p.add_argument("name", help="model name")
+    p.add_argument("--version", dest="model_version", type=int, help="remove only this version")
     p = sub.add_parser("rollback", help="serve the version before the current one")
-    p.add_argument("name")
+    p.add_argument("name", help="model name")
     p = sub.add_parser("set", help="change a model's config.json entry")
-    p.add_argument("name")
-    p.add_argument("--target-device", dest="target_device")
-    p.add_argument("--nireq", type=int)
+    p.add_argument("name", help="model name")
+    p.add_argument(
+        "--target-device", dest="target_device", help="OpenVINO device, e.g. CPU, GPU, AUTO"
+    )
+    p.add_argument("--nireq", type=int, help="inference requests in flight (0: automatic)")
     p.add_argument("--shape", help="e.g. '(1,3,300,300)' or 'auto'")
-    p.add_argument("--batch-size", dest="batch_size")
+    p.add_argument("--batch-size", dest="batch_size", help="a number, or 'auto'")
     p.add_argument("--plugin-config", dest="plugin_config", help="JSON object")
     p.add_argument("--policy", help="latest[:N], all, or specific:1,2")
     p.add_argument("--description", help="model description: JSON text or a .json file")
     for name, action in sub.choices.items():
         if name != "serve":
             action.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
+        if add_bus_flags is not None:
+            add_bus_flags(action)
 
 
 def _json_arg(text: str) -> Any:

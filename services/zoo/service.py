@@ -26,9 +26,9 @@ from ovbus.payloads.zoo import (
 from services.zoo import config_store as cfg
 from services.zoo import ovms, pull, sources
 from services.zoo.catalog import DEFAULT_MODEL, Catalog
-from services.zoo.cli import ZooSettings
 from services.zoo.config_store import ConfigStore
 from services.zoo.layout import ModelsFolder
+from services.zoo.settings import ZooSettings
 from services.zoo.states import Publish, StateBoard, current_version
 
 log = get_logger(__name__)

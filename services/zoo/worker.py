@@ -12,9 +12,9 @@ from ovbus.node import Node
 from ovbus.payloads.model import ModelState
 from ovbus.payloads.node import Birth
 from ovbus.settings import NodeSettings
-from services.zoo.cli import ZooSettings
 from services.zoo.dispatch import Dispatcher
 from services.zoo.service import Zoo
+from services.zoo.settings import ZooSettings
 
 log = get_logger(__name__)
 

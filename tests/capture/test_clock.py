@@ -8,9 +8,9 @@ import statistics
 
 import pytest
 
-from ovbus.mosquitto import Mosquitto
 from ovbus.rtsp_clock import RtspClockReader
 from services.capture import barcode
+from services.mosquitto import Mosquitto
 from tests.capture.readers import read_cv2
 from tests.stack import capture_node
 

@@ -11,8 +11,8 @@ import pytest
 
 from ovbus.bus import Bus
 from ovbus.errors import ErrorCode
-from ovbus.mosquitto import Mosquitto, free_port
 from ovbus.payloads.stream import CameraState
+from services.mosquitto import Mosquitto, free_port
 from tests.capture.readers import read_cv2, read_gst
 from tests.stack import capture_node, wait_descriptors, wait_state
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from ovbus.bus import Bus
-from ovbus.mosquitto import Mosquitto
 from ovbus.payloads.node import Birth, Stats
 from ovbus.payloads.stream import CameraState
+from services.mosquitto import Mosquitto
 from tests.capture.readers import Reading, read_cv2, read_gst
 from tests.stack import capture_node, make_video
 

@@ -11,10 +11,10 @@ import pytest
 
 from ovbus.bus import Bus
 from ovbus.errors import ErrorCode, StreamError
-from ovbus.mosquitto import Mosquitto
 from ovbus.payloads.rpc import Reply
 from ovbus.payloads.stream import CameraSet, StreamDescriptor
 from ovbus.rtsp_clock import RtspClockReader
+from services.mosquitto import Mosquitto
 from tests.capture.readers import read_cv2, read_gst
 from tests.stack import capture_node, wait_state
 

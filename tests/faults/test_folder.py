@@ -12,8 +12,8 @@ import pytest
 from ovbus.bus import Bus
 from ovbus.errors import ErrorCode
 from ovbus.messages import Message
-from ovbus.mosquitto import Mosquitto
 from ovbus.payloads.pipeline import InferenceState
+from services.mosquitto import Mosquitto
 from tests.faults.conftest import Row
 from tests.faults.harness import first_result
 from tests.infer.harness import InferProcess, wait_for

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
-from ovbus.mosquitto import Mosquitto
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from ovbus.payloads.rpc import Reply
 from ovbus.payloads.stream import CameraSet
 from ovbus.payloads.zoo import ListRequest
+from services.mosquitto import Mosquitto
 from services.zoo.ovms_schema import validate_config
 from tests import assets
 from tests.faults.conftest import Row

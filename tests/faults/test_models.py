@@ -17,11 +17,11 @@ import pytest
 
 from ovbus.bus import Bus
 from ovbus.errors import RemoteError
-from ovbus.mosquitto import Mosquitto
 from ovbus.payloads.model import ModelState
 from ovbus.payloads.zoo import FileSource, PullRequest
-from services.zoo.cli import ZooSettings
+from services.mosquitto import Mosquitto
 from services.zoo.ovms_schema import validate_config
+from services.zoo.settings import ZooSettings
 from tests import assets
 from tests.faults.conftest import Row
 from tests.faults.harness import first_result

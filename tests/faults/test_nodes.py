@@ -10,9 +10,9 @@ import pytest
 
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout, ErrorCode
-from ovbus.mosquitto import Mosquitto, free_port
 from ovbus.payloads.pipeline import InferenceState
 from services.infer.ownership import owner
+from services.mosquitto import Mosquitto, free_port
 from tests.faults.conftest import Row
 from tests.faults.harness import first_result, stalling_proxy, wait_status
 from tests.infer.harness import InferProcess, state_is, wait_for

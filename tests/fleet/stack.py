@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovbus.bus import Bus
-from ovbus.demo import assets, media
 from ovbus.errors import BusTimeout
 from ovbus.payloads import DetectionResult
+from services.demo import assets, media
 from tests.stack import capture_node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "ovbus.cli", *argv], stdout=out, stderr=out, env=env, cwd=ROOT
+            [sys.executable, "-m", "services.cli", *argv], stdout=out, stderr=out, env=env, cwd=ROOT
         )
 
 

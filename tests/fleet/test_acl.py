@@ -21,7 +21,7 @@ import pytest
 from ovbus.bus import Bus
 from ovbus.errors import ConnectError
 from ovbus.messages import Subscription
-from ovbus.mosquitto import find_mosquitto, free_port, wait_port
+from services.mosquitto import find_mosquitto, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = [

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ovbus.cli import WORKERS, _worker_module, build_parser
 from ovbus.settings import NodeSettings, check_environment, load
+from services.cli import WORKERS, build_parser, settings_class
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -33,13 +33,6 @@ def interpolate(value: str) -> str:
         return f"dummy-{name.lower()}"
 
     return INTERPOLATION.sub(sub, value)
-
-
-def settings_class(worker: str) -> Any:
-    module = _worker_module(worker)
-    return next(
-        v for k, v in vars(module).items() if k.endswith("Settings") and k != "WorkerSettings"
-    )
 
 
 @pytest.mark.parametrize("worker", list(WORKERS))

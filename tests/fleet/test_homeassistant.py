@@ -13,8 +13,8 @@ import jsonschema
 from ovbus.bus import Bus
 from ovbus.homeassistant import Discovery, HaDiscovery, discovery
 from ovbus.messages import Message
-from ovbus.mosquitto import Mosquitto
 from ovbus.payloads import InferenceState
+from services.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "schemas" / "HaDiscovery.json").read_text())

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from ovbus.bus import Bus
-from ovbus.demo import assets
 from ovbus.errors import BusTimeout
-from ovbus.mosquitto import Mosquitto
 from ovbus.payloads import DetectedObject, DetectionResult, ModelResult, ModelState, PipelineSpec
+from services.demo import assets
+from services.mosquitto import Mosquitto
 from tests.fleet.stack import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def zoo(broker: Mosquitto, prefix: str, tmp_path: Path) -> Iterator[Path]:
             [
                 sys.executable,
                 "-m",
-                "ovbus.cli",
+                "services.cli",
                 "zoo",
                 "--broker",
                 broker.url,

@@ -18,10 +18,10 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from ovbus.bus import Bus
-from ovbus.demo import media
-from ovbus.mosquitto import Mosquitto, free_port, wait_port
 from ovbus.payloads import ModelDescription, PullRequest
 from ovbus.payloads.zoo import FileSource
+from services.demo import media
+from services.mosquitto import Mosquitto, free_port, wait_port
 from tests.fleet.stack import RECIPES, Stack, running_stack
 from tests.stack import capture_node
 

@@ -42,7 +42,7 @@ class InferProcess:
             PYTHONPATH=str(ROOT),
         )
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
-        cmd = [sys.executable, "-m", "ovbus.cli", "infer", "--broker", broker, "--prefix", prefix]
+        cmd = [sys.executable, "-m", "services.cli", "infer", "--broker", broker, "--prefix", prefix]
         cmd += ["--node-id", node_id, "--models", str(models), "--hint", "LATENCY", *args]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 

@@ -11,10 +11,10 @@ import pytest
 from ovbus.bus import Bus
 from ovbus.errors import ErrorCode
 from ovbus.messages import Message
-from ovbus.mosquitto import Mosquitto, free_port
 from ovbus.payloads.detections import DetectionResult
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from ovbus.payloads.stream import StreamDescriptor
+from services.mosquitto import Mosquitto, free_port
 from tests import assets
 from tests.infer.harness import InferProcess, state_is, wait_for
 from tests.media import FPS, HEIGHT, WIDTH, face_video

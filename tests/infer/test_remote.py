@@ -16,7 +16,6 @@ import pytest
 
 from ovbus.bus import Bus
 from ovbus.errors import ErrorCode, ModelError, OvbusError
-from ovbus.mosquitto import Mosquitto, free_port
 from ovbus.payloads.detections import DetectionResult
 from ovbus.payloads.model import ModelState
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
@@ -25,6 +24,7 @@ from services.infer.kserve_backend import KServeBackend
 from services.infer.openvino_backend import OpenVINOBackend
 from services.infer.run import run_model
 from services.infer.tfs_backend import TFSBackend
+from services.mosquitto import Mosquitto, free_port
 from tests import assets
 from tests.infer.harness import ROOT, InferProcess, state_is, wait_for
 from tests.infer.tfs_server import TfsServer

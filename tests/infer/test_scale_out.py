@@ -12,10 +12,10 @@ import pytest
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
 from ovbus.messages import Message
-from ovbus.mosquitto import Mosquitto
 from ovbus.payloads.detections import DetectionResult
 from ovbus.payloads.node import Birth
 from services.infer.ownership import owner
+from services.mosquitto import Mosquitto
 from tests.infer.harness import InferProcess, wait_for
 from tests.models import models_folder
 from tests.stack import CaptureNode, capture_node

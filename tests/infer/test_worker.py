@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from ovbus.bus import Bus
-from ovbus.mosquitto import Mosquitto
 from ovbus.payloads.detections import DetectionResult
 from ovbus.payloads.node import Stats
 from services.infer.decoders import iou_matrix
+from services.mosquitto import Mosquitto
 from tests.infer.harness import InferProcess, state_is, wait_for
 from tests.media import FPS, FRAMES, HEIGHT, WIDTH, face_box, face_video
 from tests.models import models_folder

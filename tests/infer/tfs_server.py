@@ -27,7 +27,7 @@ from ovmsclient.tfs_compat.protos.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from ovbus.mosquitto import free_port
+from services.mosquitto import free_port
 
 _DT = {"float32": types_pb2.DT_FLOAT, "float16": types_pb2.DT_HALF, "int64": types_pb2.DT_INT64}
 

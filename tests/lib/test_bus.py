@@ -16,9 +16,9 @@ from ovbus import codec
 from ovbus.bus import Bus, serve
 from ovbus.errors import BusTimeout, ConnectError, ErrorCode, RemoteError
 from ovbus.messages import Message
-from ovbus.mosquitto import Mosquitto
 from ovbus.payloads import CameraSet, DetectionResult, Reply, StreamDescriptor
 from ovbus.payloads.node import Birth
+from services.mosquitto import Mosquitto
 from tests.lib.test_codec import sample_result
 
 
@@ -303,7 +303,7 @@ def test_websockets_listener(broker: Mosquitto, prefix: str) -> None:
 
 
 def test_connect_to_nothing_times_out_or_refuses() -> None:
-    from ovbus.mosquitto import free_port
+    from services.mosquitto import free_port
 
     with pytest.raises((BusTimeout, ConnectError)):
         Bus(f"mqtt://127.0.0.1:{free_port()}", client_id=uuid.uuid4().hex).connect(timeout=1.5)

@@ -9,9 +9,9 @@ import threading
 import time
 from pathlib import Path
 
-from ovbus import docgen
 from ovbus.bus import Bus
-from ovbus.mosquitto import Mosquitto
+from services import docgen
+from services.mosquitto import Mosquitto
 from tests.lib.test_codec import sample_result
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ def run(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ovbus.cli", *args],
+        [sys.executable, "-m", "services.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

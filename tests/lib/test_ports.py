@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from ovbus.mosquitto import _ephemeral_range, free_port
+from services.mosquitto import _ephemeral_range, free_port
 
 
 def test_free_port_is_below_the_ephemeral_range_and_bindable() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from ovbus.errors import ConfigError
 from ovbus.settings import BrokerUrl, NodeSettings, check_environment, load, load_node
-from services.capture.cli import CaptureSettings
+from services.capture.settings import CaptureSettings
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from ovbus.mosquitto import Mosquitto
 from ovbus.node import Node
 from ovbus.settings import NodeSettings
-from services.zoo.cli import ZooSettings
+from services.mosquitto import Mosquitto
 from services.zoo.dispatch import Dispatcher
 from services.zoo.service import Zoo
+from services.zoo.settings import ZooSettings
 from services.zoo.worker import start
 from tests import assets
 from tests.zoo.servers import serve_folder

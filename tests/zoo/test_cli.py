@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 
 from ovbus.bus import Bus
-from ovbus.mosquitto import Mosquitto
 from ovbus.payloads.model import ModelDescription, ModelState
 from ovbus.payloads.node import Birth
 from ovbus.payloads.zoo import ListRequest, PullRequest, UrlSource
-from services.zoo.cli import add_arguments
-from services.zoo.client import build_request
+from services.mosquitto import Mosquitto
+from services.zoo.client import add_client_commands, build_request
 from tests import assets
 from tests.zoo.conftest import OMZ_MODEL, ROOT, Site
 from tests.zoo.servers import serve_folder
@@ -34,7 +33,7 @@ def _env() -> dict[str, str]:
 
 def ovbus(*argv: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ovbus.cli", *argv],
+        [sys.executable, "-m", "services.cli", *argv],
         cwd=ROOT,
         env=_env(),
         capture_output=True,
@@ -54,7 +53,7 @@ def start_zoo(
         [
             sys.executable,
             "-m",
-            "ovbus.cli",
+            "services.cli",
             "zoo",
             "--broker",
             broker.url,
@@ -172,7 +171,7 @@ def test_build_request_from_flags() -> None:
     import argparse
 
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    add_client_commands(parser)
     args = parser.parse_args(
         ["pull", "faces", "--from-url", "http://h/m.onnx", "--sha256", "a" * 64, "--fp16"]
     )

@@ -1,8 +1,8 @@
 """The ``ovbus`` command: ``ovbus capture|infer|zoo|watch|up|schema ...``.
 
-Each worker's own flags and entry point live in ``services/<worker>/cli.py``, which exposes
-``add_arguments(parser)`` and ``run(args, node_settings) -> int`` and imports nothing heavy at
-module level (GStreamer and OpenVINO are imported inside ``run``).
+Each worker's settings live in ``services/<worker>/settings.py``; its flags are generated from
+them (``services/flags.py``) and its entry point is ``services/<worker>/worker.py:main``, imported
+only when the worker runs (GStreamer and OpenVINO are heavy).
 """
 
 from __future__ import annotations
@@ -12,45 +12,56 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
-from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
+
+from pydantic_settings import BaseSettings
 
 from ovbus import __version__
 from ovbus.errors import BusTimeout, ConfigError, OvbusError
 from ovbus.log import configure
 from ovbus.settings import NodeSettings, load_node
+from services.flags import BUS_FLAGS, add_bus_flags, add_settings_flags, settings_from
 
-#: Worker name -> module with add_arguments() and run().
+
+class Worker(NamedTuple):
+    settings: str  # module holding the settings class
+    cls: str  # its name
+    help: str
+
+
 WORKERS = {
-    "capture": ("services.capture.cli", "serve cameras as RTSP streams and announce them"),
-    "infer": ("services.infer.cli", "run models on announced streams, publish results"),
-    "zoo": ("services.zoo.cli", "manage models: pull, convert, config.json for OVMS"),
+    "capture": Worker(
+        "services.capture.settings",
+        "CaptureSettings",
+        "serve cameras as RTSP streams and announce them",
+    ),
+    "infer": Worker(
+        "services.infer.settings",
+        "InferSettings",
+        "run models on announced streams, publish results",
+    ),
+    "zoo": Worker(
+        "services.zoo.settings", "ZooSettings", "manage models: pull, convert, config.json for OVMS"
+    ),
 }
 
 
-def add_common(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("bus (every worker)")
-    g.add_argument(
-        "--broker", help="broker URL, e.g. mqtt://user:pass@host:1883 (env OVBUS_BROKER)"
-    )
-    g.add_argument("--prefix", help="topic root (env OVBUS_PREFIX, default ovbus)")
-    g.add_argument("--node-id", dest="node_id", help="this node's id (env OVBUS_NODE_ID)")
-    g.add_argument("--mqtt-version", dest="mqtt_version", choices=["5", "3.1.1"])
-    g.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
-    g.add_argument("--log-format", dest="log_format", choices=["text", "json"])
-
-
-COMMON_KEYS = ("broker", "prefix", "node_id", "mqtt_version", "log_level", "log_format")
+def settings_class(worker: str) -> type[BaseSettings]:
+    spec = WORKERS[worker]
+    cls: type[BaseSettings] = getattr(importlib.import_module(spec.settings), spec.cls)
+    return cls
 
 
 def node_settings(
-    args: argparse.Namespace, worker: str | None = None, own: Any = None
+    args: argparse.Namespace, worker: str | None = None, own: type[BaseSettings] | None = None
 ) -> NodeSettings:
-    return load_node({k: getattr(args, k, None) for k in COMMON_KEYS}, worker=worker, own=own)
+    return load_node({k: getattr(args, k, None) for k in BUS_FLAGS}, worker=worker, own=own)
 
 
-def _worker_module(name: str) -> ModuleType:
-    return importlib.import_module(WORKERS[name][0])
+def _sub(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    add_bus_flags(parser)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,25 +70,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ovbus {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (_, help_text) in WORKERS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_common(p)
-        _worker_module(name).add_arguments(p)
-    p = sub.add_parser("watch", help="print a camera's results as they arrive")
-    add_common(p)
+    for name, spec in WORKERS.items():
+        p = _sub(sub, name, spec.help)
+        add_settings_flags(
+            p.add_argument_group(f"{name} (env OVBUS_{name.upper()}_<FLAG>)"), settings_class(name)
+        )
+        if name == "zoo":
+            from services.zoo.client import add_client_commands
+
+            add_client_commands(p, add_bus_flags)
+    p = _sub(sub, "watch", "print a camera's results as they arrive")
     p.add_argument("camera", help="camera name")
     p.add_argument("--json", action="store_true", help="print raw JSON lines")
     p.add_argument("--count", type=int, default=0, help="stop after N results (0: never)")
     p.add_argument("--timeout", type=float, default=60.0, help="give up after S s without results")
-    p = sub.add_parser("up", help="start a local broker (unless --broker) and every worker")
-    add_common(p)
-    from ovbus import launcher
+    p = _sub(sub, "up", "start a local broker (unless --broker) and every worker")
+    from services.launcher import UpSettings
 
-    launcher.add_arguments(p)
+    add_settings_flags(p.add_argument_group("up (env OVBUS_UP_<FLAG>)"), UpSettings)
     p = sub.add_parser("schema", help="write JSON Schemas and docs/topics.md from the models")
     p.add_argument("--out", default="docs", help="docs folder (default: docs)")
     p.add_argument("--check", action="store_true", help="fail if the files are out of date")
     return parser
+
+
+def run_worker(name: str, args: argparse.Namespace) -> int:
+    cls = settings_class(name)
+    node = node_settings(args, name, cls)
+    if name == "zoo" and getattr(args, "zoo_command", None) not in (None, "serve"):
+        from services.zoo.client import run_client
+
+        return run_client(args, node)
+    worker = importlib.import_module(f"services.{name}.worker")
+    result: int = worker.main(node, settings_from(args, cls))
+    return result
 
 
 def watch(args: argparse.Namespace) -> int:
@@ -126,17 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command in WORKERS:
-            module = _worker_module(args.command)
-            result: int = module.run(args)
-            return result
+            return run_worker(args.command, args)
         if args.command == "watch":
             return watch(args)
         if args.command == "up":
-            from ovbus import launcher
+            from services import launcher
 
             return launcher.run(args, node_settings(args, "up", launcher.UpSettings))
         if args.command == "schema":
-            from ovbus import docgen
+            from services import docgen
 
             return docgen.main(args.out, check=args.check)
     except ConfigError as e:

@@ -15,8 +15,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from ovbus.demo import assets
 from ovbus.errors import OvbusError
+from services.demo import assets
 
 WIDTH: Final = 640
 HEIGHT: Final = 480

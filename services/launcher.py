@@ -21,8 +21,9 @@ from pydantic import Field
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from ovbus.log import configure, get_logger
-from ovbus.mosquitto import Mosquitto
-from ovbus.settings import NodeSettings, WorkerSettings, load, split_list
+from ovbus.settings import NodeSettings, WorkerSettings, split_list
+from services.flags import settings_from
+from services.mosquitto import Mosquitto
 
 log = get_logger(__name__)
 
@@ -33,12 +34,13 @@ class UpSettings(WorkerSettings):
     model_config = SettingsConfigDict(env_prefix="OVBUS_UP_", extra="forbid")
 
     cameras: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["demo=testsrc"], description="NAME=SOURCE, comma separated"
+        default_factory=lambda: ["demo=testsrc"],
+        description="cameras to serve, NAME=SOURCE (see ovbus capture --help)",
     )
     models: Path = Field(Path("models"), description="models folder (OVMS layout)")
     data: Path = Field(Path(".ovbus"), description="broker persistence and logs")
     broker_port: int = Field(1883, ge=1, le=65535, description="port of the local broker")
-    rtsp_port: int = Field(8554, ge=1, le=65535)
+    rtsp_port: int = Field(8554, ge=1, le=65535, description="RTSP port of the capture worker")
     default_model: str = Field(
         "blazeface",
         description="pulled by the zoo if absent and run on cameras without a spec; '' for none",
@@ -47,36 +49,17 @@ class UpSettings(WorkerSettings):
     _split = split_list("cameras")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--camera",
-        dest="cameras",
-        action="append",
-        metavar="NAME=SOURCE",
-        help="camera to serve (repeatable; default demo=testsrc)",
-    )
-    parser.add_argument("--models", help="models folder (default ./models)")
-    parser.add_argument("--data", help="folder for the local broker's data (default ./.ovbus)")
-    parser.add_argument("--broker-port", dest="broker_port", type=int)
-    parser.add_argument("--rtsp-port", dest="rtsp_port", type=int)
-    parser.add_argument(
-        "--default-model",
-        dest="default_model",
-        help="model for cameras without a pipeline spec (default blazeface; '' for none)",
-    )
-
-
 def _spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     log.info("starting worker", worker=name)
-    return subprocess.Popen([sys.executable, "-m", "ovbus.cli", *argv], env=env)
+    return subprocess.Popen([sys.executable, "-m", "services.cli", *argv], env=env)
 
 
 def run(args: argparse.Namespace, node: NodeSettings) -> int:
     configure(node.log_level, node.log_format)
-    up = load(UpSettings, {k: getattr(args, k, None) for k in UpSettings.model_fields})
+    up = settings_from(args, UpSettings)
     broker: Mosquitto | None = None
     broker_url = node.broker
-    if args.broker is None and "OVBUS_BROKER" not in os.environ:
+    if getattr(args, "broker", None) is None and "OVBUS_BROKER" not in os.environ:
         broker = Mosquitto(
             workdir=up.data.resolve() / "broker", host="127.0.0.1", port=up.broker_port
         ).start()

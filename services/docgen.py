@@ -280,9 +280,9 @@ def _annotation(annotation: Any) -> str:
 
 
 def render_configuration() -> str:
-    from ovbus.cli import WORKERS, _worker_module
-    from ovbus.launcher import UpSettings
     from ovbus.settings import ENV_PREFIX, NodeSettings
+    from services.cli import WORKERS, settings_class
+    from services.launcher import UpSettings
 
     out = [
         "# Configuration",
@@ -302,10 +302,7 @@ def render_configuration() -> str:
         "",
     ]
     for name in WORKERS:
-        module = _worker_module(name)
-        cls = next(
-            v for k, v in vars(module).items() if k.endswith("Settings") and k != "WorkerSettings"
-        )
+        cls = settings_class(name)
         out += [f"## `ovbus {name}`", "", *_settings_table(cls, f"{ENV_PREFIX}{name.upper()}_"), ""]
     out += ["## `ovbus up`", "", *_settings_table(UpSettings, f"{ENV_PREFIX}UP_"), ""]
     return "\n".join(out)
