@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 
 from ovbus.bus import Bus
-from ovbus.homeassistant import Discovery, HaDiscovery, discovery
+from ovbus.homeassistant import Discovery, HaDiscovery, discovery, object_id
 from ovbus.messages import Message
 from ovbus.payloads import InferenceState
 from services.mosquitto import Mosquitto
@@ -66,7 +66,7 @@ def test_discovery_lifecycle_on_the_broker(broker: Mosquitto, prefix: str) -> No
         disco = Discovery(node, "infer-ha", ha_prefix)
         disco.update("door", ["face"])
         first = configs.get()
-        assert first.topic.endswith("/config")
+        assert first.topic == f"{ha_prefix}/device/{object_id(prefix, 'door')}/config"
         parsed = HaDiscovery.model_validate_json(first.payload)
         jsonschema.validate(json.loads(first.payload), SCHEMA)
         # availability: both the node status and the inference state say available
