@@ -11,6 +11,8 @@ APT_PACKAGES=(
   gir1.2-gst-plugins-base-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   ffmpeg libgirepository1.0-dev libcairo2-dev pkg-config python3-dev python3-venv
+  # the browser test (tests/fleet/test_browser.py): Playwright drives Debian's Chromium
+  chromium
 )
 # Node.js for the Node-RED integration test (Node-RED 4.x runs on Node >= 18.5; Debian 12 has 18)
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
