@@ -12,7 +12,7 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from pydantic_settings import BaseSettings
 
@@ -21,35 +21,7 @@ from ovbus.errors import BusTimeout, ConfigError, OvbusError
 from ovbus.log import configure
 from ovbus.settings import NodeSettings, load_node
 from services.flags import BUS_FLAGS, add_bus_flags, add_settings_flags, settings_from
-
-
-class Worker(NamedTuple):
-    settings: str  # module holding the settings class
-    cls: str  # its name
-    help: str
-
-
-WORKERS = {
-    "capture": Worker(
-        "services.capture.settings",
-        "CaptureSettings",
-        "serve cameras as RTSP streams and announce them",
-    ),
-    "infer": Worker(
-        "services.infer.settings",
-        "InferSettings",
-        "run models on announced streams, publish results",
-    ),
-    "zoo": Worker(
-        "services.zoo.settings", "ZooSettings", "manage models: pull, convert, config.json for OVMS"
-    ),
-}
-
-
-def settings_class(worker: str) -> type[BaseSettings]:
-    spec = WORKERS[worker]
-    cls: type[BaseSettings] = getattr(importlib.import_module(spec.settings), spec.cls)
-    return cls
+from services.workers import WORKERS, settings_class
 
 
 def node_settings(

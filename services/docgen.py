@@ -281,8 +281,8 @@ def _annotation(annotation: Any) -> str:
 
 def render_configuration() -> str:
     from ovbus.settings import ENV_PREFIX, NodeSettings
-    from services.cli import WORKERS, settings_class
     from services.launcher import UpSettings
+    from services.workers import WORKERS, settings_class
 
     out = [
         "# Configuration",

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from ovbus.settings import NodeSettings, check_environment, load
-from services.cli import WORKERS, build_parser, settings_class
+from services.cli import build_parser
+from services.workers import WORKERS, settings_class
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

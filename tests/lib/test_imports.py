@@ -1,0 +1,157 @@
+"""The import contract, read from the source (every import, at module level or inside a function):
+the client library never imports the services, no worker imports another worker, and there are no
+import cycles (a lazy import inside a function still counts: it only hides the cycle)."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("ovbus", "services")
+WORKERS = ("capture", "infer", "zoo")
+MAX_LINES = 400
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {
+        module_name(path): path
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+
+
+def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node, except those under ``if TYPE_CHECKING:`` (never executed)."""
+    for child in ast.iter_child_nodes(tree):
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            for orelse in child.orelse:
+                yield orelse
+                yield from runtime_nodes(orelse)
+            continue
+        yield child
+        yield from runtime_nodes(child)
+
+
+def imported(path: Path, name: str, known: set[str]) -> Iterator[str]:
+    """The project modules ``path`` imports at run time (``from a.b import c`` is ``a.b.c`` when
+    that is a module, else ``a.b``)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in runtime_nodes(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                yield target
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    known = set(mods)
+    return {name: set(imported(path, name, known)) for name, path in mods.items()}
+
+
+def worker_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "services" and parts[1] in WORKERS else None
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_library_imports_nothing_from_the_services() -> None:
+    bad = [
+        f"{m} -> {t}"
+        for m, targets in graph().items()
+        if m.split(".")[0] == "ovbus"
+        for t in sorted(targets)
+        if t.split(".")[0] == "services"
+    ]
+    assert bad == []
+
+
+def test_no_worker_imports_another() -> None:
+    bad = [
+        f"{m} -> {t}"
+        for m, targets in graph().items()
+        for t in sorted(targets)
+        if worker_of(m) and worker_of(t) and worker_of(m) != worker_of(t)
+    ]
+    assert bad == []
+
+
+def test_no_import_cycles() -> None:
+    edges = graph()
+    # a package's __init__ importing its own modules is how a package exposes them, not a cycle
+    for name in list(edges):
+        edges[name] = {t for t in edges[name] if not t.startswith(name + ".")}
+    assert cycles(edges) == []
+
+
+def test_no_module_over_the_size_limit() -> None:
+    long = {
+        name: n
+        for name, path in modules().items()
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}
+
+
+def test_the_checker_sees_what_it_must() -> None:
+    """The contract checks above would catch a violation: cycles and lazy imports are found."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    edges = graph()
+    # services.cli imports the zoo client inside a function: lazy imports are seen
+    assert "services.zoo.client" in edges["services.cli"]
+    assert worker_of("services.zoo.client") == "zoo" and worker_of("services.cli") is None
