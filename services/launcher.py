@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +22,7 @@ from ovbus.log import configure, get_logger
 from ovbus.settings import NodeSettings, WorkerSettings, split_list
 from services.flags import settings_from
 from services.mosquitto import Mosquitto
+from services.supervisor import Supervisor, WorkerExited
 
 log = get_logger(__name__)
 
@@ -49,9 +48,8 @@ class UpSettings(WorkerSettings):
     _split = split_list("cameras")
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log.info("starting worker", worker=name)
-    return subprocess.Popen([sys.executable, "-m", "services.cli", *argv], env=env)
+#: Seconds the zoo gets to write config.json before the other workers start.
+CONFIG_WAIT = 30.0
 
 
 def run(args: argparse.Namespace, node: NodeSettings) -> int:
@@ -72,33 +70,6 @@ def run(args: argparse.Namespace, node: NodeSettings) -> int:
     cams: list[str] = []
     for cam in up.cameras:
         cams += ["--camera", cam]
-    procs = {
-        "zoo": _spawn(
-            "zoo",
-            [
-                "zoo",
-                *common,
-                "--models",
-                str(up.models),
-                *(["--pull-default"] if up.default_model == "blazeface" else []),
-            ],
-            env,
-        ),
-        "capture": _spawn(
-            "capture", ["capture", *common, *cams, "--rtsp-port", str(up.rtsp_port)], env
-        ),
-        "infer": _spawn(
-            "infer",
-            [
-                "infer",
-                *common,
-                "--models",
-                str(up.models),
-                *(["--default-model", up.default_model] if up.default_model else []),
-            ],
-            env,
-        ),
-    }
     stop = {"flag": False}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -106,27 +77,26 @@ def run(args: argparse.Namespace, node: NodeSettings) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    failed: str | None = None
+    workers = Supervisor()
     try:
+        pull = ["--pull-default"] if up.default_model == "blazeface" else []
+        workers.spawn("zoo", ["zoo", *common, "--models", str(up.models), *pull], env)
+        # the zoo writes config.json on start: the infer worker then never starts without one
+        deadline = time.monotonic() + CONFIG_WAIT
+        while not (up.models / "config.json").exists() and time.monotonic() < deadline:
+            workers.check()
+            time.sleep(0.1)
+        workers.spawn("capture", ["capture", *common, *cams, "--rtsp-port", str(up.rtsp_port)], env)
+        default = ["--default-model", up.default_model] if up.default_model else []
+        workers.spawn("infer", ["infer", *common, "--models", str(up.models), *default], env)
         while not stop["flag"]:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    failed = name
-                    log.error("worker exited", worker=name, code=proc.returncode)
-                    stop["flag"] = True
-                    break
+            workers.check()
             time.sleep(0.2)
+    except WorkerExited as e:
+        log.error("worker exited", worker=e.name, code=e.exit_code)
+        return 1
     finally:
-        for name in ("infer", "capture", "zoo"):
-            proc = procs[name]
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in procs.items():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                log.warning("worker did not stop, killing", worker=name)
-                proc.kill()
+        workers.stop()
         if broker is not None:
             broker.stop()
-    return 1 if failed else 0
+    return 0

@@ -39,6 +39,7 @@ class Zoo:
         self.settings = settings
         self.folder = ModelsFolder(settings.models)
         self.config = ConfigStore(self.folder.root)
+        self.config.update(lambda doc: None)  # OVMS and the infer workers need the file to exist
         self.folder.clean_staging()
         self.catalog = Catalog(settings.catalog)
         self.cancel = threading.Event()

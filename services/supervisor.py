@@ -1,0 +1,152 @@
+"""The one process supervisor: ``ovbus up``, ``make demo``, the benchmarks and the tests all start
+workers through it.
+
+Workers are ``python -m services.cli <argv>`` child processes, started in order and stopped in
+reverse order, each with a clean shutdown (SIGTERM, so the worker publishes ``offline`` and closes
+its streams; SIGKILL only after a grace period). Each worker's output goes to ``<logs>/<name>.log``
+(or to this process's output when no log folder is given). ``check()`` raises ``WorkerExited``
+naming the worker, its exit code and its log, so a dead worker is never silent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from ovbus.errors import OvbusError
+from ovbus.log import get_logger
+
+log = get_logger(__name__)
+
+#: Seconds a worker gets to stop after SIGTERM before it is killed.
+GRACE = 15.0
+
+
+class WorkerExited(OvbusError):
+    """A supervised worker process exited while it should be running."""
+
+    def __init__(self, name: str, code: int, log_path: Path | None, tail: str = "") -> None:
+        where = f"; see {log_path}" if log_path else ""
+        super().__init__(
+            f"the {name} worker exited (code {code}){where}" + (f"\n{tail}" if tail else "")
+        )
+        self.name = name
+        self.exit_code = code
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = GRACE) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            log.warning("process did not stop, killing", pid=proc.pid)
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def worker_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a worker: ``base`` (default ours) without ``OVBUS_*`` variables (the
+    supervisor passes settings as flags or in ``extra``), plus ``extra``."""
+    source = os.environ if base is None else base
+    env = {k: v for k, v in source.items() if not k.startswith("OVBUS_")}
+    env.update(extra)
+    return env
+
+
+class Supervisor:
+    """Worker processes of one stack; a context manager that stops them all on exit."""
+
+    def __init__(
+        self,
+        logs: Path | None = None,
+        *,
+        cwd: Path | None = None,
+        new_session: bool = False,
+        grace: float = GRACE,
+    ) -> None:
+        self.logs = logs
+        self.cwd = cwd
+        self.new_session = new_session
+        self.grace = grace
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+
+    def log_path(self, name: str) -> Path | None:
+        return self.logs / f"{name}.log" if self.logs is not None else None
+
+    def spawn(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``ovbus <argv>`` as worker ``name`` (a name can be reused once it has exited).
+        ``env`` is the whole environment; by default ours without ``OVBUS_*`` variables."""
+        if name in self.procs and self.procs[name].poll() is None:
+            raise OvbusError(f"worker {name!r} is already running")
+        command = [sys.executable, "-m", "services.cli", *argv]
+        environ = dict(env) if env is not None else worker_env()
+        path = self.log_path(name)
+        log.info("starting worker", worker=name)
+        if path is None:
+            proc = subprocess.Popen(
+                command, env=environ, cwd=self.cwd, start_new_session=self.new_session
+            )
+        else:
+            with open(path, "ab") as out:
+                proc = subprocess.Popen(
+                    command,
+                    stdout=out,
+                    stderr=out,
+                    env=environ,
+                    cwd=self.cwd,
+                    start_new_session=self.new_session,
+                )
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str, tail: int = 3000) -> str:
+        path = self.log_path(name)
+        if path is None or not path.exists():
+            return ""
+        return path.read_text(errors="replace")[-tail:]
+
+    def exited(self) -> tuple[str, int] | None:
+        """The first worker that has exited, and its code."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                return name, proc.returncode
+        return None
+
+    def check(self) -> None:
+        """Raise ``WorkerExited`` if a worker has exited."""
+        gone = self.exited()
+        if gone is not None:
+            name, code = gone
+            raise WorkerExited(name, code, self.log_path(name), self.log(name, 1500))
+
+    def stop(self, name: str | None = None) -> None:
+        """Stop one worker, or all of them in reverse start order (SIGTERM to all first, so they
+        shut down in parallel)."""
+        names = [name] if name is not None else list(reversed(self.procs))
+        for n in names:
+            if self.procs[n].poll() is None:
+                self.procs[n].send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        for n in names:
+            stop_process(self.procs[n], max(0.1, deadline - time.monotonic()))
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
