@@ -1,0 +1,68 @@
+"""Decoded frames as the reader hands them out (:class:`Frame`), the I420 plane copy that makes
+them, and the NTP time conversion behind their capture times. Plain numpy: no GStreamer here;
+OpenCV is imported on the first BGR conversion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+#: Seconds from the NTP epoch (1900-01-01) to the Unix epoch (1970-01-01).
+NTP_UNIX_OFFSET_S: Final = 2_208_988_800
+
+FrameClock = Literal["rtcp-ntp", "arrival"]
+
+
+def ntp_ns_to_unix(ntp_ns: int) -> float:
+    """NTP nanoseconds (since 1900) -> Unix epoch seconds."""
+    return ntp_ns / 1e9 - NTP_UNIX_OFFSET_S
+
+
+@dataclass(slots=True)
+class Frame:
+    """A decoded frame, kept as it was decoded (I420, shape ``(h * 3 / 2, w)``); :attr:`image`
+    converts it to BGR on first use, so a frame replaced before anyone took it (skipped) never
+    pays for the conversion. ``captured_at`` is Unix seconds; ``clock`` says where it came from:
+    ``rtcp-ntp`` (the capture node's sender reports) or ``arrival`` (before the first report)."""
+
+    yuv: npt.NDArray[np.uint8]
+    index: int
+    captured_at: float
+    clock: FrameClock
+    received_at: float
+    _bgr: npt.NDArray[np.uint8] | None = field(default=None, repr=False)
+
+    @property
+    def image(self) -> npt.NDArray[np.uint8]:
+        """The frame in BGR (height, width, 3), converted once."""
+        if self._bgr is None:
+            import cv2
+
+            self._bgr = np.asarray(cv2.cvtColor(self.yuv, cv2.COLOR_YUV2BGR_I420), dtype=np.uint8)
+        return self._bgr
+
+    @property
+    def width(self) -> int:
+        return int(self.yuv.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.yuv.shape[0] * 2 // 3)
+
+
+def i420(
+    data: bytes | memoryview, width: int, height: int, offsets: list[int], strides: list[int]
+) -> npt.NDArray[np.uint8]:
+    """A contiguous I420 image ``(h * 3 / 2, w)`` from a mapped buffer's three planes, dropping
+    any row padding (and a last odd row or column, which I420 to BGR cannot take)."""
+    w, h = width - width % 2, height - height % 2
+    raw = np.frombuffer(data, np.uint8)
+    planes = []
+    for i, (pw, ph) in enumerate(((w, h), (w // 2, h // 2), (w // 2, h // 2))):
+        rows = height if i == 0 else (height + 1) // 2
+        plane = raw[offsets[i] : offsets[i] + strides[i] * rows].reshape(rows, strides[i])
+        planes.append(plane[:ph, :pw].reshape(-1))
+    return np.concatenate(planes).reshape(h * 3 // 2, w)

@@ -1,0 +1,277 @@
+"""The one RTSP reader of ovbus: the infer worker, the notebook helper, the tests and the bench
+all read streams through :class:`RtspReader`.
+
+::
+
+    with RtspReader("rtsp://127.0.0.1:8554/door", camera="door") as reader:
+        frame = reader.read(timeout=5.0)       # the newest frame, or StreamError
+        frame.image                            # BGR (converted on first use), frame.yuv is I420
+        frame.captured_at, frame.clock         # Unix seconds, "rtcp-ntp" or "arrival"
+
+What it does:
+
+- **Newest frame wins.** A reader thread pulls decoded frames into a one-frame slot;
+  :meth:`RtspReader.latest` takes it; a frame replaced before anyone took it is counted in
+  ``skipped``, never queued.
+- **Frames as decoded.** Frames stay I420 (what H.264 and JPEG decode to); :attr:`Frame.image`
+  converts to BGR on first use, so skipped frames never pay for the conversion.
+- **Capture times.** ovbus capture nodes run on the system clock and send RTCP sender reports
+  that map RTP time to the wall-clock capture time; ``rtspsrc add-reference-timestamp-meta``
+  puts it on every buffer as a ``timestamp/x-ntp`` meta (NTP nanoseconds), which
+  :func:`capture_time` turns into Unix seconds. Until the first report the arrival time is used
+  and the frame says so (``clock="arrival"``).
+- **Stream data is data.** The pipeline is built element by element, the URL set as a property
+  value, never pasted into a launch string; :func:`check_url` refuses anything but a plain
+  ``rtsp://`` or ``rtsps://`` URL before any element exists.
+- **Cannot be killed.** A stream that fails, ends or stalls for ``frame_timeout`` seconds, and
+  any unexpected exception in the reader thread, becomes an ``error`` state (``on_state``) and a
+  reopen after an exponential backoff capped at ``backoff_max``.
+- **GStreamer loaded lazily.** ``import ovbus`` works without PyGObject; :func:`init` initialises
+  GStreamer and registers the GI types the reader threads use, once, under a lock. Call it from
+  the main thread before starting readers (the infer worker does): PyGObject can register a type
+  twice when threads first use it at once (``Expected Gst.MapInfo, but got
+  gi.repository.Gst.MapInfo``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from ovbus.errors import ErrorCode, StreamError
+from ovbus.frames import NTP_UNIX_OFFSET_S, Frame, FrameClock, i420, ntp_ns_to_unix
+from ovbus.log import get_logger
+from ovbus.rtsp_pipeline import build_pipeline, capture_time, check_url, init, video_info
+
+__all__ = [
+    "NTP_UNIX_OFFSET_S",
+    "Frame",
+    "ReaderState",
+    "RtspReader",
+    "StateCallback",
+    "build_pipeline",
+    "capture_time",
+    "check_url",
+    "init",
+    "ntp_ns_to_unix",
+]
+
+log = get_logger(__name__)
+
+ReaderState = Literal["connecting", "streaming", "error", "stopped"]
+StateCallback = Callable[[ReaderState, StreamError | None], None]
+
+
+class RtspReader:
+    """Reads one RTSP URL on its own thread; :meth:`latest` and :meth:`read` hand out the
+    newest frame. The URL is checked (:func:`check_url`) here: a refused one raises
+    ``StreamError`` (code ``bad_payload``) and nothing is built."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        camera: str = "",
+        frame_timeout: float = 10.0,
+        backoff_max: float = 10.0,
+        latency_ms: int = 0,
+        tcp: bool = False,
+        on_state: StateCallback | None = None,
+    ) -> None:
+        self._who = f"camera {camera}: " if camera else ""
+        try:
+            check_url(url)
+        except StreamError as e:
+            raise StreamError(f"{self._who}{e.message}", code=e.code) from None
+        self.url = url
+        self.camera = camera
+        self.frame_timeout = frame_timeout
+        self.backoff_max = backoff_max
+        self.latency_ms = latency_ms
+        self.tcp = tcp
+        self._on_state = on_state
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._stop = threading.Event()
+        self._index = 0
+        self._errors = 0  # how many error states so far (read() raises on a new one)
+        self._session_frames = 0
+        self.skipped = 0
+        self.reconnects = 0
+        self.frames = 0
+        self.state: ReaderState = "connecting"
+        self.error: StreamError | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"reader:{camera or url[:40]}", daemon=True
+        )
+
+    # lifecycle -------------------------------------------------------------------------------
+    def start(self) -> RtspReader:
+        init()  # before the thread: GI types are registered by one thread only
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    close = stop
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def alive(self) -> bool:
+        """The reader thread runs (it ends only after :meth:`stop`)."""
+        return self._thread.is_alive()
+
+    def __enter__(self) -> RtspReader:
+        if not self._thread.is_alive() and not self._stop.is_set():
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # frames ------------------------------------------------------------------------------------
+    def latest(self, timeout: float) -> Frame | None:
+        """Take the newest frame, waiting up to ``timeout`` s; ``None`` if none came."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._frame is None and not self._stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            frame, self._frame = self._frame, None
+            return frame
+
+    def read(self, timeout: float = 10.0) -> Frame:
+        """Take the newest frame; ``StreamError`` if the stream fails (error, end of stream)
+        while waiting, or no frame comes within ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            errors = self._errors
+            while self._frame is None:
+                if self._errors != errors and self.error is not None:
+                    raise self.error
+                if self._stop.is_set():
+                    raise StreamError(f"{self._who}reader stopped")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    cause = f" (last error: {self.error.message})" if self.error else ""
+                    raise StreamError(
+                        f"{self._who}no frame from the stream within {timeout:.1f} s{cause}"
+                    )
+                self._cond.wait(remaining)
+            frame, self._frame = self._frame, None
+            return frame
+
+    # the reader thread -------------------------------------------------------------------------
+    def _state(self, state: ReaderState, error: StreamError | None) -> None:
+        with self._cond:
+            self.state, self.error = state, error
+            if error is not None:
+                self._errors += 1
+            self._cond.notify_all()
+        if self._on_state is not None:
+            try:
+                self._on_state(state, error)
+            except Exception:
+                log.exception("stream state callback failed", camera=self.camera)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            self._session_frames = 0
+            error: StreamError | None = None
+            try:
+                self._state("connecting", None)
+                self._read_once()
+            except StreamError as e:
+                error = e
+            except Exception as e:  # anything else must not kill the reader: error + restart
+                log.exception("reader failed", camera=self.camera)
+                error = StreamError(
+                    f"{self._who}reader failed: {type(e).__name__}: {e}", code=ErrorCode.INTERNAL
+                )
+            if self._stop.is_set():
+                break
+            if error is not None:
+                log.warning("stream failed", camera=self.camera, error=error.message)
+                self._state("error", error)
+            backoff = 0.5 if self._session_frames else min(self.backoff_max, backoff * 2)
+            self.reconnects += 1
+            log.info("reconnecting", camera=self.camera, in_s=round(backoff, 2))
+            self._stop.wait(backoff)
+        self._state("stopped", None)
+
+    def _read_once(self) -> None:
+        """One session: open, pull frames until error, end, stall or stop."""
+        gst = init()
+        pipeline, sink = build_pipeline(
+            self.url, timeout_s=self.frame_timeout, latency_ms=self.latency_ms, tcp=self.tcp
+        )
+        bus = pipeline.get_bus()
+        try:
+            if pipeline.set_state(gst.State.PLAYING) == gst.StateChangeReturn.FAILURE:
+                raise StreamError(f"{self._who}cannot open the stream")
+            last = time.monotonic()
+            while not self._stop.is_set():
+                self._check_bus(gst, bus)
+                sample = sink.emit("try-pull-sample", int(0.2 * gst.SECOND))
+                if sample is None:
+                    if sink.get_property("eos"):
+                        raise StreamError(f"{self._who}the stream ended")
+                    if time.monotonic() - last > self.frame_timeout:
+                        raise StreamError(f"{self._who}no frame for {self.frame_timeout:.1f} s")
+                    continue
+                last = time.monotonic()
+                self._deliver(sample)
+                self._session_frames += 1
+                if self._session_frames == 1:
+                    self._state("streaming", None)
+        finally:
+            pipeline.set_state(gst.State.NULL)
+
+    def _check_bus(self, gst: Any, bus: Any) -> None:
+        while True:
+            msg = bus.pop_filtered(gst.MessageType.ERROR | gst.MessageType.EOS)
+            if msg is None:
+                return
+            if msg.type == gst.MessageType.EOS:
+                raise StreamError(f"{self._who}the stream ended")
+            err, _debug = msg.parse_error()
+            raise StreamError(f"{self._who}{err.message}")
+
+    def _deliver(self, sample: Any) -> None:
+        arrival = time.time()
+        gst = init()
+        buffer = sample.get_buffer()
+        video = video_info(sample.get_caps())
+        ok, info = buffer.map(gst.MapFlags.READ)
+        if not ok:
+            return
+        try:
+            yuv = i420(
+                info.data, video.width, video.height, list(video.offset[:3]), list(video.stride[:3])
+            )
+        finally:
+            buffer.unmap(info)
+        captured = capture_time(buffer)
+        clock: FrameClock = "rtcp-ntp"
+        if captured is None or captured <= 0:
+            captured, clock = arrival, "arrival"
+        with self._cond:
+            if self._frame is not None:
+                self.skipped += 1
+            self._index += 1
+            self.frames += 1
+            self._frame = Frame(yuv, self._index, captured, clock, arrival)
+            self._cond.notify_all()
