@@ -5,9 +5,7 @@ a subscriber that timestamps every result on arrival."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +30,7 @@ from ovbus.payloads import (
 )
 from services.demo import assets, media
 from services.mosquitto import Mosquitto, free_port
+from services.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "bench"
@@ -113,28 +112,12 @@ class Stack:
         self.collector = Collector()
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
-        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
-        self._exit.callback(log.close)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", *argv], stdout=log, stderr=log, env=env, cwd=ROOT
-        )
+        proc = self.workers.spawn(name, argv)
         self.procs[name] = proc
-        self._exit.callback(self._stop, proc)
         return proc
 
-    @staticmethod
-    def _stop(proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
     def log(self, name: str) -> str:
-        return (self.tmp / f"{name}.log").read_text(errors="replace")[-3000:]
+        return self.workers.log(name)
 
     def __enter__(self) -> Stack:
         try:
@@ -149,6 +132,7 @@ class Stack:
         )
         self.models = self.tmp / "models"
         self.models.mkdir()
+        self.workers = self._exit.enter_context(Supervisor(self.tmp, cwd=ROOT))
         broker = self._exit.enter_context(Mosquitto(workdir=self.tmp / "broker"))
         self.broker_url = broker.url
         common = ["--broker", broker.url, "--prefix", PREFIX]

@@ -10,9 +10,7 @@ stops everything cleanly. ``--duration S`` stops after S seconds (used by the te
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ from ovbus.payloads import ModelState
 from services.demo import assets, media
 from services.demo.dashboard import Dashboard
 from services.mosquitto import Mosquitto, free_port
+from services.supervisor import Supervisor
 
 MODEL = "blazeface"
 PREFIX = "ovbus"
@@ -60,50 +59,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class Stack:
+class Stack(Supervisor):
     """The broker and worker processes of the demo, stopped in reverse order."""
 
     def __init__(self, output: Path) -> None:
-        self.logs = output / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        super().__init__(output / "logs", new_session=True)
         self.broker: Mosquitto | None = None
 
     def start_broker(self) -> str:
         self.broker = Mosquitto(workdir=assets.CACHE / "demo" / "broker").start()
         return self.broker.url
 
-    def spawn(self, name: str, argv: list[str]) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
-        with open(self.logs / f"{name}.log", "ab") as log:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", *argv],
-                stdout=log,
-                stderr=log,
-                env=env,
-                start_new_session=True,
-            )
-
-    def check(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise OvbusError(
-                    f"the {name} worker exited (code {proc.returncode}); "
-                    f"see {self.logs / (name + '.log')}"
-                )
-
-    def stop(self) -> None:
-        for name in reversed(list(self.procs)):
-            proc = self.procs[name]
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if self.broker is not None:
+    def stop(self, name: str | None = None) -> None:
+        super().stop(name)
+        if name is None and self.broker is not None:
             self.broker.stop()
 
 

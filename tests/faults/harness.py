@@ -15,7 +15,9 @@ from pathlib import Path
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
 from ovbus.payloads.detections import DetectionResult
-from tests.fleet.stack import _spawn, stop_process
+from services.supervisor import Supervisor
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class ZooProcess:
@@ -28,13 +30,15 @@ class ZooProcess:
         self.log_path = log
         argv = ["zoo", "--broker", broker, "--prefix", prefix, "--node-id", node_id]
         argv += ["--models", str(models), "--import-dir", str(imports)]
-        self.proc: subprocess.Popen[bytes] = _spawn(argv, log)
+        argv += ["--allow-private-hosts"]  # the test servers run on 127.0.0.1
+        self.workers = Supervisor(log.parent, cwd=ROOT)
+        self.proc: subprocess.Popen[bytes] = self.workers.spawn(log.stem, argv)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> int | None:
-        stop_process(self.proc)
+        self.workers.stop()
         return self.proc.returncode
 
 

@@ -20,7 +20,7 @@ from ovbus.errors import BusTimeout
 from ovbus.payloads import DetectedObject, DetectionResult, ModelResult, ModelState, PipelineSpec
 from services.demo import assets
 from services.mosquitto import Mosquitto
-from tests.fleet.stack import stop_process
+from services.supervisor import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_RED = ROOT / "integrations" / "node-red"
