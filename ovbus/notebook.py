@@ -8,15 +8,19 @@ all" on a machine where nothing runs ends in seconds with a useful error instead
 from __future__ import annotations
 
 import html
-import threading
-import time
+import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ovbus.bus import Bus
+from ovbus.codec import describe_validation
 from ovbus.draw import annotate
 from ovbus.errors import BusTimeout, ConnectError, OvbusError, PayloadError, StreamError
 from ovbus.payloads import (
@@ -40,6 +44,52 @@ class NotebookError(OvbusError):
     """Something the notebook needs is not running; the message says what to start."""
 
 
+#: Names the stack file that ``make demo`` and ``ovbus up --jupyter`` write for their JupyterLab
+#: (not ``OVBUS_*``: workers refuse unknown ``OVBUS_*`` variables as typos).
+STACK_FILE_ENV = "JUPYTER_OVBUS_STACK"
+_STACK_ENV = {
+    "broker": "OVBUS_BROKER",
+    "prefix": "OVBUS_PREFIX",
+    "camera": "OVBUS_CAMERA",
+    "seconds": "OVBUS_NOTEBOOK_SECONDS",
+    "models": "OVBUS_MODELS",
+}
+
+
+class StackSettings(BaseModel):
+    """Where the stack is, as a notebook's first cell reads it (:func:`stack_settings`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    broker: str = "mqtt://localhost:1883"
+    prefix: str = "ovbus"
+    camera: str = "demo"
+    seconds: float = Field(30.0, gt=0, description="how long a live view runs")
+    models: str = Field("/models", description="the zoo's models folder, as seen here")
+
+
+def stack_settings(environ: Mapping[str, str] | None = None) -> StackSettings:
+    """Each setting from the stack file named by ``$JUPYTER_OVBUS_STACK`` (JSON, written by
+    ``make demo`` and ``ovbus up --jupyter``), else from ``OVBUS_BROKER``, ``OVBUS_PREFIX``,
+    ``OVBUS_CAMERA``, ``OVBUS_NOTEBOOK_SECONDS``, ``OVBUS_MODELS``, else the default."""
+    env = os.environ if environ is None else environ
+    given: dict[str, Any] = {f: env[name] for f, name in _STACK_ENV.items() if env.get(name)}
+    path = env.get(STACK_FILE_ENV)
+    if path:
+        try:
+            given.update(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as e:
+            raise NotebookError(
+                f"cannot read the stack file {path} (${STACK_FILE_ENV}): {e}"
+            ) from e
+    try:
+        return StackSettings.model_validate(given)
+    except ValidationError as e:
+        raise NotebookError(
+            f"bad stack settings ({path or 'environment'}): {describe_validation(e)}"
+        ) from e
+
+
 def connect(broker: str, prefix: str = "ovbus", timeout: float = 5.0) -> Bus:
     """Connect, or fail within ``timeout`` seconds saying what to start."""
     try:
@@ -60,45 +110,40 @@ def wait_for_camera(bus: Bus, camera: str, timeout: float = 10.0) -> StreamDescr
 
 
 class LatestFrame:
-    """Reads an RTSP stream on a thread and keeps only the newest decoded frame."""
+    """The newest frame of an RTSP stream, read by :class:`ovbus.rtsp.RtspReader` on its own
+    thread (GStreamer; reopened by itself when the stream fails). :meth:`get` returns the newest
+    BGR frame (the last one again until a newer one came); :attr:`captured_at` is its capture
+    time (Unix seconds, from the capture node's RTCP sender reports)."""
 
     def __init__(self, url: str, timeout: float = 15.0) -> None:
-        import cv2
+        from ovbus.rtsp import RtspReader
 
-        self._cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
-        self._frame: Frame | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self.frames = 0
-        if not self._cap.isOpened():
-            raise StreamError(f"cannot open {url}: is the capture worker running?")
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while self.get() is None:
-            if time.monotonic() > deadline:
-                self.close()
-                raise StreamError(f"no frame from {url} within {timeout:.0f} s")
-            time.sleep(0.05)
+        self._reader = RtspReader(url).start()
+        try:
+            self._last = self._reader.read(timeout)
+        except StreamError as e:
+            self._reader.stop()
+            raise StreamError(
+                f"no frame from {url} within {timeout:.0f} s ({e.message}): "
+                "is the capture worker running?"
+            ) from None
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ok, frame = self._cap.read()
-            if not ok:
-                time.sleep(0.05)
-                continue
-            with self._lock:
-                self._frame = np.asarray(frame, dtype=np.uint8)
-                self.frames += 1
+    @property
+    def frames(self) -> int:
+        return self._reader.frames
+
+    @property
+    def captured_at(self) -> float:
+        return self._last.captured_at
 
     def get(self) -> Frame | None:
-        with self._lock:
-            return None if self._frame is None else self._frame.copy()
+        newer = self._reader.latest(0)
+        if newer is not None:
+            self._last = newer
+        return self._last.image.copy()
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._cap.release()
+        self._reader.stop()
 
 
 def draw(frame: Frame, result: DetectionResult | None, quality: int = 80) -> bytes:
