@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,11 @@ import pytest
 
 from ovbus.bus import Bus
 from services.mosquitto import Mosquitto
+
+# The test servers (package index, model storage, Hugging Face stand-ins) run on 127.0.0.1, which
+# the zoo refuses by default: every zoo the tests build in this process may fetch from it.
+# tests/faults/test_downloads.py shows that with the setting off loopback is refused.
+os.environ.setdefault("OVBUS_ZOO_ALLOW_PRIVATE_HOSTS", "true")
 
 #: Users of the password listener and the ACL that the broker fixture loads.
 USERS = {"admin": "admin-secret", "reader": "reader-secret"}

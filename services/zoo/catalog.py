@@ -22,7 +22,7 @@ from ovbus.errors import ConfigError, ErrorCode, RequestError
 from ovbus.payloads.base import Name
 from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.zoo import OmzSource, Precision, Source, WheelSource
-from services.zoo.fetch import Expected
+from services.http import Expected
 
 
 class FileCheck(BaseModel):

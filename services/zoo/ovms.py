@@ -15,23 +15,17 @@ each model's per-version status) and logged as a warning.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
+from ovbus.errors import FetchError
 from ovbus.log import get_logger
+from services import http
 
 log = get_logger(__name__)
 
 
 def _call(method: str, url: str, timeout: float) -> tuple[int, Any]:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, body = response.status, response.read()
-    except urllib.error.HTTPError as e:
-        status, body = e.code, e.read()
-        e.close()
+    status, body = http.call(method, url, timeout=timeout)
     try:
         return status, json.loads(body) if body else None
     except ValueError:
@@ -49,10 +43,9 @@ def reload(base_url: str, *, timeout: float = 60.0) -> dict[str, Any]:
             message = body.get("error") if isinstance(body, dict) else body
             result["error"] = f"OVMS config reload answered HTTP {status}: {message}"
         status, body = _call("GET", f"{base}/v1/config", timeout)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        log.warning("OVMS unreachable", url=base, error=str(reason))
-        return {"ok": False, "error": f"OVMS at {base} unreachable: {reason}", "models": {}}
+    except FetchError as e:
+        log.warning("OVMS unreachable", url=base, error=e.message)
+        return {"ok": False, "error": f"OVMS at {base} unreachable: {e.message}", "models": {}}
     result["models"] = parse_status(body) if status == 200 else {}
     if status != 200:
         result["ok"] = False

@@ -51,6 +51,8 @@ class Zoo:
             import_dirs=tuple(settings.import_dirs),
             timeout=settings.download_timeout,
             cancel=self.cancel,
+            allow_private=settings.allow_private_hosts,
+            max_bytes=settings.max_download,
         )
         for part in self.ctx.wheel_cache.glob(".*.part"):
             part.unlink(missing_ok=True)  # a download cut by a kill

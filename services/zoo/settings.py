@@ -43,6 +43,14 @@ class ZooSettings(WorkerSettings):
     pull_default: bool = Field(False, description="pull the default model (BlazeFace) if absent")
     jobs: int = Field(2, ge=1, le=16, description="pulls/removals run at the same time")
     download_timeout: float = Field(60.0, gt=0, le=3600, description="socket timeout, seconds")
+    max_download: int = Field(
+        8 * 1024**3, ge=1024, description="largest file one download may bring, bytes"
+    )
+    allow_private_hosts: bool = Field(
+        False,
+        description="download from loopback, link-local and private addresses too (a package "
+        "mirror on the LAN); off, such URLs and redirects to them are refused",
+    )
     convert_timeout: float = Field(600.0, gt=0, le=7200, description="conversion limit, seconds")
 
     _split = split_list("import_dirs")

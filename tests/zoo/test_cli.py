@@ -71,6 +71,7 @@ def start_zoo(
             str(site.catalog),
             "--cache",
             str(tmp_path / "cache"),
+            "--allow-private-hosts",  # the test servers run on 127.0.0.1
             *extra,
         ],
         cwd=ROOT,

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from ovbus.errors import ConfigError, ErrorCode, FetchError, StoreError
+from services.http import check_url
+from services.wheels import WheelLink, _Links, normalize, pick
 from services.zoo.catalog import BUILTIN, Catalog
-from services.zoo.fetch import check_url
 from services.zoo.ovms import parse_status
 from services.zoo.sources import allowed_file
 from services.zoo.states import current_version
-from services.zoo.wheels import WheelLink, _Links, normalize, pick
 
 
 def test_index_page_links_resolve_and_keep_sha256() -> None:

