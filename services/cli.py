@@ -17,6 +17,7 @@ from typing import Any
 from pydantic_settings import BaseSettings
 
 from ovbus import __version__
+from ovbus.bus import Bus
 from ovbus.errors import BusTimeout, ConfigError, OvbusError
 from ovbus.log import configure
 from ovbus.settings import NodeSettings, load_node
@@ -78,14 +79,29 @@ def run_worker(name: str, args: argparse.Namespace) -> int:
     return result
 
 
+def announced_cameras(bus: Bus) -> set[str]:
+    """The cameras whose stream descriptor is retained (capture workers announce them)."""
+    names = set()
+    for message in bus.retained(bus.topics.all_cameras("stream")):
+        parts = message.topic.split("/")
+        names.add(parts[-2])
+    return names
+
+
 def watch(args: argparse.Namespace) -> int:
     settings = node_settings(args, "watch")
     configure(settings.log_level, settings.log_format)
-    from ovbus.bus import Bus
-
     bus = Bus.from_settings(settings).connect()
     seen = 0
     try:
+        known = announced_cameras(bus)
+        if known and args.camera not in known:
+            print(
+                f"camera {args.camera!r} is not announced on this broker; announced cameras: "
+                + ", ".join(sorted(known)),
+                file=sys.stderr,
+            )
+            return 3
         for result in bus.detections(args.camera, timeout=args.timeout):
             seen += 1
             if args.json:

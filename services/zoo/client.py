@@ -36,7 +36,11 @@ def add_client_commands(
     sub.add_parser("serve", help="run the zoo worker (the default)")
     p = sub.add_parser("pull", help="pull a model (catalog name, or --from-* source)")
     p.add_argument("name", help="model name (a catalog entry unless a --from-* source is given)")
-    p.add_argument("--precision", choices=["FP32", "FP16", "FP16-INT8", "INT8"])
+    p.add_argument(
+        "--precision",
+        choices=["FP32", "FP16", "FP16-INT8", "INT8"],
+        help="weights precision to pull (Open Model Zoo)",
+    )
     p.add_argument("--version", dest="model_version", type=int, help="version number to create")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--from-omz", metavar="MODEL", help="Open Model Zoo intel model")

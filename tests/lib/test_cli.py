@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -10,7 +11,9 @@ import time
 from pathlib import Path
 
 from ovbus.bus import Bus
+from ovbus.payloads import StreamDescriptor
 from services import docgen
+from services.cli import build_parser
 from services.mosquitto import Mosquitto
 from tests.lib.test_codec import sample_result
 
@@ -107,3 +110,49 @@ def test_topics_doc_lists_every_topic_and_schema() -> None:
         assert f"`<prefix>/{topic}`" in text
         if payload in docgen.MODELS:
             assert (ROOT / "docs" / "schemas" / f"{payload}.json").exists()
+
+
+def sample_descriptor(camera: str) -> StreamDescriptor:
+    return StreamDescriptor(
+        camera=camera,
+        url=f"rtsp://127.0.0.1:8554/{camera}",
+        width=640,
+        height=480,
+        fps=30,
+        node="capture-test",
+        source="testsrc",
+    )
+
+
+def test_watch_an_unannounced_camera_says_so_at_once(broker: Mosquitto, prefix: str) -> None:
+    """The retained descriptors already say which cameras exist: no 60 s wait for a typo."""
+    with Bus(broker.url, prefix=prefix).connect() as capture:
+        capture.publish(capture.topics.stream("door"), sample_descriptor("door"))
+        start = time.monotonic()
+        out = run("watch", "dor", "--broker", broker.url, "--prefix", prefix, "--timeout", "60")
+        assert out.returncode == 3
+        assert time.monotonic() - start < 20
+        assert "'dor' is not announced" in out.stderr and "door" in out.stderr
+
+
+def test_bus_flags_are_accepted_after_the_action(broker: Mosquitto, prefix: str) -> None:
+    """``ovbus zoo set NAME ... --broker URL`` once failed with 'unrecognized arguments'."""
+    out = run("zoo", "list", "--timeout", "1", "--broker", broker.url, "--prefix", prefix)
+    assert "unrecognized" not in out.stderr
+    assert out.returncode == 3 and "no answer from a zoo worker" in out.stderr
+
+
+def test_every_flag_has_help_text() -> None:
+    parser = build_parser()
+    missing = []
+
+    def walk(p: argparse.ArgumentParser, path: str) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif action.help in (None, "") and action.dest != "help":
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(parser, "ovbus")
+    assert missing == []
