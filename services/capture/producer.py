@@ -14,7 +14,7 @@ from typing import Any
 
 from ovbus.errors import StreamError
 from ovbus.log import get_logger
-from ovbus.rtsp_clock import capture_time
+from ovbus.rtsp import capture_time
 from services.capture import barcode
 from services.capture.gst import GLib, Gst, GstVideo
 from services.capture.relay import Relay

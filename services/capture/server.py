@@ -5,7 +5,7 @@ the factory is shared, so any number of readers get the same media and the produ
 reopened. Capture times travel in RTCP: every media runs on the system clock, its RTP session
 sends sender reports at least every ``rtcp_interval_s`` and maps RTP time to the *capture* time
 (``rtcp-sync-send-time=false``), so a reader that asks for reference timestamp metas
-(``rtspsrc add-reference-timestamp-meta=true``, see ``ovbus/rtsp_clock.py``) gets the wall-clock
+(``rtspsrc add-reference-timestamp-meta=true``, see ``ovbus/rtsp.py``) gets the wall-clock
 capture time of every frame after the first sender report.
 """
 
@@ -103,7 +103,7 @@ class RtspServer:
     def _call_soon(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` on the server's main loop (media calls belong there)."""
 
-        def once() -> bool:
+        def once(*_user_data: object) -> bool:  # GLib passes the source's user data
             fn()
             return False
 

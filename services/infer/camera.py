@@ -30,11 +30,11 @@ from ovbus.payloads.pipeline import (
     PipelineSpec,
 )
 from ovbus.payloads.stream import StreamDescriptor
+from ovbus.rtsp import Frame, ReaderState, RtspReader
 from ovbus.topics import Topic
 from services.infer.annotate import Counts, SnapshotGate
 from services.infer.backend import Backend
 from services.infer.descriptions import DescriptionStore
-from services.infer.reader import Frame, StreamReader
 from services.infer.run import run_model
 
 log = get_logger(__name__)
@@ -85,7 +85,8 @@ class CameraRunner:
         self._spec: PipelineSpec | None = None
         self._spec_error: OvbusError | None = None
         self._stream_error: StreamError | None = None
-        self._reader: StreamReader | None = None
+        self._reader: RtspReader | None = None
+        self._refused: str | None = None  # the URL of a refused descriptor
         self._last_state: tuple[object, ...] | None = None
         self._state_lock = threading.Lock()
         self._dropping = False
@@ -151,6 +152,11 @@ class CameraRunner:
                 self._wake.clear()
                 continue
             reader = self._ensure_reader(stream)
+            if reader is None:  # refused descriptor: an error state until a new one comes
+                self._publish_state("error", [])
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
             started = time.monotonic()
             frame = reader.latest(timeout=0.5)
             if frame is None:
@@ -164,14 +170,26 @@ class CameraRunner:
                     self._stop.wait(rest)
         self._close_reader()
 
-    def _ensure_reader(self, stream: StreamDescriptor) -> StreamReader:
+    def _ensure_reader(self, stream: StreamDescriptor) -> RtspReader | None:
+        """The reader of ``stream``; ``None`` when its URL is refused (nothing is built)."""
         if self._reader is not None and self._reader.url == stream.url:
             return self._reader
+        if self._refused == stream.url:
+            return None
         self._close_reader()
-        self._stream_error = None
-        self._reader = StreamReader(
-            self.camera, stream.url, frame_timeout=self.frame_timeout, on_state=self._on_stream
-        ).start()
+        try:
+            reader = RtspReader(
+                stream.url,
+                camera=self.camera,
+                frame_timeout=self.frame_timeout,
+                on_state=self._on_stream,
+            )
+        except StreamError as e:
+            log.error("stream descriptor refused", camera=self.camera, error=e.message)
+            self._refused, self._stream_error = stream.url, e
+            return None
+        self._refused, self._stream_error = None, None
+        self._reader = reader.start()
         log.info("reading stream", camera=self.camera, url=stream.url)
         return self._reader
 
@@ -180,9 +198,11 @@ class CameraRunner:
             self._reader.stop()
             self._reader = None
 
-    def _on_stream(self, state: str, error: StreamError | None) -> None:
-        self._stream_error = error
+    def _on_stream(self, state: ReaderState, error: StreamError | None) -> None:
+        if state == "streaming":
+            self._stream_error = None
         if error is not None:
+            self._stream_error = error
             with self._lock:
                 self._figures.errors += 1
             self._publish_state("error", self._statuses)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ovbus import rtsp
 from ovbus.errors import ConfigError, OvbusError, PayloadError
 from ovbus.homeassistant import Discovery
 from ovbus.log import get_logger
@@ -27,6 +28,30 @@ log = get_logger(__name__)
 
 #: At most this many labels per detector become Home Assistant entities (two each).
 MAX_HA_LABELS = 100
+_FRONTENDS: list[Any] = []  # OpenVINO's model readers, kept loaded for the process's life
+
+
+def load_runtimes() -> None:
+    """OpenVINO, then GStreamer, in the main thread before any reader thread starts.
+
+    OpenVINO must be loaded before GStreamer: once GStreamer's decoders (libav) are in the
+    process, OpenVINO's device plugins abort on load (``dlSym cannot locate method
+    'create_extensions'``), and a model reader (frontend) loaded later kills the process on its
+    first exception, e.g. a truncated ``.bin`` (tests/faults/test_folder.py). Then
+    :func:`ovbus.rtsp.init` registers the GI types the readers use, once: eight reader threads
+    racing to register them killed seven (``Expected Gst.MapInfo, but got
+    gi.repository.Gst.MapInfo``).
+    """
+    import openvino
+
+    manager = openvino.frontend.FrontEndManager()
+    available = manager.get_available_front_ends()
+    _FRONTENDS.extend(
+        manager.load_by_framework(name)
+        for name in ("ir", "onnx", "tflite", "paddle", "tf")
+        if name in available
+    )
+    rtsp.init()
 
 
 def make_backend(settings: InferSettings) -> Backend:
@@ -279,6 +304,7 @@ def main(node_settings: NodeSettings, settings: InferSettings) -> int:
     def stats(interval: float) -> Stats:
         return holder["w"].stats(interval)
 
+    load_runtimes()
     node = Node(node_settings, "infer", describe=describe, stats=stats)
     node.install_signal_handlers()
     try:

@@ -1,5 +1,5 @@
 """Two independent RTSP readers for the capture tests: OpenCV (FFmpeg) and GStreamer (rtspsrc,
-with capture times from RTCP sender reports through ``ovbus.rtsp_clock``)."""
+with capture times from RTCP sender reports: ``ovbus.rtsp``, the reader the product uses)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from ovbus.rtsp_clock import RtspClockReader
+from ovbus.rtsp import RtspReader
 
 os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 
@@ -66,11 +66,11 @@ def read_gst(url: str, frames: int, timeout: float = 20.0) -> Reading:
     """Read ``frames`` frames with a GStreamer rtspsrc reader, with capture times."""
     reading = Reading()
     deadline = time.monotonic() + timeout
-    with RtspClockReader(url) as reader:
+    with RtspReader(url, tcp=True) as reader:
         while reading.count < frames and time.monotonic() < deadline:
             frame = reader.read(timeout=min(10.0, max(0.1, deadline - time.monotonic())))
             reading.shapes.append(frame.image.shape)
             reading.arrivals.append(frame.received_at)
-            reading.captured.append(frame.captured_at)
+            reading.captured.append(frame.captured_at if frame.clock == "rtcp-ntp" else None)
             reading.last = frame.image
     return reading

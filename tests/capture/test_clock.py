@@ -1,6 +1,6 @@
 """Capture times across RTSP: the ``testsrc:clock`` camera paints each frame's wall-clock capture
 time as a barcode; a GStreamer reader recovers the capture time from RTCP sender reports
-(``ovbus.rtsp_clock``) and the two must agree within 50 ms, H.264 and MJPEG."""
+(``ovbus.rtsp``) and the two must agree within 50 ms, H.264 and MJPEG."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from ovbus.rtsp_clock import RtspClockReader
+from ovbus.rtsp import RtspReader
 from services.capture import barcode
 from services.mosquitto import Mosquitto
 from tests.capture.readers import read_cv2
@@ -28,12 +28,12 @@ def test_recovered_capture_times_match_the_painted_truth(
         errors_ms: list[float] = []
         ages_ms: list[float] = []
         without_meta = 0
-        with RtspClockReader(node.urls["clock"]) as reader:
+        with RtspReader(node.urls["clock"], tcp=True) as reader:
             for _ in range(150):
                 frame = reader.read(timeout=10)
                 truth = barcode.read_bgr(frame.image)
                 assert truth is not None, "barcode did not decode"
-                if frame.captured_at is None:
+                if frame.clock != "rtcp-ntp":
                     without_meta += 1
                     continue
                 errors_ms.append((frame.captured_at - truth) * 1000)
@@ -77,12 +77,12 @@ def test_relay_keeps_upstream_capture_times(broker: Mosquitto, prefix: str) -> N
         capture_node(broker.url, prefix, {"relay": upstream.urls["clock"]}) as relay,
     ):
         errors_ms: list[float] = []
-        with RtspClockReader(relay.urls["relay"]) as reader:
+        with RtspReader(relay.urls["relay"], tcp=True) as reader:
             for _ in range(120):
                 frame = reader.read(timeout=10)
                 truth = barcode.read_bgr(frame.image)
                 assert truth is not None
-                if frame.captured_at is not None:
+                if frame.clock == "rtcp-ntp":
                     errors_ms.append((frame.captured_at - truth) * 1000)
                 if len(errors_ms) >= 60:
                     break

@@ -13,7 +13,7 @@ from ovbus.bus import Bus
 from ovbus.errors import ErrorCode, StreamError
 from ovbus.payloads.rpc import Reply
 from ovbus.payloads.stream import CameraSet, StreamDescriptor
-from ovbus.rtsp_clock import RtspClockReader
+from ovbus.rtsp import RtspReader
 from services.mosquitto import Mosquitto
 from tests.capture.readers import read_cv2, read_gst
 from tests.stack import capture_node, wait_state
@@ -45,7 +45,7 @@ def test_set_changes_size_and_rate(broker: Mosquitto, prefix: str) -> None:
     try:
         with capture_node(broker.url, prefix, {"cam": "testsrc", "other": "testsrc"}) as node:
             url = node.urls["cam"]
-            with RtspClockReader(url) as open_reader:
+            with RtspReader(url, tcp=True) as open_reader:
                 assert open_reader.read(10).image.shape == (480, 640, 3)
                 other_started = node.descriptors["other"].started_at
                 reply = bus.request(
@@ -72,7 +72,7 @@ def test_set_changes_size_and_rate(broker: Mosquitto, prefix: str) -> None:
 
             # disable: descriptor gone, state disabled, a connected reader gets end of stream;
             # enable: back with the same settings, new readers get a fresh media
-            with RtspClockReader(url) as reader:
+            with RtspReader(url, tcp=True) as reader:
                 reader.read(10)
                 reply = bus.request(bus.topics.camera_set("cam"), CameraSet(enabled=False))
                 assert reply.ok and reply.result["state"] == "disabled"
