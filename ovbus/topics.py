@@ -13,6 +13,9 @@ Every topic lives under a configurable root prefix (default ``ovbus``)::
     <p>/cameras/<cam>/detections                 DetectionResult, message expiry a few seconds
     <p>/cameras/<cam>/counts/<label>   retained  integer count as text
     <p>/cameras/<cam>/snapshot         retained  JPEG bytes
+    <p>/cameras/<cam>/events                     ObjectEvent: new/update/end of a tracked object
+    <p>/cameras/<cam>/objects          retained  ObjectsPresent: the tracked objects present now
+    <p>/cameras/<cam>/objects/<id>/snapshot      JPEG bytes: the best snapshot of object <id>
     <p>/zoo/request                              ZooRequest (request/reply)
     <p>/zoo/models/<name>              retained  ModelState
     <p>/replies/<client-id>                      replies to that client's requests
@@ -36,6 +39,7 @@ DEFAULT_PREFIX: Final = "ovbus"
 NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _NAME_RE: Final = re.compile(NAME_PATTERN)
 _LABEL_RE: Final = re.compile(r"[^a-z0-9_-]+")
+_OBJECT_ID_RE: Final = re.compile(r"^[a-z0-9]{1,16}-[0-9]{1,12}$")
 
 
 def check_name(value: str, what: str = "name") -> str:
@@ -189,8 +193,34 @@ class Topics:
     def counts(self, cam: str) -> Wildcard:
         return self._w("cameras", check_name(cam, "camera name"), "counts", "+")
 
-    def all_cameras(self, leaf: str) -> Wildcard:
-        return self._w("cameras", "+", leaf)
+    def events(self, cam: str) -> Topic:
+        return self.camera(cam, "events")
+
+    def objects(self, cam: str) -> Topic:
+        return self.camera(cam, "objects")
+
+    def object_snapshot(self, cam: str, object_id: str) -> Topic:
+        if not _OBJECT_ID_RE.match(object_id):
+            raise SchemaError(f"invalid object id {object_id!r}")
+        return self._t("cameras", check_name(cam, "camera name"), "objects", object_id, "snapshot")
+
+    def object_snapshots(self, cam: str) -> Wildcard:
+        return self._w("cameras", check_name(cam, "camera name"), "objects", "+", "snapshot")
+
+    def all_cameras(self, leaf: str, *sub: str) -> Wildcard:
+        """``cameras/+/<leaf>[/<sub>...]`` (e.g. ``all_cameras("counts", "+")``)."""
+        return self._w("cameras", "+", leaf, *sub)
+
+    def node_topics(self, node: str) -> Wildcard:
+        """Everything a node publishes about itself: ``nodes/<node>/#``."""
+        return self._w("nodes", check_name(node, "node id"), "#")
+
+    def all_replies(self) -> Wildcard:
+        return self._w("replies", "+")
+
+    def subtree(self, *levels: str) -> Wildcard:
+        """``<prefix>/<levels>/#``; no levels: the whole tree."""
+        return self._w(*levels, "#")
 
     # zoo
     def zoo_request(self) -> Topic:
@@ -223,6 +253,9 @@ class Topics:
                 return leaf, {"node": check_name(node, "node id")}
             case ["cameras", cam, "counts", label]:
                 return "count", {"camera": check_name(cam, "camera name"), "label": label}
+            case ["cameras", cam, "objects", object_id, "snapshot"]:
+                params = {"camera": check_name(cam, "camera name"), "object": object_id}
+                return "object_snapshot", params
             case ["cameras", cam, leaf] if leaf in CAMERA_LEAVES:
                 return leaf, {"camera": check_name(cam, "camera name")}
             case ["zoo", "request"]:
@@ -236,6 +269,7 @@ class Topics:
 
 CAMERA_LEAVES: Final = frozenset(
     {"stream", "state", "set", "pipeline", "inference", "detections", "snapshot"}
+    | {"events", "objects"}
 )
 
 
@@ -261,6 +295,9 @@ POLICY: Final[dict[str, TopicPolicy]] = {
     "detections": TopicPolicy(0, False, 5),
     "count": TopicPolicy(1, True),
     "snapshot": TopicPolicy(0, True),
+    "events": TopicPolicy(1, False, 300),
+    "objects": TopicPolicy(1, True),
+    "object_snapshot": TopicPolicy(1, False, 300),
     "zoo_request": TopicPolicy(1, False, 600),
     "zoo_model": TopicPolicy(1, True),
     "reply": TopicPolicy(1, False, 600),
