@@ -25,6 +25,7 @@ from ovbus.payloads import (
     Stats,
     StreamDescriptor,
 )
+from ovbus.payloads.events import ObjectEvent, ObjectsPresent
 from ovbus.payloads.zoo import ZooRequest
 from ovbus.topics import POLICY
 
@@ -95,6 +96,27 @@ TOPICS: Final[list[tuple[str, str, str, str, str]]] = [
         "infer",
         "raw JPEG bytes of the latest annotated frame with a detection",
     ),
+    (
+        "cameras/<cam>/events",
+        "events",
+        "ObjectEvent",
+        "infer",
+        "new/update/end of each tracked object, with its zones (docs/tracking.md)",
+    ),
+    (
+        "cameras/<cam>/objects",
+        "objects",
+        "ObjectsPresent",
+        "infer",
+        "the tracked objects present now, counts per label and per zone",
+    ),
+    (
+        "cameras/<cam>/objects/<id>/snapshot",
+        "object_snapshot",
+        "JPEG",
+        "infer",
+        "raw JPEG bytes: the best crop of tracked object <id> so far",
+    ),
     ("zoo/request", "zoo_request", "ZooRequest", "to zoo", "zoo commands (request/reply)"),
     (
         "zoo/models/<name>",
@@ -137,6 +159,8 @@ MODELS: Final[dict[str, Any]] = {
     "PipelineSpec": PipelineSpec,
     "InferenceState": InferenceState,
     "DetectionResult": DetectionResult,
+    "ObjectEvent": ObjectEvent,
+    "ObjectsPresent": ObjectsPresent,
     "ModelState": ModelState,
     "ModelDescription": ModelDescription,
     "ZooRequest": TypeAdapter(ZooRequest),

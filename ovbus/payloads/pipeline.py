@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ovbus.payloads.base import Command, Epoch, ErrorInfo, Name, Payload, ShortText, now
+from ovbus.payloads.events import MAX_ZONES, TrackingSpec, Zone
 
 
 class PipelineModel(Command):
@@ -30,6 +31,21 @@ class PipelineSpec(Command):
     max_fps: float | None = Field(None, gt=0, le=240, description="cap on frames processed/s")
     snapshots: bool = Field(True, description="publish an annotated JPEG when something is seen")
     snapshot_interval_s: float = Field(2.0, ge=0.1, le=3600)
+    zones: list[Zone] = Field(
+        default_factory=list, max_length=MAX_ZONES, description="named polygons (docs/tracking.md)"
+    )
+    tracking: TrackingSpec = Field(
+        default_factory=TrackingSpec, description="tracking, events and objects (docs/tracking.md)"
+    )
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zone_names(cls, zones: list[Zone]) -> list[Zone]:
+        names = [z.name for z in zones]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"zone names must be unique: {', '.join(twice)} given twice")
+        return zones
 
 
 ModelRunState = Literal["loading", "running", "error"]
