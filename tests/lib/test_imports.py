@@ -155,3 +155,30 @@ def test_the_checker_sees_what_it_must() -> None:
     # services.cli imports the zoo client inside a function: lazy imports are seen
     assert "services.zoo.client" in edges["services.cli"]
     assert worker_of("services.zoo.client") == "zoo" and worker_of("services.cli") is None
+
+
+def test_the_library_and_the_worker_commands_run_without_the_extras() -> None:
+    """``import ovbus`` (a notebook, a third party) needs no GStreamer, OpenVINO, OpenCV or rich,
+    and ``ovbus capture --help`` needs no rich (it is in the zoo and demo extras only)."""
+    import subprocess
+    import sys
+
+    blocked = ["rich", "gi", "openvino", "cv2", "tritonclient"]
+    library = [m for m in modules() if m.startswith("ovbus")]
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}: sys.modules[name] = None\n"
+        "import importlib\n"
+        f"for m in {library!r}: importlib.import_module(m)\n"
+        "from services.cli import main\n"
+        "try:\n    main(['capture', '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
