@@ -23,6 +23,7 @@ from ovbus.settings import NodeSettings, WorkerSettings, split_list
 from services.flags import settings_from
 from services.mosquitto import Mosquitto
 from services.supervisor import Supervisor, WorkerExited
+from services.zoo.catalog import DEFAULT_MODEL
 
 log = get_logger(__name__)
 
@@ -41,7 +42,7 @@ class UpSettings(WorkerSettings):
     broker_port: int = Field(1883, ge=1, le=65535, description="port of the local broker")
     rtsp_port: int = Field(8554, ge=1, le=65535, description="RTSP port of the capture worker")
     default_model: str = Field(
-        "blazeface",
+        DEFAULT_MODEL,
         description="pulled by the zoo if absent and run on cameras without a spec; '' for none",
     )
 
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace, node: NodeSettings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     workers = Supervisor()
     try:
-        pull = ["--pull-default"] if up.default_model == "blazeface" else []
+        pull = ["--pull-default"] if up.default_model == DEFAULT_MODEL else []
         workers.spawn("zoo", ["zoo", *common, "--models", str(up.models), *pull], env)
         # the zoo writes config.json on start: the infer worker then never starts without one
         deadline = time.monotonic() + CONFIG_WAIT

@@ -1,7 +1,8 @@
 """Models folders in the OVMS layout for tests, built from the real MediaPipe weights.
 
-``BLAZEFACE`` and ``POSE`` are the canonical model descriptions (the zoo writes exactly these as
-``model.json``); :func:`models_folder` lays out ``<root>/<name>/<version>/model.tflite``,
+``BLAZEFACE`` (short range), ``FULL_RANGE`` (the default face model) and ``POSE`` are the
+canonical model descriptions (the zoo writes exactly these as ``model.json``);
+:func:`models_folder` lays out ``<root>/<name>/<version>/model.tflite``,
 ``<root>/<name>/model.json`` and an OVMS ``config.json``.
 """
 
@@ -55,6 +56,34 @@ POSE: Final = BLAZEFACE.model_copy(
         },
     }
 )
+
+#: The full-range BlazeFace (the default face model): one 48x48 anchor layer, letterboxed input.
+FULL_RANGE: Final = BLAZEFACE.model_copy(
+    update={
+        "resize": "letterbox",
+        "options": {
+            "num_layers": 1,
+            "strides": [4],
+            "input_size": 192,
+            "anchor_offset": 0.5,
+            "interpolated_scale_aspect_ratio": 0.0,
+            "coord_scale": 192.0,
+            "score_clip": 100.0,
+            "iou": 0.3,
+            "boxes_output": "Identity",
+            "scores_output": "Identity_1",
+        },
+    }
+)
+FULL_RANGE_MEMBER: Final = (
+    "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite"
+)
+
+
+def full_range() -> Path:
+    """The full-range BlazeFace weights from the mediapipe wheel (cached)."""
+    return assets.member(assets.MEDIAPIPE, FULL_RANGE_MEMBER)
+
 
 #: Face box on ``astronaut.png`` (512x512), checked by eye on the photo with the box drawn.
 ASTRONAUT_FACE: Final = (178, 78, 274, 176)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from ovbus.codec import describe_validation
 from ovbus.errors import ConfigError, ErrorCode, RequestError
 from ovbus.payloads.base import Name
-from ovbus.payloads.model import ModelDescription
+from ovbus.payloads.model import ModelDescription, OptionValue
 from ovbus.payloads.zoo import OmzSource, Precision, Source, WheelSource
 from services.http import Expected
 
@@ -62,8 +62,33 @@ class CatalogEntry(BaseModel):
 
 
 def _blaze(
-    labels: list[str], layers: int, strides: list[int], size: int, boxes: str, scores: str
+    labels: list[str],
+    layers: int,
+    strides: list[int],
+    size: int,
+    boxes: str,
+    scores: str,
+    *,
+    letterbox: bool = False,
+    interpolated: float | None = None,
 ) -> ModelDescription:
+    """A MediaPipe single-shot detector; anchors as in its ``*_common.pbtxt`` graph options
+    (``interpolated``: ``interpolated_scale_aspect_ratio``, 0 = one anchor per cell)."""
+    options: dict[str, OptionValue] = {
+        "num_layers": layers,
+        "strides": strides,
+        "input_size": size,
+        "anchor_offset": 0.5,
+    }
+    if interpolated is not None:
+        options["interpolated_scale_aspect_ratio"] = interpolated
+    options |= {
+        "coord_scale": float(size),
+        "score_clip": 100.0,
+        "iou": 0.3,
+        "boxes_output": boxes,
+        "scores_output": scores,
+    }
     return ModelDescription(
         kind="blazeface",
         labels=labels,
@@ -71,18 +96,8 @@ def _blaze(
         color="RGB",
         mean=[127.5, 127.5, 127.5],
         scale=[127.5, 127.5, 127.5],
-        resize="stretch",
-        options={
-            "num_layers": layers,
-            "strides": strides,
-            "input_size": size,
-            "anchor_offset": 0.5,
-            "coord_scale": float(size),
-            "score_clip": 100.0,
-            "iou": 0.3,
-            "boxes_output": boxes,
-            "scores_output": scores,
-        },
+        resize="letterbox" if letterbox else "stretch",
+        options=options,
     )
 
 
@@ -111,12 +126,36 @@ def _omz(name: str, title: str, params_m: float, description: ModelDescription) 
     )
 
 
-DEFAULT_MODEL: Final = "blazeface"
+#: Pulled by ``ovbus zoo --pull-default`` and run by ``ovbus up`` and ``make demo``: it finds
+#: faces across a room (the short-range ``blazeface`` is made for selfie distance).
+DEFAULT_MODEL: Final = "blazeface-full-range"
 
 BUILTIN: Final[list[CatalogEntry]] = [
     CatalogEntry(
+        name="blazeface-full-range",
+        title="BlazeFace full range (MediaPipe), faces up to ~5 m, 192x192; the offline default",
+        source=WheelSource(
+            package="mediapipe",
+            version="0.10.21",
+            member="mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
+        ),
+        size=676746,
+        files={
+            "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite": FileCheck(
+                size=676746,
+                sha256="2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+            )
+        },
+        # face_detection_full_range_common.pbtxt: one 48x48 layer (stride 4), one anchor per
+        # cell; MediaPipe keeps the aspect ratio (letterbox) before the 192x192 input
+        description=_blaze(
+            ["face"], 1, [4], 192, "Identity", "Identity_1", letterbox=True, interpolated=0.0
+        ),
+        license="Apache-2.0",
+    ),
+    CatalogEntry(
         name="blazeface",
-        title="BlazeFace short range (MediaPipe), faces within ~2 m; the offline default",
+        title="BlazeFace short range (MediaPipe), faces within ~2 m (selfie distance), 128x128",
         source=WheelSource(
             package="mediapipe",
             version="0.10.21",

@@ -14,6 +14,7 @@ from ovbus.errors import BusTimeout
 from ovbus.payloads import DetectionResult
 from services.demo import assets, media
 from services.supervisor import Supervisor
+from services.zoo.catalog import DEFAULT_MODEL
 from tests.stack import capture_node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +62,7 @@ def running_stack(
             capture_node(broker_url, prefix, {CAMERA: str(media.demo_video())})
         )
         workers.spawn(
-            "infer", ["infer", *common, "--models", str(models), "--default-model", "blazeface"]
+            "infer", ["infer", *common, "--models", str(models), "--default-model", DEFAULT_MODEL]
         )
         bus = Bus(broker_url, prefix=prefix).connect()
         stack.callback(bus.close)

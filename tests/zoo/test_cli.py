@@ -21,6 +21,7 @@ from ovbus.payloads.model import ModelDescription, ModelState
 from ovbus.payloads.node import Birth
 from ovbus.payloads.zoo import ListRequest, PullRequest, UrlSource
 from services.mosquitto import Mosquitto
+from services.zoo.catalog import DEFAULT_MODEL
 from services.zoo.client import add_client_commands, build_request
 from tests import assets
 from tests.zoo.conftest import OMZ_MODEL, ROOT, Site
@@ -118,12 +119,12 @@ def test_worker_process_and_client_commands(
     zoo_process: tuple[list[str], Path], broker: Mosquitto, prefix: str
 ) -> None:
     common, models = zoo_process
-    # --pull-default: BlazeFace arrives from the package index and is converted
+    # --pull-default: the default model (full-range BlazeFace) arrives from the package index
     with Bus(broker.url, prefix=prefix).connect(timeout=10) as bus:
         deadline = time.monotonic() + 120
         state = None
         while time.monotonic() < deadline:
-            found = bus.retained(str(bus.topics.zoo_model("blazeface")), settle=0.3, timeout=2)
+            found = bus.retained(str(bus.topics.zoo_model(DEFAULT_MODEL)), settle=0.3, timeout=2)
             state = found[0].decode(ModelState) if found else None
             if state is not None and state.state in ("ready", "failed"):
                 break
@@ -131,8 +132,8 @@ def test_worker_process_and_client_commands(
         assert state is not None and state.state == "ready", state
         # the birth document lists the managed models (re-published after the pull)
         births = [m.decode(Birth) for m in bus.retained(str(bus.topics.all_births()))]
-        assert [b.models for b in births if b.kind == "zoo"] == [["blazeface"]]
-    assert (models / "blazeface" / "1" / "model.xml").is_file()
+        assert [b.models for b in births if b.kind == "zoo"] == [[DEFAULT_MODEL]]
+    assert (models / DEFAULT_MODEL / "1" / "model.xml").is_file()
 
     done = ovbus("zoo", *common, "catalog")
     assert done.returncode == 0, done.stderr
@@ -155,7 +156,7 @@ def test_worker_process_and_client_commands(
     assert done.returncode == 0, done.stderr
     listed = {m["name"]: m for m in json.loads(done.stdout)["models"]}
     assert listed[OMZ_MODEL]["versions"] == [1, 2] and listed[OMZ_MODEL]["current_version"] == 2
-    assert listed["blazeface"]["kind"] == "blazeface"
+    assert listed[DEFAULT_MODEL]["kind"] == "blazeface"
 
     done = ovbus("zoo", *common, "remove", "ghost")
     assert done.returncode == 1
