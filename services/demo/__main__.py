@@ -26,8 +26,9 @@ from services.demo import assets, media
 from services.demo.dashboard import Dashboard
 from services.mosquitto import Mosquitto, free_port
 from services.supervisor import Supervisor
+from services.zoo.catalog import DEFAULT_MODEL
 
-MODEL = "blazeface"
+MODEL = DEFAULT_MODEL  # the full-range BlazeFace: faces across a room
 PREFIX = "ovbus"
 console = Console(stderr=False)
 
