@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ovbus.bus import serve
+from ovbus.rpc import serve
 from ovbus.errors import BusError, ErrorCode, RequestError
 from ovbus.log import get_logger
 from ovbus.messages import Message

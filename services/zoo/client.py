@@ -154,14 +154,13 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_client(args: argparse.Namespace, node: NodeSettings) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
     from ovbus.bus import Bus
     from ovbus.errors import BusTimeout, OvbusError
     from ovbus.log import configure
-    from ovbus.payloads.model import ModelState
     from ovbus.payloads.rpc import Reply
     from ovbus.payloads.zoo import ZooRequestAdapter
+    from services.progress import follow_model
 
     configure(node.log_level if node.log_level != "info" else "warning", node.log_format)
     console = Console(stderr=True)
@@ -174,6 +173,8 @@ def run_client(args: argparse.Namespace, node: NodeSettings) -> int:
     outcome: dict[str, Reply | OvbusError] = {}
 
     def ask() -> None:
+        # without a reply after a few seconds, the same request (same correlation id: the zoo
+        # runs it once) is sent again, until the timeout: a broker restart loses no command
         try:
             outcome["reply"] = bus.request(bus.topics.zoo_request(), request, timeout=args.timeout)
         except OvbusError as e:
@@ -187,25 +188,14 @@ def run_client(args: argparse.Namespace, node: NodeSettings) -> int:
         worker = threading.Thread(target=ask, daemon=True)
         worker.start()
         if follow is not None:
-            with Progress(
-                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), console=console
-            ) as bar:
-                task = bar.add_task(f"{name}: waiting", total=100)
-                while worker.is_alive():
-                    try:
-                        message = follow.get(timeout=0.5)
-                    except BusTimeout:
-                        continue
-                    if message.retain or not message.payload:
-                        continue
-                    try:
-                        state = message.decode(ModelState)
-                    except OvbusError:
-                        continue
-                    done = state.progress if state.state == "pulling" else None
-                    if state.state in ("verifying", "converting", "ready"):
-                        done = 100.0
-                    bar.update(task, description=f"{name}: {state.state}", completed=done)
+            follow_model(
+                follow,
+                name,
+                console,
+                timeout=args.timeout,
+                done=lambda: not worker.is_alive(),
+                live_only=True,
+            )
         worker.join(args.timeout + 5)
     finally:
         bus.close()

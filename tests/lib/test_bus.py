@@ -13,11 +13,12 @@ import uuid
 import pytest
 
 from ovbus import codec
-from ovbus.bus import Bus, serve
+from ovbus.bus import Bus
 from ovbus.errors import BusTimeout, ConnectError, ErrorCode, RemoteError
 from ovbus.messages import Message
 from ovbus.payloads import CameraSet, DetectionResult, Reply, StreamDescriptor
 from ovbus.payloads.node import Birth
+from ovbus.rpc import serve
 from services.mosquitto import Mosquitto
 from tests.lib.test_codec import sample_result
 
