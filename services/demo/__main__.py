@@ -17,14 +17,14 @@ from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from ovbus.bus import Bus
-from ovbus.errors import BusTimeout, OvbusError
+from ovbus.errors import OvbusError
 from ovbus.payloads import ModelState
 from services.demo import assets, media
 from services.demo.dashboard import Dashboard
 from services.mosquitto import Mosquitto, free_port
+from services.progress import follow_model
 from services.supervisor import Supervisor
 from services.zoo.catalog import DEFAULT_MODEL
 
@@ -79,34 +79,13 @@ class Stack(Supervisor):
 
 def wait_for_model(bus: Bus, stack: Stack, timeout: float = 600.0) -> ModelState:
     """Follow ``zoo/models/<MODEL>`` with a progress bar until the model is ready."""
-    sub = bus.subscribe(bus.topics.zoo_model(MODEL), idle_timeout=2.0)
-    deadline = time.monotonic() + timeout
-    with Progress(
-        TextColumn("[bold]model {task.fields[name]}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[state]}"),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task("model", total=100, name=MODEL, state="waiting for the zoo")
-        while time.monotonic() < deadline:
-            stack.check()
-            try:
-                message = sub.get()
-            except BusTimeout:
-                continue
-            if message.empty:
-                continue
-            state = message.decode(ModelState)
-            done = 100.0 if state.state == "ready" else (state.progress or 0.0)
-            progress.update(task, completed=done, state=state.state)
-            if state.state == "ready":
-                sub.close()
-                return state
-            if state.state == "failed":
-                error = state.error.message if state.error else "unknown error"
-                raise OvbusError(f"the default model could not be pulled: {error}")
+    with bus.subscribe(bus.topics.zoo_model(MODEL), idle_timeout=2.0) as states:
+        state = follow_model(states, f"model {MODEL}", console, timeout=timeout, tick=stack.check)
+    if state is not None and state.state == "ready":
+        return state
+    if state is not None and state.state == "failed":
+        error = state.error.message if state.error else "unknown error"
+        raise OvbusError(f"the default model could not be pulled: {error}")
     raise OvbusError(f"the default model was not ready within {timeout:.0f} s")
 
 
