@@ -95,13 +95,13 @@ class Lifecycle:
             if life is None:
                 if det is None:
                     continue  # confirmed while coasting cannot happen; be safe
-                life = self._create(oid, det, info)
+                life = self._create(oid, det, info, obs.first_at, obs.hits)
                 out.improved.append(oid)
                 entered, left = self._zones(life, det, info)
                 self._emit(out, life, "new", entered, left, info)
                 continue
             if det is not None:
-                improved = self._observe(life, det, info)
+                improved = self._observe(life, det, info, obs.hits)
                 if improved:
                     out.improved.append(oid)
                 entered, left = self._zones(life, det, info)
@@ -132,7 +132,9 @@ class Lifecycle:
         return out
 
     # ------------------------------------------------------------------------------------------
-    def _create(self, oid: str, det: DetectedObject, info: FrameInfo) -> _Life:
+    def _create(
+        self, oid: str, det: DetectedObject, info: FrameInfo, first_at: float, hits: int
+    ) -> _Life:
         obj = TrackedObject(
             id=oid,
             label=det.label,
@@ -141,23 +143,23 @@ class Lifecycle:
             best_score=det.score,
             box=list(det.box),
             best_box=list(det.box),
-            first_seen=info.captured_at,
+            first_seen=first_at,
             last_seen=info.captured_at,
             frame=info.index,
-            hits=1,
+            hits=hits,
         )
         life = _Life(obj)
         self.lives[oid] = life
         return life
 
     @staticmethod
-    def _observe(life: _Life, det: DetectedObject, info: FrameInfo) -> bool:
+    def _observe(life: _Life, det: DetectedObject, info: FrameInfo, hits: int) -> bool:
         obj = life.object
         obj.score = det.score
         obj.box = list(det.box)
         obj.last_seen = info.captured_at
         obj.frame = info.index
-        obj.hits += 1
+        obj.hits = hits
         life.dirty = True
         if det.score > obj.best_score:
             obj.best_score = det.score
@@ -283,7 +285,7 @@ class ObjectEvents:
         if tracker is None or life is None:
             return
         self._last_info = info
-        step = tracker.update(objects)
+        step = tracker.update(objects, info.captured_at)
         dropped = tracker.dropped_detections + tracker.dropped_tracks
         if dropped and not self._warned:
             self._warned = True

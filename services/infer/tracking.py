@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from norfair import Detection
@@ -24,11 +25,14 @@ from ovbus.payloads.events import TrackingSpec
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """A confirmed track on one frame: its number, and the detection it matched (``None`` when
-    the track is coasting on a frame without a match)."""
+    """A confirmed track on one frame: its number, the detection it matched (``None`` when the
+    track is coasting on a frame without a match), when its first detection was (the ``at`` of
+    that :meth:`Tracker.update`) and how many detections it matched so far."""
 
     number: int
     detection: DetectedObject | None
+    first_at: float
+    hits: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,11 @@ def _points(box: Sequence[int]) -> np.ndarray:
     x1, y1, x2, y2 = (float(v) for v in box)
     # a zero-area box would make the IoU 0/0; keep it one pixel wide and tall
     return np.array([[x1, y1], [max(x2, x1 + 1.0), max(y2, y1 + 1.0)]], dtype=np.float64)
+
+
+def _key(tracked: Any) -> int:
+    """norfair numbers every object it creates (``initializing_id``), confirmed or not."""
+    return int(tracked.initializing_id)
 
 
 class Tracker:
@@ -60,6 +69,7 @@ class Tracker:
             past_detections_length=0,
         )
         self._confirmed: set[int] = set()
+        self._seen: dict[int, tuple[float, int]] = {}  # initializing id -> (first at, hits)
         self._frame = 0
         self.dropped_detections = 0
         self.dropped_tracks = 0
@@ -72,7 +82,7 @@ class Tracker:
     def object_id(self, number: int) -> str:
         return f"{self.run}-{number}"
 
-    def update(self, objects: Sequence[DetectedObject]) -> Step:
+    def update(self, objects: Sequence[DetectedObject], at: float = 0.0) -> Step:
         self._frame += 1
         cap = self.spec.max_tracks
         kept = list(objects)
@@ -90,6 +100,12 @@ class Tracker:
         ]
         self._norfair.update(detections)
         self._bound()
+        seen: dict[int, tuple[float, int]] = {}
+        for tracked in self._norfair.tracked_objects:
+            first, hits = self._seen.get(_key(tracked), (at, 0))
+            fresh = tracked.last_detection.data[0] == self._frame
+            seen[_key(tracked)] = (first, hits + 1 if fresh else hits)
+        self._seen = seen
         tracks: list[Observation] = []
         alive: set[int] = set()
         for tracked in self._norfair.get_active_objects():
@@ -103,7 +119,8 @@ class Tracker:
                 # a matched, confirmed track is full again: it ends after exactly `misses`
                 # frames without a match (norfair confirms a 1-hit track with a low counter)
                 tracked.hit_counter = tracked.hit_counter_max
-            tracks.append(Observation(number, obj if matched else None))
+            first, hits = seen[_key(tracked)]
+            tracks.append(Observation(number, obj if matched else None, first, hits))
         ended = sorted(self._confirmed - alive)
         self._confirmed = alive
         tracks.sort(key=lambda t: t.number)
@@ -128,4 +145,5 @@ class Tracker:
         ended = sorted(self._confirmed)
         self._confirmed = set()
         self._norfair.tracked_objects = []
+        self._seen = {}
         return ended

@@ -97,7 +97,13 @@ SQUARE = [[0.25, 0.25], [0.75, 0.25], [0.75, 0.75], [0.25, 0.75]]
 
 def test_point_in_polygon_and_anchor() -> None:
     assert inside((0.5, 0.5), SQUARE) and not inside((0.8, 0.5), SQUARE)
-    concave = [[0, 0], [1, 0], [1, 1], [0.5, 0.3], [0, 1]]  # a notch from the top down
+    concave: list[list[float]] = [
+        [0, 0],
+        [1, 0],
+        [1, 1],
+        [0.5, 0.3],
+        [0, 1],
+    ]  # a notch from the top down
     assert inside((0.1, 0.5), concave) and not inside((0.5, 0.6), concave)
     assert anchor_point([100, 100, 200, 300], "bottom", 400, 400) == (0.375, 0.75)
     assert anchor_point([100, 100, 200, 300], "center", 400, 400) == (0.375, 0.5)
