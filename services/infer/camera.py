@@ -35,6 +35,7 @@ from ovbus.topics import Topic
 from services.infer.annotate import Counts, SnapshotGate
 from services.infer.backend import Backend
 from services.infer.descriptions import DescriptionStore
+from services.infer.events import FrameInfo, ObjectEvents
 from services.infer.run import run_model
 
 log = get_logger(__name__)
@@ -92,6 +93,7 @@ class CameraRunner:
         self._dropping = False
         self._counts = Counts()
         self._snapshots = SnapshotGate()
+        self._events = ObjectEvents(camera, node, bus.topics, self._safe_publish)
         self._figures = _Figures()
         self._statuses: list[ModelStatus] = []
         self._thread = threading.Thread(target=self._run, name=f"camera:{camera}", daemon=True)
@@ -133,6 +135,7 @@ class CameraRunner:
         self._thread.join(timeout=15)
         if self._reader is not None:
             self._reader.stop()
+        self._events.close(clear=clear)  # end events for every tracked object
         if clear:
             self._publish_counts(self._counts.reset())
             self._safe_publish(self.bus.topics.inference(self.camera), None)
@@ -249,6 +252,9 @@ class CameraRunner:
             objects = doc.objects
             if not failed:  # counts only from a complete pipeline: a failure is not a zero
                 self._publish_counts(self._counts.update(objects))
+                self._events.configure(spec.tracking, spec.zones)  # tracking, events, objects
+                info = FrameInfo(frame.index, frame.captured_at, doc.width, doc.height)
+                self._events.process(info, objects, frame.image)
             if objects and spec.snapshots and self._snapshots.due(spec.snapshot_interval_s):
                 self._safe_publish(
                     self.bus.topics.snapshot(self.camera), annotate(frame.image, objects)
@@ -319,6 +325,7 @@ class CameraRunner:
         with self._state_lock:
             self._last_state = None
         self._publish_counts(dict(self._counts.current))
+        self._events.republish()
 
     # stats ---------------------------------------------------------------------------------
     def stats(self, interval: float) -> CameraStats:
