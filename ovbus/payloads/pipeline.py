@@ -4,10 +4,34 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ovbus.payloads.base import Command, Epoch, ErrorInfo, Name, Payload, ShortText, now
 from ovbus.payloads.events import MAX_ZONES, TrackingSpec, Zone
+
+
+class Tiling(Command):
+    """Run a detector on overlapping tiles of the frame (and on the whole frame), the boxes merged
+    by non-maximum suppression: small objects in a large frame get more of the model's input
+    pixels. Costs ``cols * rows`` (+1 with ``whole_frame``) inferences per frame."""
+
+    cols: int = Field(2, ge=1, le=4, description="tiles across")
+    rows: int = Field(2, ge=1, le=4, description="tiles down")
+    overlap: float = Field(
+        0.25, ge=0.0, le=0.5, description="share of a tile's width/height shared with its neighbour"
+    )
+    whole_frame: bool = Field(
+        True, description="also run on the whole frame (objects larger than a tile)"
+    )
+    iou: float = Field(
+        0.5, gt=0.0, le=1.0, description="two boxes of one label above this IoU are one object"
+    )
+
+    @model_validator(mode="after")
+    def _two_tiles_at_least(self) -> Tiling:
+        if self.cols * self.rows < 2:
+            raise ValueError("tiling needs at least 2 tiles (cols x rows); omit it for none")
+        return self
 
 
 class PipelineModel(Command):
@@ -18,6 +42,9 @@ class PipelineModel(Command):
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="minimum score kept")
     labels: list[ShortText] | None = Field(
         None, max_length=1000, description="keep only these labels; default: all"
+    )
+    tiling: Tiling | None = Field(
+        None, description="run a detector on overlapping tiles (small objects); default: none"
     )
 
 

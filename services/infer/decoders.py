@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -104,6 +105,41 @@ def nms(boxes: F32, scores: F32, iou: float, weighted: bool = False) -> tuple[F3
     if not kept_boxes:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
     return np.stack(kept_boxes).astype(np.float32), np.asarray(kept_scores, np.float32)
+
+
+#: A box lying this much inside a better one is the part of that object a tile edge cut off.
+INSIDE: Final = 0.8
+
+
+def merge_tiles(parts: list[tuple[tuple[int, int], list[Found]]], iou: float) -> list[Found]:
+    """Objects found in tiles, each tile's boxes shifted by its ``(x, y)`` offset into frame
+    pixels, merged per label by greedy NMS: a box is dropped when a better-scoring box of its
+    label overlaps it by more than ``iou`` (IoU) or holds at least ``INSIDE`` of its area."""
+    shifted = [
+        Found(f.label, f.score, (f.box[0] + dx, f.box[1] + dy, f.box[2] + dx, f.box[3] + dy))
+        for (dx, dy), found in parts
+        for f in found
+    ]
+    out: list[Found] = []
+    for label in sorted({f.label for f in shifted}):
+        group = sorted((f for f in shifted if f.label == label), key=lambda f: -f.score)
+        boxes = np.array([f.box for f in group], np.float32)
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        alive = np.ones(len(group), dtype=bool)
+        for i, f in enumerate(group):
+            if not alive[i]:
+                continue
+            out.append(f)
+            x1 = np.maximum(boxes[i, 0], boxes[:, 0])
+            y1 = np.maximum(boxes[i, 1], boxes[:, 1])
+            x2 = np.minimum(boxes[i, 2], boxes[:, 2])
+            y2 = np.minimum(boxes[i, 3], boxes[:, 3])
+            inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+            smaller = np.maximum(np.minimum(areas[i], areas), 1e-9)
+            same = (iou_matrix(boxes[i], boxes) > iou) | (inter / smaller >= INSIDE)
+            alive &= ~same
+    out.sort(key=lambda f: -f.score)
+    return out
 
 
 def _found(labels: list[str], ids: list[int], boxes: F32, scores: F32, meta: Meta) -> list[Found]:

@@ -87,3 +87,27 @@ def prepare(frame: Image, desc: ModelDescription, shape: tuple[int, ...]) -> tup
     if desc.layout == "NCHW":
         tensor = tensor.transpose(2, 0, 1)
     return np.ascontiguousarray(tensor[np.newaxis], dtype=np.float32), meta
+
+
+def tiles(
+    width: int, height: int, cols: int, rows: int, overlap: float
+) -> list[tuple[int, int, int, int]]:
+    """Overlapping tiles ``(x1, y1, x2, y2)`` covering a ``width`` x ``height`` frame, ``cols``
+    across and ``rows`` down, neighbours sharing ``overlap`` of a tile's size; the last tile of
+    a row or column ends exactly at the frame's edge."""
+    if cols < 1 or rows < 1 or not 0.0 <= overlap < 1.0 or width < cols or height < rows:
+        raise ModelError(
+            f"cannot cut a {width}x{height} frame into {cols}x{rows} tiles overlapping {overlap}"
+        )
+
+    def spans(size: int, n: int) -> list[tuple[int, int]]:
+        tile = size / (n - (n - 1) * overlap)
+        step = tile * (1.0 - overlap)
+        out = []
+        for i in range(n):
+            start = min(round(i * step), size - 1)
+            end = size if i == n - 1 else min(size, round(i * step + tile))
+            out.append((start, max(end, start + 1)))
+        return out
+
+    return [(x1, y1, x2, y2) for y1, y2 in spans(height, rows) for x1, x2 in spans(width, cols)]

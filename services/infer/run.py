@@ -14,8 +14,9 @@ from ovbus.payloads.detections import ClassScore, DetectedObject, ModelResult
 from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.pipeline import PipelineModel
 from services.infer.backend import Model
-from services.infer.decoders import decode
+from services.infer.decoders import Decoded, decode
 from services.infer.preprocess import prepare
+from services.infer.tiling import run_tiles
 
 
 def input_name(model: Model, desc: ModelDescription) -> str:
@@ -44,11 +45,15 @@ def run_model(
 ) -> ModelResult:
     """Run ``model`` on a BGR frame; raises ``ModelError``/``BackendError`` on any failure."""
     name = input_name(model, desc)
-    tensor, meta = prepare(image, desc, model.inputs()[name].shape)
-    t0 = time.perf_counter()
-    outputs = model.infer({name: tensor}, timeout=timeout)
-    ms = (time.perf_counter() - t0) * 1000.0
-    decoded = decode(desc, outputs, meta, pm.threshold)
+
+    def detect(frame: npt.NDArray[np.uint8]) -> tuple[Decoded, float]:
+        tensor, meta = prepare(frame, desc, model.inputs()[name].shape)
+        t0 = time.perf_counter()
+        outputs = model.infer({name: tensor}, timeout=timeout)
+        ms = (time.perf_counter() - t0) * 1000.0
+        return decode(desc, outputs, meta, pm.threshold), ms
+
+    decoded, ms = detect(image) if pm.tiling is None else run_tiles(detect, image, pm.tiling)
     keep = set(pm.labels) if pm.labels is not None else None
     return ModelResult(
         name=pm.name,
