@@ -19,8 +19,16 @@ import openvino as ov
 
 from ovbus.errors import BackendError, ErrorCode, ModelError, OvbusError, StoreError
 from ovbus.log import get_logger
+from ovbus.model_repository import (
+    Dim,
+    EntryProblem,
+    Layout,
+    ModelEntry,
+    fingerprint,
+    read_config,
+    resolve,
+)
 from services.infer.backend import Array, TensorSpec
-from services.infer.ovms_config import ModelEntry, fingerprint, parse_shape, read_config, resolve
 
 log = get_logger(__name__)
 
@@ -38,26 +46,60 @@ def _spec(port: Any) -> TensorSpec:
     return TensorSpec(port.get_any_name(), dims, str(port.get_element_type().to_dtype()))
 
 
-def apply_layout(model: Any, layout: str | dict[str, str]) -> Any:
-    """OVMS ``layout``: ``"NHWC:NCHW"`` = the client sends NHWC, the model is NCHW (OpenVINO
-    inserts the transpose); ``"NCHW"`` alone only names the model's layout. A string applies to
-    the only input; a dict maps input names to such strings."""
-    if isinstance(layout, str):
+def _partial(shape: tuple[Dim, ...]) -> ov.PartialShape:
+    return ov.PartialShape(
+        [ov.Dimension(*d) if isinstance(d, tuple) else ov.Dimension(d) for d in shape]
+    )
+
+
+def apply_shape(model: Any, entry: ModelEntry) -> None:
+    """OVMS ``shape`` (a tuple for the only input, or per input; ``-1`` and ranges stay
+    dynamic), else ``batch_size`` on the batch dimension (``N`` of the layout, or the first).
+    ``"auto"`` leaves the model as it is: OVMS would reshape it per request, OpenVINO's dynamic
+    dimensions (``-1``) are the in-process way."""
+    if isinstance(entry.shapes, dict):
+        fixed = {k: _partial(v) for k, v in entry.shapes.items() if v != "auto"}
+        if fixed:
+            model.reshape(fixed)
+    elif isinstance(entry.shapes, tuple):
+        model.reshape(_partial(entry.shapes))
+    elif entry.batch is not None and entry.batch != "auto":
+        for param in model.get_parameters():
+            if param.get_layout().empty:
+                param.set_layout(ov.Layout("N..."))
+        batch = entry.batch
+        ov.set_batch(model, ov.Dimension(*batch) if isinstance(batch, tuple) else batch)
+
+
+def apply_layout(model: Any, layouts: dict[str, Layout] | Layout) -> Any:
+    """OVMS ``layout``: ``NHWC:NCHW`` = the client sends NHWC, the model is NCHW (OpenVINO
+    inserts the transpose); ``NCHW`` alone only names the model's layout. A string applies to
+    the only input; a dict maps input or output names to such layouts."""
+    if not isinstance(layouts, dict):
         if len(model.inputs) != 1:
             raise ModelError(
                 "'layout' as a string needs a model with one input; use {input: layout}",
                 code=ErrorCode.INVALID_CONFIG,
             )
-        layout = {model.inputs[0].get_any_name(): layout}
+        layouts = {model.inputs[0].get_any_name(): layouts}
+    inputs = {n for port in model.inputs for n in port.get_names()}
+    outputs = {n for port in model.outputs for n in port.get_names()}
     ppp = ov.preprocess.PrePostProcessor(model)
-    for name, spec in layout.items():
-        tensor_layout, _, model_layout = spec.partition(":")
-        step = ppp.input(name)
-        if model_layout:
-            step.tensor().set_layout(ov.Layout(tensor_layout))
-            step.model().set_layout(ov.Layout(model_layout))
+    for name, (first, second) in layouts.items():
+        if name in inputs:
+            step: Any = ppp.input(name)
+        elif name in outputs:
+            step = ppp.output(name)
         else:
-            step.model().set_layout(ov.Layout(tensor_layout))
+            raise ModelError(
+                f"'layout' names {name!r}, which is not an input or output of the model",
+                code=ErrorCode.INVALID_CONFIG,
+            )
+        if second is None:
+            step.model().set_layout(ov.Layout(first))
+        else:
+            step.tensor().set_layout(ov.Layout(first))
+            step.model().set_layout(ov.Layout(second))
     return ppp.build()
 
 
@@ -71,18 +113,15 @@ class OpenVINOModel:
     ) -> None:
         self.name = entry.name
         self.version = version
-        self.device = entry.config.target_device
+        self.device = entry.device
         cfg = entry.config
         try:
             model = core.read_model(str(path))
-            if isinstance(cfg.shape, str | list) and str(cfg.shape).lower() != "auto":
-                model.reshape(parse_shape(cfg.shape))
-            elif isinstance(cfg.shape, dict):
-                model.reshape({k: parse_shape(v) for k, v in cfg.shape.items()})
-            if cfg.layout is not None:
-                model = apply_layout(model, cfg.layout)
+            apply_shape(model, entry)
+            if entry.layouts is not None:
+                model = apply_layout(model, entry.layouts)
             props: dict[str, Any] = {"PERFORMANCE_HINT": hint}
-            props.update({str(k): v for k, v in cfg.plugin_config.items()})
+            props.update({str(k): v for k, v in (cfg.plugin_config or {}).items()})
             self._compiled = core.compile_model(model, self.device, props)
             nireq = cfg.nireq or int(
                 self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
@@ -163,6 +202,7 @@ class OpenVINOBackend:
         self._lock = threading.RLock()
         self._entries: dict[str, ModelEntry] = {}
         self._config_error: StoreError | None = None
+        self._problems: dict[str, EntryProblem] = {}
         self._config_stamp: tuple[int, int] | None = None
         self._loaded: dict[tuple[str, int | None], _Loaded] = {}
         self._key_locks: dict[tuple[str, int | None], threading.Lock] = {}
@@ -184,16 +224,40 @@ class OpenVINOBackend:
             return
         self._config_stamp = stamp
         try:
-            entries = read_config(self.config_path)
+            repo = read_config(self.config_path)
         except StoreError as e:
             with self._lock:
                 if self._config_error is None or self._config_error.message != e.message:
-                    log.error("config.json unreadable", path=str(self.config_path), error=e.message)
+                    if e.code == ErrorCode.NOT_FOUND:  # first start: the zoo has not written it
+                        log.info("no config.json yet", path=str(self.config_path))
+                    else:  # as OVMS: the models loaded from the last good file keep running
+                        log.error(
+                            "config.json refused", path=str(self.config_path), error=e.message
+                        )
                 self._config_error = e
             return
+        problems = {p.name: p for p in repo.problems}
         with self._lock:
-            self._entries, self._config_error = entries, None
-        log.info("config.json read", path=str(self.config_path), models=sorted(entries))
+            known = self._problems
+            self._entries, self._problems, self._config_error = repo.entries, problems, None
+        for problem in repo.problems:
+            if known.get(problem.name) != problem:  # each problem is logged once
+                log.error("config.json entry skipped", model=problem.name, error=problem.message)
+        log.info("config.json read", path=str(self.config_path), models=sorted(repo.entries))
+
+    def problems(self) -> list[EntryProblem]:
+        """The entries of config.json that are skipped, with their cause."""
+        with self._lock:
+            return list(self._problems.values())
+
+    def _print(self, name: str) -> str:
+        """What a loaded model is compared against to know it must be reloaded."""
+        with self._lock:
+            entry = self._entries.get(name)
+            problem = self._problems.get(name)
+        if entry is not None:
+            return fingerprint(entry)
+        return f"skipped: {problem.message}" if problem is not None else "missing"
 
     def _watch(self, poll_s: float) -> None:
         while not self._stop.wait(poll_s):
@@ -209,12 +273,10 @@ class OpenVINOBackend:
         for key in keys:
             name, version = key
             with self._lock:
-                entry = self._entries.get(name)
                 loaded = self._loaded.get(key)
             if loaded is None:
                 continue
-            current = fingerprint(entry) if entry is not None else "missing"
-            if current == loaded.print:
+            if self._print(name) == loaded.print:
                 continue
             log.info("model changed, reloading", model=name, version=version)
             fresh = self._load(name, version)
@@ -226,21 +288,21 @@ class OpenVINOBackend:
 
     # loading ------------------------------------------------------------------------------
     def _load(self, name: str, version: int | None) -> _Loaded:
+        stamp = self._print(name)
         with self._lock:
             entry = self._entries.get(name)
+            problem = self._problems.get(name)
             config_error = self._config_error
         if entry is None:
-            if config_error is not None:
-                return _Loaded(
-                    "missing", error=ModelError(config_error.message, code=config_error.code)
-                )
-            return _Loaded(
-                "missing",
-                error=ModelError(
+            if problem is not None:  # skipped as OVMS skips it; the cause goes to the camera
+                error = ModelError(str(problem), code=ErrorCode.INVALID_CONFIG)
+            elif config_error is not None:
+                error = ModelError(config_error.message, code=config_error.code)
+            else:
+                error = ModelError(
                     f"model {name!r} is not in {self.config_path}", code=ErrorCode.NOT_FOUND
-                ),
-            )
-        stamp = fingerprint(entry)
+                )
+            return _Loaded(stamp, error=error)
         try:
             chosen, path = resolve(entry, version)
             model = OpenVINOModel(self.core, entry, chosen, path, self.hint)

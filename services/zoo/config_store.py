@@ -5,13 +5,20 @@ Every change is ``ConfigStore.update(change)``:
 1. take an exclusive ``fcntl`` lock on ``.config.json.lock`` beside the file (several zoo
    processes, or a zoo and a script, never interleave);
 2. re-read ``config.json`` from disk (edits made by hand, e.g. in Jupyter, are kept);
-3. apply ``change`` to a deep copy; validate the result against the OVMS schema;
+3. apply ``change`` to a deep copy; validate the result with :mod:`ovbus.model_repository` (the
+   OVMS schema and the value formats OVMS parses): a change that would make any entry invalid
+   is refused;
 4. write ``.config.json.<random>.tmp`` in the same folder, ``fsync`` it, ``rename`` it over
    ``config.json`` and ``fsync`` the folder.
 
 A change that raises or does not validate leaves the file byte-identical; a kill -9 at any point
 leaves either the old or the new file, never a mix (at worst a hidden ``.tmp`` that the next
 ``ConfigStore`` removes). OVMS loads only what ``config.json`` lists, so hidden files are ignored.
+
+An entry made invalid by hand (say ``"shape": "224x224"``) is skipped by OVMS and by the infer
+worker, and kept as found here: the zoo goes on managing the other models and reports the entry
+(``list`` and the model's state carry the cause). An entry that OVMS's JSON Schema refuses makes
+OVMS refuse the whole file: then the zoo writes nothing until it is fixed by hand.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any, Final
 
 from ovbus.errors import ErrorCode, StoreError
 from ovbus.log import get_logger
-from services.zoo.ovms_schema import validate_config
+from ovbus.model_repository import EntryProblem, parse_config
 
 log = get_logger(__name__)
 
@@ -82,6 +89,7 @@ class ConfigStore:
         self.folder = folder
         self.path = folder / CONFIG_NAME
         self.lock_path = folder / LOCK_NAME
+        self._reported: set[tuple[str, str]] = set()
         folder.mkdir(parents=True, exist_ok=True)
         self.remove_stale_temps()
 
@@ -125,9 +133,23 @@ class ConfigStore:
             ) from e
         if isinstance(doc, dict) and "model_config_list" not in doc:
             doc["model_config_list"] = []
-        validate_config(doc)
+        problems = {(p.name, p.message) for p in self.problems(doc)}
+        for name, message in sorted(problems - self._reported):  # each logged once
+            log.warning("config.json entry skipped by OVMS", model=name, error=message)
+        self._reported = problems
         result: ConfigDoc = doc
         return result
+
+    def problems(self, doc: Any) -> list[EntryProblem]:
+        """The entries of ``doc`` OVMS would skip; raises ``StoreError`` if OVMS would refuse
+        the file as a whole."""
+        try:
+            return parse_config(doc, self.folder).problems
+        except StoreError as e:
+            raise StoreError(
+                f"{self.path}: {e.message}; fix it by hand, the zoo will not overwrite it",
+                code=ErrorCode.INVALID_CONFIG,
+            ) from e
 
     def update(self, change: Change) -> tuple[ConfigDoc, bool]:
         """Apply ``change`` (which edits the document in place or raises) under the lock.
@@ -136,7 +158,7 @@ class ConfigStore:
             current = self.read()
             proposed = copy.deepcopy(current)
             change(proposed)
-            validate_config(proposed)
+            check_change(self.problems(current), self.problems(proposed))
             if proposed == current and self.path.exists():
                 return current, False
             write_atomic(self.path, encode_config(proposed))
@@ -144,18 +166,44 @@ class ConfigStore:
             return proposed, True
 
 
+def check_change(before: list[EntryProblem], after: list[EntryProblem]) -> None:
+    """Refuse a change that makes an entry invalid, or that would be written into a file OVMS
+    refuses as a whole."""
+    known = {(p.name, p.message) for p in before}
+    new = [p for p in after if (p.name, p.message) not in known]
+    if new:
+        detail = "; ".join(f"model {p.name!r}: {p.message}" for p in new[:3])
+        raise StoreError(
+            f"config.json would not be valid for OVMS: {detail}", code=ErrorCode.INVALID_CONFIG
+        )
+    refused = [p for p in after if p.schema]
+    if refused:
+        detail = "; ".join(f"model {p.name!r}: {p.message}" for p in refused[:3])
+        raise StoreError(
+            f"config.json has entries OVMS refuses (so it refuses the whole file): {detail}; "
+            "fix them by hand, the zoo will not write this file",
+            code=ErrorCode.INVALID_CONFIG,
+        )
+
+
 # helpers on the document --------------------------------------------------------------------
+def entries(doc: ConfigDoc) -> list[dict[str, Any]]:
+    """The ``config`` objects of the entries that have a name (hand edits may lack one)."""
+    out = []
+    for item in doc.get("model_config_list", []):
+        entry = item.get("config") if isinstance(item, dict) else None
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            out.append(entry)
+    return out
+
+
 def names(doc: ConfigDoc) -> list[str]:
-    return [str(item["config"]["name"]) for item in doc.get("model_config_list", [])]
+    return [str(entry["name"]) for entry in entries(doc)]
 
 
 def find(doc: ConfigDoc, name: str) -> dict[str, Any] | None:
-    """The ``config`` object of model ``name``, or None."""
-    for item in doc.get("model_config_list", []):
-        if item["config"]["name"] == name:
-            found: dict[str, Any] = item["config"]
-            return found
-    return None
+    """The ``config`` object of model ``name`` (the first, as OVMS), or None."""
+    return next((entry for entry in entries(doc) if entry["name"] == name), None)
 
 
 def upsert(doc: ConfigDoc, name: str, base_path: str, **fields: Any) -> dict[str, Any]:
@@ -177,6 +225,9 @@ def upsert(doc: ConfigDoc, name: str, base_path: str, **fields: Any) -> dict[str
 
 def remove(doc: ConfigDoc, name: str) -> bool:
     items = doc.get("model_config_list", [])
-    kept = [item for item in items if item["config"]["name"] != name]
+    gone = [id(entry) for entry in entries(doc) if entry["name"] == name]
+    kept = [
+        item for item in items if not (isinstance(item, dict) and id(item.get("config")) in gone)
+    ]
     doc["model_config_list"] = kept
     return len(kept) != len(items)

@@ -27,6 +27,7 @@ from typing import Final
 from ovbus import codec
 from ovbus.errors import ErrorCode, PayloadError, StoreError
 from ovbus.log import get_logger
+from ovbus.model_repository import complete_versions, model_file
 from ovbus.payloads.model import ModelDescription
 from ovbus.topics import check_name
 from services.zoo.config_store import fsync_dir, write_atomic
@@ -35,8 +36,6 @@ log = get_logger(__name__)
 
 STAGING: Final = ".staging"
 DESCRIPTION: Final = "model.json"
-#: Files OVMS / OpenVINO load from a version folder, by the zoo's naming.
-MODEL_FILES: Final = ("model.xml", "model.onnx", "model.tflite")
 
 
 class ModelsFolder:
@@ -78,24 +77,12 @@ class ModelsFolder:
         return self.model_dir(name) / str(version)
 
     def versions(self, name: str) -> list[int]:
-        """Numbered version folders of ``name``, ascending (what OVMS would load)."""
-        folder = self.model_dir(name)
-        if not folder.is_dir():
-            return []
-        found = []
-        for child in folder.iterdir():
-            if child.name.isdigit() and child.is_dir() and not child.is_symlink():
-                number = int(child.name)
-                if number >= 1:
-                    found.append(number)
-        return sorted(found)
+        """The complete version folders of ``name``, ascending: what OVMS can load (the rule
+        is :func:`ovbus.model_repository.complete_versions`)."""
+        return complete_versions(self.model_dir(name))
 
     def model_file(self, name: str, version: int) -> Path | None:
-        folder = self.version_dir(name, version)
-        for filename in MODEL_FILES:
-            if (folder / filename).is_file():
-                return folder / filename
-        return None
+        return model_file(self.version_dir(name, version))
 
     def exists(self, name: str) -> bool:
         return bool(self.versions(name))

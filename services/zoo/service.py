@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ovbus.errors import ErrorCode, OvbusError, RequestError
 from ovbus.log import get_logger
+from ovbus.model_repository import EntryProblem, current_version, parse_entry
 from ovbus.payloads.model import ModelStateName
 from ovbus.payloads.zoo import (
     CatalogRequest,
@@ -29,7 +31,7 @@ from services.zoo.catalog import DEFAULT_MODEL, Catalog
 from services.zoo.config_store import ConfigStore
 from services.zoo.layout import ModelsFolder
 from services.zoo.settings import ZooSettings
-from services.zoo.states import Publish, StateBoard, current_version
+from services.zoo.states import Publish, StateBoard, entry_state
 
 log = get_logger(__name__)
 
@@ -113,12 +115,13 @@ class Zoo:
         doc = self.config.read()
         out = []
         listed = set()
-        for item in doc["model_config_list"]:
-            entry = item["config"]
+        for entry in cfg.entries(doc):
             name = str(entry["name"])
+            if name in listed:
+                continue  # OVMS serves the first entry of a name
             listed.add(name)
             try:
-                ours = entry["base_path"] == self.folder.base_path(
+                ours = entry.get("base_path") == self.folder.base_path(
                     name, self.settings.ovms_models_dir
                 )
             except OvbusError:
@@ -126,19 +129,21 @@ class Zoo:
             versions = self.folder.versions(name) if ours else []
             description = self.folder.read_description(name) if ours else None
             state = self.board.states.get(name)
-            out.append(
-                {
-                    "name": name,
-                    "managed": ours,
-                    "base_path": entry["base_path"],
-                    "versions": versions,
-                    "current_version": current_version(entry.get("model_version_policy"), versions),
-                    "target_device": entry.get("target_device", "CPU"),
-                    "kind": description.kind if description else None,
-                    "state": state.state if state else ("ready" if versions else None),
-                    "in_config": True,
-                }
-            )
+            policy, problem = entry_state(entry, self.config.folder)
+            item = {
+                "name": name,
+                "managed": ours,
+                "base_path": entry.get("base_path"),
+                "versions": versions,
+                "current_version": None if problem else current_version(policy, versions),
+                "target_device": entry.get("target_device", "CPU"),
+                "kind": description.kind if description else None,
+                "state": state.state if state else ("ready" if versions else None),
+                "in_config": True,
+            }
+            if problem is not None:  # OVMS and the infer worker skip this entry
+                item["state"], item["error"] = "failed", problem.message
+            out.append(item)
         for name in self.board.managed():
             if name not in listed:
                 out.append(
@@ -268,6 +273,10 @@ class Zoo:
                 )
         if not fields and req.description is None:
             raise RequestError("nothing to set", code=ErrorCode.BAD_REQUEST)
+        # the values OVMS would refuse or ignore (a shape it cannot parse...) are refused here
+        checked = parse_entry({"config": {"name": req.name, "base_path": "-", **fields}}, Path("/"))
+        if isinstance(checked, EntryProblem):
+            raise RequestError(f"set {req.name}: {checked.message}", code=ErrorCode.BAD_REQUEST)
 
         def change(doc: cfg.ConfigDoc) -> None:
             entry = cfg.find(doc, req.name)
@@ -291,7 +300,10 @@ class Zoo:
     def rollback(self, req: RollbackRequest) -> dict[str, Any]:
         entry = self._require(req.name)
         versions = self.folder.versions(req.name)
-        current = current_version(entry.get("model_version_policy"), versions)
+        policy, problem = entry_state(entry or None, self.config.folder)
+        if problem is not None:
+            raise RequestError(f"{req.name}: {problem.message}", code=ErrorCode.CONFLICT)
+        current = current_version(policy, versions)
         earlier = [v for v in versions if current is not None and v < current]
         if not versions:
             raise RequestError(

@@ -4,10 +4,12 @@ and ``config.json``, kept for re-publishing after every reconnect."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from ovbus.errors import OvbusError
+from ovbus.errors import OvbusError, StoreError
 from ovbus.log import get_logger
+from ovbus.model_repository import EntryProblem, VersionPolicy, current_version, parse_entry
 from ovbus.payloads.base import ErrorInfo
 from ovbus.payloads.model import ModelDescription, ModelState, ModelStateName
 from ovbus.topics import check_name
@@ -20,14 +22,16 @@ log = get_logger(__name__)
 Publish = Callable[[ModelState], None]
 
 
-def current_version(policy: Any, versions: list[int]) -> int | None:
-    """The version OVMS serves as the newest under ``policy`` (default: latest)."""
-    if not versions:
-        return None
-    if isinstance(policy, dict) and "specific" in policy:
-        listed = [v for v in policy["specific"].get("versions", []) if v in versions]
-        return max(listed) if listed else None
-    return max(versions)
+def entry_state(
+    entry: dict[str, Any] | None, root: Path
+) -> tuple[VersionPolicy | None, EntryProblem | None]:
+    """A config.json entry's version policy, or why OVMS skips the entry."""
+    if entry is None:
+        return None, None
+    parsed = parse_entry({"config": entry}, root)
+    if isinstance(parsed, EntryProblem):
+        return None, parsed
+    return parsed.config.model_version_policy, None
 
 
 class StateBoard:
@@ -39,23 +43,26 @@ class StateBoard:
         self.publish: Publish = publish or (lambda state: None)
         self.states: dict[str, ModelState] = {}
 
-    def _policy(self, name: str) -> Any:
-        """The model's version policy in config.json (None if absent or unreadable)."""
+    def _entry(self, name: str) -> tuple[VersionPolicy | None, EntryProblem | None]:
+        """The model's version policy in config.json, or why OVMS skips its entry."""
         try:
             entry = cfg.find(self.config.read(), name)
         except OvbusError as e:
             log.warning("config.json unreadable for a state", model=name, error=e.message)
-            return None
-        return entry.get("model_version_policy") if entry else None
+            return None, None
+        return entry_state(entry, self.config.folder)
 
     def ready_state(self, name: str) -> ModelState:
+        """``ready``, or ``failed`` naming the cause when OVMS skips the model's entry."""
         versions = self.folder.versions(name)
         description = self.folder.read_description(name)
+        policy, problem = self._entry(name)
         return ModelState(
             name=name,
-            state="ready",
+            state="failed" if problem else "ready",
             versions=versions,
-            current_version=current_version(self._policy(name), versions),
+            current_version=None if problem else current_version(policy, versions),
+            error=ErrorInfo.of(StoreError(str(problem))) if problem else None,
             description=description,
             source=description.source if description else None,
         )
@@ -74,7 +81,7 @@ class StateBoard:
         else:
             known = self.states.get(name)
             versions = self.folder.versions(name)
-            policy = self._policy(name) if state != "removed" else None
+            policy = self._entry(name)[0] if state != "removed" else None
             if description is None:
                 description = known.description if known else self.folder.read_description(name)
             doc = ModelState(

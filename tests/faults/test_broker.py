@@ -14,10 +14,10 @@ import pytest
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
 from ovbus.messages import Message
+from ovbus.model_repository import validate_config
 from ovbus.payloads.rpc import Reply
 from ovbus.payloads.zoo import FileSource, ListRequest, PullRequest
 from services.mosquitto import Mosquitto
-from services.zoo.ovms_schema import validate_config
 from tests import assets
 from tests.faults.conftest import Row
 from tests.faults.harness import ZooProcess, first_result, wait_status

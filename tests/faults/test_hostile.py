@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
+from ovbus.model_repository import validate_config
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from ovbus.payloads.rpc import Reply
 from ovbus.payloads.stream import CameraSet
 from ovbus.payloads.zoo import ListRequest
 from services.mosquitto import Mosquitto
-from services.zoo.ovms_schema import validate_config
 from tests import assets
 from tests.faults.conftest import Row
 from tests.faults.harness import first_result

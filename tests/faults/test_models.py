@@ -17,10 +17,10 @@ import pytest
 
 from ovbus.bus import Bus
 from ovbus.errors import RemoteError
+from ovbus.model_repository import validate_config
 from ovbus.payloads.model import ModelState
 from ovbus.payloads.zoo import FileSource, PullRequest
 from services.mosquitto import Mosquitto
-from services.zoo.ovms_schema import validate_config
 from services.zoo.settings import ZooSettings
 from tests import assets
 from tests.faults.conftest import Row

@@ -12,11 +12,11 @@ import pytest
 
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
+from ovbus.model_repository import validate_config
 from ovbus.payloads.model import ModelState
 from ovbus.payloads.rpc import Reply
 from ovbus.payloads.zoo import FileSource, PullRequest, UrlSource
 from services.mosquitto import Mosquitto
-from services.zoo.ovms_schema import validate_config
 from tests import assets
 from tests.faults.conftest import Row
 from tests.faults.harness import ZooProcess, wait_status

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from ovbus.errors import ErrorCode, ModelError
+from ovbus.model_repository import read_config, served_versions
 from services.infer.decoders import decode
 from services.infer.openvino_backend import OpenVINOBackend
-from services.infer.ovms_config import read_config, served_versions
 from services.infer.preprocess import prepare
 from tests import assets
 from tests.media import read_image
@@ -107,8 +107,8 @@ def test_version_policy_and_pinning(tmp_path: Path) -> None:
         version=2,
         config={"model_version_policy": {"specific": {"versions": [1]}}},
     )
-    entry = read_config(root / "config.json")["face"]
-    assert served_versions(entry) == [1]
+    entry = read_config(root / "config.json").entries["face"]
+    assert served_versions(entry.config.model_version_policy, entry.base) == [1]
     b = OpenVINOBackend(root, poll_s=5)
     try:
         assert b.model("face").version == 1
@@ -197,5 +197,53 @@ def test_config_layout_transposes_like_ovms(tmp_path: Path) -> None:
         finally:
             native.close()
         assert face.box == face2.box and abs(face.score - face2.score) < 1e-3
+    finally:
+        b.close()
+
+
+def test_bad_entries_are_skipped_and_reported_the_others_served(tmp_path: Path) -> None:
+    """As OVMS: an entry that does not parse is skipped with its cause, the others load (here
+    ``"nireq": 0``, OVMS's "auto", beside an unparseable shape and a negative nireq)."""
+    root = tmp_path / "models"
+    add_model(root, "face", assets.blazeface(), BLAZEFACE, config={"nireq": 0})
+    add_model(root, "pose", assets.pose_detector(), POSE, config={"shape": "not a shape"})
+    register_model(root, "ghost", {"nireq": -1})
+    b = OpenVINOBackend(root, poll_s=0.2)
+    try:
+        face = b.model("face")
+        assert face.nireq >= 1  # 0: the device's optimal number
+        tensor = np.zeros((1, 128, 128, 3), np.float32)
+        assert face.infer({"input": tensor})["regressors"].shape == (1, 896, 16)
+        with pytest.raises(ModelError) as err:
+            b.model("pose")
+        assert err.value.code == ErrorCode.INVALID_CONFIG
+        assert "'pose'" in err.value.message and "'not a shape'" in err.value.message
+        with pytest.raises(ModelError, match=r"'ghost'.*nireq") as err:
+            b.model("ghost")
+        assert err.value.code == ErrorCode.INVALID_CONFIG
+        assert sorted((p.name, p.schema) for p in b.problems()) == [
+            ("ghost", True),
+            ("pose", False),
+        ]
+        # the entry fixed by hand is picked up; the served model was never interrupted
+        register_model(root, "pose", {"shape": "(1,224,224,3)"})
+        wait_for(lambda: _loads(b, "pose"))
+        assert b.model("face") is face
+    finally:
+        b.close()
+
+
+def test_shape_with_ranges_and_batch_size_as_ovms(tmp_path: Path) -> None:
+    """``shape`` with ``-1`` and ``min:max`` dimensions stays dynamic; ``batch_size`` reshapes
+    the batch dimension (the first: BlazeFace has no layout)."""
+    root = tmp_path / "models"
+    add_model(root, "face", assets.blazeface(), BLAZEFACE, config={"shape": "(1, 64:256, -1, 3)"})
+    add_model(root, "batched", assets.blazeface(), BLAZEFACE, config={"batch_size": "1:4"})
+    b = OpenVINOBackend(root, poll_s=5)
+    try:
+        assert b.model("face").inputs()["input"].shape == (1, -1, -1, 3)
+        out = b.model("face").infer({"input": np.zeros((1, 128, 128, 3), np.float32)})
+        assert out["regressors"].shape == (1, 896, 16)
+        assert b.model("batched").inputs()["input"].shape == (-1, 128, 128, 3)
     finally:
         b.close()

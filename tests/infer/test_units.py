@@ -10,10 +10,10 @@ import pytest
 
 from ovbus.draw import annotate
 from ovbus.errors import ErrorCode, ModelError, StoreError
+from ovbus.model_repository import parse_shape, read_config
 from ovbus.payloads.detections import DetectedObject
 from services.infer.annotate import Counts
 from services.infer.descriptions import DescriptionStore
-from services.infer.ovms_config import parse_shape, read_config
 from services.infer.ownership import Membership, owner
 from tests.models import BLAZEFACE, POSE
 
@@ -92,14 +92,15 @@ def test_config_json_semantics(tmp_path: Path) -> None:
             }
         )
     )
-    entries = read_config(path)
-    assert entries["a"].base == tmp_path / "a" and entries["a"].config.target_device == "CPU"
-    assert entries["b"].base == Path("/abs/b") and entries["b"].config.target_device == "GPU"
-    assert parse_shape("(1,3,224,224)") == [1, 3, 224, 224]
+    entries = read_config(path).entries
+    assert entries["a"].base == tmp_path / "a" and entries["a"].device == "CPU"
+    assert entries["b"].base == Path("/abs/b") and entries["b"].device == "GPU"
+    assert entries["a"].shapes == parse_shape("(1,3,224,224)") == (1, 3, 224, 224)
     path.write_text('{"model_config_list": [{"config": {"name": "a", "base_path": "a"}}, '
                     '{"config": {"name": "a", "base_path": "b"}}]}')  # fmt: skip
-    with pytest.raises(StoreError, match="listed twice"):
-        read_config(path)
+    repo = read_config(path)  # as OVMS: the first entry of a name is served, the other skipped
+    assert repo.entries["a"].base == tmp_path / "a"
+    assert [(p.name, p.message) for p in repo.problems] == [("a", "the name is listed twice")]
     path.write_text("{not json")
     with pytest.raises(StoreError, match="not JSON"):
         read_config(path)

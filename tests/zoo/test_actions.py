@@ -11,6 +11,7 @@ from typing import Any
 
 from ovbus.bus import Bus
 from ovbus.errors import RemoteError
+from ovbus.model_repository import validate_config
 from ovbus.payloads.model import ModelDescription, ModelState
 from ovbus.payloads.zoo import (
     FileSource,
@@ -19,7 +20,6 @@ from ovbus.payloads.zoo import (
     RemoveRequest,
     SetRequest,
 )
-from services.zoo.ovms_schema import validate_config
 from tests import assets
 from tests.zoo.conftest import OMZ_MODEL, Site, Worker, snapshot
 from tests.zoo.servers import FakeOvms, serve_folder
@@ -142,12 +142,13 @@ def test_ovms_failure_is_reported_not_hidden(worker: Worker, client: Bus) -> Non
 def test_infer_worker_reads_what_the_zoo_writes(worker: Worker, client: Bus) -> None:
     """The contract with the infer worker: its config reader resolves the pulled model, and the
     retained state carries the same description as model.json."""
-    from services.infer.ovms_config import read_config, resolve
+    from ovbus.model_repository import read_config, resolve
 
     client.call(client.topics.zoo_request(), PullRequest(name=OMZ_MODEL), timeout=60)
     models = worker.zoo.folder.root
-    entries = read_config(models / "config.json")
-    version, path = resolve(entries[OMZ_MODEL], None)
+    repo = read_config(models / "config.json")
+    assert repo.problems == []
+    version, path = resolve(repo.entries[OMZ_MODEL], None)
     assert (version, path) == (1, models / OMZ_MODEL / "1" / "model.xml")
     retained = client.retained(str(client.topics.zoo_model(OMZ_MODEL)))
     state = retained[0].decode(ModelState)

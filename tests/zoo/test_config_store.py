@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from ovbus.errors import ErrorCode, StoreError
+from ovbus.model_repository import validate_config
 from services.zoo import config_store as cfg
 from services.zoo.config_store import ConfigStore
-from services.zoo.ovms_schema import validate_config
 from tests.zoo.conftest import ROOT
 
 HAND_WRITTEN: dict[str, Any] = {

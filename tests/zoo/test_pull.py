@@ -15,10 +15,10 @@ import pytest
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
 from ovbus.messages import Message
+from ovbus.model_repository import validate_config
 from ovbus.payloads.model import ModelDescription, ModelState
 from ovbus.payloads.rpc import Reply
 from ovbus.payloads.zoo import ListRequest, PullRequest, RollbackRequest, UrlSource
-from services.zoo.ovms_schema import validate_config
 from tests import assets
 from tests.models import BLAZEFACE
 from tests.zoo.conftest import OMZ_MODEL, Site, Worker

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from ovbus.errors import ConfigError, ErrorCode, FetchError, StoreError
+from ovbus.model_repository import VersionPolicy, current_version
 from services.http import check_url
 from services.wheels import WheelLink, _Links, normalize, pick
 from services.zoo.catalog import BUILTIN, Catalog
 from services.zoo.ovms import parse_status
 from services.zoo.sources import allowed_file
-from services.zoo.states import current_version
 
 
 def test_index_page_links_resolve_and_keep_sha256() -> None:
@@ -55,10 +55,11 @@ def test_pick_prefers_pure_then_installable_wheels() -> None:
 def test_current_version_follows_ovms_policies() -> None:
     assert current_version(None, []) is None
     assert current_version(None, [1, 3, 2]) == 3
-    assert current_version({"latest": {"num_versions": 2}}, [1, 2, 3]) == 3
-    assert current_version({"all": {}}, [1, 2]) == 2
-    assert current_version({"specific": {"versions": [1, 2]}}, [1, 2, 3]) == 2
-    assert current_version({"specific": {"versions": [7]}}, [1, 2]) is None
+    policy = VersionPolicy.model_validate
+    assert current_version(policy({"latest": {"num_versions": 2}}), [1, 2, 3]) == 3
+    assert current_version(policy({"all": {}}), [1, 2]) == 2
+    assert current_version(policy({"specific": {"versions": [1, 2]}}), [1, 2, 3]) == 2
+    assert current_version(policy({"specific": {"versions": [7]}}), [1, 2]) is None
 
 
 def test_catalog_file_extends_and_refuses_typos(tmp_path: Path) -> None:
