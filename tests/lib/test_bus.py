@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 
@@ -14,7 +17,7 @@ import pytest
 
 from ovbus import codec
 from ovbus.bus import Bus
-from ovbus.errors import BusTimeout, ConnectError, ErrorCode, RemoteError
+from ovbus.errors import BusTimeout, ConfigError, ConnectError, ErrorCode, RemoteError
 from ovbus.messages import Message
 from ovbus.payloads import CameraSet, DetectionResult, Reply, StreamDescriptor
 from ovbus.payloads.node import Birth
@@ -344,3 +347,47 @@ def test_subscriptions_made_before_connect_are_in_place_when_it_returns(
             missed += 1
         node.close()
     assert missed == 0, f"{missed} of 20 messages published right after connect() were missed"
+
+
+def test_reconnect_waits_honour_the_float_minimum() -> None:
+    """The reconnect attempts come ``reconnect_min`` (0.25 s) after a loss, then every
+    ``reconnect_max`` (0.5 s) at most: not rounded up to whole seconds (paho's int delays made
+    a worker miss up to 2 s of commands after a broker restart). The "broker" here accepts each
+    TCP connection and closes it at once, so every attempt is seen and timed."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    attempts: list[float] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            attempts.append(time.monotonic())
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = server.getsockname()[1]
+    bus = Bus(f"mqtt://127.0.0.1:{port}", reconnect_min=0.25, reconnect_max=0.5)
+    try:
+        with pytest.raises(BusTimeout):
+            bus.connect(timeout=2.6)
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+        bus.close()
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(attempts)]
+    assert len(attempts) >= 5, gaps  # whole-second delays: 2 or 3 attempts
+    assert 0.2 <= gaps[0] <= 0.45, gaps
+    assert all(0.2 <= g <= 0.8 for g in gaps), gaps
+
+
+def test_reconnect_delays_must_make_sense() -> None:
+    with pytest.raises(ConfigError):
+        Bus("mqtt://127.0.0.1:1", reconnect_min=0)
+    with pytest.raises(ConfigError):
+        Bus("mqtt://127.0.0.1:1", reconnect_min=2, reconnect_max=1)

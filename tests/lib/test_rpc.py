@@ -1,0 +1,97 @@
+"""Request/reply against a real Mosquitto: a requester without a reply sends the same request
+again with the same correlation id, and the server runs each correlation id once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ovbus.bus import Bus
+from ovbus.errors import BusTimeout
+from ovbus.messages import Message
+from ovbus.payloads import CameraSet, Reply
+from ovbus.rpc import Later, peek_envelope, serve
+from services.mosquitto import Mosquitto
+
+
+def test_requester_retries_with_the_same_correlation_id(
+    broker: Mosquitto, prefix: str, client: Bus
+) -> None:
+    """A responder that drops the first copy (a request lost in a broker crash) still answers
+    the requester: the copy sent again carries the same correlation id, in the v5 property and
+    in the body."""
+    seen: list[tuple[bytes | None, str | None]] = []
+    responder = Bus(broker.url, prefix=prefix).connect()
+
+    def lossy(message: Message) -> None:
+        seen.append((message.correlation, peek_envelope(message)[1]))
+        if len(seen) >= 2:
+            responder.reply(message, Reply.success({"copy": len(seen)}))
+
+    try:
+        responder.subscribe(responder.topics.camera_set("door"), callback=lossy)
+        reply = client.request(
+            client.topics.camera_set("door"), CameraSet(fps=2), timeout=10, retry=0.3
+        )
+        assert reply.ok and reply.result == {"copy": 2}
+        assert len(seen) == 2 and client.resent == 1
+        (prop_1, body_1), (prop_2, body_2) = seen
+        assert prop_1 is not None and prop_1 == prop_2
+        assert body_1 is not None and body_1 == body_2 == prop_1.decode()
+    finally:
+        responder.close()
+
+
+def test_no_retry_sends_once(client: Bus) -> None:
+    with pytest.raises(BusTimeout, match="sent 1 times"):
+        client.request(client.topics.camera_set("none"), CameraSet(fps=1), timeout=0.6, retry=None)
+    with pytest.raises(BusTimeout, match="sent 3 times"):  # at 0, 0.2 and 0.6 s
+        client.request(client.topics.camera_set("none"), CameraSet(fps=1), timeout=1.0, retry=0.2)
+    assert client.resent == 2
+
+
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+def test_server_runs_each_correlation_id_once(broker: Mosquitto, prefix: str, version: str) -> None:
+    """A requester retrying every 0.2 s while a 1 s job runs: the server ignores the copies that
+    come while the job runs (no second run, no reply), answers once it is done, and answers a
+    copy that comes later again from memory, without running it."""
+    runs: list[float] = []
+    release = threading.Event()
+
+    def slow() -> Reply:
+        runs.append(time.monotonic())
+        release.wait(1.0)
+        return Reply.success({"runs": len(runs)})
+
+    server_bus = Bus(broker.url, prefix=prefix).connect()
+    requester = Bus(broker.url, prefix=prefix, protocol=version).connect()
+    try:
+        server = serve(
+            server_bus, server_bus.topics.camera_set("door"), lambda m: Later(slow), jobs=2
+        )
+        topic = requester.topics.camera_set("door")
+        reply = requester.request(topic, CameraSet(fps=1), timeout=10, retry=0.2)
+        assert reply.ok and reply.result == {"runs": 1}
+        assert len(runs) == 1 and requester.resent >= 2
+        # a copy arriving after the answer: the same reply again, no run
+        late = str(requester.topics.replies("late"))
+        replies = requester.subscribe(late, idle_timeout=5)
+        body = CameraSet(fps=1, reply_to=late, correlation="x1")
+        answers = []
+        for _ in range(2):
+            requester.publish(
+                topic,
+                body,
+                correlation=b"x1" if version == "5" else None,
+                response_topic=late if version == "5" else None,
+            )
+            answers.append(replies.get().decode(Reply))
+        assert answers[0] == answers[1] and answers[0].result == {"runs": 2}
+        assert len(runs) == 2
+        assert server.duplicates == requester.resent + 1
+    finally:
+        release.set()
+        requester.close()
+        server_bus.close()
