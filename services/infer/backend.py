@@ -7,10 +7,8 @@ model, so the same frames give the same results through every backend.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -57,25 +55,3 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-M = TypeVar("M")
-
-
-class ModelCache(Generic[M]):
-    """Models of a remote backend by (name, version), each made once; a failure to make one is
-    raised and tried again on the next call."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._models: dict[tuple[str, int | None], M] = {}
-
-    def get(self, name: str, version: int | None, make: Callable[[], M]) -> M:
-        key = (name, version)
-        with self._lock:
-            found = self._models.get(key)
-        if found is not None:
-            return found
-        model = make()
-        with self._lock:
-            return self._models.setdefault(key, model)

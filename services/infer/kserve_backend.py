@@ -11,7 +11,8 @@ import numpy as np
 
 from ovbus.errors import BackendError, ErrorCode, ModelError
 from ovbus.log import get_logger
-from services.infer.backend import Array, ModelCache, TensorSpec
+from services.infer.backend import Array, TensorSpec
+from services.infer.remote_backend import RemoteBackend, RemoteModel
 
 log = get_logger(__name__)
 
@@ -91,89 +92,71 @@ def outputs_of(response: Any, model: str, wanted: list[str]) -> dict[str, Array]
     return out
 
 
-class KServeModel:
+class KServeModel(RemoteModel):
     backend = "kserve"
 
     def __init__(
         self, client: Any, server: str, name: str, version: int | None, timeout: float
     ) -> None:
-        self._client = client
-        self._server = server
-        self.name = name
-        self._timeout = timeout
         self._grpc = _grpc()
-        what = f"model {name!r}" + (f" version {version}" if version else "")
-        try:
-            meta = client.get_model_metadata(name, str(version or ""), client_timeout=timeout)
-        except Exception as e:
-            raise _map(e, server, what) from e
-        served = sorted(int(v) for v in meta.versions if str(v).isdigit())
-        self.version = version or (served[-1] if served else 1)
         self._version_arg = str(version) if version else ""
-        self.device = f"remote:{server}"
+        super().__init__(client, server, name, version, timeout)
 
+    def _metadata(self, version: int | None, timeout: float) -> Any:
+        return self._client.get_model_metadata(self.name, self._version_arg, client_timeout=timeout)
+
+    def _describe(
+        self, meta: Any, version: int | None
+    ) -> tuple[int, dict[str, TensorSpec], dict[str, TensorSpec]]:
         def spec(t: Any) -> TensorSpec:
             return TensorSpec(
                 t.name, tuple(int(d) for d in t.shape), _DTYPES.get(t.datatype, t.datatype)
             )
 
-        self._inputs = {t.name: spec(t) for t in meta.inputs}
-        self._outputs = {t.name: spec(t) for t in meta.outputs}
+        served = sorted(int(v) for v in meta.versions if str(v).isdigit())
+        chosen = version or (served[-1] if served else 1)
+        return (
+            chosen,
+            {t.name: spec(t) for t in meta.inputs},
+            {t.name: spec(t) for t in meta.outputs},
+        )
 
-    def inputs(self) -> dict[str, TensorSpec]:
-        return dict(self._inputs)
-
-    def outputs(self) -> dict[str, TensorSpec]:
-        return dict(self._outputs)
-
-    def infer(self, inputs: dict[str, Array], timeout: float = 10.0) -> dict[str, Array]:
-        g = self._grpc
+    def _request(self, inputs: dict[str, Array]) -> Any:
         request = []
         for name, array in inputs.items():
             data = np.ascontiguousarray(array)
             kind = _TO_KSERVE.get(str(data.dtype))
             if kind is None:
                 raise ModelError(f"model {self.name!r}: cannot send {data.dtype} tensors")
-            tensor = g.InferInput(name, list(data.shape), kind)
+            tensor = self._grpc.InferInput(name, list(data.shape), kind)
             tensor.set_data_from_numpy(data)
             request.append(tensor)
-        wanted = [g.InferRequestedOutput(n) for n in self._outputs]
-        try:
-            result = self._client.infer(
-                self.name,
-                request,
-                model_version=self._version_arg,
-                outputs=wanted,
-                client_timeout=timeout,
-            )
-        except Exception as e:
-            raise _map(e, self._server, f"model {self.name!r}") from e
-        return outputs_of(result.get_response(), self.name, list(self._outputs))
+        return request
 
-    def close(self) -> None:
-        """Nothing to release per model: the connection belongs to the backend."""
+    def _send(self, request: Any, timeout: float) -> Any:
+        return self._client.infer(
+            self.name,
+            request,
+            model_version=self._version_arg,
+            outputs=[self._grpc.InferRequestedOutput(n) for n in self._outputs],
+            client_timeout=timeout,
+        )
+
+    def _results(self, reply: Any) -> dict[str, Array]:
+        return outputs_of(reply.get_response(), self.name, list(self._outputs))
+
+    def map_error(self, error: Exception, what: str) -> ModelError:
+        return _map(error, self._server, what)
 
 
-class KServeBackend:
+class KServeBackend(RemoteBackend[KServeModel]):
     name = "kserve"
 
-    def __init__(self, server: str, *, timeout: float = 5.0) -> None:
-        self.server = server
-        self.timeout = timeout
-        self._client = _grpc().InferenceServerClient(url=server)
-        self._models: ModelCache[KServeModel] = ModelCache()
+    def _connect(self, server: str) -> Any:
+        return _grpc().InferenceServerClient(url=server)
 
-    def model(self, name: str, version: int | None = None) -> KServeModel:
-        """Metadata is fetched once per model; a failure is raised (and retried next call)."""
-        return self._models.get(name, version, lambda: self._make(name, version))
+    def _model(self, name: str, version: int | None) -> KServeModel:
+        return KServeModel(self._client, self.server, name, version, self.timeout)
 
-    def _make(self, name: str, version: int | None) -> KServeModel:
-        model = KServeModel(self._client, self.server, name, version, self.timeout)
-        log.info("remote model ready", model=name, version=model.version, server=self.server)
-        return model
-
-    def close(self) -> None:
-        try:
-            self._client.close()
-        except Exception as e:
-            log.warning("closing the gRPC channel failed", error=str(e))
+    def _disconnect(self) -> None:
+        self._client.close()

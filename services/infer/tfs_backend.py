@@ -10,7 +10,8 @@ import numpy as np
 
 from ovbus.errors import BackendError, ErrorCode, ModelError
 from ovbus.log import get_logger
-from services.infer.backend import Array, ModelCache, TensorSpec
+from services.infer.backend import Array, TensorSpec
+from services.infer.remote_backend import RemoteBackend, RemoteModel
 
 log = get_logger(__name__)
 
@@ -54,24 +55,21 @@ def _map(error: Exception, server: str, what: str) -> ModelError:
                         code=ErrorCode.MODEL_SERVER_ERROR)  # fmt: skip
 
 
-class TFSModel:
+class TFSModel(RemoteModel):
     backend = "tfs"
 
     def __init__(
         self, client: Any, server: str, name: str, version: int | None, timeout: float
     ) -> None:
-        self._client = client
-        self._server = server
-        self.name = name
         self._version_arg = version or 0
-        what = f"model {name!r}" + (f" version {version}" if version else "")
-        try:
-            meta = client.get_model_metadata(name, self._version_arg, timeout=timeout)
-        except Exception as e:
-            raise _map(e, server, what) from e
-        self.version = int(meta.get("model_version") or version or 1)
-        self.device = f"remote:{server}"
+        super().__init__(client, server, name, version, timeout)
 
+    def _metadata(self, version: int | None, timeout: float) -> Any:
+        return self._client.get_model_metadata(self.name, self._version_arg, timeout=timeout)
+
+    def _describe(
+        self, meta: Any, version: int | None
+    ) -> tuple[int, dict[str, TensorSpec], dict[str, TensorSpec]]:
         def specs(section: dict[str, Any]) -> dict[str, TensorSpec]:
             return {
                 n: TensorSpec(
@@ -80,63 +78,45 @@ class TFSModel:
                 for n, v in section.items()
             }
 
-        self._inputs = specs(meta["inputs"])
-        self._outputs = specs(meta["outputs"])
+        served = int(meta.get("model_version") or version or 1)
+        return served, specs(meta["inputs"]), specs(meta["outputs"])
 
-    def inputs(self) -> dict[str, TensorSpec]:
-        return dict(self._inputs)
+    def _request(self, inputs: dict[str, Array]) -> Any:
+        return {k: np.ascontiguousarray(v) for k, v in inputs.items()}
 
-    def outputs(self) -> dict[str, TensorSpec]:
-        return dict(self._outputs)
+    def _send(self, request: Any, timeout: float) -> Any:
+        return self._client.predict(request, self.name, self._version_arg, timeout=timeout)
 
-    def infer(self, inputs: dict[str, Array], timeout: float = 10.0) -> dict[str, Array]:
-        try:
-            result = self._client.predict(
-                {k: np.ascontiguousarray(v) for k, v in inputs.items()},
-                self.name,
-                self._version_arg,
-                timeout=timeout,
-            )
-        except Exception as e:
-            raise _map(e, self._server, f"model {self.name!r}") from e
-        if isinstance(result, np.ndarray):  # ovmsclient unwraps a single output
+    def _results(self, reply: Any) -> dict[str, Array]:
+        if isinstance(reply, np.ndarray):  # ovmsclient unwraps a single output
             if len(self._outputs) != 1:
                 raise ModelError(
                     f"model {self.name!r}: one output returned, {len(self._outputs)} expected",
                     code=ErrorCode.MODEL_OUTPUT_MISMATCH,
                 )
-            return {next(iter(self._outputs)): result}
-        missing = [n for n in self._outputs if n not in result]
+            return {next(iter(self._outputs)): reply}
+        missing = [n for n in self._outputs if n not in reply]
         if missing:
             raise ModelError(
                 f"model {self.name!r}: server returned no output {missing}",
                 code=ErrorCode.MODEL_OUTPUT_MISMATCH,
             )
-        return {n: np.asarray(result[n]) for n in self._outputs}
+        return {n: np.asarray(reply[n]) for n in self._outputs}
 
-    def close(self) -> None:
-        """Nothing to release per model: the channel belongs to the backend."""
+    def map_error(self, error: Exception, what: str) -> ModelError:
+        return _map(error, self._server, what)
 
 
-class TFSBackend:
+class TFSBackend(RemoteBackend[TFSModel]):
     name = "tfs"
 
-    def __init__(self, server: str, *, timeout: float = 5.0) -> None:
-        self.server = server
-        self.timeout = timeout
-        self._client = _ovmsclient().make_grpc_client(server)
-        self._models: ModelCache[TFSModel] = ModelCache()
+    def _connect(self, server: str) -> Any:
+        return _ovmsclient().make_grpc_client(server)
 
-    def model(self, name: str, version: int | None = None) -> TFSModel:
-        """Metadata is fetched once per model; a failure is raised (and retried next call)."""
-        return self._models.get(name, version, lambda: self._make(name, version))
+    def _model(self, name: str, version: int | None) -> TFSModel:
+        return TFSModel(self._client, self.server, name, version, self.timeout)
 
-    def _make(self, name: str, version: int | None) -> TFSModel:
-        model = TFSModel(self._client, self.server, name, version, self.timeout)
-        log.info("remote model ready", model=name, version=model.version, server=self.server)
-        return model
-
-    def close(self) -> None:
+    def _disconnect(self) -> None:
         channel = getattr(self._client, "channel", None)
         if channel is not None:
             channel.close()
