@@ -5,7 +5,15 @@ device per camera with components:
 
 - ``sensor`` per label: the retained count ``<p>/cameras/<cam>/counts/<label>``;
 - ``binary_sensor`` (device class occupancy) per label: on while that count is above zero;
-- ``image``: the retained annotated snapshot ``<p>/cameras/<cam>/snapshot`` (JPEG).
+- ``image``: the retained annotated snapshot ``<p>/cameras/<cam>/snapshot`` (JPEG);
+- ``binary_sensor`` (device class presence) from the tracked objects ``<p>/cameras/<cam>/objects``:
+  one for the camera (anything there), one per label, one per zone and one per zone and label,
+  each with ``off_delay`` (:data:`PRESENCE_OFF_DELAY_S`): the objects document is re-published
+  while anything is present, so presence times out if the worker stops confirming it;
+- ``event``: every ``new``/``update``/``end`` on ``<p>/cameras/<cam>/events``, with the object's
+  id, label and zones as attributes.
+
+Every ovbus topic in these documents comes from :class:`ovbus.topics.Topics`.
 
 Availability is ``all`` of: the owning infer node's ``status`` (``online``/``offline``, its last
 will) and the camera's ``inference`` state being ``running``. The owner publishes discovery when it
@@ -25,11 +33,22 @@ from ovbus import __version__
 from ovbus.bus import Bus
 from ovbus.log import get_logger
 from ovbus.messages import Message
-from ovbus.topics import label_segment
+from ovbus.payloads.events import OBJECTS_REFRESH_S
+from ovbus.topics import Topic, Topics, Wildcard, label_segment
 
 log = get_logger(__name__)
 
 HA_PREFIX = "homeassistant"
+#: Presence sensors turn off this long after the last objects document that said "present".
+PRESENCE_OFF_DELAY_S = int(3 * OBJECTS_REFRESH_S)
+EVENT_TYPES = ["new", "update", "end"]
+#: The event entity's payload: Home Assistant wants a JSON object with ``event_type``.
+EVENT_TEMPLATE = (
+    "{{ {'event_type': value_json.type, 'id': value_json.object.id, "
+    "'label': value_json.object.label, 'score': value_json.object.best_score, "
+    "'zones': value_json.object.zones, 'entered': value_json.entered, "
+    "'left': value_json.left, 'snapshot': value_json.snapshot} | tojson }}"
+)
 
 
 class _Strict(BaseModel):
@@ -65,7 +84,7 @@ class HaAvailability(_Strict):
 class HaComponent(_Strict):
     """One entity of the device; ``p`` is the platform."""
 
-    p: Literal["sensor", "binary_sensor", "image"]
+    p: Literal["sensor", "binary_sensor", "image", "event"]
     name: str
     unique_id: str
     object_id: str | None = None
@@ -76,6 +95,8 @@ class HaComponent(_Strict):
     device_class: str | None = None
     payload_on: str | None = None
     payload_off: str | None = None
+    off_delay: int | None = Field(None, ge=1)
+    event_types: list[str] | None = Field(None, min_length=1)
     image_topic: str | None = None
     content_type: str | None = None
     icon: str | None = None
@@ -97,18 +118,42 @@ def object_id(prefix: str, camera: str) -> str:
     return label_segment(f"ovbus_{prefix.replace('/', '_')}_{camera}")
 
 
-def discovery(bus_prefix: str, camera: str, node: str, labels: list[str]) -> HaDiscovery:
-    """The discovery document for one camera owned by ``node``, with one count and one occupancy
-    entity per label."""
+def _presence(oid: str, key: str, name: str, topic: Topic, condition: str) -> HaComponent:
+    return HaComponent(
+        p="binary_sensor",
+        name=name,
+        unique_id=f"{oid}_{key}",
+        state_topic=str(topic),
+        value_template="{{ 'ON' if (" + condition + ") > 0 else 'OFF' }}",
+        payload_on="ON",
+        payload_off="OFF",
+        device_class="presence",
+        off_delay=PRESENCE_OFF_DELAY_S,
+    )
+
+
+def _quoted(text: str) -> str:
+    """A Jinja string literal (labels and zone names are topic-safe, but be strict anyway)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def discovery(
+    bus_prefix: str, camera: str, node: str, labels: list[str], zones: list[str] | None = None
+) -> HaDiscovery:
+    """The discovery document for one camera owned by ``node``: count and occupancy per label
+    (per-frame counts), presence of tracked objects for the camera, per label, per zone and per
+    zone and label, the snapshot image and the event entity."""
+    topics = Topics(bus_prefix)
     oid = object_id(bus_prefix, camera)
-    base = f"{bus_prefix}/cameras/{camera}"
+    objects = topics.objects(camera)
     cmps: dict[str, HaComponent] = {}
-    for label in sorted({label_segment(lb) for lb in labels}):
+    segments = sorted({label_segment(lb): lb for lb in labels}.items())
+    for label, _ in segments:
         cmps[f"{label}_count"] = HaComponent(
             p="sensor",
             name=f"{label} count",
             unique_id=f"{oid}_{label}_count",
-            state_topic=f"{base}/counts/{label}",
+            state_topic=str(topics.count(camera, label)),
             state_class="measurement",
             unit_of_measurement=label,
             icon="mdi:counter",
@@ -117,26 +162,60 @@ def discovery(bus_prefix: str, camera: str, node: str, labels: list[str]) -> HaD
             p="binary_sensor",
             name=f"{label} occupancy",
             unique_id=f"{oid}_{label}_occupancy",
-            state_topic=f"{base}/counts/{label}",
+            state_topic=str(topics.count(camera, label)),
             value_template="{{ 'ON' if value | int(0) > 0 else 'OFF' }}",
             payload_on="ON",
             payload_off="OFF",
             device_class="occupancy",
         )
+    cmps["presence"] = _presence(
+        oid, "presence", "presence", objects, "value_json.labels.values() | sum"
+    )
+    for label, raw in segments:
+        cmps[f"{label}_presence"] = _presence(
+            oid,
+            f"{label}_presence",
+            f"{label} presence",
+            objects,
+            f"value_json.labels.get({_quoted(raw)}, 0)",
+        )
+    for zone in sorted(set(zones or [])):
+        key = label_segment(zone)
+        in_zone = f"value_json.zones.get({_quoted(zone)}, {{}})"
+        cmps[f"zone_{key}_presence"] = _presence(
+            oid, f"zone_{key}_presence", f"{zone} presence", objects, f"{in_zone}.values() | sum"
+        )
+        for label, raw in segments:
+            cmps[f"zone_{key}_{label}_presence"] = _presence(
+                oid,
+                f"zone_{key}_{label}_presence",
+                f"{zone} {label} presence",
+                objects,
+                f"{in_zone}.get({_quoted(raw)}, 0)",
+            )
     cmps["snapshot"] = HaComponent(
         p="image",
         name="snapshot",
         unique_id=f"{oid}_snapshot",
-        image_topic=f"{base}/snapshot",
+        image_topic=str(topics.snapshot(camera)),
         content_type="image/jpeg",
+    )
+    cmps["events"] = HaComponent(
+        p="event",
+        name="objects",
+        unique_id=f"{oid}_events",
+        state_topic=str(topics.events(camera)),
+        value_template=EVENT_TEMPLATE,
+        event_types=EVENT_TYPES,
+        icon="mdi:motion-sensor",
     )
     return HaDiscovery(
         dev=HaDevice(ids=[oid], name=f"ovbus {camera}", via_device=f"ovbus_{node}"),
         cmps=cmps,
         availability=[
-            HaAvailability(topic=f"{bus_prefix}/nodes/{node}/status"),
+            HaAvailability(topic=str(topics.status(node))),
             HaAvailability(
-                topic=f"{base}/inference",
+                topic=str(topics.inference(camera)),
                 value_template="{{ 'online' if value_json.state == 'running' else 'offline' }}",
             ),
         ],
@@ -150,30 +229,46 @@ class Discovery:
         self.bus = bus
         self.node = node
         self.ha_prefix = ha_prefix
-        self._cameras: dict[str, list[str]] = {}
+        self._cameras: dict[str, tuple[list[str], list[str]]] = {}
         self._lock = threading.Lock()
-        bus.subscribe(f"{ha_prefix}/status", qos=1, callback=self._on_ha_status, idle_timeout=None)
+        bus.subscribe(self.status_topic(), qos=1, callback=self._on_ha_status, idle_timeout=None)
+
+    def status_topic(self) -> Topic:
+        """Where Home Assistant announces ``online``."""
+        return Topic(f"{self.ha_prefix}/status")
 
     def config_topic(self, camera: str) -> str:
-        return f"{self.ha_prefix}/device/{object_id(self.bus.topics.prefix, camera)}/config"
+        oid = object_id(self.bus.topics.prefix, camera)
+        return str(Topic(f"{self.ha_prefix}/device/{oid}/config"))
 
-    def update(self, camera: str, labels: list[str]) -> None:
-        """Publish (or refresh) the device of ``camera`` with entities for ``labels``."""
+    def configs(self) -> Wildcard:
+        """Every device config under the Home Assistant prefix."""
+        return Wildcard(f"{self.ha_prefix}/device/+/config")
+
+    def update(self, camera: str, labels: list[str], zones: list[str] | None = None) -> None:
+        """Publish (or refresh) the device of ``camera`` with entities for ``labels`` and
+        ``zones``; the same again publishes nothing."""
+        entry = (list(labels), sorted(zones or []))
         with self._lock:
-            if self._cameras.get(camera) == labels:
+            if self._cameras.get(camera) == entry:
                 return
-            self._cameras[camera] = list(labels)
-        self._publish(camera, labels)
+            self._cameras[camera] = entry
+        self._publish(camera, *entry)
 
-    def _publish(self, camera: str, labels: list[str]) -> None:
-        doc = discovery(self.bus.topics.prefix, camera, self.node, labels)
+    def _publish(self, camera: str, labels: list[str], zones: list[str]) -> None:
+        doc = discovery(self.bus.topics.prefix, camera, self.node, labels, zones)
         self.bus.publish(
             self.config_topic(camera),
             doc.model_dump_json(exclude_none=True),
             qos=1,
             retain=True,
         )
-        log.info("home assistant discovery published", camera=camera, labels=len(labels))
+        log.info(
+            "home assistant discovery published",
+            camera=camera,
+            labels=len(labels),
+            zones=len(zones),
+        )
 
     def remove(self, camera: str) -> None:
         """Remove the camera's device from Home Assistant (empty retained config)."""
@@ -190,8 +285,8 @@ class Discovery:
     def republish(self) -> None:
         with self._lock:
             cameras = dict(self._cameras)
-        for camera, labels in cameras.items():
-            self._publish(camera, labels)
+        for camera, (labels, zones) in cameras.items():
+            self._publish(camera, labels, zones)
 
     def _on_ha_status(self, message: Message) -> None:
         if message.payload.strip().lower() == b"online":

@@ -20,6 +20,9 @@ MAX_ZONE_POINTS = 32
 MAX_ZONES = 16
 #: Objects listed in the objects document (counts always cover all).
 MAX_LISTED = 200
+#: While objects are present their document is re-published at least this often (s), so a
+#: consumer's timeout (Home Assistant's ``off_delay``) turns presence off if it stops.
+OBJECTS_REFRESH_S = 10.0
 
 Coordinate = Annotated[float, Field(ge=0.0, le=1.0)]
 Point = Annotated[

@@ -25,6 +25,7 @@ from ovbus.log import get_logger
 from ovbus.payloads.detections import DetectedObject
 from ovbus.payloads.events import (
     MAX_LISTED,
+    OBJECTS_REFRESH_S,
     EventType,
     ObjectEvent,
     ObjectsPresent,
@@ -38,8 +39,6 @@ from services.infer.zones import ZoneMembership, raw_zones
 
 log = get_logger(__name__)
 
-#: While objects are present the objects document is re-published at least this often (s).
-OBJECTS_REFRESH_S: Final = 10.0
 #: Largest side of a snapshot crop (px) and the margin around the box (fraction of its size).
 SNAPSHOT_SIDE: Final = 320
 SNAPSHOT_MARGIN: Final = 0.2

@@ -269,7 +269,7 @@ class InferWorker:
             if desc.kind == "classification":
                 continue  # counts are for detections; 1000 classes are not sensors
             labels += pm.labels if pm.labels is not None else desc.labels[:MAX_HA_LABELS]
-        self.discovery.update(cam, sorted(set(labels)))
+        self.discovery.update(cam, sorted(set(labels)), [z.name for z in spec.zones])
 
     @property
     def cameras(self) -> list[str]:

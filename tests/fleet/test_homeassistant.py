@@ -9,11 +9,20 @@ import time
 from pathlib import Path
 
 import jsonschema
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel
 
 from ovbus.bus import Bus
-from ovbus.homeassistant import Discovery, HaDiscovery, discovery, object_id
+from ovbus.homeassistant import (
+    PRESENCE_OFF_DELAY_S,
+    Discovery,
+    HaDiscovery,
+    discovery,
+    object_id,
+)
 from ovbus.messages import Message
 from ovbus.payloads import InferenceState
+from ovbus.payloads.events import OBJECTS_REFRESH_S, ObjectEvent, ObjectsPresent, TrackedObject
 from services.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +41,10 @@ def test_discovery_payload_matches_documented_schema() -> None:
         "person_count",
         "person_occupancy",
         "snapshot",
+        "presence",
+        "face_presence",
+        "person_presence",
+        "events",
     }
     assert cmps["person_count"]["state_topic"] == "ovbus/cameras/door/counts/person"
     assert cmps["face_occupancy"]["device_class"] == "occupancy"
@@ -41,6 +54,91 @@ def test_discovery_payload_matches_documented_schema() -> None:
     )
     assert doc["availability"][0]["topic"] == "ovbus/nodes/infer-a/status"
     assert len({c["unique_id"] for c in cmps.values()}) == len(cmps)
+
+
+def render(template: str, payload: BaseModel) -> str:
+    """Render a value template as Home Assistant does (a sandboxed Jinja environment,
+    ``value`` and ``value_json``)."""
+    env = ImmutableSandboxedEnvironment()
+    text = payload.model_dump_json()
+    return env.from_string(template).render(value=text, value_json=json.loads(text)).strip()
+
+
+def tracked(oid: str, label: str, zones: list[str]) -> TrackedObject:
+    return TrackedObject(
+        id=oid,
+        label=label,
+        score=0.8,
+        best_score=0.9,
+        box=[1, 2, 3, 4],
+        best_box=[1, 2, 3, 4],
+        first_seen=1.0,
+        last_seen=2.0,
+        frame=3,
+        hits=4,
+        zones=zones,
+    )
+
+
+def test_presence_and_event_entities_follow_objects_and_events() -> None:
+    doc = discovery("ovbus", "door", "infer-a", ["face", "Person"], ["porch", "desk"])
+    jsonschema.validate(json.loads(doc.model_dump_json(exclude_none=True)), SCHEMA)
+    cmps = doc.cmps
+    presence = {k: c for k, c in cmps.items() if k.endswith("_presence") or k == "presence"}
+    assert set(presence) == {
+        "presence",
+        "face_presence",
+        "person_presence",
+        "zone_desk_presence",
+        "zone_porch_presence",
+        "zone_desk_face_presence",
+        "zone_desk_person_presence",
+        "zone_porch_face_presence",
+        "zone_porch_person_presence",
+    }
+    for c in presence.values():
+        assert c.p == "binary_sensor" and c.state_topic == "ovbus/cameras/door/objects"
+        assert c.device_class == "presence" and c.off_delay == PRESENCE_OFF_DELAY_S
+    assert PRESENCE_OFF_DELAY_S > OBJECTS_REFRESH_S  # the refresh keeps presence on
+    # the templates, rendered on real documents
+    now = ObjectsPresent(
+        camera="door",
+        node="infer-a",
+        at=1.0,
+        objects=[tracked("a-1", "Person", ["porch"]), tracked("a-2", "face", [])],
+        labels={"Person": 1, "face": 1},
+        zones={"porch": {"Person": 1}, "desk": {}},
+    )
+    states = {k: render(str(c.value_template), now) for k, c in presence.items()}
+    assert states == {
+        "presence": "ON",
+        "face_presence": "ON",
+        "person_presence": "ON",
+        "zone_desk_presence": "OFF",
+        "zone_porch_presence": "ON",
+        "zone_desk_face_presence": "OFF",
+        "zone_desk_person_presence": "OFF",
+        "zone_porch_face_presence": "OFF",
+        "zone_porch_person_presence": "ON",
+    }
+    empty = ObjectsPresent(camera="door", node="infer-a", at=2.0, zones={"porch": {}, "desk": {}})
+    assert {render(str(c.value_template), empty) for c in presence.values()} == {"OFF"}
+    # the event entity: Home Assistant wants a JSON object whose event_type is a declared one
+    event = cmps["events"]
+    assert event.p == "event" and event.state_topic == "ovbus/cameras/door/events"
+    assert event.event_types == ["new", "update", "end"]
+    sample = ObjectEvent(
+        type="update",
+        camera="door",
+        node="infer-a",
+        seq=2,
+        object=tracked("a-1", "Person", ["porch"]),
+        entered=["porch"],
+        published_at=3.0,
+    )
+    fired = json.loads(render(str(event.value_template), sample))
+    assert fired["event_type"] == "update" and fired["event_type"] in event.event_types
+    assert fired["id"] == "a-1" and fired["label"] == "Person" and fired["entered"] == ["porch"]
 
 
 def test_schema_refuses_what_home_assistant_would_not_understand() -> None:
