@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ovbus.model_repository.versions import VersionPolicy
 
@@ -44,6 +44,16 @@ class CustomLoaderOptions(_Open):
 
 class ModelConfig(_Strict):
     """The ``config`` object of one ``model_config_list`` entry."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        """OVMS's schema types have no ``null``: an absent key is the way to leave a default."""
+        if isinstance(data, dict):
+            nulls = sorted(str(k) for k, v in data.items() if v is None)
+            if nulls:
+                raise ValueError(f"{', '.join(nulls)}: null is not a value OVMS accepts")
+        return data
 
     name: str = Field(description="name the model is served under")
     base_path: str | None = Field(
