@@ -43,7 +43,8 @@ def test_batch_sizes_as_ovms_parses_them() -> None:
     assert [parse_batch_size(v) for v in (0, 8, "auto", "4", "-1", "1:8", "2:2")] == [
         0, 8, "auto", 4, -1, (1, 8), (2, 2),
     ]  # fmt: skip
-    for bad in [-1, "-3", "x", "0:4", "8:1", "1:2:3", "", "1.5"]:
+    bads: list[int | str] = [-1, "-3", "x", "0:4", "8:1", "1:2:3", "", "1.5"]
+    for bad in bads:
         with pytest.raises(ValueError, match="batch_size"):
             parse_batch_size(bad)
 
