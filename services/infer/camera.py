@@ -104,6 +104,13 @@ class CameraRunner:
             self._stream = stream
         self._wake.set()
 
+    def refuse_stream(self, error: StreamError) -> None:
+        """A descriptor that cannot be used: stop reading; ``error`` until a valid one comes."""
+        with self._lock:
+            self._stream = None
+        self._stream_error = error
+        self._wake.set()
+
     def set_spec(self, spec: PipelineSpec | None) -> None:
         """A valid spec (or ``None``: cleared, back to the default)."""
         with self._lock:

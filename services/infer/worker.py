@@ -8,14 +8,15 @@ import threading
 from typing import Any
 
 from ovbus import rtsp
-from ovbus.errors import ConfigError, OvbusError, PayloadError
+from ovbus.errors import ConfigError, OvbusError, PayloadError, StreamError
 from ovbus.homeassistant import Discovery
 from ovbus.log import get_logger
 from ovbus.messages import Message
 from ovbus.node import Node
+from ovbus.payloads.base import ErrorInfo
 from ovbus.payloads.model import ModelState
 from ovbus.payloads.node import Birth, Stats
-from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
+from ovbus.payloads.pipeline import InferenceState, PipelineModel, PipelineSpec
 from ovbus.payloads.stream import StreamDescriptor
 from ovbus.settings import NodeSettings
 from services.infer.backend import Backend
@@ -205,7 +206,7 @@ class InferWorker:
             try:
                 stream = message.decode(StreamDescriptor)
             except PayloadError as e:
-                log.warning("bad stream descriptor ignored", camera=cam, error=e.message)
+                self._malformed_stream(cam, e)
                 return
         with self._lock:
             if stream is None:
@@ -216,6 +217,24 @@ class InferWorker:
         if runner is not None and stream is not None:
             runner.set_stream(stream)
         self._reconcile()
+
+    def _malformed_stream(self, cam: str, e: PayloadError) -> None:
+        """A descriptor that does not parse: the camera's retained error state, if the camera
+        is (or would be) mine; its reader stops and nothing is opened."""
+        error = StreamError(f"camera {cam}: malformed stream descriptor: {e.message}", code=e.code)
+        log.warning("bad stream descriptor refused", camera=cam, error=error.message)
+        with self._lock:
+            runner = self._runners.get(cam)
+        if runner is not None:
+            runner.refuse_stream(error)
+        elif self.membership.owns(cam):
+            state = InferenceState(
+                camera=cam, node=self.me, state="error", error=ErrorInfo.of(error)
+            )
+            try:
+                self.bus.publish(self.topics.inference(cam), state)
+            except OvbusError as failed:
+                log.warning("cannot publish state", camera=cam, error=failed.message)
 
     # ownership -----------------------------------------------------------------------------
     def _reconcile(self) -> None:

@@ -5,7 +5,8 @@
   elements, whatever the URL's percent escapes spell.
 - End to end, on the real broker with a real infer worker: hostile descriptors published
   retained (a launch-string injection that would write a file, ``!``, spaces, ``file://``,
-  junk) are retained ``error`` states naming the camera and the cause, nothing is executed
+  junk) and descriptors that do not parse (a URL over 256 characters, broken JSON) are
+  retained ``error`` states naming the camera and the cause, nothing is executed
   (no file appears) and the real camera next to them keeps producing results; a stream whose
   RTSP server answers garbage, and one whose RTP payload is random bytes, are ``error`` states
   too, and the worker stays up.
@@ -212,6 +213,14 @@ def test_hostile_and_broken_streams_are_error_states_and_nothing_runs(
         "scheme": (f"file://{pwned}", "scheme 'file'"),
         "junk": (JUNK, "refused stream URL"),
     }
+    # descriptors the payload schema refuses: the camera's error state all the same
+    malformed: dict[str, bytes] = {
+        "toolong": descriptor("toolong", "rtsp://h/x")
+        .model_dump_json()
+        .replace("rtsp://h/x", "rtsp://127.0.0.1:9/" + "a" * 300)
+        .encode(),
+        "notjson": b'{"v": 1, "url": "rtsp://127.0.0.1:9/x" ! filesink',
+    }
     broken = {
         "garbage": f"rtsp://127.0.0.1:{garbage.port}/cam",
         "junkrtp": f"rtsp://127.0.0.1:{junk_rtp.port}/junk",
@@ -223,7 +232,9 @@ def test_hostile_and_broken_streams_are_error_states_and_nothing_runs(
             client.publish(client.topics.stream(cam), descriptor(cam, url))
         for cam, url in broken.items():
             client.publish(client.topics.stream(cam), descriptor(cam, url))
-        fault_row.faults = len(hostile) + len(broken)
+        for cam, payload in malformed.items():
+            client.publish(client.topics.stream(cam), payload)
+        fault_row.faults = len(hostile) + len(malformed) + len(broken)
         worker = InferProcess(
             broker.url, prefix, "infer-hostile", models, tmp_path / "infer.log",
             "--default-model", "face", "--frame-timeout", "3",
@@ -239,6 +250,13 @@ def test_hostile_and_broken_streams_are_error_states_and_nothing_runs(
                 assert f"camera {cam}" in state.error.message, state.error.message
                 assert "refused stream URL" in state.error.message
                 assert cause in state.error.message, (cam, state.error.message)
+            for cam in malformed:
+                state = wait_for(
+                    client, str(client.topics.inference(cam)), state_is("error"), 30, worker
+                )
+                assert state.error is not None, cam
+                assert state.error.code in (ErrorCode.BAD_SCHEMA, ErrorCode.BAD_PAYLOAD)
+                assert f"camera {cam}: malformed stream descriptor" in state.error.message
             for cam in broken:
                 state = wait_for(
                     client, str(client.topics.inference(cam)), state_is("error"), 30, worker
@@ -264,5 +282,7 @@ def test_hostile_and_broken_streams_are_error_states_and_nothing_runs(
         assert code == 0, log[-3000:]
         assert not pwned.exists(), "a descriptor's URL ran a pipeline element"
         assert "Traceback" not in log, log[-3000:]
-        assert log.count("stream descriptor refused") == len(hostile), log[-3000:]
+        refused = [line for line in log.splitlines() if "stream descriptor refused" in line]
+        for cam in [*hostile, *malformed]:
+            assert any(f"camera={cam}" in line for line in refused), (cam, refused)
     fault_row.recover_s = 0.0
