@@ -168,3 +168,31 @@ def test_classification_top_k() -> None:
         desc, {"prob": np.array([[0.2, 0.7, 0.1]], np.float32)}, Meta(1, 1, 1, 1, 1, 1), 0.15
     )
     assert out.classes == [("dog", 0.7), ("cat", 0.2)]
+
+
+def test_i420_planes_from_a_padded_buffer_and_bgr_on_demand() -> None:
+    """The reader's frame copy: strided planes (row padding as GStreamer lays them out) become a
+    contiguous I420 image; the odd last column and row are dropped; BGR only on first use."""
+    import cv2
+
+    from ovbus.frames import Frame, i420, ntp_ns_to_unix
+
+    width, height, stride_y, stride_uv = 7, 5, 8, 4
+    rows_uv = (height + 1) // 2
+    y = np.arange(stride_y * height, dtype=np.uint8).reshape(height, stride_y)
+    u = np.full((rows_uv, stride_uv), 90, np.uint8)
+    v = np.full((rows_uv, stride_uv), 200, np.uint8)
+    data = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).tobytes()
+    offsets = [0, y.size, y.size + u.size]
+    yuv = i420(data, width, height, offsets, [stride_y, stride_uv, stride_uv])
+    assert yuv.shape == (6, 6)  # (h - 1) * 3 / 2 rows of w - 1 columns
+    assert (yuv[:4] == y[:4, :6]).all()  # luma without padding or the odd column
+    assert (yuv[4:].ravel()[:6] == 90).all() and (yuv[4:].ravel()[6:] == 200).all()
+
+    frame = Frame(yuv, 1, 10.0, "rtcp-ntp", 10.1)
+    assert frame._bgr is None and (frame.width, frame.height) == (6, 4)
+    expected = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+    assert frame.image.shape == (4, 6, 3) and (frame.image == expected).all()
+    assert frame.image is frame.image  # converted once
+    # NTP era 0 nanoseconds -> Unix seconds (2026-01-01T00:00:00Z)
+    assert ntp_ns_to_unix((1_767_225_600 + 2_208_988_800) * 10**9) == 1_767_225_600
