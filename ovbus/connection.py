@@ -11,7 +11,6 @@ broker returning; every subscription renewed on every connect, before the ``on_c
 
 from __future__ import annotations
 
-import ssl
 import threading
 import time
 import uuid
@@ -102,11 +101,9 @@ class Connection:
         )
         if self.url.websockets:
             self._client.ws_set_options(path=self.url.path)
-        self._tls_ca = tls_ca
-        self._tls: ssl.SSLContext | None = None
+        self._tls_files = (tls_ca, tls_cert, tls_key)
         if self.url.tls:  # the broker's certificate is always verified (ovbus/tls.py)
-            self._tls = tls.context(tls_ca, tls_cert, tls_key)
-            self._client.tls_set_context(self._tls)
+            self._client.tls_set_context(tls.context(tls_ca, tls_cert, tls_key))
         if self.url.username:
             self._client.username_pw_set(self.url.username, self.url.password)
         # paho's reconnect wait is plain float arithmetic (a sleep until now + delay, the delay
@@ -132,11 +129,8 @@ class Connection:
         if self.v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = PERSISTENT_SESSION_S if self.persistent else 0
-        if self._tls is not None:  # a refused certificate is a TlsError now, not a timeout
-            tls.check(
-                self.url.host, self.url.port, self._tls, ca=self._tls_ca,
-                mqtt=not self.url.websockets, timeout=min(timeout, 10.0),
-            )  # fmt: skip
+        if self.url.tls:  # a refused certificate is a TlsError now, not a timeout
+            tls.check(self.url.host, self.url.port, *self._tls_files, timeout=min(timeout, 10))
         try:
             self._client.connect_async(
                 self.url.host,

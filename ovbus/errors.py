@@ -7,6 +7,7 @@ this tree at the boundary where they happen, so callers only ever catch ``OvbusE
     ├── ConfigError                 bad settings, flags or environment variables
     ├── BusError                    talking to the broker
     │   ├── ConnectError            refused or unreachable (carries the MQTT reason code)
+    │   │   └── TlsError            a certificate refused: wrong CA, expired, client cert missing
     │   ├── NotConnected            publish/subscribe while offline
     │   ├── SubscribeError          the broker refused a subscription
     │   └── BusTimeout              any wait that ran out (also a TimeoutError)
@@ -90,6 +91,16 @@ class ConnectError(BusError):
     def __init__(self, message: str, *, reason_code: int | None = None) -> None:
         super().__init__(message)
         self.reason_code = reason_code
+
+
+class TlsError(ConnectError):
+    """TLS to the broker failed: its certificate does not verify (wrong CA, expired, wrong host),
+    or it refused ours. ``reason`` is ``server_certificate``, ``client_certificate``, ``not_tls``
+    or ``handshake``; the message says which file to fix."""
+
+    def __init__(self, message: str, *, reason: str = "config") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class NotConnected(BusError):

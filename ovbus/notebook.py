@@ -22,7 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ovbus.bus import Bus
 from ovbus.codec import describe_validation
 from ovbus.draw import annotate
-from ovbus.errors import BusTimeout, ConnectError, OvbusError, PayloadError, StreamError
+from ovbus.errors import (
+    BusTimeout,
+    ConnectError,
+    OvbusError,
+    PayloadError,
+    StreamError,
+    TlsError,
+)
 from ovbus.payloads import (
     Birth,
     CameraState,
@@ -90,10 +97,30 @@ def stack_settings(environ: Mapping[str, str] | None = None) -> StackSettings:
         ) from e
 
 
-def connect(broker: str, prefix: str = "ovbus", timeout: float = 5.0) -> Bus:
-    """Connect, or fail within ``timeout`` seconds saying what to start."""
+def connect(
+    broker: str,
+    prefix: str = "ovbus",
+    timeout: float = 5.0,
+    *,
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+) -> Bus:
+    """Connect, or fail within ``timeout`` seconds saying what to start. For ``mqtts://`` the
+    TLS files default to ``OVBUS_TLS_CA``, ``OVBUS_TLS_CERT`` and ``OVBUS_TLS_KEY``, as for the
+    workers; a refused certificate raises :class:`~ovbus.errors.TlsError` as it is."""
+    env = os.environ
+    bus = Bus(
+        broker,
+        prefix=prefix,
+        tls_ca=tls_ca or env.get("OVBUS_TLS_CA") or None,
+        tls_cert=tls_cert or env.get("OVBUS_TLS_CERT") or None,
+        tls_key=tls_key or env.get("OVBUS_TLS_KEY") or None,
+    )
     try:
-        return Bus(broker, prefix=prefix).connect(timeout=timeout)
+        return bus.connect(timeout=timeout)
+    except TlsError:
+        raise
     except (ConnectError, BusTimeout) as e:
         raise NotebookError(f"no MQTT broker at {broker} ({e}): {START_HINT}") from None
 

@@ -1,7 +1,8 @@
 """A local Mosquitto broker run as a child process with a generated config.
 
 Used by ``ovbus up`` (a broker for a one-box stack), the test fixtures and the benchmarks. Listeners:
-one anonymous TCP listener, optionally a password + ACL TCP listener and a websockets listener.
+one anonymous TCP listener, optionally a password + ACL TCP listener, a websockets listener and
+TLS listeners (:class:`TlsListener`: server certificate, optionally client certificates required).
 Persistence is on, so persistent sessions and retained messages survive a restart on the same
 folder, as they do in production.
 """
@@ -94,6 +95,29 @@ def hash_passwords(mosquitto_passwd: str, path: Path, users: dict[str, str]) -> 
         )
 
 
+@dataclass(frozen=True)
+class TlsListener:
+    """An MQTT-over-TLS listener: the broker's certificate and key, the CA that signed it (and
+    the clients' certificates, when ``require_certificate``). ``port`` 0: a free one."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    require_certificate: bool = False
+    port: int = 0
+
+    def conf(self, host: str, port: int) -> list[str]:
+        return [
+            "",
+            f"listener {port} {host}",
+            "allow_anonymous true",
+            f"cafile {self.ca}",
+            f"certfile {self.cert}",
+            f"keyfile {self.key}",
+            f"require_certificate {'true' if self.require_certificate else 'false'}",
+        ]
+
+
 @dataclass
 class Mosquitto:
     """One broker process. ``start()``/``stop()``, or use it as a context manager."""
@@ -106,6 +130,9 @@ class Mosquitto:
     users: dict[str, str] = field(default_factory=dict)
     acl: str | None = None
     extra_conf: str = ""
+    tls: list[TlsListener] = field(default_factory=list)
+    #: the TLS listeners' ports, in the order of ``tls`` (chosen by ``write_config``)
+    tls_ports: list[int] = field(default_factory=list)
     log_verbose: bool = False
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -117,6 +144,10 @@ class Mosquitto:
         if self.auth_port is None:
             raise ConfigError("this broker has no password listener")
         return f"mqtt://{user}:{password}@{self.host}:{self.auth_port}"
+
+    def tls_url(self, index: int = 0, host: str | None = None) -> str:
+        """``mqtts://`` URL of the ``index``-th TLS listener (``host``: the name to verify)."""
+        return f"mqtts://{host or self.host}:{self.tls_ports[index]}"
 
     @property
     def ws_url(self) -> str:
@@ -169,6 +200,10 @@ class Mosquitto:
                 "protocol websockets",
                 "allow_anonymous true",
             ]
+        if len(self.tls_ports) != len(self.tls):
+            self.tls_ports = [t.port or free_port(self.host) for t in self.tls]
+        for listener, port in zip(self.tls, self.tls_ports, strict=True):
+            lines += listener.conf(self.host, port)
         conf = self.workdir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n" + self.extra_conf)
         return conf

@@ -14,7 +14,8 @@ import openvino  # noqa: F401
 import pytest
 
 from ovbus.bus import Bus
-from services.mosquitto import Mosquitto
+from services.mosquitto import Mosquitto, TlsListener
+from tests.certs import Certs, make_certs
 
 # The test servers (package index, model storage, Hugging Face stand-ins) run on 127.0.0.1, which
 # the zoo refuses by default: every zoo the tests build in this process may fetch from it.
@@ -66,3 +67,30 @@ def client(broker: Mosquitto, prefix: str) -> Iterator[Bus]:
     bus = Bus(broker.url, prefix=prefix).connect(timeout=10)
     yield bus
     bus.close()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A test CA, the broker's certificate, client certificates and the bad ones."""
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+#: the TLS listeners of ``tls_broker``, by index (``tls_broker.tls_url(MTLS)``)
+TLS, MTLS, EXPIRED = 0, 1, 2
+
+
+@pytest.fixture(scope="session")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[Mosquitto]:
+    """A real Mosquitto with TLS listeners: ``TLS`` (server certificate), ``MTLS`` (client
+    certificates required, signed by the same CA) and ``EXPIRED`` (an expired server
+    certificate), besides its plain listener."""
+    server = Mosquitto(
+        workdir=tmp_path_factory.mktemp("mosquitto-tls"),
+        tls=[
+            TlsListener(certs.ca.path, certs.server.cert, certs.server.key),
+            TlsListener(certs.ca.path, certs.server.cert, certs.server.key, True),
+            TlsListener(certs.ca.path, certs.expired_server.cert, certs.expired_server.key),
+        ],
+    ).start()
+    yield server
+    server.stop()
