@@ -1,20 +1,40 @@
 """Object events as plain functions: new -> update -> end per object, zone entry and exit on the
 frame they happen, updates rate-limited otherwise, the objects document, snapshots on their own
-topic, a spec change ending every object, and a flood that stays bounded.
-
-The end-to-end test on a real video is in ``test_events_live.py``."""
+topic, a spec change ending every object, and a flood that stays bounded; then end to end on a
+real video through real capture and infer (OpenVINO BlazeFace), with Home Assistant's config."""
 
 from __future__ import annotations
 
+import fcntl
 import itertools
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
 
+import jsonschema
 import numpy as np
+import pytest
 from pydantic import BaseModel
 
+from ovbus.bus import Bus
 from ovbus.payloads.detections import DetectedObject
-from ovbus.payloads.events import ObjectEvent, ObjectsPresent, TrackingSpec, Zone
+from ovbus.payloads.events import (
+    OBJECTS_REFRESH_S,
+    ObjectEvent,
+    ObjectsPresent,
+    TrackingSpec,
+    Zone,
+)
+from ovbus.payloads.pipeline import InferenceState, PipelineModel, PipelineSpec
 from ovbus.topics import Topic, Topics
-from services.infer.events import OBJECTS_REFRESH_S, FrameInfo, ObjectEvents
+from services.infer.events import FrameInfo, ObjectEvents
+from services.mosquitto import Mosquitto
+from tests import assets
+from tests.infer.harness import ROOT, InferProcess
+from tests.models import models_folder
+from tests.stack import capture_node
 
 W, H = 640, 480
 #: the right half of the frame
@@ -161,3 +181,195 @@ def test_a_flood_of_detections_keeps_the_state_bounded() -> None:
     docs = rec.documents()
     assert docs[-1].dropped >= 40 * (500 - 20)
     assert len(docs[-1].objects) <= 20
+
+
+# end to end: a real video through real capture + infer (OpenVINO BlazeFace) ------------------
+#
+# Two faces from the real astronaut photo (one mirrored) cross the frame on known paths: A on the
+# top row left to right, B on the bottom row right to left, 16 px per frame, then two seconds of
+# empty scene (every track ends), looped by the capture worker. Zone "middle" spans x 288..448 px:
+# its edges fall half-way between two frames of each path, so the frame of entry and exit is
+# known exactly from the ground truth.
+FPS_LIVE = 10
+STEP = 16
+MOVING = 53  # frames in which the faces move
+GAP = 20  # empty frames after them
+CROP = (130, 20, 330, 220)  # 200x200 around the face (tests.models.ASTRONAUT_FACE)
+ROW_A, ROW_B = 30, 260
+ZONE_X = (288, 448)
+#: ground truth: the face centre x of each path on video frame v
+FACE_CX_IN_CROP = {"A": 96, "B": 104}  # the crop mirrored for B
+
+
+def centre_x(path: str, v: int) -> int:
+    left = -200 + STEP * v if path == "A" else W - STEP * v
+    return left + FACE_CX_IN_CROP[path]
+
+
+def frame_of(path: str, cx: float) -> float:
+    """The video frame on which the path's face centre is at ``cx`` (inverts the path)."""
+    left = cx - FACE_CX_IN_CROP[path]
+    return (left + 200) / STEP if path == "A" else (W - left) / STEP
+
+
+def first_frame_where(path: str, test: Callable[[int], bool]) -> int:
+    return next(v for v in range(MOVING) if test(centre_x(path, v)))
+
+
+def paths_video() -> Path:
+    from tests.media import MEDIA, read_image
+
+    target = MEDIA / f"two-paths-{W}x{H}-{FPS_LIVE}fps-{MOVING}+{GAP}.mp4"
+    MEDIA.mkdir(parents=True, exist_ok=True)
+    with open(MEDIA / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        photo = read_image(assets.astronaut())
+        tile_a = photo[CROP[1] : CROP[3], CROP[0] : CROP[2]]
+        tiles = {"A": (tile_a, ROW_A), "B": (np.ascontiguousarray(tile_a[:, ::-1]), ROW_B)}
+        frames = []
+        for v in range(MOVING + GAP):
+            canvas = np.full((H, W, 3), 40, np.uint8)
+            for path, (tile, top) in tiles.items():
+                if v >= MOVING:
+                    continue
+                left = centre_x(path, v) - FACE_CX_IN_CROP[path]
+                x0, x1 = max(left, 0), min(left + tile.shape[1], W)
+                if x1 > x0:
+                    canvas[top : top + tile.shape[0], x0:x1] = tile[:, x0 - left : x1 - left]
+            frames.append(canvas.tobytes())
+        part = target.with_suffix(".part.mp4")
+        subprocess.run(
+            [
+                "ffmpeg", "-loglevel", "error", "-y",
+                "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{W}x{H}",
+                "-r", str(FPS_LIVE), "-i", "-",
+                "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+                "-g", str(FPS_LIVE), "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(part),
+            ],
+            input=b"".join(frames),
+            check=True,
+            timeout=120,
+        )  # fmt: skip
+        part.replace(target)
+    return target
+
+
+def row(event: ObjectEvent) -> str:
+    return "A" if event.object.box[1] < (ROW_A + ROW_B) // 2 + 40 else "B"
+
+
+@pytest.mark.slow
+def test_live_tracks_events_zones_and_home_assistant(
+    broker: Mosquitto, prefix: str, client: Bus, tmp_path: Path
+) -> None:
+    video = paths_video()
+    models = models_folder(tmp_path / "models")
+    zone = Zone(
+        name="middle",
+        points=[[ZONE_X[0] / W, 0], [ZONE_X[1] / W, 0], [ZONE_X[1] / W, 1], [ZONE_X[0] / W, 1]],
+        anchor="center",
+        inertia=1,
+    )
+    spec = PipelineSpec(
+        models=[PipelineModel(name="face", threshold=0.5)],
+        zones=[zone],
+        tracking=TrackingSpec(hits=2, misses=5, update_interval_s=1.0),
+    )
+    ha_prefix = f"ha-{prefix.replace('/', '-')}"
+    client.publish(client.topics.pipeline("hall"), spec)
+    events = client.subscribe(client.topics.events("hall"), idle_timeout=60, queue_size=10000)
+    snapshots = client.subscribe(client.topics.object_snapshots("hall"), idle_timeout=None)
+    # a second events subscriber that goes away mid-stream must change nothing for the others
+    leaver = Bus(broker.url, prefix=prefix).connect()
+    leaver.subscribe(leaver.topics.events("hall"), qos=1, idle_timeout=None)
+    worker = InferProcess(
+        broker.url, prefix, "infer-ev", models, tmp_path / "infer.log",
+        "--ha-prefix", ha_prefix,
+    )  # fmt: skip
+    try:
+        with capture_node(
+            broker.url, prefix, {"hall": str(video)},
+            extra_args=["--width", str(W), "--height", str(H), "--fps", str(FPS_LIVE)],
+        ):  # fmt: skip
+            worker.wait_online(client)
+            seen: list[ObjectEvent] = []
+
+            deadline = time.monotonic() + 120
+
+            def next_event() -> ObjectEvent:
+                assert time.monotonic() < deadline, (seen, worker.output()[-3000:])
+                event = events.get().decode(ObjectEvent)
+                seen.append(event)
+                return event
+
+            # sync on the empty gap: both paths' first (maybe partial) tracks end
+            ended: set[str] = set()
+            while ended != {"A", "B"}:
+                event = next_event()
+                if event.type == "end":
+                    ended.add(row(event))
+            leaver.close()
+            start = len(seen)
+            # one whole pass: every track that starts now, until all of them ended
+            live: set[str] = set()
+            done: set[str] = set()
+            while not live or live - done or len(done) < 2:
+                event = next_event()
+                if event.type == "new":
+                    live.add(event.object.id)
+                elif event.type == "end" and event.object.id in live:
+                    done.add(event.object.id)
+            objects = client.retained(client.topics.objects("hall"))
+            configs = client.retained(f"{ha_prefix}/device/+/config")
+            state = client.retained(client.topics.inference("hall"))
+    finally:
+        assert worker.stop() == 0
+    lap = [e for e in seen[start:] if e.object.id in live]
+    by_id: dict[str, list[ObjectEvent]] = {}
+    for e in lap:
+        by_id.setdefault(e.object.id, []).append(e)
+    ids = {p: {oid for oid, evs in by_id.items() if row(evs[0]) == p} for p in ("A", "B")}
+    # stable ids: at most one switch per path
+    assert 1 <= len(ids["A"]) <= 2 and 1 <= len(ids["B"]) <= 2, ids
+    for evs in by_id.values():  # new -> update* -> end, numbered
+        assert evs[0].type == "new" and evs[-1].type == "end", evs
+        assert {e.type for e in evs[1:-1]} <= {"update"}
+        assert [e.seq for e in evs] == list(range(len(evs)))
+    # zone entry and exit on the right frames (up to 2 frames late if inference skipped some)
+    for path in ("A", "B"):
+        evs = [e for oid in ids[path] for e in by_id[oid]]
+        entries = [e for e in evs if "middle" in e.entered]
+        exits = [e for e in evs if "middle" in e.left and e.type == "update"]
+        assert len(entries) == 1 and len(exits) == 1, [(e.type, e.entered, e.left) for e in evs]
+        cx = {
+            k: (e.object.box[0] + e.object.box[2]) / 2
+            for k, e in (("in", entries[0]), ("out", exits[0]))
+        }
+        if path == "A":
+            truth_in = first_frame_where("A", lambda x: x >= ZONE_X[0])
+            truth_out = first_frame_where("A", lambda x: x >= ZONE_X[1])
+        else:
+            truth_in = first_frame_where("B", lambda x: x <= ZONE_X[1])
+            truth_out = first_frame_where("B", lambda x: x <= ZONE_X[0])
+        assert truth_in <= round(frame_of(path, cx["in"])) <= truth_in + 2, (path, cx, truth_in)
+        assert truth_out <= round(frame_of(path, cx["out"])) <= truth_out + 2, (path, cx, truth_out)
+        assert entries[0].object.zones == ["middle"] and exits[0].object.zones == []
+        assert evs[-1].zones_visited == ["middle"]
+    # snapshots: each object's best crop on its own topic, named by its events
+    jpegs = {m.topic: m.payload for m in snapshots.drain()}
+    for evs in by_id.values():
+        topic = evs[-1].snapshot
+        assert topic is not None and topic in jpegs and jpegs[topic][:2] == b"\xff\xd8"
+    # the objects document is empty after the pass; Home Assistant's config is valid
+    assert objects and objects[0].decode(ObjectsPresent).labels == {}
+    assert [m.decode(InferenceState).state for m in state] == ["running"]
+    schema = json.loads((ROOT / "docs" / "schemas" / "HaDiscovery.json").read_text())
+    (config,) = configs
+    doc = json.loads(config.payload)
+    jsonschema.validate(doc, schema)
+    assert {"zone_middle_presence", "zone_middle_face_presence", "face_presence", "events"} <= set(
+        doc["cmps"]
+    )
+    assert doc["cmps"]["events"]["state_topic"] == str(client.topics.events("hall"))
