@@ -21,6 +21,7 @@ from services.mosquitto import Mosquitto
 from tests import assets
 from tests.faults.conftest import Row
 from tests.faults.harness import ZooProcess, first_result, wait_status
+from tests.faults.test_chaos import saved_after
 from tests.infer.harness import InferProcess
 from tests.models import BLAZEFACE, models_folder
 from tests.stack import capture_node
@@ -69,7 +70,7 @@ def test_broker_killed_and_restarted(
                 wait_status(client, node, b"online", 60)
             first_result(client, "cam", 60, log=infer.output)
             assert client.call(t.zoo_request(), ListRequest(), timeout=20) == {"models": []}
-            time.sleep(2.5)  # the broker autosaves every second: sessions are on disk
+            saved_after(own_broker, time.time(), 10)  # the sessions are on disk
 
             replies: dict[str, Reply | Exception] = {}
 
