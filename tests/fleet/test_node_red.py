@@ -18,6 +18,7 @@ import pytest
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
 from ovbus.payloads import DetectedObject, DetectionResult, ModelResult, ModelState, PipelineSpec
+from ovbus.payloads.events import ObjectEvent, TrackedObject
 from services.demo import assets
 from services.mosquitto import Mosquitto
 from services.supervisor import stop_process
@@ -155,3 +156,75 @@ def test_flow_pulls_the_face_model_and_deploys_it(
     finally:
         bus.close()
     assert "Error" not in node_red.read_text(errors="replace").replace("error=0", "")
+
+
+def object_event(kind: str, seq: int, oid: str, zones: list[str], **extra: object) -> ObjectEvent:
+    return ObjectEvent(
+        type=kind,  # type: ignore[arg-type]
+        camera="porch",
+        node="infer-test",
+        seq=seq,
+        object=TrackedObject(
+            id=oid,
+            label="person",
+            score=0.8,
+            best_score=0.9,
+            box=[10, 10, 100, 200],
+            best_box=[10, 10, 100, 200],
+            first_seen=1000.0,
+            last_seen=1000.0 + 2.5 * seq,
+            frame=seq,
+            hits=seq + 1,
+            zones=zones,
+        ),
+        zones_visited=zones,
+        published_at=time.time(),
+        **extra,
+    )
+
+
+@pytest.mark.slow
+def test_flow_reacts_to_object_events_with_one_visit_per_object(
+    broker: Mosquitto, prefix: str, node_red: Path
+) -> None:
+    bus = Bus(broker.url, prefix=prefix).connect()
+    try:
+        visits = bus.subscribe(f"{prefix}/integrations/node-red/visits", idle_timeout=30)
+        events = bus.topics.events("porch")
+        snap = str(bus.topics.object_snapshot("porch", "ab12-1"))
+        # the flow subscribes a second after it connected: probe until it says it got one
+        deadline = time.monotonic() + 30
+        while "not an ovbus v1 object event" not in node_red.read_text(errors="replace"):
+            assert time.monotonic() < deadline, node_red.read_text(errors="replace")
+            bus.publish(events, b'{"v": 1, "type": "end"}')
+            time.sleep(0.5)
+        warned = node_red.read_text(errors="replace").count("not an ovbus v1 object event")
+        # malformed events and events of objects still present publish nothing
+        bus.publish(events, b"{not json")
+        bus.publish(events, b'{"v": 1, "type": "new", "camera": "porch"}')
+        bus.publish(events, object_event("new", 0, "ab12-1", []))
+        bus.publish(events, object_event("update", 1, "ab12-1", ["door"], entered=["door"]))
+        bus.publish(events, object_event("new", 0, "ab12-2", []))
+        with pytest.raises(BusTimeout):
+            visits.get(timeout=2)
+        bus.publish(events, object_event("end", 2, "ab12-1", ["door"], snapshot=snap))
+        visit = json.loads(visits.get().payload)
+        assert visit == {
+            "v": 1,
+            "camera": "porch",
+            "id": "ab12-1",
+            "label": "person",
+            "zones": ["door"],
+            "seconds": 5.0,
+            "best_score": 0.9,
+            "snapshot": snap,
+        }
+        bus.publish(events, object_event("end", 1, "ab12-2", []))
+        assert json.loads(visits.get().payload)["id"] == "ab12-2"
+        with pytest.raises(BusTimeout):
+            visits.get(timeout=2)
+    finally:
+        bus.close()
+    log = node_red.read_text(errors="replace")
+    assert log.count("not an ovbus v1 object event") >= warned + 1, log
+    assert "Error" not in log.replace("error=0", "")
