@@ -8,7 +8,7 @@
   ``GET /v1/config`` answers ``{"<model>": {"model_version_status": [{"version": "1", "state":
   "AVAILABLE", "status": {"error_code": "OK", "error_message": "OK"}}]}}``. Like OVMS it loads
   the numbered version folders under each model's base_path (relative to config.json) that hold
-  a model file, honouring ``model_version_policy``.
+  a model file, honouring ``model_version_policy`` (``ovbus.model_repository``, OVMS's rules).
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from ovbus.errors import StoreError
+from ovbus.model_repository import read_config, served_versions
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -59,22 +62,6 @@ def serve_folder(root: Path, *, slow: bool = False) -> Iterator[str]:
         thread.join(5)
 
 
-def _versions(folder: Path, policy: Any) -> list[int]:
-    found: list[int] = []
-    if folder.is_dir():
-        for p in folder.iterdir():
-            if p.is_dir() and p.name.isdigit() and (any(p.glob("*.xml")) or any(p.glob("*.onnx"))):
-                found.append(int(p.name))
-    found.sort()
-    if isinstance(policy, dict) and "specific" in policy:
-        return [v for v in found if v in policy["specific"]["versions"]]
-    if isinstance(policy, dict) and "latest" in policy:
-        return found[-policy["latest"]["num_versions"] :]
-    if isinstance(policy, dict) and "all" in policy:
-        return found
-    return found[-1:]
-
-
 class FakeOvms:
     """Stands in for OVMS's REST config API (see the module docstring)."""
 
@@ -103,7 +90,7 @@ class FakeOvms:
                 owner.reloads += 1
                 try:
                     owner.load()
-                except (OSError, ValueError, KeyError, TypeError):
+                except StoreError:
                     self._send(
                         400,
                         {"error": "Reloading config file failed. Check server logs for more info."},
@@ -122,15 +109,16 @@ class FakeOvms:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def load(self) -> None:
-        doc = json.loads(self.config.read_text())
+        """Read config.json with OVMS's rules (the one implementation in ovbus): a file that is
+        not JSON, or that OVMS's JSON Schema refuses, fails the reload; an entry that does not
+        parse is skipped; each model serves what its version policy picks."""
+        repo = read_config(self.config)
+        if any(p.schema for p in repo.problems):
+            raise StoreError("config.json refused by the schema")
         status: dict[str, Any] = {}
-        for item in doc["model_config_list"]:
-            entry = item["config"]
-            base = Path(entry["base_path"])
-            if not base.is_absolute():
-                base = self.config.parent / base
-            versions = _versions(base, entry.get("model_version_policy"))
-            status[entry["name"]] = {
+        for name, entry in repo.entries.items():
+            versions = served_versions(entry.config.model_version_policy, entry.base)
+            status[name] = {
                 "model_version_status": [
                     {
                         "version": str(v),
