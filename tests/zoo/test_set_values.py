@@ -59,6 +59,9 @@ def test_an_entry_broken_by_hand_takes_down_only_itself(worker: Worker, client: 
     found, goes on changing the others, and says what is wrong with it."""
     broken = {"name": "broken", "base_path": "broken", "shape": "224x224"}
     write_config(worker, BY_HAND, broken)
+    version = worker.zoo.folder.root / "broken" / "1"
+    version.mkdir(parents=True)
+    (version / "model.onnx").write_bytes(b"onnx")  # a version the zoo manages
     topic = client.topics.zoo_request()
     assert client.request(topic, SetRequest(name="by-hand", target_device="GPU")).ok
     doc = json.loads(worker.zoo.config.path.read_text())
@@ -70,6 +73,10 @@ def test_an_entry_broken_by_hand_takes_down_only_itself(worker: Worker, client: 
     assert "error" not in listed["by-hand"]
     assert listed["broken"]["state"] == "failed"
     assert "shape '224x224'" in listed["broken"]["error"]
+    assert listed["broken"]["versions"] == [1] and listed["broken"]["current_version"] is None
+    state = worker.zoo.board.set_state("broken", "ready")  # what is published on a change
+    assert state.state == "failed" and state.error is not None
+    assert "'broken'" in state.error.message and "224x224" in state.error.message
     # an entry OVMS's schema refuses makes OVMS refuse the whole file: the zoo writes nothing,
     # says why, and still answers
     before = write_config(worker, BY_HAND, {"name": "typo", "base_path": "t", "nireq": -1})
