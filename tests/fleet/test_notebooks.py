@@ -157,6 +157,10 @@ def test_notebook_runs_against_the_stack(path: Path, stack: Stack) -> None:
         assert "with a detection" in text
     if path.stem == "fleet":
         assert "nodes reported stats" in text
+    if path.stem == "tracking":
+        # the demo camera's faces are tracked: at least one track, its events counted
+        tracked = re.search(r"^(\d+) tracks on the timeline; events: ", text, re.M)
+        assert tracked and int(tracked.group(1)) >= 1, text
     if path.stem == "your-own-model":
         # the pull's states end in ready, and the model then ran on a frame and on the camera
         assert re.search(r"^pulling( -> \w+)* -> ready$", text, re.M), text
