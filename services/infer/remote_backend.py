@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ovbus.errors import ModelError, OvbusError
 from ovbus.log import get_logger
@@ -28,7 +28,7 @@ M = TypeVar("M", bound="RemoteModel")
 class RemoteModel(ABC):
     """A model version served by a model server."""
 
-    backend: ClassVar[str]
+    backend: str
 
     def __init__(
         self, client: Any, server: str, name: str, version: int | None, timeout: float
@@ -97,7 +97,7 @@ class RemoteModel(ABC):
 class RemoteBackend(ABC, Generic[M]):
     """Models of one model server, each made once per (name, version)."""
 
-    name: ClassVar[str]
+    name: str
 
     def __init__(self, server: str, *, timeout: float = 5.0) -> None:
         self.server = server
