@@ -89,7 +89,8 @@ class Requester:
             sends = 0
             while (remaining := deadline - time.monotonic()) > 0:
                 if sends:
-                    self.resent += 1
+                    with self._lock:
+                        self.resent += 1
                     log.info("no reply yet, sending again", topic=str(topic), correlation=token)
                 self._send(topic, body, token, reply_topic, content_type, qos, remaining)
                 sends += 1
