@@ -105,12 +105,15 @@ class TlsListener:
     key: Path
     require_certificate: bool = False
     port: int = 0
+    #: clients log in with the broker's users (``Mosquitto.users``); else anonymous
+    passwords: bool = False
 
-    def conf(self, host: str, port: int) -> list[str]:
+    def conf(self, host: str, port: int, passwd: Path) -> list[str]:
+        login = ["allow_anonymous false", f"password_file {passwd}"] if self.passwords else []
         return [
             "",
             f"listener {port} {host}",
-            "allow_anonymous true",
+            *(login or ["allow_anonymous true"]),
             f"cafile {self.ca}",
             f"certfile {self.cert}",
             f"keyfile {self.key}",
@@ -203,7 +206,7 @@ class Mosquitto:
         if len(self.tls_ports) != len(self.tls):
             self.tls_ports = [t.port or free_port(self.host) for t in self.tls]
         for listener, port in zip(self.tls, self.tls_ports, strict=True):
-            lines += listener.conf(self.host, port)
+            lines += listener.conf(self.host, port, self.workdir / "passwd")
         conf = self.workdir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n" + self.extra_conf)
         return conf
