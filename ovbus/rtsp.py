@@ -201,6 +201,8 @@ class RtspReader:
                 error = StreamError(
                     f"{self._who}reader failed: {type(e).__name__}: {e}", code=ErrorCode.INTERNAL
                 )
+            with self._cond:  # a frame of an ended session is stale: never handed out
+                self._frame = None
             if self._stop.is_set():
                 break
             if error is not None:

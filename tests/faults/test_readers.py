@@ -5,7 +5,8 @@
 - an exception injected into a reader thread is an ``error`` state and a restart: frames again;
 - a camera disabled with a reader attached: the capture node releases the media (the GLib
   callback that unprepares it runs), the reader reports the end and comes back by itself when
-  the camera is enabled again.
+  the camera is enabled again;
+- a camera whose codec changes (H.264, then MJPEG at another size on the same URL): read again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ovbus.bus import Bus
 from ovbus.errors import ErrorCode, StreamError
 from ovbus.payloads.stream import CameraSet
 from ovbus.rtsp import Frame, ReaderState, RtspReader
-from services.mosquitto import Mosquitto
+from services.mosquitto import Mosquitto, free_port
 from tests.faults.conftest import Row
 from tests.stack import CaptureNode, capture_node
 
@@ -187,7 +188,9 @@ def test_disabling_a_camera_with_a_reader_attached_releases_the_media(
     bus = Bus(broker.url, prefix=prefix).connect(timeout=10)
     states = States()
     try:
-        with RtspReader(camera.urls["cam"], camera="cam", on_state=states) as reader:
+        with RtspReader(
+            camera.urls["cam"], camera="cam", on_state=states, backoff_max=1.0
+        ) as reader:
             reader.read(10)
             assert bus.request(bus.topics.camera_set("cam"), CameraSet(enabled=False)).ok
             error = states.wait("error", 0, 20)
@@ -207,4 +210,33 @@ def test_disabling_a_camera_with_a_reader_attached_releases_the_media(
         assert camera.stderr().count("media created camera=cam") >= 2
     finally:
         bus.close()
+    fault_row.faults = 1
+
+
+def test_a_camera_whose_codec_changes_is_read_again(
+    broker: Mosquitto, prefix: str, fault_row: Row
+) -> None:
+    """Proves: the same URL served as H.264, then (capture node restarted) as MJPEG at another
+    size: the reader reports the end of the first stream, reopens, and decodes the new codec."""
+    port = free_port()
+    states = States()
+    url = f"rtsp://127.0.0.1:{port}/cam"
+    args = ["--width", "320", "--height", "240", "--fps", "15"]
+    with RtspReader(url, camera="cam", on_state=states, backoff_max=1.0) as reader:
+        with capture_node(broker.url, prefix, {"cam": "testsrc"}, rtsp_port=port, extra_args=args):
+            assert reader.read(15).image.shape == (240, 320, 3)
+            before = len(states.seen)
+        states.wait("error", before, 20)
+        assert reader.latest(0) is None  # the ended session's frame is not handed out
+        mark = len(states.seen)
+        args = ["--codec", "mjpeg", "--width", "160", "--height", "120", "--fps", "15"]
+        with capture_node(
+            broker.url, prefix, {"cam": "testsrc"}, rtsp_port=port, extra_args=args
+        ) as node:
+            assert node.descriptors["cam"].codec == "mjpeg"
+            changed_at = time.monotonic()
+            states.wait("streaming", mark, 30)
+            assert reader.read(10).image.shape == (120, 160, 3)
+            fault_row.recovered(changed_at)
+        assert reader.alive
     fault_row.faults = 1
