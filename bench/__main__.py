@@ -15,6 +15,7 @@ BENCHES = {
     "freshness": "bench.freshness",
     "swap": "bench.swap",
     "bus": "bench.bus",
+    "accuracy": "bench.accuracy.run",
 }
 README = Path(__file__).resolve().parent / "README.md"
 INTRO = """# Benchmarks
@@ -30,7 +31,9 @@ measured side by side in one run on one machine, so the machine's own speed canc
    grows over a 60 s run;
 3. **swap**: from a zoo request to the first result from the new model version, and the longest
    gap on the other cameras meanwhile;
-4. **bus**: bytes per result in JSON and MessagePack, results/s one broker carries.
+4. **bus**: bytes per result in JSON and MessagePack, results/s one broker carries;
+5. **accuracy**: precision, recall and AP@0.5 per model on labelled real photos at the frame
+   sizes the pipeline runs (`bench/accuracy/`: labels, sources and licences in `labels.json`).
 """
 
 

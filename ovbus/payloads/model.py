@@ -11,8 +11,9 @@ from ovbus.payloads.base import Epoch, ErrorInfo, Name, Payload, ShortText, now
 #: How the model's outputs are decoded:
 #: ``detection_out`` SSD-style [1,1,N,7] (Open Model Zoo detectors), ``blazeface`` anchor-based
 #: single-shot (BlazeFace-style, anchors from ``options``), ``yolo`` v8+ heads [1, 4+C, N],
-#: ``classification`` top-k over class scores.
-DecoderKind = Literal["detection_out", "blazeface", "yolo", "classification"]
+#: ``classification`` top-k over class scores, ``tf_detection`` the TensorFlow Object Detection
+#: API's post-processed outputs (boxes, scores, classes, count).
+DecoderKind = Literal["detection_out", "blazeface", "yolo", "classification", "tf_detection"]
 OptionValue = float | int | str | bool | list[float] | list[int]
 
 

@@ -59,9 +59,11 @@ def _output(outputs: Outputs, name: str | None, what: str) -> F32:
         if len(outputs) != 1:
             raise mismatch(f"{what}: the model has outputs {sorted(outputs)}; name one in options")
         return np.asarray(next(iter(outputs.values())), dtype=np.float32)
-    if name not in outputs:
+    # "a|b": the first of these names the model has (converters name some outputs differently)
+    found = next((n for n in name.split("|") if n in outputs), None)
+    if found is None:
         raise mismatch(f"{what}: output {name!r} not among the model's outputs {sorted(outputs)}")
-    return np.asarray(outputs[name], dtype=np.float32)
+    return np.asarray(outputs[found], dtype=np.float32)
 
 
 def _label(labels: list[str], index: int) -> str:
@@ -107,26 +109,29 @@ def nms(boxes: F32, scores: F32, iou: float, weighted: bool = False) -> tuple[F3
     return np.stack(kept_boxes).astype(np.float32), np.asarray(kept_scores, np.float32)
 
 
-#: A box lying this much inside a better one is the part of that object a tile edge cut off.
-INSIDE: Final = 0.8
+#: A box lying this much inside a better one from another tile is the part of that object a tile
+#: edge cut off (or the same object boxed a little differently at another scale).
+INSIDE: Final = 0.6
 
 
 def merge_tiles(parts: list[tuple[tuple[int, int], list[Found]]], iou: float) -> list[Found]:
     """Objects found in tiles, each tile's boxes shifted by its ``(x, y)`` offset into frame
-    pixels, merged per label by greedy NMS: a box is dropped when a better-scoring box of its
-    label overlaps it by more than ``iou`` (IoU) or holds at least ``INSIDE`` of its area."""
+    pixels, merged per label by greedy NMS across tiles: a box is dropped when a better-scoring
+    box of its label *from another tile* overlaps it by more than ``iou`` (IoU) or holds at least
+    ``INSIDE`` of its area. Boxes of one tile were already told apart by the model's decoder."""
     shifted = [
-        Found(f.label, f.score, (f.box[0] + dx, f.box[1] + dy, f.box[2] + dx, f.box[3] + dy))
-        for (dx, dy), found in parts
+        (t, Found(f.label, f.score, (f.box[0] + dx, f.box[1] + dy, f.box[2] + dx, f.box[3] + dy)))
+        for t, ((dx, dy), found) in enumerate(parts)
         for f in found
     ]
     out: list[Found] = []
-    for label in sorted({f.label for f in shifted}):
-        group = sorted((f for f in shifted if f.label == label), key=lambda f: -f.score)
-        boxes = np.array([f.box for f in group], np.float32)
+    for label in sorted({f.label for _, f in shifted}):
+        group = sorted((p for p in shifted if p[1].label == label), key=lambda p: -p[1].score)
+        tile = np.array([t for t, _ in group])
+        boxes = np.array([f.box for _, f in group], np.float32)
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         alive = np.ones(len(group), dtype=bool)
-        for i, f in enumerate(group):
+        for i, (t, f) in enumerate(group):
             if not alive[i]:
                 continue
             out.append(f)
@@ -137,7 +142,7 @@ def merge_tiles(parts: list[tuple[tuple[int, int], list[Found]]], iou: float) ->
             inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
             smaller = np.maximum(np.minimum(areas[i], areas), 1e-9)
             same = (iou_matrix(boxes[i], boxes) > iou) | (inter / smaller >= INSIDE)
-            alive &= ~same
+            alive &= ~(same & (tile != t))
     out.sort(key=lambda f: -f.score)
     return out
 
@@ -200,6 +205,39 @@ def decode_blazeface(desc: ModelDescription, outputs: Outputs, meta: Meta, thr: 
     boxes = boxes * np.array([meta.input_w, meta.input_h] * 2, np.float32)
     label = [0] * len(boxes)
     return Decoded(_found(desc.labels or ["object"], label, boxes, scores_kept, meta))
+
+
+def decode_tf_detection(
+    desc: ModelDescription, outputs: Outputs, meta: Meta, thr: float
+) -> Decoded:
+    """TensorFlow Object Detection API graphs (post-processing inside the model): boxes
+    ``[1,N,4]`` as normalised ``y1, x1, y2, x2``, scores ``[1,N]``, class ids ``[1,N]`` (from
+    ``label_offset``, default 1) and the count of valid rows ``[1]``; output names in options
+    ``boxes_output``, ``scores_output``, ``classes_output``, ``count_output``."""
+    opts = desc.options
+    boxes = _output(outputs, _opt_str(opts, "boxes_output", "detection_boxes"), "tf boxes")
+    scores = _output(outputs, _opt_str(opts, "scores_output", "detection_scores"), "tf scores")
+    classes = _output(outputs, _opt_str(opts, "classes_output", "detection_classes"), "tf classes")
+    count = _output(outputs, _opt_str(opts, "count_output", "num_detections"), "tf count")
+    boxes = boxes.reshape(-1, boxes.shape[-1]) if boxes.ndim >= 2 else boxes
+    scores, classes = scores.reshape(-1), classes.reshape(-1)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or not len(boxes) == len(scores) == len(classes):
+        raise mismatch(
+            f"tf_detection expects boxes [1,N,4], scores and classes [1,N]; got boxes "
+            f"{list(boxes.shape)}, scores {list(scores.shape)}, classes {list(classes.shape)}"
+        )
+    n = int(count.reshape(-1)[0]) if count.size else 0
+    if not 0 <= n <= len(boxes):
+        raise mismatch(f"tf_detection count {n} is outside 0..{len(boxes)}")
+    keep = np.arange(len(boxes)) < n
+    keep &= scores >= thr
+    y1, x1, y2, x2 = (boxes[keep, i] for i in range(4))
+    pixels = np.stack(
+        [x1 * meta.input_w, y1 * meta.input_h, x2 * meta.input_w, y2 * meta.input_h], axis=1
+    )
+    offset = int(_opt_float(opts, "label_offset", 1))
+    ids = [round(float(c)) - offset for c in classes[keep]]
+    return Decoded(_found(desc.labels, ids, pixels.astype(np.float32), scores[keep], meta))
 
 
 def decode_yolo(desc: ModelDescription, outputs: Outputs, meta: Meta, thr: float) -> Decoded:
@@ -266,6 +304,7 @@ DECODERS = {
     "blazeface": decode_blazeface,
     "yolo": decode_yolo,
     "classification": decode_classification,
+    "tf_detection": decode_tf_detection,
 }
 
 

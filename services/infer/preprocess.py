@@ -73,11 +73,32 @@ def resize(frame: Image, width: int, height: int, mode: str) -> tuple[Image, Met
     return canvas, Meta(fw, fh, width, height, scale, scale, float(px), float(py))
 
 
+def fixed_shape(shape: tuple[int, ...], desc: ModelDescription) -> tuple[int, ...]:
+    """``shape`` with dynamic dimensions (-1) fixed: batch 1, height and width from the
+    description's options ``input_width``/``input_height`` (or ``input_size``), as for graphs
+    that resize inside (TensorFlow Object Detection API). Unfixable: ``ModelError``."""
+    if len(shape) != 4 or all(d > 0 for d in shape):
+        return shape
+    size = desc.options.get("input_size")
+    width, height = desc.options.get("input_width", size), desc.options.get("input_height", size)
+    if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
+        raise ModelError(
+            f"the model's input shape {list(shape)} is dynamic: set 'shape' in config.json, or "
+            "'input_size' in the model description's options"
+        )
+    hw = (2, 3) if desc.layout == "NCHW" else (1, 2)
+    out = list(shape)
+    out[0] = 1 if out[0] <= 0 else out[0]
+    for axis, value in zip(hw, (height, width), strict=True):
+        out[axis] = value if out[axis] <= 0 else out[axis]
+    return tuple(out)
+
+
 def prepare(frame: Image, desc: ModelDescription, shape: tuple[int, ...]) -> tuple[Tensor, Meta]:
     """A BGR ``uint8`` frame -> the model's input tensor (batch 1) and the mapping back."""
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise ModelError(f"frame must be HxWx3 BGR, got shape {list(frame.shape)}")
-    width, height = input_size(shape, desc.layout)
+    width, height = input_size(fixed_shape(shape, desc), desc.layout)
     image, meta = resize(frame, width, height, desc.resize)
     if desc.color == "RGB":
         image = image[:, :, ::-1]

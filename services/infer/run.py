@@ -15,7 +15,7 @@ from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.pipeline import PipelineModel
 from services.infer.backend import Model
 from services.infer.decoders import Decoded, decode
-from services.infer.preprocess import prepare
+from services.infer.preprocess import fixed_shape, prepare
 from services.infer.tiling import run_tiles
 
 
@@ -27,13 +27,18 @@ def input_name(model: Model, desc: ModelDescription) -> str:
             f"model {model.name!r}: input {desc.input!r} not among {sorted(inputs)}",
             code=ErrorCode.MODEL_OUTPUT_MISMATCH,
         )
-    if any(d < 0 for d in inputs[name].shape):
-        raise ModelError(
-            f"model {model.name!r} has a dynamic input shape {list(inputs[name].shape)}: "
-            "set 'shape' in config.json",
-            code=ErrorCode.MODEL_OUTPUT_MISMATCH,
-        )
+    try:
+        fixed_shape(inputs[name].shape, desc)
+    except ModelError as e:
+        raise ModelError(f"model {model.name!r}: {e}", code=ErrorCode.MODEL_OUTPUT_MISMATCH) from e
     return name
+
+
+def as_input(tensor: npt.NDArray[np.float32], dtype: str) -> npt.NDArray[np.generic]:
+    """The pre-processed tensor in the input's element type (``uint8`` graphs take raw pixels)."""
+    if dtype.lower() in ("uint8", "u8"):
+        return np.clip(np.rint(tensor), 0, 255).astype(np.uint8)
+    return tensor
 
 
 def run_model(
@@ -47,9 +52,10 @@ def run_model(
     name = input_name(model, desc)
 
     def detect(frame: npt.NDArray[np.uint8]) -> tuple[Decoded, float]:
-        tensor, meta = prepare(frame, desc, model.inputs()[name].shape)
+        spec = model.inputs()[name]
+        tensor, meta = prepare(frame, desc, spec.shape)
         t0 = time.perf_counter()
-        outputs = model.infer({name: tensor}, timeout=timeout)
+        outputs = model.infer({name: as_input(tensor, spec.dtype)}, timeout=timeout)
         ms = (time.perf_counter() - t0) * 1000.0
         return decode(desc, outputs, meta, pm.threshold), ms
 

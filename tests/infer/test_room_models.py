@@ -4,18 +4,33 @@ by the same plain-numpy code as the short-range one, on a real group photo (labe
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import openvino as ov
 import pytest
 
 from bench.accuracy.labels import load_labels, photo_image
+from ovbus.errors import ErrorCode, ModelError
 from ovbus.payloads.model import ModelDescription
+from ovbus.payloads.pipeline import PipelineModel
+from ovbus.payloads.zoo import WheelSource
 from services.infer.anchors import ssd_anchors
 from services.infer.decoders import Found, decode, iou_matrix
-from services.infer.preprocess import prepare
+from services.infer.openvino_backend import OpenVINOBackend
+from services.infer.preprocess import Meta, fixed_shape, prepare
+from services.infer.run import as_input, run_model
 from services.zoo.catalog import BUILTIN, DEFAULT_MODEL, Catalog
+from services.zoo.convert import convert
 from tests import assets
-from tests.models import BLAZEFACE, FULL_RANGE, FULL_RANGE_MEMBER, full_range
+from tests.models import (
+    BLAZEFACE,
+    FULL_RANGE,
+    FULL_RANGE_MEMBER,
+    full_range,
+    register_model,
+)
 
 
 def detect(
@@ -76,3 +91,97 @@ def test_full_range_finds_the_faces_across_the_table_short_range_does_not(
     assert hits(full, faces) >= 4, full
     assert hits(full, faces) == len(full), f"a box on no labelled face: {full}"
     assert hits(short, faces) <= 1, short
+
+
+# the person detector: TensorFlow Object Detection API graph from a wheel ----------------------
+
+
+def tf_outputs(
+    n: int, boxes: list[list[float]], scores: list[float], classes: list[float]
+) -> dict[str, Any]:
+    pad = 5 - len(boxes)
+    return {
+        "detection_boxes:0": np.array([boxes + [[0, 0, 0, 0]] * pad], np.float32),
+        "add:0": np.array([classes + [1.0] * pad], np.float32),
+        "detection_scores:0": np.array([scores + [0.0] * pad], np.float32),
+        "num_detections:0": np.array([n], np.float32),
+    }
+
+
+def test_tf_detection_decodes_valid_rows_above_the_threshold_into_frame_pixels() -> None:
+    desc = Catalog().get("person-detection-ssdlite").description
+    outputs = tf_outputs(
+        3,
+        [[0.1, 0.2, 0.5, 0.4], [0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 0.6, 0.6], [0.2, 0.2, 0.3, 0.3]],
+        [0.9, 0.3, 0.7, 0.99],  # the last row is past num_detections: never read
+        [1.0, 1.0, 2.0, 1.0],
+    )
+    meta = Meta(640, 480, 300, 300, 300 / 640, 300 / 480)
+    found = decode(desc, outputs, meta, 0.5).objects
+    # boxes are y1, x1, y2, x2 normalised; class 2 - offset 1 is past the labels: its number
+    assert [(f.label, f.score, f.box) for f in found] == [
+        ("person", 0.9, (128, 48, 256, 240)),
+        ("1", 0.7, (320, 240, 384, 288)),
+    ]
+
+
+def test_tf_detection_refuses_outputs_that_do_not_fit() -> None:
+    desc = Catalog().get("person-detection-ssdlite").description
+    meta = Meta(640, 480, 300, 300, 300 / 640, 300 / 480)
+    bad_count = tf_outputs(7, [[0, 0, 1, 1]], [0.9], [1.0])
+    bad_boxes = {
+        **tf_outputs(1, [[0, 0, 1, 1]], [0.9], [1.0]),
+        "detection_boxes:0": np.zeros((1, 5, 3)),
+    }
+    missing = {k: v for k, v in tf_outputs(1, [[0, 0, 1, 1]], [0.9], [1.0]).items() if k != "add:0"}
+    for outputs, words in (
+        (bad_count, "count 7"),
+        (bad_boxes, "boxes [1,N,4]"),
+        (missing, "tf classes"),
+    ):
+        with pytest.raises(ModelError) as err:
+            decode(desc, outputs, meta, 0.5)
+        assert err.value.code == ErrorCode.MODEL_OUTPUT_MISMATCH and words in err.value.message
+
+
+def test_dynamic_inputs_take_their_size_from_the_description() -> None:
+    desc = Catalog().get("person-detection-ssdlite").description
+    assert fixed_shape((-1, -1, -1, 3), desc) == (1, 300, 300, 3)
+    assert fixed_shape((1, 192, 192, 3), FULL_RANGE) == (1, 192, 192, 3)
+    with pytest.raises(ModelError, match="dynamic"):
+        fixed_shape((1, 3, -1, -1), ModelDescription(kind="detection_out"))
+    assert as_input(np.array([[-3.0, 0.4, 254.6, 300.0]], np.float32), "uint8").tolist() == [
+        [0, 0, 255, 255]
+    ]
+    floats = np.zeros((1, 2), np.float32)
+    assert as_input(floats, "float32") is floats
+
+
+def test_person_detector_as_the_zoo_converts_it_finds_the_two_men_by_the_bus(
+    tmp_path: Path,
+) -> None:
+    entry = Catalog().get("person-detection-ssdlite")
+    assert entry.license == "MIT" and isinstance(entry.source, WheelSource)
+    weights = assets.member((entry.source.package, entry.source.version), entry.source.member)
+    root = tmp_path / "models"
+    convert(weights, root / "person" / "1")  # what a pull does: OpenVINO's converter, a child
+    (root / "person" / "model.json").write_text(entry.description.model_dump_json())
+    register_model(root, "person")
+    photo = next(p for p in load_labels() if p.id == "bus")
+    backend = OpenVINOBackend(root, hint="LATENCY", poll_s=5)
+    try:
+        model = backend.model("person")
+        assert model.inputs()["image_tensor:0"].dtype == "uint8"
+        result = run_model(
+            model, entry.description, photo_image(photo), PipelineModel(name="person")
+        )
+    finally:
+        backend.close()
+    boxes = [o.box for o in result.objects]
+    truth = photo.boxes["person"]
+    # the two men walking by the bus; the people cut by the photo's edges are harder
+    assert hits([Found("person", 1.0, (b[0], b[1], b[2], b[3])) for b in boxes], truth[1:3]) == 2
+    assert all(o.label == "person" for o in result.objects)
+    assert hits([Found("person", 1.0, (b[0], b[1], b[2], b[3])) for b in boxes], truth) == len(
+        boxes
+    )

@@ -68,7 +68,11 @@ def test_merge_shifts_into_frame_pixels_and_merges_one_object_seen_twice() -> No
 
 def test_two_separate_faces_stay_two() -> None:
     a, b = Found("face", 0.9, (0, 0, 40, 40)), Found("face", 0.8, (30, 0, 70, 40))
-    assert len(merge_tiles([((0, 0), [a, b])], iou=0.5)) == 2  # IoU 0.14, 25 % inside
+    assert len(merge_tiles([((0, 0), [a]), ((0, 0), [b])], iou=0.5)) == 2  # IoU 0.14, 25 % in
+    # boxes of one tile are never merged: the decoder already told them apart
+    c = Found("face", 0.7, (5, 5, 35, 35))
+    assert len(merge_tiles([((0, 0), [a, c])], iou=0.5)) == 2
+    assert len(merge_tiles([((0, 0), [a]), ((0, 0), [c])], iou=0.5)) == 1
 
 
 def test_tiling_field_bounds() -> None:
