@@ -9,7 +9,7 @@ from pathlib import Path
 
 # OpenVINO must be loaded before GStreamer loads its plugins in this process (the capture tests run
 # pipelines in-process): the other way round, OpenVINO aborts the whole process on its next
-# compile_model (services/infer/reader.py does the same for the infer worker).
+# compile_model (services/infer/worker.py: load_runtimes does the same for the infer worker).
 import openvino  # noqa: F401
 import pytest
 
