@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ovbus.rpc import serve
 from ovbus.errors import BusError, ErrorCode, RequestError
 from ovbus.log import get_logger
 from ovbus.messages import Message
@@ -18,6 +17,7 @@ from ovbus.node import Node
 from ovbus.payloads.node import Birth, CameraStats, Stats
 from ovbus.payloads.rpc import Reply
 from ovbus.payloads.stream import CameraSet, CameraState, StreamDescriptor
+from ovbus.rpc import serve
 from ovbus.settings import NodeSettings
 from ovbus.topics import Topic
 from services.capture.encoders import check_size, choose_encoder
