@@ -151,6 +151,7 @@ class CameraRunner:
     # the loop ------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._events.expire()  # no frame for a while (disabled, stream down): objects end
             spec = self.spec
             with self._lock:
                 stream = self._stream

@@ -42,6 +42,9 @@ log = get_logger(__name__)
 #: Largest side of a snapshot crop (px) and the margin around the box (fraction of its size).
 SNAPSHOT_SIDE: Final = 320
 SNAPSHOT_MARGIN: Final = 0.2
+#: Without a processed frame for this long (camera disabled, stream down, models failing) every
+#: tracked object ends: nothing confirms it is still there.
+STALE_S: Final = OBJECTS_REFRESH_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +268,7 @@ class ObjectEvents:
         self._life: Lifecycle | None = None
         self._pending: dict[str, bytes] = {}
         self._last_info = FrameInfo(0, 0.0, 1, 1)
+        self._last_frame = time.monotonic()
         self._warned = False
 
     def configure(self, tracking: TrackingSpec, zones: list[Zone]) -> None:
@@ -284,6 +288,7 @@ class ObjectEvents:
         if tracker is None or life is None:
             return
         self._last_info = info
+        self._last_frame = time.monotonic()
         step = tracker.update(objects, info.captured_at)
         dropped = tracker.dropped_detections + tracker.dropped_tracks
         if dropped and not self._warned:
@@ -308,6 +313,20 @@ class ObjectEvents:
         self._pending.clear()
         if clear:
             self.publish(self.topics.objects(self.camera), None)
+
+    def expire(self, stale_s: float = STALE_S) -> None:
+        """End every object when no frame was processed for ``stale_s`` seconds (the tracker
+        starts afresh with the same settings)."""
+        if self._life is None or not self._life.lives or self._config is None:
+            return
+        if time.monotonic() - self._last_frame < stale_s:
+            return
+        config = self._config
+        log.info(
+            "no frames, tracked objects end", camera=self.camera, objects=len(self._life.lives)
+        )
+        self.close()
+        self.configure(*config)
 
     def republish(self) -> None:
         """After a reconnect: the objects document again (with the next frame)."""

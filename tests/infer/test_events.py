@@ -165,6 +165,19 @@ def test_a_spec_change_ends_every_object_and_close_clears() -> None:
     assert ev.size == 0
 
 
+def test_objects_end_when_no_frame_comes() -> None:
+    ev, rec = make(TrackingSpec(hits=1, misses=5), [RIGHT])
+    feed(ev, [[face(500)]] * 3)
+    ev.expire()  # frames are recent: nothing happens
+    assert [e.type for e in rec.events()] == ["new"]
+    ev.expire(stale_s=0.0)  # e.g. the camera was disabled: the object ends, its zone is left
+    end = rec.events()[-1]
+    assert end.type == "end" and end.left == ["right"]
+    assert rec.documents()[-1].labels == {}
+    feed(ev, [[face(500)]] * 2, start=10)  # tracking goes on with the same settings
+    assert rec.events()[-1].type == "new" and rec.events()[-1].object.id != end.object.id
+
+
 def test_a_flood_of_detections_keeps_the_state_bounded() -> None:
     spec = TrackingSpec(hits=1, misses=50, max_tracks=20)
     ev, rec = make(spec, [RIGHT])
