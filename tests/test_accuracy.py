@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from bench.accuracy.labels import load_labels
-from bench.accuracy.metrics import Tally, at_threshold, average_precision, best_recall, iou, match
+from bench.accuracy.metrics import (
+    Tally,
+    at_threshold,
+    average_precision,
+    best_recall,
+    iou,
+    loose_at,
+    match,
+)
 from bench.accuracy.scenes import place
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +59,17 @@ def test_ignored_boxes_are_neither_missed_nor_false() -> None:
     t = match([(A, 0.9), (B, 0.8)], [A, B], [False, True])
     assert t.positives == 1 and t.scores == [0.9] and t.true == [True]
     assert math.isnan(average_precision(Tally()))
+    # a box mostly on a small ignored face (IoU 0.25 only) is dropped too; one 40 % on it stays
+    tiny = [100, 100, 110, 110]
+    t = match([([102, 102, 108, 108], 0.9), ([106, 100, 116, 110], 0.8)], [tiny], [True])
+    assert t.scores == [0.8] and t.true == [False] and t.positives == 0
+
+
+def test_loose_false_positives_are_counted() -> None:
+    # IoU 0.4 with A: a miss and a false positive, counted as loose; far away: not loose
+    t = match([([0, 0, 10, 4], 0.9), ([60, 0, 70, 10], 0.8)], [A], [False])
+    assert t.true == [False, False] and t.loose == [True, False]
+    assert loose_at(t, 0.5) == 1 and loose_at(t, 0.95) == 0
 
 
 def test_best_recall_at_a_precision() -> None:

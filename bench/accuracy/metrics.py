@@ -3,7 +3,11 @@
 Labelled boxes smaller than the size of interest are *ignored* (the PASCAL VOC "difficult" rule):
 they count neither as misses nor, when a detection lands on one, as false positives. Each
 detection, best score first, takes the unmatched labelled box it overlaps most (IoU >= 0.5); a
-labelled box is matched at most once, so a second box on the same object is a false positive.
+labelled box is matched at most once, so a second box on the same object is a false positive. A
+detection that matches nothing but lies mostly (>= 50 % of its area) on an ignored box is dropped
+too: at a few pixels a box drawn a little differently falls under IoU 0.5 (COCO treats its
+ignore regions the same way). A false positive overlapping a labelled box by IoU 0.3 to 0.5 is
+counted as ``loose``: found, but boxed differently from the label.
 AP is the area under the precision envelope over all recall points (VOC 2010 onwards, COCO's
 AP@0.5 without the 101-point sampling).
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +36,20 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def inside(box: Box, region: Box) -> float:
+    """Share of ``box``'s area that lies inside ``region``."""
+    w = min(box[2], region[2]) - max(box[0], region[0])
+    h = min(box[3], region[3]) - max(box[1], region[1])
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return w * h / area if w > 0 and h > 0 and area > 0 else 0.0
+
+
+#: a detection this much inside an ignored (too small) labelled box is dropped
+IGNORE_INSIDE: Final = 0.5
+#: a false positive overlapping a labelled box this much is "loose" (found, boxed differently)
+LOOSE: Final = 0.3
+
+
 @dataclass
 class Tally:
     """Scored detections marked true/false positive, and the number of labelled boxes."""
@@ -38,11 +57,13 @@ class Tally:
     scores: list[float] = field(default_factory=list)
     true: list[bool] = field(default_factory=list)
     positives: int = 0
+    loose: list[bool] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
         self.scores += other.scores
         self.true += other.true
         self.positives += other.positives
+        self.loose += other.loose
 
 
 def match(
@@ -65,8 +86,16 @@ def match(
             taken[best] = True
             if ignored[best]:
                 continue
+        elif any(
+            i and inside(box, t) >= IGNORE_INSIDE for t, i in zip(truth, ignored, strict=True)
+        ):
+            continue
         tally.scores.append(float(score))
         tally.true.append(best >= 0)
+        tally.loose.append(
+            best < 0
+            and any(not i and iou(box, t) >= LOOSE for t, i in zip(truth, ignored, strict=True))
+        )
     return tally
 
 
@@ -100,6 +129,11 @@ def at_threshold(tally: Tally, threshold: float) -> tuple[float, float, int, int
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / tally.positives if tally.positives else float("nan")
     return precision, recall, tp, fp
+
+
+def loose_at(tally: Tally, threshold: float) -> int:
+    """False positives scoring >= threshold that overlap a labelled box by IoU 0.3 to 0.5."""
+    return sum(s >= threshold and flag for s, flag in zip(tally.scores, tally.loose, strict=True))
 
 
 def best_recall(tally: Tally, min_precision: float) -> tuple[float, float | None]:
