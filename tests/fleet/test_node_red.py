@@ -18,7 +18,7 @@ import pytest
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
 from ovbus.payloads import DetectedObject, DetectionResult, ModelResult, ModelState, PipelineSpec
-from ovbus.payloads.events import ObjectEvent, TrackedObject
+from ovbus.payloads.events import EventType, ObjectEvent, TrackedObject
 from services.demo import assets
 from services.mosquitto import Mosquitto
 from services.supervisor import stop_process
@@ -158,9 +158,11 @@ def test_flow_pulls_the_face_model_and_deploys_it(
     assert "Error" not in node_red.read_text(errors="replace").replace("error=0", "")
 
 
-def object_event(kind: str, seq: int, oid: str, zones: list[str], **extra: object) -> ObjectEvent:
+def object_event(
+    kind: EventType, seq: int, oid: str, zones: list[str], **extra: object
+) -> ObjectEvent:
     return ObjectEvent(
-        type=kind,  # type: ignore[arg-type]
+        type=kind,
         camera="porch",
         node="infer-test",
         seq=seq,
