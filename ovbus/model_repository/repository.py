@@ -3,10 +3,16 @@
 OVMS refuses a file that is not JSON or whose outline is wrong (top-level keys, lists), and then
 parses each model entry; an entry that does not parse is logged and skipped, the others load.
 :func:`parse_config` returns both sides: the :class:`ModelEntry` objects that can be served and
-an :class:`EntryProblem` for each skipped entry, naming the entry and the cause. One difference
-is deliberate: OVMS also refuses the whole file when one entry breaks its JSON Schema (a wrong
-type, an unknown key); here such an entry is skipped like the others, and ``EntryProblem.schema``
-says that OVMS would refuse the file for it (the zoo never writes such a file).
+an :class:`EntryProblem` for each skipped entry, naming the entry and the cause. Two
+differences are deliberate:
+
+- OVMS refuses the whole file when one entry breaks its JSON Schema (a wrong type, an unknown
+  key); here such an entry is skipped like the others, and ``EntryProblem.schema`` says that OVMS
+  would refuse the file for it (the zoo never writes such a file);
+- OVMS only logs a warning for a ``shape`` or ``batch_size`` string it cannot parse and serves
+  the model with its own shape; here the entry is skipped and the cause reported, so a typo is
+  never silently served as something else (a ``layout`` that does not parse is skipped by OVMS
+  too).
 """
 
 from __future__ import annotations
