@@ -5,9 +5,10 @@ Every URL that comes from outside (a zoo request, a catalog, an index page) is c
 is fetched, and so is every redirect it leads to:
 
 - only ``http`` and ``https`` (``file://`` is a file source, checked against the import folders);
-- the host must resolve, and to public addresses only: loopback, link-local (cloud metadata),
-  private, shared, multicast and reserved addresses are refused unless ``allow_private`` is on
-  (a package mirror on the LAN; the tests, whose servers run on 127.0.0.1);
+- the host must resolve, and to public addresses only: loopback, private, shared and reserved
+  addresses are refused unless ``allow_private`` is on (a package mirror on the LAN; the tests,
+  whose servers run on 127.0.0.1); link-local (cloud metadata services at 169.254.169.254),
+  multicast and unspecified addresses are refused always;
 - at most :data:`MAX_REDIRECTS` redirects;
 - a body larger than ``max_bytes`` is refused (from ``Content-Length`` before reading, and while
   reading when the server lies or sends none).
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from ovbus import __version__
 from ovbus.errors import ErrorCode, FetchError
@@ -61,40 +62,46 @@ class Expected:
     sha384: str | None = None
 
 
-def _not_public(address: str) -> str | None:
-    """Why ``address`` is not a public unicast address, or ``None`` when it is."""
+def _an(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def not_public(address: str, *, allow_private: bool = False) -> str | None:
+    """Why ``address`` may not be fetched from, or ``None`` when it may."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     for kind, flag in (
-        ("loopback", ip.is_loopback),
         ("link-local", ip.is_link_local),
         ("unspecified", ip.is_unspecified),
         ("multicast", ip.is_multicast),
+    ):
+        if flag:
+            return f"{ip} is {_an(kind)} address"
+    if allow_private:
+        return None
+    for kind, flag in (
+        ("loopback", ip.is_loopback),
         ("private", ip.is_private),
         ("reserved", ip.is_reserved),
     ):
         if flag:
-            return f"{ip} is a {kind} address"
+            return f"{ip} is {_an(kind)} address ({ALLOW_HINT})"
     if not ip.is_global:
-        return f"{ip} is not a public address"
+        return f"{ip} is not a public address ({ALLOW_HINT})"
     return None
 
 
 def check_host(host: str, port: int | None, *, allow_private: bool) -> None:
-    """Refuse a host that resolves to any non-public address (unless ``allow_private``)."""
+    """Refuse a host that resolves to any address :func:`not_public` refuses."""
     try:
         infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as e:
         raise FetchError(f"host {host!r} does not resolve ({e})") from e
-    if allow_private:
-        return
     for info in infos:
-        why = _not_public(str(info[4][0]))
+        why = not_public(str(info[4][0]), allow_private=allow_private)
         if why is not None:
-            raise FetchError(
-                f"host {host!r} refused: {why} ({ALLOW_HINT})", code=ErrorCode.FORBIDDEN_PATH
-            )
+            raise FetchError(f"host {host!r} refused: {why}", code=ErrorCode.FORBIDDEN_PATH)
 
 
 def check_url(url: str, *, allow_private: bool = False, resolve: bool = True) -> str:
@@ -124,10 +131,9 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
     def __init__(self, allow_private: bool) -> None:
         self.allow_private = allow_private
 
-    def redirect_request(
-        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
-        headers: http.client.HTTPMessage, newurl: str,
-    ) -> urllib.request.Request | None:  # fmt: skip
+    max_repeats = MAX_REDIRECTS
+
+    def _check(self, req: urllib.request.Request, fp: IO[bytes], newurl: str) -> None:
         try:
             check_url(newurl, allow_private=self.allow_private)
         except FetchError as e:
@@ -135,6 +141,24 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
             raise FetchError(
                 f"redirect from {req.full_url} to {newurl} refused: {e.message}", code=e.code
             ) from None
+
+    def http_error_302(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+        headers: http.client.HTTPMessage,
+    ) -> Any:  # fmt: skip
+        # checked here, before urllib's own scheme test, so every refusal reads the same
+        location = headers.get("location") or headers.get("uri")
+        if location:
+            self._check(req, fp, urljoin(req.full_url, location))
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+        headers: http.client.HTTPMessage, newurl: str,
+    ) -> urllib.request.Request | None:  # fmt: skip
+        self._check(req, fp, newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -153,7 +177,9 @@ def open_url(
         e.close()
         code = ErrorCode.NOT_FOUND if e.code == 404 else ErrorCode.FETCH_FAILED
         if e.code in (301, 302, 303, 307, 308):
-            raise FetchError(f"GET {url}: more than {MAX_REDIRECTS} redirects") from e
+            raise FetchError(
+                f"GET {url}: a redirect loop, or more than {MAX_REDIRECTS} redirects"
+            ) from e
         raise FetchError(f"GET {url}: HTTP {e.code} {e.reason}", code=code) from e
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)

@@ -168,7 +168,8 @@ def check_member(info: zipfile.ZipInfo, wheel: str) -> None:
             f"{wheel}: member {name!r} leaves the archive's folder", code=ErrorCode.FORBIDDEN_PATH
         )
     mode = info.external_attr >> 16
-    if info.is_dir() or (mode and not stat.S_ISREG(mode)):
+    kind = stat.S_IFMT(mode)  # 0 when the archiver stored permission bits only
+    if info.is_dir() or kind not in (0, stat.S_IFREG):
         what = "a link" if stat.S_ISLNK(mode) else "not a regular file"
         raise FetchError(f"{wheel}: member {name!r} is {what}", code=ErrorCode.FORBIDDEN_PATH)
 

@@ -48,8 +48,8 @@ class ZooSettings(WorkerSettings):
     )
     allow_private_hosts: bool = Field(
         False,
-        description="download from loopback, link-local and private addresses too (a package "
-        "mirror on the LAN); off, such URLs and redirects to them are refused",
+        description="download from loopback and private addresses too (a package mirror on "
+        "the LAN); off, such URLs and redirects to them are refused (link-local always are)",
     )
     convert_timeout: float = Field(600.0, gt=0, le=7200, description="conversion limit, seconds")
 

@@ -2,6 +2,8 @@
 
 - :func:`serve_folder`: a plain static file server (what the OMZ storage, a PEP 503 "simple"
   index and a Hugging Face ``resolve`` URL all are: files at paths), optionally throttled;
+- :func:`serve_routes`: answers fixed routes (redirects, bodies with or without a length) and
+  counts the requests, for the hostile download tests;
 - :class:`FakeOvms`: stands in for OpenVINO Model Server's REST config API, which cannot run here
   (no Docker). It speaks the real protocol: ``POST /v1/config/reload`` re-reads config.json and
   answers the config status (or ``{"error": ...}`` with HTTP 400 when the file is not valid),
@@ -17,8 +19,10 @@ import functools
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,66 @@ def serve_folder(root: Path, *, slow: bool = False) -> Iterator[str]:
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@dataclass(frozen=True)
+class Route:
+    """``location``: answer ``status`` (a redirect) with that Location; else ``body``, with a
+    Content-Length unless ``length`` is False (then the body ends when the connection closes)."""
+
+    status: int = 200
+    location: str | None = None
+    body: bytes = b""
+    length: bool = True
+
+
+@dataclass
+class Routes:
+    url: str
+    hits: Counter[str] = field(default_factory=Counter)
+
+
+@contextmanager
+def serve_routes(routes: dict[str, Route]) -> Iterator[Routes]:
+    """Serve ``routes`` (path -> :class:`Route`) on 127.0.0.1; unknown paths are 404."""
+    served = Routes("")
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            served.hits[self.path] += 1
+            route = routes.get(self.path)
+            if route is None:
+                self.send_error(404)
+                return
+            self.send_response(route.status)
+            if route.location is not None:
+                self.send_header("Location", route.location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if route.length:
+                self.send_header("Content-Length", str(len(route.body)))
+            else:
+                self.close_connection = True
+            self.end_headers()
+            try:
+                self.wfile.write(route.body)
+            except OSError:
+                pass  # the client gave up (a size limit): that is the point
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    served.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served
     finally:
         server.shutdown()
         server.server_close()
