@@ -1,10 +1,13 @@
 """One model on one frame, whatever the backend: pick the input, pre-process from the model's
-description, infer, decode, filter labels. The camera loop and the backend contract test both
-go through :func:`run_model`."""
+description, infer, decode (on overlapping tiles of the frame when the pipeline asks for
+``tiling``), filter labels. The camera loop and the backend contract test both go through
+:func:`run_model`. The tile geometry (:func:`services.infer.preprocess.tiles`) and the merge
+(:func:`services.infer.decoders.merge_tiles`) are plain numpy; here is only the loop."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -12,11 +15,10 @@ import numpy.typing as npt
 from ovbus.errors import ErrorCode, ModelError
 from ovbus.payloads.detections import ClassScore, DetectedObject, ModelResult
 from ovbus.payloads.model import ModelDescription
-from ovbus.payloads.pipeline import PipelineModel
+from ovbus.payloads.pipeline import PipelineModel, Tiling
 from services.infer.backend import Model
-from services.infer.decoders import Decoded, decode
-from services.infer.preprocess import fixed_shape, prepare
-from services.infer.tiling import run_tiles
+from services.infer.decoders import Decoded, Found, decode, merge_tiles
+from services.infer.preprocess import fixed_shape, prepare, tiles
 
 
 def input_name(model: Model, desc: ModelDescription) -> str:
@@ -32,6 +34,31 @@ def input_name(model: Model, desc: ModelDescription) -> str:
     except ModelError as e:
         raise ModelError(f"model {model.name!r}: {e}", code=ErrorCode.MODEL_OUTPUT_MISMATCH) from e
     return name
+
+
+Image = npt.NDArray[np.uint8]
+Detect = Callable[[Image], tuple[Decoded, float]]
+
+
+def run_tiles(detect: Detect, image: Image, tiling: Tiling) -> tuple[Decoded, float]:
+    """``detect`` (pre-process, infer, decode one frame) on every tile; the merged objects and
+    the summed inference time in ms."""
+    height, width = image.shape[:2]
+    boxes = tiles(width, height, tiling.cols, tiling.rows, tiling.overlap)
+    parts: list[tuple[tuple[int, int], list[Found]]] = []
+    total_ms = 0.0
+    if tiling.whole_frame:
+        boxes = [(0, 0, width, height), *boxes]
+    for x1, y1, x2, y2 in boxes:
+        decoded, ms = detect(image[y1:y2, x1:x2])
+        if decoded.classes:
+            raise ModelError(
+                "tiling applies to detectors; this model classifies the whole frame",
+                code=ErrorCode.MODEL_OUTPUT_MISMATCH,
+            )
+        parts.append(((x1, y1), decoded.objects))
+        total_ms += ms
+    return Decoded(objects=merge_tiles(parts, tiling.iou)), total_ms
 
 
 def as_input(tensor: npt.NDArray[np.float32], dtype: str) -> npt.NDArray[np.generic]:

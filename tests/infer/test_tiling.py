@@ -14,10 +14,10 @@ from pydantic import ValidationError
 from bench.accuracy.labels import load_labels, photo_image
 from ovbus.errors import ModelError
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec, Tiling
-from services.infer.decoders import Found, iou_matrix, merge_tiles
+from services.infer.decoders import Decoded, Found, iou_matrix, merge_tiles
 from services.infer.openvino_backend import OpenVINOBackend
 from services.infer.preprocess import tiles
-from services.infer.run import run_model
+from services.infer.run import run_model, run_tiles
 from tests.models import FULL_RANGE, add_model, full_range
 
 
@@ -126,3 +126,11 @@ def test_tiles_find_the_small_faces_the_whole_frame_misses(backend: OpenVINOBack
     assert matched(found, truth) >= 5, tiled.objects
     assert matched(found, truth) == len(found), f"a box on no labelled face: {found}"
     assert tiled.inference_ms > whole.inference_ms  # five inferences, summed
+
+
+def test_tiling_a_classifier_is_refused() -> None:
+    def classify(image: np.ndarray) -> tuple[Decoded, float]:
+        return Decoded(classes=[("cat", 0.9)]), 1.0
+
+    with pytest.raises(ModelError, match="tiling applies to detectors"):
+        run_tiles(classify, np.zeros((100, 100, 3), np.uint8), Tiling())
