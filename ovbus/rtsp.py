@@ -1,5 +1,5 @@
-"""The one RTSP reader of ovbus: the infer worker, the notebook helper, the tests and the bench
-all read streams through :class:`RtspReader`.
+"""The one RTSP reader of ovbus: the infer worker, the notebook helper and the tests read
+streams through :class:`RtspReader` (and so should anything new, the bench included).
 
 ::
 

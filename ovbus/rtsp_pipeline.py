@@ -77,12 +77,17 @@ def init() -> Any:
     with _init_lock:
         if _gst is not None:
             return _gst
-        import gi
+        try:
+            import gi
 
-        gi.require_version("Gst", "1.0")
-        gi.require_version("GstVideo", "1.0")
-        from gi.repository import Gst, GstVideo
-
+            gi.require_version("Gst", "1.0")
+            gi.require_version("GstVideo", "1.0")
+            from gi.repository import Gst, GstVideo
+        except (ImportError, ValueError) as e:
+            raise StreamError(
+                f"reading RTSP needs GStreamer 1.x with PyGObject ({e}): install PyGObject "
+                "(pip install 'ovbus[notebook]') and GStreamer's base, good and libav plugins"
+            ) from e
         Gst.init(None)
         # touch every type a reader thread meets: a buffer mapped and unmapped (Gst.MapInfo),
         # a sample with caps, video info, a reference timestamp meta look-up, a bus message
