@@ -12,6 +12,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from ovbus.errors import ErrorCode
 from ovbus.homeassistant import HaDiscovery
+from ovbus.model_repository.config import config_schema
 from ovbus.payloads import (
     Birth,
     CameraSet,
@@ -336,6 +337,8 @@ def files() -> dict[str, str]:
     out = {"topics.md": render_topics(), "configuration.md": render_configuration()}
     for name, model in MODELS.items():
         out[f"schemas/{name}.json"] = json.dumps(schema_of(model), indent=2, sort_keys=True) + "\n"
+    # OVMS's config.json as ovbus reads and writes it (ovbus.model_repository)
+    out["schemas/OvmsConfig.json"] = json.dumps(config_schema(), indent=2, sort_keys=True) + "\n"
     return out
 
 

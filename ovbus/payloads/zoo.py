@@ -103,7 +103,9 @@ class SetRequest(Request):
     action: Literal["set"] = "set"
     name: Name
     target_device: ShortText | None = None
-    nireq: int | None = Field(None, ge=1, le=256)
+    nireq: int | None = Field(
+        None, ge=0, le=256, description="inference requests in flight; 0: the device's optimum"
+    )
     shape: dict[ShortText, ShortText] | ShortText | None = None
     batch_size: ShortText | None = None
     plugin_config: dict[ShortText, str | int | float | bool] | None = None

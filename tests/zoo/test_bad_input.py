@@ -143,7 +143,7 @@ def test_bad_inputs_change_nothing(
         ("set unknown", b'{"v": 1, "action": "set", "name": "ghost", "nireq": 2}', "not_found"),
         (
             "set bad nireq",
-            b'{"v": 1, "action": "set", "name": "by-hand", "nireq": 0}',
+            b'{"v": 1, "action": "set", "name": "by-hand", "nireq": -1}',
             "bad_schema",
         ),
         ("rollback unknown", b'{"v": 1, "action": "rollback", "name": "ghost"}', "not_found"),

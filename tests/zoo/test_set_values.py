@@ -47,6 +47,8 @@ def test_set_refuses_values_ovms_cannot_parse(worker: Worker, client: Bus) -> No
         {"shape": "(1, 3, 200:500, 200:500)"},
         {"batch_size": "auto"},
         {"batch_size": "1:8"},
+        {"nireq": 0},  # OVMS: the device's optimal number of requests
+        {"nireq": 4},
     ):
         reply = client.request(topic, SetRequest(name="by-hand", **fields))
         assert reply.ok, (fields, reply.error)
