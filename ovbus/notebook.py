@@ -151,8 +151,7 @@ class LatestFrame:
         except StreamError as e:
             self._reader.stop()
             raise StreamError(
-                f"no frame from {url} within {timeout:.0f} s ({e.message}): "
-                "is the capture worker running?"
+                f"cannot read {url}: {e.message} (is the capture worker running?)"
             ) from None
 
     @property
