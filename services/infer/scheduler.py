@@ -1,0 +1,236 @@
+"""One scheduler across every camera a worker owns.
+
+- :class:`Schedule` is the plain logic (no threads, no clock of its own: ``now`` is passed in,
+  so the tests drive it directly): which camera runs next. A camera is *eligible* when it has a
+  ready frame, is due (its ``detect_fps`` allows another detection), has no detection in flight
+  (a camera's results stay in order and its tracker sees frames one at a time), and fewer than
+  ``slots`` detections are in flight across all cameras. Among the eligible cameras the next is
+  chosen round-robin, starting after the last one served, so a fast camera never starves a slow
+  one.
+- :class:`Dispatcher` runs it: one thread waits for frames (readers call :meth:`Dispatcher.ready`)
+  and completions, takes the chosen camera's newest frame and hands the job to a pool of
+  ``slots`` threads. A job pre-processes, submits to the backend (OpenVINO's
+  ``AsyncInferQueue``, or a remote server) and waits there; with ``slots`` set to what the device
+  needs (OpenVINO's ``OPTIMAL_NUMBER_OF_INFER_REQUESTS``), the device is kept busy and nothing
+  queues in front of it: frames wait in the readers' one-frame slots, where a newer frame
+  replaces an older one.
+
+``detect_fps`` limits by due times: after a detection the camera is due again one interval
+after the previous due time (not after the pick), so a camera offered 30 fps and limited to 5
+gets 5 detections/s, not fewer; after a pause (no frames, or the device busy for longer than an
+interval) the due time restarts from now, so no burst of catch-up detections follows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ovbus.log import get_logger
+
+log = get_logger(__name__)
+
+#: A camera's job: returns the work to run for its newest frame, or ``None`` (no frame after all).
+Take = Callable[[], Callable[[], None] | None]
+
+
+@dataclass(slots=True)
+class _Camera:
+    name: str
+    interval: float = 0.0  # seconds between detections; 0 = every frame the device can take
+    due: float = 0.0
+    previous: float = 0.0  # the due time before the last pick (restored when it missed)
+    ready: bool = False
+    busy: bool = False
+
+
+def interval_of(detect_fps: float | None) -> float:
+    """Seconds between detections for a rate (``None`` or 0: no limit)."""
+    return 1.0 / detect_fps if detect_fps else 0.0
+
+
+class Schedule:
+    """Which camera's frame runs next; see the module docstring."""
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.slots = slots
+        self._cameras: dict[str, _Camera] = {}
+        self._order: list[str] = []
+        self._next = 0  # where the round-robin scan starts
+        self.in_flight = 0
+
+    @property
+    def cameras(self) -> list[str]:
+        return list(self._order)
+
+    def add(self, name: str, detect_fps: float | None = None) -> None:
+        if name not in self._cameras:
+            self._cameras[name] = _Camera(name)
+            self._order.append(name)
+        self.set_rate(name, detect_fps)
+
+    def remove(self, name: str) -> None:
+        cam = self._cameras.pop(name, None)
+        if cam is None:
+            return
+        i = self._order.index(name)
+        self._order.pop(i)
+        if i < self._next:
+            self._next -= 1
+        if self._order:
+            self._next %= len(self._order)
+        else:
+            self._next = 0
+        if cam.busy:
+            self.in_flight -= 1
+
+    def set_rate(self, name: str, detect_fps: float | None) -> None:
+        cam = self._cameras.get(name)
+        if cam is not None:
+            interval = interval_of(detect_fps)
+            if interval < cam.interval:  # faster now: do not wait out the old, longer interval
+                cam.due = 0.0
+            cam.interval = interval
+
+    def ready(self, name: str) -> None:
+        """``name`` has a new frame waiting."""
+        cam = self._cameras.get(name)
+        if cam is not None:
+            cam.ready = True
+
+    def pick(self, now: float) -> str | None:
+        """The next camera to run (marked busy, its frame taken), or ``None``."""
+        if self.in_flight >= self.slots or not self._order:
+            return None
+        count = len(self._order)
+        for step in range(count):
+            i = (self._next + step) % count
+            cam = self._cameras[self._order[i]]
+            if cam.ready and not cam.busy and now >= cam.due:
+                self._next = (i + 1) % count
+                cam.ready, cam.busy = False, True
+                self.in_flight += 1
+                cam.previous = cam.due
+                if cam.interval:  # one interval after the last due time; after a pause, now's
+                    due = cam.due + cam.interval
+                    cam.due = due if due > now else now + cam.interval
+                return cam.name
+        return None
+
+    def missed(self, name: str) -> None:
+        """The picked camera had no frame after all: not busy, nothing ran, not due later."""
+        cam = self._cameras.get(name)
+        if cam is not None and cam.busy:
+            cam.busy = False
+            self.in_flight -= 1
+            cam.due = cam.previous
+
+    def done(self, name: str) -> None:
+        """The picked camera's detection finished (or failed)."""
+        cam = self._cameras.get(name)
+        if cam is not None and cam.busy:
+            cam.busy = False
+            self.in_flight -= 1
+
+    def wait(self, now: float) -> float | None:
+        """Seconds until a ready camera becomes due (``None``: nothing to wait for but frames
+        or completions)."""
+        if self.in_flight >= self.slots:
+            return None
+        dues = [c.due for c in self._cameras.values() if c.ready and not c.busy and c.due > now]
+        return min(dues) - now if dues else None
+
+
+class Dispatcher:
+    """Runs a :class:`Schedule`: one dispatching thread and ``slots`` worker threads."""
+
+    def __init__(self, slots: int, *, name: str = "infer") -> None:
+        self.schedule = Schedule(slots)
+        self._takes: dict[str, Take] = {}
+        self._cond = threading.Condition()
+        self._stop = False
+        self._pool = ThreadPoolExecutor(slots, thread_name_prefix=f"{name}-job")
+        self._thread = threading.Thread(target=self._run, name=f"{name}-dispatch", daemon=True)
+        self.picked = 0
+
+    @property
+    def slots(self) -> int:
+        return self.schedule.slots
+
+    def start(self) -> Dispatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # cameras ------------------------------------------------------------------------------
+    def add(self, camera: str, take: Take, detect_fps: float | None = None) -> None:
+        with self._cond:
+            self._takes[camera] = take
+            self.schedule.add(camera, detect_fps)
+            self._cond.notify_all()
+
+    def remove(self, camera: str) -> None:
+        with self._cond:
+            self._takes.pop(camera, None)
+            self.schedule.remove(camera)
+            self._cond.notify_all()
+
+    def set_rate(self, camera: str, detect_fps: float | None) -> None:
+        with self._cond:
+            self.schedule.set_rate(camera, detect_fps)
+            self._cond.notify_all()
+
+    def ready(self, camera: str) -> None:
+        """A reader has a new frame for ``camera`` (called from reader threads: cheap)."""
+        with self._cond:
+            self.schedule.ready(camera)
+            self._cond.notify_all()
+
+    # the dispatching thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._stop:
+                    return
+                now = time.monotonic()
+                camera = self.schedule.pick(now)
+                if camera is None:
+                    self._cond.wait(self.schedule.wait(now) or 1.0)
+                    continue
+                take = self._takes[camera]
+            try:
+                job = take()
+            except Exception:
+                log.exception("taking a frame failed", camera=camera)
+                job = None
+            with self._cond:
+                if job is None:
+                    self.schedule.missed(camera)
+                    continue
+                self.picked += 1
+            try:
+                self._pool.submit(self._job, camera, job)
+            except RuntimeError:  # the pool is shut down: stopping
+                return
+
+    def _job(self, camera: str, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception:
+            log.exception("detection failed", camera=camera)
+        finally:
+            with self._cond:
+                self.schedule.done(camera)
+                self._cond.notify_all()

@@ -1,0 +1,166 @@
+"""The scheduler across cameras: fairness, detect_fps limiting, the in-flight bound (plain logic,
+driven with a simulated clock), and the dispatcher's threads on real jobs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from services.infer.scheduler import Dispatcher, Schedule, interval_of
+
+
+def simulate(
+    schedule: Schedule,
+    fps: dict[str, float],
+    seconds: float,
+    service_s: float,
+    step: float = 0.001,
+) -> Counter[str]:
+    """Cameras offering frames at ``fps``; each detection takes ``service_s``; returns picks."""
+    picks: Counter[str] = Counter()
+    next_frame = dict.fromkeys(fps, 0.0)
+    running: list[tuple[float, str]] = []
+    now = 0.0
+    while now < seconds:
+        for cam, rate in fps.items():
+            if now >= next_frame[cam]:
+                schedule.ready(cam)
+                next_frame[cam] += 1.0 / rate
+        for item in [r for r in running if r[0] <= now]:
+            running.remove(item)
+            schedule.done(item[1])
+        while (picked := schedule.pick(now)) is not None:
+            picks[picked] += 1
+            running.append((now + service_s, picked))
+            assert schedule.in_flight <= schedule.slots
+        now += step
+    return picks
+
+
+def test_round_robin_is_fair_when_the_device_is_the_bottleneck() -> None:
+    schedule = Schedule(slots=2)
+    cams = {f"cam{i}": 30.0 for i in range(8)}
+    for cam in cams:
+        schedule.add(cam)
+    # 8 x 30 fps offered, the device does 2 / 20 ms = 100/s: everyone gets the same share
+    picks = simulate(schedule, cams, seconds=10, service_s=0.02)
+    assert 950 <= sum(picks.values()) <= 1010
+    assert max(picks.values()) - min(picks.values()) <= 2
+
+
+def test_a_fast_camera_does_not_starve_a_slow_one() -> None:
+    schedule = Schedule(slots=1)
+    schedule.add("fast")
+    schedule.add("slow")
+    picks = simulate(schedule, {"fast": 60.0, "slow": 5.0}, seconds=10, service_s=0.015)
+    assert picks["slow"] >= 49  # every frame the slow camera offers is taken
+    assert picks["fast"] > 400
+
+
+def test_detect_fps_limits_each_camera_to_its_rate() -> None:
+    schedule = Schedule(slots=2)
+    schedule.add("door", detect_fps=5)
+    schedule.add("yard", detect_fps=2)
+    schedule.add("free")
+    picks = simulate(schedule, {"door": 30, "yard": 30, "free": 30}, seconds=10, service_s=0.005)
+    assert picks["door"] in (49, 50, 51)
+    assert picks["yard"] in (19, 20, 21)
+    assert picks["free"] >= 295
+
+
+def test_detect_fps_above_the_stream_rate_takes_every_frame() -> None:
+    schedule = Schedule(slots=1)
+    schedule.add("cam", detect_fps=100)
+    picks = simulate(schedule, {"cam": 10}, seconds=5, service_s=0.005)
+    assert picks["cam"] in (49, 50, 51)
+
+
+def test_in_flight_never_exceeds_slots_and_one_per_camera() -> None:
+    schedule = Schedule(slots=3)
+    for cam in "abcde":
+        schedule.add(cam)
+        schedule.ready(cam)
+    picked = [schedule.pick(0.0) for _ in range(5)]
+    assert picked[:3] == ["a", "b", "c"] and picked[3:] == [None, None]
+    assert schedule.in_flight == 3
+    schedule.ready("a")  # a new frame while a's detection runs: a waits for it to finish
+    schedule.done("b")
+    assert schedule.pick(0.0) == "d"  # round-robin goes on after c; a is busy
+    schedule.done("a")
+    assert schedule.pick(0.0) == "e"  # e waited longer than a
+    schedule.done("c")
+    assert schedule.pick(0.0) == "a"
+
+
+def test_a_camera_without_a_frame_is_not_picked_and_a_miss_costs_no_interval() -> None:
+    schedule = Schedule(slots=1)
+    schedule.add("cam", detect_fps=1)
+    assert schedule.pick(0.0) is None
+    schedule.ready("cam")
+    assert schedule.pick(10.0) == "cam"
+    schedule.missed("cam")  # the frame was gone: not busy, and due again at once
+    assert schedule.in_flight == 0
+    schedule.ready("cam")
+    assert schedule.pick(10.0) == "cam"
+    schedule.done("cam")
+    schedule.ready("cam")
+    assert schedule.pick(10.5) is None
+    assert schedule.wait(10.5) == pytest.approx(0.5)
+    assert schedule.pick(11.0) == "cam"
+
+
+def test_removing_a_busy_camera_frees_its_slot() -> None:
+    schedule = Schedule(slots=1)
+    schedule.add("a")
+    schedule.add("b")
+    schedule.ready("a")
+    schedule.ready("b")
+    assert schedule.pick(0.0) == "a"
+    schedule.remove("a")
+    assert schedule.in_flight == 0
+    assert schedule.pick(0.0) == "b"
+    schedule.done("a")  # a late completion of a removed camera changes nothing
+    assert schedule.in_flight == 1
+
+
+def test_rates_and_slots_are_checked() -> None:
+    assert interval_of(None) == 0.0 and interval_of(4) == 0.25
+    with pytest.raises(ValueError):
+        Schedule(slots=0)
+
+
+def test_dispatcher_runs_jobs_within_its_slots() -> None:
+    dispatcher = Dispatcher(slots=2, name="test").start()
+    lock = threading.Lock()
+    running = peak = 0
+    done: Counter[str] = Counter()
+
+    def make_take(cam: str):  # type: ignore[no-untyped-def]
+        def job() -> None:
+            nonlocal running, peak
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            time.sleep(0.01)
+            with lock:
+                running -= 1
+                done[cam] += 1
+
+        return lambda: job
+
+    try:
+        for cam in ("a", "b", "c"):
+            dispatcher.add(cam, make_take(cam), detect_fps=None if cam != "c" else 20)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:  # frames arrive at about 100/s per camera
+            for cam in ("a", "b", "c"):
+                dispatcher.ready(cam)
+            time.sleep(0.01)
+    finally:
+        dispatcher.stop()
+    assert peak <= 2
+    assert done["a"] > 20 and done["b"] > 20
+    assert done["c"] <= 2.0 * 20 + 2  # limited to 20/s
