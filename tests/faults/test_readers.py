@@ -240,3 +240,24 @@ def test_a_camera_whose_codec_changes_is_read_again(
             fault_row.recovered(changed_at)
         assert reader.alive
     fault_row.faults = 1
+
+
+def test_the_notebook_helper_reads_through_the_same_reader(camera: CaptureNode) -> None:
+    """``ovbus.notebook.LatestFrame`` is the same reader: BGR frames with capture times; a
+    refused or dead URL fails at once with a message saying what is wrong."""
+    from ovbus.notebook import LatestFrame
+
+    frames = LatestFrame(camera.urls["cam"], timeout=15)
+    try:
+        image = frames.get()
+        assert image is not None and image.shape == (240, 320, 3)
+        assert abs(time.time() - frames.captured_at) < 5
+        assert frames.frames >= 1
+    finally:
+        frames.close()
+    with pytest.raises(StreamError, match="refused stream URL: a quote"):
+        LatestFrame('rtsp://127.0.0.1:9/x" ! filesink location=/tmp/x')
+    started = time.monotonic()
+    with pytest.raises(StreamError, match="is the capture worker running"):
+        LatestFrame(f"rtsp://127.0.0.1:{free_port()}/cam", timeout=10)
+    assert time.monotonic() - started < 10
