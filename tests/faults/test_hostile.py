@@ -328,3 +328,141 @@ def test_hostile_requests(
         f"{time.monotonic() - started:.0f} s"
     )
     client.publish(t.pipeline(CAM), None)
+
+
+# Home Assistant discovery inputs ----------------------------------------------------------------
+
+#: labels (from model descriptions and outputs) and zones (from pipeline specs) made to break out
+#: of the topic tree or of the Jinja templates Home Assistant renders
+HOSTILE_LABELS = [
+    "{{ 7*7 }}", "a'b", "x\\'); {% for x in () %}", "}}{{", "a/b/#", "+", "#", "Person",
+    "PERSON", "", " ", "é", "$SYS/x", "'~' ~ 'X'", "face\x00", "a" * 300,
+]  # fmt: skip
+HOSTILE_ZONES = ["porch", "{{ 7*7 }}", "it's", "a/b", "+", "}}"]
+
+
+def _render(template: str, value: str) -> str:
+    from jinja2.sandbox import SandboxedEnvironment
+
+    env = SandboxedEnvironment()
+    env.filters["tojson"] = json.dumps
+    try:
+        value_json = json.loads(value)
+    except ValueError:
+        value_json = None  # as in Home Assistant: no value_json for a payload that is not JSON
+    return env.from_string(template).render(value=value, value_json=value_json).strip()
+
+
+def test_home_assistant_discovery_from_hostile_labels_and_zones() -> None:
+    """Proves: whatever labels and zone names a model or a spec brings, the discovery document
+    validates against its schema, every topic in it is a plain topic under the prefix (no
+    wildcard, no other tree), ids are unique, and every template renders to ON/OFF with the
+    names taken as data (no template injection)."""
+    import jsonschema
+
+    from ovbus.homeassistant import discovery
+    from ovbus.topics import Topics
+
+    prefix = "ovbus"
+    doc = discovery(prefix, "door", "infer-x", HOSTILE_LABELS, HOSTILE_ZONES)
+    data = json.loads(doc.model_dump_json(exclude_none=True))
+    root = Path(__file__).resolve().parents[2]
+    schema = json.loads((root / "docs" / "schemas" / "HaDiscovery.json").read_text())
+    jsonschema.validate(data, schema)
+    topics = Topics(prefix)
+    for topic in [
+        *(c.state_topic or c.image_topic for c in doc.cmps.values()),
+        *(a.topic for a in doc.availability),
+    ]:
+        assert topic and topic.startswith(f"{prefix}/") and "+" not in topic and "#" not in topic
+        topics.parse(topic)
+    ids = [c.unique_id for c in doc.cmps.values()]
+    assert len(ids) == len(set(ids))
+    assert all(key.replace("_", "").isalnum() and key.isascii() for key in doc.cmps)
+    # with every label and zone present once, every presence sensor is ON; with none, OFF
+    labels = dict.fromkeys(HOSTILE_LABELS, 1)
+    present = json.dumps({"labels": labels, "zones": dict.fromkeys(HOSTILE_ZONES, labels)})
+    absent = json.dumps({"labels": {}, "zones": {}})
+    for key, cmp in doc.cmps.items():
+        if cmp.device_class != "presence":
+            continue
+        assert _render(str(cmp.value_template), present) == "ON", key
+        assert _render(str(cmp.value_template), absent) == "OFF", key
+    for key, cmp in doc.cmps.items():
+        if cmp.device_class == "occupancy":
+            assert _render(str(cmp.value_template), "3") == "ON", key
+            assert _render(str(cmp.value_template), "{{ 7*7 }}") == "OFF", key
+
+
+def test_home_assistant_status_junk_is_ignored(broker: Mosquitto, prefix: str) -> None:
+    """Proves: only ``online`` on ``<ha>/status`` makes a node re-publish its discovery; junk,
+    binary and oversized payloads there change nothing and break nothing."""
+    from ovbus.homeassistant import Discovery
+
+    ha = f"ha-{uuid.uuid4().hex[:8]}"
+    with (
+        Bus(broker.url, prefix=prefix, node="infer-ha-junk").connect(10) as node,
+        Bus(broker.url, prefix=prefix).connect(10) as ha_side,
+    ):
+        configs = ha_side.subscribe(f"{ha}/device/+/config", idle_timeout=None)
+        discovery = Discovery(node, "infer-ha-junk", ha_prefix=ha)
+        discovery.update("door", ["face"])
+        assert configs.get(timeout=10).payload
+        for junk in (b"", b"\xff\xfe\x00", b"offline", b"online-ish", b"{}", b"o" * 200_000):
+            ha_side.publish(f"{ha}/status", junk, qos=1)
+        with pytest.raises(BusTimeout):
+            configs.get(timeout=1.5)
+        ha_side.publish(f"{ha}/status", b"online", qos=1)
+        assert json.loads(configs.get(timeout=10).payload)["dev"]["name"] == "ovbus door"
+        discovery.remove("door")
+
+
+# Hand edits of the models folder -----------------------------------------------------------------
+
+
+def test_hand_broken_model_json_takes_down_only_its_model(
+    broker: Mosquitto, prefix: str, client: Bus, tmp_path: Path
+) -> None:
+    """Proves: a ``model.json`` broken by hand (cut short) is that model's clear error state on
+    the bus, naming the file; the other model of the same pipeline keeps serving results."""
+    from ovbus.errors import ErrorCode
+    from ovbus.messages import Message
+    from ovbus.payloads.detections import DetectionResult
+    from ovbus.payloads.pipeline import InferenceState
+
+    models = models_folder(tmp_path / "models", pose=True)
+    broken = models / "pose" / "model.json"
+    broken.write_text(broken.read_text()[:40])  # an editor that crashed mid-save
+    cam = "hall"
+    client.publish(
+        client.topics.pipeline(cam),
+        PipelineSpec(models=[PipelineModel(name="face"), PipelineModel(name="pose")]),
+        retain=True,
+        wait=True,
+    )
+    infer = InferProcess(broker.url, prefix, "infer-hand", models, tmp_path / "infer.log")
+    try:
+        with capture_node(
+            broker.url, prefix, {cam: "testsrc"}, node_id="cap-hand",
+            extra_args=["--width", "160", "--height", "120", "--fps", "5"],
+        ):  # fmt: skip
+            infer.wait_online(client)
+            result = wait_for(
+                client, str(client.topics.detections(cam)),
+                lambda m: m.decode(DetectionResult), 60, infer,
+            )  # fmt: skip
+            assert [m.name for m in result.models] == ["face"]
+
+            def reported(message: Message) -> InferenceState | None:
+                state = message.decode(InferenceState) if message.payload else None
+                return state if state is not None and len(state.models) == 2 else None
+
+            state = wait_for(client, str(client.topics.inference(cam)), reported, 30, infer)
+            face, pose = state.models
+            assert (face.name, face.state) == ("face", "running")
+            assert pose.name == "pose" and pose.state == "error" and pose.error is not None
+            assert pose.error.code == ErrorCode.MODEL_LOAD_FAILED
+            assert "model.json" in pose.error.message and "not a valid" in pose.error.message
+    finally:
+        client.publish(client.topics.pipeline(cam), None, retain=True)
+        assert infer.stop() == 0, infer.output()[-3000:]
