@@ -103,9 +103,8 @@ class RtspReader:
         self.frames = 0
         self.state: ReaderState = "connecting"
         self.error: StreamError | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"reader:{camera or url[:40]}", daemon=True
-        )
+        # named for the camera, not the URL (which may hold credentials)
+        self._thread = threading.Thread(target=self._run, name=f"reader:{camera}", daemon=True)
 
     # lifecycle -------------------------------------------------------------------------------
     def start(self) -> RtspReader:
