@@ -57,7 +57,8 @@ POSE: Final = BLAZEFACE.model_copy(
     }
 )
 
-#: The full-range BlazeFace (the default face model): one 48x48 anchor layer, letterboxed input.
+#: The full-range BlazeFace (the default face model): one 48x48 anchor layer, letterboxed input
+#: with black borders, as MediaPipe feeds it.
 FULL_RANGE: Final = BLAZEFACE.model_copy(
     update={
         "resize": "letterbox",
@@ -67,6 +68,7 @@ FULL_RANGE: Final = BLAZEFACE.model_copy(
             "input_size": 192,
             "anchor_offset": 0.5,
             "interpolated_scale_aspect_ratio": 0.0,
+            "pad": 0,
             "coord_scale": 192.0,
             "score_clip": 100.0,
             "iou": 0.3,

@@ -58,8 +58,9 @@ def input_size(shape: tuple[int, ...], layout: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def resize(frame: Image, width: int, height: int, mode: str) -> tuple[Image, Meta]:
-    """Resize a BGR frame to the model input size, stretched or letterboxed (grey padding)."""
+def resize(frame: Image, width: int, height: int, mode: str, pad: int = 114) -> tuple[Image, Meta]:
+    """Resize a BGR frame to the model input size, stretched or letterboxed (padded with
+    ``pad``: grey 114 as YOLO trains; MediaPipe's detectors are trained with black, 0)."""
     fh, fw = frame.shape[:2]
     if mode == "stretch":
         out = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -67,7 +68,7 @@ def resize(frame: Image, width: int, height: int, mode: str) -> tuple[Image, Met
     scale = min(width / fw, height / fh)
     nw, nh = max(1, round(fw * scale)), max(1, round(fh * scale))
     scaled = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    canvas = np.full((height, width, 3), 114, dtype=np.uint8)
+    canvas = np.full((height, width, 3), pad, dtype=np.uint8)
     px, py = (width - nw) // 2, (height - nh) // 2
     canvas[py : py + nh, px : px + nw] = scaled
     return canvas, Meta(fw, fh, width, height, scale, scale, float(px), float(py))
@@ -99,7 +100,10 @@ def prepare(frame: Image, desc: ModelDescription, shape: tuple[int, ...]) -> tup
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise ModelError(f"frame must be HxWx3 BGR, got shape {list(frame.shape)}")
     width, height = input_size(fixed_shape(shape, desc), desc.layout)
-    image, meta = resize(frame, width, height, desc.resize)
+    pad = desc.options.get("pad", 114)
+    if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad <= 255:
+        raise ModelError(f"option 'pad' (letterbox padding) must be 0-255, got {pad!r}")
+    image, meta = resize(frame, width, height, desc.resize, pad)
     if desc.color == "RGB":
         image = image[:, :, ::-1]
     mean = np.asarray(desc.mean, dtype=np.float32)

@@ -82,6 +82,8 @@ def _blaze(
     }
     if interpolated is not None:
         options["interpolated_scale_aspect_ratio"] = interpolated
+    if letterbox:
+        options["pad"] = 0  # MediaPipe letterboxes with black (BORDER_ZERO)
     options |= {
         "coord_scale": float(size),
         "score_clip": 100.0,
@@ -151,7 +153,7 @@ BUILTIN: Final[list[CatalogEntry]] = [
             )
         },
         # face_detection_full_range_common.pbtxt: one 48x48 layer (stride 4), one anchor per
-        # cell; MediaPipe keeps the aspect ratio (letterbox) before the 192x192 input
+        # cell; MediaPipe keeps the aspect ratio (letterbox, black borders) for the 192x192 input
         description=_blaze(
             ["face"], 1, [4], 192, "Identity", "Identity_1", letterbox=True, interpolated=0.0
         ),

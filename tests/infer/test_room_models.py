@@ -185,3 +185,14 @@ def test_person_detector_as_the_zoo_converts_it_finds_the_two_men_by_the_bus(
     assert hits([Found("person", 1.0, (b[0], b[1], b[2], b[3])) for b in boxes], truth) == len(
         boxes
     )
+
+
+def test_letterbox_borders_are_black_for_the_full_range_model_as_mediapipe_feeds_it() -> None:
+    frame = np.full((90, 160, 3), 200, np.uint8)  # 16:9 into 192x192: 42 px bands above, below
+    tensor, meta = prepare(frame, FULL_RANGE, (1, 192, 192, 3))
+    assert meta.pad_y == 42.0 and tensor[0, 0, 0].tolist() == [-1.0, -1.0, -1.0]
+    grey = FULL_RANGE.model_copy(update={"options": {**FULL_RANGE.options, "pad": 114}})
+    assert prepare(frame, grey, (1, 192, 192, 3))[0][0, 0, 0, 0] == pytest.approx(-13.5 / 127.5)
+    bad = FULL_RANGE.model_copy(update={"options": {**FULL_RANGE.options, "pad": 300}})
+    with pytest.raises(ModelError, match="pad"):
+        prepare(frame, bad, (1, 192, 192, 3))
