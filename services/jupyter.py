@@ -92,6 +92,8 @@ def write_stack_file(folder: Path, stack: StackSettings) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "stack.json"
     tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)  # the broker URL may carry a password
+    tmp.chmod(0o600)
     tmp.write_text(stack.model_dump_json(exclude_unset=True, indent=2) + "\n")
     tmp.replace(path)
     return path
@@ -196,6 +198,7 @@ class JupyterLab:
             with urllib.request.urlopen(request, timeout=5) as response:
                 return int(response.status)
         except urllib.error.HTTPError as e:
+            e.close()
             return e.code
 
     def wait_ready(self, timeout: float = 90.0) -> None:

@@ -15,12 +15,15 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from ovbus.errors import ConfigError, OvbusError
 from ovbus.log import configure, get_logger
+from ovbus.notebook import StackSettings
 from ovbus.settings import NodeSettings, WorkerSettings, split_list
 from services.flags import settings_from
+from services.jupyter import DEFAULT_PORT, JupyterLab, check_ip
 from services.mosquitto import Mosquitto
 from services.supervisor import Supervisor, WorkerExited
 from services.zoo.catalog import DEFAULT_MODEL
@@ -45,8 +48,44 @@ class UpSettings(WorkerSettings):
         DEFAULT_MODEL,
         description="pulled by the zoo if absent and run on cameras without a spec; '' for none",
     )
+    jupyter: bool = Field(
+        False, description="also start JupyterLab on the notebooks, pointed at this stack"
+    )
+    jupyter_ip: str = Field(
+        "127.0.0.1",
+        description="JupyterLab's address; 0.0.0.0 for the LAN (a token is always required)",
+    )
+    jupyter_port: int = Field(DEFAULT_PORT, ge=1, le=65535, description="JupyterLab's port")
 
     _split = split_list("cameras")
+
+    @field_validator("jupyter_ip")
+    @classmethod
+    def _jupyter_ip(cls, value: str) -> str:
+        try:
+            return check_ip(value)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+
+
+def start_jupyter(up: UpSettings, broker_url: str, prefix: str) -> JupyterLab | None:
+    """JupyterLab told where this stack is; on failure, log why and go on without it."""
+    first = up.cameras[0] if up.cameras else ""
+    stack = StackSettings(
+        broker=broker_url,
+        prefix=prefix,
+        models=str(up.models.resolve()),
+        **({"camera": first.split("=", 1)[0]} if "=" in first else {}),
+    )
+    lab = JupyterLab(up.data.resolve() / "jupyter", stack, ip=up.jupyter_ip, port=up.jupyter_port)
+    try:
+        lab.start().wait_ready()
+    except OvbusError as e:
+        log.error("JupyterLab not started", error=str(e))
+        return None
+    for url in lab.urls():
+        print(f"JupyterLab: {url}", flush=True)
+    return lab
 
 
 #: Seconds the zoo gets to write config.json before the other workers start.
@@ -79,6 +118,7 @@ def run(args: argparse.Namespace, node: NodeSettings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     workers = Supervisor()
+    lab: JupyterLab | None = None
     try:
         pull = ["--pull-default"] if up.default_model == DEFAULT_MODEL else []
         workers.spawn("zoo", ["zoo", *common, "--models", str(up.models), *pull], env)
@@ -90,13 +130,20 @@ def run(args: argparse.Namespace, node: NodeSettings) -> int:
         workers.spawn("capture", ["capture", *common, *cams, "--rtsp-port", str(up.rtsp_port)], env)
         default = ["--default-model", up.default_model] if up.default_model else []
         workers.spawn("infer", ["infer", *common, "--models", str(up.models), *default], env)
+        if up.jupyter:
+            lab = start_jupyter(up, broker_url, node.prefix)
         while not stop["flag"]:
             workers.check()
+            if lab is not None and not lab.alive():
+                log.error("JupyterLab exited; the stack goes on", log=str(lab.log))
+                lab = None
             time.sleep(0.2)
     except WorkerExited as e:
         log.error("worker exited", worker=e.name, code=e.exit_code)
         return 1
     finally:
+        if lab is not None:
+            lab.stop()
         workers.stop()
         if broker is not None:
             broker.stop()

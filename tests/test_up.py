@@ -3,11 +3,16 @@ and Ctrl-C (SIGINT) stops it all cleanly: descriptors cleared, nodes offline, no
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,6 +33,7 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
     env["OVBUS_ZOO_CACHE"] = str(assets.WHEELS)  # the default model's wheel, already downloaded
     log = tmp_path / "up.log"
+    lab_port = free_port()
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [
@@ -45,6 +51,9 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
                 str(port),
                 "--rtsp-port",
                 str(free_port()),
+                "--jupyter",
+                "--jupyter-port",
+                str(lab_port),
             ],
             cwd=ROOT,
             env=env,
@@ -69,6 +78,7 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
                     break
             except BusTimeout:
                 continue
+        check_jupyterlab(log, lab_port, f"mqtt://127.0.0.1:{port}", tmp_path / "data")
         status = bus.subscribe(bus.topics.all_status(), idle_timeout=30)
         descriptors = bus.subscribe(bus.topics.stream("demo"), idle_timeout=30)
         descriptors.get()  # the retained one
@@ -80,6 +90,8 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
             if message.payload == b"offline":
                 offline.add(message.topic)
         assert proc.wait(60) == 0, log.read_text()[-3000:]
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", lab_port)) != 0, "JupyterLab outlived ovbus up"
     finally:
         if bus is not None:
             bus.close()
@@ -91,3 +103,26 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
     # a first start is not an error: the infer worker starts once the zoo has written config.json
     errors = [line for line in text.splitlines() if "Z ERROR " in line]
     assert errors == [], errors
+
+
+def check_jupyterlab(log: Path, port: int, broker: str, data: Path) -> None:
+    """``--jupyter``: the URL is printed; its token opens the notebooks, no token does not; the
+    notebooks are told where the stack is."""
+    deadline = time.monotonic() + 120
+    while not (urls := re.findall(r"JupyterLab: (http://\S+)", log.read_text())):
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    url = urls[0]
+    assert url.startswith(f"http://127.0.0.1:{port}/lab?token=")
+    token = url.split("token=")[1]
+    api = f"http://127.0.0.1:{port}/api/contents"
+    request = urllib.request.Request(api, headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        names = {item["name"] for item in json.load(response)["content"]}
+    assert {"face-detection.ipynb", "fleet.ipynb"} <= names
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(api, timeout=10)
+    refused.value.close()
+    assert refused.value.code == 403
+    stack = json.loads((data / "jupyter" / "stack.json").read_text())
+    assert stack["broker"] == broker and stack["camera"] == "demo"
