@@ -10,13 +10,17 @@
   ``ovbus zoo list`` command, itself over TLS; the CLI with a wrong CA exits with a clear
   message;
 - the notebook helper takes the TLS files from ``OVBUS_TLS_*``;
+- the TLS block of the shipped ``broker/mosquitto.conf``, uncommented, runs as documented (with
+  and without client certificates, passwords and ACL on);
 - the Node-RED example flow (real Node-RED) talks to the broker over ``mqtts://``.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,9 +32,16 @@ import pytest
 
 from ovbus import notebook
 from ovbus.bus import Bus
-from ovbus.errors import BusTimeout, TlsError
+from ovbus.errors import BusTimeout, ConnectError, TlsError
 from ovbus.payloads import DetectedObject, DetectionResult, ModelResult
-from services.mosquitto import Mosquitto
+from services.mosquitto import (
+    Mosquitto,
+    find_mosquitto,
+    find_tool,
+    free_port,
+    hash_passwords,
+    wait_port,
+)
 from services.supervisor import Supervisor, worker_env
 from tests.certs import Certs
 from tests.conftest import EXPIRED, MTLS, TLS
@@ -234,3 +245,64 @@ def test_node_red_flow_over_mutual_tls(
                 continue
         assert asked is not None, "Node-RED never acted on the detection over mqtts://"
         assert json.loads(asked.payload)["action"] == "list"
+
+
+def shipped_conf(folder: Path, certs: Certs, *, mutual: bool) -> tuple[str, int, int]:
+    """broker/mosquitto.conf with its TLS block uncommented (and ``require_certificate`` when
+    ``mutual``), paths moved into ``folder``, listeners on free local ports."""
+    conf = (ROOT / "broker" / "mosquitto.conf").read_text()
+    begin, end = conf.index("# tls-begin"), conf.index("# tls-end")
+    keys = {"listener", "cafile", "certfile", "keyfile", "tls_version"}
+    keys |= {"require_certificate"} if mutual else set()
+    block = [
+        line[1:] if line.startswith("#") and line[1:].split(" ")[0] in keys else line
+        for line in conf[begin:end].splitlines()
+    ]
+    assert sum(not line.startswith("#") for line in block) == len(keys)
+    conf = conf[:begin] + "\n".join(block) + "\n" + conf[end:]
+    (folder / "certs").mkdir(parents=True)
+    for name, source in (
+        ("ca.crt", certs.ca.path),
+        ("server.crt", certs.server.cert),
+        ("server.key", certs.server.key),
+    ):
+        shutil.copy(source, folder / "certs" / name)
+    conf = conf.replace("/mosquitto/config/", f"{folder}/").replace(
+        "/mosquitto/data/", f"{folder}/"
+    )
+    port, tls_port = free_port(), free_port()
+    for shipped, ours in (("1883", port), ("8883", tls_port), ("9001", free_port())):
+        conf = re.sub(rf"^listener {shipped}$", f"listener {ours} 127.0.0.1", conf, flags=re.M)
+    return f"user {getpass.getuser()}\n" + conf, port, tls_port
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["server-cert", "mutual"])
+def test_the_shipped_tls_block_runs(certs: Certs, tmp_path: Path, mutual: bool) -> None:
+    conf, _, tls_port = shipped_conf(tmp_path, certs, mutual=mutual)
+    hash_passwords(find_tool("mosquitto_passwd"), tmp_path / "passwd", {"admin": "s3cret"})
+    (tmp_path / "acl").write_text("user admin\ntopic readwrite ovbus/#\n")
+    (tmp_path / "mosquitto.conf").write_text(conf)
+    with open(tmp_path / "log", "ab") as log:
+        proc = subprocess.Popen(
+            [find_mosquitto(), "-c", str(tmp_path / "mosquitto.conf")], stdout=log, stderr=log
+        )
+    try:
+        wait_port("127.0.0.1", tls_port, 10)
+        url = f"mqtts://admin:s3cret@localhost:{tls_port}"
+        mine = {"tls_cert": str(certs.client.cert), "tls_key": str(certs.client.key)}
+        tls = {"tls_ca": str(certs.ca.path), **(mine if mutual else {})}
+        with Bus(url, **tls).connect(10) as bus:  # type: ignore[arg-type]
+            inbox = bus.subscribe("ovbus/tls-shipped", idle_timeout=10)
+            bus.publish("ovbus/tls-shipped", b"ok", qos=1)
+            assert inbox.get().payload == b"ok"
+        wrong = _refused(url, tls_ca=str(certs.other_ca.path))
+        assert wrong.reason == "server_certificate"
+        if mutual:
+            assert _refused(url, tls_ca=str(certs.ca.path)).reason == "client_certificate"
+        # a bad password over good TLS is the broker's refusal, not a TLS error
+        with pytest.raises(ConnectError) as info:
+            Bus(url.replace("s3cret", "nope"), **tls).connect(10)  # type: ignore[arg-type]
+        assert not isinstance(info.value, TlsError)
+    finally:
+        proc.terminate()
+        proc.wait(10)
