@@ -174,7 +174,7 @@ def run(report: Report, quick: bool = False) -> None:
                 got = [a for a in stack.collector.window(begin, end) if a.model == model]
                 rate = len(got) / (end - begin)
                 p50, p99 = ages_ms(got)
-                Stack._stop(stack.procs["infer"])
+                stack.workers.stop("infer")
                 base = baseline(stack, stack.model_file(model), description(stack, model), window)
                 offered = 30.0 * n
                 possible = min(offered, bound)
