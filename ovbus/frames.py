@@ -35,6 +35,23 @@ class Frame:
     received_at: float
     _bgr: npt.NDArray[np.uint8] | None = field(default=None, repr=False)
 
+    @classmethod
+    def from_bgr(
+        cls,
+        bgr: npt.NDArray[np.uint8],
+        index: int,
+        captured_at: float,
+        clock: FrameClock,
+        received_at: float,
+    ) -> Frame:
+        """A frame decoded to BGR (a JPEG): BGR as it is, I420 made from it (even size)."""
+        import cv2
+
+        h, w = bgr.shape[0] - bgr.shape[0] % 2, bgr.shape[1] - bgr.shape[1] % 2
+        bgr = np.ascontiguousarray(bgr[:h, :w])
+        yuv = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
+        return cls(yuv, index, captured_at, clock, received_at, bgr)
+
     @property
     def image(self) -> npt.NDArray[np.uint8]:
         """The frame in BGR (height, width, 3), converted once."""

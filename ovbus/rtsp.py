@@ -10,11 +10,18 @@ streams through :class:`RtspReader` (and so should anything new, the bench inclu
 
 What it does:
 
-- **Newest frame wins.** A reader thread pulls decoded frames into a one-frame slot;
-  :meth:`RtspReader.latest` takes it; a frame replaced before anyone took it is counted in
-  ``skipped``, never queued.
-- **Frames as decoded.** Frames stay I420 (what H.264 and JPEG decode to); :attr:`Frame.image`
-  converts to BGR on first use, so skipped frames never pay for the conversion.
+- **Newest frame wins.** A reader thread pulls samples into a one-sample slot;
+  :meth:`RtspReader.latest` (or :meth:`RtspReader.take`, for a scheduler) takes it; a sample
+  replaced before anyone took it is counted in ``skipped``, never queued, and costs no copy.
+- **Decode only what is used.** A JPEG (MJPEG stream) sample stays encoded until it is taken,
+  then is decoded scaled in the DCT domain (libjpeg-turbo through ``simplejpeg``) to the
+  smallest size at least ``decode_size``: a skipped JPEG frame is never decoded. H.264 is decoded
+  as it comes (every frame is a reference), by the first installed decoder of
+  ``rtsp_pipeline.H264_DECODERS`` (VA-API, V4L2, then ``avdec_h264`` with ``decoder_threads``
+  threads); when the decoder falls behind, frames are dropped up to the next key frame
+  (``dropped``) instead of queueing, so frame age does not grow.
+- **Frames as decoded.** Frames stay I420 (what H.264 decodes to); :attr:`Frame.image`
+  converts to BGR on first use (JPEG frames come as BGR).
 - **Capture times.** ovbus capture nodes run on the system clock and send RTCP sender reports
   that map RTP time to the wall-clock capture time; ``rtspsrc add-reference-timestamp-meta``
   puts it on every buffer as a ``timestamp/x-ntp`` meta (NTP nanoseconds), which
@@ -48,6 +55,7 @@ from ovbus.rtsp_pipeline import build_pipeline, capture_time, check_url, init, v
 __all__ = [
     "NTP_UNIX_OFFSET_S",
     "Frame",
+    "Pending",
     "ReaderState",
     "RtspReader",
     "StateCallback",
@@ -62,6 +70,20 @@ log = get_logger(__name__)
 
 ReaderState = Literal["connecting", "streaming", "error", "stopped"]
 StateCallback = Callable[[ReaderState, StreamError | None], None]
+
+
+class Pending:
+    """A taken sample, not converted yet: :meth:`frame` maps (I420) or decodes (JPEG) it, in
+    whichever thread calls it. Made by :meth:`RtspReader.take`."""
+
+    __slots__ = ("_reader", "_sample", "arrival", "index")
+
+    def __init__(self, reader: RtspReader, sample: Any, arrival: float, index: int) -> None:
+        self._reader, self._sample, self.arrival, self.index = reader, sample, arrival, index
+
+    def frame(self) -> Frame | None:
+        """The frame; ``None`` for a sample that cannot be read (counted, logged)."""
+        return self._reader._convert(self._sample, self.arrival, self.index)
 
 
 class RtspReader:
@@ -79,6 +101,9 @@ class RtspReader:
         latency_ms: int = 0,
         tcp: bool = False,
         on_state: StateCallback | None = None,
+        on_frame: Callable[[], None] | None = None,
+        decoder_threads: int = 1,
+        decode_size: tuple[int, int] | None = None,
     ) -> None:
         self._who = f"camera {camera}: " if camera else ""
         try:
@@ -92,13 +117,19 @@ class RtspReader:
         self.latency_ms = latency_ms
         self.tcp = tcp
         self._on_state = on_state
+        self._on_frame = on_frame
+        self.decoder_threads = decoder_threads
+        self.decode_size = decode_size  # (min width, min height) a JPEG is decoded to
         self._cond = threading.Condition()
-        self._frame: Frame | None = None
+        self._frame: tuple[Any, float, int] | None = None  # (sample, arrival, index)
         self._stop = threading.Event()
         self._index = 0
         self._errors = 0  # how many error states so far (read() raises on a new one)
         self._session_frames = 0
         self.skipped = 0
+        self.dropped = 0  # H.264 frames dropped before decoding (decoder behind)
+        self.bad = 0  # samples that could not be decoded
+        self.decode_s = 0.0  # CPU seconds spent decoding JPEG samples
         self.reconnects = 0
         self.frames = 0
         self.state: ReaderState = "connecting"
@@ -139,17 +170,29 @@ class RtspReader:
         self.stop()
 
     # frames ------------------------------------------------------------------------------------
+    def take(self) -> Pending | None:
+        """Take the newest sample without waiting or converting it (``None``: none waiting);
+        :meth:`Pending.frame` converts it. For a scheduler that converts in its own threads."""
+        with self._cond:
+            if self._frame is None:
+                return None
+            (sample, arrival, index), self._frame = self._frame, None
+        return Pending(self, sample, arrival, index)
+
     def latest(self, timeout: float) -> Frame | None:
         """Take the newest frame, waiting up to ``timeout`` s; ``None`` if none came."""
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._frame is None and not self._stop.is_set():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            frame, self._frame = self._frame, None
-            return frame
+        while True:
+            with self._cond:
+                while self._frame is None and not self._stop.is_set():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    self._cond.wait(remaining)
+            pending = self.take()
+            frame = pending.frame() if pending is not None else None
+            if frame is not None or self._stop.is_set():
+                return frame
 
     def read(self, timeout: float = 10.0) -> Frame:
         """Take the newest frame; ``StreamError`` if the stream fails (error, end of stream)
@@ -169,8 +212,11 @@ class RtspReader:
                         f"{self._who}no frame from the stream within {timeout:.1f} s{cause}"
                     )
                 self._cond.wait(remaining)
-            frame, self._frame = self._frame, None
-            return frame
+            (sample, arrival, index), self._frame = self._frame, None
+        frame = self._convert(sample, arrival, index)
+        if frame is None:
+            raise StreamError(f"{self._who}a frame could not be decoded")
+        return frame
 
     # the reader thread -------------------------------------------------------------------------
     def _state(self, state: ReaderState, error: StreamError | None) -> None:
@@ -217,7 +263,12 @@ class RtspReader:
         """One session: open, pull frames until error, end, stall or stop."""
         gst = init()
         pipeline, sink = build_pipeline(
-            self.url, timeout_s=self.frame_timeout, latency_ms=self.latency_ms, tcp=self.tcp
+            self.url,
+            timeout_s=self.frame_timeout,
+            latency_ms=self.latency_ms,
+            tcp=self.tcp,
+            decoder_threads=self.decoder_threads,
+            on_drop=self._count_drop,
         )
         bus = pipeline.get_bus()
         try:
@@ -251,28 +302,60 @@ class RtspReader:
             err, _debug = msg.parse_error()
             raise StreamError(f"{self._who}{err.message}")
 
+    def _count_drop(self) -> None:
+        self.dropped += 1
+
     def _deliver(self, sample: Any) -> None:
+        """Keep the newest sample as it came (mapped or decoded only when taken)."""
         arrival = time.time()
-        gst = init()
-        buffer = sample.get_buffer()
-        video = video_info(sample.get_caps())
-        ok, info = buffer.map(gst.MapFlags.READ)
-        if not ok:
-            return
-        try:
-            yuv = i420(
-                info.data, video.width, video.height, list(video.offset[:3]), list(video.stride[:3])
-            )
-        finally:
-            buffer.unmap(info)
-        captured = capture_time(buffer)
-        clock: FrameClock = "rtcp-ntp"
-        if captured is None or captured <= 0:
-            captured, clock = arrival, "arrival"
         with self._cond:
             if self._frame is not None:
                 self.skipped += 1
             self._index += 1
             self.frames += 1
-            self._frame = Frame(yuv, self._index, captured, clock, arrival)
+            self._frame = (sample, arrival, self._index)
             self._cond.notify_all()
+        if self._on_frame is not None:
+            self._on_frame()
+
+    def _convert(self, sample: Any, arrival: float, index: int) -> Frame | None:
+        gst = init()
+        buffer = sample.get_buffer()
+        caps = sample.get_caps()
+        name = caps.get_structure(0).get_name() if caps is not None and caps.get_size() else ""
+        captured = capture_time(buffer)
+        clock: FrameClock = "rtcp-ntp"
+        if captured is None or captured <= 0:
+            captured, clock = arrival, "arrival"
+        ok, info = buffer.map(gst.MapFlags.READ)
+        if not ok:
+            return None
+        try:
+            if name == "image/jpeg":
+                return self._jpeg(bytes(info.data), index, captured, clock, arrival)
+            video = video_info(caps)
+            yuv = i420(
+                info.data, video.width, video.height, list(video.offset[:3]), list(video.stride[:3])
+            )
+        finally:
+            buffer.unmap(info)
+        return Frame(yuv, index, captured, clock, arrival)
+
+    def _jpeg(
+        self, data: bytes, index: int, captured: float, clock: FrameClock, arrival: float
+    ) -> Frame | None:
+        import simplejpeg  # type: ignore[import-untyped]
+
+        min_w, min_h = self.decode_size or (0, 0)
+        started = time.thread_time()
+        try:
+            bgr = simplejpeg.decode_jpeg(
+                data, colorspace="BGR", min_width=min_w, min_height=min_h, strict=False
+            )
+        except ValueError as e:
+            self.bad += 1
+            log.warning("undecodable JPEG frame", camera=self.camera, error=str(e)[:200])
+            return None
+        finally:
+            self.decode_s += time.thread_time() - started
+        return Frame.from_bgr(bgr, index, captured, clock, arrival)

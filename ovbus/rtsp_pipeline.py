@@ -8,9 +8,11 @@ Nothing here pastes data into a launch string: :func:`build_pipeline` creates ea
 
 from __future__ import annotations
 
+import itertools
 import re
 import string
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -131,12 +133,75 @@ def _element(gst: Any, factory: str, **props: object) -> Any:
     return element
 
 
+#: H.264 decoders in order of preference: VA-API (Intel and AMD GPUs), the older VA-API plugin,
+#: V4L2 stateful decoders (Raspberry Pi), then libav's software decoder.
+H264_DECODERS: Final = ("vah264dec", "vaapih264dec", "v4l2h264dec", "avdec_h264")
+
+
+def h264_decoder(gst: Any) -> str:
+    """The first installed H.264 decoder of :data:`H264_DECODERS`."""
+    for name in H264_DECODERS:
+        if gst.ElementFactory.find(name) is not None:
+            return name
+    raise StreamError("no H.264 decoder is installed (gstreamer1.0-libav has avdec_h264)")
+
+
+def _h264_branch(
+    gst: Any, decoder_threads: int, queue_frames: int, on_drop: Callable[[], None] | None
+) -> list[Any]:
+    """``rtph264depay ! h264parse ! queue ! <decoder> ! videoconvert``. The queue leaks when the
+    decoder falls behind, and from then on delta frames are dropped up to the next key frame
+    (never decoded from a broken reference, never queued): frame age does not grow."""
+    depay = _element(gst, "rtph264depay")
+    parse = _element(gst, "h264parse")
+    queue = _element(gst, "queue", max_size_buffers=queue_frames, max_size_bytes=0, max_size_time=0)
+    gst.util_set_object_arg(queue, "leaky", "downstream")
+    name = h264_decoder(gst)
+    decoder = _element(gst, name)
+    if name.startswith("avdec_"):
+        decoder.set_property("max-threads", decoder_threads)  # 0: one per core, per decoder
+        decoder.set_property("output-corrupt", False)  # joined mid-GOP: wait for a key frame
+    behind = [False]
+
+    def overrun(_queue: Any) -> None:
+        behind[0] = True
+
+    def to_key_frame(_pad: Any, info: Any) -> Any:
+        if behind[0]:
+            if info.get_buffer().has_flags(gst.BufferFlags.DELTA_UNIT):
+                if on_drop is not None:
+                    on_drop()
+                return gst.PadProbeReturn.DROP
+            behind[0] = False
+        return gst.PadProbeReturn.OK
+
+    queue.connect("overrun", overrun)
+    queue.get_static_pad("src").add_probe(gst.PadProbeType.BUFFER, to_key_frame)
+    return [depay, parse, queue, decoder, _element(gst, "videoconvert")]
+
+
 def build_pipeline(
-    url: str, *, timeout_s: float = 10.0, latency_ms: int = 0, tcp: bool = False
+    url: str,
+    *,
+    timeout_s: float = 10.0,
+    latency_ms: int = 0,
+    tcp: bool = False,
+    decoder_threads: int = 1,
+    queue_frames: int = 5,
+    on_drop: Callable[[], None] | None = None,
 ) -> tuple[Any, Any]:
-    """``rtspsrc ! decodebin ! videoconvert ! appsink`` (I420, newest buffer only) for a checked
-    URL, built element by element: returns ``(pipeline, appsink)``. Raises ``StreamError`` for a
-    refused URL or a missing element."""
+    """The reader pipeline for a checked URL, built element by element: returns
+    ``(pipeline, appsink)``; the appsink keeps the newest sample only. Raises ``StreamError`` for
+    a refused URL or a missing element. What follows ``rtspsrc`` depends on the stream's codec:
+
+    - JPEG: ``rtpjpegdepay`` only; the sample holds the encoded frame, decoded by the reader
+      when a frame is taken (:mod:`ovbus.rtsp`), so frames nobody takes are never decoded;
+    - H.264: ``rtph264depay ! h264parse ! queue ! decoder ! videoconvert`` to I420, with the
+      first installed decoder of :data:`H264_DECODERS` (``avdec_h264`` limited to
+      ``decoder_threads``), dropping to the next key frame when it falls behind by more than
+      ``queue_frames`` frames (``on_drop`` counts each dropped frame);
+    - anything else: ``decodebin ! videoconvert`` to I420.
+    """
     check_url(url)
     gst = init()
     micros = int(timeout_s * 1_000_000)
@@ -151,42 +216,64 @@ def build_pipeline(
     src.set_property("location", url)
     if tcp:
         gst.util_set_object_arg(src, "protocols", "tcp")
-    decode = _element(gst, "decodebin")
-    convert = _element(gst, "videoconvert")
-    sink = _element(
-        gst, "appsink", max_buffers=1, drop=True, sync=False, emit_signals=False,
-        caps=gst.Caps.from_string("video/x-raw,format=I420"),
-    )  # fmt: skip
+    sink = _element(gst, "appsink", max_buffers=1, drop=True, sync=False, emit_signals=False)
+    raw = gst.Caps.from_string("video/x-raw,format=I420")
     pipeline = gst.Pipeline.new(None)
-    for element in (src, decode, convert, sink):
+    for element in (src, sink):
         pipeline.add(element)
-    if not convert.link(sink):
-        raise StreamError("cannot link videoconvert to appsink")
 
     def select_stream(_src: Any, _num: int, caps: Any) -> bool:
         # only the video stream is set up (an upstream camera's audio is never requested)
         media = caps.get_structure(0).get_string("media") if caps.get_size() else None
         return media in (None, "video")
 
-    def on_rtp_pad(_src: Any, pad: Any) -> None:
-        target = decode.get_static_pad("sink")
-        if not target.is_linked():
-            pad.link(target)
-
-    def on_decoded_pad(_decode: Any, pad: Any) -> None:
-        caps = pad.get_current_caps() or pad.query_caps(None)
-        if caps is None or not caps.get_size():
-            return
-        if not caps.get_structure(0).get_name().startswith("video/"):
-            return
-        target = convert.get_static_pad("sink")
+    def to_sink(pad: Any) -> None:
+        target = sink.get_static_pad("sink")
         if target.is_linked():  # a new video pad (the codec changed): it replaces the old one
             peer = target.get_peer()
             if peer is not None:
                 peer.unlink(target)
         pad.link(target)
 
+    def chain(elements: list[Any]) -> None:
+        for element in elements:
+            pipeline.add(element)
+        for a, b in itertools.pairwise(elements):
+            if not a.link(b):
+                raise StreamError(f"cannot link {a.get_name()} to {b.get_name()}")
+        for element in elements:
+            element.sync_state_with_parent()
+
+    def on_decoded_pad(_decode: Any, pad: Any) -> None:
+        caps = pad.get_current_caps() or pad.query_caps(None)
+        if caps is None or not caps.get_size():
+            return
+        if caps.get_structure(0).get_name().startswith("video/"):
+            convert = _element(gst, "videoconvert")
+            filt = _element(gst, "capsfilter", caps=raw)
+            chain([convert, filt])
+            pad.link(convert.get_static_pad("sink"))
+            to_sink(filt.get_static_pad("src"))
+
+    def on_rtp_pad(_src: Any, pad: Any) -> None:
+        caps = pad.get_current_caps() or pad.query_caps(None)
+        structure = caps.get_structure(0) if caps is not None and caps.get_size() else None
+        encoding = (structure.get_string("encoding-name") or "") if structure else ""
+        if encoding.upper() == "JPEG":
+            elements = [_element(gst, "rtpjpegdepay")]
+        elif encoding.upper() == "H264":
+            elements = _h264_branch(gst, decoder_threads, queue_frames, on_drop)
+            elements.append(_element(gst, "capsfilter", caps=raw))
+        else:
+            decode = _element(gst, "decodebin")
+            decode.connect("pad-added", on_decoded_pad)
+            chain([decode])
+            pad.link(decode.get_static_pad("sink"))
+            return
+        chain(elements)
+        pad.link(elements[0].get_static_pad("sink"))
+        to_sink(elements[-1].get_static_pad("src"))
+
     src.connect("select-stream", select_stream)
     src.connect("pad-added", on_rtp_pad)
-    decode.connect("pad-added", on_decoded_pad)
     return pipeline, sink
