@@ -31,7 +31,6 @@ class ZooProcess:
         argv = ["zoo", "--broker", broker, "--prefix", prefix, "--node-id", node_id]
         argv += ["--models", str(models), "--import-dir", str(imports)]
         argv += ["--allow-private-hosts"]  # the test servers run on 127.0.0.1
-        argv += ["--allow-private-hosts"]  # the test servers run on 127.0.0.1
         self.workers = Supervisor(log.parent, cwd=ROOT)
         self.proc: subprocess.Popen[bytes] = self.workers.spawn(log.stem, argv)
 
