@@ -16,9 +16,12 @@ Every topic lives under a configurable root prefix (default ``ovbus``)::
     <p>/cameras/<cam>/events                     ObjectEvent: new/update/end of a tracked object
     <p>/cameras/<cam>/objects          retained  ObjectsPresent: the tracked objects present now
     <p>/cameras/<cam>/objects/<id>/snapshot      JPEG bytes: the best snapshot of object <id>
+    <p>/cameras/<cam>/shadow                     ShadowReport: a candidate against the serving model
+    <p>/nodes/<node>/replay                      ReplayRequest to an infer node (request/reply)
     <p>/zoo/request                              ZooRequest (request/reply)
     <p>/zoo/models/<name>              retained  ModelState
     <p>/replies/<client-id>                      replies to that client's requests
+    <p>/replies/<client-id>/stream               results streamed for a request (ReplayChunk)
 
 Node topics sit under ``nodes/`` (DESIGN.md had ``<p>/<node>/status``) so that a node can be called
 anything, including ``cameras`` or ``zoo``, and ``<p>/nodes/+/status`` matches node status only.
@@ -162,6 +165,10 @@ class Topics:
     def all_stats(self) -> Wildcard:
         return self._w("nodes", "+", "stats")
 
+    def replay(self, node: str) -> Topic:
+        """Replay requests to the infer node ``node`` (request/reply)."""
+        return self._t("nodes", check_name(node, "node id"), "replay")
+
     # cameras
     def camera(self, cam: str, leaf: str) -> Topic:
         return self._t("cameras", check_name(cam, "camera name"), leaf)
@@ -198,6 +205,9 @@ class Topics:
 
     def objects(self, cam: str) -> Topic:
         return self.camera(cam, "objects")
+
+    def shadow(self, cam: str) -> Topic:
+        return self.camera(cam, "shadow")
 
     def object_snapshot(self, cam: str, object_id: str) -> Topic:
         if not _OBJECT_ID_RE.match(object_id):
@@ -236,6 +246,10 @@ class Topics:
     def replies(self, client_id: str) -> Topic:
         return self._t("replies", check_name(client_id, "client id"))
 
+    def reply_stream(self, client_id: str) -> Topic:
+        """Where results streamed for a client's requests go (beside its replies)."""
+        return self._t("replies", check_name(client_id, "client id"), "stream")
+
     # parsing
     def parse(self, topic: Topic | str) -> tuple[str, dict[str, str]]:
         """Split a topic of this tree into a kind and its parameters.
@@ -249,7 +263,7 @@ class Topics:
             raise SchemaError(f"topic {name!r} is not under prefix {self.prefix!r}")
         levels = name[len(head) :].split("/")
         match levels:
-            case ["nodes", node, ("status" | "birth" | "stats") as leaf]:
+            case ["nodes", node, ("status" | "birth" | "stats" | "replay") as leaf]:
                 return leaf, {"node": check_name(node, "node id")}
             case ["cameras", cam, "counts", label]:
                 return "count", {"camera": check_name(cam, "camera name"), "label": label}
@@ -264,12 +278,15 @@ class Topics:
                 return "zoo_model", {"model": check_name(model, "model name")}
             case ["replies", client]:
                 return "reply", {"client": client}
+            case ["replies", client, "stream"]:
+                return "reply_stream", {"client": client}
         raise SchemaError(f"topic {name!r} is not part of the ovbus tree")
 
 
 CAMERA_LEAVES: Final = frozenset(
     {"stream", "state", "set", "pipeline", "inference", "detections", "snapshot"}
     | {"events", "objects"}
+    | {"shadow"}
 )
 
 
@@ -301,4 +318,7 @@ POLICY: Final[dict[str, TopicPolicy]] = {
     "zoo_request": TopicPolicy(1, False, 600),
     "zoo_model": TopicPolicy(1, True),
     "reply": TopicPolicy(1, False, 600),
+    "shadow": TopicPolicy(0, False, 60),
+    "replay": TopicPolicy(1, False, 60),
+    "reply_stream": TopicPolicy(1, False, 600),
 }

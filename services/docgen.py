@@ -27,6 +27,8 @@ from ovbus.payloads import (
     StreamDescriptor,
 )
 from ovbus.payloads.events import ObjectEvent, ObjectsPresent
+from ovbus.payloads.replay import ReplayChunk, ReplayRequest
+from ovbus.payloads.shadow import ShadowReport
 from ovbus.payloads.zoo import ZooRequest
 from ovbus.topics import POLICY
 
@@ -118,6 +120,20 @@ TOPICS: Final[list[tuple[str, str, str, str, str]]] = [
         "infer",
         "raw JPEG bytes: the best crop of tracked object <id> so far",
     ),
+    (
+        "cameras/<cam>/shadow",
+        "shadow",
+        "ShadowReport",
+        "infer",
+        "a shadow candidate against the serving model: matches, precision/recall, latencies",
+    ),
+    (
+        "nodes/<node>/replay",
+        "replay",
+        "ReplayRequest",
+        "to infer",
+        "run a model over a camera's buffered frames or a video file (request/reply)",
+    ),
     ("zoo/request", "zoo_request", "ZooRequest", "to zoo", "zoo commands (request/reply)"),
     (
         "zoo/models/<name>",
@@ -132,6 +148,13 @@ TOPICS: Final[list[tuple[str, str, str, str, str]]] = [
         "Reply",
         "to a requester",
         "replies to a client's requests (the only topics a node will reply to)",
+    ),
+    (
+        "replies/<client-id>/stream",
+        "reply_stream",
+        "ReplayChunk",
+        "to a requester",
+        "results streamed for a request, with progress (replay)",
     ),
 ]
 
@@ -165,6 +188,9 @@ MODELS: Final[dict[str, Any]] = {
     "ModelState": ModelState,
     "ModelDescription": ModelDescription,
     "ZooRequest": TypeAdapter(ZooRequest),
+    "ShadowReport": ShadowReport,
+    "ReplayRequest": ReplayRequest,
+    "ReplayChunk": ReplayChunk,
     "Reply": Reply,
     "HaDiscovery": HaDiscovery,
 }

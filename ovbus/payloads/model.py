@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from ovbus.payloads.base import Epoch, ErrorInfo, Name, Payload, ShortText, now
+from ovbus.payloads.rollout import RolloutStatus
 
 #: How the model's outputs are decoded:
 #: ``detection_out`` SSD-style [1,1,N,7] (Open Model Zoo detectors), ``blazeface`` anchor-based
@@ -56,4 +57,5 @@ class ModelState(Payload):
     error: ErrorInfo | None = None
     description: ModelDescription | None = None
     source: ShortText | None = None
+    rollout: RolloutStatus | None = Field(None, description="the last rollout (docs/rollout.md)")
     updated_at: Epoch = Field(default_factory=now)

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ovbus.payloads.base import Command, Epoch, ErrorInfo, Name, Payload, ShortText, now
 from ovbus.payloads.events import MAX_ZONES, TrackingSpec, Zone
+from ovbus.payloads.shadow import ShadowSpec
 
 
 class Tiling(Command):
@@ -63,6 +64,9 @@ class PipelineSpec(Command):
     )
     tracking: TrackingSpec = Field(
         default_factory=TrackingSpec, description="tracking, events and objects (docs/tracking.md)"
+    )
+    shadow: ShadowSpec | None = Field(
+        None, description="a candidate run beside a serving model (docs/rollout.md)"
     )
 
     @field_validator("zones")

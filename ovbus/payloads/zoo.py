@@ -8,6 +8,7 @@ from pydantic import Field, TypeAdapter
 
 from ovbus.payloads.base import Command, Name, ShortText
 from ovbus.payloads.model import ModelDescription
+from ovbus.payloads.rollout import RolloutBounds
 from ovbus.payloads.rpc import Request
 
 Precision = Literal["FP32", "FP16", "FP16-INT8", "INT8"]
@@ -118,8 +119,33 @@ class RollbackRequest(Request):
     name: Name
 
 
+class RolloutRequest(Request):
+    """Canary rollout of a version already pulled: it runs as a shadow beside the serving
+    version on the cameras that run the model for ``shadow_s``, then serves ``share`` of them
+    (or ``cameras``) for ``window_s`` while the other version shadows it, and is promoted, or
+    rolled back (config.json and the pipeline specs as they were) as soon as a bound is
+    crossed. Needs the model's description and version policy ``latest``/``specific``."""
+
+    action: Literal["rollout"] = "rollout"
+    name: Name
+    version: int | None = Field(None, ge=1, description="default: the newest version folder")
+    share: float = Field(0.5, gt=0, le=1, description="share of the cameras the new one serves")
+    cameras: list[Name] | None = Field(
+        None, max_length=1000, description="the canary cameras; default: chosen by share"
+    )
+    shadow_s: float = Field(30.0, ge=1, le=86400, description="seconds as a shadow only")
+    window_s: float = Field(120.0, ge=1, le=604800, description="seconds serving the canary")
+    bounds: RolloutBounds = Field(default_factory=RolloutBounds)
+
+
 ZooRequest = Annotated[
-    CatalogRequest | ListRequest | PullRequest | RemoveRequest | SetRequest | RollbackRequest,
+    CatalogRequest
+    | ListRequest
+    | PullRequest
+    | RemoveRequest
+    | SetRequest
+    | RollbackRequest
+    | RolloutRequest,
     Field(discriminator="action"),
 ]
 ZooRequestAdapter: TypeAdapter[ZooRequest] = TypeAdapter(ZooRequest)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from ovbus.settings import WorkerSettings
+from ovbus.settings import WorkerSettings, split_list
 
 
 class InferSettings(WorkerSettings):
@@ -33,3 +33,23 @@ class InferSettings(WorkerSettings):
     )
     ha_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix")
     frame_timeout: float = Field(10.0, gt=0, description="seconds without a frame = stalled")
+    # replay (docs/rollout.md): the last seconds of each camera, JPEG-compressed, in memory
+    replay_seconds: float = Field(
+        30.0, ge=0, le=600, description="seconds of frames kept per camera for replay (0: off)"
+    )
+    replay_fps: float = Field(5.0, gt=0, le=60, description="frames/s kept per camera")
+    replay_quality: int = Field(90, ge=30, le=100, description="JPEG quality of kept frames")
+    replay_max_mb: float = Field(
+        32.0, gt=0, le=4096, description="most memory the kept frames of one camera take, MB"
+    )
+    replay_min_free_mb: float = Field(
+        256.0, ge=0, description="keep no frames while the system has less memory available, MB"
+    )
+    replay_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="folders (besides the models folder) whose video files may be replayed",
+    )
+    replay_jobs: int = Field(1, ge=1, le=8, description="replays run at the same time")
+    replay_max_frames: int = Field(3000, ge=1, le=100000, description="most frames one replay runs")
+
+    _split = split_list("replay_dirs")

@@ -1,0 +1,232 @@
+"""Plain logic of shadow runs and replay: box matching and its figures, the shadow's constant-time
+offer whatever the candidate does, the frame ring's bounds, the replay paths allowed. The
+candidate in the runner tests is the real BlazeFace on OpenVINO, or a plain function that is
+slow or raises (standing for a broken candidate: what the runner must survive)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ovbus.errors import ErrorCode, ModelError, OvbusError
+from ovbus.frames import Frame
+from ovbus.payloads.detections import DetectedObject, ModelResult
+from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
+from ovbus.payloads.shadow import ShadowReport, ShadowSpec
+from services.infer.descriptions import DescriptionStore
+from services.infer.openvino_backend import OpenVINOBackend
+from services.infer.replay import (
+    Buffered,
+    FrameRing,
+    Recorder,
+    allowed_video,
+    decode_jpeg,
+    encode_bgr,
+)
+from services.infer.shadow import ShadowRunner, ShadowTally, box_iou, compare, model_runner
+from tests import assets
+from tests.media import read_image
+from tests.models import ASTRONAUT_FACE, models_folder
+
+
+def o(label: str, score: float, box: list[int]) -> DetectedObject:
+    return DetectedObject(label=label, score=score, box=box)
+
+
+def result(*objects: DetectedObject, ms: float = 2.0, version: int = 1) -> ModelResult:
+    return ModelResult(
+        name="face", version=version, device="CPU", backend="openvino", inference_ms=ms,
+        objects=list(objects),
+    )  # fmt: skip
+
+
+def test_iou_and_greedy_matching_per_label() -> None:
+    assert box_iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
+    assert box_iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)
+    assert box_iou([0, 0, 10, 10], [20, 20, 30, 30]) == 0.0
+    serving = [o("face", 0.9, [0, 0, 10, 10]), o("face", 0.8, [100, 100, 120, 120])]
+    candidate = [
+        o("face", 0.7, [0, 0, 10, 11]),  # IoU 0.909 with the first: matched, delta -0.2
+        o("face", 0.6, [105, 100, 125, 120]),  # IoU 15*20/(2*400-300) = 0.6: matched, -0.2
+        o("face", 0.95, [300, 300, 310, 310]),  # nothing there: unmatched
+        o("person", 0.9, [0, 0, 10, 10]),  # same box, other label: unmatched
+    ]
+    m = compare(serving, candidate, 0.5)
+    assert (m["face"].serving, m["face"].candidate, m["face"].matched) == (2, 3, 2)
+    assert m["face"].deltas == pytest.approx([-0.2, -0.2])
+    assert (m["person"].serving, m["person"].candidate, m["person"].matched) == (0, 1, 0)
+    # above 0.6 the shifted box no longer matches
+    assert compare(serving, candidate, 0.7)["face"].matched == 1
+    # one box cannot match twice: the higher IoU wins
+    two = [o("face", 0.5, [0, 0, 10, 10]), o("face", 0.5, [0, 0, 10, 9])]
+    assert compare([o("face", 0.9, [0, 0, 10, 10])], two)["face"].matched == 1
+
+
+def test_tally_figures() -> None:
+    t = ShadowTally()
+    a, b = o("face", 0.9, [0, 0, 10, 10]), o("face", 0.6, [50, 50, 60, 60])
+    t.add(result(a, b, ms=2.0), result(a, ms=20.0, version=2), 0.5)  # 1 of 2 found
+    t.add(result(a, ms=4.0), result(a, o("cat", 0.7, [0, 0, 5, 5]), ms=40.0, version=2), 0.5)
+    t.skipped += 3
+    r = t.report("door", "n", "face", "face", 2.0)
+    assert (r.frames_compared, r.frames_skipped, r.errors) == (2, 3, 0)
+    assert (r.serving_objects, r.candidate_objects, r.matched) == (3, 3, 2)
+    assert r.agreement == pytest.approx(2 * 2 / 6, abs=1e-4)
+    assert (r.precision, r.recall) == (0.6667, 0.6667)
+    face = next(x for x in r.labels if x.label == "face")
+    assert (face.precision, face.recall, face.score_delta_mean) == (1.0, 0.6667, 0.0)
+    cat = next(x for x in r.labels if x.label == "cat")
+    assert (cat.precision, cat.recall) == (0.0, None)
+    assert r.serving_latency is not None and r.serving_latency.mean_ms == 3.0
+    assert r.candidate_latency is not None and r.candidate_latency.p99_ms == 40.0
+    assert (r.serving.version, r.candidate.version) == (1, 2)
+    empty = ShadowTally()
+    empty.add(result(), result(), 0.5)
+    assert empty.report("door", "n", "face", "face", 1.0).agreement == 1.0  # both found nothing
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OpenVINOBackend, Path]]:
+    root = models_folder(tmp_path_factory.mktemp("models"))
+    b = OpenVINOBackend(root, hint="LATENCY")
+    yield b, root
+    b.close()
+
+
+def spec_with(shadow: ShadowSpec) -> PipelineSpec:
+    return PipelineSpec(models=[PipelineModel(name="face")], shadow=shadow)
+
+
+def collect(runner: ShadowRunner, reports: list[ShadowReport], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not reports and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reports, "no shadow report"
+
+
+def test_real_model_as_its_own_shadow_agrees(backend: tuple[OpenVINOBackend, Path]) -> None:
+    b, root = backend
+    run = model_runner(b.model, DescriptionStore(root).get, 10.0)
+    image = read_image(assets.astronaut())
+    serving = run(PipelineModel(name="face"), image)
+    assert serving.objects and box_iou(serving.objects[0].box, ASTRONAUT_FACE) > 0.5
+    reports: list[ShadowReport] = []
+    runner = ShadowRunner("door", "n", run, reports.append)
+    spec = spec_with(ShadowSpec(model="face", report_interval_s=0.5))
+    try:
+        deadline = time.monotonic() + 20
+        while not reports and time.monotonic() < deadline:
+            runner.offer(spec, image, [serving])
+            time.sleep(0.02)
+    finally:
+        runner.stop()
+    r = reports[0]
+    assert r.frames_compared >= 1 and r.errors == 0
+    assert (r.agreement, r.precision, r.recall) == (1.0, 1.0, 1.0)
+    assert r.labels[0].score_delta_max == 0.0
+
+
+def test_offer_never_waits_for_a_slow_or_broken_candidate() -> None:
+    calls: list[float] = []
+
+    def slow(pm: PipelineModel, image: np.ndarray) -> ModelResult:  # 10x slower than serving
+        calls.append(time.monotonic())
+        time.sleep(0.2)
+        return result(o("face", 0.9, [0, 0, 10, 10]), ms=200.0)
+
+    def broken(pm: PipelineModel, image: np.ndarray) -> ModelResult:
+        raise ModelError("model 'bad': wrong outputs", code=ErrorCode.MODEL_OUTPUT_MISMATCH)
+
+    image = np.zeros((48, 64, 3), np.uint8)
+    serving = result(o("face", 0.9, [0, 0, 10, 10]), ms=20.0)
+    for run, expect_errors in ((slow, False), (broken, True)):
+        reports: list[ShadowReport] = []
+        runner = ShadowRunner("door", "n", run, reports.append)
+        spec = spec_with(ShadowSpec(model="bad", report_interval_s=0.5, budget=0.5))
+        worst = 0.0
+        try:
+            end = time.monotonic() + 1.5
+            while time.monotonic() < end:
+                t0 = time.perf_counter()
+                runner.offer(spec, image, [serving])
+                worst = max(worst, time.perf_counter() - t0)
+                time.sleep(1 / 30)
+        finally:
+            runner.stop()
+        assert worst < 0.01, f"offer took {worst * 1000:.1f} ms"
+        collect(runner, reports)
+        total = ShadowReport.model_validate(reports[0].model_dump())
+        assert total.frames_skipped > 0
+        if expect_errors:
+            assert total.errors >= 1 and total.frames_compared == 0
+            assert total.error is not None and "wrong outputs" in total.error.message
+        else:
+            assert total.frames_compared >= 1 and total.errors == 0
+            # budget 0.5: after 200 ms of work it rests 200 ms
+            gaps = np.diff(calls)
+            assert len(gaps) == 0 or gaps.min() >= 0.39
+
+
+def test_ring_keeps_seconds_and_bytes() -> None:
+    ring = FrameRing(seconds=1.0, max_bytes=1000)
+    now = time.monotonic()
+    for i in range(5):
+        ring.add(Buffered(i, 0.0, 4, 4, b"x" * 100, now - 2.0 + i * 0.4))
+    assert [f.index for f in ring.frames()] == [3, 4]  # older than 1 s dropped
+    for i in range(5, 20):
+        ring.add(Buffered(i, 0.0, 4, 4, b"x" * 300, now))
+    assert ring.nbytes <= 1000 and [f.index for f in ring.frames()] == [17, 18, 19]
+    assert ring.get(18) is not None and ring.get(3) is None
+
+
+def test_recorder_encodes_i420_and_is_rate_limited() -> None:
+    import cv2
+
+    image = read_image(assets.astronaut())
+    yuv = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
+    frame = Frame(yuv, 0, time.time(), "arrival", time.time())
+    back = decode_jpeg(encode_bgr(frame.image, 90))
+    assert back.shape == frame.image.shape
+    assert float(np.abs(back.astype(int) - frame.image.astype(int)).mean()) < 3.0
+    rec = Recorder(seconds=10, fps=5, quality=80, max_bytes=10**7, min_free=0)
+    try:
+        for i in range(20):  # 20 offers within far less than 1/5 s: one kept
+            rec.offer("door", Frame(yuv, i, time.time(), "arrival", time.time()))
+        deadline = time.monotonic() + 5
+        while rec.ring("door") is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ring = rec.ring("door")
+        assert ring is not None and [f.index for f in ring.frames()] == [0]
+    finally:
+        rec.close()
+    off = Recorder(seconds=0, fps=5, quality=80, max_bytes=10**7, min_free=0)
+    off.offer("door", Frame(yuv, 0, 0.0, "arrival", 0.0))
+    assert off.ring("door") is None and not off.enabled
+
+
+def test_only_video_files_inside_the_folders(tmp_path: Path) -> None:
+    models, other = tmp_path / "models", tmp_path / "other"
+    models.mkdir()
+    other.mkdir()
+    (models / "clip.mp4").write_bytes(b"x")
+    (other / "secret.mp4").write_bytes(b"x")
+    (models / "notes.txt").write_text("x")
+    os.symlink(other / "secret.mp4", models / "link.mp4")
+    assert allowed_video("clip.mp4", [models]) == (models / "clip.mp4").resolve()
+    assert allowed_video(str(models / "clip.mp4"), [models]).name == "clip.mp4"
+    for bad, code in (
+        ("../other/secret.mp4", ErrorCode.FORBIDDEN_PATH),
+        ("link.mp4", ErrorCode.NOT_FOUND),  # a link out of the folder
+        (str(other / "secret.mp4"), ErrorCode.FORBIDDEN_PATH),
+        ("notes.txt", ErrorCode.BAD_REQUEST),
+        ("missing.mp4", ErrorCode.NOT_FOUND),
+        ("", ErrorCode.FORBIDDEN_PATH),
+    ):
+        with pytest.raises(OvbusError) as e:
+            allowed_video(bad, [models])
+        assert e.value.code == code, bad
