@@ -160,7 +160,6 @@ def _h264_branch(
     decoder = _element(gst, name)
     if name.startswith("avdec_"):
         decoder.set_property("max-threads", decoder_threads)  # 0: one per core, per decoder
-        decoder.set_property("output-corrupt", False)  # joined mid-GOP: wait for a key frame
     behind = [False]
 
     def overrun(_queue: Any) -> None:

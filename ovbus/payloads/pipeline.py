@@ -57,6 +57,13 @@ class PipelineSpec(Command):
     models: list[PipelineModel] = Field(min_length=1, max_length=8)
     enabled: bool = True
     max_fps: float | None = Field(None, gt=0, le=240, description="cap on frames processed/s")
+    detect_fps: float | None = Field(
+        None,
+        gt=0,
+        le=240,
+        description="detections per second on this camera (frames between are never converted "
+        "or, for MJPEG, decoded); default: the infer worker's --detect-fps",
+    )
     snapshots: bool = Field(True, description="publish an annotated JPEG when something is seen")
     snapshot_interval_s: float = Field(2.0, ge=0.1, le=3600)
     zones: list[Zone] = Field(

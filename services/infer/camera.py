@@ -1,5 +1,11 @@
-"""One owned camera: its stream reader, its pipeline spec, and the loop that runs the models on
-the newest frame and publishes results, counts, snapshots and the retained inference state.
+"""One owned camera: its stream reader, its pipeline spec, the models run on the newest frame
+when the worker's scheduler (:mod:`services.infer.scheduler`) gives the camera its turn, and the
+results, counts, snapshots and retained inference state it publishes.
+
+The camera's own thread only manages: it opens and closes the reader as the descriptor and the
+spec change, publishes ``waiting``/``disabled``/``error`` and tells the scheduler the camera's
+rate. Frames never pass through it: the reader tells the scheduler a frame is ready, the
+scheduler takes it (:meth:`CameraRunner.take`) and runs the job on its pool.
 
 Failures are loud and specific: a model that fails (missing, corrupt, wrong outputs, server
 down) or a stream that delivers nothing puts a retained ``InferenceState`` error naming the
@@ -10,7 +16,7 @@ and a failed model never shows up as "nothing detected".
 from __future__ import annotations
 
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -30,13 +36,15 @@ from ovbus.payloads.pipeline import (
     PipelineSpec,
 )
 from ovbus.payloads.stream import StreamDescriptor
-from ovbus.rtsp import Frame, ReaderState, RtspReader
+from ovbus.rtsp import Frame, Pending, ReaderState, RtspReader
 from ovbus.topics import Topic
 from services.infer.annotate import Counts, SnapshotGate
 from services.infer.backend import Backend
 from services.infer.descriptions import DescriptionStore
 from services.infer.events import FrameInfo, ObjectEvents
-from services.infer.run import run_model
+from services.infer.preprocess import fixed_shape, input_size
+from services.infer.run import input_name, run_model
+from services.infer.scheduler import Dispatcher
 
 log = get_logger(__name__)
 
@@ -69,9 +77,15 @@ class CameraRunner:
         descriptions: DescriptionStore,
         default: PipelineSpec | None,
         frame_timeout: float,
+        dispatcher: Dispatcher,
+        detect_fps: float | None = None,
+        decoder_threads: int = 1,
         infer_timeout: float = 10.0,
     ) -> None:
         self.camera = camera
+        self.dispatcher = dispatcher
+        self.detect_fps = detect_fps  # the worker's default; a spec's own rate wins
+        self.decoder_threads = decoder_threads
         self.node = node
         self.bus = bus
         self.backend = backend
@@ -96,6 +110,9 @@ class CameraRunner:
         self._events = ObjectEvents(camera, node, bus.topics, self._safe_publish)
         self._figures = _Figures()
         self._statuses: list[ModelStatus] = []
+        self._rate: float | None = None
+        self._sized: PipelineSpec | None = None  # the spec the JPEG decode size was made for
+        self._job_lock = threading.Lock()  # held by this camera's detection while it runs
         self._thread = threading.Thread(target=self._run, name=f"camera:{camera}", daemon=True)
 
     # inputs from the bus -------------------------------------------------------------------
@@ -132,6 +149,7 @@ class CameraRunner:
     # lifecycle -----------------------------------------------------------------------------
     def start(self) -> CameraRunner:
         log.info("camera taken", camera=self.camera, node=self.node)
+        self.dispatcher.add(self.camera, self.take, self.rate(self.spec))
         self._thread.start()
         return self
 
@@ -139,7 +157,10 @@ class CameraRunner:
         """Stop; ``clear`` (the camera is gone) also clears its retained state and counts."""
         self._stop.set()
         self._wake.set()
+        self.dispatcher.remove(self.camera)
         self._thread.join(timeout=15)
+        if self._job_lock.acquire(timeout=15):  # a detection in flight finishes first
+            self._job_lock.release()
         if self._reader is not None:
             self._reader.stop()
         self._events.close(clear=clear)  # end events for every tracked object
@@ -149,37 +170,77 @@ class CameraRunner:
         log.info("camera released", camera=self.camera, cleared=clear)
 
     # the loop ------------------------------------------------------------------------------
+    def rate(self, spec: PipelineSpec | None) -> float | None:
+        """Detections/s: the spec's ``detect_fps`` (else the worker's), capped by ``max_fps``."""
+        if spec is None:
+            return self.detect_fps
+        rates = [r for r in (spec.detect_fps or self.detect_fps, spec.max_fps) if r]
+        return min(rates) if rates else None
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._events.expire()  # no frame for a while (disabled, stream down): objects end
             spec = self.spec
+            rate = self.rate(spec)
+            if rate != self._rate:
+                self._rate = rate
+                self.dispatcher.set_rate(self.camera, rate)
             with self._lock:
                 stream = self._stream
             if spec is None or not spec.enabled or stream is None:
                 self._close_reader()
                 disabled = spec is not None and not spec.enabled
                 self._publish_state("disabled" if disabled else "waiting", [])
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            reader = self._ensure_reader(stream)
-            if reader is None:  # refused descriptor: an error state until a new one comes
+            elif self._ensure_reader(stream) is None:  # refused: an error state until a new one
                 self._publish_state("error", [])
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            started = time.monotonic()
-            frame = reader.latest(timeout=0.5)
-            if frame is None:
-                if self._stream_error is not None:
-                    self._publish_state("error", self._statuses)
-                continue
-            self._process(frame, spec)
-            if spec.max_fps is not None:
-                rest = 1.0 / spec.max_fps - (time.monotonic() - started)
-                if rest > 0:
-                    self._stop.wait(rest)
+            elif self._stream_error is not None:
+                self._publish_state("error", self._statuses)
+            self._wake.wait(0.5)
+            self._wake.clear()
         self._close_reader()
+
+    def take(self) -> Callable[[], None] | None:
+        """The scheduler's turn for this camera: the job for the newest frame (``None``: no
+        frame, disabled, or stopping). Called from the scheduler's thread: cheap."""
+        reader, spec = self._reader, self.spec
+        if self._stop.is_set() or reader is None or spec is None or not spec.enabled:
+            return None
+        pending = reader.take()
+        if pending is None:
+            return None
+        return lambda: self._job(pending, spec, reader)
+
+    def _job(self, pending: Pending, spec: PipelineSpec, reader: RtspReader) -> None:
+        with self._job_lock:
+            if self._stop.is_set():
+                return
+            frame = pending.frame()  # mapped, or (MJPEG) decoded, only now
+            if frame is None:
+                return
+            self._process(frame, spec)
+            if self._sized is not spec:
+                self._sized = spec
+                reader.decode_size = self._decode_size(spec)
+
+    def _decode_size(self, spec: PipelineSpec) -> tuple[int, int] | None:
+        """The smallest (width, height) every model of ``spec`` needs (its input, times its
+        tiles): a JPEG frame is decoded scaled down to it. ``None`` (full size) for snapshots
+        of a size worth looking at, or when a model's input size is not known."""
+        if spec.snapshots:
+            return None
+        width = height = 0
+        for pm in spec.models:
+            try:
+                model = self.backend.model(pm.name, pm.version)
+                desc = self.descriptions.get(pm.name)
+                shape = fixed_shape(model.inputs()[input_name(model, desc)].shape, desc)
+                w, h = input_size(shape, desc.layout)
+            except (OvbusError, KeyError):
+                return None
+            if pm.tiling is not None:
+                w, h = w * pm.tiling.cols, h * pm.tiling.rows
+            width, height = max(width, w), max(height, h)
+        return (width, height) if width and height else None
 
     def _ensure_reader(self, stream: StreamDescriptor) -> RtspReader | None:
         """The reader of ``stream``; ``None`` when its URL is refused (nothing is built)."""
@@ -194,6 +255,8 @@ class CameraRunner:
                 camera=self.camera,
                 frame_timeout=self.frame_timeout,
                 on_state=self._on_stream,
+                on_frame=self._on_frame,
+                decoder_threads=self.decoder_threads,
             )
         except StreamError as e:
             log.error("stream descriptor refused", camera=self.camera, error=e.message)
@@ -203,6 +266,9 @@ class CameraRunner:
         self._reader = reader.start()
         log.info("reading stream", camera=self.camera, url=stream.url)
         return self._reader
+
+    def _on_frame(self) -> None:
+        self.dispatcher.ready(self.camera)
 
     def _close_reader(self) -> None:
         if self._reader is not None:
@@ -222,6 +288,7 @@ class CameraRunner:
     def _run_model(self, frame: Frame, pm: PipelineModel) -> tuple[ModelResult | None, ModelStatus]:
         try:
             model = self.backend.model(pm.name, pm.version)
+            self.dispatcher.need(getattr(model, "nireq", None))
             desc = self.descriptions.get(pm.name)
             result = run_model(model, desc, frame.image, pm, self.infer_timeout)
         except OvbusError as e:

@@ -2,7 +2,9 @@
 
 Each model version is compiled once for its ``target_device`` with the THROUGHPUT or LATENCY
 hint and run through an ``AsyncInferQueue`` of ``nireq`` requests (default: the device's optimal
-number), so several cameras share one compiled model concurrently. A watcher polls
+number), so several cameras share one compiled model concurrently; the worker's scheduler keeps
+``nireq + 1`` detections in flight (each model reports ``nireq``). ``infer_threads`` sets
+``INFERENCE_NUM_THREADS`` unless the entry's ``plugin_config`` does. A watcher polls
 ``config.json`` and the model folders every ``poll_s`` seconds and reloads a model whose entry or
 files changed; the new version is swapped in atomically, other models keep running.
 """
@@ -109,7 +111,13 @@ class OpenVINOModel:
     backend = "openvino"
 
     def __init__(
-        self, core: ov.Core, entry: ModelEntry, version: int, path: Path, hint: str
+        self,
+        core: ov.Core,
+        entry: ModelEntry,
+        version: int,
+        path: Path,
+        hint: str,
+        threads: int = 0,
     ) -> None:
         self.name = entry.name
         self.version = version
@@ -121,6 +129,8 @@ class OpenVINOModel:
             if entry.layouts is not None:
                 model = apply_layout(model, entry.layouts)
             props: dict[str, Any] = {"PERFORMANCE_HINT": hint}
+            if threads and self.device.upper().startswith("CPU"):
+                props["INFERENCE_NUM_THREADS"] = threads
             props.update({str(k): v for k, v in (cfg.plugin_config or {}).items()})
             self._compiled = core.compile_model(model, self.device, props)
             nireq = cfg.nireq or int(
@@ -195,9 +205,17 @@ class OpenVINOBackend:
 
     name = "openvino"
 
-    def __init__(self, models: Path, *, hint: str = "THROUGHPUT", poll_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        models: Path,
+        *,
+        hint: str = "THROUGHPUT",
+        poll_s: float = 1.0,
+        infer_threads: int = 0,
+    ) -> None:
         self.config_path = models / "config.json"
         self.hint = hint
+        self.infer_threads = infer_threads
         self.core = ov.Core()
         self._lock = threading.RLock()
         self._entries: dict[str, ModelEntry] = {}
@@ -305,7 +323,7 @@ class OpenVINOBackend:
             return _Loaded(stamp, error=error)
         try:
             chosen, path = resolve(entry, version)
-            model = OpenVINOModel(self.core, entry, chosen, path, self.hint)
+            model = OpenVINOModel(self.core, entry, chosen, path, self.hint, self.infer_threads)
         except ModelError as e:
             log.error("model failed to load", model=name, version=version, error=e.message)
             return _Loaded(stamp, error=e)

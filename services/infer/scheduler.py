@@ -146,15 +146,26 @@ class Schedule:
         return min(dues) - now if dues else None
 
 
-class Dispatcher:
-    """Runs a :class:`Schedule`: one dispatching thread and ``slots`` worker threads."""
+#: Most detections in flight when the models ask (``slots=0``).
+MOST_SLOTS = 32
 
-    def __init__(self, slots: int, *, name: str = "infer") -> None:
-        self.schedule = Schedule(slots)
+
+class Dispatcher:
+    """Runs a :class:`Schedule`: one dispatching thread and ``slots`` worker threads.
+
+    ``slots=0`` sizes itself: ``start_slots`` until a model reports the requests its device
+    needs (:meth:`need`, OpenVINO's optimal number of infer requests), then that number + 1,
+    so one job pre- or post-processes in Python while the device runs the others."""
+
+    def __init__(self, slots: int = 0, *, name: str = "infer", start_slots: int = 4) -> None:
+        self._fixed = slots > 0
+        self._needed = 0
+        self.schedule = Schedule(slots if self._fixed else start_slots)
         self._takes: dict[str, Take] = {}
         self._cond = threading.Condition()
         self._stop = False
-        self._pool = ThreadPoolExecutor(slots, thread_name_prefix=f"{name}-job")
+        workers = slots if self._fixed else MOST_SLOTS
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"{name}-job")
         self._thread = threading.Thread(target=self._run, name=f"{name}-dispatch", daemon=True)
         self.picked = 0
 
@@ -173,6 +184,16 @@ class Dispatcher:
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def need(self, requests: int | None) -> None:
+        """A model's device runs best with ``requests`` in flight (ignored with fixed slots)."""
+        if self._fixed or not requests or requests + 1 <= self._needed:
+            return
+        with self._cond:
+            self._needed = min(MOST_SLOTS, requests + 1)
+            self.schedule.slots = self._needed
+            log.info("detections in flight", slots=self._needed)
+            self._cond.notify_all()
 
     # cameras ------------------------------------------------------------------------------
     def add(self, camera: str, take: Take, detect_fps: float | None = None) -> None:

@@ -33,6 +33,35 @@ class InferSettings(WorkerSettings):
     )
     ha_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix")
     frame_timeout: float = Field(10.0, gt=0, description="seconds without a frame = stalled")
+    # the scheduler and the threads (docs/infer.md, "The frame path")
+    detect_fps: float | None = Field(
+        None,
+        gt=0,
+        le=240,
+        description="detections per second per camera unless its pipeline spec says "
+        "(detect_fps); default: every frame the device can take, shared fairly",
+    )
+    inflight: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="detections in flight across all cameras; 0: what the device needs "
+        "(OpenVINO's optimal number of requests + 1, 4 for a model server)",
+    )
+    infer_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="OpenVINO CPU inference threads (INFERENCE_NUM_THREADS) unless a model's "
+        "plugin_config says; 0: OpenVINO's choice (every core)",
+    )
+    decoder_threads: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="threads per software H.264 decoder (avdec_h264 max-threads); 1: one per "
+        "camera, the cameras share the cores; 0: one per core for every camera",
+    )
     # replay (docs/rollout.md): the last seconds of each camera, JPEG-compressed, in memory
     replay_seconds: float = Field(
         30.0, ge=0, le=600, description="seconds of frames kept per camera for replay (0: off)"

@@ -1,6 +1,7 @@
 """The infer worker: follows stream descriptors and pipeline specs on the bus, takes the cameras
 that rendezvous hashing gives it among the live infer workers, and runs a
-:class:`~services.infer.camera.CameraRunner` for each."""
+:class:`~services.infer.camera.CameraRunner` for each; one
+:class:`~services.infer.scheduler.Dispatcher` runs the detections of all of them."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from services.infer.backend import Backend
 from services.infer.camera import CameraRunner
 from services.infer.descriptions import DescriptionStore
 from services.infer.ownership import Membership
+from services.infer.scheduler import Dispatcher
 from services.infer.settings import InferSettings
 
 log = get_logger(__name__)
@@ -59,7 +61,9 @@ def make_backend(settings: InferSettings) -> Backend:
     if settings.backend == "openvino":
         from services.infer.openvino_backend import OpenVINOBackend
 
-        return OpenVINOBackend(settings.models, hint=settings.hint)
+        return OpenVINOBackend(
+            settings.models, hint=settings.hint, infer_threads=settings.infer_threads
+        )
     if settings.server is None:
         raise ConfigError(f"--backend {settings.backend} needs --server host:port")
     if settings.backend == "kserve":
@@ -95,12 +99,14 @@ class InferWorker:
         self._specs: dict[str, PipelineSpec | OvbusError] = {}
         self._runners: dict[str, CameraRunner] = {}
         self._subs: list[Any] = []
+        self.dispatcher = Dispatcher(settings.inflight)
         self.discovery = (
             Discovery(self.bus, self.me, settings.ha_prefix) if settings.ha_discovery else None
         )
 
     # wiring --------------------------------------------------------------------------------
     def start(self) -> None:
+        self.dispatcher.start()
         t = self.topics
         sub = self.bus.subscribe
         self._subs = [
@@ -119,6 +125,7 @@ class InferWorker:
             runners, self._runners = list(self._runners.values()), {}
         for runner in runners:
             runner.stop()
+        self.dispatcher.stop()
         self.backend.close()
 
     def _on_reconnect(self) -> None:
@@ -257,6 +264,9 @@ class InferWorker:
                     descriptions=self.descriptions,
                     default=self.default,
                     frame_timeout=self.settings.frame_timeout,
+                    dispatcher=self.dispatcher,
+                    detect_fps=self.settings.detect_fps,
+                    decoder_threads=self.settings.decoder_threads,
                 )
                 spec = self._specs.get(cam)
                 if isinstance(spec, PipelineSpec):
