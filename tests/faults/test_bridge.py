@@ -96,7 +96,9 @@ def test_site_bridged_to_central_over_tls(
     site, central = brokers
     hq_id = f"hq-{uuid.uuid4().hex[:8]}"
     with (
-        Bus(central.url, prefix=CENTRAL, client_id=hq_id).connect(10) as hq,
+        # persistent, as a central admin client should be: the answers that cross while it is
+        # reconnecting to the restarted central broker wait for it there
+        Bus(central.url, prefix=CENTRAL, client_id=hq_id, persistent=True).connect(10) as hq,
         Bus(site.url, prefix=SITE).connect(10) as local,
         Supervisor(tmp_path / "logs", cwd=ROOT) as workers,
     ):
