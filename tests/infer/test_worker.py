@@ -154,3 +154,56 @@ def test_home_assistant_discovery_follows_the_owned_camera(
         assert client.retained(f"{ha}/device/+/config") == []
     finally:
         worker.stop()
+
+
+def test_cameras_get_detections_at_their_detect_fps(
+    broker: Mosquitto, prefix: str, client: Bus, tmp_path: Path
+) -> None:
+    """Three cameras on one worker (H.264 and MJPEG, 30 fps each): the two with a ``detect_fps``
+    get results at that rate, the third at the worker's ``--detect-fps``."""
+    from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
+
+    models = models_folder(tmp_path / "models")
+    video = str(face_video())
+    size = ["--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)]
+    worker = InferProcess(
+        broker.url, prefix, "infer-rates", models, tmp_path / "infer.log",
+        "--default-model", "face", "--detect-fps", "8",
+    )  # fmt: skip
+    with (
+        capture_node(broker.url, prefix, {"door": video, "free": video}, extra_args=size),
+        capture_node(broker.url, prefix, {"yard": video}, extra_args=[*size, "--codec", "mjpeg"]),
+    ):
+        face = [PipelineModel(name="face")]
+        for cam, rate in (("door", 5.0), ("yard", 2.0)):
+            spec = PipelineSpec(models=face, detect_fps=rate, snapshots=False)
+            client.publish(client.topics.pipeline(cam), spec, wait=True)
+        try:
+            worker.wait_online(client)
+            arrivals: dict[str, list[float]] = {"door": [], "yard": [], "free": []}
+
+            def collect(message) -> None:  # type: ignore[no-untyped-def]
+                doc = message.decode(DetectionResult)
+                arrivals[doc.camera].append(time.monotonic())
+
+            sub = client.subscribe(
+                client.topics.all_cameras("detections"), callback=collect, idle_timeout=None
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while min(len(a) for a in arrivals.values()) < 3:  # every camera running
+                    assert time.monotonic() < deadline, f"no results: {arrivals}"
+                    time.sleep(0.2)
+                start = time.monotonic()
+                time.sleep(8.0)
+                end = time.monotonic()
+            finally:
+                sub.close()
+        finally:
+            assert worker.stop() == 0
+    rates = {
+        cam: sum(start <= t < end for t in times) / (end - start) for cam, times in arrivals.items()
+    }
+    assert 4.0 <= rates["door"] <= 5.5, rates
+    assert 1.5 <= rates["yard"] <= 2.3, rates
+    assert 6.5 <= rates["free"] <= 8.5, rates
