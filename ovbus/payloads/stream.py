@@ -23,10 +23,15 @@ class StreamDescriptor(Payload):
 
     camera: Name
     url: ShortText = Field(description="rtsp:// URL readers should open")
-    width: int = Field(gt=0, le=16384)
-    height: int = Field(gt=0, le=16384)
-    fps: float = Field(gt=0, le=1000)
-    codec: Codec = "h264"
+    width: int = Field(gt=0, le=16384, description="frame width served (read from the stream)")
+    height: int = Field(gt=0, le=16384, description="frame height served (read from the stream)")
+    fps: float = Field(gt=0, le=1000, description="frames per second served")
+    codec: Codec = Field("h264", description="codec served: h264 (RTP H.264) or mjpeg (RTP/JPEG)")
+    passthrough: bool = Field(
+        False,
+        description="served as the source produces it (parsed, not decoded or re-encoded); "
+        "false: decoded and encoded by the capture node",
+    )
     node: Name
     source: SourceKind
     clock: ClockKind = "rtcp-ntp"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ovbus.errors import ErrorCode, OvbusError, RequestError, StreamError
@@ -20,28 +20,51 @@ from ovbus.log import get_logger
 from ovbus.payloads.base import ErrorInfo
 from ovbus.payloads.stream import CameraSet, CameraState, CameraStateName, Codec, StreamDescriptor
 from services.capture.encoders import check_size, encoder_description
-from services.capture.producer import Producer, producer_description
+from services.capture.plan import (
+    DEFAULT,
+    Native,
+    Plan,
+    Target,
+    Wanted,
+    choose_v4l2_mode,
+    mode_caps,
+    native_of_source,
+    plan,
+)
+from services.capture.probe import probe_file, probe_v4l2
+from services.capture.producer import Producer, passthrough_pipeline, producer_description
 from services.capture.relay import Relay
-from services.capture.sources import Geometry, Source, V4l2Format, source_description
+from services.capture.sources import (
+    Geometry,
+    Source,
+    V4l2Format,
+    check_file,
+    device_of,
+    passthrough_description,
+    source_description,
+)
 
 log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """How a camera is encoded (the same for every camera of a node)."""
+    """How cameras are served (the same for every camera of a node)."""
 
-    codec: Codec
+    #: ``None``: the source's own codec (pass-through), H.264 for raw sources.
+    codec: Codec | None
     encoder_element: str
     bitrate_kbps: int
     v4l2_format: V4l2Format
+    #: ``False``: always decode and encode (``--no-passthrough``).
+    passthrough: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """What ``set`` changes."""
+    """What ``set`` changes: size and rate asked for (``None``: the source's), enabled."""
 
-    geometry: Geometry
+    wanted: Wanted = field(default_factory=Wanted)
     enabled: bool = True
 
 
@@ -89,6 +112,8 @@ class Camera:
         self.frames_done = 0
         self.errors = 0
         self._producer: Producer | None = None
+        #: Why this camera's source cannot be served as it comes (found on its first frame).
+        self._refused: str | None = None
         self._streaming_since: float | None = None
         self.state = CameraState(camera=name, node=node, state="starting")
         self.descriptor: StreamDescriptor | None = None
@@ -111,6 +136,11 @@ class Camera:
             return self._config
 
     @property
+    def producer(self) -> Producer | None:
+        """The producer running now (``None`` between runs)."""
+        return self._producer
+
+    @property
     def frames(self) -> int:
         """Frames produced since the node started."""
         producer = self._producer
@@ -121,13 +151,14 @@ class Camera:
         are restored and the error raised (``RequestError`` for a refused value, ``StreamError``
         when the pipeline could not run with it). Returns the new descriptor (or state)."""
         old = self.config
-        geometry = old.geometry
+        wanted = old.wanted
         if command.width is not None and command.height is not None:
-            check_size(self.output.codec, command.width, command.height)
-            geometry = replace(geometry, width=command.width, height=command.height)
+            codec = self.descriptor.codec if self.descriptor is not None else self.output.codec
+            check_size(codec or "h264", command.width, command.height)
+            wanted = replace(wanted, width=command.width, height=command.height)
         if command.fps is not None:
-            geometry = replace(geometry, fps=command.fps)
-        new = Config(geometry, old.enabled if command.enabled is None else command.enabled)
+            wanted = replace(wanted, fps=command.fps)
+        new = Config(wanted, old.enabled if command.enabled is None else command.enabled)
         if new == old:
             return self._result()
         wait = self.timing.start_timeout_s + 5.0 if timeout is None else timeout
@@ -229,20 +260,78 @@ class Camera:
                 continue
             backoff = self.timing.min_backoff_s
 
+    def _prepare(self, wanted: Wanted) -> tuple[Plan, str, Geometry | None]:
+        """Probe the source, plan pass-through or encoding, describe the producer pipeline."""
+        source, output = self.source, self.output
+        native = native_of_source(source.kind)
+        caps: str | None = None
+        if source.kind == "file":
+            check_file(source.value)
+            native = probe_file(source.value)
+        elif source.kind == "v4l2":
+            device = device_of(source)
+            try:
+                mode, rate = choose_v4l2_mode(
+                    probe_v4l2(device), wanted, output.v4l2_format, output.codec
+                )
+            except ValueError as e:
+                raise StreamError(f"camera {self.name}: {device}: {e}") from e
+            caps = mode_caps(mode, rate)
+            native = Native(mode.format, mode.width, mode.height, rate)
+        assert native is not None
+        allowed = output.passthrough and self._refused is None
+        chosen = plan(native, wanted, output.codec, passthrough=allowed)
+        if chosen.passthrough:
+            head = passthrough_description(source, chosen.codec, caps)
+            return chosen, passthrough_pipeline(head, source.live), None
+        target = chosen.target or Target(None, None, None)
+        geometry = None
+        if target.width is not None and target.height is not None and target.fps is not None:
+            geometry = Geometry(target.width, target.height, target.fps)
+        head = source_description(source, geometry or DEFAULT, caps)
+        encoder = encoder_description(
+            chosen.codec, output.encoder_element, output.bitrate_kbps, target.fps or DEFAULT.fps
+        )
+        return chosen, producer_description(head, target, encoder, source.live), geometry
+
+    def _describe(self, producer: Producer, chosen: Plan, generation: int) -> StreamDescriptor:
+        """The descriptor of what the producer hands out: size and rate read from its caps
+        (a stream whose caps state no rate, as HTTP MJPEG: measured over its first frames)."""
+        stream = producer.stream()
+        if stream is None or stream.width is None or stream.height is None:
+            raise StreamError(f"camera {self.name}: the stream does not state its size")
+        fps = stream.fps
+        deadline = time.monotonic() + self.timing.start_timeout_s
+        while fps is None:
+            fps = producer.measured_fps()
+            if fps is None:
+                if self._changed(generation) or time.monotonic() > deadline:
+                    raise StreamError(f"camera {self.name}: no frame rate within the start time")
+                producer.poll(0.1)
+        return StreamDescriptor(
+            camera=self.name,
+            url=self.url,
+            width=stream.width,
+            height=stream.height,
+            fps=fps,
+            codec=chosen.codec,
+            passthrough=chosen.passthrough,
+            node=self.node,
+            source=self.source.kind,
+            clock="rtcp-ntp",
+        )
+
     def _run_once(self, config: Config, generation: int) -> None:
         """Run one producer until it fails (``StreamError``) or the config changes."""
-        geometry = config.geometry
-        head = source_description(self.source, geometry, self.output.v4l2_format)
-        encoder = encoder_description(
-            self.output.codec, self.output.encoder_element, self.output.bitrate_kbps, geometry.fps
-        )
+        chosen, description, geometry = self._prepare(config.wanted)
         producer = Producer(
             self.name,
             self.source,
-            producer_description(head, geometry, encoder, self.source.live),
+            description,
             geometry,
             self.relay,
             stall_s=self.timing.stall_s,
+            passthrough=chosen.passthrough,
         )
         self._producer = producer
         started = time.monotonic()
@@ -257,25 +346,20 @@ class Camera:
                         f"camera {self.name}: no frame within {self.timing.start_timeout_s:.0f} s"
                     )
                 producer.poll(0.1)
-            self.descriptor = StreamDescriptor(
-                camera=self.name,
-                url=self.url,
-                width=geometry.width,
-                height=geometry.height,
-                fps=geometry.fps,
-                codec=self.output.codec,
-                node=self.node,
-                source=self.source.kind,
-                clock="rtcp-ntp",
-            )
-            self._on_stream(self.name, self.descriptor)
+            if producer.refused is not None:
+                self._refused = producer.refused
+                log.warning("served encoded", camera=self.name, reason=producer.refused)
+                return  # again at once, encoding
+            self.descriptor = descriptor = self._describe(producer, chosen, generation)
+            self._on_stream(self.name, descriptor)
             self._set_state("streaming")
             log.info(
                 "camera streaming",
                 camera=self.name,
                 url=self.url,
-                size=f"{geometry.width}x{geometry.height}",
-                fps=geometry.fps,
+                size=f"{descriptor.width}x{descriptor.height}",
+                fps=descriptor.fps,
+                mode=chosen.describe(),
             )
             self._outcome(generation, None)
             self._streaming_since = time.monotonic()

@@ -69,7 +69,10 @@ def payloader_description(codec: Codec) -> str:
     """The RTSP media's payloader (``pay0``) for a codec."""
     if codec == "mjpeg":
         return "rtpjpegpay name=pay0 pt=26"
-    return "rtph264pay name=pay0 pt=96 config-interval=-1 aggregate-mode=zero-latency"
+    # no config-interval: the producer's h264parse (config-interval=-1) already puts SPS/PPS
+    # before every key frame; the payloader's would go before every IDR *slice*, between the
+    # slices of one multi-slice frame, where a relay's parser splits the frame in two
+    return "rtph264pay name=pay0 pt=96 config-interval=0 aggregate-mode=zero-latency"
 
 
 def check_size(codec: Codec, width: int, height: int) -> None:

@@ -1,4 +1,4 @@
-"""One camera's producer pipeline: source -> convert/scale/rate -> encoder -> appsink -> relay.
+"""One camera's producer pipeline: source -> [convert/scale/rate -> encoder] -> appsink -> relay.
 
 The device (or file, or upstream camera) is opened once, here, whatever the number of readers;
 the pipeline runs whether anyone reads or not. The camera supervisor polls :meth:`Producer.poll`
@@ -17,27 +17,46 @@ from ovbus.log import get_logger
 from ovbus.rtsp import capture_time
 from services.capture import barcode
 from services.capture.gst import GLib, Gst, GstVideo
+from services.capture.jpeg import rtp_jpeg_problem
+from services.capture.plan import Native, Target, native_from_caps
 from services.capture.relay import Relay
-from services.capture.sources import CLOCK_SRC, Geometry, Source
+from services.capture.sources import CLOCK_SRC, Geometry, Source, fps_fraction
 from services.capture.upstream_clock import UpstreamClock
 
 log = get_logger(__name__)
 
 
-def producer_description(head: str, geometry: Geometry, encoder: str, live: bool) -> str:
-    """The whole producer pipeline around a source description (``head``) and an encoder."""
-    rate = geometry.fraction
-    caps = (
-        f"video/x-raw,format=I420,width={geometry.width},height={geometry.height},"
-        f"pixel-aspect-ratio=1/1,framerate={rate.numerator}/{rate.denominator}"
-    )
-    leak = "leaky=downstream " if live else ""
+def _appsink(live: bool) -> str:
     return (
-        f"{head} ! queue max-size-buffers=3 max-size-time=0 max-size-bytes=0 {leak}! "
-        f"videoconvert ! videoscale ! videorate ! {caps} ! {encoder} ! "
         f"appsink name=sink emit-signals=true sync={'false' if live else 'true'} "
         "max-buffers=8 drop=true"
     )
+
+
+def producer_description(head: str, target: Target, encoder: str, live: bool) -> str:
+    """The encoding producer pipeline around a source description ending in raw video
+    (``head``): convert, scale and rate to ``target`` (a ``None`` field: as decoded), encode."""
+    caps = "video/x-raw,format=I420"
+    if target.width is not None and target.height is not None:
+        caps += f",width={target.width},height={target.height},pixel-aspect-ratio=1/1"
+    if target.fps is not None:
+        rate = fps_fraction(target.fps)
+        caps += f",framerate={rate.numerator}/{rate.denominator}"
+    leak = "leaky=downstream " if live else ""
+    return (
+        f"{head} ! queue max-size-buffers=3 max-size-time=0 max-size-bytes=0 {leak}! "
+        f"videoconvert ! videoscale ! videorate ! {caps} ! {encoder} ! {_appsink(live)}"
+    )
+
+
+def passthrough_pipeline(head: str, live: bool) -> str:
+    """The pass-through producer pipeline: a source served as it comes, nothing decoded. No
+    leaky queue: dropping a compressed frame would break the frames that refer to it."""
+    return f"{head} ! {_appsink(live)}"
+
+
+#: Frames whose time stamps give the rate of a stream whose caps state none (HTTP MJPEG).
+RATE_FRAMES = 10
 
 
 class Producer:
@@ -48,12 +67,14 @@ class Producer:
         camera: str,
         source: Source,
         description: str,
-        geometry: Geometry,
+        geometry: Geometry | None,
         relay: Relay,
         *,
         stall_s: float = 5.0,
+        passthrough: bool = False,
     ) -> None:
         self.camera = camera
+        self.passthrough = passthrough
         self.source = source
         self.description = description
         self.geometry = geometry
@@ -69,6 +90,18 @@ class Producer:
         self._started = time.monotonic()
         self._clock = Gst.SystemClock.obtain()
         self._upstream = UpstreamClock() if source.kind == "rtsp" else None
+        self._caps: Any = None
+        #: The caps of the frames produced, as text (``None`` before the first frame).
+        self.caps_text: str | None = None
+        self._first_times: list[int] = []
+        #: Looped file served as it comes: running time (decode order) where its last frame
+        #: ends, and the offset that joins each loop to the one before.
+        self._loop_end = -1
+        self._loop_offset = 0
+        self._last_clock = -1
+        #: Why the source cannot be served as it comes (a JPEG RTP/JPEG cannot carry).
+        self.refused: str | None = None
+        self._jpeg_checked = not passthrough
 
     # lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -166,9 +199,16 @@ class Producer:
             return Gst.FlowReturn.EOS
         buffer = sample.get_buffer()
         segment = sample.get_segment()
+        if buffer.pts == Gst.CLOCK_TIME_NONE and self.passthrough and self._last_clock >= 0:
+            # the rest of the last frame (a parser split it, e.g. at SPS/PPS that an upstream
+            # payloader put between its slices): same time stamp, never dropped
+            self.relay.push(buffer, self._last_clock)
+            return Gst.FlowReturn.OK
         running = segment.to_running_time(Gst.Format.TIME, buffer.pts)
         if running == Gst.CLOCK_TIME_NONE or running < 0:
             return Gst.FlowReturn.OK
+        if self.passthrough and not self.source.live:
+            running = self._join_loop(sample, segment, running)
         clock_time = running + sink.get_base_time()
         if self._upstream is not None:
             upstream = capture_time(buffer)
@@ -184,17 +224,93 @@ class Producer:
                     clock="upstream" if self._upstream.upstream else "arrival (no sender reports)",
                 )
             if stamp is None:
+                self._last_clock = -1  # held back, and the rest of it with it
                 return Gst.FlowReturn.OK
             clock_time = stamp
-        self.relay.set_caps(sample.get_caps())
+        caps = sample.get_caps()
+        if self._caps is None or not self._caps.is_equal(caps):
+            self._caps, self.caps_text = caps, caps.to_string()
+            self._jpeg_checked = not self.passthrough
+        if not self._jpeg_checked:
+            self._jpeg_checked = True
+            if caps.get_structure(0).get_name() == "image/jpeg":
+                self.refused = rtp_jpeg_problem(buffer.extract_dup(0, buffer.get_size()))
+        if self.refused is not None:
+            self.first_frame.set()  # the camera looks, and encodes instead
+            return Gst.FlowReturn.OK
+        if len(self._first_times) < RATE_FRAMES:
+            self._first_times.append(clock_time)
+        self.relay.set_caps(caps)
         self.relay.push(buffer, clock_time)
+        self._last_clock = clock_time
         self.frames += 1
         self.last_frame = time.monotonic()
         self.first_frame.set()
         return Gst.FlowReturn.OK
 
+    def _join_loop(self, sample: Any, segment: Any, running: int) -> int:
+        """A file served as it comes loops with a non-flushing segment seek, and the demuxer
+        starts the next loop's segment where the last frame *starts* (its position), one
+        frame early: the first frame of each loop would repeat the last one's time stamp.
+        When a frame starts before the last one ended, an offset on the pad that feeds the
+        appsink moves the rest of the loop (pacing and time stamps alike) to where the last
+        frame ended, and this frame with it: one timeline. Returns the frame's running time.
+        (Encoding producers need none: videorate keeps their rate.) Decode order (DTS) is
+        what grows frame by frame; B-frames' PTS do not."""
+        buffer = sample.get_buffer()
+        structure = sample.get_caps().get_structure(0)
+        ok, num, den = structure.get_fraction("framerate")
+        interval = buffer.duration
+        if ok and num > 0 and den > 0:
+            interval = Gst.util_uint64_scale_int(Gst.SECOND, den, num)
+        if interval == Gst.CLOCK_TIME_NONE:
+            return running
+        order = running
+        if buffer.dts != Gst.CLOCK_TIME_NONE:
+            order = segment.to_running_time(Gst.Format.TIME, buffer.dts)
+        if self._loop_end >= 0 and order < self._loop_end - interval // 2:
+            shift = self._loop_end - order
+            self._loop_offset += shift
+            self._sink.get_static_pad("sink").get_peer().set_offset(self._loop_offset)
+            running += shift
+            order += shift
+        self._loop_end = order + interval
+        return int(running)
+
+    def element_names(self) -> list[str]:
+        """The factory of every element the pipeline runs, bins opened (what a pass-through
+        pipeline holds: no decoder, no encoder)."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            return []
+        names: list[str] = []
+        iterator = pipeline.iterate_recurse()
+        while True:
+            result, element = iterator.next()
+            if result == Gst.IteratorResult.RESYNC:
+                iterator.resync()
+                names.clear()
+                continue
+            if result != Gst.IteratorResult.OK:
+                return names
+            factory = element.get_factory()
+            names.append(factory.get_name() if factory is not None else type(element).__name__)
+
+    def stream(self) -> Native | None:
+        """What the producer hands out, from its caps (``None`` before the first frame)."""
+        text = self.caps_text
+        return native_from_caps(text) if text is not None else None
+
+    def measured_fps(self) -> float | None:
+        """The rate of the first frames' time stamps, once there are enough of them."""
+        times = sorted(self._first_times)
+        if len(times) < RATE_FRAMES or times[-1] <= times[0]:
+            return None
+        return round((len(times) - 1) * 1e9 / (times[-1] - times[0]), 2)
+
     def request_keyframe(self) -> None:
-        """Ask the encoder for a key frame (a media just attached)."""
+        """Ask the encoder for a key frame (a media just attached); a pass-through source has
+        none to ask: the media starts at the source's next key frame."""
         sink = self._sink
         if sink is not None:
             event = GstVideo.video_event_new_upstream_force_key_unit(Gst.CLOCK_TIME_NONE, True, 0)
@@ -203,6 +319,8 @@ class Producer:
     def _paint_loop(self, appsrc: Any) -> None:
         """``testsrc:clock``: black I420 frames at the camera's rate, each with the wall-clock
         time at which it is pushed (and time-stamped by appsrc) painted as a barcode."""
+        if self.geometry is None:
+            return
         width, height = self.geometry.width, self.geometry.height
         frame_bytes = width * height * 3 // 2
         import numpy as np

@@ -1,6 +1,7 @@
 """The hand-over from a camera's producer pipeline to the RTSP media pipelines that serve it.
 
-One producer per camera encodes once; its appsink hands every encoded frame to a :class:`Relay`,
+One producer per camera encodes once (or parses a pass-through source); its appsink hands every
+frame to a :class:`Relay`,
 which pushes it into the ``appsrc`` of each RTSP media currently prepared for that camera (with a
 shared factory that is one media for any number of readers). The relay outlives producer
 restarts, so a restart or a ``set`` never touches the RTSP server.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ovbus.log import get_logger
+from ovbus.payloads.stream import Codec
 
 log = get_logger(__name__)
 
@@ -69,15 +71,33 @@ class Relay:
         with self._lock:
             self._outlets = [o for o in self._outlets if o.appsrc is not appsrc]
 
+    @property
+    def codec(self) -> Codec | None:
+        """The codec of the frames handed out (``None`` before the first)."""
+        caps = self.caps
+        if caps is None:
+            return None
+        return "mjpeg" if caps.get_structure(0).get_name() == "image/jpeg" else "h264"
+
     def set_caps(self, caps: Any) -> None:
-        """New stream caps (first frame of a producer, or a new size/rate after ``set``)."""
+        """New stream caps (first frame of a producer, or a new size/rate after ``set``). A
+        new codec (a pass-through source whose codec changed) ends the open medias: their
+        payloader cannot carry it, and readers reconnect to a media made for the new one."""
         with self._lock:
             if self.caps is not None and self.caps.is_equal(caps):
                 return
+            old = self.caps
             self.caps = caps
-            for outlet in self._outlets:
-                outlet.appsrc.set_property("caps", caps)
-                outlet.waiting_key = True
+            renamed = old is not None and (
+                old.get_structure(0).get_name() != caps.get_structure(0).get_name()
+            )
+            if not renamed:
+                for outlet in self._outlets:
+                    outlet.appsrc.set_property("caps", caps)
+                    outlet.waiting_key = True
+        if renamed:
+            log.info("codec changed, ending medias", camera=self.camera)
+            self.end()
 
     def push(self, buffer: Any, clock_time: int) -> None:
         """Hand one encoded frame, captured at absolute clock time ``clock_time`` (ns), to every

@@ -1,6 +1,8 @@
 """The RTSP server: one shared media factory per camera (``rtsp://<host>:<port>/<cam>``).
 
-Each media is ``appsrc ! <payloader>`` fed by the camera's :class:`~services.capture.relay.Relay`;
+Each media is ``appsrc ! <payloader>`` fed by the camera's :class:`~services.capture.relay.Relay`
+(``rtph264pay`` or ``rtpjpegpay``, chosen when the media is made from the codec the camera hands
+out: with pass-through that is the source's);
 the factory is shared, so any number of readers get the same media and the producer is never
 reopened. Capture times travel in RTCP: every media runs on the system clock, its RTP session
 sends sender reports at least every ``rtcp_interval_s`` and maps RTP time to the *capture* time
@@ -35,6 +37,28 @@ def primary_address() -> str:
             return address
         except OSError:
             return "127.0.0.1"
+
+
+def media_description(codec: Codec) -> str:
+    """A media's pipeline: the relay's appsrc and the payloader (``pay0``) for ``codec``."""
+    return (
+        "( appsrc name=src is-live=true format=time do-timestamp=false min-latency=0 "
+        f"max-bytes=4000000 leaky-type=downstream ! {payloader_description(codec)} )"
+    )
+
+
+class _Factory(GstRtspServer.RTSPMediaFactory):  # type: ignore[misc]
+    """A media factory whose payloader follows the camera's codec: a pass-through camera
+    serves what its source produces, known only once it runs."""
+
+    def __init__(self, relay: Relay, fallback: Codec) -> None:
+        super().__init__()
+        self.relay = relay
+        self.fallback = fallback
+
+    def do_create_element(self, url: Any) -> Any:
+        codec = self.relay.codec or self.fallback
+        return Gst.parse_launch_full(media_description(codec), None, Gst.ParseFlags.PLACE_IN_BIN)
 
 
 class RtspServer:
@@ -75,12 +99,9 @@ class RtspServer:
         self._thread = None
 
     def mount(self, camera: str, relay: Relay, codec: Codec) -> None:
-        """Serve a camera at ``/<camera>``: a shared media on the system clock."""
-        factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(
-            "( appsrc name=src is-live=true format=time do-timestamp=false min-latency=0 "
-            f"max-bytes=4000000 leaky-type=downstream ! {payloader_description(codec)} )"
-        )
+        """Serve a camera at ``/<camera>``: a shared media on the system clock, payloading the
+        codec the camera hands out when the media is made (``codec`` before its first frame)."""
+        factory = _Factory(relay, codec)
         factory.set_shared(True)
         factory.set_clock(Gst.SystemClock.obtain())
         factory.connect("media-configure", self._configure, relay)

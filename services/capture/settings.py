@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from ovbus.settings import WorkerSettings, split_list
@@ -27,16 +27,48 @@ class CaptureSettings(WorkerSettings):
     advertise_host: str | None = Field(
         None, description="host put in stream URLs (default: the primary address)"
     )
-    width: int = Field(640, ge=16, le=7680, description="frame width served, pixels")
-    height: int = Field(480, ge=16, le=4320, description="frame height served, pixels")
-    fps: float = Field(30.0, gt=0, le=240, description="frames per second served")
-    codec: Literal["h264", "mjpeg"] = Field("h264", description="codec of the RTSP stream")
+    width: int | None = Field(
+        None,
+        ge=16,
+        le=7680,
+        description="frame width served, pixels (with --height); default: the source's own "
+        "(served as it comes), 640 for raw sources. A size the source does not produce is "
+        "decoded, scaled and encoded",
+    )
+    height: int | None = Field(
+        None,
+        ge=16,
+        le=4320,
+        description="frame height served, pixels (with --width); default: the source's own, "
+        "480 for raw sources",
+    )
+    fps: float | None = Field(
+        None,
+        gt=0,
+        le=240,
+        description="frames per second served; default: the source's own, 30 for raw sources. "
+        "A rate the source does not produce is decoded, converted and encoded",
+    )
+    codec: Literal["auto", "h264", "mjpeg"] = Field(
+        "auto",
+        description="codec of the RTSP stream; auto: the source's own (H.264 files, webcams "
+        "and RTSP cameras, MJPEG webcams and HTTP cameras, served as they come), h264 for raw "
+        "sources. Another codec than the source's is encoded",
+    )
+    passthrough: bool = Field(
+        True,
+        description="serve H.264 and MJPEG sources as they come (parsed, never decoded or "
+        "encoded) unless another size, rate or codec is asked for; --no-passthrough always "
+        "decodes and encodes",
+    )
     bitrate_kbps: int = Field(2000, ge=50, le=100000, description="H.264 target bitrate")
     encoder: Literal["auto", "x264", "vaapi", "v4l2"] = Field(
         "auto", description="H.264 encoder: auto picks hardware when present"
     )
-    v4l2_format: Literal["auto", "mjpeg", "raw"] = Field(
-        "auto", description="what to ask a V4L2 webcam for: MJPEG, raw, or either"
+    v4l2_format: Literal["auto", "mjpeg", "h264", "raw"] = Field(
+        "auto",
+        description="what to ask a V4L2 webcam for: MJPEG, H.264, raw, or auto (a mode served "
+        "as it comes first, MJPEG before H.264, then raw)",
     )
     rtcp_interval: float = Field(
         0.5, ge=0.05, le=5.0, description="seconds between RTCP sender reports (capture times)"
@@ -49,3 +81,9 @@ class CaptureSettings(WorkerSettings):
     )
 
     _split = split_list("cameras")
+
+    @model_validator(mode="after")
+    def _size_together(self) -> Self:
+        if (self.width is None) != (self.height is None):
+            raise ValueError("width and height must be given together")
+        return self

@@ -1,18 +1,18 @@
 """Camera sources: parse ``NAME=SOURCE`` and turn a source into the head of a GStreamer pipeline.
 
-Every source description ends in raw video; the producer appends conversion, scaling, rate,
-encoder and the hand-over to the RTSP server. Plain functions, no GStreamer import: tests call
-them directly.
+A source is described either ending in raw video (the producer appends conversion, scaling,
+rate and encoder) or, served as it comes (``plan.py`` decides), ending in parsed H.264 or JPEG.
+Plain functions, no GStreamer import: tests call them directly.
 
 ==============================  ====================================================================
-``/dev/videoN``                 V4L2 webcam (MJPEG or raw, see ``--v4l2-format``)
+``/dev/videoN``                 V4L2 webcam (MJPEG, H.264 or raw, see ``--v4l2-format``)
 ``auto``                        the first USB V4L2 camera found in ``/sys/class/video4linux``
 ``/path/video.mp4``             a video file, looped, paced in real time
 ``testsrc``                     a moving test pattern
 ``testsrc:clock``               black frames with the wall-clock capture time painted as a barcode
 ``rtsp://...``                  an upstream RTSP camera, relayed
 ``http://...``, ``https://...`` an upstream HTTP MJPEG camera (``multipart/x-mixed-replace``)
-``pipeline:<description>``      any gst-launch description that ends in raw video
+``pipeline:<description>``      any gst-launch description that ends in raw video (encoded)
 ==============================  ====================================================================
 """
 
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Final, Literal
 
 from ovbus.errors import ConfigError, StreamError
-from ovbus.payloads.stream import SourceKind
+from ovbus.payloads.stream import Codec, SourceKind
 from ovbus.topics import check_name
 
-V4l2Format = Literal["auto", "mjpeg", "raw"]
+V4l2Format = Literal["auto", "mjpeg", "h264", "raw"]
 SYSFS_V4L: Final = Path("/sys/class/video4linux")
 #: Name of the appsrc into which ``testsrc:clock`` pushes its barcode frames (see ``barcode.py``).
 CLOCK_SRC: Final = "clocksrc"
@@ -154,9 +154,40 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def source_description(source: Source, geometry: Geometry, v4l2_format: V4l2Format) -> str:
-    """The gst-launch description of a source, ending in raw video. Raises ``StreamError`` for
-    a device or file that is not there (checked before GStreamer tries)."""
+def device_of(source: Source) -> str:
+    """A webcam's device node (``auto`` resolved); ``StreamError`` if it is not there."""
+    device = find_usb_camera() if source.value == "auto" else source.value
+    if not os.path.exists(device):
+        raise StreamError(f"camera device {device} does not exist (unplugged?)")
+    return device
+
+
+def check_file(path: str) -> None:
+    """``StreamError`` for a video file that is not there or not readable."""
+    if not os.path.isfile(path):
+        raise StreamError(f"video file {path} does not exist")
+    if not os.access(path, os.R_OK):
+        raise StreamError(f"video file {path} is not readable")
+
+
+def _rtspsrc(url: str) -> str:
+    return (
+        f"rtspsrc location={_quote(url)} latency=100 protocols=tcp "
+        "tcp-timeout=5000000 add-reference-timestamp-meta=true"
+    )
+
+
+def _httpsrc(url: str) -> str:
+    return (
+        f"souphttpsrc location={_quote(url)} is-live=true do-timestamp=true "
+        "timeout=10 ! multipartdemux single-stream=true"
+    )
+
+
+def source_description(source: Source, geometry: Geometry, mode_caps: str | None = None) -> str:
+    """The gst-launch description of a source, ending in raw video (for encoding). A webcam is
+    opened in ``mode_caps`` (see ``plan.choose_v4l2_mode``). Raises ``StreamError`` for a device
+    or file that is not there (checked before GStreamer tries)."""
     rate = geometry.fraction
     if source.kind == "testsrc":
         if source.clock_barcode:
@@ -170,32 +201,37 @@ def source_description(source: Source, geometry: Geometry, v4l2_format: V4l2Form
             )
         return "videotestsrc is-live=true pattern=smpte horizontal-speed=2"
     if source.kind == "file":
-        if not os.path.isfile(source.value):
-            raise StreamError(f"video file {source.value} does not exist")
-        if not os.access(source.value, os.R_OK):
-            raise StreamError(f"video file {source.value} is not readable")
+        check_file(source.value)
         return f"filesrc location={_quote(source.value)} ! decodebin"
     if source.kind == "v4l2":
-        device = find_usb_camera() if source.value == "auto" else source.value
-        if not os.path.exists(device):
-            raise StreamError(f"camera device {device} does not exist (unplugged?)")
-        size = f"width={geometry.width},height={geometry.height}"
-        exact = f"{size},framerate={rate.numerator}/{rate.denominator}"
-        # caps in order of preference: the mode at the wanted rate first (MJPEG before raw for
-        # auto: USB 2 bandwidth), then the size at any rate (videorate converts)
-        kinds = {"mjpeg": ["image/jpeg"], "raw": ["video/x-raw"]}.get(
-            v4l2_format, ["image/jpeg", "video/x-raw"]
-        )
-        caps = ";".join([f"{k},{exact}" for k in kinds] + [f"{k},{size}" for k in kinds])
+        device = device_of(source)
+        caps = mode_caps or "image/jpeg;video/x-raw"
         return f"v4l2src device={_quote(device)} ! capsfilter caps={_quote(caps)} ! decodebin"
     if source.kind == "rtsp":
-        return (
-            f"rtspsrc location={_quote(source.value)} latency=100 protocols=tcp "
-            "tcp-timeout=5000000 add-reference-timestamp-meta=true ! decodebin"
-        )
+        return f"{_rtspsrc(source.value)} ! decodebin"
     if source.kind == "http":
-        return (
-            f"souphttpsrc location={_quote(source.value)} is-live=true do-timestamp=true "
-            "timeout=10 ! multipartdemux single-stream=true ! decodebin"
-        )
+        return f"{_httpsrc(source.value)} ! decodebin"
     return source.value
+
+
+def passthrough_description(source: Source, codec: Codec, mode_caps: str | None = None) -> str:
+    """The gst-launch description of a source served as it comes: demuxed or depayloaded and
+    parsed, never decoded; ends in what the RTSP payloader takes (H.264 byte-stream access
+    units with SPS/PPS before every key frame, or whole JPEG frames)."""
+    if codec == "h264":
+        tail = "h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
+    else:
+        tail = "jpegparse ! image/jpeg"
+    if source.kind == "file":
+        check_file(source.value)
+        return f"filesrc location={_quote(source.value)} ! parsebin ! {tail}"
+    if source.kind == "v4l2":
+        if mode_caps is None:
+            raise ValueError("a webcam served as it is needs its mode's caps")
+        device = device_of(source)
+        return f"v4l2src device={_quote(device)} ! capsfilter caps={_quote(mode_caps)} ! {tail}"
+    if source.kind == "rtsp" and codec == "h264":
+        return f"{_rtspsrc(source.value)} ! rtph264depay ! {tail}"
+    if source.kind == "http" and codec == "mjpeg":
+        return f"{_httpsrc(source.value)} ! {tail}"
+    raise ValueError(f"a {source.kind} source is not served as {codec} without encoding")

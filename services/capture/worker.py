@@ -21,8 +21,9 @@ from ovbus.rpc import serve
 from ovbus.settings import NodeSettings
 from ovbus.topics import Topic
 from services.capture.encoders import check_size, choose_encoder
+from services.capture.plan import Wanted
 from services.capture.settings import CaptureSettings
-from services.capture.sources import Geometry, Source, parse_cameras
+from services.capture.sources import Source, parse_cameras
 
 log = get_logger(__name__)
 
@@ -40,12 +41,21 @@ class CaptureWorker:
         self.node = node
         self.settings = settings
         self.topics = node.topics
-        if settings.codec == "h264":
-            self.encoder, element = choose_encoder(settings.encoder, element_exists)
-        else:
+        if settings.codec == "mjpeg":
             self.encoder, element = "jpeg", "jpegenc"
-        output = Output(settings.codec, element, settings.bitrate_kbps, settings.v4l2_format)
-        geometry = Geometry(settings.width, settings.height, settings.fps)
+        else:
+            # also without --codec: raw sources, and size or rate changes, encode H.264
+            self.encoder, element = choose_encoder(settings.encoder, element_exists)
+        codec = None if settings.codec == "auto" else settings.codec
+        output = Output(
+            codec,
+            element,
+            settings.bitrate_kbps,
+            settings.v4l2_format,
+            passthrough=settings.passthrough,
+        )
+        size = (settings.width, settings.height)
+        wanted = Wanted(*size, settings.fps)
         timing = Timing(stall_s=settings.stall_timeout, max_backoff_s=settings.max_backoff)
         self.server = RtspServer(
             settings.bind, settings.rtsp_port, rtcp_interval_s=settings.rtcp_interval
@@ -55,7 +65,7 @@ class CaptureWorker:
             camera = Camera(
                 name,
                 source,
-                Config(geometry),
+                Config(wanted),
                 output,
                 node=node.node_id,
                 url=f"rtsp://{host}:{settings.rtsp_port}/{name}",
@@ -64,7 +74,7 @@ class CaptureWorker:
                 timing=timing,
             )
             self.cameras[name] = camera
-            self.server.mount(name, camera.relay, settings.codec)
+            self.server.mount(name, camera.relay, codec or "h264")
         self._owners: dict[str, str] = {}
         self._owners_lock = threading.Lock()
         self._last_frames = dict.fromkeys(self.cameras, 0)
@@ -97,6 +107,7 @@ class CaptureWorker:
             {
                 "encoder": self.encoder,
                 "codec": self.settings.codec,
+                "passthrough": "on" if self.settings.passthrough else "off",
                 "rtsp_port": self.settings.rtsp_port,
             }
         )
@@ -181,7 +192,10 @@ class CaptureWorker:
 
 def main(node_settings: NodeSettings, settings: CaptureSettings) -> int:
     sources = parse_cameras(settings.cameras)
-    check_size(settings.codec, settings.width, settings.height)
+    if settings.width is not None and settings.height is not None:
+        check_size(
+            "mjpeg" if settings.codec == "mjpeg" else "h264", settings.width, settings.height
+        )
     worker_ref: dict[str, CaptureWorker] = {}
 
     def describe(birth: Birth) -> Birth:

@@ -85,7 +85,7 @@ def slideshow(images: list[Path], seconds_each: float = 3.0) -> list[Image]:
 
 def demo_video(folder: Path | None = None) -> Path:
     """The demo video file, built once (needs ffmpeg, installed by ``make``)."""
-    return encode(frames(), (folder or assets.CACHE / "demo") / "faces-and-people-v2.mp4")
+    return encode(frames(), (folder or assets.CACHE / "demo") / "faces-and-people-v3.mp4")
 
 
 def still_life_video(folder: Path | None = None) -> Path:
@@ -129,6 +129,10 @@ def encode(images: list[Image], target: Path) -> Path:
         "yuv420p",
         "-g",
         str(FPS),
+        # no B-frames: the capture worker serves the file as it is (pass-through), and a reader
+        # of B-frames waits for the frames they refer to (about 100 ms more frame age)
+        "-bf",
+        "0",
         "-movflags",
         "+faststart",
         str(part),

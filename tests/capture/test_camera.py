@@ -12,7 +12,8 @@ import pytest
 from ovbus.errors import StreamError
 from ovbus.payloads.stream import CameraSet, CameraState, StreamDescriptor
 from services.capture.camera import Camera, Config, Output, Timing
-from services.capture.sources import Geometry, Source
+from services.capture.plan import Wanted
+from services.capture.sources import Source
 
 OUTPUT = Output("h264", "x264enc", 500, "auto")
 
@@ -40,7 +41,7 @@ def make_camera(source: Source, recorder: Recorder, timing: Timing) -> Camera:
     return Camera(
         "cam",
         source,
-        Config(Geometry(160, 120, 15.0)),
+        Config(Wanted(160, 120, 15.0)),
         OUTPUT,
         node="node-1",
         url="rtsp://127.0.0.1:1/cam",
@@ -85,6 +86,6 @@ def test_failed_set_is_rolled_back() -> None:
         camera.source = Source("pipeline", "nosuchelement")
         with pytest.raises(StreamError, match="nosuchelement"):
             camera.apply(CameraSet(fps=5), timeout=8)
-        assert camera.config.geometry == Geometry(320, 240, 15.0)
+        assert camera.config.wanted == Wanted(320, 240, 15.0)
     finally:
         camera.stop()

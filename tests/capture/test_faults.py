@@ -143,11 +143,15 @@ def test_configuration_errors_stop_the_worker_at_start(broker: Mosquitto, prefix
         ) as node:
             assert node.proc.wait(30) == 2
             assert f"cannot listen on 127.0.0.1:{port}" in node.stderr()
-    with capture_node(
-        broker.url, prefix, {"cam": "testsrc"}, extra_args=["--width", "641"], wait=False
-    ) as node:
-        assert node.proc.wait(30) == 2
-        assert "must be even" in node.stderr()
+    for size, words in (
+        (["--width", "641", "--height", "480"], "must be even"),
+        (["--width", "640"], "width and height must be given together"),
+    ):
+        with capture_node(
+            broker.url, prefix, {"cam": "testsrc"}, extra_args=size, wait=False
+        ) as node:
+            assert node.proc.wait(30) == 2
+            assert words in node.stderr()
     with capture_node(broker.url, prefix, {"cam": "ftp://x/y"}, wait=False) as node:
         assert node.proc.wait(30) == 2
         assert "unsupported url scheme" in node.stderr().lower()

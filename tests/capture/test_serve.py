@@ -30,6 +30,7 @@ def test_file_and_testsrc_two_readers_at_once(broker: Mosquitto, prefix: str, vi
         for name, source in (("file", "file"), ("pattern", "testsrc")):
             d = node.descriptors[name]
             assert (d.width, d.height, d.fps, d.codec, d.source) == (640, 480, 30.0, "h264", source)
+            assert d.passthrough is (source == "file")  # the H.264 file as it comes
             assert d.url == f"rtsp://127.0.0.1:{node.rtsp_port}/{name}"
             assert d.clock == "rtcp-ntp" and d.node == node.node_id
 
@@ -99,15 +100,20 @@ def test_descriptors_cleared_on_sigterm(broker: Mosquitto, prefix: str) -> None:
         bus.close()
 
 
-def test_http_mjpeg_camera_relayed(broker: Mosquitto, prefix: str) -> None:
+def test_http_mjpeg_camera_scaled_when_a_size_is_asked(broker: Mosquitto, prefix: str) -> None:
+    """A size and rate given on the command line are not the camera's: decoded, scaled, rate
+    converted and encoded (as MJPEG, the camera's codec); without them it is served as it comes
+    (``test_passthrough.py``)."""
     from tests.capture.mjpeg_server import MjpegCamera
 
+    size = ["--width", "640", "--height", "480", "--fps", "30"]
     with (
         MjpegCamera(320, 240, fps=15) as camera,
-        capture_node(broker.url, prefix, {"ipcam": camera.url}) as node,
+        capture_node(broker.url, prefix, {"ipcam": camera.url}, extra_args=size) as node,
     ):
         d = node.descriptors["ipcam"]
-        assert d.source == "http" and (d.width, d.height) == (640, 480)
+        assert d.source == "http" and (d.width, d.height, d.fps) == (640, 480, 30)
+        assert (d.codec, d.passthrough) == ("mjpeg", False)
         reading = read_gst(node.urls["ipcam"], 40)
         assert set(reading.shapes) == {(480, 640, 3)}  # rescaled to the node's size
         assert 25 <= reading.rate() <= 35, reading.rate()  # 15 fps upstream, served at 30

@@ -74,20 +74,20 @@ def test_fps_fraction() -> None:
 
 def test_descriptions_check_devices_and_files(tmp_path: Path) -> None:
     with pytest.raises(StreamError, match="/dev/video9 does not exist"):
-        source_description(parse_source("/dev/video9"), GEOMETRY, "auto")
+        source_description(parse_source("/dev/video9"), GEOMETRY)
     with pytest.raises(StreamError, match="does not exist"):
-        source_description(parse_source(str(tmp_path / "none.mp4")), GEOMETRY, "auto")
+        source_description(parse_source(str(tmp_path / "none.mp4")), GEOMETRY)
     clip = tmp_path / 'a "quoted" clip.mp4'
     clip.write_bytes(b"x")
-    assert source_description(parse_source(str(clip)), GEOMETRY, "auto") == (
+    assert source_description(parse_source(str(clip)), GEOMETRY) == (
         f'filesrc location="{tmp_path}/a \\"quoted\\" clip.mp4" ! decodebin'
     )
-    rtsp = source_description(parse_source("rtsp://h/x"), GEOMETRY, "auto")
+    rtsp = source_description(parse_source("rtsp://h/x"), GEOMETRY)
     assert rtsp.startswith('rtspsrc location="rtsp://h/x"') and "protocols=tcp" in rtsp
-    clock = source_description(parse_source("testsrc:clock"), GEOMETRY, "auto")
+    clock = source_description(parse_source("testsrc:clock"), GEOMETRY)
     assert "appsrc name=clocksrc" in clock and "framerate=30/1" in clock
     pipe = Source("pipeline", "videotestsrc is-live=true")
-    assert source_description(pipe, GEOMETRY, "auto") == "videotestsrc is-live=true"
+    assert source_description(pipe, GEOMETRY) == "videotestsrc is-live=true"
 
 
 def test_find_usb_camera_reads_sysfs(tmp_path: Path) -> None:
@@ -132,19 +132,12 @@ def test_check_size() -> None:
         check_size("h264", 7680, 4320)
 
 
-def test_v4l2_caps_prefer_the_wanted_mode(tmp_path: Path) -> None:
+def test_v4l2_opened_in_the_chosen_mode(tmp_path: Path) -> None:
     device = tmp_path / "video0"  # any existing path stands for the device node here
     device.touch()
-    auto = source_description(Source("v4l2", str(device)), Geometry(1280, 720, 15.0), "auto")
-    assert auto == (
-        f'v4l2src device="{device}" ! capsfilter caps="'
-        "image/jpeg,width=1280,height=720,framerate=15/1;"
-        "video/x-raw,width=1280,height=720,framerate=15/1;"
-        "image/jpeg,width=1280,height=720;video/x-raw,width=1280,height=720"
-        '" ! decodebin'
-    )
-    raw = source_description(Source("v4l2", str(device)), Geometry(640, 480, 30.0), "raw")
-    assert "image/jpeg" not in raw and "video/x-raw,width=640,height=480,framerate=30/1" in raw
+    caps = "image/jpeg,width=1280,height=720,framerate=15/1"
+    head = source_description(Source("v4l2", str(device)), Geometry(1280, 720, 15.0), caps)
+    assert head == f'v4l2src device="{device}" ! capsfilter caps="{caps}" ! decodebin'
 
 
 def test_primary_address_is_an_ipv4_address() -> None:
