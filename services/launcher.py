@@ -106,6 +106,9 @@ def run(args: argparse.Namespace, node: NodeSettings) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_UP_")}
     env["OVBUS_BROKER"] = broker_url
     env["OVBUS_PREFIX"] = node.prefix
+    for name in ("tls_ca", "tls_cert", "tls_key"):  # --tls-* flags reach the workers too
+        if getattr(node, name):
+            env[f"OVBUS_{name.upper()}"] = str(getattr(node, name))
     common = ["--log-level", node.log_level, "--log-format", node.log_format]
     cams: list[str] = []
     for cam in up.cameras:
