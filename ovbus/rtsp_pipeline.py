@@ -72,6 +72,18 @@ _video: Any = None
 _ntp_caps: Any = None
 
 
+def _unwind_with_libgcc() -> None:
+    """Put libgcc_s in the global symbol scope before GStreamer brings libunwind into it: C++
+    extensions loaded after a reader ran (matplotlib's ft2font, in a notebook's plot cell) would
+    otherwise resolve ``_Unwind_Resume`` to libunwind's and abort on their first exception."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libgcc_s.so.1", mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        pass  # not a glibc system: nothing to do
+
+
 def init() -> Any:
     """GStreamer (``gi.repository.Gst``), initialised once, with every GI type the reader threads
     use registered here (under a lock) rather than raced for by several threads at once."""
@@ -79,6 +91,7 @@ def init() -> Any:
     with _init_lock:
         if _gst is not None:
             return _gst
+        _unwind_with_libgcc()
         try:
             import gi
 
