@@ -3,8 +3,9 @@ central one over TLS (password login, the central's certificate verified against
 Only its ``address`` and ``bridge_cafile`` lines are changed, to this test's port and CA; every
 other line runs as shipped, topic mappings included.
 
-On the site broker run real capture, infer and zoo workers (topic prefix ``ovbus``); on the
-central broker a client with the prefix ``sites/kitchen/ovbus``:
+On the site broker run real capture, infer and zoo workers (topic prefix ``ovbus``), connected
+over ``mqtts://`` with the broker's certificate verified; on the central broker a client with the
+prefix ``sites/kitchen/ovbus``:
 
 - it receives the site's detections (mapped ``ovbus/`` -> ``sites/kitchen/ovbus/``);
 - its zoo requests reach the site's zoo and are answered through the bridge;
@@ -73,7 +74,9 @@ def brokers(tmp_path: Path, certs: Certs) -> Iterator[tuple[Mosquitto, Mosquitto
     )
     central = Mosquitto(workdir=tmp_path / "central", users={USER: PASSWORD}, tls=[tls]).start()
     site = Mosquitto(
-        workdir=tmp_path / "site", extra_conf=render(f"127.0.0.1:{tls.port}", certs.ca.path)
+        workdir=tmp_path / "site",
+        extra_conf=render(f"127.0.0.1:{tls.port}", certs.ca.path),
+        tls=[TlsListener(certs.ca.path, certs.server.cert, certs.server.key)],
     )
     try:
         site.start()
@@ -105,16 +108,18 @@ def test_site_bridged_to_central_over_tls(
         wait_for_link(hq, 30)
         replies = hq.subscribe(f"{CENTRAL}/replies/{hq_id}", qos=1, idle_timeout=None)
         arrived = local.subscribe(local.topics.zoo_request(), qos=1, idle_timeout=None)
-        zoo_args = ["zoo", "--broker", site.url, "--prefix", SITE, "--node-id", "zoo-site"]
+        # the site's workers talk to their own broker over mqtts:// too
+        tls_url, tls_ca = site.tls_url(), ["--tls-ca", str(certs.ca.path)]
+        zoo_args = ["zoo", "--broker", tls_url, *tls_ca, "--prefix", SITE, "--node-id", "zoo-site"]
         workers.spawn("zoo", [*zoo_args, "--models", str(tmp_path / "zoo-models")])
         infer = InferProcess(
-            site.url, SITE, "infer-site", models_folder(tmp_path / "infer-models"),
-            tmp_path / "infer.log", "--default-model", "face",
+            tls_url, SITE, "infer-site", models_folder(tmp_path / "infer-models"),
+            tmp_path / "infer.log", "--default-model", "face", *tls_ca,
         )  # fmt: skip
         try:
             with capture_node(
-                site.url, SITE, {CAM: "testsrc"}, node_id="cap-site",
-                extra_args=["--width", "160", "--height", "120", "--fps", "5"],
+                tls_url, SITE, {CAM: "testsrc"}, node_id="cap-site", wait=False,
+                extra_args=["--width", "160", "--height", "120", "--fps", "5", *tls_ca],
             ):  # fmt: skip
                 # the site's detections, read on the central broker under the site prefix
                 result = first_result(hq, CAM, 90, log=infer.output)
