@@ -45,6 +45,7 @@ from services.infer.events import FrameInfo, ObjectEvents
 from services.infer.preprocess import fixed_shape, input_size
 from services.infer.run import input_name, run_model
 from services.infer.scheduler import Dispatcher
+from services.infer.taps import Taps
 
 log = get_logger(__name__)
 
@@ -113,6 +114,7 @@ class CameraRunner:
         self._rate: float | None = None
         self._sized: PipelineSpec | None = None  # the spec the JPEG decode size was made for
         self._job_lock = threading.Lock()  # held by this camera's detection while it runs
+        self.taps: Taps | None = None  # shadow, replay frames, version swaps (set by the worker)
         self._thread = threading.Thread(target=self._run, name=f"camera:{camera}", daemon=True)
 
     # inputs from the bus -------------------------------------------------------------------
@@ -164,6 +166,8 @@ class CameraRunner:
         if self._reader is not None:
             self._reader.stop()
         self._events.close(clear=clear)  # end events for every tracked object
+        if self.taps is not None:
+            self.taps.stop()
         if clear:
             self._publish_counts(self._counts.reset())
             self._safe_publish(self.bus.topics.inference(self.camera), None)
@@ -286,6 +290,7 @@ class CameraRunner:
 
     # one frame -----------------------------------------------------------------------------
     def _run_model(self, frame: Frame, pm: PipelineModel) -> tuple[ModelResult | None, ModelStatus]:
+        pm = self.taps.choose(pm) if self.taps is not None else pm  # a new version loads aside
         try:
             model = self.backend.model(pm.name, pm.version)
             self.dispatcher.need(getattr(model, "nireq", None))
@@ -324,6 +329,8 @@ class CameraRunner:
                 models=results,
             )
             self._safe_publish(self.bus.topics.detections(self.camera), doc)
+            if self.taps is not None:  # the shadow candidate and the replay frames: never wait
+                self.taps.frame(spec, frame, results)
             objects = doc.objects
             if not failed:  # counts only from a complete pipeline: a failure is not a zero
                 self._publish_counts(self._counts.update(objects))

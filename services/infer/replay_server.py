@@ -34,6 +34,8 @@ from ovbus.payloads.replay import ReplayChunk, ReplayFrame, ReplayRequest
 from ovbus.payloads.rpc import Reply
 from ovbus.rpc import Later, Server
 from ovbus.topics import Wildcard
+from services.infer.backend import Backend
+from services.infer.descriptions import DescriptionStore
 from services.infer.replay import (
     Recorder,
     allowed_video,
@@ -41,7 +43,8 @@ from services.infer.replay import (
     video_frames,
     video_length,
 )
-from services.infer.shadow import RunCandidate
+from services.infer.settings import InferSettings
+from services.infer.shadow import RunCandidate, model_runner
 
 log = get_logger(__name__)
 
@@ -86,6 +89,31 @@ class ReplayService:
         self.refused = 0
         #: runs done (answered with a summary)
         self.runs = 0
+
+    @classmethod
+    def of_worker(
+        cls,
+        bus: Bus,
+        node: str,
+        recorder: Recorder,
+        backend: Backend,
+        descriptions: DescriptionStore,
+        settings: InferSettings,
+        cameras: Callable[[], list[str]],
+    ) -> ReplayService:
+        """The replay service of an infer worker (models from its backend)."""
+        return cls(
+            bus,
+            node,
+            recorder,
+            model_runner(backend.model, descriptions.get, 10.0),
+            load=lambda pm: backend.model(pm.name, pm.version),
+            describe=descriptions.get,
+            cameras=cameras,
+            roots=[settings.models, *settings.replay_dirs],
+            jobs=settings.replay_jobs,
+            max_frames=settings.replay_max_frames,
+        )
 
     def start(self) -> ReplayService:
         self.server.start()

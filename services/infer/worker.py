@@ -24,8 +24,10 @@ from services.infer.backend import Backend
 from services.infer.camera import CameraRunner
 from services.infer.descriptions import DescriptionStore
 from services.infer.ownership import Membership
+from services.infer.replay_server import ReplayService
 from services.infer.scheduler import Dispatcher
 from services.infer.settings import InferSettings
+from services.infer.taps import Taps, make_recorder
 
 log = get_logger(__name__)
 
@@ -100,6 +102,11 @@ class InferWorker:
         self._runners: dict[str, CameraRunner] = {}
         self._subs: list[Any] = []
         self.dispatcher = Dispatcher(settings.inflight)
+        self.recorder = make_recorder(settings)  # replay (docs/rollout.md)
+        self.replays = ReplayService.of_worker(
+            self.bus, self.me, self.recorder, backend, self.descriptions, settings,
+            lambda: self.cameras,
+        )  # fmt: skip
         self.discovery = (
             Discovery(self.bus, self.me, settings.ha_prefix) if settings.ha_discovery else None
         )
@@ -117,8 +124,10 @@ class InferWorker:
             sub(t.all_cameras("stream"), callback=self._on_stream, idle_timeout=None),
         ]
         self.bus.on_connect(self._on_reconnect)
+        self.replays.start()
 
     def stop(self) -> None:
+        self.replays.close()
         for s in self._subs:
             s.close()
         with self._lock:
@@ -126,6 +135,7 @@ class InferWorker:
         for runner in runners:
             runner.stop()
         self.dispatcher.stop()
+        self.recorder.close()
         self.backend.close()
 
     def _on_reconnect(self) -> None:
@@ -268,6 +278,10 @@ class InferWorker:
                     detect_fps=self.settings.detect_fps,
                     decoder_threads=self.settings.decoder_threads,
                 )
+                runner.taps = Taps(
+                    cam, self.me, bus=self.bus, backend=self.backend,
+                    descriptions=self.descriptions, recorder=self.recorder,
+                )  # fmt: skip
                 spec = self._specs.get(cam)
                 if isinstance(spec, PipelineSpec):
                     runner.set_spec(spec)

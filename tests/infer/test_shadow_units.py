@@ -6,6 +6,7 @@ slow or raises (standing for a broken candidate: what the runner must survive)."
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from services.infer.replay import (
     encode_bgr,
 )
 from services.infer.shadow import ShadowRunner, ShadowTally, box_iou, compare, model_runner
+from services.infer.swap import VersionSwap
 from tests import assets
 from tests.media import read_image
 from tests.models import ASTRONAUT_FACE, models_folder
@@ -230,3 +232,27 @@ def test_only_video_files_inside_the_folders(tmp_path: Path) -> None:
         with pytest.raises(OvbusError) as e:
             allowed_video(bad, [models])
         assert e.value.code == code, bad
+
+
+def test_a_new_version_loads_aside_while_the_old_one_serves() -> None:
+    loaded = threading.Event()
+    calls: list[tuple[str, int | None]] = []
+
+    def load(name: str, version: int | None) -> object:
+        calls.append((name, version))
+        loaded.wait(5)
+        return object()
+
+    swap = VersionSwap(load, "door")
+    first = PipelineModel(name="face")
+    assert swap.choose(first) is first  # nothing to fall back on: the camera loads it
+    v2 = PipelineModel(name="face", version=2, threshold=0.7)
+    for _ in range(3):  # the load runs once, aside; the camera keeps the version it ran
+        chosen = swap.choose(v2)
+        assert (chosen.version, chosen.threshold) == (None, 0.7)
+    assert swap.loading() == [("face", 2)]
+    loaded.set()
+    deadline = time.monotonic() + 5
+    while swap.loading() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert swap.choose(v2) is v2 and calls == [("face", 2)]

@@ -1,0 +1,70 @@
+"""What a camera hands on besides its results, in three constant-time calls from its detection
+job: the version it should run of each model (:class:`~services.infer.swap.VersionSwap`), and
+after each frame the shadow candidate (:class:`~services.infer.shadow.ShadowRunner`) and the
+replay recorder (:class:`~services.infer.replay.Recorder`). The worker makes one per camera."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ovbus.bus import Bus
+from ovbus.frames import Frame
+from ovbus.payloads.detections import ModelResult
+from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
+from ovbus.payloads.shadow import ShadowReport
+from services.infer.backend import Backend
+from services.infer.descriptions import DescriptionStore
+from services.infer.replay import Recorder
+from services.infer.settings import InferSettings
+from services.infer.shadow import ShadowRunner, model_runner
+from services.infer.swap import VersionSwap
+
+
+class Taps:
+    def __init__(
+        self,
+        camera: str,
+        node: str,
+        *,
+        bus: Bus,
+        backend: Backend,
+        descriptions: DescriptionStore,
+        recorder: Recorder | None,
+        infer_timeout: float = 10.0,
+    ) -> None:
+        self.camera = camera
+        self.recorder = recorder
+        run = model_runner(backend.model, descriptions.get, infer_timeout)
+        topic = bus.topics.shadow(camera)
+
+        def report(doc: ShadowReport) -> None:
+            bus.publish(topic, doc)  # an OvbusError (broker away) is logged by the runner
+
+        self.shadow = ShadowRunner(camera, node, run, report)
+        self.swap = VersionSwap(backend.model, camera)
+
+    def choose(self, pm: PipelineModel) -> PipelineModel:
+        """The version of ``pm`` to run now (the previous one while a new one loads)."""
+        return self.swap.choose(pm)
+
+    def frame(self, spec: PipelineSpec, frame: Frame, results: Sequence[ModelResult]) -> None:
+        """A processed frame and its serving results."""
+        self.shadow.offer(spec, frame.image, results)
+        if self.recorder is not None:
+            self.recorder.offer(self.camera, frame)
+
+    def stop(self) -> None:
+        self.shadow.stop()
+        if self.recorder is not None:
+            self.recorder.forget(self.camera)
+
+
+def make_recorder(settings: InferSettings) -> Recorder:
+    """The worker's replay recorder from its settings (``replay_seconds`` 0: off)."""
+    return Recorder(
+        seconds=settings.replay_seconds,
+        fps=settings.replay_fps,
+        quality=settings.replay_quality,
+        max_bytes=int(settings.replay_max_mb * 1024 * 1024),
+        min_free=int(settings.replay_min_free_mb * 1024 * 1024),
+    )
