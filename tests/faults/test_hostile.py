@@ -420,11 +420,12 @@ def test_home_assistant_status_junk_is_ignored(broker: Mosquitto, prefix: str) -
 # Hand edits of the models folder -----------------------------------------------------------------
 
 
-def test_hand_broken_model_json_takes_down_only_its_model(
+def test_hand_broken_model_json_and_config_entry_take_down_only_their_models(
     broker: Mosquitto, prefix: str, client: Bus, tmp_path: Path
 ) -> None:
-    """Proves: a ``model.json`` broken by hand (cut short) is that model's clear error state on
-    the bus, naming the file; the other model of the same pipeline keeps serving results."""
+    """Proves: a ``model.json`` broken by hand (cut short) and a ``config.json`` entry edited by
+    hand into nonsense are each their model's clear error state on the bus, naming the file or
+    the field; the other model of the same pipeline keeps serving results."""
     from ovbus.errors import ErrorCode
     from ovbus.messages import Message
     from ovbus.payloads.detections import DetectionResult
@@ -433,10 +434,16 @@ def test_hand_broken_model_json_takes_down_only_its_model(
     models = models_folder(tmp_path / "models", pose=True)
     broken = models / "pose" / "model.json"
     broken.write_text(broken.read_text()[:40])  # an editor that crashed mid-save
+    config = json.loads((models / "config.json").read_text())
+    config["model_config_list"].append(
+        {"config": {"name": "ghost", "base_path": "ghost", "nireq": "many"}}
+    )
+    (models / "config.json").write_text(json.dumps(config))
     cam = "hall"
+    names = ["face", "pose", "ghost"]
     client.publish(
         client.topics.pipeline(cam),
-        PipelineSpec(models=[PipelineModel(name="face"), PipelineModel(name="pose")]),
+        PipelineSpec(models=[PipelineModel(name=n) for n in names]),
         retain=True,
         wait=True,
     )
@@ -455,14 +462,24 @@ def test_hand_broken_model_json_takes_down_only_its_model(
 
             def reported(message: Message) -> InferenceState | None:
                 state = message.decode(InferenceState) if message.payload else None
-                return state if state is not None and len(state.models) == 2 else None
+                return state if state is not None and len(state.models) == 3 else None
 
             state = wait_for(client, str(client.topics.inference(cam)), reported, 30, infer)
-            face, pose = state.models
-            assert (face.name, face.state) == ("face", "running")
-            assert pose.name == "pose" and pose.state == "error" and pose.error is not None
+            face, pose, ghost = state.models
+            assert [m.name for m in state.models] == names
+            assert (face.state, face.error) == ("running", None)
+            assert pose.state == "error" and pose.error is not None
             assert pose.error.code == ErrorCode.MODEL_LOAD_FAILED
             assert "model.json" in pose.error.message and "not a valid" in pose.error.message
+            assert ghost.state == "error" and ghost.error is not None
+            assert ghost.error.code == ErrorCode.INVALID_CONFIG
+            assert "'ghost'" in ghost.error.message and "nireq" in ghost.error.message
+            # and results keep coming from the good model
+            again = wait_for(
+                client, str(client.topics.detections(cam)),
+                lambda m: m.decode(DetectionResult), 30, infer,
+            )  # fmt: skip
+            assert [m.name for m in again.models] == ["face"]
     finally:
         client.publish(client.topics.pipeline(cam), None, retain=True)
         assert infer.stop() == 0, infer.output()[-3000:]
