@@ -99,6 +99,8 @@ class Producer:
         self._loop_end = -1
         self._loop_offset = 0
         self._last_clock = -1
+        self._interval = 0  # a looped file's frame interval (ns), 0: not joined
+        self._relay_caps: Any = None
         #: Why the source cannot be served as it comes (a JPEG RTP/JPEG cannot carry).
         self.refused: str | None = None
         self._jpeg_checked = not passthrough
@@ -207,8 +209,11 @@ class Producer:
         running = segment.to_running_time(Gst.Format.TIME, buffer.pts)
         if running == Gst.CLOCK_TIME_NONE or running < 0:
             return Gst.FlowReturn.OK
-        if self.passthrough and not self.source.live:
-            running = self._join_loop(sample, segment, running)
+        caps = sample.get_caps()
+        if caps != self._caps and (self._caps is None or not self._caps.is_equal(caps)):
+            self._new_caps(caps)  # (``!=`` compares the pointers: cheap, every frame)
+        if self._interval > 0:
+            running = self._join_loop(buffer, segment, running)
         clock_time = running + sink.get_base_time()
         if self._upstream is not None:
             upstream = capture_time(buffer)
@@ -227,10 +232,6 @@ class Producer:
                 self._last_clock = -1  # held back, and the rest of it with it
                 return Gst.FlowReturn.OK
             clock_time = stamp
-        caps = sample.get_caps()
-        if self._caps is None or not self._caps.is_equal(caps):
-            self._caps, self.caps_text = caps, caps.to_string()
-            self._jpeg_checked = not self.passthrough
         if not self._jpeg_checked:
             self._jpeg_checked = True
             if caps.get_structure(0).get_name() == "image/jpeg":
@@ -240,7 +241,9 @@ class Producer:
             return Gst.FlowReturn.OK
         if len(self._first_times) < RATE_FRAMES:
             self._first_times.append(clock_time)
-        self.relay.set_caps(caps)
+        if caps != self._relay_caps:
+            self.relay.set_caps(caps)
+            self._relay_caps = caps
         self.relay.push(buffer, clock_time)
         self._last_clock = clock_time
         self.frames += 1
@@ -248,7 +251,17 @@ class Producer:
         self.first_frame.set()
         return Gst.FlowReturn.OK
 
-    def _join_loop(self, sample: Any, segment: Any, running: int) -> int:
+    def _new_caps(self, caps: Any) -> None:
+        """The stream's caps changed (or came): note them, and what they mean per frame."""
+        self._caps, self.caps_text = caps, caps.to_string()
+        self._jpeg_checked = not self.passthrough
+        self._interval = 0
+        if self.passthrough and not self.source.live:  # a looped file: its frame interval
+            ok, num, den = caps.get_structure(0).get_fraction("framerate")
+            if ok and num > 0 and den > 0:
+                self._interval = Gst.util_uint64_scale_int(Gst.SECOND, den, num)
+
+    def _join_loop(self, buffer: Any, segment: Any, running: int) -> int:
         """A file served as it comes loops with a non-flushing segment seek, and the demuxer
         starts the next loop's segment where the last frame *starts* (its position), one
         frame early: the first frame of each loop would repeat the last one's time stamp.
@@ -257,14 +270,7 @@ class Producer:
         frame ended, and this frame with it: one timeline. Returns the frame's running time.
         (Encoding producers need none: videorate keeps their rate.) Decode order (DTS) is
         what grows frame by frame; B-frames' PTS do not."""
-        buffer = sample.get_buffer()
-        structure = sample.get_caps().get_structure(0)
-        ok, num, den = structure.get_fraction("framerate")
-        interval = buffer.duration
-        if ok and num > 0 and den > 0:
-            interval = Gst.util_uint64_scale_int(Gst.SECOND, den, num)
-        if interval == Gst.CLOCK_TIME_NONE:
-            return running
+        interval = self._interval
         order = running
         if buffer.dts != Gst.CLOCK_TIME_NONE:
             order = segment.to_running_time(Gst.Format.TIME, buffer.dts)

@@ -1,0 +1,190 @@
+"""Benchmark: capture CPU per camera served as it comes (pass-through) against the same camera
+decoded and encoded, measured side by side in one run.
+
+For each source codec (the demo video as H.264, and as MJPEG: JPEG frames in AVI, what an MJPEG
+webcam's stream is) a capture node serves ``CAMERAS`` cameras of it, once as it comes and once
+with ``--no-passthrough`` (decode, then x264 or jpegenc), in alternating order, ``REPEATS``
+times. Every camera has an RTSP client attached that receives and drops the packets (nothing is
+decoded in this process), so the RTSP serving is part of what is measured. The capture node's
+CPU (user + system, ``/proc``) over the window, per camera, is the figure; the ratio is the
+median pass-through figure over the median encoding one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.report import Report, Row
+from bench.stack import cpu_seconds
+from ovbus.bus import Bus
+from ovbus.errors import BusTimeout, OvbusError
+from ovbus.payloads import StreamDescriptor
+from services.demo import assets, media
+from services.mosquitto import Mosquitto, free_port
+from services.supervisor import Supervisor
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "bench-capture"
+CAMERAS = 4
+REPEATS = 3
+#: Target: a pass-through camera costs at most this share of an encoding one.
+TARGET = 0.2
+
+
+def mjpeg_video() -> Path:
+    """The demo video as MJPEG (JPEG frames, 4:2:0, in AVI), made once from the H.264 one."""
+    target = assets.CACHE / "demo" / "faces-and-people-mjpeg.avi"
+    if target.exists():
+        return target
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise OvbusError("ffmpeg is not installed: run `make setup`")
+    part = target.with_name(f".{target.stem}.part.avi")
+    subprocess.run(
+        [ffmpeg, "-loglevel", "error", "-y", "-i", str(media.demo_video()), "-c:v", "mjpeg",
+         "-q:v", "5", "-pix_fmt", "yuvj420p", "-an", str(part)],
+        check=True,
+        timeout=300,
+    )  # fmt: skip
+    part.replace(target)
+    return target
+
+
+class Sinks:
+    """One RTSP client per URL that receives the stream and drops it (``rtspsrc ! fakesink``),
+    built element by element: what a reader costs the capture node, without decoding here."""
+
+    def __init__(self, urls: list[str]) -> None:
+        from ovbus.rtsp_pipeline import init
+
+        gst = self._gst = init()
+        self.pipeline = gst.Pipeline.new(None)
+        for url in urls:
+            src = gst.ElementFactory.make("rtspsrc", None)
+            src.set_property("location", url)
+            src.set_property("protocols", "tcp")
+            src.set_property("latency", 0)
+            self.pipeline.add(src)
+            src.connect("pad-added", self._link)
+
+    def _link(self, _src: Any, pad: Any) -> None:
+        sink = self._gst.ElementFactory.make("fakesink", None)
+        sink.set_property("sync", False)
+        self.pipeline.add(sink)
+        sink.sync_state_with_parent()
+        pad.link(sink.get_static_pad("sink"))
+
+    def __enter__(self) -> Sinks:
+        self.pipeline.set_state(self._gst.State.PLAYING)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pipeline.set_state(self._gst.State.NULL)
+
+
+@contextmanager
+def capture_node(
+    broker: str, workers: Supervisor, video: Path, passthrough: bool
+) -> Iterator[tuple[int, list[StreamDescriptor]]]:
+    """A capture node serving ``CAMERAS`` cameras of ``video``; (pid, descriptors)."""
+    cams: list[str] = []
+    for i in range(CAMERAS):
+        cams += ["--camera", f"cam{i}={video}"]
+    name = "capture"
+    argv = [
+        "capture", "--broker", broker, "--prefix", PREFIX, *cams,
+        "--rtsp-port", str(free_port()), "--bind", "127.0.0.1", "--advertise-host", "127.0.0.1",
+        "--passthrough" if passthrough else "--no-passthrough",
+    ]  # fmt: skip
+    bus = Bus(broker, prefix=PREFIX).connect(timeout=10)
+    try:
+        sub = bus.subscribe(bus.topics.all_cameras("stream"), idle_timeout=2)
+        proc = workers.spawn(name, argv)
+        found: dict[str, StreamDescriptor] = {}
+        deadline = time.monotonic() + 60
+        while len(found) < CAMERAS:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise OvbusError(f"capture did not announce its cameras: {workers.log(name)}")
+            try:
+                message = sub.get()
+            except BusTimeout:
+                continue
+            if message.payload:
+                d = message.decode(StreamDescriptor)
+                if d.passthrough == passthrough:
+                    found[d.camera] = d
+        sub.close()
+        yield proc.pid, list(found.values())
+    finally:
+        workers.stop(name)
+        bus.close()
+
+
+def measure(
+    broker: str, workers: Supervisor, video: Path, passthrough: bool, window: float
+) -> tuple[float, StreamDescriptor]:
+    """Capture CPU seconds per second per camera, with a client on every camera."""
+    with (
+        capture_node(broker, workers, video, passthrough) as (pid, descriptors),
+        Sinks([d.url for d in descriptors]),
+    ):
+        time.sleep(2.0)  # clients connected, medias made
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(window)
+        cpu1, t1 = cpu_seconds(pid), time.monotonic()
+    return (cpu1 - cpu0) / (t1 - t0) / CAMERAS, descriptors[0]
+
+
+def run(report: Report, quick: bool = False) -> None:
+    window = 4.0 if quick else 10.0
+    repeats = 1 if quick else REPEATS
+    videos = {"H.264": media.demo_video(), "MJPEG": mjpeg_video()}
+    with (
+        tempfile.TemporaryDirectory(prefix="ovbus-bench-capture-") as tmp,
+        Supervisor(Path(tmp), cwd=ROOT) as workers,
+        Mosquitto(workdir=Path(tmp) / "broker") as broker,
+    ):
+        for label, video in videos.items():
+            cores: dict[bool, list[float]] = {True: [], False: []}
+            served: dict[bool, StreamDescriptor] = {}
+            for i in range(repeats):
+                order = (True, False) if i % 2 == 0 else (False, True)  # alternate sides
+                for passthrough in order:
+                    figure, served[passthrough] = measure(
+                        broker.url, workers, video, passthrough, window
+                    )
+                    cores[passthrough].append(figure)
+            ratio = statistics.median(cores[True]) / statistics.median(cores[False])
+            d = served[True]
+            report.add(
+                Row(
+                    "capture",
+                    f"{label} {d.width}x{d.height} at {d.fps:g} fps, {CAMERAS} cameras",
+                    {
+                        "passthrough_cores_per_camera": statistics.median(cores[True]),
+                        "encoding_cores_per_camera": statistics.median(cores[False]),
+                        "encoder": "x264" if served[False].codec == "h264" else "jpegenc",
+                        "runs": repeats,
+                    },
+                    ratio=ratio,
+                    target=f"pass-through <= {TARGET:g} x encoding",
+                    met=ratio <= TARGET,
+                )
+            )
+    report.notes += [
+        f"cores per camera: CPU seconds per second of the capture node serving {CAMERAS} cameras "
+        "of the same file, divided by 4, with one RTSP client per camera receiving the stream "
+        "(not decoding it); median of the runs, pass-through and encoding measured alternately "
+        "in one run.",
+        "Encoding: the file decoded (avdec_h264 / jpegdec), converted, and encoded again "
+        "(x264 ultrafast zerolatency, 2 Mbit/s / jpegenc quality 85), as every camera was "
+        "served before pass-through; pass-through: demuxed and parsed only.",
+    ]
