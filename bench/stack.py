@@ -100,12 +100,21 @@ class Stack:
     """Broker, zoo with models, capture with ``cameras`` cameras, and (optionally) infer."""
 
     def __init__(
-        self, cameras: int, models: list[str], *, infer: bool = True, fps: int = 30
+        self,
+        cameras: int,
+        models: list[str],
+        *,
+        infer: bool = True,
+        fps: int | None = 30,
+        source: Path | None = None,
     ) -> None:
+        """``source``: the video file every camera serves (default: the demo video); ``fps``
+        ``None`` serves it at its own rate (pass-through: neither decoded nor encoded)."""
         self.cameras = [f"cam{i}" for i in range(cameras)]
         self.model_names = models
         self.with_infer = infer
         self.fps = fps
+        self.source = source
         self._exit = ExitStack()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.urls: dict[str, str] = {}
@@ -147,7 +156,7 @@ class Stack:
         for name in self.model_names:
             self.pull(name)
         cams: list[str] = []
-        video = str(media.demo_video())
+        video = str(self.source or media.demo_video())
         for cam in self.cameras:
             cams += ["--camera", f"{cam}={video}"]
         self._spawn(
@@ -160,8 +169,7 @@ class Stack:
                 str(free_port()),
                 "--advertise-host",
                 "127.0.0.1",
-                "--fps",
-                str(self.fps),
+                *(["--fps", str(self.fps)] if self.fps else []),
             ],
         )
         self._wait_streams()
@@ -175,10 +183,20 @@ class Stack:
             self.start_infer()
         return self
 
-    def start_infer(self) -> None:
-        for cam in self.cameras:
-            self.set_pipeline(cam, self.model_names[0])
-        self._spawn("infer", ["infer", *self.common, "--models", str(self.models)])
+    def start_infer(self, *args: str, cameras: int | None = None) -> None:
+        """The infer worker (``args``: its flags) with a pipeline on the first ``cameras``
+        cameras (default: all) and none on the others (they are not read)."""
+        count = len(self.cameras) if cameras is None else cameras
+        for i, cam in enumerate(self.cameras):
+            if i < count:
+                self.set_pipeline(cam, self.model_names[0])
+            else:
+                self.bus.publish(self.bus.topics.pipeline(cam), None, wait=True)
+        self._spawn("infer", ["infer", *self.common, "--models", str(self.models), *args])
+
+    def stop_infer(self) -> None:
+        if self.procs.pop("infer", None) is not None:
+            self.workers.stop("infer")
 
     def pull(self, name: str, convert: bool = True, timeout: float = 600) -> ModelState:
         reply = self.bus.request(
@@ -196,8 +214,12 @@ class Stack:
         folder = self.models / name / str(state.current_version)
         return next(p for p in sorted(folder.iterdir()) if p.suffix in (".xml", ".tflite", ".onnx"))
 
-    def set_pipeline(self, camera: str, model: str) -> None:
-        spec = PipelineSpec(models=[PipelineModel(name=model, threshold=0.5)], snapshots=False)
+    def set_pipeline(self, camera: str, model: str, detect_fps: float | None = None) -> None:
+        spec = PipelineSpec(
+            models=[PipelineModel(name=model, threshold=0.5)],
+            snapshots=False,
+            detect_fps=detect_fps,
+        )
         self.bus.publish(self.bus.topics.pipeline(camera), spec, wait=True)
 
     def _wait_online(self, kind: str, timeout: float = 60) -> None:
@@ -228,12 +250,14 @@ class Stack:
                 self.urls[desc.camera] = desc.url
         sub.close()
 
-    def wait_results(self, per_camera: int = 5, timeout: float = 120) -> None:
-        """Until every camera has produced results from the first model (warm-up)."""
+    def wait_results(
+        self, per_camera: int = 5, timeout: float = 120, cameras: int | None = None
+    ) -> None:
+        """Until every camera (the first ``cameras``) has produced results (warm-up)."""
         deadline = time.monotonic() + timeout
         while True:
             with self.collector.lock:
-                counts = {c: 0 for c in self.cameras}
+                counts = {c: 0 for c in self.cameras[:cameras]}
                 for a in self.collector.arrivals:
                     counts[a.camera] = counts.get(a.camera, 0) + 1
             if min(counts.values()) >= per_camera:

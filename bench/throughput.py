@@ -1,38 +1,52 @@
-"""Benchmark 1 (throughput) and 2 (freshness per camera count), measured side by side in one run.
+"""Benchmark 1 (throughput) and 2 (freshness per camera count), measured side by side.
 
-For each model (the default BlazeFace, and the heavier MediaPipe pose detector) and 1, 2, 4, 8
-cameras (640x480 H.264 at 30 fps from the capture worker):
+The cameras serve pre-encoded files as they are (capture pass-through: neither decoded nor
+encoded by the capture worker), 640x480 at 30 fps, H.264 and MJPEG: the demo scene with its
+media time painted as a barcode (``bench/streams.py``), so both the pipeline and the naive loop
+report frame age. For each codec and 4, 8, 16 cameras with the default model (BlazeFace):
 
 - I: OpenVINO's own ``benchmark_app`` on the same model file (THROUGHPUT hint), measured alone;
-- D: decode-only rate of the same H.264 content through the same decoder the reader uses
-  (``decodebin``, to the decoder's own I420), two decoders in parallel (2 cores), measured alone;
+- D: decode-only rate of the same file, two decoders in parallel (2 cores), measured alone
+  (H.264: GStreamer's ``avdec_h264``; MJPEG: libjpeg-turbo through simplejpeg, full size);
 - the serial bound 1/(1/I + 1/D): what the machine could do if each frame were decoded and
   inferred and nothing else ran;
-- the pipeline: results/s arriving at a subscriber from the infer worker, and frame age;
-- the baseline of the toolkit's original notebooks: OpenCV reads each RTSP stream and makes one
-  synchronous request per frame (one thread per camera), on the same streams.
+- the pipeline: results/s arriving at a subscriber from the infer worker, and frame age
+  (capture time from RTCP to arrival);
+- the naive loop of the toolkit's original notebooks: OpenCV reads each RTSP stream and makes
+  one synchronous request per frame (one thread per camera), frame age from the barcode;
+- pipeline and naive loop run alternately, ``PAIRS`` pairs per case; ratios are medians.
+
+Plus 16 cameras at ``detect_fps`` 5, and the MJPEG decode CPU at 5 detections/s against
+decoding every frame (the reader's own decode time, measured in this process).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import shutil
+import statistics
 import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bench import streams
 from bench.report import Report, Row
 from bench.stack import Stack, ages_ms, cpu_seconds
 from ovbus.errors import OvbusError
 from ovbus.payloads import ModelDescription
+from ovbus.rtsp import RtspReader
 from services.demo import media
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ["blazeface", "pose-detection"]
+MODEL = "blazeface"
+PAIRS = 3
 
 
 def benchmark_app(model_file: Path, hint: str, seconds: int) -> tuple[float, float]:
@@ -46,39 +60,25 @@ def benchmark_app(model_file: Path, hint: str, seconds: int) -> tuple[float, flo
         check=False,
     ).stdout
     fps = re.search(r"Throughput:\s+([\d.]+) FPS", out)
-    median = re.search(r"Median:\s+([\d.]+) ms", out)
+    median = re.search(r"Median:\s+([\d.]+) (ms|us)", out)
     if not fps or not median:
         raise OvbusError(f"benchmark_app gave no figures: {out[-2000:]}")
-    return float(fps.group(1)), float(median.group(1))
+    scale = 0.001 if median.group(2) == "us" else 1.0
+    return float(fps.group(1)), float(median.group(1)) * scale
 
 
-def decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
-    """Frames/s decoding ``video`` with GStreamer's decodebin (no conversion), ``parallel`` at once."""
+def h264_decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
+    """Frames/s decoding ``video`` with avdec_h264 (one thread each), ``parallel`` at once."""
     frames = media.SECONDS * media.FPS * repeats
     launch = shutil.which("gst-launch-1.0") or "gst-launch-1.0"
+    argv = [
+        launch, "-q", "filesrc", f"location={video}", "!", "qtdemux", "!", "h264parse", "!",
+        "avdec_h264", "max-threads=1", "!", "fakesink", "sync=false",
+    ]  # fmt: skip
 
     def one() -> None:
         for _ in range(repeats):
-            subprocess.run(
-                [
-                    launch,
-                    "-q",
-                    "filesrc",
-                    f"location={video}",
-                    "!",
-                    "qtdemux",
-                    "!",
-                    "h264parse",
-                    "!",
-                    "decodebin",
-                    "!",
-                    "fakesink",
-                    "sync=false",
-                ],
-                check=True,
-                timeout=300,
-                capture_output=True,
-            )
+            subprocess.run(argv, check=True, timeout=300, capture_output=True)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
@@ -87,9 +87,79 @@ def decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
     return frames * parallel / (time.perf_counter() - start)
 
 
-def baseline(stack: Stack, model_file: Path, desc: ModelDescription, seconds: float) -> float:
+def jpeg_frames(video: Path) -> list[bytes]:
+    """The JPEG frames of an MJPEG file, as they are (ffmpeg copies them out)."""
+    ffmpeg = shutil.which("ffmpeg") or "ffmpeg"
+    out = subprocess.run(
+        [ffmpeg, "-loglevel", "error", "-i", str(video), "-c", "copy", "-f", "mjpeg", "-"],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    return [b"\xff\xd8" + part for part in out.split(b"\xff\xd8") if part]
+
+
+def jpeg_decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
+    """Frames/s decoding every JPEG of ``video`` at full size, ``parallel`` threads at once."""
+    import simplejpeg  # type: ignore[import-untyped]
+
+    frames = jpeg_frames(video)
+
+    def one() -> None:
+        for _ in range(repeats):
+            for data in frames:
+                simplejpeg.decode_jpeg(data, colorspace="BGR")
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        for f in [pool.submit(one) for _ in range(parallel)]:
+            f.result()
+    return len(frames) * repeats * parallel / (time.perf_counter() - start)
+
+
+@dataclass
+class Run:
+    rate: float
+    p50: float
+    p99: float
+    infer_cores: float = float("nan")
+    capture_cores: float = float("nan")
+
+
+def pipeline(stack: Stack, n: int, seconds: float, detect_fps: float | None = None) -> Run:
+    """Results/s and frame age of the infer worker on the first ``n`` cameras."""
+    stack.collector.clear()
+    stack.start_infer(cameras=n)
+    if detect_fps is not None:
+        for cam in stack.cameras[:n]:
+            stack.set_pipeline(cam, MODEL, detect_fps)
+    try:
+        stack.wait_results(per_camera=3, cameras=n)
+        time.sleep(2.0)  # every reader is streaming, the scheduler is in its steady state
+        pids = stack.procs["infer"].pid, stack.procs["capture"].pid
+        cpu0 = [cpu_seconds(p) for p in pids]
+        begin = time.time()
+        time.sleep(seconds)
+        end = time.time()
+        cpu1 = [cpu_seconds(p) for p in pids]
+    finally:
+        stack.stop_infer()
+    got = [a for a in stack.collector.window(begin, end) if a.model == MODEL]
+    p50, p99 = ages_ms(got)
+    span = end - begin
+    return Run(len(got) / span, p50, p99, (cpu1[0] - cpu0[0]) / span, (cpu1[1] - cpu0[1]) / span)
+
+
+def baseline(
+    stack: Stack,
+    n: int,
+    model_file: Path,
+    desc: ModelDescription,
+    seconds: float,
+    clocks: dict[str, streams.MediaClock],
+) -> Run:
     """The original notebooks' loop, one thread per camera: cv2.VideoCapture(rtsp).read(),
-    preprocess, one synchronous infer, decode; returns frames processed per second (all cameras)."""
+    preprocess, one synchronous infer, decode. Frame age: capture time from the barcode."""
     import cv2
     import openvino as ov
 
@@ -99,32 +169,44 @@ def baseline(stack: Stack, model_file: Path, desc: ModelDescription, seconds: fl
     compiled = ov.Core().compile_model(str(model_file), "CPU")
     shape = tuple(int(d) for d in compiled.inputs[0].get_shape())
     counts: list[int] = []
+    ages: list[float] = []
+    lock = threading.Lock()
     stop = threading.Event()
     measuring = threading.Event()  # frames count only inside the window, not during warm-up
-    started = threading.Barrier(len(stack.cameras) + 1)
+    cams = stack.cameras[:n]
+    started = threading.Barrier(len(cams) + 1)
 
-    def run(url: str) -> None:
-        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+    def run(cam: str) -> None:
+        cap = cv2.VideoCapture(stack.urls[cam], cv2.CAP_FFMPEG)
         request = compiled.create_infer_request()
-        n = 0
+        clock = clocks[cam]
+        count = 0
+        mine: list[float] = []
         started.wait(60)
         while not stop.is_set():
             ok, frame = cap.read()
             if not ok:
                 continue
-            tensor, meta = prepare(np.asarray(frame, dtype=np.uint8), desc, shape)
+            image = np.asarray(frame, dtype=np.uint8)
+            tensor, meta = prepare(image, desc, shape)
             result = request.infer({0: tensor})
             decode(desc, {p.get_any_name(): result[p] for p in compiled.outputs}, meta, 0.5)
+            done = time.time()
             if measuring.is_set():
-                n += 1
-        counts.append(n)
+                count += 1
+                painted = streams.media_time(image)
+                if painted is not None:
+                    mine.append((done - clock.capture_time(painted, done)) * 1000)
+        with lock:
+            counts.append(count)
+            ages.extend(mine)
         cap.release()
 
-    threads = [threading.Thread(target=run, args=(stack.urls[c],)) for c in stack.cameras]
+    threads = [threading.Thread(target=run, args=(c,)) for c in cams]
     for t in threads:
         t.start()
     started.wait(60)
-    time.sleep(10)  # connection set-up and the FFmpeg probe backlog are not part of the rate
+    time.sleep(8)  # connection set-up and the FFmpeg probe backlog are not part of the rate
     begin = time.perf_counter()
     measuring.set()
     time.sleep(seconds)
@@ -133,86 +215,216 @@ def baseline(stack: Stack, model_file: Path, desc: ModelDescription, seconds: fl
     stop.set()
     for t in threads:
         t.join(30)
-    return sum(counts) / elapsed
+    p50, p99 = (
+        (float(np.percentile(ages, 50)), float(np.percentile(ages, 99)))
+        if ages
+        else (float("nan"), float("nan"))
+    )
+    return Run(sum(counts) / elapsed, p50, p99)
+
+
+def decode_cpu(stack: Stack, n: int, rate: float, seconds: float) -> tuple[float, float, float]:
+    """CPU seconds/s the reader spends decoding ``n`` MJPEG cameras: taking ``rate`` frames/s
+    each (full size, and scaled to a 128x128 model input), and decoding every frame."""
+
+    def measure(every: bool, size: tuple[int, int] | None) -> float:
+        readers: list[RtspReader] = []
+
+        def on_frame(reader: list[RtspReader]) -> None:
+            pending = reader[0].take() if reader else None
+            if pending is not None:
+                pending.frame()
+
+        for cam in stack.cameras[:n]:
+            holder: list[RtspReader] = []
+            callback = functools.partial(on_frame, holder) if every else None
+            reader = RtspReader(stack.urls[cam], camera=cam, decode_size=size, on_frame=callback)
+            holder.append(reader)
+            readers.append(reader.start())
+        try:
+            deadline = time.monotonic() + 30
+            while min(r.frames for r in readers) < 5:  # every stream is flowing
+                if time.monotonic() > deadline:
+                    raise OvbusError("the MJPEG cameras sent no frames within 30 s")
+                time.sleep(0.1)
+            before = sum(r.decode_s for r in readers)
+            begin = time.monotonic()
+            while time.monotonic() - begin < seconds:
+                tick = time.monotonic()
+                if not every:
+                    for reader in readers:
+                        pending = reader.take()
+                        if pending is not None:
+                            pending.frame()
+                time.sleep(max(0.0, 1.0 / rate - (time.monotonic() - tick)))
+            return (sum(r.decode_s for r in readers) - before) / (time.monotonic() - begin)
+        finally:
+            for reader in readers:
+                reader.stop()
+
+    return measure(False, None), measure(False, (128, 128)), measure(True, None)
 
 
 def description(stack: Stack, name: str) -> ModelDescription:
     return ModelDescription.model_validate_json((stack.models / name / "model.json").read_text())
 
 
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
 def run(report: Report, quick: bool = False) -> None:
-    counts = [1, 4] if quick else [1, 2, 4, 8]
-    window = 6.0 if quick else 15.0
-    video = media.demo_video()
-    decode = decode_rate(video, 2 if quick else 5)
-    report.add(Row("throughput", "decode-only rate D (640x480 H.264 to I420, 2 decoders)", {"fps": decode}))
-    for model in MODELS[:1] if quick else MODELS:
-        figures: dict[str, float] = {}
-        for n in counts:
-            with Stack(n, [model]) as stack:
-                if not figures:
-                    model_file = stack.model_file(model)
-                    figures["I"], _ = benchmark_app(model_file, "throughput", 5 if quick else 10)
-                    _, figures["latency_ms"] = benchmark_app(
-                        model_file, "latency", 5 if quick else 10
-                    )
-                    report.add(
-                        Row(
-                            "throughput",
-                            f"{model}: benchmark_app",
-                            {"I_fps": figures["I"], "latency_ms": figures["latency_ms"]},
-                        )
-                    )
-                bound = 1.0 / (1.0 / figures["I"] + 1.0 / decode)
-                stack.wait_results()
-                infer_pid, capture_pid = stack.procs["infer"].pid, stack.procs["capture"].pid
-                cpu0 = cpu_seconds(infer_pid), cpu_seconds(capture_pid)
-                begin = time.time()
-                time.sleep(window)
-                end = time.time()
-                cpu1 = cpu_seconds(infer_pid), cpu_seconds(capture_pid)
-                got = [a for a in stack.collector.window(begin, end) if a.model == model]
-                rate = len(got) / (end - begin)
-                p50, p99 = ages_ms(got)
-                stack.workers.stop("infer")
-                base = baseline(stack, stack.model_file(model), description(stack, model), window)
-                offered = 30.0 * n
-                possible = min(offered, bound)
-                age_target = 2 * (figures["latency_ms"] + 1000.0 / 30) + 30
+    counts = [2] if quick else [4, 8, 16]
+    pairs = 1 if quick else PAIRS
+    window = 4.0 if quick else 10.0
+    files = {"h264": streams.h264_file(), "mjpeg": streams.mjpeg_file()}
+    decode = {
+        "h264": h264_decode_rate(files["h264"], 1 if quick else 4),
+        "mjpeg": jpeg_decode_rate(files["mjpeg"], 1 if quick else 3),
+    }
+    report.add(Row("throughput", "decode-only rate D, H.264 (avdec_h264, 2 decoders)", {"fps": decode["h264"]}))  # fmt: skip
+    report.add(Row("throughput", "decode-only rate D, MJPEG (full size, 2 threads)", {"fps": decode["mjpeg"]}))  # fmt: skip
+    load = os.getloadavg()
+    figures: dict[str, float] = {}
+    for codec, video in files.items():
+        with Stack(max(counts), [MODEL], infer=False, fps=None, source=video) as stack:
+            if not figures:
+                model_file = stack.model_file(MODEL)
+                figures["I"], _ = benchmark_app(model_file, "throughput", 5 if quick else 10)
+                _, figures["latency_ms"] = benchmark_app(model_file, "latency", 5 if quick else 10)
                 report.add(
                     Row(
                         "throughput",
-                        f"{model}, {n} camera(s)",
-                        {
-                            "offered": offered,
-                            "results_per_s": rate,
-                            "bound": bound,
-                            "baseline_per_s": base,
-                            "infer_cores": (cpu1[0] - cpu0[0]) / (end - begin),
-                            "capture_cores": (cpu1[1] - cpu0[1]) / (end - begin),
-                            "age_p50_ms": p50,
-                            "age_p99_ms": p99,
-                        },
-                        ratio=rate / possible,
-                        target=">= 0.85 of min(offered, bound); ahead of baseline",
-                        met=rate / possible >= 0.85 and rate > base,
+                        f"{MODEL}: benchmark_app",
+                        {"I_fps": figures["I"], "latency_ms": figures["latency_ms"]},
                     )
                 )
+            model_file, desc = stack.model_file(MODEL), description(stack, MODEL)
+            with ThreadPoolExecutor(8) as pool:
+                clocks = dict(
+                    zip(
+                        stack.cameras,
+                        pool.map(lambda c: streams.calibrate(stack.urls[c]), stack.cameras),
+                        strict=True,
+                    )
+                )
+            bound = 1.0 / (1.0 / figures["I"] + 1.0 / decode[codec])
+            rates: dict[int, float] = {}
+            for n in counts:
+                runs = []
+                for _ in range(pairs):
+                    runs.append(
+                        (
+                            pipeline(stack, n, window),
+                            baseline(stack, n, model_file, desc, window, clocks),
+                        )
+                    )
+                _rows(report, codec, n, runs, bound, figures["latency_ms"])
+                rates[n] = _median([p.rate for p, _ in runs])
+                if len(rates) > 1:
+                    before = max(r for m, r in rates.items() if m < n)
+                    report.add(
+                        Row(
+                            "throughput",
+                            f"{codec}: {n} cameras against fewer",
+                            {"results_per_s": rates[n], "best_with_fewer": before},
+                            ratio=rates[n] / before,
+                            target=">= 0.9 (no fall as cameras are added)",
+                            met=rates[n] / before >= 0.9,
+                        )
+                    )
+            n = max(counts)
+            limited = [pipeline(stack, n, window, detect_fps=5.0) for _ in range(pairs)]
+            _limited_row(report, codec, n, limited, figures["latency_ms"])
+            if codec == "mjpeg":
+                taken, scaled, every = decode_cpu(stack, n, 5.0, window)
                 report.add(
                     Row(
-                        "freshness",
-                        f"{model}, {n} camera(s)",
-                        {"age_p50_ms": p50, "age_p99_ms": p99, "target_p99_ms": age_target},
-                        ratio=p99 / age_target if not np.isnan(p99) else None,
-                        target="p99 <= 2 x (latency + frame interval) + 30 ms",
-                        met=bool(p99 <= age_target),
+                        "throughput",
+                        f"mjpeg decode CPU, {n} cameras at 5 detections/s vs every frame",
+                        {"cores_5fps": taken, "cores_5fps_scaled": scaled, "cores_every": every},
+                        ratio=taken / every,
+                        target="<= 0.25 of decoding every frame",
+                        met=taken / every <= 0.25,
                     )
                 )
     report.notes += [
-        "I and D are measured alone; the pipeline runs with the capture worker on the same 2 cores, which "
-        "decodes the video file and re-encodes each camera with x264 (capture_cores is its CPU use), so the "
-        "serial bound, which leaves capture out, is not reachable once capture takes a large share.",
-        "ratio = results/s over min(offered, bound): with fewer cameras the offered load (30 fps each) is below "
-        "what the machine can process, and keeping up with it is the most the pipeline can do.",
-        "baseline_per_s: OpenCV reading RTSP with one synchronous request per frame, one thread per camera.",
+        f"load average when the run started: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} (1, 5, 15 min)",
+        "cameras: pre-encoded files served pass-through by the capture worker (capture_cores is its CPU, "
+        "outside the bound); I and D measured alone.",
+        f"pipeline and naive loop alternate, {pairs} pairs per case, {window:.0f} s windows; figures are medians.",
+        "ratio = results/s over min(offered, bound); vs_naive = pipeline results/s over the naive loop's.",
+        "frame age target: 2 x (inference latency + detection interval per camera) + 30 ms; the interval is "
+        "cameras / results/s (at least the frame interval).",
     ]
+
+
+def _rows(
+    report: Report, codec: str, n: int, runs: list[tuple[Run, Run]], bound: float, latency: float
+) -> None:
+    rate = _median([p.rate for p, _ in runs])
+    base = _median([b.rate for _, b in runs])
+    versus = _median([p.rate / b.rate if b.rate else float("inf") for p, b in runs])
+    p50, p99 = _median([p.p50 for p, _ in runs]), _median([p.p99 for p, _ in runs])
+    b50, b99 = _median([b.p50 for _, b in runs]), _median([b.p99 for _, b in runs])
+    offered = 30.0 * n
+    possible = min(offered, bound)
+    interval_ms = 1000.0 * max(1 / 30, n / rate if rate else float("inf"))
+    age_target = 2 * (latency + interval_ms) + 30
+    report.add(
+        Row(
+            "throughput",
+            f"{codec}, {n} cameras",
+            {
+                "offered": offered,
+                "results_per_s": rate,
+                "bound": bound,
+                "naive_per_s": base,
+                "vs_naive": versus,
+                "infer_cores": _median([p.infer_cores for p, _ in runs]),
+                "capture_cores": _median([p.capture_cores for p, _ in runs]),
+                "age_p50_ms": p50,
+                "age_p99_ms": p99,
+                "naive_age_p50_ms": b50,
+                "naive_age_p99_ms": b99,
+            },
+            ratio=rate / possible,
+            target=">= 0.85 of min(offered, bound); >= 2x naive at equal or better age",
+            met=rate / possible >= 0.85 and versus >= 2 and p99 <= b99,
+        )
+    )
+    report.add(
+        Row(
+            "freshness",
+            f"{codec}, {n} cameras",
+            {"age_p50_ms": p50, "age_p99_ms": p99, "target_p99_ms": age_target},
+            ratio=p99 / age_target if not np.isnan(p99) else None,
+            target="p99 <= 2 x (latency + detection interval) + 30 ms",
+            met=bool(p99 <= age_target),
+        )
+    )
+
+
+def _limited_row(report: Report, codec: str, n: int, runs: list[Run], latency: float) -> None:
+    rate = _median([r.rate for r in runs])
+    p50, p99 = _median([r.p50 for r in runs]), _median([r.p99 for r in runs])
+    offered = 5.0 * n
+    age_target = 2 * (latency + 200.0) + 30
+    report.add(
+        Row(
+            "throughput",
+            f"{codec}, {n} cameras at detect_fps 5",
+            {
+                "asked": offered,
+                "results_per_s": rate,
+                "infer_cores": _median([r.infer_cores for r in runs]),
+                "capture_cores": _median([r.capture_cores for r in runs]),
+                "age_p50_ms": p50,
+                "age_p99_ms": p99,
+                "target_p99_ms": age_target,
+            },
+            ratio=rate / offered,
+            target=">= 0.85 of asked; age p99 <= 2 x (latency + 200 ms) + 30 ms",
+            met=rate / offered >= 0.85 and p99 <= age_target,
+        )
+    )
