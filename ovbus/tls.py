@@ -102,7 +102,8 @@ def check(
     The handshake is made with TLS 1.2 at most: there the broker checks a client certificate
     inside the handshake, so its refusal arrives as an alert at once (with TLS 1.3 it comes after
     the handshake, and a client that has already sent data may see only the closed connection).
-    A broker that speaks only TLS 1.3 is checked with TLS 1.3 instead."""
+    A broker that speaks only TLS 1.3 is checked with TLS 1.3 instead, listening a moment after
+    the handshake for its verdict on our certificate."""
     where = f"broker {host}:{port}"
     ctx = context(ca, cert, key)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -111,12 +112,12 @@ def check(
     except TlsError as e:
         if e.reason != "protocol_version":
             raise
-        _handshake(host, port, context(ca, cert, key), where, ca, cert, timeout)
+        _handshake(host, port, context(ca, cert, key), where, ca, cert, timeout, listen=0.5)
 
 
 def _handshake(
     host: str, port: int, ctx: ssl.SSLContext, where: str, ca: str | None, cert: str | None,
-    timeout: float,
+    timeout: float, listen: float = 0.0,
 ) -> None:  # fmt: skip
     try:
         raw = socket.create_connection((host, port), timeout=timeout)
@@ -125,6 +126,19 @@ def _handshake(
     try:
         with ctx.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False) as conn:
             conn.do_handshake()
+            if listen:  # TLS 1.3: a refused client certificate is an alert after the handshake
+                conn.settimeout(listen)
+                try:
+                    conn.recv(1)
+                except TimeoutError:
+                    return  # the broker waits for MQTT's CONNECT: our certificate is fine
+                except (ssl.SSLEOFError, ConnectionError):
+                    if cert is None:
+                        raise describe(
+                            ssl.SSLError(1, "[SSL: CERTIFICATE_REQUIRED] closed after handshake"),
+                            where, ca, has_cert=False,
+                        ) from None  # fmt: skip
+                    return
     except ssl.SSLEOFError:
         raise _not_tls(where) from None
     except ssl.SSLError as e:

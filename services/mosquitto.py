@@ -107,6 +107,8 @@ class TlsListener:
     port: int = 0
     #: clients log in with the broker's users (``Mosquitto.users``); else anonymous
     passwords: bool = False
+    #: ``tlsv1.3``: that version only; default: TLS 1.2 and 1.3
+    tls_version: str | None = None
 
     def conf(self, host: str, port: int, passwd: Path) -> list[str]:
         login = ["allow_anonymous false", f"password_file {passwd}"] if self.passwords else []
@@ -118,6 +120,7 @@ class TlsListener:
             f"certfile {self.cert}",
             f"keyfile {self.key}",
             f"require_certificate {'true' if self.require_certificate else 'false'}",
+            *([f"tls_version {self.tls_version}"] if self.tls_version else []),
         ]
 
 

@@ -76,20 +76,24 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 
 #: the TLS listeners of ``tls_broker``, by index (``tls_broker.tls_url(MTLS)``)
-TLS, MTLS, EXPIRED = 0, 1, 2
+TLS, MTLS, EXPIRED, MTLS13 = 0, 1, 2, 3
 
 
 @pytest.fixture(scope="session")
 def tls_broker(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[Mosquitto]:
     """A real Mosquitto with TLS listeners: ``TLS`` (server certificate), ``MTLS`` (client
-    certificates required, signed by the same CA) and ``EXPIRED`` (an expired server
-    certificate), besides its plain listener."""
+    certificates required, signed by the same CA), ``EXPIRED`` (an expired server
+    certificate) and ``MTLS13`` (client certificates required, TLS 1.3 only), besides its plain
+    listener."""
     server = Mosquitto(
         workdir=tmp_path_factory.mktemp("mosquitto-tls"),
         tls=[
             TlsListener(certs.ca.path, certs.server.cert, certs.server.key),
             TlsListener(certs.ca.path, certs.server.cert, certs.server.key, True),
             TlsListener(certs.ca.path, certs.expired_server.cert, certs.expired_server.key),
+            TlsListener(
+                certs.ca.path, certs.server.cert, certs.server.key, True, tls_version="tlsv1.3"
+            ),
         ],
     ).start()
     yield server

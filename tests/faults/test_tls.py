@@ -44,7 +44,7 @@ from services.mosquitto import (
 )
 from services.supervisor import Supervisor, worker_env
 from tests.certs import Certs
-from tests.conftest import EXPIRED, MTLS, TLS
+from tests.conftest import EXPIRED, MTLS, MTLS13, TLS
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_RED = ROOT / "integrations" / "node-red"
@@ -73,6 +73,11 @@ def test_client_verifies_the_broker_and_talks_over_tls(
         inbox = b.subscribe(f"{prefix}/tls-check", idle_timeout=10)
         a.publish(f"{prefix}/tls-check", b"over tls", qos=1)
         assert inbox.get().payload == b"over tls"
+    with Bus(
+        tls_broker.tls_url(MTLS13), tls_ca=ca, tls_cert=str(certs.client.cert),
+        tls_key=str(certs.client.key),
+    ).connect(10) as c:  # fmt: skip
+        assert c.connected  # TLS 1.3 only, client certificate accepted
 
 
 def test_wrong_ca_expired_broker_and_plain_port_are_refused_clearly(
@@ -95,21 +100,24 @@ def test_wrong_ca_expired_broker_and_plain_port_are_refused_clearly(
 
 
 @pytest.mark.parametrize(
-    ("which", "alert"),
+    ("listener", "which", "alert"),
     [
-        ("none", "requires a client certificate and none was given"),
-        ("expired_client", "CERTIFICATE_EXPIRED"),
-        ("foreign_client", "UNKNOWN_CA"),
+        (MTLS, "none", "requires a client certificate and none was given"),
+        (MTLS, "expired_client", "CERTIFICATE_EXPIRED"),
+        (MTLS, "foreign_client", "UNKNOWN_CA"),
+        # TLS 1.3 only: the broker's verdict comes after the handshake
+        (MTLS13, "none", "requires a client certificate and none was given"),
+        (MTLS13, "expired_client", "CERTIFICATE_EXPIRED"),
     ],
 )
 def test_listener_requiring_client_certificates_refuses_bad_ones(
-    tls_broker: Mosquitto, certs: Certs, which: str, alert: str
+    tls_broker: Mosquitto, certs: Certs, listener: int, which: str, alert: str
 ) -> None:
     tls = {"tls_ca": str(certs.ca.path)}
     if which != "none":
         issued = getattr(certs, which)
         tls |= {"tls_cert": str(issued.cert), "tls_key": str(issued.key)}
-    error = _refused(tls_broker.tls_url(MTLS), **tls)
+    error = _refused(tls_broker.tls_url(listener), **tls)
     assert error.reason == "client_certificate"
     assert alert in str(error) and "OVBUS_TLS_CERT" in str(error)
 
