@@ -34,6 +34,9 @@ from services.infer.backend import Array, TensorSpec
 
 log = get_logger(__name__)
 
+#: Seconds a replaced model version stays open for the inferences that took it before the swap.
+CLOSE_AFTER_S = 15.0
+
 
 @dataclass(slots=True)
 class _Slot:
@@ -302,7 +305,10 @@ class OpenVINOBackend:
                 old = self._loaded.get(key)
                 self._loaded[key] = fresh
             if old is not None and old.model is not None and old.model is not fresh.model:
-                threading.Thread(target=old.model.close, daemon=True).start()
+                # closed once the frames that took the old one before the swap are done
+                closer = threading.Timer(CLOSE_AFTER_S, old.model.close)
+                closer.daemon = True
+                closer.start()
 
     # loading ------------------------------------------------------------------------------
     def _load(self, name: str, version: int | None) -> _Loaded:

@@ -136,9 +136,13 @@ class ShadowTally:
             total.candidate += m.candidate
             total.deltas += m.deltas
 
-    def fail(self, error: ErrorInfo) -> None:
+    def fail(self, error: ErrorInfo, serving: ModelResult, candidate: int | None) -> None:
+        """The candidate (``candidate``: the version asked for) failed on a frame."""
         self.errors += 1
         self.error = error
+        self.serving_version = serving.version
+        if candidate is not None:
+            self.candidate_version = candidate
 
     def report(
         self, camera: str, node: str, serving: str, candidate: str, interval: float
@@ -297,7 +301,7 @@ class ShadowRunner:
                 if result is not None:
                     self._tally.add(job.serving, result, job.spec.iou)
                 elif error is not None:
-                    self._tally.fail(error)
+                    self._tally.fail(error, job.serving, job.candidate.version)
             self._rest_until = time.monotonic() + rest
             self._busy = False
 

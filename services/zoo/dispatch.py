@@ -23,12 +23,13 @@ from ovbus.payloads.base import Payload, ShortText
 from ovbus.payloads.rpc import Reply
 from ovbus.payloads.zoo import ZooRequest, ZooRequestAdapter
 from ovbus.rpc import Later, Server
+from services.zoo.rollout import Rollouts
 from services.zoo.service import Zoo
 
 log = get_logger(__name__)
 
-ACTIONS: Final = frozenset({"catalog", "list", "pull", "remove", "set", "rollback"})
-LONG: Final = frozenset({"pull", "remove"})
+ACTIONS: Final = frozenset({"catalog", "list", "pull", "remove", "set", "rollback", "rollout"})
+LONG: Final = frozenset({"pull", "remove", "rollout"})
 
 
 class _Action(Payload):
@@ -40,6 +41,8 @@ class Dispatcher:
         self.bus = bus
         self.zoo = zoo
         self.server = Server(bus, bus.topics.zoo_request(), self.handle, jobs=jobs)
+        self.rollouts = Rollouts(bus, zoo)
+        zoo.start_rollout = self.rollouts.start
         #: requests run (a copy of one already run or running is not counted: not run again)
         self.executed = 0
 
@@ -55,6 +58,7 @@ class Dispatcher:
 
     def close(self) -> None:
         self.server.close(cancel=self.zoo.cancel.set)
+        self.rollouts.close()
 
     def handle(self, message: Message) -> Reply | Later:
         request = self.decode(message)

@@ -22,6 +22,7 @@ from ovbus.payloads.zoo import (
     PullRequest,
     RemoveRequest,
     RollbackRequest,
+    RolloutRequest,
     SetRequest,
     ZooRequest,
 )
@@ -63,6 +64,8 @@ class Zoo:
         self.on_change: Callable[[], None] = lambda: None
         self._busy: set[str] = set()
         self._lock = threading.Lock()
+        #: starts a canary rollout (services/zoo/rollout.py; set by the dispatcher: it needs the bus)
+        self.start_rollout: Callable[[RolloutRequest], dict[str, Any]] | None = None
 
     # dispatch --------------------------------------------------------------------------------
     def handle(self, request: ZooRequest) -> Any:
@@ -79,6 +82,10 @@ class Zoo:
                 return self.set(request)
             case RollbackRequest():
                 return self.rollback(request)
+            case RolloutRequest():
+                if self.start_rollout is None:
+                    raise RequestError("rollouts need the bus", code=ErrorCode.CONFLICT)
+                return self.start_rollout(request)
         raise RequestError(f"unknown action {request!r}", code=ErrorCode.UNKNOWN_ACTION)
 
     def _claim(self, name: str) -> None:
@@ -89,6 +96,13 @@ class Zoo:
                     code=ErrorCode.BUSY,
                 )
             self._busy.add(name)
+
+    def _not_busy(self, name: str) -> None:
+        if self.busy(name):
+            raise RequestError(
+                f"{name} is being pulled, removed or rolled out; try again when it is done",
+                code=ErrorCode.BUSY,
+            )
 
     def busy(self, name: str) -> bool:
         """True while ``name`` is being pulled or removed."""
@@ -249,6 +263,7 @@ class Zoo:
 
     def set(self, req: SetRequest) -> dict[str, Any]:
         self._require(req.name)
+        self._not_busy(req.name)
         versions = self.folder.versions(req.name)
         fields = req.model_dump(
             include={
@@ -299,6 +314,7 @@ class Zoo:
 
     def rollback(self, req: RollbackRequest) -> dict[str, Any]:
         entry = self._require(req.name)
+        self._not_busy(req.name)
         versions = self.folder.versions(req.name)
         policy, problem = entry_state(entry or None, self.config.folder)
         if problem is not None:

@@ -1,0 +1,351 @@
+"""The zoo's ``rollout`` action: a canary rollout of a model version with automatic rollback.
+
+1. **prepare**: the cameras whose retained pipeline spec runs the model at its current version
+   are pinned to it (their original payloads kept byte for byte), then config.json serves both
+   versions (version policy ``specific: [old, new]``; its original bytes kept);
+2. **shadow** (``shadow_s``): every such camera runs the new version as its shadow;
+3. **canary** (``window_s``): ``share`` of the cameras (or the ones named) serve the new version
+   with the old one as their shadow, the others keep the new one as their shadow;
+4. **promote**: config.json serves the new version (its original bytes again when they already
+   did, else ``specific: [new]``), the specs are restored (a pin on the old version moves to the
+   new one); or **roll back**, at the first crossed bound or when too few frames were compared:
+   config.json and every spec exactly as they were.
+
+Health comes from what the infer workers publish: the shadow reports of the rollout's cameras
+(both versions on the same frames: load and inference errors, latency p99, detections per frame)
+and their retained inference state (a canary camera whose new version fails). Progress and the
+outcome, with its reason, are on the retained model state (``zoo/models/<name>``, ``rollout``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ovbus.bus import Bus
+from ovbus.errors import ErrorCode, OvbusError, PayloadError, RequestError
+from ovbus.log import get_logger
+from ovbus.messages import Message, Subscription
+from ovbus.model_repository import current_version
+from ovbus.payloads.pipeline import InferenceState, PipelineSpec
+from ovbus.payloads.rollout import RolloutPhase, RolloutStatus
+from ovbus.payloads.shadow import ShadowReport
+from ovbus.payloads.zoo import RolloutRequest
+from services.zoo import config_store as cfg
+from services.zoo.config_store import write_atomic
+from services.zoo.rollout_health import Health, judge, promoted_spec, ready, rollout_spec, runs
+from services.zoo.service import Zoo
+from services.zoo.states import entry_state
+
+log = get_logger(__name__)
+
+#: Seconds the infer workers get to take a pinned spec before config.json changes.
+SETTLE_S = 3.0
+
+
+@dataclass(slots=True)
+class Plan:
+    name: str
+    old: int
+    new: int
+    cameras: dict[str, tuple[bytes, PipelineSpec]]  # camera -> original payload, spec
+    canary: list[str]
+    config: bytes  # config.json as it was
+
+
+class Rollouts:
+    """The rollouts of one zoo (one at a time per model)."""
+
+    def __init__(self, bus: Bus, zoo: Zoo) -> None:
+        self.bus = bus
+        self.zoo = zoo
+        self._stop = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
+
+    def start(self, req: RolloutRequest) -> dict[str, Any]:
+        plan = self.plan(req)
+        self.zoo._claim(req.name)  # pull, remove, set and rollback wait for the outcome
+        thread = threading.Thread(
+            target=self._run, args=(plan, req), name=f"rollout:{req.name}", daemon=True
+        )
+        self._threads[req.name] = thread
+        thread.start()
+        return {
+            "name": req.name,
+            "from": plan.old,
+            "to": plan.new,
+            "cameras": sorted(plan.cameras),
+            "canary": plan.canary,
+            "ends_by": round(time.time() + req.shadow_s + req.window_s + 2 * SETTLE_S, 3),
+        }
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in list(self._threads.values()):
+            thread.join(timeout=30)
+
+    # the plan (refused before anything changes) ------------------------------------------
+    def plan(self, req: RolloutRequest) -> Plan:
+        zoo = self.zoo
+        if zoo.busy(req.name):
+            raise RequestError(f"{req.name} is busy (pull, remove or rollout)", code=ErrorCode.BUSY)
+        entry = zoo._require(req.name)
+        policy, problem = entry_state(entry or None, zoo.config.folder)
+        if problem is not None:
+            raise RequestError(f"{req.name}: {problem.message}", code=ErrorCode.CONFLICT)
+        versions = zoo.folder.versions(req.name)
+        old = current_version(policy, versions)
+        new = req.version if req.version is not None else (max(versions) if versions else None)
+        if old is None or new is None or new not in versions:
+            raise RequestError(
+                f"{req.name} has no version {new} to roll out (versions: {versions})",
+                code=ErrorCode.NOT_FOUND,
+            )
+        if new == old:
+            raise RequestError(
+                f"version {new} of {req.name} is already served; pin the serving one first "
+                f"(set {req.name} --policy specific:<old>)",
+                code=ErrorCode.CONFLICT,
+            )
+        if zoo.folder.read_description(req.name) is None:
+            raise RequestError(f"{req.name} has no model description", code=ErrorCode.CONFLICT)
+        cameras: dict[str, tuple[bytes, PipelineSpec]] = {}
+        for message in self.bus.retained(self.bus.topics.all_cameras("pipeline"), timeout=5):
+            cam = message.topic.split("/")[-2]
+            try:
+                spec = message.decode(PipelineSpec)
+            except PayloadError:
+                continue
+            if runs(spec, req.name, old):
+                cameras[cam] = (message.payload, spec)
+        if not cameras:
+            raise RequestError(
+                f"no camera's pipeline spec runs {req.name} version {old}: nothing to roll out on",
+                code=ErrorCode.CONFLICT,
+            )
+        unknown = sorted(set(req.cameras or []) - set(cameras))
+        if unknown:
+            raise RequestError(
+                f"{', '.join(unknown)} do(es) not run {req.name} version {old}",
+                code=ErrorCode.BAD_REQUEST,
+            )
+        canary = sorted(req.cameras or sorted(cameras)[: math.ceil(req.share * len(cameras))])
+        return Plan(req.name, old, new, cameras, canary, zoo.config.path.read_bytes())
+
+    # the run ---------------------------------------------------------------------------------
+    def _run(self, plan: Plan, req: RolloutRequest) -> None:
+        started = time.time()
+        total = req.shadow_s + req.window_s
+        status = RolloutStatus(
+            phase="shadow", from_version=plan.old, to_version=plan.new,
+            cameras=sorted(plan.cameras), canary=plan.canary, started_at=started,
+        )  # fmt: skip
+        inbox: queue.Queue[Message] = queue.Queue(maxsize=10000)
+        subs: list[Subscription] = []
+        try:
+            for pattern in (
+                self.bus.topics.all_cameras("shadow"),
+                self.bus.topics.all_cameras("inference"),
+            ):
+                subs.append(self.bus.subscribe(pattern, callback=lambda m: _put(inbox, m)))
+            self._publish(plan, status)
+            for cam, (_, spec) in plan.cameras.items():  # 1. pinned to what they run
+                self._spec(cam, rollout_spec(spec, plan.name, plan.old, None))
+            self._stop.wait(SETTLE_S)
+
+            def both(doc: cfg.ConfigDoc) -> None:
+                found = cfg.find(doc, plan.name)
+                if found is None:
+                    raise RequestError(f"{plan.name} left config.json", code=ErrorCode.NOT_FOUND)
+                found["model_version_policy"] = {
+                    "specific": {"versions": sorted({plan.old, plan.new})}
+                }
+
+            self.zoo.config.update(both)
+            self.zoo._reload({})
+            self._stop.wait(SETTLE_S)
+            for phase, seconds in (("shadow", req.shadow_s), ("canary", req.window_s)):
+                canary = plan.canary if phase == "canary" else []
+                for cam, (_, spec) in plan.cameras.items():
+                    serving, other = (plan.new, plan.old) if cam in canary else (plan.old, plan.new)
+                    self._spec(cam, rollout_spec(spec, plan.name, serving, other))
+                health = Health(plan.name, plan.old, plan.new)
+                phase_name: RolloutPhase = "shadow" if phase == "shadow" else "canary"
+                status = status.model_copy(
+                    update={"phase": phase_name, "phase_ends_at": time.time() + seconds}
+                )
+                reason = self._watch(plan, req, health, inbox, seconds, canary, status, total)
+                status = self._progress(status, health, total)
+                if reason is None:
+                    reason = ready(health, req.bounds)
+                if reason is not None:
+                    self._rollback(plan, status, f"{phase} phase: {reason}")
+                    return
+            self._promote(plan, status)
+        except Exception as e:
+            log.exception("rollout failed", model=plan.name)
+            self._rollback(plan, status, f"rollout failed: {e}")
+        finally:
+            for sub in subs:
+                sub.close()
+            self.zoo._release(plan.name)
+            self._threads.pop(plan.name, None)
+
+    def _watch(
+        self,
+        plan: Plan,
+        req: RolloutRequest,
+        health: Health,
+        inbox: queue.Queue[Message],
+        seconds: float,
+        canary: list[str],
+        status: RolloutStatus,
+        total: float,
+    ) -> str | None:
+        end = time.monotonic() + seconds
+        shown = 0.0
+        while (remaining := end - time.monotonic()) > 0:
+            if self._stop.is_set():
+                return "the zoo is stopping"
+            try:
+                message = inbox.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                message = None
+            if message is not None:
+                self._take(plan, health, message, canary)
+                reason = judge(health, req.bounds)
+                if reason is not None:
+                    return reason
+            if time.monotonic() - shown >= 1.0:
+                shown = time.monotonic()
+                self._publish(plan, self._progress(status, health, total))
+        return None
+
+    def _take(self, plan: Plan, health: Health, message: Message, canary: list[str]) -> None:
+        cam = message.topic.split("/")[-2]
+        if cam not in plan.cameras or not message.payload:
+            return
+        try:
+            if message.topic.endswith("/shadow"):
+                health.add(message.decode(ShadowReport))
+                return
+            state = message.decode(InferenceState)
+        except PayloadError:
+            return
+        if cam not in canary or message.retain:
+            return
+        for model in state.models:
+            if model.name == plan.name and model.state == "error" and model.error is not None:
+                health.serving_error(f"camera {cam}: {model.error.message}")
+
+    def _progress(self, status: RolloutStatus, health: Health, total: float) -> RolloutStatus:
+        new, old = health.new_figures, health.old_figures
+        return status.model_copy(
+            update={
+                "progress": round(min(100.0, 100 * (time.time() - status.started_at) / total), 1),
+                "frames": new.frames,
+                "errors": new.errors,
+                "old_p99_ms": old.p99,
+                "new_p99_ms": new.p99,
+                "old_rate": round(old.rate, 4) if old.rate is not None else None,
+                "new_rate": round(new.rate, 4) if new.rate is not None else None,
+            }
+        )
+
+    # outcomes --------------------------------------------------------------------------------
+    def _promote(self, plan: Plan, status: RolloutStatus) -> None:
+
+        def only_new(doc: cfg.ConfigDoc) -> None:
+            found = cfg.find(doc, plan.name)
+            if found is not None:
+                found["model_version_policy"] = {"specific": {"versions": [plan.new]}}
+
+        self._pin_all(plan, plan.new)
+        self.zoo.config.update(only_new)
+        self.zoo._reload({})
+        self._stop.wait(SETTLE_S)  # the infer workers reload before the pins go
+        for cam, (payload, spec) in plan.cameras.items():
+            moved = promoted_spec(spec, plan.name, plan.old, plan.new)
+            self._spec(cam, moved if moved is not None else payload)
+        reason = f"version {plan.new} kept its bounds through the shadow and canary phases"
+        log.info("rollout promoted", model=plan.name, version=plan.new)
+        self._publish(plan, status.model_copy(update={"phase": "promoted", "progress": 100.0, "reason": reason}))  # fmt: skip
+
+    def _rollback(self, plan: Plan, status: RolloutStatus, reason: str) -> None:
+        log.warning("rollout rolled back", model=plan.name, version=plan.new, reason=reason)
+        self._pin_all(plan, plan.old)
+        try:
+            if not self._restore_config(plan):
+                reason += "; config.json changed meanwhile: only this model's policy restored"
+            self.zoo._reload({})
+        except OvbusError as e:
+            reason += f"; config.json not restored: {e.message}"
+        self._stop.wait(SETTLE_S)  # the infer workers reload before the pins go
+        for cam, (payload, _) in plan.cameras.items():
+            self._spec(cam, payload)
+        self._publish(plan, status.model_copy(update={"phase": "rolled_back", "reason": reason[:4000]}))  # fmt: skip
+
+    def _pin_all(self, plan: Plan, version: int) -> None:
+        """Every camera on ``version`` (no shadow) before config.json stops serving the
+        other: a camera never runs a version that is not served."""
+        for cam, (_, spec) in plan.cameras.items():
+            self._spec(cam, rollout_spec(spec, plan.name, version, None))
+        self._stop.wait(SETTLE_S)
+
+    def _restore_config(self, plan: Plan) -> bool:
+        """config.json as it was before the rollout, byte for byte (True); when something
+        else changed it meanwhile (another model pulled), only this model's version policy
+        goes back, the other changes stay (False)."""
+        original = _decode(plan.config)
+        entry = cfg.find(original, plan.name) or {}
+
+        def back(doc: cfg.ConfigDoc) -> None:
+            found = cfg.find(doc, plan.name)
+            if found is None:
+                return
+            if "model_version_policy" in entry:
+                found["model_version_policy"] = entry["model_version_policy"]
+            else:
+                found.pop("model_version_policy", None)
+
+        with self.zoo.config.locked():
+            current = self.zoo.config.read()
+            back(current)
+            if current == original:
+                write_atomic(self.zoo.config.path, plan.config)
+                return True
+        self.zoo.config.update(back)
+        return False
+
+    def _spec(self, cam: str, spec: PipelineSpec | bytes) -> None:
+        try:
+            self.bus.publish(self.bus.topics.pipeline(cam), spec, qos=1, retain=True, wait=True)
+        except OvbusError as e:
+            log.error("pipeline spec not published", camera=cam, error=e.message)
+
+    def _publish(self, plan: Plan, status: RolloutStatus) -> None:
+        board = self.zoo.board
+        known = board.ready_state(plan.name)
+        doc = known.model_copy(update={"rollout": status, "updated_at": time.time()})
+        board.states[plan.name] = doc
+        try:
+            board.publish(doc)
+        except OvbusError as e:
+            log.warning("rollout state not published", model=plan.name, error=e.message)
+
+
+def _put(inbox: queue.Queue[Message], message: Message) -> None:
+    try:
+        inbox.put_nowait(message)
+    except queue.Full:
+        pass  # a flood of reports: the next ones tell the same
+
+
+def _decode(raw: bytes) -> cfg.ConfigDoc:
+    doc: cfg.ConfigDoc = json.loads(raw)
+    return doc

@@ -1,0 +1,203 @@
+"""Canary rollouts: the verdict logic on its own, then the real stack (capture -> RTSP -> infer
+with OpenVINO and the real BlazeFace, the zoo worker on the real broker): a broken version is
+rolled back by itself with the cameras' results uninterrupted and config.json byte-identical, a
+good one is promoted."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ovbus.bus import Bus
+from ovbus.errors import ErrorCode
+from ovbus.messages import Message
+from ovbus.payloads.detections import DetectionResult
+from ovbus.payloads.model import ModelState
+from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
+from ovbus.payloads.rollout import RolloutBounds
+from ovbus.payloads.shadow import Latency, ModelRef, ShadowReport
+from ovbus.payloads.zoo import RolloutRequest
+from services.mosquitto import Mosquitto
+from services.zoo.rollout_health import Health, judge, promoted_spec, ready, rollout_spec
+from tests import assets
+from tests.infer.harness import InferProcess, wait_for
+from tests.media import FPS, HEIGHT, WIDTH, face_video
+from tests.models import BLAZEFACE, add_model
+from tests.stack import CaptureNode, capture_node
+from tests.zoo.conftest import Worker
+
+
+def report(serving: int, candidate: int | None, **kw: object) -> ShadowReport:
+    doc: dict[str, object] = {
+        "camera": "door", "node": "n", "interval_s": 1.0,
+        "serving": ModelRef(name="face", version=serving),
+        "candidate": ModelRef(name="face", version=candidate),
+        "frames_compared": 10, "frames_skipped": 0, "errors": 0,
+        "serving_objects": 10, "candidate_objects": 10,
+        "serving_latency": Latency(mean_ms=2, p50_ms=2, p99_ms=3),
+        "candidate_latency": Latency(mean_ms=2, p50_ms=2, p99_ms=4),
+    }  # fmt: skip
+    doc.update(kw)
+    return ShadowReport.model_validate(doc)
+
+
+def test_verdicts() -> None:
+    bounds = RolloutBounds(max_errors=0, max_latency_ratio=2.0, max_rate_change=0.5, min_frames=5)
+    h = Health("face", 1, 2)
+    assert h.add(report(1, 2)) and judge(h, bounds) is None and ready(h, bounds) is None
+    assert (h.new_figures.p99, h.old_figures.p99) == (4, 3)
+    # on a canary camera the new version serves and the old one is the shadow
+    assert h.add(report(2, 1, serving_latency=Latency(mean_ms=9, p50_ms=9, p99_ms=9)))
+    assert "9.0 ms is 2.2x version 1's 4.0 ms" in (judge(h, bounds) or "")
+    h = Health("face", 1, 2)
+    h.add(report(1, 2, candidate_objects=16))  # 1.6 detections per frame against 1.0
+    assert "a change of 60%" in (judge(h, bounds) or "")
+    h = Health("face", 1, 2)
+    failed = {"frames_compared": 0, "errors": 3, "candidate_latency": None}
+    h.add(report(1, None, **failed, error={"code": "model_load_failed", "message": "garbage"}))
+    assert "3 load/inference error(s)" in (judge(h, bounds) or "") and "garbage" in (
+        judge(h, bounds) or ""
+    )
+    assert "only 0 frame(s)" in (ready(Health("face", 1, 2), bounds) or "")
+    assert not h.add(report(1, 3)) and not h.add(report(5, 2))  # other versions: not counted
+    spec = PipelineSpec(
+        models=[PipelineModel(name="face", threshold=0.6), PipelineModel(name="pose")]
+    )
+    pinned = rollout_spec(spec, "face", 1, 2)
+    assert pinned.models[0].version == 1 and pinned.models[1].version is None
+    assert pinned.shadow is not None and (pinned.shadow.version, pinned.shadow.threshold) == (
+        2,
+        0.6,
+    )
+    assert promoted_spec(spec, "face", 1, 2) is None  # not pinned: restored as it was
+    moved = promoted_spec(rollout_spec(spec, "face", 1, None), "face", 1, 2)
+    assert moved is not None and moved.models[0].version == 2
+
+
+@pytest.fixture
+def cameras(broker: Mosquitto, prefix: str) -> Iterator[CaptureNode]:
+    with capture_node(
+        broker.url,
+        prefix,
+        {"door": str(face_video()), "hall": str(face_video())},
+        extra_args=["--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)],
+    ) as node:
+        yield node
+
+
+def longest_gap(results: list[DetectionResult]) -> float:
+    times = sorted(r.captured_at for r in results)
+    return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
+
+
+def rollout(client: Bus, version: int, timeout: float = 60.0) -> ModelState:
+    request = RolloutRequest(
+        name="face", version=version, share=0.5, shadow_s=3, window_s=3,
+        bounds=RolloutBounds(min_frames=5),
+    )  # fmt: skip
+    reply = client.request(client.topics.zoo_request(), request, timeout=30)
+    assert reply.ok, reply.error
+    assert reply.result["canary"] == ["door"] and reply.result["cameras"] == ["door", "hall"]
+
+    def outcome(message: Message) -> ModelState | None:
+        state = message.decode(ModelState)
+        r = state.rollout
+        return state if r is not None and r.phase in ("promoted", "rolled_back") else None
+
+    return wait_for(client, str(client.topics.zoo_model("face")), outcome, timeout)
+
+
+def test_broken_version_rolled_back_good_one_promoted(
+    broker: Mosquitto,
+    prefix: str,
+    client: Bus,
+    cameras: CaptureNode,
+    worker: Worker,
+    tmp_path: Path,
+) -> None:
+    models = worker.zoo.folder.root
+    policy = {"model_version_policy": {"specific": {"versions": [1]}}}
+    add_model(models, "face", assets.blazeface(), BLAZEFACE, config=policy)
+    # version 2 is broken: garbage weights in a complete version folder
+    (models / "face" / "2").mkdir()
+    (models / "face" / "2" / "model.tflite").write_bytes(b"\x00garbage" * 64)
+    infer = InferProcess(broker.url, prefix, "infer-roll", models, tmp_path / "infer.log")
+    results: dict[str, list[DetectionResult]] = {"door": [], "hall": []}
+    lock = threading.Lock()
+
+    def keep(message: Message) -> None:
+        doc = message.decode(DetectionResult)
+        with lock:
+            results[doc.camera].append(doc)
+
+    try:
+        infer.wait_online(client)
+        for cam in ("door", "hall"):
+            client.publish(
+                client.topics.pipeline(cam), PipelineSpec(models=[PipelineModel(name="face")])
+            )
+        originals = {
+            m.topic.split("/")[-2]: m.payload
+            for m in client.retained(client.topics.all_cameras("pipeline"))
+        }
+        with client.subscribe(client.topics.all_cameras("detections"), callback=keep):
+            for cam in ("door", "hall"):  # both running steadily (the first load is over)
+                wait_for(
+                    client, str(client.topics.detections(cam)),
+                    lambda m: m.decode(DetectionResult).frame >= 20 or None, 30, infer,
+                )  # fmt: skip
+            config = (models / "config.json").read_bytes()
+            with lock:
+                for got in results.values():
+                    got.clear()
+            state = rollout(client, 2)
+            with lock:
+                broken = {cam: list(got) for cam, got in results.items()}
+            assert state.rollout is not None and state.rollout.phase == "rolled_back"
+            reason = state.rollout.reason or ""
+            assert reason.startswith("shadow phase: version 2:") and "error" in reason, reason
+            assert (models / "config.json").read_bytes() == config  # byte for byte
+            restored = {
+                m.topic.split("/")[-2]: m.payload
+                for m in client.retained(client.topics.all_cameras("pipeline"))
+            }
+            assert restored == originals
+            for cam, got in broken.items():  # serving went on: no gap over 2 frame intervals
+                assert len(got) > 30 and all(r.models[0].version == 1 for r in got), cam
+                assert longest_gap(got) <= 2.0 / FPS + 0.02, (cam, longest_gap(got))
+
+            # a busy model refuses other changes meanwhile; a version already served: refused
+            same = client.request(
+                client.topics.zoo_request(), RolloutRequest(name="face", version=1)
+            )
+            assert not same.ok and same.error is not None and same.error.code == ErrorCode.CONFLICT
+
+            # version 2 fixed (the real weights): promoted
+            shutil.copyfile(assets.blazeface(), models / "face" / "2" / "model.tflite")
+            with lock:
+                for got in results.values():
+                    got.clear()
+            state = rollout(client, 2)
+            assert state.rollout is not None and state.rollout.phase == "promoted", state.rollout
+            assert state.rollout.frames >= 5 and state.rollout.errors == 0
+            doc = json.loads((models / "config.json").read_text())
+            entry = next(
+                e["config"] for e in doc["model_config_list"] if e["config"]["name"] == "face"
+            )
+            assert entry["model_version_policy"] == {"specific": {"versions": [2]}}
+            wait_for(
+                client, str(client.topics.detections("hall")),
+                lambda m: m.decode(DetectionResult).models[0].version == 2 or None, 20, infer,
+            )  # fmt: skip
+            with lock:
+                promoted = {cam: list(got) for cam, got in results.items()}
+            for cam, got in promoted.items():
+                assert longest_gap(got) <= 2.0 / FPS + 0.02, (cam, longest_gap(got))
+    finally:
+        assert infer.stop() == 0
