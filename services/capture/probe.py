@@ -1,11 +1,14 @@
 """What a source produces, asked before its producer is built: a video file's stream (GStreamer's
 discoverer: container and codec, size, rate; nothing decoded) and a webcam's modes (the caps of
-its device, opened and closed without streaming)."""
+its device, opened and closed without streaming); and the standard JPEG Huffman tables."""
 
 from __future__ import annotations
 
+import functools
+
 from ovbus.errors import StreamError
 from services.capture.gst import GLib, Gst, GstPbutils
+from services.capture.jpeg import Tables, huffman_tables
 from services.capture.plan import Mode, Native, modes_from_caps, native_from_caps
 
 
@@ -38,3 +41,22 @@ def probe_v4l2(device: str) -> list[Mode]:
         return modes_from_caps(caps.to_string())
     finally:
         source.set_state(Gst.State.NULL)
+
+
+@functools.cache
+def standard_jpeg_tables() -> Tables:
+    """The standard Huffman tables (the ones RTP/JPEG assumes), as GStreamer's JPEG encoder
+    (libjpeg's defaults) writes them into a frame of its own."""
+    pipeline = Gst.parse_launch(
+        "videotestsrc num-buffers=1 ! video/x-raw,format=I420,width=16,height=16 ! "
+        "jpegenc ! appsink name=sink"
+    )
+    try:
+        pipeline.set_state(Gst.State.PLAYING)
+        sample = pipeline.get_by_name("sink").emit("try-pull-sample", 10 * Gst.SECOND)
+        if sample is None:
+            raise StreamError("GStreamer's JPEG encoder made no frame")
+        buffer = sample.get_buffer()
+        return huffman_tables(buffer.extract_dup(0, buffer.get_size()))
+    finally:
+        pipeline.set_state(Gst.State.NULL)

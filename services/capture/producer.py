@@ -19,6 +19,7 @@ from services.capture import barcode
 from services.capture.gst import GLib, Gst, GstVideo
 from services.capture.jpeg import rtp_jpeg_problem
 from services.capture.plan import Native, Target, native_from_caps
+from services.capture.probe import standard_jpeg_tables
 from services.capture.relay import Relay
 from services.capture.sources import CLOCK_SRC, Geometry, Source, fps_fraction
 from services.capture.upstream_clock import UpstreamClock
@@ -235,7 +236,8 @@ class Producer:
         if not self._jpeg_checked:
             self._jpeg_checked = True
             if caps.get_structure(0).get_name() == "image/jpeg":
-                self.refused = rtp_jpeg_problem(buffer.extract_dup(0, buffer.get_size()))
+                frame = buffer.extract_dup(0, buffer.get_size())
+                self.refused = rtp_jpeg_problem(frame, standard_jpeg_tables())
         if self.refused is not None:
             self.first_frame.set()  # the camera looks, and encodes instead
             return Gst.FlowReturn.OK
