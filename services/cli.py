@@ -1,4 +1,4 @@
-"""The ``ovbus`` command: ``ovbus capture|infer|zoo|watch|up|schema ...``.
+"""The ``ovbus`` command: ``ovbus capture|infer|zoo|watch|replay|up|schema ...``.
 
 Each worker's settings live in ``services/<worker>/settings.py``; its flags are generated from
 them (``services/flags.py``) and its entry point is ``services/<worker>/worker.py:main``, imported
@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print raw JSON lines")
     p.add_argument("--count", type=int, default=0, help="stop after N results (0: never)")
     p.add_argument("--timeout", type=float, default=60.0, help="give up after S s without results")
+    p = _sub(sub, "replay", "run a model over a camera's last seconds or a video file")
+    from services.replay_cli import add_replay_arguments
+
+    add_replay_arguments(p)
     p = _sub(sub, "up", "start a local broker (unless --broker) and every worker")
     from services.launcher import UpSettings
 
@@ -143,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_worker(args.command, args)
         if args.command == "watch":
             return watch(args)
+        if args.command == "replay":
+            from services.replay_cli import run_replay
+
+            return run_replay(args, node_settings(args, "replay"))
         if args.command == "up":
             from services import launcher
 

@@ -11,6 +11,7 @@ files changed; the new version is swapped in atomically, other models keep runni
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,14 +272,27 @@ class OpenVINOBackend:
         with self._lock:
             return list(self._problems.values())
 
-    def _print(self, name: str) -> str:
-        """What a loaded model is compared against to know it must be reloaded."""
+    def _print(self, name: str, version: int | None = None) -> str:
+        """What a loaded model is compared against to know it must be reloaded: its entry
+        but for the version policy, the version it resolves to, that version's files. A
+        policy change that leaves the version alone (a rollout serving one more) recompiles
+        nothing, so the cameras running it lose no frame to a compile."""
         with self._lock:
             entry = self._entries.get(name)
             problem = self._problems.get(name)
-        if entry is not None:
-            return fingerprint(entry)
-        return f"skipped: {problem.message}" if problem is not None else "missing"
+        if entry is None:
+            return f"skipped: {problem.message}" if problem is not None else "missing"
+        try:
+            chosen, _ = resolve(entry, version)
+        except ModelError as e:
+            return f"{fingerprint(entry)}: {e.message}"
+        parts = [entry.config.model_dump_json(exclude={"model_version_policy"}), str(chosen)]
+        folder = entry.base / str(chosen)
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            if path.is_file():
+                st = path.stat()
+                parts.append(f"{path.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     def _watch(self, poll_s: float) -> None:
         while not self._stop.wait(poll_s):
@@ -297,7 +311,7 @@ class OpenVINOBackend:
                 loaded = self._loaded.get(key)
             if loaded is None:
                 continue
-            if self._print(name) == loaded.print:
+            if self._print(name, version) == loaded.print:
                 continue
             log.info("model changed, reloading", model=name, version=version)
             fresh = self._load(name, version)
@@ -312,7 +326,7 @@ class OpenVINOBackend:
 
     # loading ------------------------------------------------------------------------------
     def _load(self, name: str, version: int | None) -> _Loaded:
-        stamp = self._print(name)
+        stamp = self._print(name, version)
         with self._lock:
             entry = self._entries.get(name)
             problem = self._problems.get(name)

@@ -7,6 +7,7 @@ also follows ``zoo/models/<name>`` and draws a progress bar (rich), so in a Jupy
     ovbus zoo pull faces --from-file /data/import/faces.onnx --description desc.json
     ovbus zoo list
     ovbus zoo rollback blazeface
+    ovbus zoo rollout blazeface --version 3 --share 0.25 --window-s 600
 
 replaces the old ``omz_downloader`` + ``omz_converter`` workflow. Exit status: 0 done, 1 refused
 (the error code and message are printed), 3 no zoo worker answered.
@@ -22,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ovbus.settings import NodeSettings
+from services.zoo.rollout_cli import add_rollout_command, follow_rollout, rollout_body
 
-CLIENT_COMMANDS = ("pull", "list", "catalog", "remove", "rollback", "set")
+CLIENT_COMMANDS = ("pull", "list", "catalog", "remove", "rollback", "set", "rollout")
 
 
 def add_client_commands(
@@ -74,6 +76,7 @@ def add_client_commands(
     p.add_argument("--plugin-config", dest="plugin_config", help="JSON object")
     p.add_argument("--policy", help="latest[:N], all, or specific:1,2")
     p.add_argument("--description", help="model description: JSON text or a .json file")
+    add_rollout_command(sub)
     for name, action in sub.choices.items():
         if name != "serve":
             action.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
@@ -139,6 +142,8 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
             body["description"] = _json_arg(args.description)
     elif cmd == "remove" and args.model_version is not None:
         body["version"] = args.model_version
+    elif cmd == "rollout":
+        body.update(rollout_body(args))
     elif cmd == "set":
         for key in ("target_device", "nireq", "shape", "batch_size"):
             if getattr(args, key) is not None:
@@ -170,7 +175,7 @@ def run_client(args: argparse.Namespace, node: NodeSettings) -> int:
         console.print(f"[red]bad arguments:[/red] {e}")
         return 2
     bus = Bus.from_settings(node).connect(timeout=10)
-    outcome: dict[str, Reply | OvbusError] = {}
+    outcome: dict[str, Reply | OvbusError | str | None] = {}
 
     def ask() -> None:
         # without a reply after a few seconds, the same request (same correlation id: the zoo
@@ -183,11 +188,15 @@ def run_client(args: argparse.Namespace, node: NodeSettings) -> int:
     try:
         follow = None
         name = getattr(request, "name", "")
-        if request.action == "pull":
+        if request.action in ("pull", "rollout"):
             follow = bus.subscribe(bus.topics.zoo_model(name), idle_timeout=0.5)
         worker = threading.Thread(target=ask, daemon=True)
         worker.start()
-        if follow is not None:
+        if follow is not None and request.action == "rollout":
+            worker.join(args.timeout)
+            if "reply" in outcome and outcome["reply"].ok:  # type: ignore[union-attr]
+                outcome["rollout"] = follow_rollout(follow, name, console, timeout=args.timeout)
+        elif follow is not None:
             follow_model(
                 follow,
                 name,
@@ -216,4 +225,6 @@ def run_client(args: argparse.Namespace, node: NodeSettings) -> int:
         console.print(f"[red]{reply.error.code}:[/red] {reply.error.message}")
         return 1
     print(json.dumps(reply.result, indent=2, sort_keys=True))
+    if request.action == "rollout":
+        return 0 if outcome.get("rollout") == "promoted" else 1
     return 0

@@ -3,6 +3,9 @@ the real BlazeFace), results and requests over the real broker."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +25,7 @@ from ovbus.replay import fetch_frame, kept_frames, replay
 from services.infer.replay import decode_jpeg
 from services.infer.shadow import box_iou
 from services.mosquitto import Mosquitto
-from tests.infer.harness import InferProcess, state_is, wait_for
+from tests.infer.harness import ROOT, InferProcess, state_is, wait_for
 from tests.media import FPS, HEIGHT, WIDTH, face_video
 from tests.models import models_folder
 from tests.stack import CaptureNode, capture_node
@@ -120,6 +123,17 @@ def test_shadow_figures_and_replay_equal_live_results(
         index = listing["frames"][-1]["index"]
         image = decode_jpeg(fetch_frame(client, "door", index))
         assert image.shape == (HEIGHT, WIDTH, 3) and float(np.mean(image)) > 10
+
+        # the same from the command line, with progress
+        out = subprocess.run(
+            [sys.executable, "-m", "services.cli", "replay", "door", "--model", "face",
+             "--seconds", "2", "--json", "--broker", broker.url, "--prefix", prefix],
+            capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        lines = [json.loads(line) for line in out.stdout.splitlines()]
+        assert lines and all(line["result"]["name"] == "face" for line in lines)
+        assert '"frames": ' in out.stderr and "100%" in out.stderr
 
         # bad requests: a clear error each, nothing else changes
         node = "infer-shadow"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +32,7 @@ from tests.infer.harness import InferProcess, wait_for
 from tests.media import FPS, HEIGHT, WIDTH, face_video
 from tests.models import BLAZEFACE, add_model
 from tests.stack import CaptureNode, capture_node
-from tests.zoo.conftest import Worker
+from tests.zoo.conftest import ROOT, Worker
 
 
 def report(serving: int, candidate: int | None, **kw: object) -> ShadowReport:
@@ -183,7 +185,18 @@ def test_broken_version_rolled_back_good_one_promoted(
             with lock:
                 for got in results.values():
                     got.clear()
-            state = rollout(client, 2)
+            # from the command line this time: progress printed, exit status 0 when promoted
+            out = subprocess.run(
+                [sys.executable, "-m", "services.cli", "zoo", "rollout", "face", "--version", "2",
+                 "--share", "0.5", "--shadow-s", "3", "--window-s", "3", "--min-frames", "5",
+                 "--timeout", "90", "--broker", broker.url, "--prefix", prefix],
+                capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+            )  # fmt: skip
+            assert out.returncode == 0, out.stderr + out.stdout
+            assert "face 1 -> 2: canary" in out.stderr and "promoted" in out.stderr
+            state = ModelState.model_validate(
+                json.loads(client.retained(client.topics.zoo_model("face"))[0].payload)
+            )
             assert state.rollout is not None and state.rollout.phase == "promoted", state.rollout
             assert state.rollout.frames >= 5 and state.rollout.errors == 0
             doc = json.loads((models / "config.json").read_text())
