@@ -9,7 +9,13 @@ from pydantic import Field
 
 from ovbus.payloads.base import Command, Epoch, LongText, Name, Payload
 
-RolloutPhase = Literal["shadow", "canary", "promoted", "rolled_back"]
+#: ``prepare``: every camera of the rollout pinned to the old version; ``shadow``: the new one
+#: runs beside it; ``canary``: the canary cameras served by the new one, the old one beside;
+#: ``promoting``/``rolling_back``: every camera pinned to the version kept while config.json
+#: changes; ``promoted``/``rolled_back``: over, the specs run as written (docs/rollout.md).
+RolloutPhase = Literal[
+    "prepare", "shadow", "canary", "promoting", "rolling_back", "promoted", "rolled_back"
+]
 
 
 class RolloutBounds(Command):
@@ -34,7 +40,8 @@ class RolloutBounds(Command):
 
 
 class RolloutStatus(Payload):
-    """Where a rollout is; the last one stays on the model's state with its outcome."""
+    """Where a rollout is; the last one stays on the model's state with its outcome. The infer
+    workers lay the phase over the specs of the cameras listed (they are never rewritten)."""
 
     phase: RolloutPhase
     from_version: int

@@ -207,6 +207,8 @@ class CameraRunner:
         """The scheduler's turn for this camera: the job for the newest frame (``None``: no
         frame, disabled, or stopping). Called from the scheduler's thread: cheap."""
         reader, spec = self._reader, self.spec
+        if spec is not None and self.taps is not None:
+            spec = self.taps.overlay(spec)  # a canary rollout of one of its models
         if self._stop.is_set() or reader is None or spec is None or not spec.enabled:
             return None
         pending = reader.take()

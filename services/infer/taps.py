@@ -1,7 +1,8 @@
-"""What a camera hands on besides its results, in three constant-time calls from its detection
-job: the version it should run of each model (:class:`~services.infer.swap.VersionSwap`), and
-after each frame the shadow candidate (:class:`~services.infer.shadow.ShadowRunner`) and the
-replay recorder (:class:`~services.infer.replay.Recorder`). The worker makes one per camera."""
+"""What a camera hands on besides its results, in constant-time calls from its detection job:
+its spec with a canary rollout laid over (:class:`~services.infer.rollouts.RolloutBoard`), the
+version it should run of each model (:class:`~services.infer.swap.VersionSwap`), and after each
+frame the shadow candidate (:class:`~services.infer.shadow.ShadowRunner`) and the replay
+recorder (:class:`~services.infer.replay.Recorder`). The worker makes one per camera."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ovbus.payloads.shadow import ShadowReport
 from services.infer.backend import Backend
 from services.infer.descriptions import DescriptionStore
 from services.infer.replay import Recorder
+from services.infer.rollouts import RolloutBoard
 from services.infer.settings import InferSettings
 from services.infer.shadow import ShadowRunner, model_runner
 from services.infer.swap import VersionSwap
@@ -30,10 +32,12 @@ class Taps:
         backend: Backend,
         descriptions: DescriptionStore,
         recorder: Recorder | None,
+        rollouts: RolloutBoard | None = None,
         infer_timeout: float = 10.0,
     ) -> None:
         self.camera = camera
         self.recorder = recorder
+        self.rollouts = rollouts
         run = model_runner(backend.model, descriptions.get, infer_timeout)
         topic = bus.topics.shadow(camera)
 
@@ -42,6 +46,10 @@ class Taps:
 
         self.shadow = ShadowRunner(camera, node, run, report)
         self.swap = VersionSwap(backend.model, camera)
+
+    def overlay(self, spec: PipelineSpec) -> PipelineSpec:
+        """The spec as this camera runs it while a canary rollout of one of its models is on."""
+        return spec if self.rollouts is None else self.rollouts.overlay(self.camera, spec)
 
     def choose(self, pm: PipelineModel) -> PipelineModel:
         """The version of ``pm`` to run now (the previous one while a new one loads)."""

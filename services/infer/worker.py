@@ -25,6 +25,7 @@ from services.infer.camera import CameraRunner
 from services.infer.descriptions import DescriptionStore
 from services.infer.ownership import Membership
 from services.infer.replay_server import ReplayService
+from services.infer.rollouts import RolloutBoard
 from services.infer.scheduler import Dispatcher
 from services.infer.settings import InferSettings
 from services.infer.taps import Taps, make_recorder
@@ -103,6 +104,7 @@ class InferWorker:
         self._subs: list[Any] = []
         self.dispatcher = Dispatcher(settings.inflight)
         self.recorder = make_recorder(settings)  # replay (docs/rollout.md)
+        self.rollouts = RolloutBoard()
         self.replays = ReplayService.of_worker(
             self.bus, self.me, self.recorder, backend, self.descriptions, settings,
             lambda: self.cameras,
@@ -176,6 +178,7 @@ class InferWorker:
             return
         if not message.payload:
             self.descriptions.publish(name, None)
+            self.rollouts.set(name, None)
             return
         try:
             state = message.decode(ModelState)
@@ -183,6 +186,7 @@ class InferWorker:
             log.warning("bad model state", model=name, error=e.message)
             return
         self.descriptions.publish(name, state.description)
+        self.rollouts.set(name, state.rollout)  # laid over the specs of its cameras
         for cam in self.cameras:
             self._refresh_discovery(cam)
 
@@ -281,6 +285,7 @@ class InferWorker:
                 runner.taps = Taps(
                     cam, self.me, bus=self.bus, backend=self.backend,
                     descriptions=self.descriptions, recorder=self.recorder,
+                    rollouts=self.rollouts,
                 )  # fmt: skip
                 spec = self._specs.get(cam)
                 if isinstance(spec, PipelineSpec):

@@ -1,20 +1,24 @@
 """The zoo's ``rollout`` action: a canary rollout of a model version with automatic rollback.
 
-1. **prepare**: the cameras whose retained pipeline spec runs the model at its current version
-   are pinned to it (their original payloads kept byte for byte), then config.json serves both
-   versions (version policy ``specific: [old, new]``; its original bytes kept);
-2. **shadow** (``shadow_s``): every such camera runs the new version as its shadow;
-3. **canary** (``window_s``): ``share`` of the cameras (or the ones named) serve the new version
-   with the old one as their shadow, the others keep the new one as their shadow;
-4. **promote**: config.json serves the new version (its original bytes again when they already
-   did, else ``specific: [new]``), the specs are restored (a pin on the old version moves to the
-   new one); or **roll back**, at the first crossed bound or when too few frames were compared:
-   config.json and every spec exactly as they were.
+The zoo never rewrites a camera's pipeline spec: it announces the rollout's phase, its cameras
+and its canary cameras on the retained model state (``zoo/models/<name>``, ``rollout``), and the
+infer workers lay it over the specs of those cameras (``services/infer/rollouts.py``):
+
+1. ``prepare``: the cameras whose spec runs the model at its serving version are pinned to it;
+   then config.json serves both versions (version policy ``specific: [old, new]``; its original
+   bytes are kept);
+2. ``shadow`` (``shadow_s``): every such camera runs the new version as its shadow;
+3. ``canary`` (``window_s``): ``share`` of the cameras (or the ones named) are served by the new
+   version with the old one as their shadow, the others keep the new one as their shadow;
+4. ``promoting`` -> ``promoted``: every camera pinned to the new version, config.json serves
+   only it (``specific: [new]``); or, at the first crossed bound or when too few frames were
+   compared, ``rolling_back`` -> ``rolled_back``: every camera pinned to the old version,
+   config.json written back byte for byte. Either way the specs then run as they are written.
 
 Health comes from what the infer workers publish: the shadow reports of the rollout's cameras
 (both versions on the same frames: load and inference errors, latency p99, detections per frame)
-and their retained inference state (a canary camera whose new version fails). Progress and the
-outcome, with its reason, are on the retained model state (``zoo/models/<name>``, ``rollout``).
+and their inference state (a canary camera whose new version fails). Progress and the outcome,
+with its reason, are on the retained model state.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from ovbus.payloads.shadow import ShadowReport
 from ovbus.payloads.zoo import RolloutRequest
 from services.zoo import config_store as cfg
 from services.zoo.config_store import write_atomic
-from services.zoo.rollout_health import Health, judge, promoted_spec, ready, rollout_spec, runs
+from services.zoo.rollout_health import Health, judge, ready, runs
 from services.zoo.service import Zoo
 from services.zoo.states import entry_state
 
@@ -53,7 +57,7 @@ class Plan:
     name: str
     old: int
     new: int
-    cameras: dict[str, tuple[bytes, PipelineSpec]]  # camera -> original payload, spec
+    cameras: dict[str, PipelineSpec]  # camera -> its spec when the rollout started
     canary: list[str]
     config: bytes  # config.json as it was
 
@@ -114,7 +118,7 @@ class Rollouts:
             )
         if zoo.folder.read_description(req.name) is None:
             raise RequestError(f"{req.name} has no model description", code=ErrorCode.CONFLICT)
-        cameras: dict[str, tuple[bytes, PipelineSpec]] = {}
+        cameras: dict[str, PipelineSpec] = {}
         for message in self.bus.retained(self.bus.topics.all_cameras("pipeline"), timeout=5):
             cam = message.topic.split("/")[-2]
             try:
@@ -122,7 +126,7 @@ class Rollouts:
             except PayloadError:
                 continue
             if runs(spec, req.name, old):
-                cameras[cam] = (message.payload, spec)
+                cameras[cam] = spec
         if not cameras:
             raise RequestError(
                 f"no camera's pipeline spec runs {req.name} version {old}: nothing to roll out on",
@@ -142,7 +146,7 @@ class Rollouts:
         started = time.time()
         total = req.shadow_s + req.window_s
         status = RolloutStatus(
-            phase="shadow", from_version=plan.old, to_version=plan.new,
+            phase="prepare", from_version=plan.old, to_version=plan.new,
             cameras=sorted(plan.cameras), canary=plan.canary, started_at=started,
         )  # fmt: skip
         inbox: queue.Queue[Message] = queue.Queue(maxsize=10000)
@@ -153,9 +157,7 @@ class Rollouts:
                 self.bus.topics.all_cameras("inference"),
             ):
                 subs.append(self.bus.subscribe(pattern, callback=lambda m: _put(inbox, m)))
-            self._publish(plan, status)
-            for cam, (_, spec) in plan.cameras.items():  # 1. pinned to what they run
-                self._spec(cam, rollout_spec(spec, plan.name, plan.old, None))
+            self._publish(plan, status)  # 1. the cameras pinned to what they run
             self._stop.wait(SETTLE_S)
 
             def both(doc: cfg.ConfigDoc) -> None:
@@ -171,14 +173,12 @@ class Rollouts:
             self._stop.wait(SETTLE_S)
             for phase, seconds in (("shadow", req.shadow_s), ("canary", req.window_s)):
                 canary = plan.canary if phase == "canary" else []
-                for cam, (_, spec) in plan.cameras.items():
-                    serving, other = (plan.new, plan.old) if cam in canary else (plan.old, plan.new)
-                    self._spec(cam, rollout_spec(spec, plan.name, serving, other))
                 health = Health(plan.name, plan.old, plan.new)
                 phase_name: RolloutPhase = "shadow" if phase == "shadow" else "canary"
                 status = status.model_copy(
                     update={"phase": phase_name, "phase_ends_at": time.time() + seconds}
                 )
+                self._publish(plan, status)  # the infer workers lay it over the specs
                 reason = self._watch(plan, req, health, inbox, seconds, canary, status, total)
                 status = self._progress(status, health, total)
                 if reason is None:
@@ -265,20 +265,17 @@ class Rollouts:
             if found is not None:
                 found["model_version_policy"] = {"specific": {"versions": [plan.new]}}
 
-        self._pin_all(plan, plan.new)
+        self._pin_all(plan, status, "promoting")
         self.zoo.config.update(only_new)
         self.zoo._reload({})
         self._stop.wait(SETTLE_S)  # the infer workers reload before the pins go
-        for cam, (payload, spec) in plan.cameras.items():
-            moved = promoted_spec(spec, plan.name, plan.old, plan.new)
-            self._spec(cam, moved if moved is not None else payload)
         reason = f"version {plan.new} kept its bounds through the shadow and canary phases"
         log.info("rollout promoted", model=plan.name, version=plan.new)
         self._publish(plan, status.model_copy(update={"phase": "promoted", "progress": 100.0, "reason": reason}))  # fmt: skip
 
     def _rollback(self, plan: Plan, status: RolloutStatus, reason: str) -> None:
         log.warning("rollout rolled back", model=plan.name, version=plan.new, reason=reason)
-        self._pin_all(plan, plan.old)
+        self._pin_all(plan, status, "rolling_back")
         try:
             if not self._restore_config(plan):
                 reason += "; config.json changed meanwhile: only this model's policy restored"
@@ -286,15 +283,12 @@ class Rollouts:
         except OvbusError as e:
             reason += f"; config.json not restored: {e.message}"
         self._stop.wait(SETTLE_S)  # the infer workers reload before the pins go
-        for cam, (payload, _) in plan.cameras.items():
-            self._spec(cam, payload)
         self._publish(plan, status.model_copy(update={"phase": "rolled_back", "reason": reason[:4000]}))  # fmt: skip
 
-    def _pin_all(self, plan: Plan, version: int) -> None:
-        """Every camera on ``version`` (no shadow) before config.json stops serving the
+    def _pin_all(self, plan: Plan, status: RolloutStatus, phase: RolloutPhase) -> None:
+        """Every camera on the version kept (no shadow) before config.json stops serving the
         other: a camera never runs a version that is not served."""
-        for cam, (_, spec) in plan.cameras.items():
-            self._spec(cam, rollout_spec(spec, plan.name, version, None))
+        self._publish(plan, status.model_copy(update={"phase": phase, "phase_ends_at": None}))
         self._stop.wait(SETTLE_S)
 
     def _restore_config(self, plan: Plan) -> bool:
@@ -321,12 +315,6 @@ class Rollouts:
                 return True
         self.zoo.config.update(back)
         return False
-
-    def _spec(self, cam: str, spec: PipelineSpec | bytes) -> None:
-        try:
-            self.bus.publish(self.bus.topics.pipeline(cam), spec, qos=1, retain=True, wait=True)
-        except OvbusError as e:
-            log.error("pipeline spec not published", camera=cam, error=e.message)
 
     def _publish(self, plan: Plan, status: RolloutStatus) -> None:
         board = self.zoo.board

@@ -1,6 +1,5 @@
 """The plain logic of a canary rollout: the figures of each version gathered from the infer
-workers' shadow reports, the verdict against the bounds, and the pipeline specs a rollout
-publishes (pinned versions, a shadow of the other version)."""
+workers' shadow reports, and the verdict against the bounds."""
 
 from __future__ import annotations
 
@@ -9,10 +8,7 @@ from dataclasses import dataclass, field
 
 from ovbus.payloads.pipeline import PipelineSpec
 from ovbus.payloads.rollout import RolloutBounds
-from ovbus.payloads.shadow import ShadowReport, ShadowSpec
-
-#: Seconds per shadow report during a rollout (the infer side's report interval).
-REPORT_S = 1.0
+from ovbus.payloads.shadow import ShadowReport
 
 
 @dataclass(slots=True)
@@ -131,38 +127,6 @@ def ready(health: Health, bounds: RolloutBounds) -> str | None:
     return None
 
 
-def rollout_spec(spec: PipelineSpec, name: str, serving: int, shadow: int | None) -> PipelineSpec:
-    """``spec`` with model ``name`` pinned to ``serving`` and, unless ``None``, version
-    ``shadow`` of it as the shadow (same threshold and labels)."""
-    models = [
-        m.model_copy(update={"version": serving}) if m.name == name else m for m in spec.models
-    ]
-    pm = next(m for m in models if m.name == name)
-    candidate = None
-    if shadow is not None:
-        candidate = ShadowSpec(
-            model=name,
-            version=shadow,
-            threshold=pm.threshold,
-            labels=pm.labels,
-            serving=name,
-            report_interval_s=REPORT_S,
-        )
-    return spec.model_copy(update={"models": models, "shadow": candidate})
-
-
 def runs(spec: PipelineSpec, name: str, version: int) -> bool:
     """Whether ``spec`` runs model ``name`` at ``version`` (pinned, or the newest served)."""
     return any(m.name == name and m.version in (None, version) for m in spec.models)
-
-
-def promoted_spec(spec: PipelineSpec, name: str, old: int, new: int) -> PipelineSpec | None:
-    """The spec after a promotion: a pin on the old version moves to the new one; ``None``
-    when nothing pins it (the original is restored as it was)."""
-    if not any(m.name == name and m.version == old for m in spec.models):
-        return None
-    models = [
-        m.model_copy(update={"version": new}) if m.name == name and m.version == old else m
-        for m in spec.models
-    ]
-    return spec.model_copy(update={"models": models})

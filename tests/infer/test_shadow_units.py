@@ -18,6 +18,7 @@ from ovbus.errors import ErrorCode, ModelError, OvbusError
 from ovbus.frames import Frame
 from ovbus.payloads.detections import DetectedObject, ModelResult
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
+from ovbus.payloads.rollout import RolloutStatus
 from ovbus.payloads.shadow import ShadowReport, ShadowSpec
 from services.infer.descriptions import DescriptionStore
 from services.infer.openvino_backend import OpenVINOBackend
@@ -29,6 +30,7 @@ from services.infer.replay import (
     decode_jpeg,
     encode_bgr,
 )
+from services.infer.rollouts import RolloutBoard, overlay
 from services.infer.shadow import ShadowRunner, ShadowTally, box_iou, compare, model_runner
 from services.infer.swap import VersionSwap
 from tests import assets
@@ -256,3 +258,38 @@ def test_a_new_version_loads_aside_while_the_old_one_serves() -> None:
     while swap.loading() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert swap.choose(v2) is v2 and calls == [("face", 2)]
+
+
+def test_rollout_phases_laid_over_a_spec() -> None:
+    spec = PipelineSpec(
+        models=[PipelineModel(name="face", threshold=0.6), PipelineModel(name="pose")]
+    )
+
+    def status(phase: str) -> RolloutStatus:
+        return RolloutStatus.model_validate(
+            {"phase": phase, "from_version": 1, "to_version": 2, "cameras": ["door", "hall"],
+             "canary": ["door"], "started_at": 0.0}
+        )  # fmt: skip
+
+    def runs(phase: str, camera: str) -> tuple[int | None, int | None]:
+        got = overlay(spec, camera, {"face": status(phase)})
+        assert got.models[1] == spec.models[1] and got.models[0].threshold == 0.6
+        if got.shadow is not None:
+            assert (got.shadow.model, got.shadow.threshold) == ("face", 0.6)
+        return got.models[0].version, got.shadow.version if got.shadow else None
+
+    assert runs("prepare", "door") == (1, None)
+    assert runs("shadow", "door") == runs("shadow", "hall") == (1, 2)
+    assert runs("canary", "door") == (2, 1) and runs("canary", "hall") == (1, 2)
+    assert runs("promoting", "hall") == (2, None) and runs("rolling_back", "door") == (1, None)
+    assert overlay(spec, "door", {"face": status("promoted")}) is spec
+    assert overlay(spec, "porch", {"face": status("canary")}) is spec  # not in the rollout
+    pinned3 = spec.model_copy(update={"models": [PipelineModel(name="face", version=3)]})
+    assert overlay(pinned3, "door", {"face": status("canary")}) is pinned3
+    board = RolloutBoard()
+    assert board.overlay("door", spec) is spec
+    board.set("face", status("canary"))
+    first = board.overlay("door", spec)
+    assert first.models[0].version == 2 and board.overlay("door", spec) is first  # cached
+    board.set("face", status("rolled_back"))
+    assert board.overlay("door", spec) is spec

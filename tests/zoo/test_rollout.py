@@ -26,7 +26,7 @@ from ovbus.payloads.rollout import RolloutBounds
 from ovbus.payloads.shadow import Latency, ModelRef, ShadowReport
 from ovbus.payloads.zoo import RolloutRequest
 from services.mosquitto import Mosquitto
-from services.zoo.rollout_health import Health, judge, promoted_spec, ready, rollout_spec
+from services.zoo.rollout_health import Health, judge, ready
 from tests import assets
 from tests.infer.harness import InferProcess, wait_for
 from tests.media import FPS, HEIGHT, WIDTH, face_video
@@ -68,18 +68,6 @@ def test_verdicts() -> None:
     )
     assert "only 0 frame(s)" in (ready(Health("face", 1, 2), bounds) or "")
     assert not h.add(report(1, 3)) and not h.add(report(5, 2))  # other versions: not counted
-    spec = PipelineSpec(
-        models=[PipelineModel(name="face", threshold=0.6), PipelineModel(name="pose")]
-    )
-    pinned = rollout_spec(spec, "face", 1, 2)
-    assert pinned.models[0].version == 1 and pinned.models[1].version is None
-    assert pinned.shadow is not None and (pinned.shadow.version, pinned.shadow.threshold) == (
-        2,
-        0.6,
-    )
-    assert promoted_spec(spec, "face", 1, 2) is None  # not pinned: restored as it was
-    moved = promoted_spec(rollout_spec(spec, "face", 1, None), "face", 1, 2)
-    assert moved is not None and moved.models[0].version == 2
 
 
 @pytest.fixture
