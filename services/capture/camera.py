@@ -294,9 +294,12 @@ class Camera:
         )
         return chosen, producer_description(head, target, encoder, source.live), geometry
 
-    def _describe(self, producer: Producer, chosen: Plan, generation: int) -> StreamDescriptor:
+    def _describe(
+        self, producer: Producer, chosen: Plan, generation: int
+    ) -> StreamDescriptor | None:
         """The descriptor of what the producer hands out: size and rate read from its caps
-        (a stream whose caps state no rate, as HTTP MJPEG: measured over its first frames)."""
+        (a stream whose caps state no rate, as HTTP MJPEG: measured over its first frames).
+        ``None`` if the settings changed meanwhile."""
         stream = producer.stream()
         if stream is None or stream.width is None or stream.height is None:
             raise StreamError(f"camera {self.name}: the stream does not state its size")
@@ -305,7 +308,9 @@ class Camera:
         while fps is None:
             fps = producer.measured_fps()
             if fps is None:
-                if self._changed(generation) or time.monotonic() > deadline:
+                if self._changed(generation):
+                    return None
+                if time.monotonic() > deadline:
                     raise StreamError(f"camera {self.name}: no frame rate within the start time")
                 producer.poll(0.1)
         return StreamDescriptor(
@@ -350,7 +355,10 @@ class Camera:
                 self._refused = producer.refused
                 log.warning("served encoded", camera=self.name, reason=producer.refused)
                 return  # again at once, encoding
-            self.descriptor = descriptor = self._describe(producer, chosen, generation)
+            descriptor = self._describe(producer, chosen, generation)
+            if descriptor is None:
+                return
+            self.descriptor = descriptor
             self._on_stream(self.name, descriptor)
             self._set_state("streaming")
             log.info(
