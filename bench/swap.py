@@ -1,6 +1,8 @@
 """Benchmark 3, model swap: four cameras; cam0 runs BlazeFace, the others the pose detector. A zoo
 request pulls a new version of BlazeFace; measured: time from the request to cam0's first result
-from the new version, and the longest gap between results on the other cameras meanwhile."""
+from the new version, and the longest gap between results on the other cameras meanwhile. Then
+a canary rollout of one more version of BlazeFace (shadow, canary on cam0, promotion: every
+version loaded aside and swapped in); measured: the longest gap on every camera meanwhile."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import time
 from bench.report import Report, Row
 from bench.stack import Stack
 from ovbus.errors import OvbusError
+from ovbus.payloads.model import ModelState
+from ovbus.payloads.zoo import PullRequest, RolloutRequest
 
 
 def run(report: Report, quick: bool = False) -> None:
@@ -65,3 +69,50 @@ def run(report: Report, quick: bool = False) -> None:
                 met=max(gaps) <= 2 * interval,
             )
         )
+        rollout_gap(report, stack, interval)
+
+
+def _gaps(stack: Stack, cameras: list[str], start: float, end: float) -> tuple[float, str, float]:
+    """The longest gap between two results of one camera: seconds, camera, when (s after start)."""
+    found = []
+    for cam in cameras:
+        times = sorted(a.arrived for a in stack.collector.window(start, end) if a.camera == cam)
+        found += [(b - a, cam, a - start) for a, b in itertools.pairwise(times)]
+    return max(found, default=(float("inf"), "", 0.0))
+
+
+def rollout_gap(report: Report, stack: Stack, interval: float) -> None:
+    """A canary rollout of a new BlazeFace version on cam0 (the others run the pose detector)."""
+    bus = stack.bus
+    pull = PullRequest(name="blazeface", convert=False, serve=False)  # published, not served
+    bus.call(bus.topics.zoo_request(), pull, timeout=600)
+    time.sleep(3)
+    sent = time.time()
+    request = RolloutRequest(name="blazeface", share=1.0, shadow_s=5, window_s=5)
+    bus.call(bus.topics.zoo_request(), request, timeout=60)
+    outcome = None
+    deadline = sent + 60
+    while time.time() < deadline and outcome is None:
+        s = bus.retained(bus.topics.zoo_model("blazeface"))[0].decode(ModelState)
+        if s.rollout is not None and s.rollout.phase in ("promoted", "rolled_back"):
+            outcome = s.rollout
+        time.sleep(0.5)
+    if outcome is None:
+        raise OvbusError(f"the rollout did not end within 60 s\n{stack.log('zoo')}")
+    gap, camera, at = _gaps(stack, stack.cameras, sent, time.time())
+    report.add(
+        Row(
+            "swap",
+            f"canary rollout ({outcome.phase}): longest gap on every camera",
+            {
+                "gap_ms": gap * 1000,
+                "frame_interval_ms": interval * 1000,
+                "on": camera,
+                "at_s": at,
+                "seconds": time.time() - sent,
+            },
+            ratio=gap / interval,
+            target="<= 2 frame intervals",
+            met=gap <= 2 * interval,
+        )
+    )

@@ -89,6 +89,11 @@ class PullRequest(Request):
     description: ModelDescription | None = Field(
         None, description="override the description the source provides"
     )
+    serve: bool = Field(
+        True,
+        description="false: publish the version but keep serving the current one (pinned with "
+        "version policy specific), e.g. to roll it out (action rollout)",
+    )
 
 
 class RemoveRequest(Request):

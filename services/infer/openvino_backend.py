@@ -318,7 +318,11 @@ class OpenVINOBackend:
             with self._lock:
                 old = self._loaded.get(key)
                 self._loaded[key] = fresh
-            if old is not None and old.model is not None and old.model is not fresh.model:
+            with self._lock:
+                shared = old is not None and any(
+                    loaded.model is old.model for loaded in self._loaded.values()
+                )
+            if old is not None and old.model is not None and not shared:
                 # closed once the frames that took the old one before the swap are done
                 closer = threading.Timer(CLOSE_AFTER_S, old.model.close)
                 closer.daemon = True
@@ -343,6 +347,14 @@ class OpenVINOBackend:
             return _Loaded(stamp, error=error)
         try:
             chosen, path = resolve(entry, version)
+            with self._lock:  # the same version compiled for another key (pinned or newest)
+                same = [
+                    loaded.model
+                    for (other, _), loaded in self._loaded.items()
+                    if other == name and loaded.print == stamp and loaded.model is not None
+                ]
+            if same and same[0].version == chosen:
+                return _Loaded(stamp, model=same[0])
             model = OpenVINOModel(self.core, entry, chosen, path, self.hint, self.infer_threads)
         except ModelError as e:
             log.error("model failed to load", model=name, version=version, error=e.message)

@@ -57,6 +57,9 @@ def add_client_commands(
     p.add_argument("--sha256", help="expected sha256 of the --from-url file")
     p.add_argument("--fp16", action="store_true", help="compress weights to FP16 when converting")
     p.add_argument("--no-convert", action="store_true", help="keep ONNX/TFLite as they are")
+    p.add_argument(
+        "--no-serve", action="store_true", help="keep serving the current version (to roll out)"
+    )
     p.add_argument("--description", help="model description: JSON text or a .json file")
     sub.add_parser("list", help="models in config.json and their versions")
     sub.add_parser("catalog", help="models the zoo can pull by name")
@@ -138,6 +141,8 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
                 body[key] = value
         body["compress_fp16"] = args.fp16
         body["convert"] = not args.no_convert
+        if args.no_serve:
+            body["serve"] = False
         if args.description:
             body["description"] = _json_arg(args.description)
     elif cmd == "remove" and args.model_version is not None:

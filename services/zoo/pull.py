@@ -25,6 +25,7 @@ from typing import Any
 
 from ovbus.errors import ErrorCode, FetchError, RequestError, StoreError
 from ovbus.log import get_logger
+from ovbus.model_repository import EntryProblem, current_version, parse_entry
 from ovbus.payloads.model import ModelDescription, ModelStateName
 from ovbus.payloads.zoo import OmzSource, PullRequest, Source, WheelSource
 from services.zoo import config_store as cfg
@@ -249,12 +250,19 @@ def execute(
             current = cfg.find(doc, p.name)
             policy = current.get("model_version_policy") if current else None
             reset = isinstance(policy, dict) and "specific" in policy
-            cfg.upsert(
-                doc,
-                p.name,
-                folder.base_path(p.name, models_dir),
-                **({"model_version_policy": None} if reset else {}),
-            )
+            kept = None if req.serve or current is None else served(current, p.version)
+            extra: dict[str, Any] = {"model_version_policy": None} if reset else {}
+            if kept is not None:  # the new version published beside the served one, unserved
+                extra["model_version_policy"] = {"specific": {"versions": [kept]}}
+            cfg.upsert(doc, p.name, folder.base_path(p.name, models_dir), **extra)
+
+        def served(entry: dict[str, Any], new: int) -> int | None:
+            """The version served before ``new`` was published (``serve`` false keeps it)."""
+            parsed = parse_entry({"config": entry}, config.folder)
+            if isinstance(parsed, EntryProblem):
+                return None
+            before = [v for v in folder.versions(p.name) if v != new]
+            return current_version(parsed.config.model_version_policy, before)
 
         config.update(change)
     except BaseException as e:

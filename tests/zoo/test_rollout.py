@@ -24,7 +24,7 @@ from ovbus.payloads.model import ModelState
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from ovbus.payloads.rollout import RolloutBounds
 from ovbus.payloads.shadow import Latency, ModelRef, ShadowReport
-from ovbus.payloads.zoo import RolloutRequest
+from ovbus.payloads.zoo import FileSource, PullRequest, RolloutRequest
 from services.mosquitto import Mosquitto
 from services.zoo.rollout_health import Health, judge, ready
 from tests import assets
@@ -86,6 +86,13 @@ def longest_gap(results: list[DetectionResult]) -> float:
     return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
 
 
+def policy_of(models: Path) -> list[int]:
+    doc = json.loads((models / "config.json").read_text())
+    entry = next(e["config"] for e in doc["model_config_list"] if e["config"]["name"] == "face")
+    versions: list[int] = entry["model_version_policy"]["specific"]["versions"]
+    return versions
+
+
 def rollout(client: Bus, version: int, timeout: float = 60.0) -> ModelState:
     request = RolloutRequest(
         name="face", version=version, share=0.5, shadow_s=3, window_s=3,
@@ -109,6 +116,7 @@ def test_broken_version_rolled_back_good_one_promoted(
     client: Bus,
     cameras: CaptureNode,
     worker: Worker,
+    import_dir: Path,
     tmp_path: Path,
 ) -> None:
     models = worker.zoo.folder.root
@@ -168,33 +176,39 @@ def test_broken_version_rolled_back_good_one_promoted(
             )
             assert not same.ok and same.error is not None and same.error.code == ErrorCode.CONFLICT
 
-            # version 2 fixed (the real weights): promoted
-            shutil.copyfile(assets.blazeface(), models / "face" / "2" / "model.tflite")
+            # version 3, the real weights, pulled without being served: promoted
+            shutil.copyfile(assets.blazeface(), import_dir / "face.tflite")
+            pulled = client.request(
+                client.topics.zoo_request(),
+                PullRequest(
+                    name="face", source=FileSource(path=str(import_dir / "face.tflite")),
+                    convert=False, serve=False, description=BLAZEFACE,
+                ),
+                timeout=60,
+            )  # fmt: skip
+            assert pulled.ok, pulled.error
+            assert (policy_of(models), worker.zoo.folder.versions("face")) == ([1], [1, 2, 3])
             with lock:
                 for got in results.values():
                     got.clear()
             # from the command line this time: progress printed, exit status 0 when promoted
             out = subprocess.run(
-                [sys.executable, "-m", "services.cli", "zoo", "rollout", "face", "--version", "2",
+                [sys.executable, "-m", "services.cli", "zoo", "rollout", "face", "--version", "3",
                  "--share", "0.5", "--shadow-s", "3", "--window-s", "3", "--min-frames", "5",
                  "--timeout", "90", "--broker", broker.url, "--prefix", prefix],
                 capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
             )  # fmt: skip
             assert out.returncode == 0, out.stderr + out.stdout
-            assert "face 1 -> 2: canary" in out.stderr and "promoted" in out.stderr
+            assert "face 1 -> 3: canary" in out.stderr and "promoted" in out.stderr
             state = ModelState.model_validate(
                 json.loads(client.retained(client.topics.zoo_model("face"))[0].payload)
             )
             assert state.rollout is not None and state.rollout.phase == "promoted", state.rollout
             assert state.rollout.frames >= 5 and state.rollout.errors == 0
-            doc = json.loads((models / "config.json").read_text())
-            entry = next(
-                e["config"] for e in doc["model_config_list"] if e["config"]["name"] == "face"
-            )
-            assert entry["model_version_policy"] == {"specific": {"versions": [2]}}
+            assert policy_of(models) == [3]
             wait_for(
                 client, str(client.topics.detections("hall")),
-                lambda m: m.decode(DetectionResult).models[0].version == 2 or None, 20, infer,
+                lambda m: m.decode(DetectionResult).models[0].version == 3 or None, 20, infer,
             )  # fmt: skip
             with lock:
                 promoted = {cam: list(got) for cam, got in results.items()}
