@@ -349,6 +349,7 @@ def run(report: Report, quick: bool = False) -> None:
                         met=taken / every <= 0.25,
                     )
                 )
+    saturation(report, quick)
     report.notes += [
         f"load average when the run started: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} (1, 5, 15 min)",
         "cameras: pre-encoded files served pass-through by the capture worker (capture_cores is its CPU, "
@@ -360,6 +361,38 @@ def run(report: Report, quick: bool = False) -> None:
         "frame age target: 2 x (inference latency + detection interval per camera) + 30 ms; the interval is "
         "cameras / results/s (at least the frame interval).",
     ]
+
+
+def saturation(report: Report, quick: bool = False) -> None:
+    """Past saturation: H.264 pipeline results/s at 16, 24 and 32 cameras (pipeline only, the
+    naive loop's figures above already show it falling behind at 16)."""
+    counts = [4, 6] if quick else [16, 24, 32]
+    runs = 1 if quick else PAIRS
+    window = 4.0 if quick else 10.0
+    rates: dict[int, float] = {}
+    with Stack(max(counts), [MODEL], infer=False, fps=None, source=streams.h264_file()) as stack:
+        for n in counts:
+            got = [pipeline(stack, n, window) for _ in range(runs)]
+            rates[n] = _median([r.rate for r in got])
+            p99 = _median([r.p99 for r in got])
+            best = max([rates[m] for m in rates if m < n], default=rates[n])
+            report.add(
+                Row(
+                    "throughput",
+                    f"h264, {n} cameras (saturation)",
+                    {
+                        "offered": 30.0 * n,
+                        "results_per_s": rates[n],
+                        "best_with_fewer": best,
+                        "infer_cores": _median([r.infer_cores for r in got]),
+                        "age_p50_ms": _median([r.p50 for r in got]),
+                        "age_p99_ms": p99,
+                    },
+                    ratio=rates[n] / best,
+                    target=">= 0.9 of the best with fewer cameras",
+                    met=rates[n] / best >= 0.9,
+                )
+            )
 
 
 def _rows(
