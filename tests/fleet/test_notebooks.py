@@ -161,6 +161,12 @@ def test_notebook_runs_against_the_stack(path: Path, stack: Stack) -> None:
         # the demo camera's faces are tracked: at least one track, its events counted
         tracked = re.search(r"^(\d+) tracks on the timeline; events: ", text, re.M)
         assert tracked and int(tracked.group(1)) >= 1, text
+    if path.stem == "replay":
+        # the kept frames went through both models; the serving one found the demo's faces
+        found = re.search(r"^serving: (\d+) frames, (\d+) objects, 0 errors", text, re.M)
+        assert found and int(found.group(1)) >= 3 and int(found.group(2)) >= 1, text
+        assert re.search(r"^\d+ frames compared: .* agreement [01]\.\d\d$", text, re.M), text
+        assert re.search(r"^[1-3] frames drawn side by side$", text, re.M), text
     if path.stem == "your-own-model":
         # the pull's states end in ready, and the model then ran on a frame and on the camera
         assert re.search(r"^pulling( -> \w+)* -> ready$", text, re.M), text
