@@ -72,11 +72,19 @@ def run(report: Report, quick: bool = False) -> None:
         rollout_gap(report, stack, interval)
 
 
-def _gaps(stack: Stack, cameras: list[str], start: float, end: float) -> tuple[float, str, float]:
-    """The longest gap between two results of one camera: seconds, camera, when (s after start)."""
+def _gaps(
+    stack: Stack, cameras: list[str], start: float, end: float, *, captured: bool = False
+) -> tuple[float, str, float]:
+    """The longest gap between two results of one camera (by arrival, or by the capture times
+    of their frames: frames the camera was not served, whatever the subscriber's delays):
+    seconds, camera, when (s after start)."""
     found = []
     for cam in cameras:
-        times = sorted(a.arrived for a in stack.collector.window(start, end) if a.camera == cam)
+        times = sorted(
+            a.captured if captured else a.arrived
+            for a in stack.collector.window(start, end)
+            if a.camera == cam
+        )
         found += [(b - a, cam, a - start) for a, b in itertools.pairwise(times)]
     return max(found, default=(float("inf"), "", 0.0))
 
@@ -99,17 +107,22 @@ def rollout_gap(report: Report, stack: Stack, interval: float) -> None:
         time.sleep(0.5)
     if outcome is None:
         raise OvbusError(f"the rollout did not end within 60 s\n{stack.log('zoo')}")
-    gap, camera, at = _gaps(stack, stack.cameras, sent, time.time())
+    end = time.time()
+    gap, camera, at = _gaps(stack, stack.cameras, sent, end, captured=True)
+    arrival = _gaps(stack, stack.cameras, sent, end)
     report.add(
         Row(
             "swap",
-            f"canary rollout ({outcome.phase}): longest gap on every camera",
+            f"canary rollout ({outcome.phase}): longest gap on every camera (capture times)",
             {
                 "gap_ms": gap * 1000,
                 "frame_interval_ms": interval * 1000,
                 "on": camera,
                 "at_s": at,
-                "seconds": time.time() - sent,
+                "arrival_gap_ms": arrival[0] * 1000,
+                "arrival_gap_on": arrival[1],
+                "arrival_gap_at_s": arrival[2],
+                "seconds": end - sent,
             },
             ratio=gap / interval,
             target="<= 2 frame intervals",

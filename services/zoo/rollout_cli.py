@@ -32,8 +32,12 @@ def add_rollout_command(sub: Any) -> None:
     p.add_argument("--shadow-s", dest="shadow_s", type=float, help="seconds as a shadow only")
     p.add_argument("--window-s", dest="window_s", type=float, help="seconds serving the canary")
     p.add_argument("--max-errors", dest="max_errors", type=int, help="load/inference errors")
-    p.add_argument("--max-latency-ratio", dest="max_latency_ratio", type=float)
-    p.add_argument("--max-latency-p99-ms", dest="max_latency_p99_ms", type=float)
+    p.add_argument(
+        "--max-latency-ratio", dest="max_latency_ratio", type=float, help="new p99 / old p99"
+    )
+    p.add_argument(
+        "--max-latency-p99-ms", dest="max_latency_p99_ms", type=float, help="new p99, ms"
+    )
     p.add_argument(
         "--max-rate-change", dest="max_rate_change", type=float, help="e.g. 0.2 for 20%%"
     )
