@@ -23,12 +23,14 @@ with its reason, are on the retained model state.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import queue
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ovbus.bus import Bus
@@ -70,10 +72,40 @@ class Rollouts:
         self.zoo = zoo
         self._stop = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
+        self.recover()
+
+    def _journal(self, name: str) -> Path:
+        return self.zoo.folder.root / f".rollout-{name}.json"
+
+    def recover(self) -> list[str]:
+        """Rollouts a stopped zoo left unfinished are rolled back: config.json as it was (its
+        bytes are in the rollout's journal); the model's next state, without a rollout, ends
+        the infer workers' pins."""
+        rolled = []
+        for journal in sorted(self.zoo.folder.root.glob(".rollout-*.json")):
+            try:
+                doc = json.loads(journal.read_text())
+                plan = Plan(doc["name"], doc["old"], doc["new"], {}, [],
+                            base64.b64decode(doc["config"]))  # fmt: skip
+                exact = self._restore_config(plan)
+            except (OSError, ValueError, KeyError, OvbusError) as e:
+                log.error("unfinished rollout not rolled back", journal=journal.name, error=str(e))
+                continue
+            log.warning("unfinished rollout rolled back", model=plan.name, byte_identical=exact)
+            journal.unlink(missing_ok=True)
+            rolled.append(plan.name)
+        return rolled
 
     def start(self, req: RolloutRequest) -> dict[str, Any]:
         plan = self.plan(req)
         self.zoo._claim(req.name)  # pull, remove, set and rollback wait for the outcome
+        journal = {"name": plan.name, "old": plan.old, "new": plan.new,
+                   "config": base64.b64encode(plan.config).decode()}  # fmt: skip
+        try:
+            write_atomic(self._journal(plan.name), json.dumps(journal).encode())
+        except OSError as e:
+            self.zoo._release(req.name)
+            raise RequestError(f"cannot write the rollout's journal: {e}") from e
         thread = threading.Thread(
             target=self._run, args=(plan, req), name=f"rollout:{req.name}", daemon=True
         )
@@ -193,6 +225,7 @@ class Rollouts:
         finally:
             for sub in subs:
                 sub.close()
+            self._journal(plan.name).unlink(missing_ok=True)
             self.zoo._release(plan.name)
             self._threads.pop(plan.name, None)
 

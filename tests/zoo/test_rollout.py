@@ -5,6 +5,7 @@ good one is promoted."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import shutil
@@ -13,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +28,10 @@ from ovbus.payloads.rollout import RolloutBounds
 from ovbus.payloads.shadow import Latency, ModelRef, ShadowReport
 from ovbus.payloads.zoo import FileSource, PullRequest, RolloutRequest
 from services.mosquitto import Mosquitto
+from services.zoo.rollout import Rollouts
 from services.zoo.rollout_health import Health, judge, ready
+from services.zoo.service import Zoo
+from services.zoo.settings import ZooSettings
 from tests import assets
 from tests.infer.harness import InferProcess, wait_for
 from tests.media import FPS, HEIGHT, WIDTH, face_video
@@ -216,3 +221,29 @@ def test_broken_version_rolled_back_good_one_promoted(
                 assert longest_gap(got) <= 2.0 / FPS + 0.02, (cam, longest_gap(got))
     finally:
         assert infer.stop() == 0
+
+
+def test_a_rollout_cut_by_a_stopped_zoo_is_rolled_back_on_start(
+    client: Bus, zoo_settings: ZooSettings
+) -> None:
+    zoo = Zoo(zoo_settings)
+    models = zoo.folder.root
+    policy = {"model_version_policy": {"specific": {"versions": [1]}}}
+    add_model(models, "face", assets.blazeface(), BLAZEFACE, config=policy)
+    add_model(models, "face", assets.blazeface(), BLAZEFACE, version=2, register=False)
+    original = (models / "config.json").read_bytes()
+
+    def both(doc: dict[str, Any]) -> None:  # where a rollout leaves config.json mid-way
+        doc["model_config_list"][0]["config"]["model_version_policy"] = {
+            "specific": {"versions": [1, 2]}
+        }
+
+    zoo.config.update(both)
+    journal = models / ".rollout-face.json"
+    journal.write_text(
+        json.dumps(
+            {"name": "face", "old": 1, "new": 2, "config": base64.b64encode(original).decode()}
+        )
+    )
+    assert Rollouts(client, zoo).recover() == []  # the constructor did it already
+    assert (models / "config.json").read_bytes() == original and not journal.exists()
