@@ -47,6 +47,7 @@ def run(report: Report, quick: bool = False) -> None:
                 if a.camera == cam
             )
             gaps.append(max((b - a for a, b in itertools.pairwise(times)), default=float("inf")))
+        captured = _gaps(stack, stack.cameras[1:], sent - 1, first_new + 2, captured=True)
         swap = first_new - sent
         report.add(
             Row(
@@ -63,7 +64,12 @@ def run(report: Report, quick: bool = False) -> None:
             Row(
                 "swap",
                 "longest gap on the other cameras meanwhile",
-                {"gap_ms": max(gaps) * 1000, "frame_interval_ms": interval * 1000},
+                {
+                    "gap_ms": max(gaps) * 1000,
+                    "frame_interval_ms": interval * 1000,
+                    "capture_gap_ms": captured[0] * 1000,  # frames not served, by capture time
+                    "capture_gap_at_s": captured[2],
+                },
                 ratio=max(gaps) / interval,
                 target="<= 2 frame intervals",
                 met=max(gaps) <= 2 * interval,
