@@ -4,6 +4,7 @@ the real BlazeFace), results and requests over the real broker."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -123,6 +124,16 @@ def test_shadow_figures_and_replay_equal_live_results(
         index = listing["frames"][-1]["index"]
         image = decode_jpeg(fetch_frame(client, "door", index))
         assert image.shape == (HEIGHT, WIDTH, 3) and float(np.mean(image)) > 10
+
+        # a video file inside the models folder, frame by frame
+        (models / "clips").mkdir()
+        shutil.copyfile(face_video(), models / "clips" / "face.mp4")
+        summary, frames = replay(
+            client, None, serving, file="clips/face.mp4", max_frames=5, node="infer-shadow"
+        )
+        assert summary["file"] == "clips/face.mp4" and summary["frames"] == 5
+        assert [f.index for f in frames] == [0, 1, 2, 3, 4]
+        assert all(f.result is not None and len(f.result.objects) == 1 for f in frames)
 
         # the same from the command line, with progress
         out = subprocess.run(
