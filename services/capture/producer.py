@@ -1,6 +1,8 @@
 """One camera's producer pipeline: source -> [convert/scale/rate -> encoder] -> appsink -> relay.
 
-The device (or file, or upstream camera) is opened once, here, whatever the number of readers;
+A pass-through producer (``plan.py`` decides) only demuxes or depayloads and parses what the
+source produces; an encoding one decodes, converts and encodes. Either way the device (or
+file, or upstream camera) is opened once, here, whatever the number of readers;
 the pipeline runs whether anyone reads or not. The camera supervisor polls :meth:`Producer.poll`
 for errors; any error, an unexpected end of stream, or no frame for ``stall_s`` seconds is a
 ``StreamError`` and the supervisor restarts the pipeline.
