@@ -114,6 +114,7 @@ def rollout_gap(report: Report, stack: Stack, interval: float) -> None:
     if outcome is None:
         raise OvbusError(f"the rollout did not end within 60 s\n{stack.log('zoo')}")
     end = time.time()
+    print(f"  rollout {outcome.phase}: {outcome.reason}", flush=True)
     gap, camera, at = _gaps(stack, stack.cameras, sent, end, captured=True)
     arrival = _gaps(stack, stack.cameras, sent, end)
     report.add(

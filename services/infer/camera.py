@@ -236,6 +236,7 @@ class CameraRunner:
             return None
         width = height = 0
         for pm in spec.models:
+            pm = self.taps.choose(pm) if self.taps is not None else pm  # never waits for a load
             try:
                 model = self.backend.model(pm.name, pm.version)
                 desc = self.descriptions.get(pm.name)
