@@ -293,3 +293,18 @@ def test_rollout_phases_laid_over_a_spec() -> None:
     assert first.models[0].version == 2 and board.overlay("door", spec) is first  # cached
     board.set("face", status("rolled_back"))
     assert board.overlay("door", spec) is spec
+
+
+def test_no_frames_kept_while_memory_is_short() -> None:
+    rec = Recorder(seconds=10, fps=50, quality=80, max_bytes=10**7, min_free=2**62)
+    try:
+        yuv = np.zeros((72, 64), np.uint8)
+        rec.offer("door", Frame(yuv, 0, 0.0, "arrival", 0.0))
+        deadline = time.monotonic() + 5
+        while not rec.short_of_memory and time.monotonic() < deadline:
+            time.sleep(0.02)
+        rec.offer("door", Frame(yuv, 1, 0.0, "arrival", 0.0))
+        time.sleep(0.2)
+        assert rec.short_of_memory and rec.ring("door") is None
+    finally:
+        rec.close()

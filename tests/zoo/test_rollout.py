@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from ovbus.bus import Bus
-from ovbus.errors import ErrorCode
+from ovbus.errors import ErrorCode, OvbusError
 from ovbus.messages import Message
 from ovbus.payloads.detections import DetectionResult
 from ovbus.payloads.model import ModelState
@@ -37,7 +37,7 @@ from tests.infer.harness import InferProcess, wait_for
 from tests.media import FPS, HEIGHT, WIDTH, face_video
 from tests.models import BLAZEFACE, add_model
 from tests.stack import CaptureNode, capture_node
-from tests.zoo.conftest import ROOT, Worker
+from tests.zoo.conftest import ROOT, Worker, snapshot
 
 
 def report(serving: int, candidate: int | None, **kw: object) -> ShadowReport:
@@ -247,3 +247,30 @@ def test_a_rollout_cut_by_a_stopped_zoo_is_rolled_back_on_start(
     )
     assert Rollouts(client, zoo).recover() == []  # the constructor did it already
     assert (models / "config.json").read_bytes() == original and not journal.exists()
+
+
+def test_rollouts_refused_before_anything_changes(client: Bus, zoo_settings: ZooSettings) -> None:
+    zoo = Zoo(zoo_settings)
+    models = zoo.folder.root
+    policy = {"model_version_policy": {"specific": {"versions": [1]}}}
+    add_model(models, "face", assets.blazeface(), BLAZEFACE, config=policy)
+    add_model(models, "face", assets.blazeface(), BLAZEFACE, version=2, register=False)
+    before = snapshot(models)
+    rollouts = Rollouts(client, zoo)
+    for request, code in (
+        (RolloutRequest(name="ghost"), ErrorCode.NOT_FOUND),
+        (RolloutRequest(name="face", version=7), ErrorCode.NOT_FOUND),
+        (RolloutRequest(name="face", version=1), ErrorCode.CONFLICT),  # already served
+        (RolloutRequest(name="face", version=2), ErrorCode.CONFLICT),  # no camera runs it
+    ):
+        with pytest.raises(OvbusError) as e:
+            rollouts.start(request)
+        assert e.value.code == code, (request, e.value)
+    client.publish(
+        client.topics.pipeline("door"), PipelineSpec(models=[PipelineModel(name="face")]), wait=True
+    )
+    with pytest.raises(OvbusError) as e:  # a canary camera that does not run the model
+        rollouts.start(RolloutRequest(name="face", version=2, cameras=["porch"]))
+    assert e.value.code == ErrorCode.BAD_REQUEST and "porch" in e.value.message
+    assert snapshot(models) == before and not zoo.busy("face")
+    client.publish(client.topics.pipeline("door"), None, wait=True)
