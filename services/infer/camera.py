@@ -114,7 +114,7 @@ class CameraRunner:
         self._rate: float | None = None
         self._sized: PipelineSpec | None = None  # the spec the JPEG decode size was made for
         self._job_lock = threading.Lock()  # held by this camera's detection while it runs
-        self.taps: Taps | None = None  # shadow, replay frames, version swaps (set by the worker)
+        self.taps = Taps(camera, node)  # shadow, replay, version swaps, rollouts: the worker's
         self._thread = threading.Thread(target=self._run, name=f"camera:{camera}", daemon=True)
 
     # inputs from the bus -------------------------------------------------------------------
@@ -166,8 +166,7 @@ class CameraRunner:
         if self._reader is not None:
             self._reader.stop()
         self._events.close(clear=clear)  # end events for every tracked object
-        if self.taps is not None:
-            self.taps.stop()
+        self.taps.stop()
         if clear:
             self._publish_counts(self._counts.reset())
             self._safe_publish(self.bus.topics.inference(self.camera), None)
@@ -207,8 +206,7 @@ class CameraRunner:
         """The scheduler's turn for this camera: the job for the newest frame (``None``: no
         frame, disabled, or stopping). Called from the scheduler's thread: cheap."""
         reader, spec = self._reader, self.spec
-        if spec is not None and self.taps is not None:
-            spec = self.taps.overlay(spec)  # a canary rollout of one of its models
+        spec = self.taps.overlay(spec)  # a canary rollout of one of its models
         if self._stop.is_set() or reader is None or spec is None or not spec.enabled:
             return None
         pending = reader.take()
@@ -236,7 +234,7 @@ class CameraRunner:
             return None
         width = height = 0
         for pm in spec.models:
-            pm = self.taps.choose(pm) if self.taps is not None else pm  # never waits for a load
+            pm = self.taps.choose(pm)  # never waits for a version loading aside
             try:
                 model = self.backend.model(pm.name, pm.version)
                 desc = self.descriptions.get(pm.name)
@@ -293,7 +291,7 @@ class CameraRunner:
 
     # one frame -----------------------------------------------------------------------------
     def _run_model(self, frame: Frame, pm: PipelineModel) -> tuple[ModelResult | None, ModelStatus]:
-        pm = self.taps.choose(pm) if self.taps is not None else pm  # a new version loads aside
+        pm = self.taps.choose(pm)  # a new version loads aside
         try:
             model = self.backend.model(pm.name, pm.version)
             self.dispatcher.need(getattr(model, "nireq", None))
@@ -332,8 +330,7 @@ class CameraRunner:
                 models=results,
             )
             self._safe_publish(self.bus.topics.detections(self.camera), doc)
-            if self.taps is not None:  # the shadow candidate and the replay frames: never wait
-                self.taps.frame(spec, frame, results)
+            self.taps.frame(spec, frame, results)  # the shadow, the replay frames: never wait
             objects = doc.objects
             if not failed:  # counts only from a complete pipeline: a failure is not a zero
                 self._publish_counts(self._counts.update(objects))

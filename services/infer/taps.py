@@ -23,21 +23,28 @@ from services.infer.swap import VersionSwap
 
 
 class Taps:
+    """Without a bus, backend and descriptions (``Taps(camera, node)``): no shadow, no swaps,
+    nothing kept, no rollout: each call returns what it was given."""
+
     def __init__(
         self,
         camera: str,
         node: str,
         *,
-        bus: Bus,
-        backend: Backend,
-        descriptions: DescriptionStore,
-        recorder: Recorder | None,
+        bus: Bus | None = None,
+        backend: Backend | None = None,
+        descriptions: DescriptionStore | None = None,
+        recorder: Recorder | None = None,
         rollouts: RolloutBoard | None = None,
         infer_timeout: float = 10.0,
     ) -> None:
         self.camera = camera
         self.recorder = recorder
         self.rollouts = rollouts
+        self.shadow: ShadowRunner | None = None
+        self.swap: VersionSwap | None = None
+        if bus is None or backend is None or descriptions is None:
+            return
         run = model_runner(backend.model, descriptions.get, infer_timeout)
         topic = bus.topics.shadow(camera)
 
@@ -47,22 +54,26 @@ class Taps:
         self.shadow = ShadowRunner(camera, node, run, report)
         self.swap = VersionSwap(backend.model, camera)
 
-    def overlay(self, spec: PipelineSpec) -> PipelineSpec:
+    def overlay(self, spec: PipelineSpec | None) -> PipelineSpec | None:
         """The spec as this camera runs it while a canary rollout of one of its models is on."""
-        return spec if self.rollouts is None else self.rollouts.overlay(self.camera, spec)
+        if spec is None or self.rollouts is None:
+            return spec
+        return self.rollouts.overlay(self.camera, spec)
 
     def choose(self, pm: PipelineModel) -> PipelineModel:
         """The version of ``pm`` to run now (the previous one while a new one loads)."""
-        return self.swap.choose(pm)
+        return pm if self.swap is None else self.swap.choose(pm)
 
     def frame(self, spec: PipelineSpec, frame: Frame, results: Sequence[ModelResult]) -> None:
         """A processed frame and its serving results."""
-        self.shadow.offer(spec, frame.image, results)
+        if self.shadow is not None:
+            self.shadow.offer(spec, frame.image, results)
         if self.recorder is not None:
             self.recorder.offer(self.camera, frame)
 
     def stop(self) -> None:
-        self.shadow.stop()
+        if self.shadow is not None:
+            self.shadow.stop()
         if self.recorder is not None:
             self.recorder.forget(self.camera)
 
