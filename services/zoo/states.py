@@ -94,6 +94,9 @@ class StateBoard:
                 description=description,
                 source=description.source if description else None,
             )
+        known_rollout = self.states[name].rollout if name in self.states else None
+        if known_rollout is not None and state != "removed":  # the last rollout stays on
+            doc = doc.model_copy(update={"rollout": known_rollout})
         self.states[name] = doc
         try:
             self.publish(doc)
