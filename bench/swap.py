@@ -48,6 +48,7 @@ def run(report: Report, quick: bool = False) -> None:
             )
             gaps.append(max((b - a for a, b in itertools.pairwise(times)), default=float("inf")))
         captured = _gaps(stack, stack.cameras[1:], sent - 1, first_new + 2, captured=True)
+        arrived = _gaps(stack, stack.cameras[1:], sent - 1, first_new + 2)
         swap = first_new - sent
         report.add(
             Row(
@@ -67,8 +68,10 @@ def run(report: Report, quick: bool = False) -> None:
                 {
                     "gap_ms": max(gaps) * 1000,
                     "frame_interval_ms": interval * 1000,
+                    "gap_at_s": arrived[2] - 1,  # after the request
+                    "first_new_at_s": first_new - sent,
                     "capture_gap_ms": captured[0] * 1000,  # frames not served, by capture time
-                    "capture_gap_at_s": captured[2],
+                    "capture_gap_at_s": captured[2] - 1,
                 },
                 ratio=max(gaps) / interval,
                 target="<= 2 frame intervals",
