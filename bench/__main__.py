@@ -25,9 +25,11 @@ INTRO = """# Benchmarks
 tables below and writes JSON to `bench/results/`; a full run rewrites this file. Every ratio is
 measured side by side in one run on one machine, so the machine's own speed cancels out.
 
-1. **throughput**: results/s for 1, 2, 4, 8 cameras (640x480 H.264 at 30 fps from the capture
-   worker) with the default model and a heavier one, against OpenVINO's `benchmark_app` (I) and
-   the decode-only rate (D) measured alone, and against the toolkit's original notebook loop;
+1. **throughput**: results/s and frame age for 4, 8, 16 cameras (640x480 at 30 fps, H.264 and
+   MJPEG files served pass-through by the capture worker) with the default model, against
+   OpenVINO's `benchmark_app` (I) and the decode-only rate (D) measured alone, and against the
+   toolkit's original notebook loop (alternating, 3 pairs); 16 cameras at `detect_fps` 5, MJPEG
+   decode CPU, and 16 to 32 cameras past saturation;
 2. **freshness**: frame age (capture to arrival at a subscriber) per camera count, and whether it
    grows over a 60 s run;
 3. **swap**: from a zoo request to the first result from the new model version, and the longest
