@@ -217,7 +217,8 @@ class Dispatcher:
         """A reader has a new frame for ``camera`` (called from reader threads: cheap)."""
         with self._cond:
             self.schedule.ready(camera)
-            self._cond.notify_all()
+            if self.schedule.in_flight < self.schedule.slots:  # else a completion wakes it
+                self._cond.notify_all()
 
     # the dispatching thread ---------------------------------------------------------------
     def _run(self) -> None:
