@@ -83,3 +83,34 @@ def i420(
         plane = raw[offsets[i] : offsets[i] + strides[i] * rows].reshape(rows, strides[i])
         planes.append(plane[:ph, :pw].reshape(-1))
     return np.concatenate(planes).reshape(h * 3 // 2, w)
+
+
+def scale_factor(width: int, height: int, least: tuple[int, int] | None) -> int:
+    """The largest of 1, 2, 4, 8 that keeps a ``width`` x ``height`` frame at least ``least``
+    (width, height) in both directions: the steps libjpeg scales by, used for raw frames too."""
+    if least is None:
+        return 1
+    factor = 1
+    while factor < 8 and width // (2 * factor) >= least[0] and height // (2 * factor) >= least[1]:
+        factor *= 2
+    return factor
+
+
+def shrink_i420(yuv: npt.NDArray[np.uint8], factor: int) -> npt.NDArray[np.uint8]:
+    """An I420 image ``(h * 3 / 2, w)`` scaled down by ``factor`` (area averaging per plane)."""
+    if factor <= 1:
+        return yuv
+    import cv2
+
+    w, h = yuv.shape[1], yuv.shape[0] * 2 // 3
+    nw, nh = (w // factor) & ~1, (h // factor) & ~1
+    size = (h // 2) * (w // 2)
+    flat = yuv.reshape(-1)
+    planes = [flat[: w * h].reshape(h, w)] + [
+        flat[w * h + i * size : w * h + (i + 1) * size].reshape(h // 2, w // 2) for i in (0, 1)
+    ]
+    out = [cv2.resize(planes[0], (nw, nh), interpolation=cv2.INTER_AREA).reshape(-1)] + [
+        cv2.resize(p, (nw // 2, nh // 2), interpolation=cv2.INTER_AREA).reshape(-1)
+        for p in planes[1:]
+    ]
+    return np.asarray(np.concatenate(out), dtype=np.uint8).reshape(nh * 3 // 2, nw)

@@ -48,7 +48,15 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ovbus.errors import ErrorCode, StreamError
-from ovbus.frames import NTP_UNIX_OFFSET_S, Frame, FrameClock, i420, ntp_ns_to_unix
+from ovbus.frames import (
+    NTP_UNIX_OFFSET_S,
+    Frame,
+    FrameClock,
+    i420,
+    ntp_ns_to_unix,
+    scale_factor,
+    shrink_i420,
+)
 from ovbus.log import get_logger
 from ovbus.rtsp_pipeline import build_pipeline, capture_time, check_url, init, video_info
 
@@ -119,7 +127,7 @@ class RtspReader:
         self._on_state = on_state
         self._on_frame = on_frame
         self.decoder_threads = decoder_threads
-        self.decode_size = decode_size  # (min width, min height) a JPEG is decoded to
+        self.decode_size = decode_size  # (min width, min height) a frame is scaled down to
         self._cond = threading.Condition()
         self._frame: tuple[Any, float, int] | None = None  # (sample, arrival, index)
         self._stop = threading.Event()
@@ -339,7 +347,8 @@ class RtspReader:
             )
         finally:
             buffer.unmap(info)
-        return Frame(yuv, index, captured, clock, arrival)
+        factor = scale_factor(video.width, video.height, self.decode_size)
+        return Frame(shrink_i420(yuv, factor), index, captured, clock, arrival)
 
     def _jpeg(
         self, data: bytes, index: int, captured: float, clock: FrameClock, arrival: float

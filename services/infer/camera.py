@@ -228,7 +228,7 @@ class CameraRunner:
 
     def _decode_size(self, spec: PipelineSpec) -> tuple[int, int] | None:
         """The smallest (width, height) every model of ``spec`` needs (its input, times its
-        tiles): a JPEG frame is decoded scaled down to it. ``None`` (full size) for snapshots
+        tiles): a JPEG is decoded, a raw frame scaled, down to it. ``None`` (full size) for snapshots
         of a size worth looking at, or when a model's input size is not known."""
         if spec.snapshots:
             return None

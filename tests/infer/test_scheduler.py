@@ -164,3 +164,23 @@ def test_dispatcher_runs_jobs_within_its_slots() -> None:
     assert peak <= 2
     assert done["a"] > 20 and done["b"] > 20
     assert done["c"] <= 2.0 * 20 + 2  # limited to 20/s
+
+
+def test_frames_are_scaled_to_what_the_models_need() -> None:
+    """Raw frames shrink by the steps libjpeg scales JPEGs by, never below the models' input."""
+    import cv2
+    import numpy as np
+
+    from ovbus.frames import scale_factor, shrink_i420
+
+    assert scale_factor(640, 480, None) == 1
+    assert scale_factor(640, 480, (128, 128)) == 2  # a quarter would be 120 rows
+    assert scale_factor(640, 480, (300, 100)) == 2
+    assert scale_factor(1920, 1080, (128, 128)) == 8
+    bgr = np.zeros((480, 640, 3), np.uint8)
+    bgr[:, :320] = (10, 200, 50)
+    small = shrink_i420(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)), 2)
+    assert small.shape == (360, 320)
+    back = cv2.cvtColor(small, cv2.COLOR_YUV2BGR_I420)
+    assert np.abs(back[100, 50].astype(int) - (10, 200, 50)).max() <= 4
+    assert np.abs(back[100, 250].astype(int)).max() <= 4
