@@ -24,7 +24,8 @@ NTP_CAPS: Final = "timestamp/x-ntp"
 
 
 #: URL schemes a reader opens.
-SCHEMES: Final = ("rtsp", "rtsps")
+#: ``rtspt`` is GStreamer's RTSP with the media interleaved on the TCP connection.
+SCHEMES: Final = ("rtsp", "rtsps", "rtspt")
 MAX_URL_LENGTH: Final = 2048
 #: What a stream URL may hold: RFC 3986 unreserved and reserved characters and percent escapes,
 #: less the quotes and ``!`` (percent-encode those: ``%27``, ``%21``).
@@ -37,7 +38,7 @@ def _refused(reason: str) -> StreamError:
 
 
 def check_url(url: object) -> str:
-    """``url`` if it is a plain ``rtsp://`` or ``rtsps://`` URL with a host, made of printable
+    """``url`` if it is a plain ``rtsp://`` or ``rtsps://`` (or ``rtspt://``) URL with a host, made of printable
     ASCII without quotes, spaces or ``!``; otherwise ``StreamError`` (code ``bad_payload``)
     saying why. The URL itself is not echoed (it may hold credentials or junk)."""
     if not isinstance(url, str) or not url:
@@ -47,7 +48,7 @@ def check_url(url: object) -> str:
     scheme, sep, _rest = url.partition("://")
     if not sep or scheme.lower() not in SCHEMES:
         shown = f"scheme {scheme!r}" if sep and scheme.isalnum() and len(scheme) < 16 else "it"
-        raise _refused(f"{shown} is not rtsp:// or rtsps://")
+        raise _refused(f"{shown} is not rtsp:// or rtsps:// (or rtspt://, RTSP over TCP)")
     for position, ch in enumerate(url):
         if ch not in _URL_CHARS:
             what = _NAMED.get(ch) or (

@@ -133,7 +133,8 @@ def demo() -> Iterator[Demo]:
         text=True,
     )
     running = Demo(proc, output)
-    threading.Thread(target=_read, args=(running,), daemon=True).start()
+    reader = threading.Thread(target=_read, args=(running,), daemon=True)
+    reader.start()
     bus: Bus | None = None
     try:
         deadline = time.monotonic() + 300
@@ -157,6 +158,9 @@ def demo() -> Iterator[Demo]:
         if bus is not None:
             bus.close()
         running.stop()
+        reader.join(10)  # the demo's output ends with it: then the pipe is closed, not leaked
+        if proc.stdout is not None:
+            proc.stdout.close()
     assert _notebook_hashes() == before, "running the notebooks changed the files in notebooks/"
 
 
