@@ -1,5 +1,6 @@
 """The accuracy benchmark stays runnable and its arithmetic right: the metrics on hand-made
-cases whose answers are known, and ``python -m bench accuracy --quick`` on the real photos."""
+cases whose answers are known, the videos' derived labels against where the photos really land
+in the encoded and decoded H.264, and ``python -m bench accuracy --quick`` on the real photos."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.accuracy.labels import load_labels
+from bench.accuracy.labels import Photo, load_labels
 from bench.accuracy.metrics import (
     Tally,
     at_threshold,
@@ -22,6 +23,7 @@ from bench.accuracy.metrics import (
     match,
 )
 from bench.accuracy.scenes import place
+from bench.accuracy.videos import Clip, Move, boxes, check, decode, encode, load_clips
 
 ROOT = Path(__file__).resolve().parent.parent
 A, B, C = [0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]
@@ -88,6 +90,38 @@ def test_labels_are_inside_their_photos_and_placed_exactly() -> None:
     _, boxes = place(image, {"face": [[10, 20, 50, 60]]}, 400, 400, 1.0)
     # 200x100 fitted into 400x400: scale 2, centred at y (400 - 200) / 2 = 100
     assert boxes == {"face": [[20, 140, 100, 220]]}
+
+
+def test_video_labels_follow_the_photos_through_h264(tmp_path: Path) -> None:
+    # a 200x100 "photo" whose labelled box is the only white area, moving and growing
+    photo = Photo("p", "-", "-", "-", (200, 100), "-", {"face": [[40, 20, 100, 80]]})
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[20:80, 40:100] = 255
+    clip = Clip("t", (320, 240), 10, 1.0, 3, (Move("p", (0.5, 1.0), (10, 20), (110, 130)),))
+    check(clip, {"p": photo})
+    # frame 9 (the last): scale 1, corner (110, 130); frame 0: scale 0.5, corner (10, 20)
+    assert boxes(clip, {"p": photo}, 9) == {"face": [[150, 150, 210, 210]]}
+    assert boxes(clip, {"p": photo}, 0) == {"face": [[30, 30, 60, 60]]}
+    decoded = decode(encode(clip, {"p": image}, tmp_path), clip)
+    assert [k for k, _ in decoded] == [0, 3, 6, 9]
+    for k, frame in decoded:
+        ys, xs = np.nonzero(frame.min(axis=2) > 200)
+        found = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        assert np.abs(np.subtract(found, boxes(clip, {"p": photo}, k)["face"][0])).max() <= 2
+    # a path leaving the frame, or photos covering one another, is refused
+    out = Clip("o", (320, 240), 10, 1.0, 1, (Move("p", (1.0, 1.0), (0, 0), (200, 0)),))
+    with pytest.raises(ValueError, match="leaves the frame"):
+        check(out, {"p": photo})
+    two = (Move("p", (0.5, 0.5), (0, 0), (0, 0)), Move("p", (0.5, 0.5), (50, 0), (50, 0)))
+    with pytest.raises(ValueError, match="overlap"):
+        check(Clip("c", (320, 240), 10, 1.0, 1, two), {"p": photo})
+
+
+def test_the_benchmark_videos_are_valid() -> None:
+    photos = load_labels()
+    clips = load_clips(photos)  # each checked: inside the frame, no photo covering another
+    assert {c.size for c in clips} == {(1280, 720), (640, 480)}
+    assert all(3 <= c.seconds <= 5 and 15 <= c.fps <= 30 for c in clips)
 
 
 def test_accuracy_benchmark_quick() -> None:
