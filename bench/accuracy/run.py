@@ -149,23 +149,23 @@ def evaluate(
 
 def evaluate_videos(
     cases: Sequence[Case], photos: list[Photo], core: ov.Core, catalog: Catalog
-) -> dict[Case, dict[str, tuple[Tally, Tally]]]:
+) -> list[tuple[Case, dict[str, tuple[Tally, Tally]]]]:
     """Each clip encoded (or taken from the cache), decoded and scored frame by frame against the
     boxes derived for that frame; tallies per case, per frame size and over all videos."""
     by_id = {p.id: p for p in photos}
     images = {p.id: photo_image(p) for p in photos}
     models = {name: load(core, catalog, name) for name in {c.model for c in cases}}
-    out: dict[Case, dict[str, tuple[Tally, Tally]]] = {c: {} for c in cases}
+    out: list[tuple[Case, dict[str, tuple[Tally, Tally]]]] = [(c, {}) for c in cases]
     for clip in load_clips(photos):
         width, height = clip.size
         scenes = [
             Frame(f"{clip.id} frame {k}", f"video {width}x{height}", image, boxes(clip, by_id, k))
             for k, image in decode(encode(clip, images), clip)
         ]
-        for case in cases:
+        for case, tallies in out:
             for key, (deployed, low) in evaluate(case, *models[case.model], scenes).items():
                 key = "all video" if key == "all" else key
-                a, b = out[case].setdefault(key, (Tally(), Tally()))
+                a, b = tallies.setdefault(key, (Tally(), Tally()))
                 a.add(deployed)
                 b.add(low)
     return out
@@ -213,7 +213,7 @@ def run(report: Report, quick: bool = False) -> None:
                 _target(row, figs)
             report.add(row)
     if not quick:
-        for case, tallies in evaluate_videos(VIDEO_CASES, photos, core, catalog).items():
+        for case, tallies in evaluate_videos(VIDEO_CASES, photos, core, catalog):
             for key in sorted(tallies, key=lambda k: k != "all video"):
                 figs = figures(*tallies[key])
                 row = Row("accuracy", f"{case.title}, {key} frames", figs)
