@@ -36,7 +36,8 @@ measured side by side in one run on one machine, so the machine's own speed canc
    gap on the other cameras meanwhile;
 4. **bus**: bytes per result in JSON and MessagePack, results/s one broker carries;
 5. **accuracy**: precision, recall and AP@0.5 per model on labelled real photos at the frame
-   sizes the pipeline runs (`bench/accuracy/`: labels, sources and licences in `labels.json`);
+   sizes the pipeline runs, and on short H.264 videos of them moving on known paths
+   (`bench/accuracy/`: labels, sources and licences in `labels.json`);
 6. **capture**: capture CPU per camera served as it comes (pass-through, H.264 and MJPEG)
    against the same camera decoded and encoded, measured alternately in one run.
 """
