@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
@@ -42,29 +41,13 @@ from services.infer.annotate import Counts, SnapshotGate
 from services.infer.backend import Backend
 from services.infer.descriptions import DescriptionStore
 from services.infer.events import FrameInfo, ObjectEvents
+from services.infer.figures import CameraFigures
 from services.infer.preprocess import fixed_shape, input_size
 from services.infer.run import input_name, run_model
 from services.infer.scheduler import Dispatcher
 from services.infer.taps import Taps
 
 log = get_logger(__name__)
-
-
-@dataclass(slots=True)
-class _Figures:
-    frames: int = 0
-    errors: int = 0
-    dropped: int = 0
-    ages_ms: list[float] = field(default_factory=list)
-    infer_ms: list[float] = field(default_factory=list)
-    skipped_seen: int = 0
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
 
 class CameraRunner:
@@ -109,7 +92,7 @@ class CameraRunner:
         self._counts = Counts()
         self._snapshots = SnapshotGate()
         self._events = ObjectEvents(camera, node, bus.topics, self._safe_publish)
-        self._figures = _Figures()
+        self._figures = CameraFigures()
         self._statuses: list[ModelStatus] = []
         self._rate: float | None = None
         self._sized: PipelineSpec | None = None  # the spec the JPEG decode size was made for
@@ -285,8 +268,7 @@ class CameraRunner:
             self._stream_error = None
         if error is not None:
             self._stream_error = error
-            with self._lock:
-                self._figures.errors += 1
+            self._figures.error()
             self._publish_state("error", self._statuses)
 
     # one frame -----------------------------------------------------------------------------
@@ -341,14 +323,9 @@ class CameraRunner:
                 self._safe_publish(
                     self.bus.topics.snapshot(self.camera), annotate(frame.image, objects)
                 )
-            with self._lock:
-                f = self._figures
-                f.frames += 1
-                f.ages_ms.append(doc.age_ms)
-                f.infer_ms.extend(r.inference_ms for r in results)
+            self._figures.frame(doc.age_ms, [r.inference_ms for r in results])
         if failed:
-            with self._lock:
-                self._figures.errors += 1
+            self._figures.error()
         self._publish_state("error" if failed else "running", self._statuses)
 
     # publishing ----------------------------------------------------------------------------
@@ -358,8 +335,8 @@ class CameraRunner:
         try:
             self.bus.publish(topic, payload)
         except NotConnected as e:
+            self._figures.dropped()
             with self._lock:
-                self._figures.dropped += 1
                 first = not self._dropping
                 self._dropping = True
             if first:
@@ -412,17 +389,4 @@ class CameraRunner:
     # stats ---------------------------------------------------------------------------------
     def stats(self, interval: float) -> CameraStats:
         reader = self._reader
-        skipped_total = reader.skipped if reader is not None else 0
-        with self._lock:
-            f, self._figures = self._figures, _Figures(skipped_seen=skipped_total)
-        skipped = max(0, skipped_total - f.skipped_seen)
-        return CameraStats(
-            fps=round(f.frames / interval, 2),
-            frame_age_p50_ms=_percentile(f.ages_ms, 0.5),
-            frame_age_p99_ms=_percentile(f.ages_ms, 0.99),
-            inference_ms=round(sum(f.infer_ms) / len(f.infer_ms), 3) if f.infer_ms else None,
-            frames=f.frames,
-            skipped=skipped,
-            errors=f.errors,
-            dropped=f.dropped,
-        )
+        return self._figures.stats(interval, reader.skipped if reader is not None else 0)
