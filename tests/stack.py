@@ -240,6 +240,20 @@ def capture_node(
 _video_lock = threading.Lock()
 
 
+@contextmanager
+def face_cameras(broker_url: str, prefix: str, *cameras: str) -> Iterator[CaptureNode]:
+    """A capture worker serving the face video (``tests.media``) as each of ``cameras``."""
+    from tests.media import FPS, HEIGHT, WIDTH, face_video
+
+    with capture_node(
+        broker_url,
+        prefix,
+        {camera: str(face_video()) for camera in cameras},
+        extra_args=["--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)],
+    ) as node:
+        yield node
+
+
 def make_video(
     path: Path | None = None,
     *,

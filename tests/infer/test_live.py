@@ -19,19 +19,14 @@ from tests import assets
 from tests.infer.harness import InferProcess, state_is, wait_for
 from tests.media import FPS, HEIGHT, WIDTH, face_video
 from tests.models import BLAZEFACE, POSE, add_model, models_folder, register_model
-from tests.stack import CaptureNode, capture_node
+from tests.stack import CaptureNode, capture_node, face_cameras
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def cameras(broker: Mosquitto, prefix: str) -> Iterator[CaptureNode]:
-    with capture_node(
-        broker.url,
-        prefix,
-        {"door": str(face_video()), "hall": str(face_video())},
-        extra_args=["--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)],
-    ) as node:
+    with face_cameras(broker.url, prefix, "door", "hall") as node:
         yield node
 
 

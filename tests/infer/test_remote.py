@@ -28,9 +28,9 @@ from services.mosquitto import Mosquitto, free_port
 from tests import assets
 from tests.infer.harness import ROOT, InferProcess, state_is, wait_for
 from tests.infer.tfs_server import TfsServer
-from tests.media import FPS, HEIGHT, WIDTH, face_video, read_image, render
+from tests.media import read_image, render
 from tests.models import BLAZEFACE, POSE, models_folder
-from tests.stack import CaptureNode, capture_node
+from tests.stack import CaptureNode, face_cameras
 
 pytestmark = pytest.mark.slow
 
@@ -133,12 +133,7 @@ def test_unknown_model_and_unreachable_server(kserve: str) -> None:
 
 @pytest.fixture
 def door(broker: Mosquitto, prefix: str) -> Iterator[CaptureNode]:
-    with capture_node(
-        broker.url,
-        prefix,
-        {"door": str(face_video())},
-        extra_args=["--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)],
-    ) as node:
+    with face_cameras(broker.url, prefix, "door") as node:
         yield node
 
 

@@ -27,21 +27,16 @@ from services.infer.replay import decode_jpeg
 from services.infer.shadow import box_iou
 from services.mosquitto import Mosquitto
 from tests.infer.harness import ROOT, InferProcess, state_is, wait_for
-from tests.media import FPS, HEIGHT, WIDTH, face_video
+from tests.media import HEIGHT, WIDTH, face_video
 from tests.models import models_folder
-from tests.stack import CaptureNode, capture_node
+from tests.stack import CaptureNode, face_cameras
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def door(broker: Mosquitto, prefix: str) -> Iterator[CaptureNode]:
-    with capture_node(
-        broker.url,
-        prefix,
-        {"door": str(face_video())},
-        extra_args=["--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)],
-    ) as node:
+    with face_cameras(broker.url, prefix, "door") as node:
         yield node
 
 

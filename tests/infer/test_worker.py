@@ -17,7 +17,7 @@ from services.mosquitto import Mosquitto
 from tests.infer.harness import InferProcess, state_is, wait_for
 from tests.media import FPS, FRAMES, HEIGHT, WIDTH, face_box, face_video
 from tests.models import models_folder
-from tests.stack import CaptureNode, capture_node
+from tests.stack import CaptureNode, capture_node, face_cameras
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def faces(broker: Mosquitto, prefix: str) -> Iterator[CaptureNode]:
     """The capture worker serving the face video as camera ``door``."""
-    with capture_node(
-        broker.url,
-        prefix,
-        {"door": str(face_video())},
-        extra_args=["--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)],
-    ) as node:
+    with face_cameras(broker.url, prefix, "door") as node:
         yield node
 
 

@@ -34,9 +34,9 @@ from services.zoo.service import Zoo
 from services.zoo.settings import ZooSettings
 from tests import assets
 from tests.infer.harness import InferProcess, wait_for
-from tests.media import FPS, HEIGHT, WIDTH, face_video
+from tests.media import FPS
 from tests.models import BLAZEFACE, add_model
-from tests.stack import CaptureNode, capture_node
+from tests.stack import CaptureNode, face_cameras
 from tests.zoo.conftest import ROOT, Worker, snapshot
 
 
@@ -77,12 +77,7 @@ def test_verdicts() -> None:
 
 @pytest.fixture
 def cameras(broker: Mosquitto, prefix: str) -> Iterator[CaptureNode]:
-    with capture_node(
-        broker.url,
-        prefix,
-        {"door": str(face_video()), "hall": str(face_video())},
-        extra_args=["--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS)],
-    ) as node:
+    with face_cameras(broker.url, prefix, "door", "hall") as node:
         yield node
 
 
