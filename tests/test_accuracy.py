@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from bench.accuracy.labels import Photo, load_labels
-from bench.accuracy.metrics import (
+from bench.accuracy.scenes import place
+from bench.accuracy.videos import Clip, Move, boxes, check, decode, encode, load_clips
+from ovbus.metrics import (
     Tally,
     at_threshold,
     average_precision,
@@ -22,8 +24,6 @@ from bench.accuracy.metrics import (
     loose_at,
     match,
 )
-from bench.accuracy.scenes import place
-from bench.accuracy.videos import Clip, Move, boxes, check, decode, encode, load_clips
 
 ROOT = Path(__file__).resolve().parent.parent
 A, B, C = [0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]

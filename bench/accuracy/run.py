@@ -20,7 +20,10 @@ import numpy as np
 import openvino as ov
 
 from bench.accuracy.labels import Photo, load_labels, photo_image
-from bench.accuracy.metrics import (
+from bench.accuracy.scenes import Frame, frames
+from bench.accuracy.videos import boxes, decode, encode, load_clips
+from bench.report import Report, Row
+from ovbus.metrics import (
     Tally,
     at_threshold,
     average_precision,
@@ -28,9 +31,6 @@ from bench.accuracy.metrics import (
     loose_at,
     match,
 )
-from bench.accuracy.scenes import Frame, frames
-from bench.accuracy.videos import boxes, decode, encode, load_clips
-from bench.report import Report, Row
 from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.pipeline import PipelineModel, Tiling
 from ovbus.payloads.zoo import WheelSource
