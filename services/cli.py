@@ -1,4 +1,4 @@
-"""The ``ovbus`` command: ``ovbus capture|infer|zoo|watch|replay|up|schema ...``.
+"""The ``ovbus`` command: ``ovbus capture|infer|zoo|watch|replay|dataset|eval|up|schema ...``.
 
 Each worker's settings live in ``services/<worker>/settings.py``; its flags are generated from
 them (``services/flags.py``) and its entry point is ``services/<worker>/worker.py:main``, imported
@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     from services.replay_cli import add_replay_arguments
 
     add_replay_arguments(p)
+    p = sub.add_parser("dataset", help="collected frames: list, show, export, import, prune")
+    from services.dataset_cli import add_dataset_arguments
+
+    add_dataset_arguments(p)
+    p = sub.add_parser("eval", help="precision, recall and AP@0.5 of a model on a dataset")
+    from services.dataset_cli import add_eval_arguments
+
+    add_eval_arguments(p)
     p = _sub(sub, "up", "start a local broker (unless --broker) and every worker")
     from services.launcher import UpSettings
 
@@ -151,6 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from services.replay_cli import run_replay
 
             return run_replay(args, node_settings(args, "replay"))
+        if args.command == "dataset":
+            from services.dataset_cli import run_dataset
+
+            return run_dataset(args)
+        if args.command == "eval":
+            from services.eval_cli import run_eval
+
+            return run_eval(args)
         if args.command == "up":
             from services import launcher
 

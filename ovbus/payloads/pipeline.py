@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ovbus.payloads.base import Command, Epoch, ErrorInfo, Name, Payload, ShortText, now
 from ovbus.payloads.events import MAX_ZONES, TrackingSpec, Zone
+from ovbus.payloads.dataset import DatasetRule
 from ovbus.payloads.shadow import ShadowSpec
 
 
@@ -74,6 +75,9 @@ class PipelineSpec(Command):
     )
     shadow: ShadowSpec | None = Field(
         None, description="a candidate run beside a serving model (docs/rollout.md)"
+    )
+    dataset: DatasetRule | None = Field(
+        None, description="frames collected into a dataset (docs/flywheel.md)"
     )
 
     @field_validator("zones")

@@ -194,6 +194,11 @@ class _Job:
     candidate: PipelineModel
     serving: ModelResult
     image: Image
+    meta: object = None
+
+
+#: told of each compared frame: (image, serving, candidate, iou, the offer's ``meta``)
+Compared = Callable[[Image, ModelResult, ModelResult, float, object], None]
 
 
 def candidate_model(shadow: ShadowSpec, serving: PipelineModel) -> PipelineModel:
@@ -233,10 +238,13 @@ class ShadowRunner:
         self._tally = ShadowTally()
         self._since = time.monotonic()
         self._thread: threading.Thread | None = None
+        self.compared: Compared | None = None  # dataset collection (services/infer/collect.py)
 
-    def offer(self, spec: PipelineSpec, image: Image, results: Sequence[ModelResult]) -> None:
+    def offer(
+        self, spec: PipelineSpec, image: Image, results: Sequence[ModelResult], meta: object = None
+    ) -> None:
         """The serving results of a frame: the candidate runs on it if it is free (constant
-        time: never waits for the candidate)."""
+        time: never waits for the candidate); ``meta`` goes back to :attr:`compared`."""
         shadow = spec.shadow
         if shadow is None:
             if self._spec is not None:
@@ -258,7 +266,7 @@ class ShadowRunner:
                 self._tally.skipped += 1
                 return
             self._busy = True
-            self._job = _Job(shadow, candidate_model(shadow, pm), serving, image)
+            self._job = _Job(shadow, candidate_model(shadow, pm), serving, image, meta)
         self._ensure_thread()
         self._wake.set()
 
@@ -304,6 +312,8 @@ class ShadowRunner:
                     self._tally.fail(error, job.serving, job.candidate.version)
             self._rest_until = time.monotonic() + rest
             self._busy = False
+        if result is not None and self.compared is not None:
+            self.compared(job.image, job.serving, result, job.spec.iou, job.meta)
 
     def _flush(self, now: float, *, due: bool = False) -> None:
         with self._lock:

@@ -14,11 +14,12 @@ from ovbus.payloads.detections import ModelResult
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from ovbus.payloads.shadow import ShadowReport
 from services.infer.backend import Backend
+from services.infer.collect import Collector, disagree
 from services.infer.descriptions import DescriptionStore
 from services.infer.replay import Recorder
 from services.infer.rollouts import RolloutBoard
 from services.infer.settings import InferSettings
-from services.infer.shadow import ShadowRunner, model_runner
+from services.infer.shadow import Image, ShadowRunner, model_runner
 from services.infer.swap import VersionSwap
 
 
@@ -36,10 +37,12 @@ class Taps:
         descriptions: DescriptionStore | None = None,
         recorder: Recorder | None = None,
         rollouts: RolloutBoard | None = None,
+        collector: Collector | None = None,
         infer_timeout: float = 10.0,
     ) -> None:
         self.camera = camera
         self.recorder = recorder
+        self.collector = collector
         self.rollouts = rollouts
         self.shadow: ShadowRunner | None = None
         self.swap: VersionSwap | None = None
@@ -52,6 +55,7 @@ class Taps:
             bus.publish(topic, doc)  # an OvbusError (broker away) is logged by the runner
 
         self.shadow = ShadowRunner(camera, node, run, report)
+        self.shadow.compared = self._compared
         self.swap = VersionSwap(backend.model, camera)
 
     def overlay(self, spec: PipelineSpec | None) -> PipelineSpec | None:
@@ -66,10 +70,25 @@ class Taps:
 
     def frame(self, spec: PipelineSpec, frame: Frame, results: Sequence[ModelResult]) -> None:
         """A processed frame and its serving results."""
+        rule = spec.dataset
         if self.shadow is not None:
-            self.shadow.offer(spec, frame.image, results)
+            meta = (rule, frame.index, frame.captured_at) if rule and rule.disagreement else None
+            self.shadow.offer(spec, frame.image, results, meta)
         if self.recorder is not None:
             self.recorder.offer(self.camera, frame)
+        if rule is not None and self.collector is not None:  # docs/flywheel.md
+            self.collector.offer(self.camera, rule, (frame.index, frame.captured_at, frame.image),
+                                 results)  # fmt: skip
+
+    def _compared(self, image: Image, serving: ModelResult, candidate: ModelResult, iou: float,
+                  meta: object) -> None:  # fmt: skip
+        """A shadow comparison: the frame is collected when the two models disagree on it."""
+        if self.collector is None or not isinstance(meta, tuple):
+            return
+        rule, index, captured_at = meta
+        if disagree(serving, candidate, iou):
+            self.collector.offer(self.camera, rule, (index, captured_at, image), [serving],
+                                 candidate=candidate, reason="disagreement")  # fmt: skip
 
     def stop(self) -> None:
         if self.shadow is not None:

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from ovbus import rtsp
+from ovbus.dataset import DatasetStore
 from ovbus.errors import ConfigError, OvbusError, PayloadError, StreamError
 from ovbus.homeassistant import Discovery
 from ovbus.log import get_logger
@@ -22,6 +23,7 @@ from ovbus.payloads.stream import StreamDescriptor
 from ovbus.settings import NodeSettings
 from services.infer.backend import Backend
 from services.infer.camera import CameraRunner
+from services.infer.collect import Collector
 from services.infer.descriptions import DescriptionStore
 from services.infer.ownership import Membership
 from services.infer.replay_server import ReplayService
@@ -104,6 +106,7 @@ class InferWorker:
         self._subs: list[Any] = []
         self.dispatcher = Dispatcher(settings.inflight)
         self.recorder = make_recorder(settings)  # replay (docs/rollout.md)
+        self.collector = Collector(DatasetStore(settings.datasets), self.me)  # docs/flywheel.md
         self.rollouts = RolloutBoard()
         self.replays = ReplayService.of_worker(
             self.bus, self.me, self.recorder, backend, self.descriptions, settings,
@@ -138,6 +141,7 @@ class InferWorker:
             runner.stop()
         self.dispatcher.stop()
         self.recorder.close()
+        self.collector.close()
         self.backend.close()
 
     def _on_reconnect(self) -> None:
@@ -285,7 +289,7 @@ class InferWorker:
                 runner.taps = Taps(
                     cam, self.me, bus=self.bus, backend=self.backend,
                     descriptions=self.descriptions, recorder=self.recorder,
-                    rollouts=self.rollouts,
+                    rollouts=self.rollouts, collector=self.collector,
                 )  # fmt: skip
                 spec = self._specs.get(cam)
                 if isinstance(spec, PipelineSpec):

@@ -1,0 +1,130 @@
+"""``ovbus eval MODEL[:VERSION] --dataset D [--against OTHER[:VERSION]]`` (docs/flywheel.md):
+a model version from the models folder run in-process (OpenVINO, the infer worker's backend,
+pre-processing and decoders) on a dataset's labelled frames; precision and recall at the
+threshold and AP@0.5 per label, with the accuracy benchmark's metrics (:mod:`ovbus.metrics`).
+``--against`` runs a second model or version on the same frames and prints the change."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ovbus.dataset import Dataset, DatasetStore
+from ovbus.errors import ErrorCode, RequestError
+from ovbus.metrics import Tally, at_threshold, average_precision, match
+from ovbus.payloads.pipeline import PipelineModel
+from ovbus.topics import check_name
+from services.infer.descriptions import DescriptionStore
+from services.infer.openvino_backend import OpenVINOBackend
+from services.infer.run import run_model
+
+#: detections down to this score make the precision-recall curve (AP), as in bench/accuracy
+CURVE_THRESHOLD = 0.1
+
+
+def parse_ref(text: str) -> tuple[str, int | None]:
+    """``name`` or ``name:version``."""
+    name, _, version = text.partition(":")
+    check_name(name, "model name")
+    if not version:
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        raise RequestError(
+            f"invalid version in {text!r}: a number >= 1", code=ErrorCode.BAD_REQUEST
+        )
+    return name, int(version)
+
+
+@dataclass
+class LabelFigures:
+    label: str
+    labelled: int
+    tp: int
+    fp: int
+    precision: float
+    recall: float
+    ap50: float
+
+
+def evaluate(
+    backend: OpenVINOBackend,
+    descriptions: DescriptionStore,
+    ref: tuple[str, int | None],
+    dataset: Dataset,
+    threshold: float,
+    *,
+    progress: bool = True,
+) -> tuple[int, list[LabelFigures]]:
+    """The model's figures per label over the dataset's labelled frames; returns the version
+    that ran and the figures."""
+    labels = dataset.labels()
+    if not labels:
+        raise RequestError(
+            f"dataset {dataset.name!r} has no labels: export it, label it, and import the labels "
+            "(ovbus dataset import-coco)",
+            code=ErrorCode.NOT_FOUND,
+        )
+    name, version = ref
+    model = backend.model(name, version)
+    desc = descriptions.get(name)
+    spec = PipelineModel(name=name, version=version, threshold=CURVE_THRESHOLD)
+    names = sorted({lb.label for boxes in labels.values() for lb in boxes})
+    tallies: dict[str, Tally] = {}
+    for i, (frame, truth) in enumerate(sorted(labels.items())):
+        image = cv2.imread(str(dataset.image(frame)), cv2.IMREAD_COLOR)
+        if image is None:
+            raise RequestError(f"dataset {dataset.name!r}: frame {frame} has no readable image")
+        result = run_model(model, desc, np.asarray(image, np.uint8), spec)
+        for label in sorted(set(names) | {o.label for o in result.objects}):
+            boxes = [lb.box for lb in truth if lb.label == label]
+            dets = [(o.box, o.score) for o in result.objects if o.label == label]
+            tallies.setdefault(label, Tally()).add(match(dets, boxes, [False] * len(boxes)))
+        if progress and ((i + 1) % 25 == 0 or i + 1 == len(labels)):
+            print(f"  {name}:{model.version} {i + 1}/{len(labels)} frames", file=sys.stderr)
+    out = []
+    for label, tally in sorted(tallies.items()):
+        p, r, tp, fp = at_threshold(tally, threshold)
+        out.append(LabelFigures(label, tally.positives, tp, fp, round(p, 4),
+                                round(r, 4), round(average_precision(tally), 4)))  # fmt: skip
+    return model.version, out
+
+
+def _fmt(value: float) -> str:
+    return "  -  " if math.isnan(value) else f"{value:.3f}"
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    refs = [parse_ref(args.model)] + ([parse_ref(args.against)] if args.against else [])
+    dataset = DatasetStore(Path(args.datasets)).get(args.dataset)
+    models = Path(args.models)
+    backend = OpenVINOBackend(models, hint="LATENCY")
+    try:
+        runs = [evaluate(backend, DescriptionStore(models), ref, dataset, args.threshold)
+                for ref in refs]  # fmt: skip
+    finally:
+        backend.close()
+    if args.json:
+        doc = [{"model": ref[0], "version": version,
+                "labels": [{k: None if isinstance(v, float) and math.isnan(v) else v
+                            for k, v in f.__dict__.items()} for f in figs]}
+               for ref, (version, figs) in zip(refs, runs, strict=True)]  # fmt: skip
+        print(json.dumps(doc, indent=2))
+        return 0
+    first = {f.label: f for f in runs[0][1]}
+    for ref, (version, figs) in zip(refs, runs, strict=True):
+        print(f"{ref[0]}:{version} on {dataset.name} (threshold {args.threshold})")
+        print(f"  {'label':16} {'boxes':>6} {'TP':>5} {'FP':>5} {'P':>6} {'R':>6} {'AP50':>6}")
+        for f in figs:
+            delta = ""
+            if ref is not refs[0] and f.label in first and not math.isnan(f.ap50):
+                delta = f"  AP50 {f.ap50 - first[f.label].ap50:+.3f}"
+            print(f"  {f.label:16} {f.labelled:6} {f.tp:5} {f.fp:5} {_fmt(f.precision):>6} "
+                  f"{_fmt(f.recall):>6} {_fmt(f.ap50):>6}{delta}")  # fmt: skip
+    return 0

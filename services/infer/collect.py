@@ -1,0 +1,230 @@
+"""Dataset collection (docs/flywheel.md): frames chosen by a camera's ``dataset`` rule stored,
+with their provenance and detections, in the dataset store (:mod:`ovbus.dataset`).
+
+The camera's detection job only *offers* a frame (:meth:`Collector.offer`, constant time): the
+rule is checked on the results already there, the quotas counted, and a frame taken goes into a
+small bounded queue. One writer thread per worker encodes the JPEG and writes it. A frame that
+finds the queue full is dropped and counted: collection never slows serving. A dataset at its
+size cap takes no more frames (counted as ``full``) until it is pruned.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from ovbus.dataset import Dataset, DatasetStore, frame_id
+from ovbus.errors import OvbusError
+from ovbus.log import get_logger
+from ovbus.payloads.base import now
+from ovbus.payloads.dataset import DatasetRule, FrameRecord, ModelDetections, Quota, Reason
+from ovbus.payloads.detections import ModelResult
+from services.infer.shadow import compare
+
+log = get_logger(__name__)
+
+Image = npt.NDArray[np.uint8]
+#: frames waiting for the writer, across the worker's cameras
+QUEUE_SIZE = 8
+_WINDOWS = (("per_minute", 60), ("per_hour", 3600), ("per_day", 86400))
+
+
+def select(
+    rule: DatasetRule, results: Sequence[ModelResult], draw: Callable[[], float] = random.random
+) -> Reason | None:
+    """Why the rule takes a frame with these serving results (``None``: it does not)."""
+    objects = [o for r in results for o in r.objects]
+    if rule.score_band is not None:
+        low, high = rule.score_band
+        if any(low <= o.score <= high for o in objects):
+            return "score_band"
+    if rule.labels and any(o.label in rule.labels for o in objects):
+        return "label"
+    if rule.sample and draw() < rule.sample:
+        return "sample"
+    return None
+
+
+def disagree(serving: ModelResult, candidate: ModelResult, iou: float) -> bool:
+    """The two models found different boxes (a box of one without a match in the other)."""
+    return any(
+        m.matched < max(m.serving, m.candidate)
+        for m in compare(serving.objects, candidate.objects, iou).values()
+    )
+
+
+@dataclass
+class QuotaCounter:
+    """Frames taken in the current minute, hour and day (fixed windows)."""
+
+    windows: dict[str, tuple[int, int]] = field(default_factory=dict)  # name: (window, count)
+
+    def take(self, quota: Quota, at: float) -> bool:
+        """Count one frame if every window has room; ``False`` (nothing counted) otherwise."""
+        keys = [(name, int(at // span), getattr(quota, name)) for name, span in _WINDOWS]
+        for name, window, limit in keys:
+            current, count = self.windows.get(name, (window, 0))
+            if (count if current == window else 0) >= limit:
+                return False
+        for name, window, _ in keys:
+            current, count = self.windows.get(name, (window, 0))
+            self.windows[name] = (window, (count if current == window else 0) + 1)
+        return True
+
+
+@dataclass(slots=True)
+class _Item:
+    rule: DatasetRule
+    record: FrameRecord
+    image: Image
+
+
+@dataclass
+class CollectorFigures:
+    """Counted since the worker started (logged on change, read by tests and stats)."""
+
+    offered: int = 0
+    taken: int = 0
+    stored: int = 0
+    over_quota: int = 0
+    dropped: int = 0  # the writer was busy: the queue was full
+    full: int = 0  # the dataset is at its size cap
+    errors: int = 0
+
+
+class Collector:
+    """The worker's collector: :meth:`offer` from detection jobs, one writer thread."""
+
+    def __init__(self, store: DatasetStore, node: str, queue_size: int = QUEUE_SIZE) -> None:
+        self.store = store
+        self.node = node
+        self.figures = CollectorFigures()
+        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=queue_size)
+        self._lock = threading.Lock()
+        self._quotas: dict[tuple[str, str], QuotaCounter] = {}  # (camera, dataset)
+        self._sizes: dict[str, int] = {}  # dataset: bytes on disk (counted from the first add)
+        self._thread: threading.Thread | None = None
+        self._stored = threading.Condition()
+        self._pending = 0  # queued and not yet written
+
+    def offer(
+        self,
+        camera: str,
+        rule: DatasetRule,
+        frame: tuple[int, float, Image],
+        results: Sequence[ModelResult],
+        *,
+        candidate: ModelResult | None = None,
+        reason: Reason | None = None,
+    ) -> bool:
+        """A processed frame ``(index, captured_at, image)`` and its serving results (and, from
+        a shadow run, the candidate's). Constant time; ``True`` if it was queued."""
+        reason = reason or select(rule, results)
+        with self._lock:
+            self.figures.offered += 1
+            if reason is None:
+                return False
+            counter = self._quotas.setdefault((camera, rule.dataset), QuotaCounter())
+            if not counter.take(rule.quota, time.time()):
+                self.figures.over_quota += 1
+                return False
+        index, captured_at, image = frame
+        models = [
+            ModelDetections(name=r.name, version=r.version, objects=r.objects) for r in results
+        ]
+        if candidate is not None:
+            models.append(ModelDetections(name=candidate.name, version=candidate.version,
+                                          role="candidate", objects=candidate.objects))  # fmt: skip
+        record = FrameRecord(
+            id=frame_id(camera, captured_at, index),
+            camera=camera,
+            dataset=rule.dataset,
+            captured_at=captured_at,
+            frame=index,
+            width=image.shape[1],
+            height=image.shape[0],
+            reason=reason,
+            node=self.node,
+            models=models,
+            collected_at=now(),
+        )
+        with self._stored:
+            try:
+                self._queue.put_nowait(_Item(rule, record, image))
+            except queue.Full:
+                with self._lock:
+                    self.figures.dropped += 1
+                return False
+            self._pending += 1
+        with self._lock:
+            self.figures.taken += 1
+        self._ensure_thread()
+        return True
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="collector", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self._write(item)
+            except OvbusError as e:
+                with self._lock:
+                    self.figures.errors += 1
+                log.error("frame not collected", dataset=item.rule.dataset, error=e.message)
+            with self._stored:
+                self._pending -= 1
+                self._stored.notify_all()
+
+    def _write(self, item: _Item) -> None:
+        dataset: Dataset = self.store.get(item.rule.dataset, create=True)
+        ok, buf = cv2.imencode(".jpg", item.image, [cv2.IMWRITE_JPEG_QUALITY, item.rule.quality])
+        if not ok:
+            raise OvbusError(f"dataset {dataset.name!r}: JPEG encoding failed")
+        jpeg = buf.tobytes()
+        size = self._sizes.get(dataset.name)
+        if size is None:
+            size = dataset.size()
+        if size + len(jpeg) > item.rule.max_mb * 1024 * 1024:
+            self._sizes[dataset.name] = dataset.size()  # pruned meanwhile? counted afresh
+            with self._lock:
+                first = self.figures.full == 0
+                self.figures.full += 1
+            if first:
+                log.warning("dataset full", dataset=dataset.name, max_mb=item.rule.max_mb)
+            return
+        dataset.add(item.record, jpeg)
+        self._sizes[dataset.name] = size + len(jpeg) + len(item.record.model_dump_json())
+        with self._lock:
+            self.figures.stored += 1
+        log.debug("frame collected", dataset=dataset.name, frame=item.record.id)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Until every queued frame is written (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        with self._stored:
+            while self._pending:
+                if not self._stored.wait(max(0.0, deadline - time.monotonic())):
+                    return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout=15)
