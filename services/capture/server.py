@@ -9,6 +9,10 @@ sends sender reports at least every ``rtcp_interval_s`` and maps RTP time to the
 (``rtcp-sync-send-time=false``), so a reader that asks for reference timestamp metas
 (``rtspsrc add-reference-timestamp-meta=true``, see ``ovbus/rtsp.py``) gets the wall-clock
 capture time of every frame after the first sender report.
+
+Every RTSP client has its own thread (:data:`CLIENT_THREADS`): preparing a media waits for the
+camera's next key frame, and a DESCRIBE waits for that in the client's thread, so clients that
+shared one thread (GStreamer's default) were served one camera after another.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ from services.capture.gst import GLib, Gst, GstRtspServer
 from services.capture.relay import Relay
 
 log = get_logger(__name__)
+
+
+#: Threads serving RTSP clients (GstRTSPThreadPool ``max-threads``); -1: one per client.
+CLIENT_THREADS = -1
 
 
 def primary_address() -> str:
@@ -74,6 +82,11 @@ class RtspServer:
         self._server.set_address(bind)
         self._server.set_service(str(port))
         self._mounts = self._server.get_mount_points()
+        # one thread per client: GStreamer's default is ONE thread for every client, and a
+        # client's DESCRIBE blocks its thread until the camera's media is prepared (its next key
+        # frame, or ~20 s for a camera that has none): readers of other cameras waited in line
+        # behind it, and beyond ~16 cameras, or behind one dead camera, gave up without a frame
+        self._server.get_thread_pool().set_max_threads(CLIENT_THREADS)
         self._thread: threading.Thread | None = None
         self._source_id = 0
 
