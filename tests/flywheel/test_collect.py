@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -20,7 +19,7 @@ from ovbus.payloads.shadow import ShadowSpec
 from services.infer.collect import Collector, QuotaCounter, disagree, select
 from services.mosquitto import Mosquitto
 from tests.infer.harness import InferProcess, state_is, wait_for
-from tests.media import render
+from tests.media import read_image, render
 from tests.models import models_folder
 from tests.stack import face_cameras
 
@@ -81,7 +80,7 @@ def test_writer_stores_frames_drops_when_busy_and_stops_at_the_cap(tmp_path: Pat
     r = records[0]
     assert (r.camera, r.node, r.reason, r.width, r.height) == ("door", "node-1", "label", 640, 480)
     assert r.models[0].objects[0].box == [100, 100, 200, 220]
-    jpeg = cv2.imread(str(store.get("d").image(r.id)))
+    jpeg = read_image(store.get("d").image(r.id))
     assert jpeg.shape == image.shape and np.abs(jpeg.astype(int) - image).mean() < 4
 
     small = DatasetRule(dataset="tiny", labels=["face"], max_mb=0.001)  # ~1 KB: no frame fits
@@ -134,11 +133,15 @@ def test_collects_live_frames_with_provenance_quota_and_disagreements(
             assert len(store.get("door-faces").records()) == 3
             for r in records:
                 assert (r.camera, r.dataset, r.reason, r.node) == (
-                    "door", "door-faces", "label", "infer-collect")
+                    "door",
+                    "door-faces",
+                    "label",
+                    "infer-collect",
+                )
                 assert r.models[0].name == "face" and r.models[0].version == 1
                 assert any(o.label == "face" and o.score >= 0.5 for o in r.models[0].objects)
                 assert abs(r.captured_at - time.time()) < 600
-                assert cv2.imread(str(store.get("door-faces").image(r.id))).shape == (480, 640, 3)
+                assert read_image(store.get("door-faces").image(r.id)).shape == (480, 640, 3)
 
             # a candidate keeping low scores disagrees with the serving model: those frames
             low = ShadowSpec(model="face", threshold=0.01, report_interval_s=1.0)
