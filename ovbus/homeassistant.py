@@ -10,8 +10,11 @@ device per camera with components:
   one for the camera (anything there), one per label, one per zone and one per zone and label,
   each with ``off_delay`` (:data:`PRESENCE_OFF_DELAY_S`): the objects document is re-published
   while anything is present, so presence times out if the worker stops confirming it;
-- ``event``: every ``new``/``update``/``end`` on ``<p>/cameras/<cam>/events``, with the object's
-  id, label and zones as attributes.
+- ``sensor`` (``total_increasing``) per line and counted direction: the crossings counted on the
+  objects document (back to 0 when the worker restarts or the spec's tracking changes, which
+  Home Assistant reads as a counter reset);
+- ``event``: every ``new``/``update``/``crossed``/``end`` on ``<p>/cameras/<cam>/events``, with the
+  object's id, label, zones and the line and direction crossed as attributes.
 
 Every ovbus topic in these documents comes from :class:`ovbus.topics.Topics`.
 
@@ -41,13 +44,14 @@ log = get_logger(__name__)
 HA_PREFIX = "homeassistant"
 #: Presence sensors turn off this long after the last objects document that said "present".
 PRESENCE_OFF_DELAY_S = int(3 * OBJECTS_REFRESH_S)
-EVENT_TYPES = ["new", "update", "end"]
+EVENT_TYPES = ["new", "update", "crossed", "end"]
 #: The event entity's payload: Home Assistant wants a JSON object with ``event_type``.
 EVENT_TEMPLATE = (
     "{{ {'event_type': value_json.type, 'id': value_json.object.id, "
     "'label': value_json.object.label, 'score': value_json.object.best_score, "
     "'zones': value_json.object.zones, 'entered': value_json.entered, "
-    "'left': value_json.left, 'snapshot': value_json.snapshot} | tojson }}"
+    "'left': value_json.left, 'line': value_json.line, 'direction': value_json.direction, "
+    "'snapshot': value_json.snapshot} | tojson }}"
 )
 
 
@@ -90,7 +94,7 @@ class HaComponent(_Strict):
     object_id: str | None = None
     state_topic: str | None = None
     value_template: str | None = None
-    state_class: Literal["measurement"] | None = None
+    state_class: Literal["measurement", "total_increasing"] | None = None
     unit_of_measurement: str | None = None
     device_class: str | None = None
     payload_on: str | None = None
@@ -137,12 +141,40 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+#: A line as discovery sees it: its name and the directions it counts.
+LineEntry = tuple[str, list[str]]
+
+
+def _line_counters(oid: str, objects: Topic, lines: list[LineEntry]) -> dict[str, HaComponent]:
+    cmps: dict[str, HaComponent] = {}
+    for name, directions in sorted(lines):
+        for direction in directions:
+            key = f"line_{label_segment(name)}_{direction.replace('->', '_to_')}"
+            count = f"value_json.lines.get({_quoted(name)}, {{}}).get({_quoted(direction)}, 0)"
+            cmps[key] = HaComponent(
+                p="sensor",
+                name=f"{name} {direction}",
+                unique_id=f"{oid}_{key}",
+                state_topic=str(objects),
+                value_template="{{ " + count + " }}",
+                state_class="total_increasing",
+                unit_of_measurement="crossings",
+                icon="mdi:transit-connection-horizontal",
+            )
+    return cmps
+
+
 def discovery(
-    bus_prefix: str, camera: str, node: str, labels: list[str], zones: list[str] | None = None
+    bus_prefix: str,
+    camera: str,
+    node: str,
+    labels: list[str],
+    zones: list[str] | None = None,
+    lines: list[LineEntry] | None = None,
 ) -> HaDiscovery:
     """The discovery document for one camera owned by ``node``: count and occupancy per label
     (per-frame counts), presence of tracked objects for the camera, per label, per zone and per
-    zone and label, the snapshot image and the event entity."""
+    zone and label, a counter per line and direction, the snapshot image and the event entity."""
     topics = Topics(bus_prefix)
     oid = object_id(bus_prefix, camera)
     objects = topics.objects(camera)
@@ -193,6 +225,7 @@ def discovery(
                 objects,
                 f"{in_zone}.get({_quoted(raw)}, 0)",
             )
+    cmps.update(_line_counters(oid, objects, lines or []))
     cmps["snapshot"] = HaComponent(
         p="image",
         name="snapshot",
@@ -229,7 +262,7 @@ class Discovery:
         self.bus = bus
         self.node = node
         self.ha_prefix = ha_prefix
-        self._cameras: dict[str, tuple[list[str], list[str]]] = {}
+        self._cameras: dict[str, tuple[list[str], list[str], list[LineEntry]]] = {}
         self._lock = threading.Lock()
         bus.subscribe(self.status_topic(), qos=1, callback=self._on_ha_status, idle_timeout=None)
 
@@ -245,18 +278,26 @@ class Discovery:
         """Every device config under the Home Assistant prefix."""
         return Wildcard(f"{self.ha_prefix}/device/+/config")
 
-    def update(self, camera: str, labels: list[str], zones: list[str] | None = None) -> None:
-        """Publish (or refresh) the device of ``camera`` with entities for ``labels`` and
-        ``zones``; the same again publishes nothing."""
-        entry = (list(labels), sorted(zones or []))
+    def update(
+        self,
+        camera: str,
+        labels: list[str],
+        zones: list[str] | None = None,
+        lines: list[LineEntry] | None = None,
+    ) -> None:
+        """Publish (or refresh) the device of ``camera`` with entities for ``labels``, ``zones``
+        and ``lines``; the same again publishes nothing."""
+        entry = (list(labels), sorted(zones or []), sorted(lines or []))
         with self._lock:
             if self._cameras.get(camera) == entry:
                 return
             self._cameras[camera] = entry
         self._publish(camera, *entry)
 
-    def _publish(self, camera: str, labels: list[str], zones: list[str]) -> None:
-        doc = discovery(self.bus.topics.prefix, camera, self.node, labels, zones)
+    def _publish(
+        self, camera: str, labels: list[str], zones: list[str], lines: list[LineEntry]
+    ) -> None:
+        doc = discovery(self.bus.topics.prefix, camera, self.node, labels, zones, lines)
         self.bus.publish(
             self.config_topic(camera),
             doc.model_dump_json(exclude_none=True),
@@ -268,6 +309,7 @@ class Discovery:
             camera=camera,
             labels=len(labels),
             zones=len(zones),
+            lines=len(lines),
         )
 
     def remove(self, camera: str) -> None:
@@ -285,8 +327,8 @@ class Discovery:
     def republish(self) -> None:
         with self._lock:
             cameras = dict(self._cameras)
-        for camera, (labels, zones) in cameras.items():
-            self._publish(camera, labels, zones)
+        for camera, (labels, zones, lines) in cameras.items():
+            self._publish(camera, labels, zones, lines)
 
     def _on_ha_status(self, message: Message) -> None:
         if message.payload.strip().lower() == b"online":

@@ -5,6 +5,11 @@ Zones are polygons in normalised frame coordinates (``0..1`` of the width and he
 stays right when the camera's resolution changes). A zone is refused, with the reason, when it
 has fewer than 3 or more than :data:`MAX_ZONE_POINTS` points, a point outside the frame, no area,
 or edges that cross each other.
+
+Lines are segments (two points, same coordinates) that tracked objects cross: side ``a`` of a
+line is the one on the right of its arrow (first point to second) as the image is shown, so a line
+drawn top to bottom has ``a`` on the left of the image and one drawn left to right has ``a`` below
+it. A line is refused when it is shorter than :data:`MIN_LINE_LENGTH`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from ovbus.payloads.detections import Box
 
 MAX_ZONE_POINTS = 32
 MAX_ZONES = 16
+MAX_LINES = 16
+#: Least length of a line (fraction of the frame).
+MIN_LINE_LENGTH = 0.02
 #: Objects listed in the objects document (counts always cover all).
 MAX_LISTED = 200
 #: While objects are present their document is re-published at least this often (s), so a
@@ -116,6 +124,55 @@ class Zone(Command):
         return self
 
 
+Direction = Literal["a->b", "b->a"]
+DIRECTIONS: tuple[Direction, Direction] = ("a->b", "b->a")
+
+
+class Line(Command):
+    """A named segment of the frame; a tracked object crosses it when its anchor point goes from
+    one side to the other through the segment (past the hysteresis band on both sides)."""
+
+    name: Name
+    points: list[Point] = Field(
+        min_length=2,
+        max_length=2,
+        description="its two ends, [x, y] as fractions of the frame (0..1); side a is on the right "
+        "of the arrow from the first to the second as the image is shown (drawn top to bottom: "
+        "a is the left of the image; drawn left to right: a is below the line)",
+    )
+    count: Literal["both", "a->b", "b->a"] = Field(
+        "both", description="which crossings count (and are published): both directions or one"
+    )
+    labels: list[ShortText] | None = Field(
+        None, max_length=100, description="only these labels count; default: all"
+    )
+    anchor: Literal["bottom", "center"] = Field(
+        "bottom",
+        description="point of the box that crosses: bottom centre (feet on the floor) or centre",
+    )
+    hysteresis: float = Field(
+        0.02,
+        ge=0.0,
+        le=0.25,
+        description="distance from the line (fraction of the frame) the point must be on a side "
+        "to be on it: a point that only touches the line, or jitters on it, crosses nothing",
+    )
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> Line:
+        (ax, ay), (bx, by) = self.points
+        if ((bx - ax) ** 2 + (by - ay) ** 2) ** 0.5 < MIN_LINE_LENGTH:
+            raise ValueError(
+                f"line {self.name!r} is shorter than {MIN_LINE_LENGTH} of the frame; "
+                "give two distinct ends"
+            )
+        return self
+
+    def directions(self) -> list[Direction]:
+        """The directions counted."""
+        return list(DIRECTIONS) if self.count == "both" else [self.count]
+
+
 class TrackingSpec(Command):
     """How detections become tracked objects and events (per camera)."""
 
@@ -143,7 +200,7 @@ class TrackingSpec(Command):
         return self
 
 
-EventType = Literal["new", "update", "end"]
+EventType = Literal["new", "update", "end", "crossed"]
 
 
 class TrackedObject(Payload):
@@ -164,14 +221,14 @@ class TrackedObject(Payload):
 
 
 class ObjectEvent(Payload):
-    """A tracked object appeared (``new``), changed (``update``) or is gone (``end``); on
-    ``cameras/<cam>/events``. ``entered``/``left`` list the zones changed since its previous event
-    (an update is sent at once when its zones change, otherwise at most every
-    ``update_interval_s``)."""
+    """A tracked object appeared (``new``), changed (``update``), crossed a line (``crossed``,
+    with ``line`` and ``direction``) or is gone (``end``); on ``cameras/<cam>/events``.
+    ``entered``/``left`` list the zones changed since its previous event (an update is sent at
+    once when its zones change, otherwise at most every ``update_interval_s``)."""
 
     doc_title = "Object event"
 
-    type: EventType = Field(description="new, update or end")
+    type: EventType = Field(description="new, update, crossed or end")
     camera: Name
     node: Name
     seq: int = Field(ge=0, description="0 for new, then +1 per event of this object")
@@ -179,6 +236,10 @@ class ObjectEvent(Payload):
     entered: list[Name] = Field(default_factory=list, description="zones entered on this event")
     left: list[Name] = Field(default_factory=list, description="zones left on this event")
     zones_visited: list[Name] = Field(default_factory=list, description="every zone so far")
+    line: Name | None = Field(None, description="the line crossed (crossed events)")
+    direction: Direction | None = Field(
+        None, description="a->b or b->a (crossed events; docs/tracking.md#lines)"
+    )
     snapshot: ShortText | None = Field(
         None, description="topic of its best snapshot, once one was published"
     )
@@ -199,6 +260,11 @@ class ObjectsPresent(Payload):
     labels: dict[ShortText, int] = Field(default_factory=dict, description="count per label")
     zones: dict[Name, dict[ShortText, int]] = Field(
         default_factory=dict, description="count per label in each zone (every zone listed)"
+    )
+    lines: dict[Name, dict[Direction, int]] = Field(
+        default_factory=dict,
+        description="crossings per line and counted direction since the tracker started (every "
+        "line listed; back to 0 when the worker restarts or the tracking, zones or lines change)",
     )
     dropped: int = Field(
         0, ge=0, description="detections and tracks dropped over max_tracks since the start"

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ovbus.payloads.base import Command, Epoch, ErrorInfo, Name, Payload, ShortText, now
-from ovbus.payloads.events import MAX_ZONES, TrackingSpec, Zone
 from ovbus.payloads.dataset import DatasetRule
+from ovbus.payloads.events import MAX_LINES, MAX_ZONES, Line, TrackingSpec, Zone
 from ovbus.payloads.shadow import ShadowSpec
 
 
@@ -70,6 +70,11 @@ class PipelineSpec(Command):
     zones: list[Zone] = Field(
         default_factory=list, max_length=MAX_ZONES, description="named polygons (docs/tracking.md)"
     )
+    lines: list[Line] = Field(
+        default_factory=list,
+        max_length=MAX_LINES,
+        description="named lines whose crossings are counted (docs/tracking.md)",
+    )
     tracking: TrackingSpec = Field(
         default_factory=TrackingSpec, description="tracking, events and objects (docs/tracking.md)"
     )
@@ -88,6 +93,15 @@ class PipelineSpec(Command):
         if twice:
             raise ValueError(f"zone names must be unique: {', '.join(twice)} given twice")
         return zones
+
+    @field_validator("lines")
+    @classmethod
+    def _unique_line_names(cls, lines: list[Line]) -> list[Line]:
+        names = [ln.name for ln in lines]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"line names must be unique: {', '.join(twice)} given twice")
+        return lines
 
 
 ModelRunState = Literal["loading", "running", "error"]

@@ -316,7 +316,7 @@ class CameraRunner:
             objects = doc.objects
             if not failed:  # counts only from a complete pipeline: a failure is not a zero
                 self._publish_counts(self._counts.update(objects))
-                self._events.configure(spec.tracking, spec.zones)  # tracking, events, objects
+                self._events.configure(spec.tracking, spec.zones, spec.lines)  # events, objects
                 info = FrameInfo(frame.index, frame.captured_at, doc.width, doc.height)
                 self._events.process(info, objects, frame.image)
             if objects and spec.snapshots and self._snapshots.due(spec.snapshot_interval_s):

@@ -1,6 +1,6 @@
 """Tracked objects as events: ``new`` when a track is confirmed, ``update`` at once when its zones
-change (otherwise at most every ``update_interval_s`` while something changed), ``end`` when the
-track ends; each object's best snapshot (a JPEG crop) on its own topic; the retained document of
+change (otherwise at most every ``update_interval_s`` while something changed), ``crossed`` when
+it crosses a line (:mod:`services.infer.lines`), ``end`` when the track ends; each object's best snapshot (a JPEG crop) on its own topic; the retained document of
 the objects present now, re-published every :data:`OBJECTS_REFRESH_S` while not empty (Home
 Assistant's presence sensors time out with ``off_delay`` if it stops).
 
@@ -26,7 +26,9 @@ from ovbus.payloads.detections import DetectedObject
 from ovbus.payloads.events import (
     MAX_LISTED,
     OBJECTS_REFRESH_S,
+    Direction,
     EventType,
+    Line,
     ObjectEvent,
     ObjectsPresent,
     TrackedObject,
@@ -34,6 +36,7 @@ from ovbus.payloads.events import (
     Zone,
 )
 from ovbus.topics import Topic, Topics
+from services.infer.lines import LineCounter
 from services.infer.tracking import Step, Tracker
 from services.infer.zones import ZoneMembership, raw_zones
 
@@ -79,11 +82,19 @@ class Outcome:
 class Lifecycle:
     """Events and the objects document from tracker steps (no I/O)."""
 
-    def __init__(self, camera: str, node: str, spec: TrackingSpec, zones: list[Zone]) -> None:
+    def __init__(
+        self,
+        camera: str,
+        node: str,
+        spec: TrackingSpec,
+        zones: list[Zone],
+        lines: list[Line] | None = None,
+    ) -> None:
         self.camera = camera
         self.node = node
         self.spec = spec
         self.zones = zones
+        self.lines = LineCounter(list(lines or []))
         self.lives: dict[str, _Life] = {}
         self._last_doc: tuple[object, ...] | None = None
         self._last_doc_at = 0.0
@@ -101,6 +112,7 @@ class Lifecycle:
                 out.improved.append(oid)
                 entered, left = self._zones(life, det, info)
                 self._emit(out, life, "new", entered, left, info)
+                self._cross(out, life, det, info)
                 continue
             if det is not None:
                 improved = self._observe(life, det, info, obs.hits)
@@ -110,8 +122,10 @@ class Lifecycle:
                 due = info.captured_at - life.last_event_at >= self.spec.update_interval_s
                 if entered or left or (life.dirty and due):
                     self._emit(out, life, "update", entered, left, info)
+                self._cross(out, life, det, info)
         for number in step.ended:
             life = self.lives.pop(ids(number), None)
+            self.lines.forget(ids(number))
             if life is not None:
                 left = sorted(life.membership.current)
                 life.object.zones = []
@@ -127,6 +141,7 @@ class Lifecycle:
         out = Outcome()
         for oid in sorted(self.lives):
             life = self.lives.pop(oid)
+            self.lines.forget(oid)
             left = sorted(life.membership.current)
             life.object.zones = []
             self._emit(out, life, "end", [], left, info)
@@ -180,6 +195,11 @@ class Lifecycle:
                 life.visited.append(name)
         return entered, left
 
+    def _cross(self, out: Outcome, life: _Life, det: DetectedObject, info: FrameInfo) -> None:
+        hits = self.lines.observe(life.object.id, det.box, det.label, info.width, info.height)
+        for name, direction in hits:
+            self._emit(out, life, "crossed", [], [], info, line=name, direction=direction)
+
     def _emit(
         self,
         out: Outcome,
@@ -188,6 +208,8 @@ class Lifecycle:
         entered: list[str],
         left: list[str],
         info: FrameInfo,
+        line: str | None = None,
+        direction: Direction | None = None,
     ) -> None:
         life.seq += 1
         life.last_event_at = info.captured_at
@@ -202,6 +224,8 @@ class Lifecycle:
                 entered=entered,
                 left=left,
                 zones_visited=list(life.visited),
+                line=line,
+                direction=direction,
                 snapshot=life.snapshot,
                 published_at=time.time(),
             )
@@ -211,7 +235,7 @@ class Lifecycle:
         self, info: FrameInfo, dropped: int, force: bool = False
     ) -> ObjectsPresent | None:
         objects = [life.object for life in self.lives.values()]
-        key = tuple(sorted((o.id, tuple(o.zones)) for o in objects))
+        key = (tuple(sorted((o.id, tuple(o.zones)) for o in objects)), self.lines.key())
         stale = bool(objects) and info.captured_at - self._last_doc_at >= OBJECTS_REFRESH_S
         if not force and key == self._last_doc and not stale:
             return None
@@ -228,6 +252,7 @@ class Lifecycle:
             objects=[o.model_copy(deep=True) for o in listed],
             labels=dict(Counter(o.label for o in objects)),
             zones=zones,
+            lines=self.lines.snapshot(),
             dropped=dropped,
         )
 
@@ -263,7 +288,7 @@ class ObjectEvents:
         self.node = node
         self.topics = topics
         self.publish = publish
-        self._config: tuple[TrackingSpec, list[Zone]] | None = None
+        self._config: tuple[TrackingSpec, list[Zone], list[Line]] | None = None
         self._tracker: Tracker | None = None
         self._life: Lifecycle | None = None
         self._pending: dict[str, bytes] = {}
@@ -271,15 +296,19 @@ class ObjectEvents:
         self._last_frame = time.monotonic()
         self._warned = False
 
-    def configure(self, tracking: TrackingSpec, zones: list[Zone]) -> None:
-        """Apply a spec's tracking and zones; a change ends every object and starts afresh."""
-        if self._config is not None and self._config == (tracking, zones):
+    def configure(
+        self, tracking: TrackingSpec, zones: list[Zone], lines: list[Line] | None = None
+    ) -> None:
+        """Apply a spec's tracking, zones and lines; a change ends every object and starts afresh
+        (line counts from 0)."""
+        config = (tracking, list(zones), list(lines or []))
+        if self._config is not None and self._config == config:
             return
         self.close(clear=not tracking.enabled)
-        self._config = (tracking, list(zones))
+        self._config = config
         if tracking.enabled:
             self._tracker = Tracker(tracking)
-            self._life = Lifecycle(self.camera, self.node, tracking, list(zones))
+            self._life = Lifecycle(self.camera, self.node, *config)
 
     def process(
         self, info: FrameInfo, objects: list[DetectedObject], image: npt.NDArray[np.uint8]
@@ -316,17 +345,19 @@ class ObjectEvents:
 
     def expire(self, stale_s: float = STALE_S) -> None:
         """End every object when no frame was processed for ``stale_s`` seconds (the tracker
-        starts afresh with the same settings)."""
+        starts afresh with the same settings; line counts go on)."""
         if self._life is None or not self._life.lives or self._config is None:
             return
         if time.monotonic() - self._last_frame < stale_s:
             return
-        config = self._config
+        config, counts = self._config, self._life.lines.counts
         log.info(
             "no frames, tracked objects end", camera=self.camera, objects=len(self._life.lives)
         )
         self.close()
         self.configure(*config)
+        if self._life is not None:
+            self._life.lines.counts = counts
 
     def republish(self) -> None:
         """After a reconnect: the objects document again (with the next frame)."""

@@ -321,7 +321,8 @@ class InferWorker:
             if desc.kind == "classification":
                 continue  # counts are for detections; 1000 classes are not sensors
             labels += pm.labels if pm.labels is not None else desc.labels[:MAX_HA_LABELS]
-        self.discovery.update(cam, sorted(set(labels)), [z.name for z in spec.zones])
+        lines = [(ln.name, [str(d) for d in ln.directions()]) for ln in spec.lines]
+        self.discovery.update(cam, sorted(set(labels)), [z.name for z in spec.zones], lines)
 
     @property
     def cameras(self) -> list[str]:

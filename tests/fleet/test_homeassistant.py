@@ -126,7 +126,7 @@ def test_presence_and_event_entities_follow_objects_and_events() -> None:
     # the event entity: Home Assistant wants a JSON object whose event_type is a declared one
     event = cmps["events"]
     assert event.p == "event" and event.state_topic == "ovbus/cameras/door/events"
-    assert event.event_types == ["new", "update", "end"]
+    assert event.event_types == ["new", "update", "crossed", "end"]
     sample = ObjectEvent(
         type="update",
         camera="door",

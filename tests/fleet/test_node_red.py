@@ -225,8 +225,27 @@ def test_flow_reacts_to_object_events_with_one_visit_per_object(
         assert json.loads(visits.get().payload)["id"] == "ab12-2"
         with pytest.raises(BusTimeout):
             visits.get(timeout=2)
+        # line crossings: the count per camera, line and direction; a crossed event without
+        # its direction is refused (warned) and counts nothing
+        crossings = bus.subscribe(f"{prefix}/integrations/node-red/crossings", idle_timeout=30)
+        bus.publish(events, object_event("crossed", 1, "ab12-3", [], line="gate"))
+        for seq, (oid, way) in enumerate(
+            [("ab12-3", "a->b"), ("ab12-4", "a->b"), ("ab12-3", "b->a")]
+        ):
+            bus.publish(
+                events, object_event("crossed", seq + 1, oid, [], line="gate", direction=way)
+            )
+        counted = [json.loads(crossings.get().payload) for _ in range(3)]
+        assert [(c["line"], c["direction"], c["count"], c["id"]) for c in counted] == [
+            ("gate", "a->b", 1, "ab12-3"),
+            ("gate", "a->b", 2, "ab12-4"),
+            ("gate", "b->a", 1, "ab12-3"),
+        ]
+        assert all(c["v"] == 1 and c["camera"] == "porch" for c in counted)
+        with pytest.raises(BusTimeout):
+            crossings.get(timeout=2)
     finally:
         bus.close()
     log = node_red.read_text(errors="replace")
-    assert log.count("not an ovbus v1 object event") >= warned + 1, log
+    assert log.count("not an ovbus v1 object event") >= warned + 2, log
     assert "Error" not in log.replace("error=0", "")
