@@ -6,7 +6,9 @@ number), so several cameras share one compiled model concurrently; the worker's 
 ``nireq + 1`` detections in flight (each model reports ``nireq``). ``infer_threads`` sets
 ``INFERENCE_NUM_THREADS`` unless the entry's ``plugin_config`` does. A watcher polls
 ``config.json`` and the model folders every ``poll_s`` seconds and reloads a model whose entry or
-files changed; the new version is swapped in atomically, other models keep running.
+files changed; the new version is swapped in atomically, other models keep running. Compiles
+go through OpenVINO's model cache (``cache_dir``, CACHE_DIR): a version compiled before, by this
+or an earlier worker, loads from it; the watcher compiles at a lower CPU priority than serving.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ovbus.model_repository import (
     read_config,
     resolve,
 )
+from ovbus.priority import lower_this_thread
 from services.infer.backend import Array, TensorSpec
 
 log = get_logger(__name__)
@@ -137,6 +140,7 @@ class OpenVINOModel:
                 props["INFERENCE_NUM_THREADS"] = threads
             props.update({str(k): v for k, v in (cfg.plugin_config or {}).items()})
             self._compiled = core.compile_model(model, self.device, props)
+            self.from_cache = bool(self._compiled.get_property("LOADED_FROM_CACHE"))
             nireq = cfg.nireq or int(
                 self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
             )
@@ -216,11 +220,14 @@ class OpenVINOBackend:
         hint: str = "THROUGHPUT",
         poll_s: float = 1.0,
         infer_threads: int = 0,
+        cache_dir: Path | None = None,
     ) -> None:
         self.config_path = models / "config.json"
         self.hint = hint
         self.infer_threads = infer_threads
         self.core = ov.Core()
+        if cache_dir is not None:  # a compile done before (same model, device, settings) is cheap
+            self.core.set_property({"CACHE_DIR": str(cache_dir)})  # made on the first compile
         self._lock = threading.RLock()
         self._entries: dict[str, ModelEntry] = {}
         self._config_error: StoreError | None = None
@@ -295,6 +302,7 @@ class OpenVINOBackend:
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     def _watch(self, poll_s: float) -> None:
+        lower_this_thread()  # reloads compile here, beside the serving version
         while not self._stop.wait(poll_s):
             try:
                 self._refresh_config()
@@ -359,7 +367,8 @@ class OpenVINOBackend:
         except ModelError as e:
             log.error("model failed to load", model=name, version=version, error=e.message)
             return _Loaded(stamp, error=e)
-        log.info("model loaded", model=name, version=chosen, device=model.device, nireq=model.nireq)
+        log.info("model loaded", model=name, version=chosen, device=model.device,
+                 nireq=model.nireq, from_cache=model.from_cache)  # fmt: skip
         return _Loaded(stamp, model=model)
 
     def model(self, name: str, version: int | None = None) -> OpenVINOModel:

@@ -1,6 +1,7 @@
 """Version swaps off the serving path: when a camera's spec names a model version (or a model)
 it has not run yet, the new one is loaded and compiled on a thread of its own while the camera
-keeps running the version it ran before; the camera switches on its first frame after the load
+keeps running the version it ran before (that thread at a lower CPU priority than serving,
+:mod:`ovbus.priority`); the camera switches on its first frame after the load
 ended (or failed: then the failure is the camera's, as before). Nothing waits for a compile but
 a camera that has never run the model.
 
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from ovbus.errors import OvbusError
 from ovbus.log import get_logger
 from ovbus.payloads.pipeline import PipelineModel
+from ovbus.priority import lower_this_thread
 
 log = get_logger(__name__)
 
@@ -54,6 +56,7 @@ class VersionSwap:
         return pm.model_copy(update={"version": previous[1]})
 
     def _load(self, key: Key) -> None:
+        lower_this_thread()  # the compile aside yields the CPU to the frames being served
         try:
             self.load(*key)
         except OvbusError as e:  # the camera meets the error itself when it switches

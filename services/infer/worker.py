@@ -66,9 +66,8 @@ def make_backend(settings: InferSettings) -> Backend:
     if settings.backend == "openvino":
         from services.infer.openvino_backend import OpenVINOBackend
 
-        return OpenVINOBackend(
-            settings.models, hint=settings.hint, infer_threads=settings.infer_threads
-        )
+        return OpenVINOBackend(settings.models, hint=settings.hint,
+                               infer_threads=settings.infer_threads, cache_dir=settings.model_cache)  # fmt: skip
     if settings.server is None:
         raise ConfigError(f"--backend {settings.backend} needs --server host:port")
     if settings.backend == "kserve":

@@ -6,7 +6,8 @@ replies with their code; each request executed at most once per correlation id: 
 arrives while it runs is ignored, one that arrives after it was answered gets the same reply
 again). What the zoo adds: decoding into its request models, with a specific error for a
 missing or unknown action, and long actions (pull, remove) run on a small thread pool
-(:class:`ovbus.rpc.Later`), so ``list`` and ``catalog`` are answered while a pull downloads.
+(:class:`ovbus.rpc.Later`), so ``list`` and ``catalog`` are answered while a pull downloads;
+those pool threads run at a lower CPU priority (:mod:`ovbus.priority`) than serving.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ovbus.messages import Message, Subscription
 from ovbus.payloads.base import Payload, ShortText
 from ovbus.payloads.rpc import Reply
 from ovbus.payloads.zoo import ZooRequest, ZooRequestAdapter
+from ovbus.priority import lower_this_thread
 from ovbus.rpc import Later, Server
 from services.zoo.rollout import Rollouts
 from services.zoo.service import Zoo
@@ -66,7 +68,13 @@ class Dispatcher:
         if corr is None and message.correlation is not None:
             corr = message.correlation.decode(errors="replace")
         if request.action in LONG:
-            return Later(lambda: self._run(request, corr))
+            return Later(lambda: self._run_long(request, corr))
+        return self._run(request, corr)
+
+    def _run_long(self, request: ZooRequest, corr: str | None) -> Reply:
+        # a pool thread that only ever runs long actions: pulls, extraction and conversion
+        # (and the converter processes it starts) yield the CPU to the cameras being served
+        lower_this_thread()
         return self._run(request, corr)
 
     @staticmethod
