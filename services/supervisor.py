@@ -85,13 +85,19 @@ class Supervisor:
         return self.logs / f"{name}.log" if self.logs is not None else None
 
     def spawn(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        wrap: Sequence[str] = (),
     ) -> subprocess.Popen[bytes]:
         """Start ``ovbus <argv>`` as worker ``name`` (a name can be reused once it has exited).
-        ``env`` is the whole environment; by default ours without ``OVBUS_*`` variables."""
+        ``env`` is the whole environment; by default ours without ``OVBUS_*`` variables.
+        ``wrap``: a command that execs the worker (``ip netns exec <ns>``: the soak benchmark
+        runs a worker in its own network namespace), so the process is still the worker's."""
         if name in self.procs and self.procs[name].poll() is None:
             raise OvbusError(f"worker {name!r} is already running")
-        command = [sys.executable, "-m", "services.cli", *argv]
+        command = [*wrap, sys.executable, "-m", "services.cli", *argv]
         environ = dict(env) if env is not None else worker_env()
         path = self.log_path(name)
         log.info("starting worker", worker=name)
