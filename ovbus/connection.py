@@ -68,7 +68,9 @@ class Connection:
         self.url = broker if isinstance(broker, BrokerUrl) else BrokerUrl.parse(broker)
         self.topics = Topics(prefix)
         self.node = node
-        self.client_id = client_id or node or f"ovbus-{uuid.uuid4().hex[:12]}"
+        # a login is a client: the shipped broker replaces any client id with the user name
+        # (use_username_as_clientid), so the reply topic replies/<client id> must be that name
+        self.client_id = client_id or node or self.url.username or f"ovbus-{uuid.uuid4().hex[:12]}"
         self.v5 = protocol == "5"
         self.persistent = persistent
         self.keepalive = keepalive

@@ -5,7 +5,9 @@ its own topics):
 
 - ``capture``: publishes only its own cameras' ``stream``/``state`` (listed per user), reads their
   ``set`` commands, answers on ``replies/+``, its own ``nodes/<user>/...``.
-- ``infer``: reads streams, pipelines, zoo model states and node status; publishes results
+- ``infer``: reads streams, pipelines, zoo model states, node status and the births of infer users
+  only (a node's kind comes from its login: a capture or zoo user that writes ``"kind": "infer"``
+  in its own birth is not seen by any infer worker, so it cannot join their rendezvous); publishes results
   (``detections``, ``counts``, ``snapshot``, ``inference``, ``shadow``) and Home Assistant
   discovery; answers replay requests on its own ``nodes/<user>/replay`` (results streamed on
   ``replies/+/stream``).
@@ -17,6 +19,8 @@ its own topics):
   not other clients' requests and replies.
 
 Every role may read its own reply topic ``replies/<client-id>`` (``%c``) and its ``/stream``.
+The shipped broker sets ``use_username_as_clientid``, so ``%c`` is the user name: no login can take
+another's client id (its session, its queued commands, its replies).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ class User:
 HA_TREE: Final = "homeassistant/#"
 
 
-def _rules(user: User, p: str) -> list[str]:
+def _rules(user: User, p: str, infer_users: list[str]) -> list[str]:
     t = Topics(p)
     own_node = [f"topic write {t.node_topics(user.name)}"]
     if user.role == "admin":
@@ -77,7 +81,8 @@ def _rules(user: User, p: str) -> list[str]:
         return [
             *own_node,
             f"topic read {t.all_status()}",
-            f"topic read {t.all_births()}",
+            # births of infer users only: membership of the rendezvous follows the login
+            *(f"topic read {t.birth(name)}" for name in infer_users),
             f"topic read {t.all_cameras('stream')}",
             f"topic read {t.all_cameras('pipeline')}",
             f"topic readwrite {t.all_cameras('inference')}",
@@ -129,6 +134,6 @@ def render(users: list[User], prefix: str = "ovbus") -> str:
             f"# {user.role}" + (f": cameras {', '.join(user.cameras)}" if user.cameras else "")
         )
         out.append(f"user {user.name}")
-        out.extend(_rules(user, prefix))
+        out.extend(_rules(user, prefix, [u.name for u in users if u.role == "infer"]))
         out.append("")
     return "\n".join(out)

@@ -126,6 +126,7 @@ class InferWorker:
             sub(t.all_zoo_models(), callback=self._on_zoo_model, idle_timeout=None),
             sub(t.all_cameras("pipeline"), callback=self._on_pipeline, idle_timeout=None),
             sub(t.all_cameras("stream"), callback=self._on_stream, idle_timeout=None),
+            sub(t.all_cameras("inference"), callback=self._on_inference, idle_timeout=None),
         ]
         self.bus.on_connect(self._on_reconnect)
         self.replays.start()
@@ -242,6 +243,19 @@ class InferWorker:
             runner.set_stream(stream)
         self._reconcile()
 
+    def _on_inference(self, message: Message) -> None:
+        """A camera's retained state cleared while this worker owns it (the previous owner
+        gives a camera up by clearing its state, which can land after the new owner's first
+        state): publish it again, with the counts and objects."""
+        cam = self._param(message, "camera")
+        if cam is None or message.payload:
+            return
+        with self._lock:
+            runner = self._runners.get(cam)
+        if runner is not None:
+            log.info("camera state cleared by its previous owner, published again", camera=cam)
+            runner.republish_state()
+
     def _malformed_stream(self, cam: str, e: PayloadError) -> None:
         """A descriptor that does not parse: the camera's retained error state, if the camera
         is (or would be) mine; its reader stops and nothing is opened."""
@@ -267,7 +281,9 @@ class InferWorker:
             drop = [cam for cam in self._runners if cam not in wanted]
             for cam in drop:
                 gone = cam not in self._streams
-                self._runners.pop(cam).stop(clear=gone)
+                # a camera given up is cleared too (state, counts, objects): until its new owner
+                # publishes, nothing claims it is watched, even if that owner never does
+                self._runners.pop(cam).stop(clear=True)
                 if self.discovery is not None:
                     # a camera that is gone leaves Home Assistant; one that moved stays for its new owner
                     (self.discovery.remove if gone else self.discovery.forget)(cam)

@@ -28,6 +28,10 @@ class Row:
     lost: int = 0
     duplicated: int = 0
     corrupted_configs: int = 0
+    #: attacks on identity (tests/faults/test_identity.py): cameras whose owner an attacker
+    #: changed, and worker sessions (connection, queued commands) an attacker ended
+    owners_changed: int | None = None
+    sessions_lost: int | None = None
     recover_s: float | None = None
     passed: bool = False
     notes: list[str] = field(default_factory=list)
@@ -67,7 +71,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _table(rows: list[Row]) -> list[str]:
-    head = ("scenario", "faults", "sent", "lost", "dup", "bad cfg", "recover s", "result")
+    head: tuple[str, ...] = ("scenario", "faults", "sent", "lost", "dup", "bad cfg")
+    head += ("owners chg", "sess lost", "recover s", "result")
     body = [
         (
             r.scenario,
@@ -76,6 +81,8 @@ def _table(rows: list[Row]) -> list[str]:
             str(r.lost),
             str(r.duplicated),
             str(r.corrupted_configs),
+            "-" if r.owners_changed is None else str(r.owners_changed),
+            "-" if r.sessions_lost is None else str(r.sessions_lost),
             "-" if r.recover_s is None else f"{r.recover_s:.2f}",
             "pass" if r.passed else "FAIL",
         )

@@ -260,7 +260,7 @@ def shipped_conf(folder: Path, certs: Certs, *, mutual: bool) -> tuple[str, int,
     ``mutual``), paths moved into ``folder``, listeners on free local ports."""
     conf = (ROOT / "broker" / "mosquitto.conf").read_text()
     begin, end = conf.index("# tls-begin"), conf.index("# tls-end")
-    keys = {"listener", "cafile", "certfile", "keyfile", "tls_version"}
+    keys = {"listener", "use_username_as_clientid", "cafile", "certfile", "keyfile", "tls_version"}
     keys |= {"require_certificate"} if mutual else set()
     block = [
         line[1:] if line.startswith("#") and line[1:].split(" ")[0] in keys else line

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,9 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
 USERS = [
     ("cap1", "capture", "door"),
     ("inf1", "infer", ""),
+    ("inf2", "infer", ""),
     ("zoo1", "zoo", ""),
     ("adm", "admin", ""),
     ("view", "viewer", ""),
+    # the observer of these tests: the broker makes a login's client id its user name, so an
+    # admin actor and an admin observer must be two logins
+    ("watch", "admin", ""),
 ]
 PASSWORD = "s3cret-password"
 
@@ -83,10 +88,9 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShippedBroker]
     proc.wait(10)
 
 
-def connect(shipped: ShippedBroker, user: str) -> Bus:
-    return Bus(
-        shipped.url(user), prefix="ovbus", client_id=f"{user}-{uuid.uuid4().hex[:6]}"
-    ).connect(timeout=10)
+def connect(shipped: ShippedBroker, user: str, **kwargs: Any) -> Bus:
+    """A client of ``user``; its client id is the user name (the broker would make it so)."""
+    return Bus(shipped.url(user), prefix="ovbus", **kwargs).connect(timeout=10)
 
 
 def arrives_before_canary(sub: Subscription, marker: bytes, canary: bytes) -> bool:
@@ -128,7 +132,7 @@ PUBLISH = [
 def published(shipped: ShippedBroker, user: str, topic: str) -> bool:
     """Whether the broker lets ``user`` publish on ``topic``: an admin watching everything sees
     the message before the canary it publishes next, or not at all."""
-    observer = connect(shipped, "adm")
+    observer = connect(shipped, "watch")
     actor = connect(shipped, user)
     try:
         watch = observer.subscribe("#", idle_timeout=10)
@@ -144,7 +148,7 @@ def published(shipped: ShippedBroker, user: str, topic: str) -> bool:
 def readable(shipped: ShippedBroker, user: str, topic: str) -> bool:
     """Whether ``user`` receives what an admin publishes on ``topic``: a canary on the user's own
     reply topic follows it on the same connection, which delivers in order."""
-    admin = connect(shipped, "adm")
+    admin = connect(shipped, "watch")
     actor = connect(shipped, user)
     try:
         own_replies = f"ovbus/replies/{actor.client_id}"
@@ -173,6 +177,10 @@ READ = [
     ("inf1", "ovbus/cameras/door/stream", True),
     ("inf1", "ovbus/zoo/models/face", True),
     ("inf1", "ovbus/zoo/request", False),
+    # a node's kind comes from its login: infer workers see the births of infer users only
+    ("inf1", "ovbus/nodes/inf2/birth", True),
+    ("inf1", "ovbus/nodes/cap1/birth", False),
+    ("inf1", "ovbus/nodes/zoo1/birth", False),
     ("zoo1", "ovbus/zoo/request", True),
     ("zoo1", "ovbus/cameras/door/detections", False),
     ("view", "ovbus/cameras/door/detections", True),
@@ -204,9 +212,11 @@ def test_websockets_listener_needs_credentials(shipped: ShippedBroker) -> None:
 
 
 def test_every_role_reads_its_own_replies(shipped: ShippedBroker) -> None:
-    admin = connect(shipped, "adm")
+    admin = connect(shipped, "watch")
     try:
         for name, _, _ in USERS:
+            if name == "watch":
+                continue
             actor = connect(shipped, name)
             sub = actor.subscribe(f"ovbus/replies/{actor.client_id}", idle_timeout=10)
             admin.publish(f"ovbus/replies/{actor.client_id}", b"hello", qos=1, wait=True)
