@@ -42,6 +42,9 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "too_large"
     UNKNOWN_ACTION = "unknown_action"
     BAD_REQUEST = "bad_request"
+    #: a well-formed value that cannot be applied to what is there (a version policy that would
+    #: serve none of the versions present)
+    BAD_VALUE = "bad_value"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     FORBIDDEN_PATH = "forbidden_path"

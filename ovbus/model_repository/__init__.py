@@ -35,6 +35,7 @@ from ovbus.model_repository.versions import (
     complete_versions,
     current_version,
     model_file,
+    policy_problem,
     served_versions,
     version_folders,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "parse_entry",
     "parse_layout",
     "parse_shape",
+    "policy_problem",
     "read_config",
     "resolve",
     "served_versions",

@@ -11,11 +11,15 @@ folder holds one of these file sets (checked in this order, as OVMS does)::
 
 ``model_version_policy`` picks the served versions among the complete ones: ``{"latest":
 {"num_versions": N}}`` (the N highest; the default is ``latest`` with 1), ``{"all": {}}``, or
-``{"specific": {"versions": [...]}}`` (those listed that exist).
+``{"specific": {"versions": [...]}}`` (those listed that exist). OVMS serves nothing, and says
+nothing, under a policy that selects none of the complete versions (``specific`` with an empty
+list or absent versions, any policy when no version is complete): :func:`policy_problem` says
+why a policy does not fit the versions present, so that the zoo refuses it before it writes.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -134,3 +138,39 @@ def current_version(policy: VersionPolicy | None, available: list[int]) -> int |
     """The newest version served under ``policy`` among ``available``, or None."""
     served = (policy or DEFAULT_POLICY).select(available)
     return served[-1] if served else None
+
+
+def describe_policy(policy: VersionPolicy | None) -> str:
+    """A policy as it is written in ``config.json`` (None: the default, latest 1)."""
+    return json.dumps((policy or DEFAULT_POLICY).model_dump(mode="json"), separators=(", ", ": "))
+
+
+def present(available: list[int]) -> str:
+    """``versions present: 1, 2`` (or ``no complete version present``)."""
+    ordered = sorted(set(available))
+    if not ordered:
+        return "no complete version present"
+    return "versions present: " + ", ".join(str(v) for v in ordered)
+
+
+def policy_problem(policy: VersionPolicy | None, available: list[int]) -> str | None:
+    """Why ``policy`` does not fit the complete versions ``available``, or None when it does.
+
+    OVMS accepts any policy and serves what it selects, nothing at all if it selects nothing:
+    the model is then off with no error anywhere. A policy fits when it serves at least one of
+    ``available``, and a ``specific`` one also when every version it lists is there (one that is
+    not is a typo or a version removed since)."""
+    chosen = policy or DEFAULT_POLICY
+    served = chosen.select(available)
+    root = chosen.root
+    absent = (
+        sorted(set(root.specific.versions) - set(available)) if isinstance(root, _Specific) else []
+    )
+    missing = f"version(s) {', '.join(str(v) for v in absent)} do(es) not exist" if absent else ""
+    written = f"model_version_policy {describe_policy(policy)}"
+    if not served:
+        why = f": {missing}" if missing else ""
+        return f"{written} would serve no version{why} ({present(available)})"
+    if missing:
+        return f"{written}: {missing} ({present(available)})"
+    return None

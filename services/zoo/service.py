@@ -14,7 +14,7 @@ from typing import Any
 
 from ovbus.errors import ErrorCode, OvbusError, RequestError
 from ovbus.log import get_logger
-from ovbus.model_repository import EntryProblem, current_version, parse_entry
+from ovbus.model_repository import EntryProblem, current_version, parse_entry, policy_problem
 from ovbus.payloads.model import ModelStateName
 from ovbus.payloads.zoo import (
     CatalogRequest,
@@ -32,7 +32,7 @@ from services.zoo.catalog import DEFAULT_MODEL, Catalog
 from services.zoo.config_store import ConfigStore
 from services.zoo.layout import ModelsFolder
 from services.zoo.settings import ZooSettings
-from services.zoo.states import Publish, StateBoard, entry_state
+from services.zoo.states import Publish, StateBoard, entry_state, entry_versions, unserved
 
 log = get_logger(__name__)
 
@@ -161,6 +161,8 @@ class Zoo:
         for name in self.board.managed():
             if name not in listed:
                 out.append(
+            elif (why := unserved(name, policy, versions)) is not None:  # loaded, serves nothing
+                item["state"], item["error"] = "failed", why
                     {
                         "name": name,
                         "managed": True,
@@ -246,7 +248,11 @@ class Zoo:
                     entry = cfg.find(doc, req.name)
                     policy = entry.get("model_version_policy") if entry else None
                     if entry is not None and isinstance(policy, dict) and "specific" in policy:
-                        kept = [v for v in policy["specific"]["versions"] if v != version]
+                        # the versions pinned that remain; none (a pin on this version, or only
+                        # on versions gone by hand): back to the default, never a policy that
+                        # serves nothing
+                        left = [v for v in versions if v != version]
+                        kept = [v for v in policy["specific"]["versions"] if v in left]
                         entry["model_version_policy"] = (
                             {"specific": {"versions": kept}}
                             if kept
@@ -264,7 +270,6 @@ class Zoo:
     def set(self, req: SetRequest) -> dict[str, Any]:
         self._require(req.name)
         self._not_busy(req.name)
-        versions = self.folder.versions(req.name)
         fields = req.model_dump(
             include={
                 "target_device",
@@ -276,16 +281,6 @@ class Zoo:
             },
             exclude_none=True,
         )
-        policy = fields.get("model_version_policy")
-        if isinstance(policy, dict) and "specific" in policy:
-            wanted = policy["specific"].get("versions")
-            missing = (
-                [v for v in wanted or [] if v not in versions] if isinstance(wanted, list) else []
-            )
-            if missing:
-                raise RequestError(
-                    f"{req.name} has no version(s) {missing}", code=ErrorCode.NOT_FOUND
-                )
         if not fields and req.description is None:
             raise RequestError("nothing to set", code=ErrorCode.BAD_REQUEST)
         # the values OVMS would refuse or ignore (a shape it cannot parse...) are refused here
@@ -296,11 +291,17 @@ class Zoo:
         def change(doc: cfg.ConfigDoc) -> None:
             entry = cfg.find(doc, req.name)
             if entry is None:
+        wanted = checked.config.model_version_policy
                 raise RequestError(f"{req.name} is not in config.json", code=ErrorCode.NOT_FOUND)
             entry.update(fields)
 
         if fields:
             self.config.update(change)
+            if "model_version_policy" in fields:  # checked under the lock, against the folder
+                present = entry_versions(entry, self.folder, self.settings.ovms_models_dir)
+                problem = policy_problem(wanted, present)
+                if problem is not None:
+                    raise RequestError(f"set {req.name}: {problem}", code=ErrorCode.BAD_VALUE)
         if req.description is not None:
             old = self.folder.read_description(req.name)
             source = old.source if old else None

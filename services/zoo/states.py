@@ -7,9 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ovbus.errors import OvbusError, StoreError
+from ovbus.errors import ErrorCode, OvbusError, StoreError
 from ovbus.log import get_logger
-from ovbus.model_repository import EntryProblem, VersionPolicy, current_version, parse_entry
+from ovbus.model_repository import (
+    EntryProblem,
+    VersionPolicy,
+    complete_versions,
+    current_version,
+    parse_entry,
+    policy_problem,
+)
 from ovbus.payloads.base import ErrorInfo
 from ovbus.payloads.model import ModelDescription, ModelState, ModelStateName
 from ovbus.topics import check_name
@@ -34,6 +41,35 @@ def entry_state(
     return parsed.config.model_version_policy, None
 
 
+def entry_versions(
+    entry: dict[str, Any], folder: ModelsFolder, models_dir: str | None
+) -> list[int]:
+    """The complete versions of a config.json entry as the zoo sees its folder: the models
+    folder for a model the zoo manages (also when OVMS sees it as ``models_dir``/<name>), else
+    the entry's own ``base_path`` (relative to config.json's folder, or under ``models_dir``);
+    none when it cannot be read from here."""
+    name, base = str(entry.get("name")), entry.get("base_path")
+    try:
+        if base == folder.base_path(name, models_dir):
+            return folder.versions(name)
+    except OvbusError:
+        pass  # not a name the models folder can hold: not one of ours
+    if not isinstance(base, str) or ".." in Path(base).parts:
+        return []
+    prefix = f"{models_dir.rstrip('/')}/" if models_dir else None
+    if prefix is not None and base.startswith(prefix):  # OVMS's path of the models folder
+        return complete_versions(folder.root / base.removeprefix(prefix))
+    return complete_versions(folder.root / base)  # (an absolute base_path stays itself)
+
+
+def unserved(name: str, policy: VersionPolicy | None, versions: list[int]) -> str | None:
+    """Why a model's entry, which OVMS loads, serves none of its versions (a policy edited by
+    hand: OVMS says nothing, the model is simply off), or None."""
+    if not versions or current_version(policy, versions) is not None:
+        return None
+    return f"config.json entry {name!r} serves nothing: {policy_problem(policy, versions)}"
+
+
 class StateBoard:
     """The last state of every model, and the way states are published."""
 
@@ -53,16 +89,22 @@ class StateBoard:
         return entry_state(entry, self.config.folder)
 
     def ready_state(self, name: str) -> ModelState:
-        """``ready``, or ``failed`` naming the cause when OVMS skips the model's entry."""
+        """``ready``, or ``failed`` naming the cause when OVMS skips the model's entry or its
+        version policy serves none of its versions."""
         versions = self.folder.versions(name)
         description = self.folder.read_description(name)
         policy, problem = self._entry(name)
+        error: StoreError | None = None
+        if problem is not None:
+            error = StoreError(str(problem))
+        elif (why := unserved(name, policy, versions)) is not None:
+            error = StoreError(why, code=ErrorCode.BAD_VALUE)
         return ModelState(
             name=name,
-            state="failed" if problem else "ready",
+            state="failed" if error else "ready",
             versions=versions,
             current_version=None if problem else current_version(policy, versions),
-            error=ErrorInfo.of(StoreError(str(problem))) if problem else None,
+            error=ErrorInfo.of(error) if error else None,
             description=description,
             source=description.source if description else None,
         )
