@@ -157,12 +157,12 @@ class Zoo:
             }
             if problem is not None:  # OVMS and the infer worker skip this entry
                 item["state"], item["error"] = "failed", problem.message
+            elif (why := unserved(name, policy, versions)) is not None:  # loaded, serves nothing
+                item["state"], item["error"] = "failed", why
             out.append(item)
         for name in self.board.managed():
             if name not in listed:
                 out.append(
-            elif (why := unserved(name, policy, versions)) is not None:  # loaded, serves nothing
-                item["state"], item["error"] = "failed", why
                     {
                         "name": name,
                         "managed": True,
@@ -287,21 +287,21 @@ class Zoo:
         checked = parse_entry({"config": {"name": req.name, "base_path": "-", **fields}}, Path("/"))
         if isinstance(checked, EntryProblem):
             raise RequestError(f"set {req.name}: {checked.message}", code=ErrorCode.BAD_REQUEST)
+        wanted = checked.config.model_version_policy
 
         def change(doc: cfg.ConfigDoc) -> None:
             entry = cfg.find(doc, req.name)
             if entry is None:
-        wanted = checked.config.model_version_policy
                 raise RequestError(f"{req.name} is not in config.json", code=ErrorCode.NOT_FOUND)
-            entry.update(fields)
-
-        if fields:
-            self.config.update(change)
             if "model_version_policy" in fields:  # checked under the lock, against the folder
                 present = entry_versions(entry, self.folder, self.settings.ovms_models_dir)
                 problem = policy_problem(wanted, present)
                 if problem is not None:
                     raise RequestError(f"set {req.name}: {problem}", code=ErrorCode.BAD_VALUE)
+            entry.update(fields)
+
+        if fields:
+            self.config.update(change)
         if req.description is not None:
             old = self.folder.read_description(req.name)
             source = old.source if old else None
