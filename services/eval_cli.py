@@ -7,6 +7,7 @@ threshold and AP@0.5 per label, with the accuracy benchmark's metrics (:mod:`ovb
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -15,18 +16,23 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import openvino as ov
 
 from ovbus.dataset import Dataset, DatasetStore
-from ovbus.errors import ErrorCode, RequestError
+from ovbus.errors import ErrorCode, ModelError, RequestError
 from ovbus.metrics import Tally, at_threshold, average_precision, match
+from ovbus.model_repository import VersionPolicy, read_config, resolve
+from ovbus.payloads.dataset import Label
+from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.pipeline import PipelineModel
 from ovbus.topics import check_name
 from services.infer.descriptions import DescriptionStore
-from services.infer.openvino_backend import OpenVINOBackend
+from services.infer.openvino_backend import OpenVINOModel
 from services.infer.run import run_model
 
 #: detections down to this score make the precision-recall curve (AP), as in bench/accuracy
 CURVE_THRESHOLD = 0.1
+ALL_VERSIONS = VersionPolicy.model_validate({"all": {}})
 
 
 def parse_ref(text: str) -> tuple[str, int | None]:
@@ -53,9 +59,24 @@ class LabelFigures:
     ap50: float
 
 
+def load(models: Path, ref: tuple[str, int | None]) -> OpenVINOModel:
+    """A version from the models folder with its ``config.json`` entry's settings, whether
+    served or not (a version published beside the served one is what ``eval`` is for);
+    no version: the served one."""
+    name, version = ref
+    entry = read_config(models / "config.json").entries.get(name)
+    if entry is None:
+        raise ModelError(f"model {name!r} is not in {models / 'config.json'}",
+                         code=ErrorCode.NOT_FOUND)  # fmt: skip
+    if version is not None:  # any complete version folder, served or not
+        config = entry.config.model_copy(update={"model_version_policy": ALL_VERSIONS})
+        entry = dataclasses.replace(entry, config=config)
+    chosen, path = resolve(entry, version)
+    return OpenVINOModel(ov.Core(), entry, chosen, path, "LATENCY")
+
+
 def evaluate(
-    backend: OpenVINOBackend,
-    descriptions: DescriptionStore,
+    models: Path,
     ref: tuple[str, int | None],
     dataset: Dataset,
     threshold: float,
@@ -71,9 +92,23 @@ def evaluate(
             "(ovbus dataset import-coco)",
             code=ErrorCode.NOT_FOUND,
         )
-    name, version = ref
-    model = backend.model(name, version)
-    desc = descriptions.get(name)
+    desc = DescriptionStore(models).get(ref[0])
+    model = load(models, ref)
+    try:
+        return model.version, _figures(model, desc, dataset, labels, threshold, progress)
+    finally:
+        model.close()
+
+
+def _figures(
+    model: OpenVINOModel,
+    desc: ModelDescription,
+    dataset: Dataset,
+    labels: dict[str, list[Label]],
+    threshold: float,
+    progress: bool,
+) -> list[LabelFigures]:
+    name, version = model.name, model.version
     spec = PipelineModel(name=name, version=version, threshold=CURVE_THRESHOLD)
     names = sorted({lb.label for boxes in labels.values() for lb in boxes})
     tallies: dict[str, Tally] = {}
@@ -87,13 +122,13 @@ def evaluate(
             dets = [(o.box, o.score) for o in result.objects if o.label == label]
             tallies.setdefault(label, Tally()).add(match(dets, boxes, [False] * len(boxes)))
         if progress and ((i + 1) % 25 == 0 or i + 1 == len(labels)):
-            print(f"  {name}:{model.version} {i + 1}/{len(labels)} frames", file=sys.stderr)
+            print(f"  {name}:{version} {i + 1}/{len(labels)} frames", file=sys.stderr)
     out = []
     for label, tally in sorted(tallies.items()):
         p, r, tp, fp = at_threshold(tally, threshold)
         out.append(LabelFigures(label, tally.positives, tp, fp, round(p, 4),
                                 round(r, 4), round(average_precision(tally), 4)))  # fmt: skip
-    return model.version, out
+    return out
 
 
 def _fmt(value: float) -> str:
@@ -104,12 +139,7 @@ def run_eval(args: argparse.Namespace) -> int:
     refs = [parse_ref(args.model)] + ([parse_ref(args.against)] if args.against else [])
     dataset = DatasetStore(Path(args.datasets)).get(args.dataset)
     models = Path(args.models)
-    backend = OpenVINOBackend(models, hint="LATENCY")
-    try:
-        runs = [evaluate(backend, DescriptionStore(models), ref, dataset, args.threshold)
-                for ref in refs]  # fmt: skip
-    finally:
-        backend.close()
+    runs = [evaluate(models, ref, dataset, args.threshold) for ref in refs]
     if args.json:
         doc = [{"model": ref[0], "version": version,
                 "labels": [{k: None if isinstance(v, float) and math.isnan(v) else v

@@ -143,6 +143,22 @@ class RolloutRequest(Request):
     bounds: RolloutBounds = Field(default_factory=RolloutBounds)
 
 
+class QuantizeRequest(Request):
+    """NNCF post-training INT8 quantization of a version (default: the served one) on frames
+    from the dataset store (docs/flywheel.md), published as the next version; by default
+    beside the served version (pinned), ready for a shadow run, ``ovbus eval`` and a rollout."""
+
+    action: Literal["quantize"] = "quantize"
+    name: Name
+    version: int | None = Field(None, ge=1, description="version quantized; default: the served")
+    calibration: str = Field(
+        pattern=r"^(camera:)?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="a dataset, or camera:CAM (every frame collected from that camera)",
+    )
+    frames: int = Field(300, ge=1, le=10000, description="calibration frames (NNCF subset)")
+    serve: bool = Field(False, description="serve the INT8 version at once (default: pinned)")
+
+
 ZooRequest = Annotated[
     CatalogRequest
     | ListRequest
@@ -150,7 +166,8 @@ ZooRequest = Annotated[
     | RemoveRequest
     | SetRequest
     | RollbackRequest
-    | RolloutRequest,
+    | RolloutRequest
+    | QuantizeRequest,
     Field(discriminator="action"),
 ]
 ZooRequestAdapter: TypeAdapter[ZooRequest] = TypeAdapter(ZooRequest)

@@ -1,4 +1,5 @@
-"""The command-line face of the zoo: ``ovbus zoo pull|list|catalog|remove|rollback|set``.
+"""The command-line face of the zoo: ``ovbus zoo pull|list|catalog|remove|rollback|set|rollout|
+quantize``.
 
 Each command sends one request to the running zoo worker over MQTT and prints the reply; ``pull``
 also follows ``zoo/models/<name>`` and draws a progress bar (rich), so in a Jupyter terminal::
@@ -8,6 +9,7 @@ also follows ``zoo/models/<name>`` and draws a progress bar (rich), so in a Jupy
     ovbus zoo list
     ovbus zoo rollback blazeface
     ovbus zoo rollout blazeface --version 3 --share 0.25 --window-s 600
+    ovbus zoo quantize blazeface --calibration camera:door --frames 300
 
 replaces the old ``omz_downloader`` + ``omz_converter`` workflow. Exit status: 0 done, 1 refused
 (the error code and message are printed), 3 no zoo worker answered.
@@ -25,7 +27,7 @@ from typing import Any
 from ovbus.settings import NodeSettings
 from services.zoo.rollout_cli import add_rollout_command, follow_rollout, rollout_body
 
-CLIENT_COMMANDS = ("pull", "list", "catalog", "remove", "rollback", "set", "rollout")
+CLIENT_COMMANDS = ("pull", "list", "catalog", "remove", "rollback", "set", "rollout", "quantize")
 
 
 def add_client_commands(
@@ -80,6 +82,14 @@ def add_client_commands(
     p.add_argument("--policy", help="latest[:N], all, or specific:1,2")
     p.add_argument("--description", help="model description: JSON text or a .json file")
     add_rollout_command(sub)
+    p = sub.add_parser("quantize", help="INT8 with NNCF on collected frames: a new version")
+    p.add_argument("name", help="model name")
+    p.add_argument(
+        "--calibration", required=True, help="a dataset, or camera:CAM (its collected frames)"
+    )
+    p.add_argument("--frames", type=int, default=300, help="calibration frames (default 300)")
+    p.add_argument("--version", dest="model_version", type=int, help="version quantized")
+    p.add_argument("--serve", action="store_true", help="serve it at once (default: pinned)")
     for name, action in sub.choices.items():
         if name != "serve":
             action.add_argument("--timeout", type=float, default=600.0, help="seconds to wait")
@@ -149,6 +159,10 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
         body["version"] = args.model_version
     elif cmd == "rollout":
         body.update(rollout_body(args))
+    elif cmd == "quantize":
+        body.update(calibration=args.calibration, frames=args.frames, serve=args.serve)
+        if args.model_version is not None:
+            body["version"] = args.model_version
     elif cmd == "set":
         for key in ("target_device", "nireq", "shape", "batch_size"):
             if getattr(args, key) is not None:
@@ -193,7 +207,7 @@ def run_client(args: argparse.Namespace, node: NodeSettings) -> int:
     try:
         follow = None
         name = getattr(request, "name", "")
-        if request.action in ("pull", "rollout"):
+        if request.action in ("pull", "rollout", "quantize"):
             follow = bus.subscribe(bus.topics.zoo_model(name), idle_timeout=0.5)
         worker = threading.Thread(target=ask, daemon=True)
         worker.start()

@@ -31,7 +31,7 @@ from services.zoo.service import Zoo
 log = get_logger(__name__)
 
 ACTIONS: Final = frozenset({"catalog", "list", "pull", "remove", "set", "rollback", "rollout"})
-LONG: Final = frozenset({"pull", "remove", "rollout"})
+LONG: Final = frozenset({"pull", "remove", "rollout", "quantize"})
 
 
 class _Action(Payload):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ovbus.dataset import DatasetStore
 from ovbus.errors import ErrorCode, OvbusError, RequestError
 from ovbus.log import get_logger
 from ovbus.model_repository import EntryProblem, current_version, parse_entry, policy_problem
@@ -20,6 +21,7 @@ from ovbus.payloads.zoo import (
     CatalogRequest,
     ListRequest,
     PullRequest,
+    QuantizeRequest,
     RemoveRequest,
     RollbackRequest,
     RolloutRequest,
@@ -31,6 +33,7 @@ from services.zoo import ovms, pull, sources
 from services.zoo.catalog import DEFAULT_MODEL, Catalog
 from services.zoo.config_store import ConfigStore
 from services.zoo.layout import ModelsFolder
+from services.zoo.quantize import quantize as quantize_int8
 from services.zoo.settings import ZooSettings
 from services.zoo.states import Publish, StateBoard, entry_state, entry_versions, unserved
 
@@ -82,6 +85,8 @@ class Zoo:
                 return self.set(request)
             case RollbackRequest():
                 return self.rollback(request)
+            case QuantizeRequest():
+                return self.quantize(request)
             case RolloutRequest():
                 if self.start_rollout is None:
                     raise RequestError("rollouts need the bus", code=ErrorCode.CONFLICT)
@@ -342,6 +347,29 @@ class Zoo:
         self.config.update(change)
         self.board.set_state(req.name, "ready")
         return self._reload({"name": req.name, "from": current, "to": target})
+
+    def quantize(self, req: QuantizeRequest) -> dict[str, Any]:
+        """INT8 with NNCF, a new version (services/zoo/quantize.py, docs/flywheel.md)."""
+        self._require(req.name)
+        self._claim(req.name)
+        try:
+
+            def report(state: ModelStateName, progress: float | None) -> None:
+                self.board.set_state(req.name, state, progress=progress)
+
+            store = DatasetStore(self.settings.datasets)
+            result = quantize_int8(req, self.folder, self.config, store, report,
+                                   models_dir=self.settings.ovms_models_dir)  # fmt: skip
+        except Exception as e:
+            log.error("quantization failed", model=req.name, error=str(e))
+            self.board.set_state(req.name, "ready")  # the served version is as it was
+            raise
+        finally:
+            self._release(req.name)
+        result = self._reload(result)
+        self.board.set_state(req.name, "ready")
+        self._changed()
+        return result
 
     def pull_default(self) -> None:
         """Pull the offline default model if it is not there yet (``--pull-default``)."""

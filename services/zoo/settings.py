@@ -51,6 +51,9 @@ class ZooSettings(WorkerSettings):
         description="download from loopback and private addresses too (a package mirror on "
         "the LAN); off, such URLs and redirects to them are refused (link-local always are)",
     )
+    datasets: Path = Field(
+        Path("datasets"), description="dataset store folder: calibration frames for quantize"
+    )
     convert_timeout: float = Field(600.0, gt=0, le=7200, description="conversion limit, seconds")
 
     _split = split_list("import_dirs")

@@ -1,0 +1,130 @@
+"""``ovbus zoo quantize``: the zoo worker (its own process, the real broker) quantizes the real
+BlazeFace IR to INT8 with NNCF on collected frames; the new version is published beside the
+served one, and ``ovbus eval`` shows the accuracy change before it is served. Bad requests (an
+unknown camera, too few frames, a model that is not IR, a calibration that fails inside
+quantization) publish nothing: the served version stays as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ovbus.bus import Bus
+from ovbus.dataset_formats import import_coco
+from services.mosquitto import Mosquitto
+from services.zoo.convert import convert
+from tests import assets
+from tests.flywheel.conftest import INDICES, Flywheel
+from tests.infer.harness import ROOT, wait_for
+from tests.models import BLAZEFACE, add_model, register_model
+
+pytestmark = pytest.mark.slow
+
+
+def ovbus(*argv: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
+    return subprocess.run([sys.executable, "-m", "services.cli", *argv], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+
+
+@pytest.fixture
+def ir_models(tmp_path: Path) -> Path:
+    """``face``: BlazeFace converted to IR by the zoo's converter; ``face-tfl``: the TFLite file
+    as it is; ``face-bad``: the IR with a description whose layout does not fit it."""
+    root = tmp_path / "models"
+    built = root / "face" / "1"
+    built.mkdir(parents=True)
+    convert(assets.blazeface(), built)
+    (root / "face" / "model.json").write_text(BLAZEFACE.model_dump_json())
+    register_model(root, "face")
+    add_model(root, "face-tfl", assets.blazeface(), BLAZEFACE)
+    shutil.copytree(built, root / "face-bad" / "1")
+    bad = BLAZEFACE.model_copy(update={"layout": "NCHW"})
+    (root / "face-bad" / "model.json").write_text(bad.model_dump_json())
+    register_model(root, "face-bad")
+    return root
+
+
+@pytest.fixture
+def zoo(broker: Mosquitto, prefix: str, client: Bus, ir_models: Path, flywheel: Flywheel,
+        tmp_path: Path) -> Iterator[list[str]]:  # fmt: skip
+    node = f"zoo-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
+    log = open(tmp_path / "zoo.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "zoo", "--broker", broker.url, "--prefix", prefix,
+         "--node-id", node, "--models", str(ir_models), "--datasets", str(flywheel.store.root),
+         "--cache", str(tmp_path / "cache")],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        topic = str(client.topics.status(node))
+        wait_for(client, topic, lambda m: m.payload == b"online" or None, 60)
+        yield ["--broker", broker.url, "--prefix", prefix, "--timeout", "300"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def config(models: Path) -> dict[str, dict[str, object]]:
+    doc = json.loads((models / "config.json").read_text())
+    return {e["config"]["name"]: e["config"] for e in doc["model_config_list"]}
+
+
+def test_quantize_publishes_an_int8_version_beside_the_served_one(
+    zoo: list[str], ir_models: Path, flywheel: Flywheel
+) -> None:
+    out = ovbus("zoo", "quantize", "face", "--calibration", "door", "--frames", "10", *zoo)
+    assert out.returncode == 0, out.stderr
+    reply = json.loads(out.stdout)
+    assert (reply["version"], reply["from_version"], reply["frames"], reply["served"]) == (
+        2, 1, 10, 1)  # fmt: skip
+    xml = (ir_models / "face" / "2" / "model.xml").read_text()
+    assert xml.count('type="FakeQuantize"') >= 10  # INT8: quantize/dequantize pairs
+    assert "FakeQuantize" not in (ir_models / "face" / "1" / "model.xml").read_text()
+    assert config(ir_models)["face"]["model_version_policy"] == {"specific": {"versions": [1]}}
+    assert not list((ir_models / ".staging").iterdir())
+
+    # the accuracy change, before anything is served
+    import_coco(flywheel.dataset, flywheel.coco_labels)
+    out = ovbus("eval", "face:1", "--against", "face:2", "--dataset", "door", "--json",
+                "--models", str(ir_models), "--datasets", str(flywheel.store.root))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    fp32, int8 = (run["labels"][0] for run in json.loads(out.stdout))
+    assert fp32["labelled"] == int8["labelled"] == len(INDICES)
+    assert fp32["recall"] == 1.0 and int8["recall"] >= 0.9
+    assert abs(fp32["ap50"] - int8["ap50"]) <= 0.1, (fp32, int8)
+
+    # from camera:door: every frame collected from the camera, in any dataset
+    out = ovbus("zoo", "quantize", "face", "--calibration", "camera:door", "--frames", "5",
+                "--version", "1", *zoo)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["version"] == 3
+
+
+def test_quantize_refusals_publish_nothing(zoo: list[str], ir_models: Path) -> None:
+    before = config(ir_models)
+    cases = [
+        (("face", "--calibration", "camera:nope"), "no frames collected from camera 'nope'"),
+        (("face", "--calibration", "nope"), "no dataset 'nope'"),
+        (("face", "--calibration", "door", "--frames", "50"), "calibration set too small"),
+        (("face-tfl", "--calibration", "door", "--frames", "5"), "not OpenVINO IR"),
+        (("face-bad", "--calibration", "door", "--frames", "5"), "not a 3-channel NCHW image"),
+        (("nomodel", "--calibration", "door"), "no model 'nomodel'"),
+    ]
+    for args, message in cases:
+        out = ovbus("zoo", "quantize", *args, *zoo)
+        assert out.returncode == 1 and message in out.stderr, (args, out.stderr)
+    assert config(ir_models) == before
+    for name in ("face", "face-tfl", "face-bad"):
+        assert sorted(p.name for p in (ir_models / name).iterdir() if p.is_dir()) == ["1"]
+    assert not list((ir_models / ".staging").iterdir())
