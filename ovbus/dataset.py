@@ -180,6 +180,12 @@ class DatasetStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
 
+    @classmethod
+    def beside(cls, models: Path | str, datasets: Path | str | None = None) -> DatasetStore:
+        """The store at ``datasets``, by default ``datasets/`` beside the models folder (how
+        the workers, ``ovbus up`` and the notebooks find it)."""
+        return cls(Path(models).parent / "datasets" if datasets is None else datasets)
+
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []

@@ -84,8 +84,10 @@ class InferSettings(WorkerSettings):
         description="folders (besides the models folder) whose video files may be replayed",
     )
     # datasets (docs/flywheel.md): frames collected by the cameras' dataset rules
-    datasets: Path = Field(
-        Path("datasets"), description="dataset store folder (frames collected by dataset rules)"
+    datasets: Path | None = Field(
+        None,
+        description="dataset store folder (frames collected by dataset rules); default: "
+        "datasets/ beside the models folder",
     )
     replay_jobs: int = Field(1, ge=1, le=8, description="replays run at the same time")
     replay_max_frames: int = Field(3000, ge=1, le=100000, description="most frames one replay runs")

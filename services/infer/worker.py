@@ -105,7 +105,8 @@ class InferWorker:
         self._subs: list[Any] = []
         self.dispatcher = Dispatcher(settings.inflight)
         self.recorder = make_recorder(settings)  # replay (docs/rollout.md)
-        self.collector = Collector(DatasetStore(settings.datasets), self.me)  # docs/flywheel.md
+        store = DatasetStore.beside(settings.models, settings.datasets)  # docs/flywheel.md
+        self.collector = Collector(store, self.me)
         self.rollouts = RolloutBoard()
         self.replays = ReplayService.of_worker(
             self.bus, self.me, self.recorder, backend, self.descriptions, settings,

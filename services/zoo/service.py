@@ -357,7 +357,7 @@ class Zoo:
             def report(state: ModelStateName, progress: float | None) -> None:
                 self.board.set_state(req.name, state, progress=progress)
 
-            store = DatasetStore(self.settings.datasets)
+            store = DatasetStore.beside(self.settings.models, self.settings.datasets)
             result = quantize_int8(req, self.folder, self.config, store, report,
                                    models_dir=self.settings.ovms_models_dir)  # fmt: skip
         except Exception as e:

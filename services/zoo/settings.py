@@ -51,8 +51,10 @@ class ZooSettings(WorkerSettings):
         description="download from loopback and private addresses too (a package mirror on "
         "the LAN); off, such URLs and redirects to them are refused (link-local always are)",
     )
-    datasets: Path = Field(
-        Path("datasets"), description="dataset store folder: calibration frames for quantize"
+    datasets: Path | None = Field(
+        None,
+        description="dataset store folder (calibration frames for quantize); default: "
+        "datasets/ beside the models folder",
     )
     convert_timeout: float = Field(600.0, gt=0, le=7200, description="conversion limit, seconds")
 
