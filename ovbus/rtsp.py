@@ -112,6 +112,8 @@ class RtspReader:
         on_frame: Callable[[], None] | None = None,
         decoder_threads: int = 1,
         decode_size: tuple[int, int] | None = None,
+        login: tuple[str, str] | None = None,
+        tls_ca: str | None = None,
     ) -> None:
         self._who = f"camera {camera}: " if camera else ""
         try:
@@ -124,6 +126,8 @@ class RtspReader:
         self.backoff_max = backoff_max
         self.latency_ms = latency_ms
         self.tcp = tcp
+        self.login = login  # (user, password) for a server that asks (never from the URL)
+        self.tls_ca = tls_ca
         self._on_state = on_state
         self._on_frame = on_frame
         self.decoder_threads = decoder_threads
@@ -275,6 +279,8 @@ class RtspReader:
             timeout_s=self.frame_timeout,
             latency_ms=self.latency_ms,
             tcp=self.tcp,
+            login=self.login,
+            tls_ca=self.tls_ca,
             decoder_threads=self.decoder_threads,
             on_drop=self._count_drop,
         )

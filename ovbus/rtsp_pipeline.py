@@ -202,6 +202,8 @@ def build_pipeline(
     decoder_threads: int = 1,
     queue_frames: int = 5,
     on_drop: Callable[[], None] | None = None,
+    login: tuple[str, str] | None = None,
+    tls_ca: str | None = None,
 ) -> tuple[Any, Any]:
     """The reader pipeline for a checked URL, built element by element: returns
     ``(pipeline, appsink)``; the appsink keeps the newest sample only. Raises ``StreamError`` for
@@ -214,6 +216,10 @@ def build_pipeline(
       ``decoder_threads``), dropping to the next key frame when it falls behind by more than
       ``queue_frames`` frames (``on_drop`` counts each dropped frame);
     - anything else: ``decodebin ! videoconvert`` to I420.
+
+    ``login`` (user, password) answers the server's basic or digest challenge; it comes from
+    the reader's settings, never from the URL a descriptor carries. ``tls_ca``: the CA file an
+    ``rtsps://`` server's certificate is verified against (default: the system's CAs).
     """
     check_url(url)
     gst = init()
@@ -227,6 +233,16 @@ def build_pipeline(
         timeout=micros,
     )
     src.set_property("location", url)
+    if login is not None:
+        src.set_property("user-id", login[0])
+        src.set_property("user-pw", login[1])
+    if tls_ca is not None:
+        from gi.repository import Gio
+
+        try:
+            src.set_property("tls-database", Gio.TlsFileDatabase.new(tls_ca))
+        except Exception as e:  # GLib.Error: unreadable or not PEM
+            raise StreamError(f"RTSP TLS CA {tls_ca} refused: {e}") from None
     if tcp:
         gst.util_set_object_arg(src, "protocols", "tcp")
     sink = _element(gst, "appsink", max_buffers=1, drop=True, sync=False, emit_signals=False)

@@ -28,6 +28,7 @@ from ovbus.payloads.stream import Codec
 from services.capture.encoders import payloader_description
 from services.capture.gst import GLib, Gst, GstRtspServer
 from services.capture.relay import Relay
+from services.capture.rtsp_access import RtspAccess
 
 log = get_logger(__name__)
 
@@ -72,8 +73,16 @@ class _Factory(GstRtspServer.RTSPMediaFactory):  # type: ignore[misc]
 class RtspServer:
     """A GStreamer RTSP server running its own GLib main loop thread."""
 
-    def __init__(self, bind: str, port: int, *, rtcp_interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        bind: str,
+        port: int,
+        *,
+        rtcp_interval_s: float = 0.5,
+        access: RtspAccess | None = None,
+    ) -> None:
         self.bind = bind
+        self.access = access  # logins per camera and TLS (services/capture/rtsp_access.py)
         self.port = port
         self.rtcp_interval_ns = int(rtcp_interval_s * Gst.SECOND)
         self._context = GLib.MainContext.new()
@@ -82,6 +91,8 @@ class RtspServer:
         self._server.set_address(bind)
         self._server.set_service(str(port))
         self._mounts = self._server.get_mount_points()
+        if access is not None and access.auth is not None:
+            self._server.set_auth(access.auth)
         # one thread per client: GStreamer's default is ONE thread for every client, and a
         # client's DESCRIBE blocks its thread until the camera's media is prepared (its next key
         # frame, or ~20 s for a camera that has none): readers of other cameras waited in line
@@ -118,6 +129,8 @@ class RtspServer:
         factory.set_shared(True)
         factory.set_clock(Gst.SystemClock.obtain())
         factory.connect("media-configure", self._configure, relay)
+        if self.access is not None:
+            self.access.grant(factory, camera)
         self._mounts.add_factory(f"/{camera}", factory)
 
     def unmount(self, camera: str) -> None:

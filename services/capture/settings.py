@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
@@ -24,6 +25,19 @@ class CaptureSettings(WorkerSettings):
     )
     rtsp_port: int = Field(8554, ge=1, le=65535, description="RTSP server port")
     bind: str = Field("0.0.0.0", description="address the RTSP server listens on")
+    rtsp_users: Path | None = Field(
+        None,
+        description="file of RTSP logins (mode 0600), one USER:PASSWORD:CAMERAS line each "
+        "(CAMERAS: names or *); a login reads only its cameras. Without it the streams need no "
+        "login (keep them on 127.0.0.1 then); see docs/security.md",
+    )
+    rtsp_auth: Literal["digest", "basic"] = Field(
+        "digest", description="RTSP authentication asked of clients (with --rtsp-users)"
+    )
+    rtsp_tls_cert: Path | None = Field(
+        None, description="PEM certificate: serve rtsps:// (RTSP over TLS) on the RTSP port"
+    )
+    rtsp_tls_key: Path | None = Field(None, description="PEM key of --rtsp-tls-cert")
     advertise_host: str | None = Field(
         None, description="host put in stream URLs (default: the primary address)"
     )

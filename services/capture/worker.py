@@ -36,6 +36,7 @@ class CaptureWorker:
     ) -> None:
         from services.capture.camera import Camera, Config, Output, Timing
         from services.capture.gst import element_exists
+        from services.capture.rtsp_access import RtspAccess, read_logins
         from services.capture.server import RtspServer
 
         self.node = node
@@ -57,8 +58,14 @@ class CaptureWorker:
         size = (settings.width, settings.height)
         wanted = Wanted(*size, settings.fps)
         timing = Timing(stall_s=settings.stall_timeout, max_backoff_s=settings.max_backoff)
+        access = RtspAccess(
+            read_logins(settings.rtsp_users) if settings.rtsp_users is not None else [],
+            method=settings.rtsp_auth,
+            tls_cert=settings.rtsp_tls_cert,
+            tls_key=settings.rtsp_tls_key,
+        )
         self.server = RtspServer(
-            settings.bind, settings.rtsp_port, rtcp_interval_s=settings.rtcp_interval
+            settings.bind, settings.rtsp_port, rtcp_interval_s=settings.rtcp_interval, access=access
         )
         self.cameras: dict[str, Camera] = {}
         for name, source in sources.items():
@@ -68,7 +75,7 @@ class CaptureWorker:
                 Config(wanted),
                 output,
                 node=node.node_id,
-                url=f"rtsp://{host}:{settings.rtsp_port}/{name}",
+                url=f"{access.scheme}://{host}:{settings.rtsp_port}/{name}",
                 on_state=self._publish_state,
                 on_stream=self._publish_stream,
                 timing=timing,

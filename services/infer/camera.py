@@ -65,8 +65,10 @@ class CameraRunner:
         detect_fps: float | None = None,
         decoder_threads: int = 1,
         infer_timeout: float = 10.0,
+        rtsp: tuple[tuple[str, str] | None, str | None] = (None, None),
     ) -> None:
         self.camera = camera
+        self.rtsp_login, self.rtsp_tls_ca = rtsp  # from the worker's settings, never the bus
         self.dispatcher = dispatcher
         self.detect_fps = detect_fps  # the worker's default; a spec's own rate wins
         self.decoder_threads = decoder_threads
@@ -245,6 +247,8 @@ class CameraRunner:
                 on_state=self._on_stream,
                 on_frame=self._on_frame,
                 decoder_threads=self.decoder_threads,
+                login=self.rtsp_login,
+                tls_ca=self.rtsp_tls_ca,
             )
         except StreamError as e:
             log.error("stream descriptor refused", camera=self.camera, error=e.message)

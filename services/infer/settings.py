@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from ovbus.settings import WorkerSettings, split_list
@@ -38,6 +38,14 @@ class InferSettings(WorkerSettings):
     )
     ha_prefix: str = Field("homeassistant", description="Home Assistant discovery prefix")
     frame_timeout: float = Field(10.0, gt=0, description="seconds without a frame = stalled")
+    # the RTSP login (capture's --rtsp-users): from these settings, never from a descriptor
+    rtsp_user: str | None = Field(None, description="RTSP user for cameras that ask for a login")
+    rtsp_password: str | None = Field(
+        None, description="RTSP password (prefer the OVBUS_INFER_RTSP_PASSWORD variable)"
+    )
+    rtsp_tls_ca: str | None = Field(
+        None, description="CA file rtsps:// cameras are verified against (default: system CAs)"
+    )
     # the scheduler and the threads (docs/infer.md, "The frame path")
     detect_fps: float | None = Field(
         None,
@@ -93,6 +101,19 @@ class InferSettings(WorkerSettings):
     replay_max_frames: int = Field(3000, ge=1, le=100000, description="most frames one replay runs")
 
     _split = split_list("replay_dirs")
+
+    @property
+    def rtsp_login(self) -> tuple[str, str] | None:
+        """(user, password) for RTSP servers that ask, or ``None``."""
+        if self.rtsp_user is None or self.rtsp_password is None:
+            return None
+        return (self.rtsp_user, self.rtsp_password)
+
+    @model_validator(mode="after")
+    def _rtsp_login_whole(self) -> Self:
+        if (self.rtsp_user is None) != (self.rtsp_password is None):
+            raise ValueError("--rtsp-user and --rtsp-password go together")
+        return self
 
     @field_validator("model_cache", mode="before")
     @classmethod

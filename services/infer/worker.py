@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from ovbus import rtsp
 from ovbus.dataset import DatasetStore
@@ -231,6 +232,8 @@ class InferWorker:
         if message.payload:
             try:
                 stream = message.decode(StreamDescriptor)
+                if urlsplit(stream.url).username is not None:  # logins come from settings
+                    raise PayloadError("a login in the stream URL is refused: use --rtsp-user")
             except PayloadError as e:
                 self._malformed_stream(cam, e)
                 return
@@ -245,9 +248,8 @@ class InferWorker:
         self._reconcile()
 
     def _on_inference(self, message: Message) -> None:
-        """A camera's retained state cleared while this worker owns it (the previous owner
-        gives a camera up by clearing its state, which can land after the new owner's first
-        state): publish it again, with the counts and objects."""
+        """A camera's state cleared while this worker owns it (by the previous owner, after
+        this one's first state): publish it again, with the counts and objects."""
         cam = self._param(message, "camera")
         if cam is None or message.payload:
             return
@@ -301,6 +303,7 @@ class InferWorker:
                     dispatcher=self.dispatcher,
                     detect_fps=self.settings.detect_fps,
                     decoder_threads=self.settings.decoder_threads,
+                    rtsp=(self.settings.rtsp_login, self.settings.rtsp_tls_ca),
                 )
                 runner.taps = Taps(
                     cam, self.me, bus=self.bus, backend=self.backend,
