@@ -1,6 +1,6 @@
 """One capture node, 32 pass-through cameras, each read by its own reader (``ovbus.rtsp``, as
-the infer worker reads them): every reader gets frames. And a client whose DESCRIBE hangs on a
-camera that has no frame to give (a dead source) holds up no other client.
+the infer worker reads them): every reader gets frames. And clients whose DESCRIBE hangs on a
+camera that has no frame to give (a dead source) hold up no other client.
 
 Both failed while the RTSP server served every client from one thread (GStreamer's default):
 a DESCRIBE waits, in its client's thread, until the camera's media has its first frame (the
@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 CAMERAS = [f"cam{i:02d}" for i in range(32)]
 #: Generous upper bound for a failure, never what the test measures.
 TIMEOUT = 120.0
+#: Clients left hanging on the dead camera (each held the one thread for 20 s).
+HANGING = 8
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +84,18 @@ def test_every_camera_of_32_gets_frames_to_its_reader(node: CaptureNode) -> None
     assert node.proc.poll() is None
 
 
-def test_a_describe_hanging_on_a_dead_camera_holds_up_no_other_reader(node: CaptureNode) -> None:
+def test_describes_hanging_on_a_dead_camera_hold_up_no_other_reader(node: CaptureNode) -> None:
+    """The server answers a DESCRIBE it cannot prepare after 20 s (503). Served from one thread,
+    the hanging ones went first, one after another: ``HANGING`` x 20 s, more than ``TIMEOUT``,
+    before the reader that came after them."""
     init()
-    hanging = describe(node.url("dead"))
+    hanging = [describe(node.url("dead")) for _ in range(HANGING)]
     try:
-        wait_log(node, "media created camera=dead")  # its DESCRIBE waits for a first frame
+        wait_log(node, "media created camera=dead")  # their DESCRIBE waits for a first frame
         url = node.descriptors[CAMERAS[0]].url
         with RtspReader(url, camera=CAMERAS[0], frame_timeout=TIMEOUT) as reader:
             frame = reader.read(timeout=TIMEOUT)
         assert frame.image.shape == (120, 160, 3)
-        # the DESCRIBE was pending all along: the dead camera's media was not released
-        assert "media released camera=dead" not in node.stderr()
     finally:
-        hanging.close()
+        for conn in hanging:
+            conn.close()
