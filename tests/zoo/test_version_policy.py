@@ -131,7 +131,7 @@ def test_a_policy_that_serves_nothing_written_by_hand_is_reported(
     (it is the user's) and says the model is off, and why, in list and in its state."""
     root = worker.zoo.folder.root
     add_versions(root, NAME, 1, 2)
-    empty = {"specific": {"versions": []}}
+    empty: dict[str, Any] = {"specific": {"versions": []}}
     before = write_config(worker, {"name": NAME, "base_path": NAME, "model_version_policy": empty})
     listed = {
         m["name"]: m for m in client.call(client.topics.zoo_request(), ListRequest())["models"]
