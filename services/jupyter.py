@@ -63,8 +63,15 @@ def check_ip(ip: str) -> str:
 
 
 def token_from(environ: Mapping[str, str]) -> str:
-    """``$JUPYTER_TOKEN`` if set (at least 16 characters), else a new random token."""
+    """``$JUPYTER_TOKEN``, else the content of the file ``$JUPYTER_TOKEN_FILE`` names (a compose
+    secret: not on a command line nor in ``docker inspect``), at least 16 characters; else a
+    new random token."""
     given = environ.get("JUPYTER_TOKEN")
+    if given is None and environ.get("JUPYTER_TOKEN_FILE"):
+        try:
+            given = Path(environ["JUPYTER_TOKEN_FILE"]).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read JUPYTER_TOKEN_FILE: {e.strerror}") from None
     if given is None:
         return secrets.token_hex(16)  # 128 bits; short enough for the URL to fit one line
     if len(given) < MIN_TOKEN or not given.isprintable() or " " in given:
@@ -281,3 +288,34 @@ def options(
             raise ConfigError(f"JUPYTER_PORT={text!r} is not a port number")
         port = int(text)
     return enabled is not False, check_ip(ip), port
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m services.jupyter``: the hardened server in the foreground (docker-compose's
+    JupyterLab): token from ``$JUPYTER_TOKEN_FILE`` or ``$JUPYTER_TOKEN`` (checked, never on
+    the command line), the stack from ``OVBUS_*``; exits when the server does."""
+    import argparse
+
+    from ovbus.notebook import stack_settings
+
+    parser = argparse.ArgumentParser(prog="python -m services.jupyter", description=main.__doc__)
+    parser.add_argument(
+        "--ip", default="127.0.0.1", help="address to bind (in a container: 0.0.0.0)"
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/ovbus-jupyter"))
+    args = parser.parse_args(argv)
+    try:
+        lab = JupyterLab(args.workdir, stack_settings(), ip=args.ip, port=args.port).start()
+        signal.signal(signal.SIGTERM, lambda *_: lab.stop())
+        lab.wait_ready()
+    except OvbusError as e:
+        print(f"jupyter: {e.message}", file=sys.stderr)
+        return 2
+    print(f"JupyterLab listening on {args.ip}:{args.port} (token required)", file=sys.stderr)
+    proc = lab.proc
+    return proc.wait() if proc is not None else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

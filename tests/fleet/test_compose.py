@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ovbus.errors import ConfigError
 from ovbus.settings import NodeSettings, check_environment, load
 from services.cli import build_parser
 from services.workers import WORKERS, settings_class
@@ -79,7 +80,7 @@ def test_ovms_is_pinned_and_hot_reloads() -> None:
     command = " ".join(ovms["command"])
     assert "--config_path=/models/config.json" in command
     assert "--file_system_poll_wait_seconds=1" in command
-    assert {"9000:9000", "8000:8000"} <= set(ovms["ports"])
+    assert "ports" not in ovms, "OVMS has no authentication: never published by default"
     infer_env = SERVICES["infer"]["environment"]
     assert infer_env["OVBUS_INFER_SERVER"] == "ovms:9000"
     assert SERVICES["zoo"]["environment"]["OVBUS_ZOO_OVMS_URL"] == "http://ovms:8000"
@@ -98,12 +99,65 @@ def test_broker_mounts_what_the_user_tool_writes() -> None:
 
 
 def test_jupyter_never_runs_open() -> None:
+    """The hardened launcher, its token from a secret file (not the command line, not the
+    environment ``docker inspect`` shows), on the host's loopback only, with a viewer login."""
     jupyter = SERVICES["jupyter"]
     command = [str(c) for c in jupyter["command"]]
-    token = [c for c in command if c.startswith("--ServerApp.token=")]
-    assert token and ":?" in token[0], "the token must be required, never empty"
-    assert not any("password=''" in c or c.endswith("token=") for c in command)
+    assert command[:3] == ["python", "-m", "services.jupyter"]
+    assert not any("token" in c.lower() or "password" in c.lower() for c in command)
+    env = jupyter["environment"]
+    assert env["JUPYTER_TOKEN_FILE"] == "/run/secrets/jupyter_token" and "JUPYTER_TOKEN" not in env
+    assert jupyter["secrets"] == ["jupyter_token"]
+    assert [str(p) for p in jupyter["ports"]] == ["127.0.0.1:8888:8888"]
+    assert env["OVBUS_BROKER"].startswith("mqtt://jupyter:")  # the viewer user of the docs
     assert (ROOT / jupyter["build"]["context"] / jupyter["build"]["dockerfile"]).is_file()
+
+
+#: what the fleet publishes on every interface, each behind a login
+LAN_PORTS = {"1883", "8883", "9001", "8554"}
+
+
+def test_published_ports_and_command_line_secrets() -> None:
+    """Only MQTT (logins, ACL) and RTSP (logins per camera) are published on every interface;
+    anything else only on 127.0.0.1. No secret is on a command line (``ps``, ``docker
+    inspect``): no password or token variable is interpolated into a command."""
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            text = str(port)
+            if not text.startswith("127.0.0.1:"):
+                assert text.split(":", maxsplit=1)[0] in LAN_PORTS, (
+                    f"{name} publishes {text} to the LAN"
+                )
+        for arg in [str(c) for c in service.get("command", [])]:
+            assert not re.search(r"PASSWORD|TOKEN|SECRET", arg, re.I), f"{name}: {arg}"
+    assert SERVICES["capture"]["environment"]["OVBUS_CAPTURE_RTSP_USERS"].startswith(
+        "/run/secrets/"
+    )
+    assert "rtsp_users" in SERVICES["capture"]["secrets"]
+    assert SERVICES["infer"]["environment"]["OVBUS_INFER_RTSP_USER"] == "infer"
+    for secret in COMPOSE["secrets"].values():
+        assert str(secret["file"]).startswith("./secrets/")
+
+
+def test_compose_jupyter_refuses_a_short_token(tmp_path: Path) -> None:
+    """``python -m services.jupyter`` (what compose runs) refuses a token file under 16
+    characters before anything starts, and reads a good one without its newline."""
+    from services.jupyter import main, token_from
+    from services.mosquitto import free_port
+
+    short = tmp_path / "short"
+    short.write_text("tooshort\n")
+    env = {"JUPYTER_TOKEN_FILE": str(short)}
+    with pytest.raises(ConfigError):
+        token_from(env)
+    good = tmp_path / "good"
+    good.write_text("a-token-of-enough-length\n")
+    assert token_from({"JUPYTER_TOKEN_FILE": str(good)}) == "a-token-of-enough-length"
+    os.environ["JUPYTER_TOKEN_FILE"] = str(short)
+    try:
+        assert main(["--port", str(free_port()), "--workdir", str(tmp_path / "w")]) == 2
+    finally:
+        del os.environ["JUPYTER_TOKEN_FILE"]
 
 
 def test_devices_mapped_for_webcam_and_igpu() -> None:
