@@ -1,9 +1,11 @@
 """The accuracy benchmark stays runnable and its arithmetic right: the metrics on hand-made
 cases whose answers are known, the videos' derived labels against where the photos really land
-in the encoded and decoded H.264, and ``python -m bench accuracy --quick`` on the real photos."""
+in the encoded and decoded H.264, the dev/test split (fixed, disjoint, and nothing chosen from
+``test``), and ``python -m bench accuracy --quick`` on the real photos."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -12,9 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.accuracy.labels import Photo, load_labels
-from bench.accuracy.scenes import place
+from bench.accuracy import labels as labels_module
+from bench.accuracy import run as run_module
+from bench.accuracy import scenes as scenes_module
+from bench.accuracy import tuning
+from bench.accuracy.labels import LABELS, SPLITS, Photo, load_labels, of_split
+from bench.accuracy.scenes import Frame, place
 from bench.accuracy.videos import Clip, Move, boxes, check, decode, encode, load_clips
+from bench.report import Report
 from ovbus.metrics import (
     Tally,
     at_threshold,
@@ -134,5 +141,92 @@ def test_accuracy_benchmark_quick() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "| blazeface-full-range (face), all frames | labelled " in out.stdout
-    assert "AP50" in out.stdout and "recall >= 0.8 at precision >= 0.9" in out.stdout
+    for split in SPLITS:
+        assert f"| blazeface-full-range (face), {split} all frames | labelled " in out.stdout
+    assert "AP50" in out.stdout and "AP30" in out.stdout and "dev_threshold" in out.stdout
+
+
+# the split: fixed in labels.json, disjoint, and nothing is chosen from test -------------------
+
+
+def test_every_photo_and_video_is_in_one_split() -> None:
+    photos = load_labels()
+    assert {p.split for p in photos} == set(SPLITS)
+    dev, test = (of_split(photos, s) for s in SPLITS)
+    assert not {p.id for p in dev} & {p.id for p in test}
+    # the sources, not only the ids, are disjoint: the same file never sits in both
+    assert not {(p.package, p.member) for p in dev} & {(p.package, p.member) for p in test}
+    faces = {s: sum(len(p.boxes.get("face", [])) for p in of_split(photos, s)) for s in SPLITS}
+    assert faces["dev"] >= 5 and faces["test"] >= 10, faces
+    clips = load_clips(photos)
+    assert {c.split for c in clips} == set(SPLITS)
+    by_id = {p.id: p for p in photos}
+    assert all(by_id[m.photo].split == c.split for c in clips for m in c.moves)
+
+
+def test_a_photo_without_a_split_or_a_clip_mixing_splits_is_refused(tmp_path: Path) -> None:
+    doc = json.loads(LABELS.read_text())
+    bad = json.loads(json.dumps(doc))
+    del bad["photos"][0]["split"]
+    (tmp_path / "a.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="split None"):
+        load_labels(tmp_path / "a.json")
+    mixed = json.loads(json.dumps(doc))
+    clip = mixed["videos"]["clips"][1]  # the touchline (test) and the street (test) ...
+    clip["photos"][1]["photo"] = "astronaut"  # ... with a dev photo instead of the street
+    (tmp_path / "b.json").write_text(json.dumps(mixed))
+    photos = load_labels(tmp_path / "b.json")
+    with pytest.raises(ValueError, match="mixes photos of the splits"):
+        load_clips(photos, tmp_path / "b.json")
+
+
+def test_tuning_refuses_test_frames_before_it_runs_anything() -> None:
+    image = np.zeros((8, 8, 3), np.uint8)
+    frames = [Frame("d", "native", image, {}, "dev"), Frame("t", "native", image, {}, "test")]
+
+    def never(frame: Frame) -> Tally:
+        raise AssertionError(f"ran a model on {frame.name}")
+
+    with pytest.raises(ValueError, match="reads the 'dev' split only"):
+        tuning.choose_threshold(frames, never)
+    # dev frames alone are fine: the choice is the best recall at precision >= 0.9
+    hits = Tally([0.9, 0.7, 0.6], [True, True, False], 3)
+    chosen = tuning.choose_threshold(frames[:1], lambda f: hits)
+    assert chosen == tuning.Choice(recall=2 / 3, threshold=0.7)
+
+
+def test_tuning_loads_the_dev_photos_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded: list[str] = []
+
+    def record(photo: Photo) -> np.ndarray:
+        loaded.append(photo.id)
+        return np.zeros((photo.size[1], photo.size[0], 3), np.uint8)
+
+    monkeypatch.setattr(scenes_module, "photo_image", record)
+    photos = load_labels()
+    frames = tuning.dev_frames(photos)
+    assert sorted(loaded) == sorted(p.id for p in photos if p.split == "dev")
+    assert {f.split for f in frames} == {"dev"}
+
+
+def test_the_benchmark_chooses_on_dev_and_reports_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark itself: every frame its threshold choice sees is dev; test is scored."""
+    seen: list[str] = []
+    choose = tuning.choose_threshold
+
+    def spy(scenes: list[Frame], tally_of: object) -> tuning.Choice:
+        seen.extend(f.split for f in scenes)
+        return choose(scenes, tally_of)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tuning, "choose_threshold", spy)
+    report = Report("t")
+    run_module.run(report, quick=True)
+    assert seen and set(seen) == {"dev"}
+    cases = [r.case for r in report.rows]
+    assert any("test all" in c for c in cases) and any("dev all" in c for c in cases)
+    test_row = next(r for r in report.rows if "test all" in r.case)
+    assert (
+        test_row.figures["dev_threshold"]
+        == next(r for r in report.rows if "dev all" in r.case).figures["dev_threshold"]
+    )
+    assert labels_module.SPLITS == ("dev", "test")

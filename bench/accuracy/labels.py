@@ -1,7 +1,8 @@
 """The labelled photos of the accuracy benchmark (``labels.json`` beside this file).
 
 Each photo is a file inside a wheel on PyPI (fetched and cached by ``services.demo.assets``, never
-committed here), with its licence and the boxes the team drew on it, per label."""
+committed here), with its licence, the boxes the team drew on it, per label, and its split:
+``dev`` (what may be tuned on) or ``test`` (only reported), fixed in ``labels.json``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy.typing as npt
 from services.demo import assets
 
 LABELS: Final = Path(__file__).resolve().parent / "labels.json"
+SPLITS: Final = ("dev", "test")
 
 Box = list[int]
 Image = npt.NDArray[np.uint8]
@@ -31,10 +33,12 @@ class Photo:
     size: tuple[int, int]
     licence: str
     boxes: dict[str, list[Box]]
+    split: str = "dev"
 
 
 def load_labels(path: Path = LABELS) -> list[Photo]:
-    """The photos and their boxes; a box outside its photo or upside down is refused."""
+    """The photos and their boxes; a box outside its photo or upside down, or a photo of no
+    known split, is refused."""
     doc = json.loads(path.read_text())
     photos = []
     for p in doc["photos"]:
@@ -44,6 +48,8 @@ def load_labels(path: Path = LABELS) -> list[Photo]:
             for x1, y1, x2, y2 in bs:
                 if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
                     raise ValueError(f"{path}: {p['id']} {label} box {[x1, y1, x2, y2]} is bad")
+        if p.get("split") not in SPLITS:
+            raise ValueError(f"{path}: {p['id']} has split {p.get('split')!r}, not one of {SPLITS}")
         photos.append(
             Photo(
                 p["id"],
@@ -53,9 +59,17 @@ def load_labels(path: Path = LABELS) -> list[Photo]:
                 (width, height),
                 p["licence"],
                 boxes,
+                p["split"],
             )
         )
     return photos
+
+
+def of_split(photos: list[Photo], split: str) -> list[Photo]:
+    """The photos of one split."""
+    if split not in SPLITS:
+        raise ValueError(f"no split {split!r}")
+    return [p for p in photos if p.split == split]
 
 
 def photo_image(photo: Photo) -> Image:

@@ -25,6 +25,7 @@ class Frame:
     size: str  # "native" or "WxH"
     image: Image
     boxes: dict[str, list[Box]]
+    split: str = "dev"
 
 
 def background(width: int, height: int) -> Image:
@@ -72,7 +73,7 @@ def frames(photos: list[Photo], *, native_only: bool = False) -> list[Frame]:
     out: list[Frame] = []
     for photo in photos:
         image = photo_image(photo)
-        out.append(Frame(f"{photo.id} as photographed", "native", image, photo.boxes))
+        out.append(Frame(f"{photo.id} as photographed", "native", image, photo.boxes, photo.split))
         if native_only:
             continue
         for width, height in FRAME_SIZES:
@@ -86,6 +87,7 @@ def frames(photos: list[Photo], *, native_only: bool = False) -> list[Frame]:
                         f"{width}x{height}",
                         placed,
                         boxes,
+                        photo.split,
                     )
                 )
     return out

@@ -11,6 +11,7 @@ measures compression artefacts and motion too.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -47,6 +48,7 @@ class Clip:
     seconds: float
     every: int  # evaluate every Nth frame
     moves: tuple[Move, ...]
+    split: str = "dev"  # the split of its photos
 
     @property
     def count(self) -> int:
@@ -128,7 +130,8 @@ def check(clip: Clip, photos: dict[str, Photo]) -> None:
 
 
 def load_clips(photos: list[Photo], path: Path = LABELS) -> list[Clip]:
-    """The clips of ``labels.json``, each checked against the photos it moves."""
+    """The clips of ``labels.json``, each checked against the photos it moves, each in the split
+    of its photos (a clip mixing photos of both splits is refused)."""
     by_id = {p.id: p for p in photos}
     clips = []
     for c in json.loads(path.read_text())["videos"]["clips"]:
@@ -139,7 +142,11 @@ def load_clips(photos: list[Photo], path: Path = LABELS) -> list[Clip]:
         clip = Clip(
             c["id"], tuple(c["size"]), int(c["fps"]), float(c["seconds"]), int(c["every"]), moves
         )
+        splits = {by_id[m.photo].split for m in moves if m.photo in by_id}
+        if len(splits) > 1:
+            raise ValueError(f"clip {clip.id} mixes photos of the splits {sorted(splits)}")
         check(clip, by_id)
+        clip = dataclasses.replace(clip, split=splits.pop())
         clips.append(clip)
     return clips
 
