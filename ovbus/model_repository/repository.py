@@ -28,7 +28,12 @@ from pydantic import ValidationError
 from ovbus.errors import ErrorCode, ModelError, StoreError
 from ovbus.model_repository.config import ConfigOutline, ModelConfig
 from ovbus.model_repository.values import Dim, Shape, parse_batch_size, parse_layout, parse_shape
-from ovbus.model_repository.versions import model_file, served_versions
+from ovbus.model_repository.versions import (
+    DEFAULT_POLICY,
+    complete_versions,
+    model_file,
+    policy_problem,
+)
 
 Layout = tuple[str, str | None]
 
@@ -198,11 +203,15 @@ def fingerprint(entry: ModelEntry) -> str:
 
 def resolve(entry: ModelEntry, version: int | None) -> tuple[int, Path]:
     """The version to load (``None``: the newest served) and the file OpenVINO reads."""
-    served = served_versions(entry.config.model_version_policy, entry.base)
+    policy = entry.config.model_version_policy
+    complete = complete_versions(entry.base)
+    served = (policy or DEFAULT_POLICY).select(complete)
     if not served:
+        why = "no complete version folder served"
+        if complete:  # versions there, and a policy that takes none of them (set by hand)
+            why = policy_problem(policy, complete) or why
         raise ModelError(
-            f"model {entry.name!r}: no complete version folder served under {entry.base}",
-            code=ErrorCode.NOT_FOUND,
+            f"model {entry.name!r}: {why} under {entry.base}", code=ErrorCode.NOT_FOUND
         )
     chosen = served[-1] if version is None else version
     found = model_file(entry.base / str(chosen)) if chosen in served else None

@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 
 from ovbus.bus import Bus
-from ovbus.model_repository import VersionPolicy, policy_problem, read_config, served_versions
+from ovbus.errors import ModelError
+from ovbus.model_repository import (
+    ModelEntry,
+    VersionPolicy,
+    parse_entry,
+    policy_problem,
+    read_config,
+    resolve,
+    served_versions,
+)
 from ovbus.payloads.zoo import ListRequest, RemoveRequest, SetRequest
 from services.zoo.layout import ModelsFolder
 from services.zoo.states import entry_versions
@@ -182,3 +191,26 @@ def test_entry_versions_read_the_folder_the_entry_names(tmp_path: Path) -> None:
     assert entry_versions({"name": "x", "base_path": elsewhere}, folder, None) == [5]
     assert entry_versions({"name": "x", "base_path": "/nonexistent"}, folder, None) == []
     assert entry_versions({"name": "x", "base_path": "../models/faces"}, folder, None) == []
+
+
+def test_the_infer_side_says_why_a_policy_serves_nothing(tmp_path: Path) -> None:
+    """The infer worker loads a model as OVMS does (``resolve``): with versions there and a
+    policy that takes none of them, its error names the policy and the versions present."""
+    add_versions(tmp_path, NAME, 1, 2)
+    empty: dict[str, Any] = {"specific": {"versions": []}}
+    entry = parse_entry(
+        {"config": {"name": NAME, "base_path": NAME, "model_version_policy": empty}}, tmp_path
+    )
+    assert isinstance(entry, ModelEntry)
+    with pytest.raises(ModelError, match=r"would serve no version \(versions present: 1, 2\)"):
+        resolve(entry, None)
+    bare = parse_entry({"config": {"name": "none", "base_path": "none"}}, tmp_path)
+    assert isinstance(bare, ModelEntry)
+    with pytest.raises(ModelError, match="no complete version folder served"):
+        resolve(bare, None)
+    pinned = {"specific": {"versions": [1]}}
+    entry = parse_entry(
+        {"config": {"name": NAME, "base_path": NAME, "model_version_policy": pinned}}, tmp_path
+    )
+    assert isinstance(entry, ModelEntry)
+    assert resolve(entry, None) == (1, tmp_path / NAME / "1" / "model.onnx")
