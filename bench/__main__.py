@@ -1,14 +1,18 @@
 """``python -m bench [--quick] [NAME ...]``: run the benchmarks, print Markdown tables, write JSON
-to ``bench/results/`` and, after a full run of every benchmark, ``bench/README.md``."""
+to ``bench/results/`` and regenerate ``bench/README.md`` from every result file (not after
+``--quick``). ``python -m bench density ...`` and ``python -m bench soak ...`` take flags of
+their own."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
 import sys
 from pathlib import Path
 
-from bench.report import Report, machine
+from bench.report import Report, machine, write_readme
 
 BENCHES = {
     "throughput": "bench.throughput",
@@ -22,9 +26,21 @@ README = Path(__file__).resolve().parent / "README.md"
 SOAK = "\n## Soak: convergence after faults"
 INTRO = """# Benchmarks
 
-`make bench` (or `.venv/bin/python -m bench [NAME ...] [--quick]`) runs them all, prints the
-tables below and writes JSON to `bench/results/`; a full run rewrites this file. Every ratio is
-measured side by side in one run on one machine, so the machine's own speed cancels out.
+This file is written by the tool only: `make bench` (or `.venv/bin/python -m bench [NAME ...]`)
+runs benchmarks, prints their tables and writes JSON to `bench/results/`; `python -m bench
+density --model M --codec h264|mjpeg --size 1280x720 --fps 30 [--cameras N]` finds how many
+cameras this machine holds. After any run (not `--quick`) this file is regenerated from every
+result file; each table says the machine, the load average and the command that made it. Every
+ratio is measured side by side in one run on one machine, so the machine's own speed cancels out.
+
+0. **density** (`bench/density.py`, one table per model, codec and size): camera-like media
+   (`bench/camera_media.py`: a slow pan and zoom over real photos with sensor noise, H.264 at
+   3 Mbps with a 2 s GOP and no B-frames, or MJPEG at webcam quality, a small barcode strip),
+   the bound measured in the same run (I: `benchmark_app` THROUGHPUT; D: decode-only on the same
+   file at the pipeline's decode size), each camera count's results/s, frame age, capture +
+   infer + broker CPU and efficiency (the bound's core-ms per frame over the node's core-ms per
+   result), the most cameras held (>= 0.95 of offered frames, p99 age within target), twice
+   that past saturation, and the naive loop at one fixed age threshold with its decoder delay;
 
 1. **throughput**: results/s and frame age for 4, 8, 16, 32 cameras (640x480 at 30 fps, H.264
    and MJPEG files served pass-through by one capture worker) with the default model, against
@@ -57,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.soak import main as soak_main
 
         return soak_main(argv[1:])
+    if argv[:1] == ["density"]:  # its own flags (--model, --codec, --cameras ...)
+        from bench.density import main as density_main
+
+        return density_main(argv[1:])
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHES]
     if unknown:
@@ -65,18 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     header = f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['broker']}; {info['when']}"
     print(f"# ovbus benchmarks\n\n{header}\n", flush=True)
     tables = []
+    command = shlex.join(["python", "-m", "bench", *argv])
     for name in args.names or list(BENCHES):
-        report = Report(name)
+        report = Report(name, command=command, load=os.getloadavg())
         importlib.import_module(BENCHES[name]).run(report, quick=args.quick)
         if not args.quick:
             report.write()
         tables.append(report.markdown())
         print(tables[-1], flush=True)
-    if not args.quick and not args.names:
-        # the soak's section (written from its own runs) is kept
-        old = README.read_text() if README.exists() else ""
-        kept = old[old.index(SOAK) :] if SOAK in old else ""
-        README.write_text(INTRO + f"\n## Latest run\n\n{header}\n\n" + "\n".join(tables) + kept)
+    if not args.quick:
+        write_readme(INTRO, order=list(BENCHES))
     return 0
 
 

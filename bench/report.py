@@ -31,6 +31,9 @@ class Report:
     name: str
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    command: str = ""  # how the table was made (printed above it)
+    load: tuple[float, ...] = ()  # load average (1, 5, 15 min) when the run started
+    ran: dict[str, Any] = field(default_factory=lambda: machine())  # noqa: PLW0108 (defined below)
 
     def add(self, row: Row) -> Row:
         self.rows.append(row)
@@ -38,8 +41,14 @@ class Report:
         return row
 
     def markdown(self) -> str:
+        m = self.ran
+        load = ", ".join(f"{v:.2f}" for v in self.load) if self.load else "not recorded"
         out = [
             f"### {self.name}",
+            "",
+            f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('when', '?')}; "
+            f"load average at the start {load}; command: "
+            + (f"`{self.command}`" if self.command else "not recorded"),
             "",
             "| case | figures | ratio | target | met |",
             "|---|---|---|---|---|",
@@ -57,7 +66,9 @@ class Report:
         path = RESULTS / f"{self.name}.json"
         doc = {
             "name": self.name,
-            "machine": machine(),
+            "machine": self.ran,
+            "command": self.command,
+            "load": list(self.load),
             "rows": [asdict(r) for r in self.rows],
             "notes": self.notes,
         }
@@ -95,3 +106,31 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "broker": broker,
     }
+
+
+def load_report(path: Path) -> Report:
+    doc = json.loads(path.read_text())
+    return Report(
+        doc["name"],
+        [Row(**r) for r in doc["rows"]],
+        list(doc.get("notes", [])),
+        doc.get("command", ""),
+        tuple(doc.get("load", ())),
+        doc.get("machine", {}),
+    )
+
+
+def write_readme(intro: str | None = None, order: list[str] | None = None) -> Path:
+    """``bench/README.md`` from every ``bench/results/*.json`` (each table with the machine, load
+    and command of its own run) after ``intro``; the soak's section is kept. Only the tool
+    writes the README."""
+    from bench.__main__ import INTRO, README, SOAK
+
+    old = README.read_text() if README.exists() else ""
+    kept = old[old.index(SOAK) :] if SOAK in old else ""
+    names = sorted(p.stem for p in RESULTS.glob("*.json") if not p.stem.startswith("soak"))
+    first = [n for n in order or [] if n in names]
+    rest = [n for n in names if n not in first]
+    tables = [load_report(RESULTS / f"{n}.json").markdown() for n in first + rest]
+    README.write_text((intro or INTRO) + "\n## Results\n\n" + "\n".join(tables) + kept)
+    return README

@@ -144,6 +144,7 @@ class Stack:
         self.workers = self._exit.enter_context(Supervisor(self.tmp, cwd=ROOT))
         broker = self._exit.enter_context(Mosquitto(workdir=self.tmp / "broker"))
         self.broker_url = broker.url
+        self.broker_pid = broker.pid
         common = ["--broker", broker.url, "--prefix", PREFIX]
         self.common = common
         assets.wheel(*assets.MEDIAPIPE)

@@ -15,6 +15,7 @@ import shutil
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -87,15 +88,22 @@ class MediaClock:
     """Capture time of a frame from its painted media time, for one camera."""
 
     offset: float  # capture time of media time 0 of some loop
+    period: float = PERIOD_S  # the file's length (it loops)
 
     def capture_time(self, media_s: float, now: float) -> float:
         """The latest loop's capture time of ``media_s`` that is not in the future."""
         base = self.offset + media_s
-        loops = np.floor((now + 0.05 - base) / PERIOD_S)
-        return float(base + loops * PERIOD_S)
+        loops = np.floor((now + 0.05 - base) / self.period)
+        return float(base + loops * self.period)
 
 
-def calibrate(url: str, frames: int = 15, timeout: float = 30.0) -> MediaClock:
+def calibrate(
+    url: str,
+    frames: int = 15,
+    timeout: float = 30.0,
+    read: Callable[[npt.NDArray[np.uint8]], float | None] = media_time,
+    period: float = PERIOD_S,
+) -> MediaClock:
     """Read ``frames`` frames with capture times (RTCP) through the ovbus reader: the median
     of capture time - media time is the camera's offset."""
     offsets: list[float] = []
@@ -103,12 +111,12 @@ def calibrate(url: str, frames: int = 15, timeout: float = 30.0) -> MediaClock:
     with RtspReader(url, camera="calibrate") as reader:
         while len(offsets) < frames and time.monotonic() < deadline:
             frame = reader.read(timeout=10)
-            painted = media_time(frame.image)
+            painted = read(frame.image)
             if frame.clock == "rtcp-ntp" and painted is not None:
                 offsets.append(frame.captured_at - painted)
     if len(offsets) < frames // 2:
         raise OvbusError(f"cannot calibrate {url}: {len(offsets)} frames with a barcode")
     # offsets differ by whole loops only if the read spans a loop: reduce modulo the period
     ref = offsets[0]
-    reduced = [ref + ((o - ref + PERIOD_S / 2) % PERIOD_S) - PERIOD_S / 2 for o in offsets]
-    return MediaClock(statistics.median(reduced))
+    reduced = [ref + ((o - ref + period / 2) % period) - period / 2 for o in offsets]
+    return MediaClock(statistics.median(reduced), period)

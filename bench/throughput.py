@@ -1,9 +1,10 @@
 """Benchmark 1 (throughput) and 2 (freshness per camera count), measured side by side.
 
 The cameras serve pre-encoded files as they are (capture pass-through: neither decoded nor
-encoded by the capture worker), 640x480 at 30 fps, H.264 and MJPEG: the demo scene with its
-media time painted as a barcode (``bench/streams.py``), so both the pipeline and the naive loop
-report frame age. For each codec and 4, 8, 16, 32 cameras with the default model (BlazeFace):
+encoded by the capture worker), 640x480 at 30 fps, H.264 and MJPEG: the camera-like media of
+``bench/camera_media.py`` (a slow pan and zoom over real photos with sensor noise, its media time
+in a small barcode strip), so both the pipeline and the naive loop report frame age. For each
+codec and 4, 8, 16, 32 cameras with the product's default model (BlazeFace full range):
 
 - I: OpenVINO's own ``benchmark_app`` on the same model file (THROUGHPUT hint), measured alone;
 - D: decode-only rate of the same file, two decoders in parallel (2 cores), measured alone
@@ -14,7 +15,10 @@ report frame age. For each codec and 4, 8, 16, 32 cameras with the default model
   (capture time from RTCP to arrival);
 - the naive loop of the toolkit's original notebooks: OpenCV reads each RTSP stream and makes
   one synchronous request per frame (one thread per camera), frame age from the barcode;
-- pipeline and naive loop run alternately, ``PAIRS`` pairs per case; ratios are medians.
+- pipeline and naive loop run alternately, ``PAIRS`` pairs per case; ratios are medians;
+- the keep-up ratio is results/s over the offered frames; ``of_bound`` is results/s over the
+  bound (a denominator that can bind); both sides are compared at one fixed frame-age threshold
+  (latency + 2 frame intervals), never at the pipeline's own p99.
 
 Plus the most cameras (32) at ``detect_fps`` 5, and the MJPEG decode CPU at 5 detections/s
 against decoding every frame (the reader's own decode time, measured in this process).
@@ -30,22 +34,23 @@ import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
-from bench import streams
+from bench import camera_media, streams
 from bench.report import Report, Row
 from bench.stack import Stack, ages_ms, cpu_seconds
 from ovbus.errors import OvbusError
 from ovbus.payloads import ModelDescription
 from ovbus.rtsp import RtspReader
-from services.demo import media
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = "blazeface"
+MODEL = "blazeface-full-range"  # the product's default (services/zoo/catalog.py)
 PAIRS = 3
 
 
@@ -69,7 +74,7 @@ def benchmark_app(model_file: Path, hint: str, seconds: int) -> tuple[float, flo
 
 def h264_decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
     """Frames/s decoding ``video`` with avdec_h264 (one thread each), ``parallel`` at once."""
-    frames = media.SECONDS * media.FPS * repeats
+    frames = camera_media.SECONDS * 30 * repeats  # the files are 30 fps
     launch = shutil.which("gst-launch-1.0") or "gst-launch-1.0"
     argv = [
         launch, "-q", "filesrc", f"location={video}", "!", "qtdemux", "!", "h264parse", "!",
@@ -125,12 +130,19 @@ class Run:
     infer_cores: float = float("nan")
     capture_cores: float = float("nan")
     fresh: float = float("nan")  # naive loop: results/s no older than the pipeline's p99
+    read_p50: float = float("nan")  # naive loop: frame age when OpenCV handed the frame over
 
 
 def pipeline(
-    stack: Stack, n: int, seconds: float, detect_fps: float | None = None, model: str = MODEL
+    stack: Stack,
+    n: int,
+    seconds: float,
+    detect_fps: float | None = None,
+    model: str = MODEL,
+    fresh_ms: float = float("inf"),
 ) -> Run:
-    """Results/s and frame age of the infer worker on the first ``n`` cameras."""
+    """Results/s and frame age of the infer worker on the first ``n`` cameras; ``fresh``: the
+    results/s whose frame was no older than ``fresh_ms``."""
     stack.collector.clear()
     stack.start_infer(cameras=n)
     if detect_fps is not None:
@@ -150,7 +162,9 @@ def pipeline(
     got = [a for a in stack.collector.window(begin, end) if a.model == model]
     p50, p99 = ages_ms(got)
     span = end - begin
-    return Run(len(got) / span, p50, p99, (cpu1[0] - cpu0[0]) / span, (cpu1[1] - cpu0[1]) / span)
+    fresh = sum((a.arrived - a.captured) * 1000 <= fresh_ms for a in got if a.clock == "rtcp-ntp")
+    cores = (cpu1[0] - cpu0[0]) / span, (cpu1[1] - cpu0[1]) / span
+    return Run(len(got) / span, p50, p99, *cores, fresh=fresh / span)
 
 
 def baseline(
@@ -161,10 +175,12 @@ def baseline(
     seconds: float,
     clocks: dict[str, streams.MediaClock],
     fresh_ms: float = float("inf"),
+    read_time: Callable[[npt.NDArray[np.uint8]], float | None] = streams.media_time,
 ) -> Run:
     """The original notebooks' loop, one thread per camera: cv2.VideoCapture(rtsp).read(),
     preprocess, one synchronous infer, decode. Frame age: capture time from the barcode;
-    ``fresh``: the results/s whose frame was no older than ``fresh_ms``."""
+    ``fresh``: the results/s whose frame was no older than ``fresh_ms``; ``read_p50``: the
+    frame's age when OpenCV handed it over (its decoder's and buffers' delay)."""
     import cv2
     import openvino as ov
 
@@ -175,6 +191,7 @@ def baseline(
     shape = tuple(int(d) for d in compiled.inputs[0].get_shape())
     counts: list[int] = []
     ages: list[float] = []
+    read_ages: list[float] = []
     lock = threading.Lock()
     stop = threading.Event()
     measuring = threading.Event()  # frames count only inside the window, not during warm-up
@@ -187,9 +204,11 @@ def baseline(
         clock = clocks[cam]
         count = 0
         mine: list[float] = []
+        read_mine: list[float] = []
         started.wait(60)
         while not stop.is_set():
             ok, frame = cap.read()
+            read_at = time.time()
             if not ok:
                 continue
             image = np.asarray(frame, dtype=np.uint8)
@@ -199,12 +218,15 @@ def baseline(
             done = time.time()
             if measuring.is_set():
                 count += 1
-                painted = streams.media_time(image)
+                painted = read_time(image)
                 if painted is not None:
-                    mine.append((done - clock.capture_time(painted, done)) * 1000)
+                    captured = clock.capture_time(painted, read_at)
+                    mine.append((done - captured) * 1000)
+                    read_mine.append((read_at - captured) * 1000)
         with lock:
             counts.append(count)
             ages.extend(mine)
+            read_ages.extend(read_mine)
         cap.release()
 
     threads = [threading.Thread(target=run, args=(c,)) for c in cams]
@@ -226,7 +248,8 @@ def baseline(
         else (float("nan"), float("nan"))
     )
     fresh = sum(age <= fresh_ms for age in ages) / elapsed
-    return Run(sum(counts) / elapsed, p50, p99, fresh=fresh)
+    read_p50 = float(np.percentile(read_ages, 50)) if read_ages else float("nan")
+    return Run(sum(counts) / elapsed, p50, p99, fresh=fresh, read_p50=read_p50)
 
 
 def decode_cpu(stack: Stack, n: int, rate: float, seconds: float) -> tuple[float, float, float]:
@@ -271,6 +294,10 @@ def decode_cpu(stack: Stack, n: int, rate: float, seconds: float) -> tuple[float
     return measure(False, None), measure(False, (128, 128)), measure(True, None)
 
 
+def _calibrate(url: str) -> streams.MediaClock:
+    return streams.calibrate(url, read=camera_media.media_time, period=camera_media.SECONDS)
+
+
 def description(stack: Stack, name: str) -> ModelDescription:
     return ModelDescription.model_validate_json((stack.models / name / "model.json").read_text())
 
@@ -283,7 +310,7 @@ def run(report: Report, quick: bool = False) -> None:
     counts = [2] if quick else [4, 8, 16, 32]
     pairs = 1 if quick else PAIRS
     window = 4.0 if quick else 10.0
-    files = {"h264": streams.h264_file(), "mjpeg": streams.mjpeg_file()}
+    files = {c: camera_media.build(c, 640, 480, 30).path for c in ("h264", "mjpeg")}
     decode = {
         "h264": h264_decode_rate(files["h264"], 1 if quick else 4),
         "mjpeg": jpeg_decode_rate(files["mjpeg"], 1 if quick else 3),
@@ -310,17 +337,27 @@ def run(report: Report, quick: bool = False) -> None:
                 clocks = dict(
                     zip(
                         stack.cameras,
-                        pool.map(lambda c: streams.calibrate(stack.urls[c]), stack.cameras),
+                        pool.map(lambda c: _calibrate(stack.urls[c]), stack.cameras),
                         strict=True,
                     )
                 )
             bound = 1.0 / (1.0 / figures["I"] + 1.0 / decode[codec])
+            threshold = figures["latency_ms"] + 2000.0 / 30
             rates: dict[int, float] = {}
             for n in counts:
                 runs = []
                 for _ in range(pairs):
-                    ran = pipeline(stack, n, window)
-                    naive = baseline(stack, n, model_file, desc, window, clocks, ran.p99)
+                    ran = pipeline(stack, n, window, fresh_ms=threshold)
+                    naive = baseline(
+                        stack,
+                        n,
+                        model_file,
+                        desc,
+                        window,
+                        clocks,
+                        threshold,
+                        camera_media.media_time,
+                    )
                     runs.append((ran, naive))
                 _rows(report, codec, n, runs, bound, figures["latency_ms"])
                 rates[n] = _median([p.rate for p, _ in runs])
@@ -357,9 +394,10 @@ def run(report: Report, quick: bool = False) -> None:
         "cameras: pre-encoded files served pass-through by the capture worker (capture_cores is its CPU, "
         "outside the bound); I and D measured alone.",
         f"pipeline and naive loop alternate, {pairs} pairs per case, {window:.0f} s windows; figures are medians.",
-        "ratio = results/s over min(offered, bound); vs_naive = pipeline results/s over the naive loop's; "
-        "naive_fresh_per_s = the naive loop's results/s whose frame was no older than the pipeline's p99 frame "
-        "age in the same pair (throughput at equal freshness), vs_naive_fresh = pipeline over that.",
+        "ratio = results/s over the offered frames; of_bound = results/s over the bound 1/(1/I + 1/D); "
+        "vs_naive = pipeline results/s over the naive loop's; fresh_per_s and naive_fresh_per_s = each side's "
+        "results/s whose frame was no older than one fixed threshold (latency + 2 frame intervals), "
+        "vs_naive_fresh = the ratio of those; naive_read_age_p50_ms = the naive loop's decoder delay.",
         "frame age target: 2 x (inference latency + detection interval per camera) + 30 ms; the interval is "
         "cameras / results/s (at least the frame interval).",
     ]
@@ -377,24 +415,33 @@ def saturation(report: Report, quick: bool = False) -> None:
     window = 4.0 if quick else 10.0
     rates: dict[int, float] = {}
     with Stack(
-        max(counts), [SATURATING], infer=False, fps=None, source=streams.h264_file()
+        max(counts),
+        [SATURATING],
+        infer=False,
+        fps=None,
+        source=camera_media.build("h264", 640, 480).path,
     ) as stack:
         model_file, desc = stack.model_file(SATURATING), description(stack, SATURATING)
         infer_fps, _ = benchmark_app(model_file, "throughput", 5 if quick else 10)
+        _, latency = benchmark_app(model_file, "latency", 5 if quick else 10)
+        threshold = latency + 2000.0 / 30
         report.add(Row("throughput", f"{SATURATING}: benchmark_app", {"I_fps": infer_fps}))
         with ThreadPoolExecutor(8) as pool:
             clocks = dict(
                 zip(
                     stack.cameras,
-                    pool.map(lambda c: streams.calibrate(stack.urls[c]), stack.cameras),
+                    pool.map(lambda c: _calibrate(stack.urls[c]), stack.cameras),
                     strict=True,
                 )
             )
         for n in counts:
             runs = []
             for _ in range(pairs):
-                ran = pipeline(stack, n, window, model=SATURATING)
-                runs.append((ran, baseline(stack, n, model_file, desc, window, clocks, ran.p99)))
+                ran = pipeline(stack, n, window, model=SATURATING, fresh_ms=threshold)
+                naive = baseline(
+                    stack, n, model_file, desc, window, clocks, threshold, camera_media.media_time
+                )
+                runs.append((ran, naive))
             rates[n] = _median([p.rate for p, _ in runs])
             best = max([rates[m] for m in rates if m < n], default=rates[n])
             p99 = _median([p.p99 for p, _ in runs])
@@ -429,11 +476,11 @@ def _rows(
     base = _median([b.rate for _, b in runs])
     versus = _median([p.rate / b.rate if b.rate else float("inf") for p, b in runs])
     fresh = _median([b.fresh for _, b in runs])
-    versus_fresh = _median([p.rate / b.fresh if b.fresh else float("inf") for p, b in runs])
+    versus_fresh = _median([p.fresh / b.fresh if b.fresh else float("inf") for p, b in runs])
+    keeps_up = fresh >= 0.95 * 30.0 * n  # the naive loop holds every camera at the threshold
     p50, p99 = _median([p.p50 for p, _ in runs]), _median([p.p99 for p, _ in runs])
     b50, b99 = _median([b.p50 for _, b in runs]), _median([b.p99 for _, b in runs])
     offered = 30.0 * n
-    possible = min(offered, bound)
     interval_ms = 1000.0 * max(1 / 30, n / rate if rate else float("inf"))
     age_target = 2 * (latency + interval_ms) + 30
     report.add(
@@ -444,8 +491,10 @@ def _rows(
                 "offered": offered,
                 "results_per_s": rate,
                 "bound": bound,
+                "of_bound": rate / bound,
                 "naive_per_s": base,
                 "vs_naive": versus,
+                "fresh_per_s": _median([p.fresh for p, _ in runs]),
                 "naive_fresh_per_s": fresh,
                 "vs_naive_fresh": versus_fresh,
                 "infer_cores": _median([p.infer_cores for p, _ in runs]),
@@ -454,10 +503,11 @@ def _rows(
                 "age_p99_ms": p99,
                 "naive_age_p50_ms": b50,
                 "naive_age_p99_ms": b99,
+                "naive_read_age_p50_ms": _median([b.read_p50 for _, b in runs]),
             },
-            ratio=rate / possible,
-            target=">= 0.85 of min(offered, bound); >= 2x naive at equal age",
-            met=rate / possible >= 0.85 and versus_fresh >= 2,
+            ratio=rate / offered,
+            target=">= 0.85 of offered; >= 2x naive at the fixed age where it cannot keep up",
+            met=rate / offered >= 0.85 and (keeps_up or versus_fresh >= 2),
         )
     )
     report.add(

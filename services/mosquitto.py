@@ -241,6 +241,11 @@ class Mosquitto:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (a benchmark counts its CPU)."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
     def stop(self, timeout: float = 10.0) -> None:
         if self._proc is None:
             return

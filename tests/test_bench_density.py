@@ -1,0 +1,95 @@
+"""The density benchmark's parts that can be checked in seconds: the camera media's clock strip,
+the search for the most cameras held, and the README written from result files only."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import bench.__main__ as bench_main
+from bench import camera_media, report
+from bench.density import Trial, search
+from bench.report import Report, Row, write_readme
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_clock_strip_is_small_and_survives_jpeg_and_scaling() -> None:
+    width, height = 1280, 720
+    w, h = camera_media.STRIP
+    assert w * (0.6 * h) / (width * height) < 0.05  # a strip, not most of the frame
+    for i, frame in enumerate(itertools.islice(camera_media.frames(width, height, 30), 3)):
+        ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 50])
+        assert ok
+        decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        small = cv2.resize(decoded, (640, 360), interpolation=cv2.INTER_AREA)
+        for image in (decoded, small):
+            painted = camera_media.media_time(np.asarray(image, dtype=np.uint8))
+            assert painted is not None and abs(painted - i / 30) < 0.002
+
+
+def test_the_scene_moves_and_has_sensor_noise() -> None:
+    a, b = itertools.islice(camera_media.frames(320, 180, 30), 2)
+    below = slice(40, None)  # under the strip
+    diff = np.abs(a[below].astype(int) - b[below].astype(int))
+    assert diff.mean() > 1.0  # noise and motion: no two frames alike (cheap to encode if so)
+    assert a[below].std() > 20  # real photo content, not a flat background
+
+
+def _trial(n: int, held_up_to: int) -> Trial:
+    rate = 30.0 * n if n <= held_up_to else 30.0 * held_up_to
+    return Trial(n, 30.0 * n, rate, 50.0, 80.0, 100.0, {"infer": 1.0}, rate, 0)
+
+
+@pytest.mark.parametrize("start", [1, 8, 13, 20, 32])
+def test_search_finds_the_most_cameras_held(start: int) -> None:
+    ran: list[int] = []
+
+    def run(n: int) -> Trial:
+        ran.append(n)
+        return _trial(n, 13)
+
+    density, trials = search(run, start, 32)
+    assert density == 13 and trials[13].held and not trials[14].held
+    assert len(ran) == len(set(ran)) <= 10  # no count measured twice, few counts
+
+
+def test_search_when_nothing_or_everything_is_held() -> None:
+    assert search(lambda n: _trial(n, 0), 4, 32)[0] == 0
+    assert search(lambda n: _trial(n, 99), 4, 6)[0] == 6
+
+
+def test_the_readme_is_written_from_the_result_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
+    readme = tmp_path / "README.md"
+    monkeypatch.setattr(bench_main, "README", readme)
+    readme.write_text("old text" + bench_main.SOAK + "\n\nsoak rows kept\n")
+    for name, command in (("bus", "python -m bench bus"), ("density-x-h264-1280x720", "python -m bench density --model x")):  # fmt: skip
+        r = Report(name, command=command, load=(1.5, 1.0, 0.5))
+        r.add(Row("b", "case", {"fps": 1.0}, ratio=0.5, target="t", met=False))
+        r.write()
+    text = write_readme("intro\n", order=["bus"]).read_text()
+    assert text.startswith("intro\n") and "old text" not in text and "soak rows kept" in text
+    assert text.index("### bus") < text.index("### density-x-h264-1280x720")
+    assert "command: `python -m bench density --model x`" in text
+    assert text.count("load average at the start 1.50, 1.00, 0.50") == 2
+
+
+def test_density_refuses_a_bad_size() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "density", "--size", "12x;rm", "--no-write"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 2 and "WIDTHxHEIGHT" in out.stderr
