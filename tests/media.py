@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -85,5 +86,86 @@ def face_video() -> Path:
             check=True,
             timeout=120,
         )  # fmt: skip
+        part.replace(target)
+    return target
+
+
+# the corpus: files as people have them, each of which capture must serve -------------------
+@dataclass(frozen=True, slots=True)
+class Clip:
+    """One file of the corpus: what ffmpeg makes it from, and what a reader must get."""
+
+    name: str
+    suffix: str
+    inputs: tuple[str, ...]
+    output: tuple[str, ...]
+    width: int
+    height: int
+    #: Served as it comes (H.264); ``False``: a codec the RTSP reader does not take, transcoded.
+    passthrough: bool = True
+
+
+def _pattern(width: int, height: int, fps: int, seconds: float) -> tuple[str, ...]:
+    return ("-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}:duration={seconds}")
+
+
+_X264: Final = ("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p")  # B-frames: 3
+_SMALL: Final = _pattern(320, 240, 15, 3)
+
+#: Containers, B-frames or none, variable rate, odd and large sizes, a still at 1 fps, audio
+#: beside the video, under a second, a rotation tag; H.265 and VP9 (transcoded).
+CORPUS: Final = {
+    clip.name: clip
+    for clip in (
+        Clip("bframes-mp4", "mp4", _SMALL, _X264, 320, 240),
+        Clip("no-bframes-mp4", "mp4", _SMALL, (*_X264, "-bf", "0"), 320, 240),
+        Clip(
+            "fragmented-mp4", "mp4", _SMALL,
+            (*_X264, "-movflags", "frag_keyframe+empty_moov+default_base_moof"), 320, 240,
+        ),
+        Clip("bframes-mkv", "mkv", _SMALL, _X264, 320, 240),
+        Clip("bframes-ts", "ts", _SMALL, _X264, 320, 240),
+        Clip(
+            "variable-rate-mp4", "mp4", _pattern(320, 240, 30, 3),
+            ("-vf", r"select=not(mod(n\,3))+eq(mod(n\,7)\,1)", "-fps_mode", "vfr", *_X264),
+            320, 240,
+        ),
+        Clip("odd-1280x886", "mp4", _pattern(1280, 886, 10, 2), _X264, 1280, 886),
+        Clip("full-hd-mp4", "mp4", _pattern(1920, 1080, 10, 2), _X264, 1920, 1080),
+        Clip(
+            "still-1fps-mp4", "mp4", ("-loop", "1", "-framerate", "1", "-i", "{astronaut}"),
+            ("-t", "4", "-r", "1", *_X264), 512, 512,
+        ),
+        Clip(
+            "audio-mp4", "mp4",
+            (*_SMALL, "-f", "lavfi", "-i", "sine=frequency=440:duration=3"),
+            (*_X264, "-c:a", "aac", "-shortest"), 320, 240,
+        ),
+        Clip("short-mp4", "mp4", _pattern(320, 240, 30, 0.5), _X264, 320, 240),
+        Clip("rotated-mp4", "mp4", _SMALL, (*_X264, "-metadata:s:v:0", "rotate=90"), 320, 240),
+        Clip("h265-mp4", "mp4", _SMALL, ("-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt",
+             "yuv420p", "-x265-params", "log-level=error", "-tag:v", "hvc1"), 320, 240, False),
+        Clip("vp9-webm", "webm", _SMALL, ("-c:v", "libvpx-vp9", "-deadline", "realtime",
+             "-cpu-used", "8", "-pix_fmt", "yuv420p"), 320, 240, False),
+    )
+}  # fmt: skip
+
+
+def clip(name: str) -> Path:
+    """The corpus file ``name`` (:data:`CORPUS`), made once with ffmpeg and cached."""
+    spec = CORPUS[name]
+    target = MEDIA / f"corpus-{spec.name}.{spec.suffix}"
+    MEDIA.mkdir(parents=True, exist_ok=True)
+    with open(MEDIA / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        inputs = [arg.format(astronaut=assets.astronaut()) for arg in spec.inputs]
+        part = target.with_name(f"{target.stem}.part.{spec.suffix}")
+        subprocess.run(
+            ["ffmpeg", "-loglevel", "error", "-y", *inputs, *spec.output, str(part)],
+            check=True,
+            timeout=300,
+        )
         part.replace(target)
     return target

@@ -245,7 +245,8 @@ class Camera:
             self._streaming_since = None
             try:
                 self._run_once(config, generation)
-            except StreamError as e:
+            except Exception as failure:  # any failure: an error state and a restart, loudly
+                e = failure if isinstance(failure, StreamError) else self._internal(failure)
                 if self._streamed_for() >= self.timing.stable_s:
                     backoff = self.timing.min_backoff_s
                 self.errors += 1
@@ -259,6 +260,12 @@ class Camera:
                 backoff = min(backoff * 2, self.timing.max_backoff_s)
                 continue
             backoff = self.timing.min_backoff_s
+
+    def _internal(self, failure: Exception) -> StreamError:
+        log.exception("camera supervisor failed", camera=self.name)
+        return StreamError(
+            f"camera {self.name}: {type(failure).__name__}: {failure}", code=ErrorCode.INTERNAL
+        )
 
     def _prepare(self, wanted: Wanted) -> tuple[Plan, str, Geometry | None]:
         """Probe the source, plan pass-through or encoding, describe the producer pipeline."""

@@ -14,10 +14,11 @@ import threading
 import time
 from typing import Any
 
-from ovbus.errors import StreamError
+from ovbus.errors import ErrorCode, StreamError
 from ovbus.log import get_logger
 from ovbus.rtsp import capture_time
 from services.capture import barcode
+from services.capture.file_loop import FileLoop, signed_running_time
 from services.capture.gst import GLib, Gst, GstVideo
 from services.capture.jpeg import rtp_jpeg_problem
 from services.capture.plan import Native, Target, native_from_caps
@@ -62,7 +63,7 @@ def passthrough_pipeline(head: str, live: bool) -> str:
 RATE_FRAMES = 10
 
 
-class Producer:
+class Producer(FileLoop):
     """A running producer pipeline; create, :meth:`start`, :meth:`poll`, :meth:`stop`."""
 
     def __init__(
@@ -97,12 +98,10 @@ class Producer:
         #: The caps of the frames produced, as text (``None`` before the first frame).
         self.caps_text: str | None = None
         self._first_times: list[int] = []
-        #: Looped file served as it comes: running time (decode order) where its last frame
-        #: ends, and the offset that joins each loop to the one before.
-        self._loop_end = -1
-        self._loop_offset = 0
+        self._init_loop(passthrough and not source.live)
         self._last_clock = -1
-        self._interval = 0  # a looped file's frame interval (ns), 0: not joined
+        #: Why the producer failed inside a frame callback (raised by :meth:`poll`).
+        self.failure: StreamError | None = None
         self._relay_caps: Any = None
         #: Why the source cannot be served as it comes (a JPEG RTP/JPEG cannot carry).
         self.refused: str | None = None
@@ -111,6 +110,21 @@ class Producer:
     # lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         """Build and start the pipeline; raises ``StreamError`` if it cannot even start."""
+        pipeline = self._build()
+        self._started = self.last_frame = time.monotonic()
+        if self.source.kind == "file":
+            pipeline = self._start_file(pipeline)
+        elif pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            raise self._error_from_bus("could not start")
+        clock_src = pipeline.get_by_name(CLOCK_SRC)
+        if clock_src is not None:
+            self._painter = threading.Thread(
+                target=self._paint_loop, args=(clock_src,), name=f"clock:{self.camera}", daemon=True
+            )
+            self._painter.start()
+        self.relay.request_keyframe = self.request_keyframe
+
+    def _build(self) -> Any:
         try:
             pipeline = Gst.parse_launch(self.description)
         except GLib.Error as e:
@@ -122,34 +136,9 @@ class Producer:
             raise StreamError(f"camera {self.camera}: producer pipeline has no appsink")
         self._sink = sink
         sink.connect("new-sample", self._on_sample)
-        self._started = self.last_frame = time.monotonic()
-        if self.source.kind == "file":
-            self._start_file(pipeline)
-        elif pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
-            raise self._error_from_bus("could not start")
-        clock_src = pipeline.get_by_name(CLOCK_SRC)
-        if clock_src is not None:
-            self._painter = threading.Thread(
-                target=self._paint_loop, args=(clock_src,), name=f"clock:{self.camera}", daemon=True
-            )
-            self._painter.start()
-        self.relay.request_keyframe = self.request_keyframe
-
-    def _start_file(self, pipeline: Any) -> None:
-        """Files loop: preroll, then a flushing segment seek; each SEGMENT_DONE seeks back to
-        the start without flushing, so the running time (and pacing) goes on across loops."""
-        if pipeline.set_state(Gst.State.PAUSED) == Gst.StateChangeReturn.FAILURE:
-            raise self._error_from_bus("could not open")
-        result, _, _ = pipeline.get_state(10 * Gst.SECOND)
-        if result == Gst.StateChangeReturn.FAILURE:
-            raise self._error_from_bus("could not open")
-        if result != Gst.StateChangeReturn.SUCCESS:
-            raise StreamError(f"camera {self.camera}: file {self.source.value} did not preroll")
-        flags = Gst.SeekFlags.FLUSH | Gst.SeekFlags.SEGMENT | Gst.SeekFlags.KEY_UNIT
-        if not pipeline.seek_simple(Gst.Format.TIME, flags, 0):
-            raise StreamError(f"camera {self.camera}: file {self.source.value} is not seekable")
-        if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
-            raise self._error_from_bus("could not play")
+        if self._loops:
+            self._watch_segments(sink)
+        return pipeline
 
     def stop(self) -> None:
         self._stop.set()
@@ -168,6 +157,8 @@ class Producer:
         deadline = time.monotonic() + timeout
         kinds = Gst.MessageType.ERROR | Gst.MessageType.EOS | Gst.MessageType.SEGMENT_DONE
         while True:
+            if self.failure is not None:
+                raise self.failure
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -177,9 +168,13 @@ class Producer:
             if msg.type == Gst.MessageType.SEGMENT_DONE:
                 self._pipeline.seek_simple(Gst.Format.TIME, Gst.SeekFlags.SEGMENT, 0)
             elif msg.type == Gst.MessageType.EOS:
+                if self._rewind and self._rewound():
+                    continue
                 raise StreamError(f"camera {self.camera}: the source ended (end of stream)")
             else:
-                raise self._describe_error(msg)
+                raise self.failure or self._describe_error(msg)
+        if self.failure is not None:
+            raise self.failure
         idle = time.monotonic() - self.last_frame
         if idle > self.stall_s:
             raise StreamError(f"camera {self.camera}: no frame for {idle:.1f} s")
@@ -199,25 +194,56 @@ class Producer:
 
     # frames ----------------------------------------------------------------------------------
     def _on_sample(self, sink: Any) -> Any:
+        """A frame from the appsink: any exception here is the producer's failure (raised by
+        the next :meth:`poll`, so the camera goes to ``error`` and restarts), never a frame
+        silently lost in a loop that goes on."""
+        if self.failure is not None:
+            return Gst.FlowReturn.ERROR
+        try:
+            return self._take_sample(sink)
+        except Exception as e:
+            log.exception("producer failed", camera=self.camera)
+            self.failure = StreamError(
+                f"camera {self.camera}: producer failed on a frame: {type(e).__name__}: {e}",
+                code=ErrorCode.INTERNAL,
+            )
+            return Gst.FlowReturn.ERROR
+
+    def _take_sample(self, sink: Any) -> Any:
         sample = sink.emit("pull-sample")
         if sample is None:
             return Gst.FlowReturn.EOS
-        buffer = sample.get_buffer()
-        segment = sample.get_segment()
-        if buffer.pts == Gst.CLOCK_TIME_NONE and self.passthrough and self._last_clock >= 0:
+        base_time = sink.get_base_time()
+        if self._hold(sample, base_time):
+            return Gst.FlowReturn.OK
+        early, self._held = self._held, []
+        for frame in early:
+            self._frame(*frame, base_time)
+        offset = self._loop_offset  # (held in its segment since the last frame)
+        segment, caps = sample.get_segment(), sample.get_caps()
+        return self._frame(sample.get_buffer(), segment, caps, self._segments, offset, base_time)
+
+    def _frame(
+        self, buffer: Any, segment: Any, caps: Any, loop: int, offset: int, base_time: int
+    ) -> Any:
+        """One frame: its segment (which holds the pad offset ``offset``) and caps, the loop of
+        a file it belongs to, the pipeline's base time."""
+        # presentation time; a frame with only a decode time (some demuxers) has that
+        stamp = buffer.pts if buffer.pts != Gst.CLOCK_TIME_NONE else buffer.dts
+        if stamp == Gst.CLOCK_TIME_NONE and self.passthrough and self._last_clock >= 0:
             # the rest of the last frame (a parser split it, e.g. at SPS/PPS that an upstream
             # payloader put between its slices): same time stamp, never dropped
             self.relay.push(buffer, self._last_clock)
             return Gst.FlowReturn.OK
-        running = segment.to_running_time(Gst.Format.TIME, buffer.pts)
-        if running == Gst.CLOCK_TIME_NONE or running < 0:
-            return Gst.FlowReturn.OK
-        caps = sample.get_caps()
+        running = signed_running_time(segment, stamp)
+        if running is None or running < 0:
+            return Gst.FlowReturn.OK  # before the segment (a file's edit list): not shown
+        running += self._loop_offset - offset  # a frame held back since the offset changed
         if caps != self._caps and (self._caps is None or not self._caps.is_equal(caps)):
             self._new_caps(caps)  # (``!=`` compares the pointers: cheap, every frame)
-        if self._interval > 0:
-            running = self._join_loop(buffer, segment, running)
-        clock_time = running + sink.get_base_time()
+        if self._loops:
+            running = self._join_loop(buffer, loop, running, base_time)
+        clock_time = running + base_time
         if self._upstream is not None:
             upstream = capture_time(buffer)
             offset = time.time_ns() - self._clock.get_time()
@@ -260,32 +286,10 @@ class Producer:
         self._caps, self.caps_text = caps, caps.to_string()
         self._jpeg_checked = not self.passthrough
         self._interval = 0
-        if self.passthrough and not self.source.live:  # a looped file: its frame interval
+        if self._loops:  # a looped file: its frame interval (0/1: variable rate, none)
             ok, num, den = caps.get_structure(0).get_fraction("framerate")
             if ok and num > 0 and den > 0:
                 self._interval = Gst.util_uint64_scale_int(Gst.SECOND, den, num)
-
-    def _join_loop(self, buffer: Any, segment: Any, running: int) -> int:
-        """A file served as it comes loops with a non-flushing segment seek, and the demuxer
-        starts the next loop's segment where the last frame *starts* (its position), one
-        frame early: the first frame of each loop would repeat the last one's time stamp.
-        When a frame starts before the last one ended, an offset on the pad that feeds the
-        appsink moves the rest of the loop (pacing and time stamps alike) to where the last
-        frame ended, and this frame with it: one timeline. Returns the frame's running time.
-        (Encoding producers need none: videorate keeps their rate.) Decode order (DTS) is
-        what grows frame by frame; B-frames' PTS do not."""
-        interval = self._interval
-        order = running
-        if buffer.dts != Gst.CLOCK_TIME_NONE:
-            order = segment.to_running_time(Gst.Format.TIME, buffer.dts)
-        if self._loop_end >= 0 and order < self._loop_end - interval // 2:
-            shift = self._loop_end - order
-            self._loop_offset += shift
-            self._sink.get_static_pad("sink").get_peer().set_offset(self._loop_offset)
-            running += shift
-            order += shift
-        self._loop_end = order + interval
-        return int(running)
 
     def element_names(self) -> list[str]:
         """The factory of every element the pipeline runs, bins opened (what a pass-through
@@ -328,7 +332,18 @@ class Producer:
 
     def _paint_loop(self, appsrc: Any) -> None:
         """``testsrc:clock``: black I420 frames at the camera's rate, each with the wall-clock
-        time at which it is pushed (and time-stamped by appsrc) painted as a barcode."""
+        time at which it is pushed (and time-stamped by appsrc) painted as a barcode. A
+        failure here is the producer's (raised by :meth:`poll`)."""
+        try:
+            self._paint(appsrc)
+        except Exception as e:
+            log.exception("clock painter failed", camera=self.camera)
+            self.failure = StreamError(
+                f"camera {self.camera}: clock painter failed: {type(e).__name__}: {e}",
+                code=ErrorCode.INTERNAL,
+            )
+
+    def _paint(self, appsrc: Any) -> None:
         if self.geometry is None:
             return
         width, height = self.geometry.width, self.geometry.height
