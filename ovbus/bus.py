@@ -195,12 +195,19 @@ class Bus(Connection):
     ) -> Subscription:
         """Subscribe to a filter. Without ``callback``, iterate the returned subscription (each
         wait ends with ``BusTimeout`` after ``idle_timeout`` s); with one, it runs on a thread of
-        its own for each message. Renewed on every reconnect."""
+        its own for each message. Renewed on every reconnect. Raises ``SubscribeError`` if the
+        broker refuses the filter and ``BusTimeout`` without a SUBACK in ``wait_timeout`` s;
+        either way nothing is left subscribed."""
         wildcard = pattern if isinstance(pattern, Wildcard) else Wildcard(str(pattern))
         sub = Subscription(
             self, wildcard, qos, queue_size or self.queue_size, callback, idle_timeout
         )
-        self._add(sub, wait_timeout)
+        try:
+            self._add(sub, wait_timeout)  # raises if the broker refused or never answered
+        except BaseException:
+            sub._abandon()
+            raise
+        sub._start()
         return sub
 
     # consumer helpers -------------------------------------------------------------------------

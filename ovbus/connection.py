@@ -286,14 +286,36 @@ class Connection:
 
     # subscriptions ------------------------------------------------------------------------
     def _add(self, sub: Subscription, wait_timeout: float) -> None:
-        """Register ``sub`` (renewed on every connect) and SUBSCRIBE if its filter is new."""
+        """Register ``sub`` and SUBSCRIBE if its filter is new. It is routed messages from the
+        start (retained ones follow the SUBACK at once), but its filter is renewed on reconnects
+        only once the broker granted it: a refused or unanswered SUBSCRIBE withdraws it and
+        raises, so nothing is left behind and a later subscribe to that filter asks again."""
         pattern = sub.pattern.value
         with self._lock:
             self._subs.append(sub)
             known = self._filters.get(pattern)
-            self._filters[pattern] = max(sub.qos, known or 0)
-        if known is None or known < sub.qos:
+        if known is not None and known >= sub.qos:
+            return
+        try:
             self._subscribe_and_wait(pattern, sub.qos, wait_timeout)
+        except BaseException:
+            self._withdraw(sub)
+            raise
+        with self._lock:
+            self._filters[pattern] = max(sub.qos, self._filters.get(pattern, 0))
+
+    def _withdraw(self, sub: Subscription) -> None:
+        """Undo ``_add`` after a failed SUBSCRIBE. Unless another subscription uses the filter,
+        the broker is asked to drop it: a SUBACK that comes after the timeout may have granted it."""
+        pattern = sub.pattern.value
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+            if pattern in self._filters or any(s.pattern == sub.pattern for s in self._subs):
+                return
+        log.warning("subscription withdrawn", filter=pattern)
+        if self.connected and not self._closing:
+            self._client.unsubscribe(pattern)
 
     def _subscribe_and_wait(self, pattern: str, qos: int, timeout: float) -> None:
         """SUBSCRIBE, and when connected wait for the SUBACK so that messages published after

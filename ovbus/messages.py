@@ -92,11 +92,22 @@ class Subscription:
         self._closed = False
         self._last_warn = 0.0
         self._thread: threading.Thread | None = None
-        if callback is not None:
+
+    def _start(self) -> None:
+        """Once the broker granted the filter: the callback's thread (messages routed meanwhile
+        wait in the queue). A subscription the broker refused is ``_abandon``-ed instead."""
+        if self.callback is not None and self._thread is None and not self._closed:
             self._thread = threading.Thread(
-                target=self._dispatch, name=f"ovbus-sub:{pattern}", daemon=True
+                target=self._dispatch, name=f"ovbus-sub:{self.pattern}", daemon=True
             )
             self._thread.start()
+
+    def _abandon(self) -> None:
+        """Closed without ever having been granted: no thread, nothing to unsubscribe."""
+        with self._cond:
+            self._closed = True
+            self._queue.clear()
+            self._cond.notify_all()
 
     # called from the network thread: never blocks
     def _put(self, message: Message) -> None:
