@@ -57,6 +57,7 @@ class SoakResult:
     twice: int = 0
     executed: int = 0
     pipelines: int = 0
+    crashes: list[str] = field(default_factory=list)
 
     def times(self) -> list[float]:
         return [o.converged_s for o in self.outcomes if o.converged_s is not None]
@@ -76,6 +77,7 @@ class SoakResult:
             "lost": len(self.lost),
             "twice": self.twice,
             "pipeline_changes": self.pipelines,
+            "crashes": len(self.crashes),
         }
 
 
@@ -107,6 +109,7 @@ def soak(minutes: float, seed: int, cameras: int = 3, kinds: list[str] | None = 
         index = 0
         while time.monotonic() < end:
             kind = rng.choice(names)
+            seen = len(stack.crashed)
             fault = FAULTS[kind](stack, rng)
             if fault.skipped:
                 result.skipped[kind] = fault.skipped
@@ -120,6 +123,15 @@ def soak(minutes: float, seed: int, cameras: int = 3, kinds: list[str] | None = 
                   f"{' ' + fault.note if fault.note else ''}", flush=True)  # fmt: skip
             for wrong in outcome.never:
                 print(f"      never: {wrong}", flush=True)
+            stack.exits()
+            for node, code in stack.crashed[seen:]:
+                outcome.note += f"; {node} exited by itself (code {code})"
+                result.crashes.append(
+                    f"{node} exited with code {code} at fault #{index} ({kind}), seed {seed}"
+                )
+                print(f"      {node} EXITED by itself, code {code}", flush=True)
+            for node in stack.restart_exited():
+                stack.wait_online(node)
             index += 1
             time.sleep(rng.uniform(0.0, 2.0))
         stack.stop_commands()
@@ -142,8 +154,9 @@ def report(result: SoakResult, label: str) -> Report:
         "soak", label,
         {k: v for k, v in s.items() if v is not None},
         ratio=p99,
-        target=f"0 lost, 0 twice, p99 <= {TARGET_S:.0f} s, none never converged",
+        target=f"0 lost, 0 twice, 0 crashes, p99 <= {TARGET_S:.0f} s, none never converged",
         met=bool(s["lost"] == 0 and s["twice"] == 0 and s["never_converged"] == 0
+                 and s["crashes"] == 0
                  and p99 is not None and p99 <= TARGET_S),
     ))  # fmt: skip
     kinds = sorted({o.kind for o in result.outcomes})
@@ -167,6 +180,8 @@ def report(result: SoakResult, label: str) -> Report:
         for wrong in o.never:
             rep.notes.append(f"never converged after fault #{o.index} ({o.kind} {o.target}, "
                              f"replay: --seed {result.seed}): {wrong}")  # fmt: skip
+    for crash in result.crashes:
+        rep.notes.append(f"worker exited by itself: {crash}")
     for lost in result.lost[:20]:
         rep.notes.append(f"command lost: {lost}")
     return rep

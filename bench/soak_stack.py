@@ -69,6 +69,8 @@ class SoakStack:
         self.hold = threading.Lock()
         self.partition: Partition | None = None
         self.disk: Disk | None = None
+        #: workers that exited by themselves, and their exit codes
+        self.crashed: list[tuple[str, int]] = []
         #: called by a fault mid-way (a worker dead): checks the tree shows it; returns a note
         self.checkpoint: Callable[[str, float], str] = lambda label, since: ""
 
@@ -174,7 +176,29 @@ class SoakStack:
         """A context in which the command stream sends nothing (the oracle's instant)."""
         return self.hold
 
+    def exits(self) -> list[tuple[str, int]]:
+        """Workers that exited by themselves (not killed by a fault): each is marked gone once,
+        and returned with its exit code (negative: the signal that ended it)."""
+        out = []
+        with self._lock:
+            for node, up in self.running.items():
+                code = self.proc(node).poll() if up else None
+                if code is not None:
+                    self.running[node] = False
+                    out.append((node, code))
+        self.crashed += out
+        return out
+
+    def restart_exited(self) -> list[str]:
+        """Start again every worker that is not running (after a crash the soak goes on)."""
+        with self._lock:
+            down = [n for n, up in self.running.items() if not up]
+        for node in down:
+            self.spawn(node)
+        return down
+
     def truth(self) -> Truth:
+        self.exits()
         with self._lock:
             nodes = {n: KINDS[n] for n, up in self.running.items() if up}
             gone = {n for n, up in self.running.items() if not up}
