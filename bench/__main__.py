@@ -52,9 +52,11 @@ ratio is measured side by side in one run on one machine, so the machine's own s
 3. **swap**: from a zoo request to the first result from the new model version, and the longest
    gap on the other cameras meanwhile;
 4. **bus**: bytes per result in JSON and MessagePack, results/s one broker carries;
-5. **accuracy**: precision, recall and AP@0.5 per model on labelled real photos at the frame
-   sizes the pipeline runs, and on short H.264 videos of them moving on known paths
-   (`bench/accuracy/`: labels, sources and licences in `labels.json`);
+5. **accuracy**: precision and recall at the shipped threshold, AP@0.5 and AP@0.3 per model and
+   per split (`dev`: what may be tuned on; `test`: only reported; fixed in `labels.json`) on
+   labelled real photos at the frame sizes the pipeline runs, and on short H.264 videos of them
+   moving on known paths (`bench/accuracy/`: labels, sources and licences in `labels.json`; the
+   reading of the latest run in `bench/accuracy/README.md`);
 6. **capture**: capture CPU per camera served as it comes (pass-through, H.264 and MJPEG)
    against the same camera decoded and encoded, measured alternately in one run.
 
