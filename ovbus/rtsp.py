@@ -114,6 +114,7 @@ class RtspReader:
         decode_size: tuple[int, int] | None = None,
         login: tuple[str, str] | None = None,
         tls_ca: str | None = None,
+        codec: str | None = None,
     ) -> None:
         self._who = f"camera {camera}: " if camera else ""
         try:
@@ -128,6 +129,7 @@ class RtspReader:
         self.tcp = tcp
         self.login = login  # (user, password) for a server that asks (never from the URL)
         self.tls_ca = tls_ca
+        self.codec = codec  # the descriptor's (h264, mjpeg): another encoding is refused
         self._on_state = on_state
         self._on_frame = on_frame
         self.decoder_threads = decoder_threads
@@ -281,6 +283,7 @@ class RtspReader:
             tcp=self.tcp,
             login=self.login,
             tls_ca=self.tls_ca,
+            codec=self.codec,
             decoder_threads=self.decoder_threads,
             on_drop=self._count_drop,
         )

@@ -98,7 +98,8 @@ def init() -> Any:
 
             gi.require_version("Gst", "1.0")
             gi.require_version("GstVideo", "1.0")
-            from gi.repository import Gst, GstVideo
+            gi.require_version("GstRtsp", "1.0")
+            from gi.repository import Gst, GstRtsp, GstVideo
         except (ImportError, ValueError) as e:
             raise StreamError(
                 f"reading RTSP needs GStreamer 1.x with PyGObject ({e}): install PyGObject "
@@ -118,6 +119,7 @@ def init() -> Any:
         buffer.get_reference_timestamp_meta(_ntp_caps)
         for name in ("Pipeline", "Element", "Pad", "Bus", "Message", "Structure", "MapInfo"):
             getattr(Gst, name)
+        GstRtsp.RTSPMessage.parse_request  # noqa: B018 (the requests a redirect check reads)
         _gst, _video = Gst, GstVideo
         return Gst
 
@@ -193,6 +195,42 @@ def _h264_branch(
     return [depay, parse, queue, decoder, _element(gst, "videoconvert")]
 
 
+#: RTP encodings the reader decodes, by the descriptor ``codec`` that announces each; H.265
+#: too when a decoder is installed and no codec is expected. Anything else is refused: no
+#: ``decodebin``, so a hostile server cannot reach GStreamer's other demuxers and decoders.
+CODEC_ENCODINGS: Final = {"h264": "H264", "mjpeg": "JPEG"}
+H265_DECODERS: Final = ("vah265dec", "vaapih265dec", "v4l2h265dec", "avdec_h265")
+
+
+def _first_installed(gst: Any, names: tuple[str, ...]) -> str | None:
+    return next((n for n in names if gst.ElementFactory.find(n) is not None), None)
+
+
+def _shown(text: str | None) -> str:
+    """A server-given name, safe to put in a message (letters, digits, '-', 24 at most)."""
+    return "".join(c for c in (text or "") if c.isascii() and (c.isalnum() or c == "-"))[:24] or "?"
+
+
+def _post_refusal(gst: Any, element: Any, reason: str) -> None:
+    """An error on the pipeline's bus: the reader stops this session with ``reason``."""
+    from gi.repository import GLib
+
+    code = gst.StreamError.CODEC_NOT_FOUND
+    error = GLib.Error.new_literal(gst.StreamError.quark(), reason, code)
+    element.post_message(gst.Message.new_error(element, error, reason))
+
+
+def _same_server(origin: str, uri: str) -> bool:
+    """Whether a request ``uri`` (after an RTSP redirect) still goes to ``origin``'s server and
+    passes :func:`check_url`."""
+    try:
+        check_url(uri)
+    except StreamError:
+        return False
+    a, b = urlsplit(origin), urlsplit(uri)
+    return (a.hostname, a.port or 554) == (b.hostname, b.port or 554)
+
+
 def build_pipeline(
     url: str,
     *,
@@ -204,6 +242,7 @@ def build_pipeline(
     on_drop: Callable[[], None] | None = None,
     login: tuple[str, str] | None = None,
     tls_ca: str | None = None,
+    codec: str | None = None,
 ) -> tuple[Any, Any]:
     """The reader pipeline for a checked URL, built element by element: returns
     ``(pipeline, appsink)``; the appsink keeps the newest sample only. Raises ``StreamError`` for
@@ -215,7 +254,12 @@ def build_pipeline(
       first installed decoder of :data:`H264_DECODERS` (``avdec_h264`` limited to
       ``decoder_threads``), dropping to the next key frame when it falls behind by more than
       ``queue_frames`` frames (``on_drop`` counts each dropped frame);
-    - anything else: ``decodebin ! videoconvert`` to I420.
+    - H.265 (no ``codec`` expected, a decoder installed): ``rtph265depay ! h265parse !
+      <decoder> ! videoconvert`` to I420;
+    - anything else is refused (an error on the bus), as is a stream whose encoding is not the
+      expected ``codec`` (the descriptor's: ``h264`` or ``mjpeg``). Only the first video stream
+      of the SDP is set up, and an RTSP redirect to another server (or to a URL
+      :func:`check_url` refuses) ends the session instead of being followed.
 
     ``login`` (user, password) answers the server's basic or digest challenge; it comes from
     the reader's settings, never from the URL a descriptor carries. ``tls_ca``: the CA file an
@@ -251,10 +295,27 @@ def build_pipeline(
     for element in (src, sink):
         pipeline.add(element)
 
-    def select_stream(_src: Any, _num: int, caps: Any) -> bool:
-        # only the video stream is set up (an upstream camera's audio is never requested)
+    chosen: list[int] = []
+
+    def select_stream(_src: Any, num: int, caps: Any) -> bool:
+        # one video stream is set up (an upstream camera's audio, or a second video, never)
         media = caps.get_structure(0).get_string("media") if caps.get_size() else None
-        return media in (None, "video")
+        if media not in (None, "video") or (chosen and chosen[0] != num):
+            return False
+        chosen[:] = [num]
+        return True
+
+    def before_send(_src: Any, message: Any) -> bool:
+        try:
+            uri = message.parse_request()[2]
+        except (TypeError, ValueError, IndexError):
+            return True  # not a request
+        except AttributeError:  # not readable: refused, never followed unchecked
+            uri = None
+        if uri == "*" or (uri and _same_server(url, uri)):
+            return True
+        _post_refusal(gst, src, "refused RTSP redirect to another server or a refused URL")
+        return False
 
     def to_sink(pad: Any) -> None:
         target = sink.get_static_pad("sink")
@@ -273,36 +334,35 @@ def build_pipeline(
         for element in elements:
             element.sync_state_with_parent()
 
-    def on_decoded_pad(_decode: Any, pad: Any) -> None:
-        caps = pad.get_current_caps() or pad.query_caps(None)
-        if caps is None or not caps.get_size():
-            return
-        if caps.get_structure(0).get_name().startswith("video/"):
-            convert = _element(gst, "videoconvert")
-            filt = _element(gst, "capsfilter", caps=raw)
-            chain([convert, filt])
-            pad.link(convert.get_static_pad("sink"))
-            to_sink(filt.get_static_pad("src"))
-
     def on_rtp_pad(_src: Any, pad: Any) -> None:
         caps = pad.get_current_caps() or pad.query_caps(None)
         structure = caps.get_structure(0) if caps is not None and caps.get_size() else None
-        encoding = (structure.get_string("encoding-name") or "") if structure else ""
-        if encoding.upper() == "JPEG":
+        encoding = ((structure.get_string("encoding-name") or "") if structure else "").upper()
+        wanted = CODEC_ENCODINGS.get(codec) if codec is not None else None
+        h265 = _first_installed(gst, H265_DECODERS) if encoding == "H265" else None
+        if wanted is not None and encoding != wanted:
+            _post_refusal(
+                gst, src, f"the stream is {_shown(encoding)}, its descriptor says {codec}"
+            )
+            return
+        if encoding == "JPEG":
             elements = [_element(gst, "rtpjpegdepay")]
-        elif encoding.upper() == "H264":
+        elif encoding == "H264":
             elements = _h264_branch(gst, decoder_threads, queue_frames, on_drop)
             elements.append(_element(gst, "capsfilter", caps=raw))
+        elif h265 is not None and codec is None:
+            elements = [_element(gst, "rtph265depay"), _element(gst, "h265parse")]
+            elements += [_element(gst, h265), _element(gst, "videoconvert")]
+            elements.append(_element(gst, "capsfilter", caps=raw))
         else:
-            decode = _element(gst, "decodebin")
-            decode.connect("pad-added", on_decoded_pad)
-            chain([decode])
-            pad.link(decode.get_static_pad("sink"))
+            reason = f"RTP encoding {_shown(encoding)} is not read (H.264, H.265, JPEG only)"
+            _post_refusal(gst, src, reason)
             return
         chain(elements)
         pad.link(elements[0].get_static_pad("sink"))
         to_sink(elements[-1].get_static_pad("src"))
 
     src.connect("select-stream", select_stream)
+    src.connect("before-send", before_send)
     src.connect("pad-added", on_rtp_pad)
     return pipeline, sink

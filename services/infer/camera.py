@@ -234,8 +234,9 @@ class CameraRunner:
 
     def _ensure_reader(self, stream: StreamDescriptor) -> RtspReader | None:
         """The reader of ``stream``; ``None`` when its URL is refused (nothing is built)."""
-        if self._reader is not None and self._reader.url == stream.url:
-            return self._reader
+        old = self._reader
+        if old is not None and (old.url, old.codec) == (stream.url, stream.codec):
+            return old
         if self._refused == stream.url:
             return None
         self._close_reader()
@@ -249,6 +250,7 @@ class CameraRunner:
                 decoder_threads=self.decoder_threads,
                 login=self.rtsp_login,
                 tls_ca=self.rtsp_tls_ca,
+                codec=stream.codec,
             )
         except StreamError as e:
             log.error("stream descriptor refused", camera=self.camera, error=e.message)
