@@ -94,6 +94,10 @@ def test_tally_figures() -> None:
     assert empty.report("door", "n", "face", "face", 1.0).agreement == 1.0  # both found nothing
 
 
+#: Generous upper bound for a failure (a loaded machine); never what a test measures.
+WAIT_S = 60.0
+
+
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OpenVINOBackend, Path]]:
     root = models_folder(tmp_path_factory.mktemp("models"))
@@ -104,13 +108,6 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OpenVINO
 
 def spec_with(shadow: ShadowSpec) -> PipelineSpec:
     return PipelineSpec(models=[PipelineModel(name="face")], shadow=shadow)
-
-
-def collect(runner: ShadowRunner, reports: list[ShadowReport], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not reports and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert reports, "no shadow report"
 
 
 def test_real_model_as_its_own_shadow_agrees(backend: tuple[OpenVINOBackend, Path]) -> None:
@@ -135,45 +132,77 @@ def test_real_model_as_its_own_shadow_agrees(backend: tuple[OpenVINOBackend, Pat
     assert r.labels[0].score_delta_max == 0.0
 
 
-def test_offer_never_waits_for_a_slow_or_broken_candidate() -> None:
-    calls: list[float] = []
+def totals(reports: list[ShadowReport]) -> tuple[int, int, int]:
+    """Frames compared, skipped and errors over every report."""
+    return (
+        sum(r.frames_compared for r in reports),
+        sum(r.frames_skipped for r in reports),
+        sum(r.errors for r in reports),
+    )
 
-    def slow(pm: PipelineModel, image: np.ndarray) -> ModelResult:  # 10x slower than serving
-        calls.append(time.monotonic())
-        time.sleep(0.2)
-        return result(o("face", 0.9, [0, 0, 10, 10]), ms=200.0)
+
+def test_offer_never_waits_for_a_stuck_or_broken_candidate() -> None:
+    """A candidate known to be running and stuck (it waits for the test): offers keep returning
+    and are counted as skipped; released, it fails, and the failure is reported."""
+    started, release = threading.Event(), threading.Event()
 
     def broken(pm: PipelineModel, image: np.ndarray) -> ModelResult:
+        started.set()
+        release.wait(WAIT_S)
         raise ModelError("model 'bad': wrong outputs", code=ErrorCode.MODEL_OUTPUT_MISMATCH)
 
     image = np.zeros((48, 64, 3), np.uint8)
     serving = result(o("face", 0.9, [0, 0, 10, 10]), ms=20.0)
-    for run, expect_errors in ((slow, False), (broken, True)):
-        reports: list[ShadowReport] = []
-        runner = ShadowRunner("door", "n", run, reports.append)
-        spec = spec_with(ShadowSpec(model="bad", report_interval_s=0.5, budget=0.5))
-        worst = 0.0
-        try:
-            end = time.monotonic() + 1.5
-            while time.monotonic() < end:
-                t0 = time.perf_counter()
-                runner.offer(spec, image, [serving])
-                worst = max(worst, time.perf_counter() - t0)
-                time.sleep(1 / 30)
-        finally:
-            runner.stop()
-        assert worst < 0.01, f"offer took {worst * 1000:.1f} ms"
-        collect(runner, reports)
-        total = ShadowReport.model_validate(reports[0].model_dump())
-        assert total.frames_skipped > 0
-        if expect_errors:
-            assert total.errors >= 1 and total.frames_compared == 0
-            assert total.error is not None and "wrong outputs" in total.error.message
-        else:
-            assert total.frames_compared >= 1 and total.errors == 0
-            # budget 0.5: after 200 ms of work it rests 200 ms
-            gaps = np.diff(calls)
-            assert len(gaps) == 0 or gaps.min() >= 0.39
+    reports: list[ShadowReport] = []
+    runner = ShadowRunner("door", "n", broken, reports.append)
+    spec = spec_with(ShadowSpec(model="bad", report_interval_s=0.5, budget=0.5))
+    try:
+        runner.offer(spec, image, [serving])
+        assert started.wait(WAIT_S), "the candidate never ran"
+        offers = threading.Thread(
+            target=lambda: [runner.offer(spec, image, [serving]) for _ in range(20)], daemon=True
+        )
+        offers.start()
+        offers.join(WAIT_S)
+        assert not offers.is_alive(), "offer() waited for the stuck candidate"
+    finally:
+        release.set()
+        runner.stop()  # reports what was left
+    assert totals(reports) == (0, 20, 1), reports
+    failed = next(r for r in reports if r.errors)
+    assert failed.error is not None and "wrong outputs" in failed.error.message
+
+
+def test_a_slow_candidate_keeps_to_its_budget() -> None:
+    """Budget 0.5: after 200 ms of work the candidate rests at least 200 ms, so its runs start at
+    least 0.4 s apart; the frames offered meanwhile are skipped, not queued."""
+    calls: list[float] = []
+    ran = threading.Condition()
+
+    def slow(pm: PipelineModel, image: np.ndarray) -> ModelResult:  # 10x slower than serving
+        with ran:
+            calls.append(time.monotonic())
+            ran.notify_all()
+        time.sleep(0.2)  # the candidate's own work
+        return result(o("face", 0.9, [0, 0, 10, 10]), ms=200.0)
+
+    image = np.zeros((48, 64, 3), np.uint8)
+    serving = result(o("face", 0.9, [0, 0, 10, 10]), ms=20.0)
+    reports: list[ShadowReport] = []
+    runner = ShadowRunner("door", "n", slow, reports.append)
+    spec = spec_with(ShadowSpec(model="bad", report_interval_s=0.5, budget=0.5))
+    deadline = time.monotonic() + WAIT_S
+    try:
+        while len(calls) < 4:  # frames at about 30/s until the candidate ran 4 times
+            assert time.monotonic() < deadline, calls
+            runner.offer(spec, image, [serving])
+            with ran:
+                ran.wait(1 / 30)
+    finally:
+        runner.stop()
+    compared, skipped, errors = totals(reports)
+    assert compared >= 3 and errors == 0 and skipped > 0, reports
+    assert np.diff(calls).min() >= 0.39, np.diff(calls)
 
 
 def test_ring_keeps_seconds_and_bytes() -> None:
@@ -199,13 +228,17 @@ def test_recorder_encodes_i420_and_is_rate_limited() -> None:
     assert float(np.abs(back.astype(int) - frame.image.astype(int)).mean()) < 3.0
     rec = Recorder(seconds=10, fps=5, quality=80, max_bytes=10**7, min_free=0)
     try:
-        for i in range(20):  # 20 offers within far less than 1/5 s: one kept
+        began = time.monotonic()
+        for i in range(20):  # 20 offers in (normally) far less than 1/5 s: the first kept
             rec.offer("door", Frame(yuv, i, time.time(), "arrival", time.time()))
-        deadline = time.monotonic() + 5
+        took = time.monotonic() - began
+        deadline = time.monotonic() + WAIT_S
         while rec.ring("door") is None and time.monotonic() < deadline:
             time.sleep(0.02)
         ring = rec.ring("door")
-        assert ring is not None and [f.index for f in ring.frames()] == [0]
+        assert ring is not None and ring.frames()[0].index == 0
+        # one per 1/5 s of offering at most (a loaded machine may spread the offers out)
+        assert len(ring.frames()) <= 1 + int(took / 0.2), (took, len(ring.frames()))
     finally:
         rec.close()
     off = Recorder(seconds=0, fps=5, quality=80, max_bytes=10**7, min_free=0)
@@ -303,8 +336,8 @@ def test_no_frames_kept_while_memory_is_short() -> None:
         deadline = time.monotonic() + 5
         while not rec.short_of_memory and time.monotonic() < deadline:
             time.sleep(0.02)
-        rec.offer("door", Frame(yuv, 1, 0.0, "arrival", 0.0))
-        time.sleep(0.2)
-        assert rec.short_of_memory and rec.ring("door") is None
+        assert rec.short_of_memory, "the memory check never ran"
+        rec.offer("door", Frame(yuv, 1, 0.0, "arrival", 0.0))  # refused at once while short
+        assert rec.ring("door") is None
     finally:
         rec.close()
