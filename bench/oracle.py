@@ -33,6 +33,7 @@ from ovbus.payloads.node import Birth
 from ovbus.payloads.pipeline import InferenceState
 from ovbus.payloads.stream import CameraSet, CameraState, StreamDescriptor
 from ovbus.payloads.zoo import ListRequest
+from ovbus.topics import Topics
 from services.infer.ownership import owner
 
 #: The retained kinds the oracle checks (``Topics`` builder names of their wildcards).
@@ -169,19 +170,20 @@ def look(
         cams = capture_truth(bus, now)
         observed = time.monotonic()
         tree = snapshot(bus)
-    return judge(bus, now, tree, zoo, cams, served_by_config(now.models)), observed
+    return judge(bus.topics, now, tree, zoo, cams, served_by_config(now.models)), observed
 
 
 def judge(
-    bus: Bus,
+    topics: Topics,
     truth: Truth,
     tree: dict[str, Message],
     zoo: dict[str, dict[str, Any]] | None,
     cams: dict[str, str | None],
     config: set[str] | None,
 ) -> list[Wrong]:
-    """The comparison itself, a plain function of the truth and the snapshot."""
-    t = bus.topics
+    """The comparison itself, a plain function of the truth, the workers' answers and the
+    snapshot (``tests/faults/test_oracle.py`` calls it directly)."""
+    t = topics
     wrong: list[Wrong] = []
     seen: set[str] = set()
 
@@ -258,8 +260,9 @@ def judge(
         if kind == "zoo_model" and topic not in seen:
             state = _decode(message, ModelState)
             if state is not None and state.state == "ready":
-                listed = zoo is not None and params["model"] in zoo
-                if not listed or (config is not None and params["model"] not in config):
+                # with no zoo to ask (dead, or cut off), config.json alone is the truth
+                unlisted = zoo is not None and params["model"] not in zoo
+                if unlisted or (config is not None and params["model"] not in config):
                     wrong.append(Wrong(topic, "extra", "ready, but config.json does not serve it"))
         elif kind in ("stream", "state") and params.get("camera") not in truth.cameras:
             wrong.append(Wrong(topic, "extra", "no capture node serves this camera"))

@@ -102,6 +102,7 @@ def soak(minutes: float, seed: int, cameras: int = 3, kinds: list[str] | None = 
             return "dead: " + ("never" if got.seconds is None else f"{got.seconds:.2f} s")
 
         stack.checkpoint = checkpoint
+        print(f"  workers' logs: {stack.logs}", flush=True)
         first = converge(stack.bus, stack.truth, time.monotonic(), timeout=180, hold=stack.quiet)
         if first.seconds is None:
             raise SystemExit(f"the stack never converged before any fault: {first.wrong}")

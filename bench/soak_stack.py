@@ -56,6 +56,7 @@ class SoakStack:
 
     def __init__(self, cameras: int, seed: int, partition: bool = True, disk_mb: int = 64) -> None:
         self.cameras = [f"cam{i}" for i in range(cameras)]
+        self.seed = seed
         self.rng = random.Random(seed * 7919 + 1)  # the command stream's own draws
         self.want_partition = partition
         self.disk_mb = disk_mb
@@ -107,7 +108,9 @@ class SoakStack:
                 )
         self.broker = Mosquitto(workdir=self.tmp / "broker", extra_conf=extra)
         self._exit.enter_context(self.broker)
-        self.workers = self._exit.enter_context(Supervisor(self.tmp / "logs", cwd=ROOT, grace=10))
+        # the workers' logs outlive the run (a finding is read in them): .cache/soak/<stamp>
+        self.logs = ROOT / ".cache" / "soak" / f"{time.strftime('%Y%m%dT%H%M%S')}-seed{self.seed}"
+        self.workers = self._exit.enter_context(Supervisor(self.logs, cwd=ROOT, grace=10))
         self.bus = Bus(self.broker.url, prefix=PREFIX, queue_size=100000).connect()
         self._exit.callback(self.bus.close)
         # the harness owns the pipeline specs: like any owner of retained config, it publishes
