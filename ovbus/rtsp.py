@@ -18,8 +18,9 @@ What it does:
   smallest size at least ``decode_size``: a skipped JPEG frame is never decoded. H.264 is decoded
   as it comes (every frame is a reference), by the first installed decoder of
   ``rtsp_pipeline.H264_DECODERS`` (VA-API, V4L2, then ``avdec_h264`` with ``decoder_threads``
-  threads); when the decoder falls behind, frames are dropped up to the next key frame
-  (``dropped``) instead of queueing, so frame age does not grow.
+  threads); when the decoder falls behind, frames are dropped before decoding up to the next
+  key frame (``dropped``) instead of queueing, so frame age does not grow; a stream whose frames
+  come but are dropped is behind, not stalled: it is never restarted for want of frames.
 - **Frames as decoded.** Frames stay I420 (what H.264 decodes to); :attr:`Frame.image`
   converts to BGR on first use (JPEG frames come as BGR).
 - **Capture times.** ovbus capture nodes run on the system clock and send RTCP sender reports
@@ -291,13 +292,15 @@ class RtspReader:
         try:
             if pipeline.set_state(gst.State.PLAYING) == gst.StateChangeReturn.FAILURE:
                 raise StreamError(f"{self._who}cannot open the stream")
-            last = time.monotonic()
+            last, dropped = time.monotonic(), self.dropped
             while not self._stop.is_set():
                 self._check_bus(gst, bus)
                 sample = sink.emit("try-pull-sample", int(0.2 * gst.SECOND))
                 if sample is None:
                     if sink.get_property("eos"):
                         raise StreamError(f"{self._who}the stream ended")
+                    if self.dropped != dropped:  # frames come, dropped before decoding: the
+                        last, dropped = time.monotonic(), self.dropped  # reader is behind
                     if time.monotonic() - last > self.frame_timeout:
                         raise StreamError(f"{self._who}no frame for {self.frame_timeout:.1f} s")
                     continue

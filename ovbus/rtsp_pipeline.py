@@ -165,9 +165,11 @@ def h264_decoder(gst: Any) -> str:
 def _h264_branch(
     gst: Any, decoder_threads: int, queue_frames: int, on_drop: Callable[[], None] | None
 ) -> list[Any]:
-    """``rtph264depay ! h264parse ! queue ! <decoder> ! videoconvert``. The queue leaks when the
-    decoder falls behind, and from then on delta frames are dropped up to the next key frame
-    (never decoded from a broken reference, never queued): frame age does not grow."""
+    """``rtph264depay ! h264parse ! queue ! <decoder> ! videoconvert``. Frames are dropped
+    before the queue, never decoded: once the decoder is behind (the queue holds
+    ``queue_frames - 1`` frames), every delta frame up to the next key frame is dropped
+    (``on_drop``), and key frames always enter, so decoding restarts at the next one and frame
+    age does not grow. The queue leaks only as a last resort (never blocks the network side)."""
     depay = _element(gst, "rtph264depay")
     parse = _element(gst, "h264parse")
     queue = _element(gst, "queue", max_size_buffers=queue_frames, max_size_bytes=0, max_size_time=0)
@@ -177,21 +179,20 @@ def _h264_branch(
     if name.startswith("avdec_"):
         decoder.set_property("max-threads", decoder_threads)  # 0: one per core, per decoder
     behind = [False]
+    limit = max(1, queue_frames - 1)
 
-    def overrun(_queue: Any) -> None:
-        behind[0] = True
-
-    def to_key_frame(_pad: Any, info: Any) -> Any:
-        if behind[0]:
-            if info.get_buffer().has_flags(gst.BufferFlags.DELTA_UNIT):
-                if on_drop is not None:
-                    on_drop()
-                return gst.PadProbeReturn.DROP
-            behind[0] = False
+    def admit(_pad: Any, info: Any) -> Any:
+        if not info.get_buffer().has_flags(gst.BufferFlags.DELTA_UNIT):
+            behind[0] = False  # a key frame: decoding restarts here
+            return gst.PadProbeReturn.OK
+        if behind[0] or queue.get_property("current-level-buffers") >= limit:
+            behind[0] = True
+            if on_drop is not None:
+                on_drop()
+            return gst.PadProbeReturn.DROP
         return gst.PadProbeReturn.OK
 
-    queue.connect("overrun", overrun)
-    queue.get_static_pad("src").add_probe(gst.PadProbeType.BUFFER, to_key_frame)
+    queue.get_static_pad("sink").add_probe(gst.PadProbeType.BUFFER, admit)
     return [depay, parse, queue, decoder, _element(gst, "videoconvert")]
 
 
