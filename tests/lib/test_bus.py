@@ -6,6 +6,7 @@ import itertools
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -54,22 +55,32 @@ def test_detections_iterator_three_lines(broker: Mosquitto, prefix: str) -> None
         import ovbus
 
         bus = ovbus.connect(broker.url, prefix=prefix)
-        results = bus.detections("door", timeout=5)
+        results = bus.detections("door", timeout=60)
+        stop = threading.Event()
 
         def produce() -> None:
-            time.sleep(0.3)
-            producer.publish(producer.topics.detections("door"), b"{garbage")
-            for i in range(3):
-                producer.publish(
-                    producer.topics.detections("door"),
-                    sample_result().model_copy(update={"frame": i}),
-                )
+            # the iterator subscribes on its first next(): publish until the consumer is done
+            frame = 0
+            while not stop.is_set():
+                producer.publish(producer.topics.detections("door"), b"{garbage", qos=1)
+                for _ in range(3):
+                    producer.publish(
+                        producer.topics.detections("door"),
+                        sample_result().model_copy(update={"frame": frame}),
+                        qos=1,
+                    )
+                    frame += 1
+                stop.wait(0.1)
 
-        import threading
-
-        threading.Thread(target=produce, daemon=True).start()
-        frames = [next(results).frame for _ in range(3)]
-        assert frames == [0, 1, 2]
+        thread = threading.Thread(target=produce, daemon=True)
+        thread.start()
+        try:
+            frames = [next(results).frame for _ in range(3)]
+        finally:
+            stop.set()
+            thread.join(60)
+        # garbage skipped, the results in order
+        assert frames == list(range(frames[0], frames[0] + 3)), frames
         bus.close()
     finally:
         producer.close()
@@ -100,11 +111,12 @@ def test_retained_status_and_last_will_after_sigkill(
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"up"
         observer = Bus(broker.url, prefix=prefix).connect()
-        status = observer.subscribe(observer.topics.status("victim"), idle_timeout=10)
-        birth = observer.retained(observer.topics.birth("victim"))
+        status = observer.subscribe(observer.topics.status("victim"), idle_timeout=60)
+        # the birth may still be on its way when "up" is printed: wait for it, retained or not
+        birth = observer.subscribe(observer.topics.birth("victim"), idle_timeout=60).get()
         first = status.get()
         assert first.retain and first.payload == b"online"
-        assert birth and birth[0].decode(Birth).kind == "capture"
+        assert birth.decode(Birth).kind == "capture"
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         assert status.get().payload == b"offline"
@@ -239,16 +251,27 @@ def test_replies_only_to_the_replies_tree(broker: Mosquitto, prefix: str, client
     server = Bus(broker.url, prefix=prefix).connect()
     try:
         _echo_server(server)
-        victim = client.subscribe(client.topics.stream("hijack"), idle_timeout=1.5)
-        time.sleep(0.2)
+        victim = client.subscribe(client.topics.stream("hijack"), idle_timeout=60)
+        replies = client.subscribe(f"{client.topics.prefix}/replies/+", idle_timeout=60)
         client.publish(
             client.topics.camera_set("door"),
             CameraSet(fps=1),
             response_topic=str(client.topics.stream("hijack")),
             correlation=b"x",
         )
-        with pytest.raises(BusTimeout):
-            victim.get()
+        # positive control: the same server answers a request sent after it, to a reply topic
+        reply_to = f"{client.topics.prefix}/replies/control"
+        client.publish(
+            client.topics.camera_set("door"),
+            CameraSet(fps=2),
+            response_topic=reply_to,
+            correlation=b"y",
+        )
+        answer = replies.get()
+        assert answer.topic == reply_to and answer.correlation == b"y"
+        # the server handles one request at a time, in order: the hijacking one came first,
+        # so had it been answered on the stream topic, that answer would be there by now
+        assert victim.get_nowait() is None
     finally:
         server.close()
 
@@ -381,9 +404,11 @@ def test_reconnect_waits_honour_the_float_minimum() -> None:
         server.close()
         bus.close()
     gaps = [round(b - a, 2) for a, b in itertools.pairwise(attempts)]
-    assert len(attempts) >= 5, gaps  # whole-second delays: 2 or 3 attempts
-    assert 0.2 <= gaps[0] <= 0.45, gaps
-    assert all(0.2 <= g <= 0.8 for g in gaps), gaps
+    assert len(attempts) >= 3, gaps
+    # never sooner than the minimum; whole-second delays (the bug) give gaps of 1 s and more,
+    # a loaded machine only stretches a few of the 0.25-0.5 s ones
+    assert min(gaps) >= 0.2, gaps
+    assert statistics.median(gaps) < 0.9, gaps
 
 
 def test_reconnect_delays_must_make_sense() -> None:
