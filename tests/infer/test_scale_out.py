@@ -50,21 +50,36 @@ def births(client: Bus, nodes: list[str], want: dict[str, set[str]], timeout: fl
     wait_for(client, str(client.topics.all_births()), check, timeout)
 
 
-def owners_seen(client: Bus, timeout: float, settle: float = 3.0) -> dict[str, set[str]]:
-    """Which nodes publish detections for each camera: collected until every camera was seen
-    (or ``timeout``), then ``settle`` seconds more."""
-    found: dict[str, set[str]] = defaultdict(set)
+def owners_seen(
+    client: Bus, expected: dict[str, str], timeout: float, run: int = 3, after: int = 6
+) -> dict[str, set[str]]:
+    """Which nodes publish each camera's detections once ownership settled: a camera counts as
+    settled after ``run`` results in a row from its ``expected`` owner (results of a previous
+    owner still in flight before that are ignored); the nodes of its next ``after`` results are
+    returned (with the owner). Waits for results, not for a clock; a camera never settled
+    within ``timeout`` is missing from the answer."""
+    streak: dict[str, int] = defaultdict(int)
+    found: dict[str, list[str]] = {}
+    deadline = time.monotonic() + timeout
     with client.subscribe(client.topics.all_cameras("detections"), qos=0, idle_timeout=1) as sub:
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if set(found) == set(CAMERAS):
-                deadline = min(deadline, time.monotonic() + settle)
+            if len(found) == len(expected) and all(len(n) > after for n in found.values()):
+                break
             try:
-                doc = sub.get(timeout=0.5).decode(DetectionResult)
+                doc = sub.get(timeout=1).decode(DetectionResult)
             except BusTimeout:
                 continue
-            found[doc.camera].add(doc.node)
-    return found
+            if doc.camera not in expected:
+                continue
+            if doc.camera in found:
+                found[doc.camera].append(doc.node)
+            elif doc.node == expected[doc.camera]:
+                streak[doc.camera] += 1
+                if streak[doc.camera] >= run:
+                    found[doc.camera] = [doc.node]
+            else:
+                streak[doc.camera] = 0
+    return {cam: set(nodes) for cam, nodes in found.items()}
 
 
 def test_two_workers_split_cameras_and_take_over(
@@ -82,8 +97,7 @@ def test_two_workers_split_cameras_and_take_over(
         want = {n: {c for c in CAMERAS if owner(c, nodes) == n} for n in nodes}
         assert want["infer-a"] and want["infer-b"], "the hash should give both some cameras"
         births(client, nodes, want, 40)
-        time.sleep(2)  # let a camera released by its first owner stop publishing
-        seen = owners_seen(client, 60)
+        seen = owners_seen(client, {cam: owner(cam, nodes) for cam in CAMERAS}, 120)
         assert set(seen) == set(CAMERAS)
         for cam in CAMERAS:
             assert seen[cam] == {owner(cam, nodes)}, (cam, seen[cam])
@@ -95,8 +109,8 @@ def test_two_workers_split_cameras_and_take_over(
         took_over = time.monotonic() - killed_at
         print(f"cameras taken over {took_over:.1f} s after the hang (keep-alive 2 s)")
         assert took_over < 15, took_over
-        seen = owners_seen(client, 60)
-        assert all(seen[cam] == {"infer-b"} for cam in CAMERAS), seen
+        seen = owners_seen(client, dict.fromkeys(CAMERAS, "infer-b"), 120)
+        assert seen == {cam: {"infer-b"} for cam in CAMERAS}, seen
         a.kill()
     finally:
         a.stop()
