@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any, Final
 
 _FIELDS: Final = "ovbus_fields"
+#: ``scheme://user:password@``: the password is never written to a log
+_PASSWORD_IN_URL: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^@/\s]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` replaced by ``***``."""
+    return _PASSWORD_IN_URL.sub(r"\1:***@", text)
 
 
 class StructLogger:
@@ -23,7 +31,10 @@ class StructLogger:
 
     def _log(self, level: int, event: str, exc_info: bool, fields: dict[str, Any]) -> None:
         if self._logger.isEnabledFor(level):
-            self._logger.log(level, event, extra={_FIELDS: fields}, exc_info=exc_info, stacklevel=3)
+            fields = {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()}
+            self._logger.log(
+                level, redact(event), extra={_FIELDS: fields}, exc_info=exc_info, stacklevel=3
+            )
 
     def debug(self, event: str, **fields: Any) -> None:
         self._log(logging.DEBUG, event, False, fields)

@@ -66,11 +66,21 @@ def _an(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
 def not_public(address: str, *, allow_private: bool = False) -> str | None:
     """Why ``address`` may not be fetched from, or ``None`` when it may."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # an IPv4 address inside an IPv6 one is judged as IPv4: mapped (::ffff:a.b.c.d), 6to4
+        # (2002:AABB:CCDD::), Teredo's client, NAT64 (64:ff9b::/96, 64:ff9b:1::/48): else
+        # 2002:7f00:1::1 or 64:ff9b::a9fe:a9fe reach loopback or the cloud metadata service
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and any(ip in net for net in _NAT64):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            ip = embedded
     for kind, flag in (
         ("link-local", ip.is_link_local),
         ("unspecified", ip.is_unspecified),

