@@ -54,6 +54,7 @@ class SoakResult:
     sent: int = 0
     answered: int = 0
     lost: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
     twice: int = 0
     executed: int = 0
     pipelines: int = 0
@@ -75,6 +76,7 @@ class SoakResult:
             "max_s": round(max(times), 2) if times else None,
             "commands": self.sent,
             "lost": len(self.lost),
+            "refused": len(self.refused),
             "twice": self.twice,
             "pipeline_changes": self.pipelines,
             "crashes": len(self.crashes),
@@ -141,6 +143,7 @@ def soak(minutes: float, seed: int, cameras: int = 3, kinds: list[str] | None = 
             result.sent = stack.commands.sent
             result.answered = stack.commands.answered
             result.lost = list(stack.commands.failed)
+            result.refused = list(stack.commands.refused)
             result.pipelines = stack.commands.pipelines
         result.executed = len(runs)
         result.twice = sum(n - 1 for n in runs.values() if n > 1)
@@ -185,6 +188,8 @@ def report(result: SoakResult, label: str) -> Report:
         rep.notes.append(f"worker exited by itself: {crash}")
     for lost in result.lost[:20]:
         rep.notes.append(f"command lost: {lost}")
+    for refused in result.refused[:20]:
+        rep.notes.append(f"command answered with an error: {refused}")
     return rep
 
 

@@ -166,6 +166,9 @@ def worker_kill(stack: SoakStack, rng: random.Random) -> Fault:
     note = stack.checkpoint(f"{node} dead", started)  # the death shows on the tree
     time.sleep(max(0.0, down - (time.monotonic() - started)))
     stack.spawn(node)
+    spawned = time.monotonic()
+    stack.wait_online(node)  # the fault ends when the worker is back (its start-up is its own)
+    note += f"; online {time.monotonic() - spawned:.2f} s after its restart"
     return Fault("worker-kill", node, round(down, 2), time.monotonic(), note)
 
 

@@ -47,6 +47,7 @@ class Commands:
     sent: int = 0
     answered: int = 0
     failed: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
     pipelines: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -232,12 +233,12 @@ class SoakStack:
         except OvbusError as e:
             reply, error = None, e.message
         with self.commands.lock:
-            if reply is not None and reply.ok:
+            if reply is None:  # no reply within the requester's time: lost
+                self.commands.failed.append(f"set nireq={nireq}: {error}")
+            elif reply.ok:
                 self.commands.answered += 1
-            else:
-                self.commands.failed.append(
-                    f"set nireq={nireq}: {reply.error if reply is not None else error}"
-                )
+            else:  # answered with an error (a full disk: no_space): refused, not lost
+                self.commands.refused.append(f"set nireq={nireq}: {reply.error}")
 
     def _command_stream(self) -> None:
         """A zoo ``set`` or a pipeline change every 0.5-2 s, whatever fault is running."""
@@ -268,7 +269,8 @@ class SoakStack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.commands.lock:
-                if self.commands.answered + len(self.commands.failed) >= self.commands.sent:
+                c = self.commands
+                if c.answered + len(c.failed) + len(c.refused) >= c.sent:
                     return
             time.sleep(0.2)
 
