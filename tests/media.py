@@ -103,6 +103,8 @@ class Clip:
     height: int
     #: Served as it comes (H.264); ``False``: a codec the RTSP reader does not take, transcoded.
     passthrough: bool = True
+    #: Options of a second pass that copies the streams (tags ffmpeg 5 writes only so).
+    remux: tuple[str, ...] = ()
 
 
 def _pattern(width: int, height: int, fps: int, seconds: float) -> tuple[str, ...]:
@@ -142,7 +144,10 @@ CORPUS: Final = {
             (*_X264, "-c:a", "aac", "-shortest"), 320, 240,
         ),
         Clip("short-mp4", "mp4", _pattern(320, 240, 30, 0.5), _X264, 320, 240),
-        Clip("rotated-mp4", "mp4", _SMALL, (*_X264, "-metadata:s:v:0", "rotate=90"), 320, 240),
+        Clip(
+            "rotated-90-mp4", "mp4", _SMALL, _X264, 320, 240,
+            remux=("-metadata:s:v:0", "rotate=90"),  # a display matrix; frames as stored
+        ),
         Clip("h265-mp4", "mp4", _SMALL, ("-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt",
              "yuv420p", "-x265-params", "log-level=error", "-tag:v", "hvc1"), 320, 240, False),
         Clip("vp9-webm", "webm", _SMALL, ("-c:v", "libvpx-vp9", "-deadline", "realtime",
@@ -162,10 +167,12 @@ def clip(name: str) -> Path:
             return target
         inputs = [arg.format(astronaut=assets.astronaut()) for arg in spec.inputs]
         part = target.with_name(f"{target.stem}.part.{spec.suffix}")
-        subprocess.run(
-            ["ffmpeg", "-loglevel", "error", "-y", *inputs, *spec.output, str(part)],
-            check=True,
-            timeout=300,
-        )
+        ffmpeg = ["ffmpeg", "-loglevel", "error", "-y"]
+        subprocess.run([*ffmpeg, *inputs, *spec.output, str(part)], check=True, timeout=300)
+        if spec.remux:
+            copy = part.with_name(f"{target.stem}.copy.{spec.suffix}")
+            remux = [*ffmpeg, "-i", str(part), "-c", "copy", *spec.remux, str(copy)]
+            subprocess.run(remux, check=True, timeout=300)
+            copy.replace(part)
         part.replace(target)
     return target
