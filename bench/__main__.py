@@ -21,6 +21,7 @@ BENCHES = {
     "bus": "bench.bus",
     "accuracy": "bench.accuracy.run",
     "capture": "bench.capture",
+    "int8": "bench.int8",
 }
 README = Path(__file__).resolve().parent / "README.md"
 SOAK = "\n## Soak: convergence after faults"
@@ -58,7 +59,10 @@ ratio is measured side by side in one run on one machine, so the machine's own s
    moving on known paths (`bench/accuracy/`: labels, sources and licences in `labels.json`; the
    reading of the latest run in `bench/accuracy/README.md`);
 6. **capture**: capture CPU per camera served as it comes (pass-through, H.264 and MJPEG)
-   against the same camera decoded and encoded, measured alternately in one run.
+   against the same camera decoded and encoded, measured alternately in one run;
+7. **int8**: the default face model and the room person model quantized to INT8 by the zoo's
+   code (NNCF, calibrated on the accuracy benchmark's dev split), against FP32: `benchmark_app`
+   throughput (alternately) and AP@0.5 on the test split (docs/flywheel.md).
 
 The soak (`python -m bench soak --minutes N --seed S`, not part of a full run) puts the stack
 through random faults and checks after each that every retained topic converges to the truth;
