@@ -54,8 +54,9 @@ RED_JS = NODE_RED / "node_modules" / "node-red" / "red.js"
 def _refused(url: str, **tls: str) -> TlsError:
     started = time.monotonic()
     with pytest.raises(TlsError) as info:
-        Bus(url, **tls).connect(timeout=10)  # type: ignore[arg-type]
-    assert time.monotonic() - started < 5, "a refused certificate must not wait for the timeout"
+        Bus(url, **tls).connect(timeout=240)  # type: ignore[arg-type]
+    # a generous bound, far below the connect timeout that a wait for it would take
+    assert time.monotonic() - started < 60, "a refused certificate must not wait for the timeout"
     return info.value
 
 

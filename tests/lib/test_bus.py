@@ -280,7 +280,7 @@ def test_request_timeout_when_nobody_answers(client: Bus) -> None:
     start = time.monotonic()
     with pytest.raises(BusTimeout):
         client.request(client.topics.camera_set("nobody"), CameraSet(fps=1), timeout=0.5)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 20  # the 0.5 s asked, not the 30 s default
 
 
 def test_bounded_queue_reports_drops(client: Bus) -> None:

@@ -129,9 +129,10 @@ def test_watch_an_unannounced_camera_says_so_at_once(broker: Mosquitto, prefix: 
     with Bus(broker.url, prefix=prefix).connect() as capture:
         capture.publish(capture.topics.stream("door"), sample_descriptor("door"))
         start = time.monotonic()
-        out = run("watch", "dor", "--broker", broker.url, "--prefix", prefix, "--timeout", "60")
+        out = run("watch", "dor", "--broker", broker.url, "--prefix", prefix, "--timeout", "240")
         assert out.returncode == 3
-        assert time.monotonic() - start < 20
+        # at once: a generous bound, far below the --timeout that a wait for it would take
+        assert time.monotonic() - start < 90
         assert "'dor' is not announced" in out.stderr and "door" in out.stderr
 
 
