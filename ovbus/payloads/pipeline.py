@@ -36,6 +36,43 @@ class Tiling(Command):
         return self
 
 
+class Crops(Command):
+    """Run a model on crops of an earlier model's detections, as Frigate runs faces inside person
+    boxes (``{"model": "person-detection-ssdlite", "labels": ["person"], "top": 0.45, "square":
+    true}``): each box of ``labels`` that ``model`` found on the frame is cut out (its top ``top``
+    share, made square when ``square``, grown by ``margin`` on every side, clipped to the frame),
+    this model runs on each crop (and on the whole frame with ``whole_frame``), and its boxes are
+    mapped back into frame pixels and merged. A small object inside a box gets many more of the
+    model's input pixels. Costs one inference per crop (at most ``max_crops``, best boxes first),
+    plus the whole frame; the frame is decoded at full size."""
+
+    model: Name = Field(
+        description="the pipeline model, listed before this one, whose detections are cropped"
+    )
+    labels: list[ShortText] | None = Field(
+        None, min_length=1, max_length=100, description="crop boxes of these labels; default: all"
+    )
+    top: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="share of each box's height, from its top, that is cropped (0.45: the head "
+        "and shoulders of a standing person)",
+    )
+    square: bool = Field(
+        False, description="make the crop square: the shorter side grown (across: centred; down)"
+    )
+    margin: float = Field(
+        0.1, ge=0.0, le=1.0, description="crop grown by this share of its side on every side"
+    )
+    max_crops: int = Field(8, ge=1, le=32, description="crops per frame, best-scoring boxes first")
+    min_size: int = Field(16, ge=4, le=4096, description="crops under this many px are skipped")
+    whole_frame: bool = Field(True, description="also run on the whole frame, outside the boxes")
+    iou: float = Field(
+        0.3, gt=0.0, le=1.0, description="boxes of one label from two crops above this IoU: one"
+    )
+
+
 class PipelineModel(Command):
     """One model in a camera's pipeline."""
 
@@ -48,6 +85,17 @@ class PipelineModel(Command):
     tiling: Tiling | None = Field(
         None, description="run a detector on overlapping tiles (small objects); default: none"
     )
+    on: Crops | None = Field(
+        None, description="run on crops of an earlier model's detections; default: the frame"
+    )
+
+    @model_validator(mode="after")
+    def _crops_or_tiles(self) -> PipelineModel:
+        if self.on is not None and self.tiling is not None:
+            raise ValueError("a model runs on tiles or on crops (on), not both")
+        if self.on is not None and self.on.model == self.name:
+            raise ValueError(f"model {self.name!r} cannot run on crops of its own detections")
+        return self
 
 
 class PipelineSpec(Command):
@@ -84,6 +132,17 @@ class PipelineSpec(Command):
     dataset: DatasetRule | None = Field(
         None, description="frames collected into a dataset (docs/flywheel.md)"
     )
+
+    @field_validator("models")
+    @classmethod
+    def _crops_of_earlier_models(cls, models: list[PipelineModel]) -> list[PipelineModel]:
+        for i, pm in enumerate(models):
+            if pm.on is not None and pm.on.model not in {m.name for m in models[:i]}:
+                raise ValueError(
+                    f"model {pm.name!r} runs on crops of {pm.on.model!r}, which is not listed "
+                    "before it in models"
+                )
+        return models
 
     @field_validator("zones")
     @classmethod

@@ -39,11 +39,11 @@ from ovbus.rtsp import Frame, Pending, ReaderState, RtspReader
 from ovbus.topics import Topic
 from services.infer.annotate import Counts, SnapshotGate
 from services.infer.backend import Backend
+from services.infer.crops import Outcome, run_step
 from services.infer.descriptions import DescriptionStore
 from services.infer.events import FrameInfo, ObjectEvents
 from services.infer.figures import CameraFigures
-from services.infer.preprocess import fixed_shape, input_size
-from services.infer.run import input_name, run_model
+from services.infer.run import frame_size
 from services.infer.scheduler import Dispatcher
 from services.infer.taps import Taps
 
@@ -222,14 +222,12 @@ class CameraRunner:
             pm = self.taps.choose(pm)  # never waits for a version loading aside
             try:
                 model = self.backend.model(pm.name, pm.version)
-                desc = self.descriptions.get(pm.name)
-                shape = fixed_shape(model.inputs()[input_name(model, desc)].shape, desc)
-                w, h = input_size(shape, desc.layout)
+                size = frame_size(model, self.descriptions.get(pm.name), pm)
             except (OvbusError, KeyError):
                 return None
-            if pm.tiling is not None:
-                w, h = w * pm.tiling.cols, h * pm.tiling.rows
-            width, height = max(width, w), max(height, h)
+            if size is None:  # a model on crops: they need the full frame
+                return None
+            width, height = max(width, size[0]), max(height, size[1])
         return (width, height) if width and height else None
 
     def _ensure_reader(self, stream: StreamDescriptor) -> RtspReader | None:
@@ -278,13 +276,15 @@ class CameraRunner:
             self._publish_state("error", self._statuses)
 
     # one frame -----------------------------------------------------------------------------
-    def _run_model(self, frame: Frame, pm: PipelineModel) -> tuple[ModelResult | None, ModelStatus]:
+    def _run_model(
+        self, frame: Frame, pm: PipelineModel, done: list[Outcome]
+    ) -> tuple[ModelResult | None, ModelStatus]:
         pm = self.taps.choose(pm)  # a new version loads aside
         try:
             model = self.backend.model(pm.name, pm.version)
             self.dispatcher.need(getattr(model, "nireq", None))
             desc = self.descriptions.get(pm.name)
-            result = run_model(model, desc, frame.image, pm, self.infer_timeout)
+            result = run_step(model, desc, frame.image, pm, done, self.infer_timeout)
         except OvbusError as e:
             info = ErrorInfo.of(e)
             if repr(pm.name) not in info.message:  # every error names its model
@@ -302,7 +302,9 @@ class CameraRunner:
         return result, status
 
     def _process(self, frame: Frame, spec: PipelineSpec) -> None:
-        outcomes = [self._run_model(frame, pm) for pm in spec.models]
+        outcomes: list[Outcome] = []
+        for pm in spec.models:  # in order: a model on crops (on) after the model it crops
+            outcomes.append(self._run_model(frame, pm, outcomes))
         results = [r for r, _ in outcomes if r is not None]
         self._statuses = [s for _, s in outcomes]
         failed = len(results) < len(outcomes)

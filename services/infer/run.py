@@ -18,7 +18,7 @@ from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.pipeline import PipelineModel, Tiling
 from services.infer.backend import Model
 from services.infer.decoders import Decoded, Found, decode, merge_tiles
-from services.infer.preprocess import fixed_shape, prepare, tiles
+from services.infer.preprocess import fixed_shape, input_size, prepare, tiles
 
 
 def input_name(model: Model, desc: ModelDescription) -> str:
@@ -34,6 +34,18 @@ def input_name(model: Model, desc: ModelDescription) -> str:
     except ModelError as e:
         raise ModelError(f"model {model.name!r}: {e}", code=ErrorCode.MODEL_OUTPUT_MISMATCH) from e
     return name
+
+
+def frame_size(model: Model, desc: ModelDescription, pm: PipelineModel) -> tuple[int, int] | None:
+    """The smallest frame (width, height) ``pm`` needs: the model's input, times its tiles;
+    ``None`` (the full frame) for a model on crops (``on``), which need every pixel."""
+    if pm.on is not None:
+        return None
+    shape = fixed_shape(model.inputs()[input_name(model, desc)].shape, desc)
+    width, height = input_size(shape, desc.layout)
+    if pm.tiling is not None:
+        width, height = width * pm.tiling.cols, height * pm.tiling.rows
+    return width, height
 
 
 Image = npt.NDArray[np.uint8]
@@ -75,7 +87,13 @@ def run_model(
     pm: PipelineModel,
     timeout: float = 10.0,
 ) -> ModelResult:
-    """Run ``model`` on a BGR frame; raises ``ModelError``/``BackendError`` on any failure."""
+    """Run ``model`` on a BGR frame; raises ``ModelError``/``BackendError`` on any failure. A
+    model on crops (``on``) runs in a pipeline (:func:`services.infer.crops.run_step`) only."""
+    if pm.on is not None:
+        raise ModelError(
+            f"model {pm.name!r} runs on crops of {pm.on.model!r}: only in a pipeline after it",
+            code=ErrorCode.BAD_VALUE,
+        )
     name = input_name(model, desc)
 
     def detect(frame: npt.NDArray[np.uint8]) -> tuple[Decoded, float]:
