@@ -38,6 +38,7 @@ import argparse
 import os
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,7 @@ from typing import Final
 
 import numpy as np
 
-from bench import camera_media, streams
+from bench import camera_media, profile, streams
 from bench.bound import Bound, decode_rate, input_size
 from bench.camera_media import Media
 from bench.report import Report, Row, write_readme
@@ -92,8 +93,17 @@ class Trial:
         return "; ".join(causes)
 
 
-def trial(stack: Stack, n: int, model: str, seconds: float, bound: Bound, fps: int) -> Trial:
-    """Results/s, frame age and the node's CPU with the infer worker on the first ``n`` cameras."""
+def trial(
+    stack: Stack,
+    n: int,
+    model: str,
+    seconds: float,
+    bound: Bound,
+    fps: int,
+    profile_to: Path | None = None,
+) -> Trial:
+    """Results/s, frame age and the node's CPU with the infer worker on the first ``n`` cameras
+    (``profile_to``: py-spy's samples of the infer worker over the window, raw)."""
     stack.collector.clear()
     stack.start_infer(cameras=n)
     try:
@@ -104,11 +114,16 @@ def trial(stack: Stack, n: int, model: str, seconds: float, bound: Bound, fps: i
             "capture": stack.procs["capture"].pid,
             "broker": stack.broker_pid or 0,
         }
+        spy = profile.record(pids["infer"], seconds, profile_to) if profile_to else None
         before = {k: cpu_seconds(p) if p else 0.0 for k, p in pids.items()}
         begin = time.time()
         time.sleep(seconds)
         end = time.time()
         after = {k: cpu_seconds(p) if p else 0.0 for k, p in pids.items()}
+        if spy is not None and spy.wait(60 + seconds) != 0:
+            raise OvbusError(
+                f"py-spy failed: {spy.stderr.read().decode()[-500:] if spy.stderr else ''}"
+            )
         restarts = stack.log("infer").count("reconnecting")
     finally:
         stack.stop_infer()
@@ -250,6 +265,19 @@ def measure(args: argparse.Namespace, command: str) -> Report:
                     met=trials[past].rate >= 0.9 * best,
                 )
             )
+        if args.profile:
+            n = args.cameras or density or 1
+            raw = Path(tempfile.mkdtemp(prefix="ovbus-profile-")) / "infer.txt"
+            _row(
+                report,
+                trial(stack, n, args.model, args.seconds, bound, args.fps, raw),
+                bound,
+                " (profiled)",
+            )
+            report.notes.append(
+                f"profile of the infer worker at {n} cameras (py-spy, non-blocking, "
+                f"{args.seconds:.0f} s): " + "; ".join(profile.summarise(raw))
+            )
         if not args.no_naive:
             _naive(
                 report, stack, density or args.cameras or 1, model_file, desc, args, bound, media
@@ -336,6 +364,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--decode-repeats", type=int, default=2, help="loops of the file for D")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive loop")
     parser.add_argument("--no-write", action="store_true", help="print only (no JSON, README)")
+    parser.add_argument("--profile", action="store_true", help="py-spy the infer worker once")
     args = parser.parse_args(argv)
     if args.cameras < 0 or not 1 <= args.max_cameras <= 64:
         parser.error("--cameras >= 0 and --max-cameras from 1 to 64")
