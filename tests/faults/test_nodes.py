@@ -172,7 +172,7 @@ def test_infer_worker_killed(
             nodes = ["infer-a", "infer-b"]
             want = {n: {c for c in CAMERAS if owner(c, nodes) == n} for n in nodes}
             births(client, nodes, want, 60)
-            seen = owners_seen(client, {cam: owner(cam, nodes) for cam in CAMERAS}, 120)
+            seen = owners_seen(client, {cam: str(owner(cam, nodes)) for cam in CAMERAS}, 120)
             assert {cam: seen[cam] for cam in CAMERAS} == {
                 cam: {owner(cam, nodes)} for cam in CAMERAS
             }

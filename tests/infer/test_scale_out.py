@@ -97,7 +97,7 @@ def test_two_workers_split_cameras_and_take_over(
         want = {n: {c for c in CAMERAS if owner(c, nodes) == n} for n in nodes}
         assert want["infer-a"] and want["infer-b"], "the hash should give both some cameras"
         births(client, nodes, want, 40)
-        seen = owners_seen(client, {cam: owner(cam, nodes) for cam in CAMERAS}, 120)
+        seen = owners_seen(client, {cam: str(owner(cam, nodes)) for cam in CAMERAS}, 120)
         assert set(seen) == set(CAMERAS)
         for cam in CAMERAS:
             assert seen[cam] == {owner(cam, nodes)}, (cam, seen[cam])

@@ -159,9 +159,12 @@ def test_offer_never_waits_for_a_stuck_or_broken_candidate() -> None:
     try:
         runner.offer(spec, image, [serving])
         assert started.wait(WAIT_S), "the candidate never ran"
-        offers = threading.Thread(
-            target=lambda: [runner.offer(spec, image, [serving]) for _ in range(20)], daemon=True
-        )
+
+        def offer_20() -> None:
+            for _ in range(20):
+                runner.offer(spec, image, [serving])
+
+        offers = threading.Thread(target=offer_20, daemon=True)
         offers.start()
         offers.join(WAIT_S)
         assert not offers.is_alive(), "offer() waited for the stuck candidate"
