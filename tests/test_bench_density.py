@@ -28,6 +28,7 @@ def test_the_clock_strip_is_small_and_survives_jpeg_and_scaling() -> None:
         ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 50])
         assert ok
         decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        assert decoded is not None
         small = cv2.resize(decoded, (640, 360), interpolation=cv2.INTER_AREA)
         for image in (decoded, small):
             painted = camera_media.media_time(np.asarray(image, dtype=np.uint8))
