@@ -68,10 +68,13 @@ class Connection:
         self.url = broker if isinstance(broker, BrokerUrl) else BrokerUrl.parse(broker)
         self.topics = Topics(prefix)
         self.node = node
-        # a login is a client: the shipped broker replaces any client id with the user name
-        # (use_username_as_clientid), so the reply topic replies/<client id> must be that name
-        self.client_id = client_id or node or self.url.username or f"ovbus-{uuid.uuid4().hex[:12]}"
         self.v5 = protocol == "5"
+        # a client that is not a node lets an MQTT 5 broker choose its id (an empty id; the
+        # CONNACK names it): unique on an open broker, the user name on the shipped one
+        # (use_username_as_clientid), so replies/<client id> is always the one the ACL's %c
+        # grants. MQTT 3.1.1 cannot say: the user name, else a random id.
+        self._ask_id = client_id is None and node is None and self.v5 and not persistent
+        self.client_id = client_id or node or self.url.username or f"ovbus-{uuid.uuid4().hex[:12]}"
         self.persistent = persistent
         self.keepalive = keepalive
         self.max_payload = max_payload
@@ -95,7 +98,7 @@ class Connection:
 
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
+            client_id="" if self._ask_id else self.client_id,
             protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
             transport="websockets" if self.url.websockets else "tcp",
             clean_session=None if self.v5 else not persistent,
@@ -214,6 +217,10 @@ class Connection:
                 client.disconnect()
             return
         self.connects += 1
+        assigned = getattr(props, "AssignedClientIdentifier", None) if props is not None else None
+        if self._ask_id and assigned:  # kept for reconnects: the same reply topic throughout
+            self.client_id, self._ask_id = str(assigned), False
+            client._client_id = self.client_id.encode()
         lost_at, self._lost_at = self._lost_at, None
         took = None if lost_at is None else round(time.monotonic() - lost_at, 3)
         log.info(

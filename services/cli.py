@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic_settings import BaseSettings
@@ -20,15 +22,24 @@ from ovbus import __version__
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout, ConfigError, OvbusError
 from ovbus.log import configure
+from ovbus.notebook import StackSettings
 from ovbus.settings import NodeSettings, load_node
 from services.flags import BUS_FLAGS, add_bus_flags, add_settings_flags, settings_from
 from services.workers import WORKERS, settings_class
+
+#: Where ``ovbus up`` (default ``--data``) keeps its broker login, mode 0600.
+UP_STACK = Path(".ovbus") / "stack.json"
 
 
 def node_settings(
     args: argparse.Namespace, worker: str | None = None, own: type[BaseSettings] | None = None
 ) -> NodeSettings:
-    return load_node({k: getattr(args, k, None) for k in BUS_FLAGS}, worker=worker, own=own)
+    """The bus settings; with no broker given anywhere, ``ovbus up``'s from this folder."""
+    given = {k: getattr(args, k, None) for k in BUS_FLAGS}
+    unset = given.get("broker") is None and "OVBUS_BROKER" not in os.environ
+    if worker != "up" and unset and UP_STACK.is_file():
+        given["broker"] = StackSettings.model_validate_json(UP_STACK.read_text()).broker
+    return load_node(given, worker=worker, own=own)
 
 
 def _sub(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from ovbus.log import configure, get_logger
 from ovbus.notebook import StackSettings
 from ovbus.settings import NodeSettings, WorkerSettings, split_list
 from services.flags import settings_from
-from services.jupyter import DEFAULT_PORT, JupyterLab, check_ip
+from services.jupyter import DEFAULT_PORT, JupyterLab, check_ip, write_stack_file
 from services.mosquitto import Mosquitto
 from services.supervisor import Supervisor, WorkerExited
 from services.zoo.catalog import DEFAULT_MODEL
@@ -88,6 +89,8 @@ def start_jupyter(up: UpSettings, broker_url: str, prefix: str) -> JupyterLab | 
     return lab
 
 
+#: The user of the local broker's generated login.
+UP_USER = "ovbus"
 #: Seconds the zoo gets to write config.json before the other workers start.
 CONFIG_WAIT = 30.0
 
@@ -98,10 +101,21 @@ def run(args: argparse.Namespace, node: NodeSettings) -> int:
     broker: Mosquitto | None = None
     broker_url = node.broker
     if getattr(args, "broker", None) is None and "OVBUS_BROKER" not in os.environ:
+        # a generated login, as JupyterLab's token: no other user of this box reads or commands
+        # the stack; kept in the 0600 stack file, which `ovbus` run from here reads
+        password = secrets.token_urlsafe(18)
         broker = Mosquitto(
-            workdir=up.data.resolve() / "broker", host="127.0.0.1", port=up.broker_port
+            workdir=up.data.resolve() / "broker",
+            host="127.0.0.1",
+            port=up.broker_port,
+            users={UP_USER: password},
+            anonymous=False,
         ).start()
-        broker_url = broker.url
+        broker_url = f"mqtt://{UP_USER}:{password}@127.0.0.1:{broker.port}"
+        stack = StackSettings(
+            broker=broker_url, prefix=node.prefix, models=str(up.models.resolve())
+        )
+        print(f"broker login: {write_stack_file(up.data.resolve(), stack)}", flush=True)
     up.models.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_UP_")}
     env["OVBUS_BROKER"] = broker_url

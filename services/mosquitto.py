@@ -140,6 +140,8 @@ class Mosquitto:
     #: the TLS listeners' ports, in the order of ``tls`` (chosen by ``write_config``)
     tls_ports: list[int] = field(default_factory=list)
     log_verbose: bool = False
+    #: ``False``: the main listener asks for a login too (``users``), as ``ovbus up``'s does
+    anonymous: bool = True
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -178,14 +180,20 @@ class Mosquitto:
             "max_queued_messages 10000",
             "",
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
         ]
-        if self.auth_port is not None or self.users:
-            if not self.auth_port:
-                self.auth_port = free_port(self.host)
-            pw = self.workdir / "passwd"
+        pw = self.workdir / "passwd"
+        if self.anonymous:
+            lines.append("allow_anonymous true")
+        else:
+            if not self.users:
+                raise ConfigError("a broker without anonymous access needs users")
+            lines += ["allow_anonymous false", f"password_file {pw}"]
+        if self.users:
             hash_passwords(find_tool("mosquitto_passwd"), pw, self.users)
             os.chmod(pw, 0o600)
+        if self.auth_port is not None or (self.users and self.anonymous):
+            if not self.auth_port:
+                self.auth_port = free_port(self.host)
             lines += [
                 "",
                 f"listener {self.auth_port} {self.host}",

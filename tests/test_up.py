@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -46,7 +47,7 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
                 "--models",
                 str(tmp_path / "models"),
                 "--data",
-                str(tmp_path / "data"),
+                str(tmp_path / ".ovbus"),
                 "--broker-port",
                 str(port),
                 "--rtsp-port",
@@ -61,14 +62,32 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
             stderr=out,
         )
     bus = None
+    stack_file = tmp_path / ".ovbus" / "stack.json"
     try:
         deadline = time.monotonic() + 60
+        while not stack_file.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        # the local broker has a generated login, kept in a 0600 file; anonymous is refused
+        assert stat.S_IMODE(stack_file.stat().st_mode) == 0o600
+        login = json.loads(stack_file.read_text())["broker"]
+        assert login.startswith("mqtt://ovbus:") and login.endswith(f"@127.0.0.1:{port}")
         while bus is None:
             try:
-                bus = Bus(f"mqtt://127.0.0.1:{port}").connect(timeout=2)
+                bus = Bus(login).connect(timeout=2)
             except (ConnectError, BusTimeout):
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(0.5)
+        with pytest.raises(ConnectError):
+            Bus(f"mqtt://127.0.0.1:{port}").connect(timeout=10)
+        # `ovbus` run from the folder of the stack finds the login by itself
+        listed = subprocess.run(
+            [sys.executable, "-m", "services.cli", "zoo", "list"],
+            check=False, cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        assert login.split("@")[0].split(":")[-1] not in log.read_text()  # never logged
         results = bus.subscribe(bus.topics.detections("demo"), qos=0, idle_timeout=5)
         deadline = time.monotonic() + 240
         while True:
@@ -78,7 +97,7 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
                     break
             except BusTimeout:
                 continue
-        check_jupyterlab(log, lab_port, f"mqtt://127.0.0.1:{port}", tmp_path / "data")
+        check_jupyterlab(log, lab_port, login, tmp_path / ".ovbus")
         status = bus.subscribe(bus.topics.all_status(), idle_timeout=30)
         descriptors = bus.subscribe(bus.topics.stream("demo"), idle_timeout=30)
         descriptors.get()  # the retained one
