@@ -30,6 +30,7 @@ from ovbus.payloads.zoo import SetRequest
 from services import wheels
 from services.http import not_public
 from services.zoo.convert import convert
+from tests.faults.conftest import Row
 from tests.zoo.onnx_writer import _field, _value_info
 from tests.zoo.servers import serve_folder
 
@@ -55,7 +56,7 @@ def external_matmul(folder: Path, location: str, n: int = 8) -> Path:
 
 
 @pytest.mark.slow
-def test_onnx_external_data_confined(tmp_path: Path) -> None:
+def test_onnx_external_data_confined(tmp_path: Path, fault_row: Row) -> None:
     secret = tmp_path / "host-secret.bin"
     secret.write_bytes(b"S" * 256)
     good = tmp_path / "good"
@@ -78,6 +79,8 @@ def test_onnx_external_data_confined(tmp_path: Path) -> None:
             convert(model, out)
         assert info.value.code == ErrorCode.FORBIDDEN_PATH, name
         assert not (out / "model.bin").exists(), name
+        fault_row.faults += 1
+    fault_row.owners_changed = fault_row.sessions_lost = 0
 
 
 def test_onnx_external_data_refused_by_the_infer_model_lookup(tmp_path: Path) -> None:
@@ -96,12 +99,14 @@ def test_onnx_external_data_refused_by_the_infer_model_lookup(tmp_path: Path) ->
     assert info.value.code == ErrorCode.FORBIDDEN_PATH
 
 
-def test_plugin_config_from_the_bus_is_performance_only() -> None:
+def test_plugin_config_from_the_bus_is_performance_only(fault_row: Row) -> None:
     ok = SetRequest(name="m", plugin_config={"NUM_STREAMS": 2, "PERFORMANCE_HINT": "LATENCY"})
     assert ok.plugin_config == {"NUM_STREAMS": 2, "PERFORMANCE_HINT": "LATENCY"}
     for bad in ({"CACHE_DIR": "/etc"}, {"NUM_STREAMS": "../x"}, {"CONFIG_FILE": "a"}):
         with pytest.raises(ValidationError):
             SetRequest(name="m", plugin_config=bad)
+        fault_row.faults += 1
+    fault_row.owners_changed = fault_row.sessions_lost = 0
 
 
 def _wheel(folder: Path, payload: bytes) -> tuple[str, str]:
@@ -120,7 +125,7 @@ def _wheel(folder: Path, payload: bytes) -> tuple[str, str]:
     return name, digest
 
 
-def test_wheel_cache_keyed_by_index_and_hash(tmp_path: Path) -> None:
+def test_wheel_cache_keyed_by_index_and_hash(tmp_path: Path, fault_row: Row) -> None:
     cache = tmp_path / "cache"
     _wheel(tmp_path / "a", b"from index A")
     _, digest_b = _wheel(tmp_path / "b", b"from index B")
@@ -133,6 +138,8 @@ def test_wheel_cache_keyed_by_index_and_hash(tmp_path: Path) -> None:
         got_b.write_bytes(got_a.read_bytes())
         again = wheels.fetch_wheel(f"{b}/simple", "pkg", "1.0", cache, allow_private=True)
         assert zipfile.ZipFile(again).read("pkg/data.bin") == b"from index B"
+    fault_row.faults += 2
+    fault_row.owners_changed = fault_row.sessions_lost = 0
 
 
 @pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])

@@ -110,11 +110,13 @@ def test_only_the_codecs_the_product_decodes(serve: Any, fault_row: Row) -> None
     fault_row.owners_changed = fault_row.sessions_lost = 0
 
 
-def test_one_video_stream_per_camera(serve: Any) -> None:
+def test_one_video_stream_per_camera(serve: Any, fault_row: Row) -> None:
     """An SDP with two video streams: one SETUP, one stream read."""
     two = serve(TWO_VIDEOS)
+    fault_row.faults += 1
     assert read_one(two.url, codec="mjpeg") is None
     assert two.setups == 1
+    fault_row.owners_changed = fault_row.sessions_lost = 0
 
 
 class Redirector:

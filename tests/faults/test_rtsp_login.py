@@ -78,7 +78,9 @@ def test_rtsp_needs_credentials(guarded: CaptureNode, fault_row: Row) -> None:
     fault_row.sessions_lost = 0
 
 
-def test_rtsps_verified(broker: Mosquitto, prefix: str, certs: Certs, tmp_path: Path) -> None:
+def test_rtsps_verified(
+    broker: Mosquitto, prefix: str, certs: Certs, tmp_path: Path, fault_row: Row
+) -> None:
     """``--rtsp-tls-cert``: the descriptor says ``rtsps://``; the reader plays it with the CA
     that signed the server's certificate, and refuses it with another CA."""
     args = [*SMALL, "--rtsp-tls-cert", str(certs.server.cert)]
@@ -91,6 +93,8 @@ def test_rtsps_verified(broker: Mosquitto, prefix: str, certs: Certs, tmp_path: 
         assert plays(url, login, tls_ca=str(certs.ca.path))
         assert not plays(url, login, tls_ca=str(certs.other_ca.path))
         assert not plays(url, None, tls_ca=str(certs.ca.path))
+        fault_row.faults += 2
+        fault_row.owners_changed = fault_row.sessions_lost = 0
 
 
 def test_logins_file_checked(tmp_path: Path) -> None:
@@ -108,7 +112,12 @@ def test_logins_file_checked(tmp_path: Path) -> None:
 
 
 def test_infer_login_from_settings_never_from_the_bus(
-    guarded: CaptureNode, broker: Mosquitto, prefix: str, client: Bus, tmp_path: Path
+    guarded: CaptureNode,
+    broker: Mosquitto,
+    prefix: str,
+    client: Bus,
+    tmp_path: Path,
+    fault_row: Row,
 ) -> None:
     """The infer worker reads a guarded camera with the login of its settings; a descriptor whose
     URL carries ``user:pass@`` is refused with a retained error that does not echo the
@@ -129,7 +138,8 @@ def test_infer_login_from_settings_never_from_the_bus(
         assert state.error is not None and state.error.code == ErrorCode.BAD_PAYLOAD
         assert "login" in state.error.message and INFER_PW not in state.error.message
         assert INFER_PW not in infer.output()
+        fault_row.faults += 1
+        fault_row.owners_changed = fault_row.sessions_lost = 0
     finally:
         infer.stop()
         client.publish(client.topics.stream("yard"), None, qos=1, retain=True, wait=True)
-
