@@ -167,6 +167,18 @@ def test_notebook_runs_against_the_stack(path: Path, stack: Stack) -> None:
         assert found and int(found.group(1)) >= 3 and int(found.group(2)) >= 1, text
         assert re.search(r"^\d+ frames compared: .* agreement [01]\.\d\d$", text, re.M), text
         assert re.search(r"^[1-3] frames drawn side by side$", text, re.M), text
+    if path.stem == "flywheel":
+        # the loop ran: frames collected, labels back, an INT8 version made, evaluated against
+        # the served one on the same labelled frames, then rolled out (promoted or not)
+        assert re.search(r"^collected \d+ frames from ", text, re.M), text
+        assert re.search(r"^\d+ Label Studio tasks, [1-9]\d* boxes predicted$", text, re.M), text
+        assert re.search(r"^quantized \S+ version 1 -> version 2 on 16 frames", text, re.M), text
+        runs = re.findall(
+            r"^\S+:(\d+) face: [1-9]\d* boxes, P [\d.]+, R [\d.]+, AP50 ([\d.]+)$", text, re.M
+        )
+        assert [v for v, _ in runs] == ["1", "2"] and float(runs[0][1]) > 0.9, text
+        assert re.search(r"^rollout: (not )?promoted$", text, re.M), text
+        assert re.search(r"^removed \S+ version 2; ", text, re.M), text
     if path.stem == "your-own-model":
         # the pull's states end in ready, and the model then ran on a frame and on the camera
         assert re.search(r"^pulling( -> \w+)* -> ready$", text, re.M), text
