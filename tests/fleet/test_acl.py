@@ -126,6 +126,9 @@ PUBLISH = [
     ("adm", "ovbus/cameras/door/set", True),
     ("view", "ovbus/cameras/door/detections", False),
     ("view", "ovbus/zoo/request", False),
+    # a dataset collection starts with a pipeline spec, INT8 with a zoo request (flywheel.md)
+    ("view", "ovbus/cameras/door/pipeline", False),
+    ("zoo1", "ovbus/cameras/door/pipeline", False),
 ]
 
 
