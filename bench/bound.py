@@ -14,6 +14,9 @@ from pathlib import Path
 
 from bench.camera_media import Media
 from bench.throughput import jpeg_frames
+from ovbus.payloads import ModelDescription
+from ovbus.preprocess import fixed_shape
+from ovbus.preprocess import input_size as preprocess_input_size
 
 
 @dataclass
@@ -69,11 +72,15 @@ def decode_rate(media: Media, min_size: tuple[int, int], parallel: int, repeats:
     return count * repeats * parallel / (time.perf_counter() - start)
 
 
-def input_size(model_file: Path, layout: str) -> tuple[int, int]:
-    """(width, height) of the model's input (what the reader scales MJPEG frames to)."""
+def input_shape(model_file: Path, desc: ModelDescription) -> tuple[int, ...]:
+    """The input shape the pipeline runs the model at (dynamic dimensions fixed from the
+    description, as the infer worker fixes them)."""
     import openvino as ov
 
     shape = ov.Core().read_model(str(model_file)).inputs[0].get_partial_shape()
-    dims = [d.get_length() if d.is_static else 0 for d in shape]
-    h, w = (dims[2], dims[3]) if layout == "NCHW" else (dims[1], dims[2])
-    return w, h
+    return fixed_shape(tuple(d.get_length() if d.is_static else -1 for d in shape), desc)
+
+
+def input_size(model_file: Path, desc: ModelDescription) -> tuple[int, int]:
+    """(width, height) of the model's input (what the reader scales MJPEG frames to)."""
+    return preprocess_input_size(input_shape(model_file, desc), desc.layout)

@@ -49,7 +49,7 @@ from typing import Final
 import numpy as np
 
 from bench import camera_media, profile, streams
-from bench.bound import Bound, decode_rate, input_size
+from bench.bound import Bound, decode_rate, input_shape, input_size
 from bench.camera_media import Media
 from bench.report import Report, Row, write_readme
 from bench.stack import Stack, cpu_seconds
@@ -216,9 +216,10 @@ def measure(args: argparse.Namespace, command: str) -> Report:
     most = args.cameras or args.max_cameras
     with Stack(most, [args.model], infer=False, fps=None, source=media.path) as stack:
         model_file, desc = stack.model_file(args.model), description(stack, args.model)
-        infer_fps, _ = benchmark_app(model_file, "throughput", args.bound_seconds)
-        _, latency = benchmark_app(model_file, "latency", args.bound_seconds)
-        decode = decode_rate(media, input_size(model_file, desc.layout), cores, args.decode_repeats)
+        shape = input_shape(model_file, desc)
+        infer_fps, _ = benchmark_app(model_file, "throughput", args.bound_seconds, shape)
+        _, latency = benchmark_app(model_file, "latency", args.bound_seconds, shape)
+        decode = decode_rate(media, input_size(model_file, desc), cores, args.decode_repeats)
         bound = Bound(infer_fps, latency, decode, cores)
         possible = bound.rate / args.fps
         report.add(

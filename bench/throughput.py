@@ -54,11 +54,15 @@ MODEL = "blazeface-full-range"  # the product's default (services/zoo/catalog.py
 PAIRS = 3
 
 
-def benchmark_app(model_file: Path, hint: str, seconds: int) -> tuple[float, float]:
-    """(throughput fps, median latency ms) from OpenVINO's benchmark_app."""
+def benchmark_app(
+    model_file: Path, hint: str, seconds: int, shape: tuple[int, ...] | None = None
+) -> tuple[float, float]:
+    """(throughput fps, median latency ms) from OpenVINO's benchmark_app (``shape``: the input
+    shape for a model with dynamic dimensions, as the pipeline runs it)."""
     tool = shutil.which("benchmark_app") or str(ROOT / ".venv" / "bin" / "benchmark_app")
+    given = ["-shape", "[" + ",".join(map(str, shape)) + "]"] if shape else []
     out = subprocess.run(
-        [tool, "-m", str(model_file), "-d", "CPU", "-hint", hint, "-t", str(seconds)],
+        [tool, "-m", str(model_file), "-d", "CPU", "-hint", hint, "-t", str(seconds), *given],
         capture_output=True,
         text=True,
         timeout=seconds + 120,
