@@ -1,5 +1,5 @@
-"""How a video file served as it comes loops forever on one timeline (``Producer``'s part for
-files): segment seeks, or flushing seeks for demuxers without them (MPEG-TS); frames held while
+"""How a video file loops forever on one timeline (``Producer``'s part for files, served as
+they come or encoded): segment seeks, or flushing seeks for demuxers without them (MPEG-TS); frames held while
 the pipeline is not on the clock yet; each loop joined to the end of the one before.
 
 Time stamps are presentation times (PTS) throughout: a file with B-frames has PTS out of
@@ -39,7 +39,7 @@ def signed_running_time(segment: Any, position: int) -> int | None:
 
 
 class FileLoop:
-    """The looping of a file served as it comes, mixed into ``Producer``."""
+    """The looping of a file, mixed into ``Producer``."""
 
     camera: str
     source: Source
@@ -54,7 +54,7 @@ class FileLoop:
         raise NotImplementedError
 
     def _init_loop(self, loops: bool) -> None:
-        self._loops = loops  # a file served as it comes
+        self._loops = loops  # a file
         self._rewind = False  # looped by flushing seeks (no segment seeks)
         self._stale_base = 0  # the base time before the last such seek
         self._rewind_shift = 0  # how far the frames of such a loop are moved forwards
@@ -140,7 +140,8 @@ class FileLoop:
         frame with it: one timeline. A file looped by flushing seeks starts each loop on a new
         base time (the seek resets the running time): its frames move forwards only, past the
         last loop's, by a shift of their own (the time a seek took is kept). Returns the
-        frame's running time. (Encoding producers need none: videorate keeps their rate.)"""
+        frame's running time. Encoding producers join their loops the same way (their
+        ``videorate`` only drops frames, keeping each one's own time stamp)."""
         if self._loop >= 0 and loop != self._loop and self._loop_end >= 0:
             shift = self._loop_end - (running + base_time)
             if self._rewind:  # the new base time paces it: the few frames that overlap move

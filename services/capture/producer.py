@@ -39,7 +39,11 @@ def _appsink(live: bool) -> str:
 
 def producer_description(head: str, target: Target, encoder: str, live: bool) -> str:
     """The encoding producer pipeline around a source description ending in raw video
-    (``head``): convert, scale and rate to ``target`` (a ``None`` field: as decoded), encode."""
+    (``head``): convert, scale and rate to ``target`` (a ``None`` field: as decoded), encode.
+    ``videorate drop-only``: frames are dropped to the rate, never duplicated, and keep their
+    own time stamps (the capture times); plain ``videorate`` stamps the frames it keeps on a
+    grid of its own, up to half a frame interval off, ramping when the source's rate differs
+    from the target's (``tests/capture/test_capture_time.py``)."""
     caps = "video/x-raw,format=I420"
     if target.width is not None and target.height is not None:
         caps += f",width={target.width},height={target.height},pixel-aspect-ratio=1/1"
@@ -49,7 +53,8 @@ def producer_description(head: str, target: Target, encoder: str, live: bool) ->
     leak = "leaky=downstream " if live else ""
     return (
         f"{head} ! queue max-size-buffers=3 max-size-time=0 max-size-bytes=0 {leak}! "
-        f"videoconvert ! videoscale ! videorate ! {caps} ! {encoder} ! {_appsink(live)}"
+        f"videoconvert ! videoscale ! videorate drop-only=true ! {caps} ! {encoder} ! "
+        f"{_appsink(live)}"
     )
 
 
@@ -98,7 +103,7 @@ class Producer(FileLoop):
         #: The caps of the frames produced, as text (``None`` before the first frame).
         self.caps_text: str | None = None
         self._first_times: list[int] = []
-        self._init_loop(passthrough and not source.live)
+        self._init_loop(not source.live)  # a file (encoded too: videorate only drops)
         self._last_clock = -1
         #: Why the producer failed inside a frame callback (raised by :meth:`poll`).
         self.failure: StreamError | None = None
@@ -360,7 +365,13 @@ class Producer(FileLoop):
             if delay > 0 and self._stop.wait(delay):
                 return
             next_at = max(next_at + period, time.monotonic() - period)
+            # stamped here, when painted: appsrc's do-timestamp stamps when its streaming
+            # thread takes the frame, after the encoder is done with the one before (up to a
+            # frame later, by an amount fixed for the pipeline's life: a capture-time error)
+            painted = self._clock.get_time()
             barcode.paint(luma, int(time.time() * 1000))
-            result = appsrc.emit("push-buffer", Gst.Buffer.new_wrapped(frame.tobytes()))
+            buffer = Gst.Buffer.new_wrapped(frame.tobytes())
+            buffer.pts = max(0, painted - appsrc.get_base_time())
+            result = appsrc.emit("push-buffer", buffer)
             if result != Gst.FlowReturn.OK:
                 return

@@ -196,7 +196,7 @@ def source_description(source: Source, geometry: Geometry, mode_caps: str | None
                 f"pixel-aspect-ratio=1/1,framerate={rate.numerator}/{rate.denominator}"
             )
             return (
-                f"appsrc name={CLOCK_SRC} is-live=true format=time do-timestamp=true "
+                f"appsrc name={CLOCK_SRC} is-live=true format=time do-timestamp=false "
                 f"caps={_quote(caps)}"
             )
         return "videotestsrc is-live=true pattern=smpte horizontal-speed=2"
