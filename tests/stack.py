@@ -169,7 +169,7 @@ def capture_node(
     env: Mapping[str, str] | None = None,
     wait: bool = True,
     wait_for: Sequence[str] | None = None,
-    timeout: float = 30.0,
+    timeout: float = 120.0,  # a bound for a failure: start-up is slow on a loaded machine
     stop_timeout: float = 15.0,
 ) -> Iterator[CaptureNode]:
     """Run a capture worker for ``cameras`` (name -> source) until the block ends; waits for

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # many seconds (see README, Developing)
 def test_bus_benchmark_quick() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bench", "bus", "--quick"],

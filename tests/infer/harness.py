@@ -46,7 +46,9 @@ class InferProcess:
         cmd += ["--node-id", node_id, "--models", str(models), "--hint", "LATENCY", *args]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
-    def wait_online(self, bus: Bus, timeout: float = 30.0) -> None:
+    def wait_online(self, bus: Bus, timeout: float = 120.0) -> None:
+        """Until the worker says it is online (a generous bound: start-up on a loaded machine
+        takes well over 30 s)."""
         topic = bus.topics.status(self.node_id)
         wait_for(bus, str(topic), lambda m: m.payload == b"online" or None, timeout, self)
 

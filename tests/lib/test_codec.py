@@ -179,6 +179,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.slow  # many seconds (see README, Developing)
 @settings(max_examples=300, deadline=None)
 @given(
     st.dictionaries(

