@@ -71,6 +71,9 @@ def test_models_volume_is_shared_and_read_only_where_it_should_be() -> None:
     assert "models:/models:ro" in mounts["infer"]
     assert "models:/models:ro" in mounts["ovms"]
     assert "models" in COMPOSE["volumes"]
+    # the dataset store: beside /models (the workers' default), written by infer, read by the zoo
+    assert "datasets:/datasets" in mounts["infer"] and "datasets:/datasets:ro" in mounts["zoo"]
+    assert "datasets" in COMPOSE["volumes"]
 
 
 def test_ovms_is_pinned_and_hot_reloads() -> None:
