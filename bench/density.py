@@ -105,6 +105,8 @@ def trial(
     """Results/s, frame age and the node's CPU with the infer worker on the first ``n`` cameras
     (``profile_to``: py-spy's samples of the infer worker over the window, raw)."""
     stack.collector.clear()
+    log = stack.workers.log_path("infer")
+    offset = log.stat().st_size if log is not None and log.exists() else 0
     stack.start_infer(cameras=n)
     try:
         stack.wait_results(per_camera=3, cameras=n, timeout=180)
@@ -124,9 +126,9 @@ def trial(
             raise OvbusError(
                 f"py-spy failed: {spy.stderr.read().decode()[-500:] if spy.stderr else ''}"
             )
-        restarts = stack.log("infer").count("reconnecting")
     finally:
         stack.stop_infer()
+    restarts = _restarts(log, offset)
     got = [a for a in stack.collector.window(begin, end) if a.model == model]
     ages = [(a.arrived - a.captured) * 1000 for a in got if a.clock == "rtcp-ntp"]
     p50, p99 = (float(np.percentile(ages, q)) for q in (50, 99)) if ages else (np.nan, np.nan)
@@ -143,6 +145,16 @@ def trial(
         fresh=sum(age <= threshold for age in ages) / span,
         restarts=restarts,
     )
+
+
+def _restarts(log: Path | None, offset: int) -> int:
+    """Reader restarts the infer worker logged since ``offset`` (this trial's own lines)."""
+    if log is None or not log.exists():
+        return 0
+    with log.open("rb") as f:
+        f.seek(offset)
+        lines = f.read().decode(errors="replace").splitlines()
+    return sum("ovbus.rtsp" in line and "reconnecting" in line for line in lines)
 
 
 def _row(report: Report, t: Trial, bound: Bound, label: str = "") -> None:

@@ -14,7 +14,7 @@ import pytest
 
 import bench.__main__ as bench_main
 from bench import camera_media, report
-from bench.density import Trial, search
+from bench.density import Trial, _restarts, search
 from bench.report import Report, Row, write_readme
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,3 +94,15 @@ def test_density_refuses_a_bad_size() -> None:
         check=False,
     )
     assert out.returncode == 2 and "WIDTHxHEIGHT" in out.stderr
+
+
+def test_reader_restarts_are_counted_from_this_trial_on(tmp_path: Path) -> None:
+    log = tmp_path / "infer.log"
+    earlier = "2026-12-04T14:00:00Z INFO ovbus.rtsp reconnecting camera=cam0 in_s=0.5\n"
+    log.write_text(earlier)
+    offset = log.stat().st_size
+    with log.open("a") as f:
+        f.write("2026-12-04T14:01:00Z INFO services.infer.camera reconnecting the bus\n")
+        f.write("2026-12-04T14:01:01Z INFO ovbus.rtsp reconnecting camera=cam1 in_s=1.0\n")
+    assert _restarts(log, offset) == 1 and _restarts(log, 0) == 2
+    assert _restarts(tmp_path / "none.log", 0) == 0
