@@ -10,6 +10,9 @@ Frames before the first sender report carry no meta: the relay holds them back f
 ``wait_s`` seconds. If no report comes by then, the upstream sends none (or too rarely) and the
 relay uses its own arrival times for the rest of that pipeline's life: a switch later would make
 time stamps jump backwards.
+
+Time stamps are not forced to grow frame by frame: an upstream camera sending B-frames sends
+them out of presentation order, each with its own (earlier) capture time, which it keeps.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ class UpstreamClock:
         #: None: waiting for the first sender report; True: upstream times; False: local times.
         self.upstream: bool | None = None
         self._shift = 0
-        self._last = -1
 
     def clock_time(
         self, local: int, upstream_unix_ns: int | None, wall_minus_clock_ns: int
@@ -45,7 +47,4 @@ class UpstreamClock:
             stamp = local
         else:
             stamp = local + (self._shift if self.upstream else 0)
-        if stamp <= self._last:
-            stamp = self._last + 1
-        self._last = stamp
         return stamp
