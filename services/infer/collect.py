@@ -162,6 +162,10 @@ class Collector:
             except queue.Full:
                 with self._lock:
                     self.figures.dropped += 1
+                    dropped = self.figures.dropped
+                if dropped == 1 or dropped % 100 == 0:  # said, not on every frame
+                    log.warning("collection behind, frames dropped", camera=camera,
+                                dataset=rule.dataset, dropped=dropped)  # fmt: skip
                 return False
             self._pending += 1
         with self._lock:
