@@ -60,7 +60,8 @@ def test_truncated_weights_appear_in_the_folder(
 
             state = wait_for(client, str(client.topics.inference("hall")), load_failed, 20, infer)
             assert state.error is not None and "'face'" in state.error.message
-            time.sleep(2)
+            # the worker lives on (it crashed in this load once): it still runs, serves
+            # version 1 again below and exits cleanly at the end
             assert infer.proc.poll() is None, infer.output()[-3000:]
             for child in (models / "face" / "2").iterdir():
                 child.unlink()
