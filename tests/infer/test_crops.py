@@ -5,7 +5,7 @@ where the face is too small to be found on the whole frame, its box mapped back 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import cv2
@@ -23,6 +23,7 @@ from services.infer.crops import Outcome, crop_region, crop_regions, run_on_crop
 from services.infer.openvino_backend import OpenVINOBackend
 from services.infer.run import frame_size, run_model
 from tests import assets
+from tests.media import read_image
 from tests.models import ASTRONAUT_FACE, FULL_RANGE, add_model, full_range
 
 PERSON = {"name": "person", "labels": ["person"]}
@@ -30,7 +31,7 @@ RAN = {"name": "person", "version": 1, "device": "CPU", "backend": "openvino", "
 FACE_ON_PERSON = {"name": "face", "on": {"model": "person", "labels": ["person"]}}
 
 
-def spec(*models: dict[str, object]) -> PipelineSpec:
+def spec(*models: Mapping[str, object]) -> PipelineSpec:
     return PipelineSpec.model_validate({"models": list(models)})
 
 
@@ -102,10 +103,11 @@ CORNER, SIDE = (913, 357), 120
 
 def small_astronaut() -> tuple[np.ndarray, list[int], list[int]]:
     """The frame, the pasted photo's box (a stand-in person box), the face's box in the frame."""
-    photo = cv2.imread(str(assets.astronaut()), cv2.IMREAD_COLOR)
+    photo = read_image(assets.astronaut())
     frame = np.full((720, 1280, 3), 90, np.uint8)
     x0, y0 = CORNER
-    frame[y0 : y0 + SIDE, x0 : x0 + SIDE] = cv2.resize(photo, (SIDE, SIDE), cv2.INTER_AREA)
+    small = cv2.resize(photo, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+    frame[y0 : y0 + SIDE, x0 : x0 + SIDE] = small
     s = SIDE / 512
     face = [round(v * s) + (x0 if i % 2 == 0 else y0) for i, v in enumerate(ASTRONAUT_FACE)]
     return frame, [x0, y0, x0 + SIDE, y0 + SIDE], face
