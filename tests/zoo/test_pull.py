@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -98,7 +99,15 @@ def test_wheel_pull_converts_blazeface_and_versions(
 ) -> None:
     import openvino as ov
 
+    from tests.faults.harness import StallingProxy
+
     models = worker.zoo.folder.root
+    # the index through a forwarder this test closes later: the same index URL, then unreachable
+    index = urlsplit(worker.zoo.ctx.index_url)
+    proxy = StallingProxy(index.port or 80).start()
+    worker.zoo.ctx = dataclasses.replace(
+        worker.zoo.ctx, index_url=f"http://127.0.0.1:{proxy.port}{index.path}"
+    )
     with client.subscribe(client.topics.zoo_model("blazeface"), idle_timeout=60) as sub:
         reply = client.request(
             client.topics.zoo_request(), PullRequest(name="blazeface"), timeout=180
@@ -139,10 +148,11 @@ def test_wheel_pull_converts_blazeface_and_versions(
     inter = max(0, min(x2, fx2) - max(x1, fx1)) * max(0, min(y2, fy2) - max(y1, fy1))
     union = (x2 - x1) * (y2 - y1) + (fx2 - fx1) * (fy2 - fy1) - inter
     assert inter / union > 0.5, found[0].box
-    cached = list(worker.zoo.settings.cache.glob("mediapipe-0.10.21-*.whl"))
+    # kept under the index and the sha256 (services/wheels.py)
+    cached = list(worker.zoo.settings.cache.glob("*/*/mediapipe-0.10.21-*.whl"))
     assert len(cached) == 1
-    # offline: the index is unreachable, the cached wheel serves the next version
-    worker.zoo.ctx = dataclasses.replace(worker.zoo.ctx, index_url="http://127.0.0.1:9/simple")
+    # offline: the index is unreachable, the cached wheel of that index serves the next version
+    proxy.close()
     again = client.request(client.topics.zoo_request(), PullRequest(name="blazeface"), timeout=180)
     assert again.ok, again.error
     assert again.result["version"] == 2
