@@ -230,3 +230,34 @@ def test_the_benchmark_chooses_on_dev_and_reports_test(monkeypatch: pytest.Monke
         == next(r for r in report.rows if "dev all" in r.case).figures["dev_threshold"]
     )
     assert labels_module.SPLITS == ("dev", "test")
+
+
+def test_the_cascade_case_is_the_pipelines_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's person -> face case runs the pipeline spec through the camera job's
+    ``run_step`` (crops, mapping back, merge): no copy of the cascade in the benchmark."""
+    import openvino as ov
+
+    from bench.accuracy import cascade
+    from services.infer import crops
+    from services.zoo.catalog import DEFAULT_MODEL, Catalog
+
+    person = "person-detection-ssdlite"
+    pipeline = cascade.spec(DEFAULT_MODEL, person, 0.5)
+    assert pipeline.models[1].on is not None and pipeline.models[1].on.model == person
+    ran: list[str] = []
+    real = crops.run_step
+
+    def spy(*args: object, **kwargs: object) -> object:
+        ran.append(args[3].name)  # type: ignore[attr-defined]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cascade, "run_step", spy)
+    core, catalog = ov.Core(), Catalog()
+    face = cascade.Stage(*run_module.load(core, catalog, DEFAULT_MODEL), DEFAULT_MODEL)
+    people = cascade.Stage(*run_module.load(core, catalog, person), person)
+    photo = next(p for p in load_labels() if p.id == "group")  # dev
+    image, boxes = place(labels_module.photo_image(photo), photo.boxes, 1280, 720, 0.6)
+    found, ms, runs = cascade.faces(face, people, image, 0.5)
+    assert ran == [person, DEFAULT_MODEL] and ms > 0 and runs >= 3
+    hits = match(found, boxes["face"], [False] * len(boxes["face"]))
+    assert sum(hits.true) >= 4  # the whole frame alone finds none of these six
