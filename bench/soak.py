@@ -22,11 +22,17 @@ from bench.oracle import Convergence, converge
 from bench.report import Report, Row, machine
 from bench.soak_faults import FAULTS, Fault
 from bench.soak_stack import SoakStack
+from bench.stack import Collector
 
 #: seconds a fault's tree gets to converge before its topics count as never converged
 BOUND_S = 60.0
 #: the issue's target: every retained topic within 3 s of the fault's end (p99)
 TARGET_S = 3.0
+#: frame age target of the throughput benchmark, 2 x (latency + detection interval) + 30 ms,
+#: for 5 fps cameras (200 ms) and a 50 ms inference: back within 5 s of the fault's end
+AGE_TARGET_MS = 2 * (50 + 200) + 30
+AGE_HORIZON_S = 15.0
+AGE_BACK_S = 5.0
 
 
 @dataclass
@@ -42,6 +48,8 @@ class Outcome:
     note: str = ""
     never: list[str] = field(default_factory=list)
     first_wrong: list[str] = field(default_factory=list)
+    #: seconds from the fault's end to the first second whose frame age p99 is within target
+    age_back_s: float | None = None
 
 
 @dataclass
@@ -66,6 +74,8 @@ class SoakResult:
     def summary(self) -> dict[str, Any]:
         times = self.times()
         pct = (lambda q: round(float(np.percentile(times, q)), 2)) if times else (lambda q: None)
+        ages = [o.age_back_s for o in self.outcomes if o.age_back_s is not None]
+        age_p99 = round(float(np.percentile(ages, 99)), 2) if ages else None
         return {
             "seed": self.seed,
             "faults": len(self.outcomes),
@@ -80,7 +90,29 @@ class SoakResult:
             "twice": self.twice,
             "pipeline_changes": self.pipelines,
             "crashes": len(self.crashes),
+            "age_back_p99_s": age_p99,
+            "age_not_back": sum(1 for o in self.outcomes if o.age_back_s is None),
         }
+
+
+def age_back(
+    collector: Collector, end: float, cameras: list[str], horizon: float = AGE_HORIZON_S
+) -> float | None:
+    """Seconds from ``end`` (monotonic) to the start of the first 1 s window in which results
+    of every camera arrived and their frame age p99 is within ``AGE_TARGET_MS``; ``None``: not
+    within ``horizon`` s (waits until the horizon has passed when it has to)."""
+    since = time.time() - (time.monotonic() - end)  # the fault's end on the wall clock
+    start = since
+    while start < since + horizon:
+        if start + 1.0 > time.time():  # that window is not over yet
+            time.sleep(start + 1.0 - time.time())
+        window = [a for a in collector.window(start, start + 1.0) if a.clock == "rtcp-ntp"]
+        if {a.camera for a in window} >= set(cameras):
+            p99 = float(np.percentile([(a.arrived - a.captured) * 1000 for a in window], 99))
+            if p99 <= AGE_TARGET_MS:
+                return round(start - since, 2)
+        start += 0.25
+    return None
 
 
 def _outcome(index: int, fault: Fault, result: Convergence) -> Outcome:
@@ -120,8 +152,10 @@ def soak(minutes: float, seed: int, cameras: int = 3, kinds: list[str] | None = 
                 continue
             got = converge(stack.bus, stack.truth, fault.end, timeout=BOUND_S, hold=stack.quiet)
             outcome = _outcome(index, fault, got)
+            outcome.age_back_s = age_back(stack.collector, fault.end, stack.cameras)
             result.outcomes.append(outcome)
             shown = "NEVER" if got.seconds is None else f"{got.seconds:.2f} s"
+            shown += f", frame age back {outcome.age_back_s} s"
             print(f"  #{index} {kind} {fault.target} held {fault.held_s} s: converged {shown}"
                   f"{' ' + fault.note if fault.note else ''}", flush=True)  # fmt: skip
             for wrong in outcome.never:
@@ -172,6 +206,16 @@ def report(result: SoakResult, label: str) -> Report:
             "p50_s": round(float(np.percentile(ok, 50)), 2) if ok else -1,
             "max_s": round(max(ok), 2) if ok else -1,
         }))  # fmt: skip
+    ages = [o.age_back_s for o in result.outcomes if o.age_back_s is not None]
+    if result.outcomes:
+        rep.add(Row("soak", f"frame age p99 back within {AGE_TARGET_MS} ms", {
+            "faults": len(result.outcomes), "not_back": len(result.outcomes) - len(ages),
+            "p50_s": round(float(np.percentile(ages, 50)), 2) if ages else -1,
+            "p99_s": round(float(np.percentile(ages, 99)), 2) if ages else -1,
+            "max_s": round(max(ages), 2) if ages else -1,
+        }, target=f"p99 <= {AGE_BACK_S:.0f} s, all back",
+            met=bool(ages) and len(ages) == len(result.outcomes)
+            and float(np.percentile(ages, 99)) <= AGE_BACK_S))  # fmt: skip
     dead = [o.converged_s for o in result.midway if o.converged_s is not None]
     if result.midway:
         rep.add(Row("soak", "a killed worker shown dead", {

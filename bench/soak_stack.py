@@ -20,6 +20,7 @@ from types import TracebackType
 
 from bench.oracle import Truth
 from bench.soak_faults import Disk, Partition
+from bench.stack import Collector
 from ovbus.bus import Bus
 from ovbus.errors import OvbusError
 from ovbus.payloads import PipelineModel, PipelineSpec
@@ -131,6 +132,11 @@ class SoakStack:
             self.set_pipeline(cam, 0.5)
         for node in (CAPTURE, *INFER):
             self.wait_online(node)
+        self.collector = Collector()  # every result, with its arrival time (frame age)
+        self.bus.subscribe(
+            self.bus.topics.all_cameras("detections"), qos=0, callback=self.collector,
+            queue_size=100000,
+        )  # fmt: skip
         threading.Thread(target=self._command_stream, name="soak-commands", daemon=True).start()
         return self
 
