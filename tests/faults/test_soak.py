@@ -14,6 +14,7 @@ SEED = 3
 MINUTES = 2.0
 
 
+@pytest.mark.timeout(900)  # two minutes of faults, plus the stack's start and the last answers
 def test_short_soak(fault_row: Row) -> None:
     """Proves: through two minutes of faults drawn from seed 3 (broker and worker SIGKILLs,
     SIGSTOP/SIGCONT, camera stalls, a full models disk, the zoo cut off from the broker) under
