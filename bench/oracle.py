@@ -72,7 +72,9 @@ class Wrong:
 
 def snapshot(bus: Bus, settle: float = 0.3, timeout: float = 10.0) -> dict[str, Message]:
     """The retained tree (the kinds in ``KINDS``) as a consumer subscribing now receives it;
-    a live publication that arrives meanwhile replaces the copy (empty: deleted)."""
+    a live publication that arrives meanwhile replaces the copy (empty: deleted). ``bus`` must
+    hold no other subscription to these filters (the broker sends retained messages only to a
+    new SUBSCRIBE)."""
     t = bus.topics
     patterns = [
         t.all_status(), t.all_births(), t.all_cameras("stream"), t.all_cameras("state"),
@@ -127,10 +129,14 @@ def served_by_config(models: Path | None) -> set[str] | None:
     return {str(e.get("config", {}).get("name")) for e in doc.get("model_config_list", [])}
 
 
-def capture_truth(bus: Bus, truth: Truth, timeout: float = 3.0) -> dict[str, str | None]:
-    """Each known camera's answer to a ``set`` that changes nothing (a read): ``streaming`` when it returns
-    its descriptor, else the state it reports; ``None`` when nobody answers."""
+def capture_truth(
+    bus: Bus, truth: Truth, timeout: float = 3.0
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Each known camera's answer to a ``set`` that changes nothing (a read): ``streaming``
+    when it returns its descriptor (and the descriptor's URL), else the state it reports;
+    ``None`` when nobody answers."""
     out: dict[str, str | None] = {}
+    urls: dict[str, str] = {}
     for cam, node in truth.cameras.items():
         if node not in truth.nodes:
             out[cam] = None
@@ -143,7 +149,9 @@ def capture_truth(bus: Bus, truth: Truth, timeout: float = 3.0) -> dict[str, str
             out[cam] = None
             continue
         out[cam] = "streaming" if "url" in result else str(result.get("state"))
-    return out
+        if "url" in result:
+            urls[cam] = str(result["url"])
+    return out, urls
 
 
 TruthSource = Truth | Callable[[], Truth]
@@ -167,10 +175,11 @@ def look(
     with hold() if hold is not None else nullcontext():
         now = truth() if callable(truth) else truth
         zoo = zoo_truth(bus, now)
-        cams = capture_truth(bus, now)
+        cams, urls = capture_truth(bus, now)
         observed = time.monotonic()
         tree = snapshot(bus)
-    return judge(bus.topics, now, tree, zoo, cams, served_by_config(now.models)), observed
+    wrong = judge(bus.topics, now, tree, zoo, cams, served_by_config(now.models), urls)
+    return wrong, observed
 
 
 def judge(
@@ -180,6 +189,7 @@ def judge(
     zoo: dict[str, dict[str, Any]] | None,
     cams: dict[str, str | None],
     config: set[str] | None,
+    urls: dict[str, str] | None = None,
 ) -> list[Wrong]:
     """The comparison itself, a plain function of the truth, the workers' answers and the
     snapshot (``tests/faults/test_oracle.py`` calls it directly)."""
@@ -211,7 +221,10 @@ def judge(
         answer = cams.get(cam)
         stream = get(t.stream(cam))
         desc = _decode(stream, StreamDescriptor) if stream is not None else None
-        if answer == "streaming" and (desc is None or desc.node != node):
+        url = (urls or {}).get(cam)
+        if answer == "streaming" and (
+            desc is None or desc.node != node or (url is not None and desc.url != url)
+        ):  # a descriptor of the node's previous life names a dead URL
             wrong.append(Wrong(str(t.stream(cam)), "missing" if stream is None else "differs",
                                f"capture {node} serves it"))  # fmt: skip
         state = get(t.camera_state(cam))

@@ -122,3 +122,12 @@ def test_a_stream_nobody_serves_is_named() -> None:
     )
     got = topics_of(judge(T, truth, tree, zoo, cams, {"face"}))
     assert got == {str(T.camera_state("gone")): "extra"}
+
+
+def test_a_descriptor_of_a_previous_life_is_named() -> None:
+    """A capture node restarted on another RTSP port: until it announces again, the retained
+    descriptor names the dead URL; the oracle compares it with the node's own answer."""
+    truth, tree, zoo, cams = healthy()
+    assert judge(T, truth, tree, zoo, cams, {"face"}, {"cam": "rtsp://127.0.0.1:8554/cam"}) == []
+    got = judge(T, truth, tree, zoo, cams, {"face"}, {"cam": "rtsp://127.0.0.1:9000/cam"})
+    assert topics_of(got) == {str(T.stream("cam")): "differs"}
