@@ -89,7 +89,7 @@ def native_of_source(kind: SourceKind) -> Native | None:
     if kind == "http":
         return Native("mjpeg")  # multipart/x-mixed-replace of JPEG frames
     if kind == "rtsp":
-        return Native("h264")  # relayed as H.264; other upstream codecs: --no-passthrough
+        return Native("h264")  # relayed as H.264; another codec: seen on its caps, encoded
     if kind in ("testsrc", "pipeline"):
         return Native("raw")
     return None

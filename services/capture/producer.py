@@ -24,8 +24,14 @@ from services.capture.jpeg import rtp_jpeg_problem
 from services.capture.plan import Native, Target, native_from_caps
 from services.capture.probe import standard_jpeg_tables
 from services.capture.relay import Relay
-from services.capture.sources import CLOCK_SRC, Geometry, Source, fps_fraction
-from services.capture.upstream_clock import UpstreamClock
+from services.capture.sources import (
+    CLOCK_SRC,
+    UPSTREAM_SRC,
+    Geometry,
+    Source,
+    fps_fraction,
+)
+from services.capture.upstream_clock import UpstreamClock, codec_not_relayed
 
 log = get_logger(__name__)
 
@@ -143,7 +149,16 @@ class Producer(FileLoop):
         sink.connect("new-sample", self._on_sample)
         if self._loops:
             self._watch_segments(sink)
+        upstream = pipeline.get_by_name(UPSTREAM_SRC) if self.passthrough else None
+        if upstream is not None:
+            upstream.connect("pad-added", self._upstream_pad)
         return pipeline
+
+    def _upstream_pad(self, _src: Any, pad: Any) -> None:
+        refused = codec_not_relayed(pad.get_current_caps() or pad.query_caps(None))
+        if refused is not None:
+            self.refused = refused
+            self.first_frame.set()  # the camera looks, and encodes instead
 
     def stop(self) -> None:
         self._stop.set()
@@ -164,6 +179,8 @@ class Producer(FileLoop):
         while True:
             if self.failure is not None:
                 raise self.failure
+            if self.refused is not None:
+                return  # the camera is served encoded: this pipeline's errors do not count
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

@@ -33,6 +33,8 @@ V4l2Format = Literal["auto", "mjpeg", "h264", "raw"]
 SYSFS_V4L: Final = Path("/sys/class/video4linux")
 #: Name of the appsrc into which ``testsrc:clock`` pushes its barcode frames (see ``barcode.py``).
 CLOCK_SRC: Final = "clocksrc"
+#: Name of an upstream RTSP camera's ``rtspsrc`` (the producer looks at the codec it sends).
+UPSTREAM_SRC: Final = "upstream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +175,7 @@ def check_file(path: str) -> None:
 def _rtspsrc(url: str) -> str:
     return (
         f"rtspsrc location={_quote(url)} latency=100 protocols=tcp "
-        "tcp-timeout=5000000 add-reference-timestamp-meta=true"
+        f"tcp-timeout=5000000 add-reference-timestamp-meta=true name={UPSTREAM_SRC}"
     )
 
 

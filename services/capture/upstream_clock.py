@@ -11,6 +11,10 @@ Frames before the first sender report carry no meta: the relay holds them back f
 relay uses its own arrival times for the rest of that pipeline's life: a switch later would make
 time stamps jump backwards.
 
+An upstream camera sending another video codec than H.264 is not relayed as it comes (the
+depayloader cannot take it): :func:`codec_not_relayed` says so from the stream's caps, and the
+camera is served encoded instead.
+
 Time stamps are not forced to grow frame by frame: an upstream camera sending B-frames sends
 them out of presentation order, each with its own (earlier) capture time, which it keeps.
 """
@@ -18,6 +22,7 @@ them out of presentation order, each with its own (earlier) capture time, which 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 
 class UpstreamClock:
@@ -48,3 +53,15 @@ class UpstreamClock:
         else:
             stamp = local + (self._shift if self.upstream else 0)
         return stamp
+
+
+def codec_not_relayed(caps: Any) -> str | None:
+    """Why an upstream camera's stream (the caps of an ``rtspsrc`` pad) is not relayed as it
+    comes: a video codec other than H.264; ``None`` for H.264 (and other media)."""
+    if caps is None or not caps.get_size():
+        return None
+    structure = caps.get_structure(0)
+    codec = (structure.get_string("encoding-name") or "").upper()
+    if structure.get_string("media") == "video" and codec not in ("H264", ""):
+        return f"the upstream camera sends {codec}, which is not served as it comes"
+    return None

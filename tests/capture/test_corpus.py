@@ -10,6 +10,7 @@ not carry, are decoded and encoded to H.264 by capture without any flag."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from ovbus.bus import Bus
 from ovbus.messages import Message
 from ovbus.payloads.detections import DetectionResult
-from services.mosquitto import Mosquitto
+from services.mosquitto import Mosquitto, free_port
 from tests import media
 from tests.infer.harness import InferProcess, state_is, wait_for
 from tests.models import models_folder
@@ -28,6 +29,40 @@ from tests.stack import CaptureNode, capture_node
 pytestmark = pytest.mark.slow
 
 UPSTREAM = "upstream-bframes"
+H265_UPSTREAM = "upstream-h265"
+
+
+class H265Camera:
+    """A live H.265 RTSP camera: GStreamer's RTSP server in this process (the launch string is a
+    constant of this test), at ``url``."""
+
+    def __init__(self) -> None:
+        from services.capture.gst import GLib, GstRtspServer
+
+        port = free_port()
+        self.url = f"rtsp://127.0.0.1:{port}/h265"
+        self._context = GLib.MainContext.new()
+        self._loop = GLib.MainLoop.new(self._context, False)
+        server = GstRtspServer.RTSPServer()
+        server.set_address("127.0.0.1")
+        server.set_service(str(port))
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(
+            "( videotestsrc is-live=true pattern=ball ! "
+            "video/x-raw,width=320,height=240,framerate=10/1 ! "
+            "x265enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! "
+            "rtph265pay name=pay0 pt=96 )"
+        )
+        factory.set_shared(True)
+        server.get_mount_points().add_factory("/h265", factory)
+        self._server: Any = server
+        server.attach(self._context)
+        self._thread = threading.Thread(target=self._loop.run, name="h265-rtsp", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._loop.quit()
+        self._thread.join(5)
 
 
 @dataclass
@@ -42,10 +77,11 @@ def stack(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     folder = tmp_path_factory.mktemp("corpus")
     prefix = f"ovbus-test/corpus-{folder.name}"
     files = {name: str(media.clip(name)) for name in media.CORPUS}
+    h265 = H265Camera()
     with capture_node(
         broker.url, prefix + "-up", {"cam": files["bframes-mp4"]}, timeout=120
     ) as upstream:
-        cameras = {**files, UPSTREAM: upstream.urls["cam"]}
+        cameras = {**files, UPSTREAM: upstream.urls["cam"], H265_UPSTREAM: h265.url}
         with capture_node(broker.url, prefix, cameras, timeout=180) as capture:
             bus = Bus(broker.url, prefix=prefix).connect(timeout=10)
             worker = InferProcess(
@@ -57,6 +93,7 @@ def stack(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             finally:
                 worker.stop()
                 bus.close()
+    h265.close()
 
 
 def first_result(stack: Stack, camera: str, *, objects: bool = False) -> DetectionResult:
@@ -123,3 +160,14 @@ def test_corpus_files_are_what_they_claim() -> None:
     assert variable["avg_frame_rate"] != variable["r_frame_rate"]
     rotations = [d.get("rotation") for d in video("rotated-90-mp4").get("side_data_list", [])]
     assert 90 in rotations or -90 in rotations, rotations
+
+
+def test_an_upstream_rtsp_camera_in_h265_is_served_encoded(stack: Stack) -> None:
+    """Pass-through carries H.264 from an RTSP camera; H.265 is transcoded by itself (before: a
+    link error, the camera restarting for ever)."""
+    descriptor = stack.capture.descriptors[H265_UPSTREAM]
+    assert not descriptor.passthrough and descriptor.codec == "h264"
+    assert "served encoded camera=upstream-h265" in stack.capture.stderr()
+    assert "sends H265" in stack.capture.stderr()
+    result = first_result(stack, H265_UPSTREAM)
+    assert (result.width, result.height) == (320, 240)
