@@ -162,17 +162,24 @@ def h264_decoder(gst: Any) -> str:
     raise StreamError("no H.264 decoder is installed (gstreamer1.0-libav has avdec_h264)")
 
 
+#: Key frames the H.264 decoder's queue holds beyond its delta frames: a decoder stalled for
+#: that many key frames (8 s at a key frame a second) loses none of them to the leaky queue.
+KEY_FRAME_ROOM: Final = 8
+
+
 def _h264_branch(
     gst: Any, decoder_threads: int, queue_frames: int, on_drop: Callable[[], None] | None
 ) -> list[Any]:
     """``rtph264depay ! h264parse ! queue ! <decoder> ! videoconvert``. Frames are dropped
     before the queue, never decoded: once the decoder is behind (the queue holds
     ``queue_frames - 1`` frames), every delta frame up to the next key frame is dropped
-    (``on_drop``), and key frames always enter, so decoding restarts at the next one and frame
-    age does not grow. The queue leaks only as a last resort (never blocks the network side)."""
+    (``on_drop``), and key frames always enter (the queue has room for
+    :data:`KEY_FRAME_ROOM` of them), so decoding restarts at the next one and frame age does not
+    grow. The queue leaks only as a last resort (it never blocks the network side)."""
     depay = _element(gst, "rtph264depay")
     parse = _element(gst, "h264parse")
-    queue = _element(gst, "queue", max_size_buffers=queue_frames, max_size_bytes=0, max_size_time=0)
+    room = queue_frames + KEY_FRAME_ROOM  # deltas stop at queue_frames - 1, the rest: key frames
+    queue = _element(gst, "queue", max_size_buffers=room, max_size_bytes=0, max_size_time=0)
     gst.util_set_object_arg(queue, "leaky", "downstream")
     name = h264_decoder(gst)
     decoder = _element(gst, name)
@@ -180,17 +187,19 @@ def _h264_branch(
         decoder.set_property("max-threads", decoder_threads)  # 0: one per core, per decoder
     behind = [False]
     limit = max(1, queue_frames - 1)
+    # looked up once: a GI attribute look-up per frame costs as much as the check itself
+    delta, ok, drop = gst.BufferFlags.DELTA_UNIT, gst.PadProbeReturn.OK, gst.PadProbeReturn.DROP
 
     def admit(_pad: Any, info: Any) -> Any:
-        if not info.get_buffer().has_flags(gst.BufferFlags.DELTA_UNIT):
+        if not info.get_buffer().has_flags(delta):
             behind[0] = False  # a key frame: decoding restarts here
-            return gst.PadProbeReturn.OK
+            return ok
         if behind[0] or queue.get_property("current-level-buffers") >= limit:
             behind[0] = True
             if on_drop is not None:
                 on_drop()
-            return gst.PadProbeReturn.DROP
-        return gst.PadProbeReturn.OK
+            return drop
+        return ok
 
     queue.get_static_pad("sink").add_probe(gst.PadProbeType.BUFFER, admit)
     return [depay, parse, queue, decoder, _element(gst, "videoconvert")]
