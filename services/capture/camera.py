@@ -299,7 +299,11 @@ class Camera:
         encoder = encoder_description(
             chosen.codec, output.encoder_element, output.bitrate_kbps, target.fps or DEFAULT.fps
         )
-        return chosen, producer_description(head, target, encoder, source.live), geometry
+        fixed = source.kind in ("v4l2", "testsrc") or (source.kind == "file" and native.fps)
+        description = producer_description(
+            head, target, encoder, source.live, fixed_rate=bool(fixed)
+        )
+        return chosen, description, geometry
 
     def _describe(
         self, producer: Producer, chosen: Plan, generation: int

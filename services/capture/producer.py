@@ -43,13 +43,17 @@ def _appsink(live: bool) -> str:
     )
 
 
-def producer_description(head: str, target: Target, encoder: str, live: bool) -> str:
+def producer_description(
+    head: str, target: Target, encoder: str, live: bool, *, fixed_rate: bool = True
+) -> str:
     """The encoding producer pipeline around a source description ending in raw video
     (``head``): convert, scale and rate to ``target`` (a ``None`` field: as decoded), encode.
-    ``videorate drop-only``: frames are dropped to the rate, never duplicated, and keep their
-    own time stamps (the capture times); plain ``videorate`` stamps the frames it keeps on a
-    grid of its own, up to half a frame interval off, ramping when the source's rate differs
-    from the target's (``tests/capture/test_capture_time.py``)."""
+    A source at a fixed rate (``fixed_rate``: its caps state one) gets ``videorate
+    drop-only``: frames are dropped to the rate, never duplicated, and keep their own time
+    stamps (the capture times). Plain ``videorate`` (the only one that takes a variable rate,
+    ``0/1``: HTTP MJPEG, RTSP, variable-rate files) stamps the frames it keeps on a grid of its
+    own, up to half a frame interval off, ramping when the source's rate differs from the
+    target's (``tests/capture/test_capture_time.py``)."""
     caps = "video/x-raw,format=I420"
     if target.width is not None and target.height is not None:
         caps += f",width={target.width},height={target.height},pixel-aspect-ratio=1/1"
@@ -59,7 +63,8 @@ def producer_description(head: str, target: Target, encoder: str, live: bool) ->
     leak = "leaky=downstream " if live else ""
     return (
         f"{head} ! queue max-size-buffers=3 max-size-time=0 max-size-bytes=0 {leak}! "
-        f"videoconvert ! videoscale ! videorate drop-only=true ! {caps} ! {encoder} ! "
+        f"videoconvert ! videoscale ! videorate{' drop-only=true' if fixed_rate else ''} ! "
+        f"{caps} ! {encoder} ! "
         f"{_appsink(live)}"
     )
 
