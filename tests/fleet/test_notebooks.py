@@ -146,17 +146,20 @@ def test_notebook_runs_against_the_stack(path: Path, stack: Stack) -> None:
         "OVBUS_MODELS": str(stack.models),
         "JUPYTER_PLATFORM_DIRS": "1",
     }
-    start = time.monotonic()
     notebook = execute(path, env)
-    assert time.monotonic() - start < 600
     assert not any(
         o.get("output_type") == "error" for c in notebook.cells for o in c.get("outputs", [])
     )
     text = outputs(notebook)
     if path.stem == "face-detection":
-        assert "with a detection" in text
+        # results arrived, and the demo video's faces were found in some of them
+        counts = re.search(r"^(\d+) results, (\d+) with a detection$", text, re.M)
+        assert counts and int(counts.group(1)) >= 3 and int(counts.group(2)) >= 1, text
     if path.stem == "fleet":
-        assert "nodes reported stats" in text
+        # the capture and the infer node both reported, the infer node with the camera's figures
+        nodes = re.search(r"^(\d+) nodes reported stats$", text, re.M)
+        assert nodes and int(nodes.group(1)) >= 2, text
+        assert re.search(rf"'camera': '{stack.camera}', 'fps': [1-9]", text), text
     if path.stem == "tracking":
         # the demo camera's faces are tracked: at least one track, its events counted
         tracked = re.search(r"^(\d+) tracks on the timeline; events: ", text, re.M)
@@ -182,7 +185,10 @@ def test_notebook_runs_against_the_stack(path: Path, stack: Stack) -> None:
     if path.stem == "your-own-model":
         # the pull's states end in ready, and the model then ran on a frame and on the camera
         assert re.search(r"^pulling( -> \w+)* -> ready$", text, re.M), text
-        assert "best score" in text
+        best = re.search(r"best score (\d+(?:\.\d+)?)$", text, re.M)
+        assert best and 0 < float(best.group(1)) <= 1, text
+        # then results of the camera (frame number, objects) came from the infer worker
+        assert re.search(r"^\d+ \[", text, re.M), text
 
 
 @pytest.mark.slow
@@ -210,5 +216,6 @@ def test_notebook_with_the_stack_down_fails_fast_with_advice() -> None:
     start = time.monotonic()
     with pytest.raises(CellExecutionError) as info:
         execute(ROOT / "notebooks" / "face-detection.ipynb", env)
-    assert time.monotonic() - start < 60
+    # fails on the unreachable broker, not on a cell or kernel timeout (a generous bound)
+    assert time.monotonic() - start < 120
     assert "make demo" in str(info.value) and "ovbus up" in str(info.value)
