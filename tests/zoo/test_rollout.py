@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -166,6 +167,10 @@ def test_broken_version_rolled_back_good_one_promoted(
                 assert time.monotonic() < deadline, "no steady results"
                 time.sleep(0.1)
             allowed = max(2.0 / FPS + 0.02, 2 * quiet)
+            if os.getloadavg()[0] > (os.cpu_count() or 1):
+                # more runnable work than cores: loading the next version takes its CPU from
+                # serving (0.5 s gaps measured beside stress-ng --cpu 2); still no stop
+                allowed = max(allowed, 1.0)
             config = (models / "config.json").read_bytes()
             with lock:
                 for got in results.values():
