@@ -144,6 +144,7 @@ class RtspServer:
         if pipeline is not None:
             pipeline.connect("element-added", self._on_element, None)
         media.connect("unprepared", self._on_unprepared, (relay, appsrc))
+        media.connect("prepared", lambda m: self._call_soon(lambda: self._hold(m)))
         relay.attach(appsrc, lambda: self._call_soon(media.unprepare))
         log.info("media created", camera=relay.camera)
 
@@ -157,6 +158,15 @@ class RtspServer:
         source = GLib.idle_source_new()
         source.set_callback(once)
         source.attach(self._context)
+
+    def _hold(self, media: Any) -> None:
+        """Keep a prepared media prepared until its camera ends (:meth:`_retire` lets go): the
+        server's own ``prepare`` (a count, no second preroll) outlives every client's. Without
+        it the last client's TEARDOWN unprepared the shared media in that client's thread while
+        another client's DESCRIBE, in its own thread, had just found it in the factory's cache:
+        "can not reuse media", a 503, and readers that reconnect at once died in turn."""
+        if not media.prepare(None):
+            log.debug("media ended before it could be held")
 
     def _on_unprepared(self, media: Any, data: tuple[Relay, Any]) -> None:
         relay, appsrc = data
