@@ -36,6 +36,9 @@ log = get_logger(__name__)
 #: Threads serving RTSP clients (GstRTSPThreadPool ``max-threads``); -1: one per client.
 CLIENT_THREADS = -1
 
+#: Bound on the prepares of one media ended by :meth:`RtspServer._retire` (one per client).
+_MAX_PREPARES = 1024
+
 
 def primary_address() -> str:
     """The address other machines reach this one on (the source of the default route)."""
@@ -145,7 +148,7 @@ class RtspServer:
             pipeline.connect("element-added", self._on_element, None)
         media.connect("unprepared", self._on_unprepared, (relay, appsrc))
         media.connect("prepared", lambda m: self._call_soon(lambda: self._hold(m)))
-        relay.attach(appsrc, lambda: self._call_soon(media.unprepare))
+        relay.attach(appsrc, lambda: self._call_soon(lambda: self._retire(media)))
         log.info("media created", camera=relay.camera)
 
     def _call_soon(self, fn: Callable[[], object]) -> None:
@@ -167,6 +170,36 @@ class RtspServer:
         "can not reuse media", a 503, and readers that reconnect at once died in turn."""
         if not media.prepare(None):
             log.debug("media ended before it could be held")
+
+    def _retire(self, media: Any) -> None:
+        """End a media whose camera ended (disabled, codec changed, node stopping): first the
+        clients' sessions that play it, then the media. Unpreparing a media whose streams still
+        had the sessions' transports could not take its ``udpsrc`` elements out (locked in
+        PLAYING): they were freed while PLAYING (GStreamer-CRITICAL "Trying to dispose element
+        udpsrcN"), and the worker later crashed with SIGSEGV."""
+        keep, remove = GstRtspServer.RTSPFilterResult.KEEP, GstRtspServer.RTSPFilterResult.REMOVE
+        ended = 0
+
+        def of_media(session: Any, session_media: Any, _data: object) -> Any:
+            return remove if session_media.get_media() is media else keep
+
+        def session_filter(pool: Any, session: Any, _data: object) -> Any:
+            nonlocal ended
+            before = len(session.filter(None, None))
+            session.filter(of_media, None)  # drops its transports: set inactive, then freed
+            left = len(session.filter(None, None))
+            ended += before - left
+            return remove if left == 0 and before > left else keep
+
+        self._server.get_session_pool().filter(session_filter, None)
+        # every prepare is counted (the server's hold, each client's): the camera ended, so
+        # all of them end here (a later unprepare by a client is a no-op)
+        unprepared = GstRtspServer.RTSPMediaStatus.UNPREPARED
+        for _ in range(_MAX_PREPARES):
+            if media.get_status() == unprepared:
+                break
+            media.unprepare()
+        log.debug("media retired", sessions=ended, status=media.get_status().value_nick)
 
     def _on_unprepared(self, media: Any, data: tuple[Relay, Any]) -> None:
         relay, appsrc = data
