@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from ovbus.errors import ErrorCode, StoreError
+from ovbus.errors import ErrorCode, ModelError, StoreError
 
 # field numbers of onnx.proto (ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto,
 # SparseTensorProto, FunctionProto, StringStringEntryProto)
@@ -104,7 +104,8 @@ def _locations(buf: memoryview, kind: str, depth: int = 0) -> Iterator[str]:
 
 def check_onnx_external_data(model: Path) -> list[str]:
     """The external data files ``model`` names (each confined to its folder); ``StoreError``
-    (``forbidden_path``) for one that is not, or a file that does not parse as ONNX."""
+    (``forbidden_path``) for one that is not, (``conversion_failed``) for a file that does not
+    parse as ONNX."""
     folder = model.parent.resolve()
     try:
         with open(model, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
@@ -114,7 +115,9 @@ def check_onnx_external_data(model: Path) -> list[str]:
             finally:
                 view.release()
     except ValueError as e:  # mmap of an empty file, or a malformed protobuf
-        raise StoreError(f"{model.name}: not a readable ONNX file ({e})") from None
+        raise StoreError(
+            f"{model.name}: not a readable ONNX file ({e})", code=ErrorCode.CONVERSION_FAILED
+        ) from None
     for location in found:
         path = PurePosixPath(location)
         if not location or "\\" in location or "\x00" in location or path.is_absolute():
@@ -125,3 +128,15 @@ def check_onnx_external_data(model: Path) -> list[str]:
         if not real.is_relative_to(folder):
             raise _refused(model, f"location {location!r} is a link out of the model's folder")
     return found
+
+
+def check_model_file(name: str, model: Path) -> None:
+    """Before a runtime reads model ``name`` from ``model``: an ONNX whose external data leaves
+    its folder is a ``ModelError`` (``forbidden_path``), one that does not parse fails to load."""
+    if model.suffix.lower() != ".onnx":
+        return
+    try:
+        check_onnx_external_data(model)
+    except StoreError as e:
+        code = e.code if e.code == ErrorCode.FORBIDDEN_PATH else ModelError.code
+        raise ModelError(f"model {name!r}: {e.message}", code=code) from None

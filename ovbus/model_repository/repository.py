@@ -27,7 +27,6 @@ from pydantic import ValidationError
 
 from ovbus.errors import ErrorCode, ModelError, StoreError
 from ovbus.model_repository.config import ConfigOutline, ModelConfig
-from ovbus.model_repository.external_data import check_onnx_external_data
 from ovbus.model_repository.values import Dim, Shape, parse_batch_size, parse_layout, parse_shape
 from ovbus.model_repository.versions import (
     DEFAULT_POLICY,
@@ -221,6 +220,4 @@ def resolve(entry: ModelEntry, version: int | None) -> tuple[int, Path]:
             f"model {entry.name!r}: version {chosen} is not served (served: {served})",
             code=ErrorCode.NOT_FOUND,
         )
-    if found.suffix.lower() == ".onnx":  # its external data must stay in its folder
-        check_onnx_external_data(found)
     return chosen, found

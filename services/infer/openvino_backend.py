@@ -1,16 +1,13 @@
 """The ``openvino`` backend: the OpenVINO runtime in-process, reading the models folder as OVMS.
 
 Each model version is compiled once for its ``target_device`` with the THROUGHPUT or LATENCY
-hint and run through an ``AsyncInferQueue`` of ``nireq`` requests (default: the device's optimal
-number), so several cameras share one compiled model concurrently; the worker's scheduler keeps
-``nireq + 1`` detections in flight (each model reports ``nireq``). ``infer_threads`` sets
-``INFERENCE_NUM_THREADS`` unless the entry's ``plugin_config`` does. A watcher polls
-``config.json`` and the model folders every ``poll_s`` seconds and reloads a model whose entry or
-files changed; the new version is swapped in atomically, other models keep running. Compiles
-go through OpenVINO's model cache (``cache_dir``, CACHE_DIR): a version compiled before, by this
-or an earlier worker, loads from it; the watcher compiles at a lower CPU priority than serving.
+hint and run through an ``AsyncInferQueue`` of ``nireq`` requests (default: the device's
+optimal number), shared by the cameras; the scheduler keeps ``nireq + 1`` detections in flight.
+``infer_threads`` sets ``INFERENCE_NUM_THREADS`` unless ``plugin_config`` does. A watcher polls
+``config.json`` and the model folders every ``poll_s`` s and reloads a changed model, swapped in
+atomically, at a lower CPU priority than serving; compiles go through OpenVINO's model cache
+(``cache_dir``): a version compiled before, by this or an earlier worker, loads from it.
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -33,6 +30,7 @@ from ovbus.model_repository import (
     read_config,
     resolve,
 )
+from ovbus.model_repository.external_data import check_model_file
 from ovbus.priority import lower_this_thread
 from services.infer.backend import Array, TensorSpec
 
@@ -131,6 +129,7 @@ class OpenVINOModel:
         self.device = entry.device
         cfg = entry.config
         try:
+            check_model_file(entry.name, path)  # an ONNX's external data stays in its folder
             model = core.read_model(str(path))
             apply_shape(model, entry)
             if entry.layouts is not None:

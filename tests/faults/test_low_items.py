@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import openvino as ov
 import pytest
 from pydantic import ValidationError
 
@@ -29,6 +30,7 @@ from ovbus.model_repository.repository import resolve
 from ovbus.payloads.zoo import SetRequest
 from services import wheels
 from services.http import not_public
+from services.infer.openvino_backend import OpenVINOModel
 from services.zoo.convert import convert
 from tests.faults.conftest import Row
 from tests.zoo.onnx_writer import _field, _value_info
@@ -84,8 +86,8 @@ def test_onnx_external_data_confined(tmp_path: Path, fault_row: Row) -> None:
 
 
 def test_onnx_external_data_refused_by_the_infer_model_lookup(tmp_path: Path) -> None:
-    """An ONNX published into the models folder by hand: the lookup the in-process backend
-    makes before ``read_model`` refuses it, naming the model."""
+    """An ONNX published into the models folder by hand: the in-process backend refuses it
+    before ``read_model``, naming the model."""
     (tmp_path / "host-secret.bin").write_bytes(b"S" * 256)
     version = tmp_path / "models" / "m" / "1"
     version.mkdir(parents=True)
@@ -94,9 +96,11 @@ def test_onnx_external_data_refused_by_the_infer_model_lookup(tmp_path: Path) ->
         '{"model_config_list": [{"config": {"name": "m", "base_path": "m"}}]}'
     )
     entries = read_config(tmp_path / "models" / "config.json").entries
-    with pytest.raises((StoreError, ModelError)) as info:
-        resolve(entries["m"], None)
+    version_number, path = resolve(entries["m"], None)
+    with pytest.raises(ModelError) as info:
+        OpenVINOModel(ov.Core(), entries["m"], version_number, path, "LATENCY")
     assert info.value.code == ErrorCode.FORBIDDEN_PATH
+    assert "'m'" in info.value.message and "leaves the model's folder" in info.value.message
 
 
 def test_plugin_config_from_the_bus_is_performance_only(fault_row: Row) -> None:
