@@ -188,7 +188,9 @@ class Mosquitto:
             if not self.users:
                 raise ConfigError("a broker without anonymous access needs users")
             lines += ["allow_anonymous false", f"password_file {pw}"]
-        if self.users:
+        # written at every start while any listener reads it: a restart with fewer users must
+        # not leave the old file (and its logins) in place
+        if self.users or self.auth_port is not None or any(t.passwords for t in self.tls):
             hash_passwords(find_tool("mosquitto_passwd"), pw, self.users)
             os.chmod(pw, 0o600)
         if self.auth_port is not None or (self.users and self.anonymous):
