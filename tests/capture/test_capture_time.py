@@ -59,12 +59,15 @@ def clock_url() -> Iterator[str]:
 @pytest.mark.parametrize("tcp", [True, False], ids=["tcp", "udp"])
 def test_capture_time_within_5_ms_of_the_painted_truth(clock_url: str, tcp: bool) -> None:
     errors_ms: list[float] = []
+    unreadable = 0  # over UDP a lost packet can smear a frame's barcode: counted, bounded
     with RtspReader(clock_url, tcp=tcp, frame_timeout=30) as reader:
         while len(errors_ms) < 150:
             frame = reader.read(timeout=60)
             truth = barcode.read_bgr(frame.image)
-            assert truth is not None, "barcode did not decode"
-            if frame.clock == "rtcp-ntp":
+            if truth is None:
+                unreadable += 1
+                assert tcp is False and unreadable <= 8, f"{unreadable} barcodes did not decode"
+            elif frame.clock == "rtcp-ntp":
                 errors_ms.append((frame.captured_at - truth) * 1000)
     ordered = sorted(abs(e) for e in errors_ms)
     p99 = ordered[int(len(ordered) * 0.99) - 1]

@@ -187,7 +187,7 @@ def test_passthrough_descriptions(tmp_path: Path) -> None:
         f'filesrc location="{tmp_path}/a \\"clip\\".mp4" ! parsebin ! {h264_tail}'
     )
     rtsp = passthrough_description(Source("rtsp", "rtsp://h/x"), "h264")
-    assert "add-reference-timestamp-meta=true ! rtph264depay ! h264parse" in rtsp
+    assert "add-reference-timestamp-meta=true name=upstream ! rtph264depay ! h264parse" in rtsp
     http = passthrough_description(Source("http", "http://h/v.mjpg"), "mjpeg")
     assert http.endswith("multipartdemux single-stream=true ! jpegparse ! image/jpeg")
     device = tmp_path / "video0"
