@@ -28,9 +28,10 @@ PATH: Final = (
     ("run.py", "run_model"),
     ("openvino_backend.py", "infer"),
     ("decoders.py", "decode"),
-    ("camera.py", "_safe_publish"),
+    ("publishing.py", "__call__"),
     ("events.py", "process"),
-    ("taps.py", "frame"),
+    ("shadow.py", "frame"),
+    ("recording.py", "frame"),
     ("replay.py", "_loop"),
 )
 

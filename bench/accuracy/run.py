@@ -85,6 +85,7 @@ class LocalModel:
     backend = "openvino"
     device = "CPU"
     version = 1
+    nireq: int | None = None  # compiled without a request queue
 
     def __init__(self, core: ov.Core, name: str, path: Path) -> None:
         self.name = name

@@ -1,7 +1,8 @@
 """The one backend interface every inference backend implements, and nothing more.
 
 A :class:`Backend` opens :class:`Model` handles by name and version; a handle has ``inputs``,
-``outputs``, ``infer`` and ``close``. Pre- and post-processing never see which backend ran the
+``outputs``, ``infer``, ``close`` and ``nireq`` (the requests it wants in flight, which the
+scheduler keeps). Pre- and post-processing never see which backend ran the
 model, so the same frames give the same results through every backend.
 """
 
@@ -32,6 +33,13 @@ class Model(Protocol):
     version: int
     device: str
     backend: str
+
+    @property
+    def nireq(self) -> int | None:
+        """Requests this model's device runs best with in flight (OpenVINO's optimal number of
+        infer requests, or ``nireq`` from ``config.json``); ``None``: no preference (a model
+        server), the scheduler keeps its own number."""
+        ...
 
     def inputs(self) -> dict[str, TensorSpec]: ...
 

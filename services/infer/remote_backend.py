@@ -29,6 +29,8 @@ class RemoteModel(ABC):
     """A model version served by a model server."""
 
     backend: str
+    #: no preference: the server queues its own requests; the scheduler keeps 4 in flight
+    nireq: int | None = None
 
     def __init__(
         self, client: Any, server: str, name: str, version: int | None, timeout: float

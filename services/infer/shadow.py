@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ovbus.errors import OvbusError
+from ovbus.frames import Frame
 from ovbus.log import get_logger
 from ovbus.payloads.base import ErrorInfo
 from ovbus.payloads.detections import DetectedObject, ModelResult
@@ -213,8 +214,9 @@ def candidate_model(shadow: ShadowSpec, serving: PipelineModel) -> PipelineModel
 
 
 class ShadowRunner:
-    """The shadow of one camera: :meth:`offer` from the camera loop, the candidate on a thread
-    of its own (started with the first shadow spec), reports through ``publish``."""
+    """The shadow of one camera: :meth:`frame` (or :meth:`offer`) from the camera's job, the
+    candidate on a thread of its own (started with the first shadow spec), reports through
+    ``publish``, each comparison to ``compared``."""
 
     def __init__(
         self,
@@ -222,6 +224,8 @@ class ShadowRunner:
         node: str,
         run: RunCandidate,
         publish: Callable[[ShadowReport], None],
+        *,
+        compared: Compared | None = None,
     ) -> None:
         self.camera = camera
         self.node = node
@@ -238,7 +242,14 @@ class ShadowRunner:
         self._tally = ShadowTally()
         self._since = time.monotonic()
         self._thread: threading.Thread | None = None
-        self.compared: Compared | None = None  # dataset collection (services/infer/collect.py)
+        self.compared = compared  # dataset collection (services/infer/recording.py)
+
+    def frame(self, spec: PipelineSpec, frame: Frame, results: Sequence[ModelResult]) -> None:
+        """A served frame (:class:`services.infer.parts.FrameTap`): offered to the candidate,
+        with what dataset collection needs when the camera collects disagreements."""
+        rule = spec.dataset
+        meta = (rule, frame.index, frame.captured_at) if rule and rule.disagreement else None
+        self.offer(spec, frame.image, results, meta)
 
     def offer(
         self, spec: PipelineSpec, image: Image, results: Sequence[ModelResult], meta: object = None

@@ -1,11 +1,13 @@
-"""The infer worker: follows stream descriptors and pipeline specs on the bus, takes the cameras
-that rendezvous hashing gives it among the live infer workers, and runs a
-:class:`~services.infer.camera.CameraRunner` for each; one
-:class:`~services.infer.scheduler.Dispatcher` runs the detections of all of them."""
+"""The infer worker: its runtimes and backend, and the bus side: descriptors, pipeline specs,
+model states and the live workers followed on the bus and handed to the piece each concerns:
+:class:`~services.infer.ownership.Membership` (the live infer workers),
+:class:`~services.infer.owned.OwnedCameras` (the cameras this worker runs, each assembled by
+:class:`~services.infer.assembly.CameraAssembly`), the model descriptions and the rollouts. One
+:class:`~services.infer.scheduler.Dispatcher` runs the detections of every camera; replay
+requests are answered by :class:`~services.infer.replay_server.ReplayService`."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,27 +18,26 @@ from ovbus.homeassistant import Discovery
 from ovbus.log import get_logger
 from ovbus.messages import Message
 from ovbus.node import Node
-from ovbus.payloads.base import ErrorInfo
 from ovbus.payloads.model import ModelState
 from ovbus.payloads.node import Birth, Stats
-from ovbus.payloads.pipeline import InferenceState, PipelineModel, PipelineSpec
+from ovbus.payloads.pipeline import PipelineSpec
 from ovbus.payloads.stream import StreamDescriptor
 from ovbus.settings import NodeSettings
+from services.infer.assembly import CameraAssembly, WorkerPieces
 from services.infer.backend import Backend
-from services.infer.camera import CameraRunner
 from services.infer.collect import Collector
 from services.infer.descriptions import DescriptionStore
+from services.infer.discovery import CameraDiscovery
+from services.infer.owned import OwnedCameras
 from services.infer.ownership import Membership
+from services.infer.recording import make_recorder
 from services.infer.replay_server import ReplayService
 from services.infer.rollouts import RolloutBoard
 from services.infer.scheduler import Dispatcher
 from services.infer.settings import InferSettings
-from services.infer.taps import Taps, make_recorder
 
 log = get_logger(__name__)
 
-#: At most this many labels per detector become Home Assistant entities (two each).
-MAX_HA_LABELS = 100
 _FRONTENDS: list[Any] = []  # OpenVINO's model readers, kept loaded for the process's life
 
 
@@ -81,6 +82,8 @@ def make_backend(settings: InferSettings) -> Backend:
 
 
 class InferWorker:
+    """The bus side of the worker: what it subscribes to and where each message goes."""
+
     def __init__(self, node: Node, settings: InferSettings, backend: Backend) -> None:
         self.node = node
         self.settings = settings
@@ -90,32 +93,29 @@ class InferWorker:
         self.me = node.node_id
         self.descriptions = DescriptionStore(settings.models)
         self.membership = Membership(self.me)
-        self.default = (
-            PipelineSpec(
-                models=[
-                    PipelineModel(name=settings.default_model, threshold=settings.default_threshold)
-                ]
-            )
-            if settings.default_model
-            else None
-        )
-        self._lock = threading.RLock()
-        self._streams: dict[str, StreamDescriptor] = {}
-        self._specs: dict[str, PipelineSpec | OvbusError] = {}
-        self._runners: dict[str, CameraRunner] = {}
         self._subs: list[Any] = []
         self.dispatcher = Dispatcher(settings.inflight)
         self.recorder = make_recorder(settings)  # replay (docs/rollout.md)
         store = DatasetStore.beside(settings.models, settings.datasets)  # docs/flywheel.md
         self.collector = Collector(store, self.me)
         self.rollouts = RolloutBoard()
+        pieces = WorkerPieces(
+            self.me, self.bus, backend, self.descriptions, self.dispatcher, self.recorder,
+            self.collector, self.rollouts,
+        )  # fmt: skip
+        discovery = (
+            CameraDiscovery(Discovery(self.bus, self.me, settings.ha_prefix), self.descriptions.get)
+            if settings.ha_discovery
+            else None
+        )
+        self.owned = OwnedCameras(
+            self.me, self.bus, owner=self.membership, make=CameraAssembly(pieces, settings).build,
+            announcer=discovery, changed=node.publish_birth,
+        )  # fmt: skip
         self.replays = ReplayService.of_worker(
             self.bus, self.me, self.recorder, backend, self.descriptions, settings,
-            lambda: self.cameras,
+            lambda: self.owned.cameras,
         )  # fmt: skip
-        self.discovery = (
-            Discovery(self.bus, self.me, settings.ha_prefix) if settings.ha_discovery else None
-        )
 
     # wiring --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -130,26 +130,18 @@ class InferWorker:
             sub(t.all_cameras("stream"), callback=self._on_stream, idle_timeout=None),
             sub(t.all_cameras("inference"), callback=self._on_inference, idle_timeout=None),
         ]
-        self.bus.on_connect(self._on_reconnect)
+        self.bus.on_connect(self.owned.republish)
         self.replays.start()
 
     def stop(self) -> None:
         self.replays.close()
         for s in self._subs:
             s.close()
-        with self._lock:
-            runners, self._runners = list(self._runners.values()), {}
-        for runner in runners:
-            runner.stop()
+        self.owned.stop()
         self.dispatcher.stop()
         self.recorder.close()
         self.collector.close()
         self.backend.close()
-
-    def _on_reconnect(self) -> None:
-        with self._lock:
-            for runner in self._runners.values():
-                runner.republish_state()
 
     # bus callbacks -------------------------------------------------------------------------
     def _param(self, message: Message, key: str) -> str | None:
@@ -162,7 +154,7 @@ class InferWorker:
         node = self._param(message, "node")
         online = message.payload == b"online"
         if node is not None and node != self.me and self.membership.status(node, online):
-            self._reconcile()
+            self.owned.reconcile()
 
     def _on_birth(self, message: Message) -> None:
         node = self._param(message, "node")
@@ -176,7 +168,7 @@ class InferWorker:
                 log.warning("bad birth document", node=node, error=e.message)
                 return
         if self.membership.birth(node, kind):
-            self._reconcile()
+            self.owned.reconcile()
 
     def _on_zoo_model(self, message: Message) -> None:
         name = self._param(message, "model")
@@ -193,8 +185,7 @@ class InferWorker:
             return
         self.descriptions.publish(name, state.description)
         self.rollouts.set(name, state.rollout)  # laid over the specs of its cameras
-        for cam in self.cameras:
-            self._refresh_discovery(cam)
+        self.owned.refresh()  # the labels Home Assistant shows
 
     def _on_pipeline(self, message: Message) -> None:
         cam = self._param(message, "camera")
@@ -208,21 +199,7 @@ class InferWorker:
                 spec = PayloadError(
                     f"camera {cam}: malformed pipeline spec: {e.message}", code=e.code
                 )
-        with self._lock:
-            if spec is None:
-                self._specs.pop(cam, None)
-            elif isinstance(spec, PipelineSpec) or cam not in self._specs:
-                self._specs[cam] = spec
-            runner = self._runners.get(cam)
-        if runner is not None:
-            if isinstance(spec, OvbusError):
-                runner.spec_error(spec)
-            else:
-                runner.set_spec(spec)
-                self._refresh_discovery(cam)
-            return
-        if isinstance(spec, OvbusError):
-            log.warning("pipeline spec refused", camera=cam, error=spec.message)
+        self.owned.spec(cam, spec)
 
     def _on_stream(self, message: Message) -> None:
         cam = self._param(message, "camera")
@@ -235,118 +212,21 @@ class InferWorker:
                 if urlsplit(stream.url).username is not None:  # logins come from settings
                     raise PayloadError("a login in the stream URL is refused: use --rtsp-user")
             except PayloadError as e:
-                self._malformed_stream(cam, e)
+                error = f"camera {cam}: malformed stream descriptor: {e.message}"
+                self.owned.bad_stream(cam, StreamError(error, code=e.code))
                 return
-        with self._lock:
-            if stream is None:
-                self._streams.pop(cam, None)
-            else:
-                self._streams[cam] = stream
-            runner = self._runners.get(cam)
-        if runner is not None and stream is not None:
-            runner.set_stream(stream)
-        self._reconcile()
+        self.owned.stream(cam, stream)
 
     def _on_inference(self, message: Message) -> None:
-        """A camera's state cleared while this worker owns it (by the previous owner, after
-        this one's first state): publish it again, with the counts and objects."""
+        """A camera's state cleared (empty retained message) while this worker may own it."""
         cam = self._param(message, "camera")
-        if cam is None or message.payload:
-            return
-        with self._lock:
-            runner = self._runners.get(cam)
-        if runner is not None:
-            log.info("camera state cleared by its previous owner, published again", camera=cam)
-            runner.republish_state()
+        if cam is not None and not message.payload:
+            self.owned.state_cleared(cam)
 
-    def _malformed_stream(self, cam: str, e: PayloadError) -> None:
-        """A descriptor that does not parse: the camera's retained error state, if the camera
-        is (or would be) mine; its reader stops and nothing is opened."""
-        error = StreamError(f"camera {cam}: malformed stream descriptor: {e.message}", code=e.code)
-        log.warning("bad stream descriptor refused", camera=cam, error=error.message)
-        with self._lock:
-            runner = self._runners.get(cam)
-        if runner is not None:
-            runner.refuse_stream(error)
-        elif self.membership.owns(cam):
-            state = InferenceState(
-                camera=cam, node=self.me, state="error", error=ErrorInfo.of(error)
-            )
-            try:
-                self.bus.publish(self.topics.inference(cam), state)
-            except OvbusError as failed:
-                log.warning("cannot publish state", camera=cam, error=failed.message)
-
-    # ownership -----------------------------------------------------------------------------
-    def _reconcile(self) -> None:
-        with self._lock:
-            wanted = {cam for cam in self._streams if self.membership.owns(cam)}
-            drop = [cam for cam in self._runners if cam not in wanted]
-            for cam in drop:
-                gone = cam not in self._streams
-                # a camera given up is cleared too (state, counts, objects): until its new owner
-                # publishes, nothing claims it is watched, even if that owner never does
-                self._runners.pop(cam).stop(clear=True)
-                if self.discovery is not None:
-                    # a camera that is gone leaves Home Assistant; one that moved stays for its new owner
-                    (self.discovery.remove if gone else self.discovery.forget)(cam)
-            new = sorted(wanted - set(self._runners))
-            for cam in new:
-                runner = CameraRunner(
-                    cam,
-                    node=self.me,
-                    bus=self.bus,
-                    backend=self.backend,
-                    descriptions=self.descriptions,
-                    default=self.default,
-                    frame_timeout=self.settings.frame_timeout,
-                    dispatcher=self.dispatcher,
-                    detect_fps=self.settings.detect_fps,
-                    decoder_threads=self.settings.decoder_threads,
-                    rtsp=(self.settings.rtsp_login, self.settings.rtsp_tls_ca),
-                )
-                runner.taps = Taps(
-                    cam, self.me, bus=self.bus, backend=self.backend,
-                    descriptions=self.descriptions, recorder=self.recorder,
-                    rollouts=self.rollouts, collector=self.collector,
-                )  # fmt: skip
-                spec = self._specs.get(cam)
-                if isinstance(spec, PipelineSpec):
-                    runner.set_spec(spec)
-                elif isinstance(spec, OvbusError):
-                    runner.spec_error(spec)
-                runner.set_stream(self._streams[cam])
-                self._runners[cam] = runner.start()
-        for cam in new:
-            self._refresh_discovery(cam)
-        if drop or new:
-            self.node.publish_birth()
-
-    def _refresh_discovery(self, cam: str) -> None:
-        """Home Assistant entities for the labels the camera's detectors can report."""
-        if self.discovery is None:
-            return
-        with self._lock:
-            runner = self._runners.get(cam)
-            spec = runner.spec if runner is not None else None
-        if spec is None:
-            return
-        labels: list[str] = []
-        for pm in spec.models:
-            try:
-                desc = self.descriptions.get(pm.name)
-            except OvbusError:
-                continue  # not known yet: refreshed when its description arrives
-            if desc.kind == "classification":
-                continue  # counts are for detections; 1000 classes are not sensors
-            labels += pm.labels if pm.labels is not None else desc.labels[:MAX_HA_LABELS]
-        lines = [(ln.name, [str(d) for d in ln.directions()]) for ln in spec.lines]
-        self.discovery.update(cam, sorted(set(labels)), [z.name for z in spec.zones], lines)
-
+    # the node's documents ------------------------------------------------------------------
     @property
     def cameras(self) -> list[str]:
-        with self._lock:
-            return sorted(self._runners)
+        return self.owned.cameras
 
     def describe(self, birth: Birth) -> Birth:
         return birth.model_copy(
@@ -357,12 +237,10 @@ class InferWorker:
         )
 
     def stats(self, interval: float) -> Stats:
-        with self._lock:
-            runners = dict(self._runners)
         return Stats(
             node=self.me,
             interval_s=interval,
-            cameras={cam: r.stats(interval) for cam, r in runners.items()},
+            cameras=self.owned.stats(interval),
             dropped_messages=self.bus.dropped,
         )
 
