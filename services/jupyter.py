@@ -32,6 +32,7 @@ from typing import Final
 
 from ovbus.errors import ConfigError, OvbusError
 from ovbus.notebook import STACK_FILE_ENV, StackSettings
+from services.supervisor import stop_process
 
 NOTEBOOKS: Final = Path(__file__).resolve().parents[1] / "notebooks"
 DEFAULT_PORT: Final = 8888
@@ -251,14 +252,8 @@ class JupyterLab:
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (the server shuts its kernels down), SIGKILL to the group after ``timeout``."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        if proc is not None:
+            stop_process(proc, timeout, group=True)
 
 
 def switch(value: str | None, name: str) -> bool | None:

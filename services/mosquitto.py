@@ -13,7 +13,6 @@ import getpass
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from ovbus.errors import ConfigError, OvbusError
 from ovbus.log import get_logger
+from services.supervisor import stop_process
 
 log = get_logger(__name__)
 
@@ -259,13 +259,7 @@ class Mosquitto:
     def stop(self, timeout: float = 10.0) -> None:
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout)
+        stop_process(self._proc, timeout)
         self._proc = None
 
     def kill(self) -> None:

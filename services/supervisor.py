@@ -40,16 +40,33 @@ class WorkerExited(OvbusError):
         self.exit_code = code
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = GRACE) -> int:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; the exit code."""
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """Ask a running process to stop: SIGTERM, then SIGCONT (a stopped process, as a test's or
+    the soak's SIGSTOP leaves it, would otherwise sit on its SIGTERM until it is killed)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            log.warning("process did not stop, killing", pid=proc.pid)
+        proc.send_signal(signal.SIGCONT)
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes], grace: float = GRACE, *, group: bool = False
+) -> int:
+    """The one stop policy (workers, the broker, JupyterLab, test processes): SIGTERM, wait up to
+    ``grace`` seconds, then SIGKILL (to the process group when ``group``: a server started in its
+    own session with children, JupyterLab's kernels); the exit code."""
+    terminate(proc)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        log.warning("process did not stop, killing", pid=proc.pid)
+        if group:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        else:
             proc.kill()
-            proc.wait(5)
+        proc.wait(10)
     return proc.returncode
 
 
@@ -124,16 +141,16 @@ class Supervisor:
             return ""
         return path.read_text(errors="replace")[-tail:]
 
-    def exited(self) -> tuple[str, int] | None:
-        """The first worker that has exited, and its code."""
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                return name, proc.returncode
+    def exited(self, name: str | None = None) -> tuple[str, int] | None:
+        """The first worker (or worker ``name``) that has exited, and its code."""
+        for n, proc in self.procs.items():
+            if (name is None or n == name) and proc.poll() is not None:
+                return n, proc.returncode
         return None
 
-    def check(self) -> None:
-        """Raise ``WorkerExited`` if a worker has exited."""
-        gone = self.exited()
+    def check(self, name: str | None = None) -> None:
+        """Raise ``WorkerExited`` if a worker (or worker ``name``) has exited."""
+        gone = self.exited(name)
         if gone is not None:
             name, code = gone
             raise WorkerExited(name, code, self.log_path(name), self.log(name, 1500))
@@ -143,8 +160,7 @@ class Supervisor:
         shut down in parallel)."""
         names = [name] if name is not None else list(reversed(self.procs))
         for n in names:
-            if self.procs[n].poll() is None:
-                self.procs[n].send_signal(signal.SIGTERM)
+            terminate(self.procs[n])
         deadline = time.monotonic() + self.grace
         for n in names:
             stop_process(self.procs[n], max(0.1, deadline - time.monotonic()))

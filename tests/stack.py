@@ -4,14 +4,16 @@
 
     with capture_node(broker.url, prefix, {"cam1": "/path/video.mp4", "cam2": "testsrc"}) as node:
         node.urls["cam1"]            # rtsp://127.0.0.1:<port>/cam1
-        node.descriptors["cam2"]     # the StreamDescriptor retained on the bus
+        node.descriptors["cam2"]     # the StreamDescriptor it published
         node.proc                    # the subprocess.Popen
         node.kill()                  # SIGKILL, for fault tests
 
-It runs ``python -m services.capture`` with ``--advertise-host 127.0.0.1`` on a free RTSP port,
-waits (bounded) until every camera's retained descriptor is on the bus, and on exit stops the
-worker with SIGTERM (SIGKILL if it does not stop within ``stop_timeout``). A worker that exits
-or never announces raises ``StackError`` with the worker's stderr in the message.
+It runs the capture worker as a :class:`services.stack.WorkerSpec` on the one supervisor, with
+``--advertise-host 127.0.0.1`` on a free RTSP port, waits (bounded) until it is ready as every
+stack waits (``services/readiness.py``: online, and a descriptor from it for every camera of
+``wait_for``, published after it started), and on exit stops it with the supervisor's policy
+(SIGTERM, SIGKILL if it does not stop within ``stop_timeout``). A worker that exits or never
+announces raises ``StackError`` with the worker's log in the message.
 
 Also here: :func:`make_video`, a short real H.264/MP4 made once with GStreamer and cached.
 """
@@ -20,22 +22,22 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from ovbus.bus import Bus
+from ovbus.errors import OvbusError
 from ovbus.messages import Message
 from ovbus.payloads.stream import CameraState, StreamDescriptor
 from services.mosquitto import free_port
+from services.stack import Stack, WorkerSpec
+from services.supervisor import Supervisor, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +57,6 @@ class CaptureNode:
     rtsp_port: int
     cameras: dict[str, str]
     descriptors: dict[str, StreamDescriptor] = field(default_factory=dict)
-    _stderr: IO[bytes] | None = None
     _stderr_path: Path | None = None
 
     @property
@@ -68,7 +69,7 @@ class CaptureNode:
 
     def stderr(self) -> str:
         """Everything the worker logged so far."""
-        if self._stderr_path is None:
+        if self._stderr_path is None or not self._stderr_path.exists():
             return ""
         return self._stderr_path.read_text(errors="replace")
 
@@ -79,15 +80,8 @@ class CaptureNode:
             self.proc.wait(10)
 
     def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return int(self.proc.returncode)
+        """The supervisor's stop policy (SIGTERM, SIGKILL after ``timeout``); the exit code."""
+        return int(stop_process(self.proc, timeout))
 
 
 def _decode_descriptor(message: Message) -> StreamDescriptor | None:
@@ -176,65 +170,45 @@ def capture_node(
     the descriptors of ``wait_for`` (default: every camera) unless ``wait`` is false."""
     port = rtsp_port or free_port()
     node = node_id or f"capture-{os.getpid()}-{port}"
-    argv = [
-        sys.executable,
-        "-m",
-        "services.capture",
-        "--broker",
-        broker_url,
-        "--prefix",
-        prefix,
-        "--node-id",
-        node,
-        "--rtsp-port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--advertise-host",
-        "127.0.0.1",
-    ]
-    for name, source in cameras.items():
-        argv += ["--camera", f"{name}={source}"]
-    argv += list(extra_args)
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
-    child_env.update(env or {})
-    log_file = tempfile.NamedTemporaryFile(prefix="capture-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(argv, cwd=ROOT, env=child_env, stdout=log_file, stderr=log_file)
-    handle = CaptureNode(
-        proc=proc,
-        broker_url=broker_url,
-        prefix=prefix,
+    flags = [a for name, source in cameras.items() for a in ("--camera", f"{name}={source}")]
+    flags += ["--rtsp-port", str(port), "--bind", "127.0.0.1", "--advertise-host", "127.0.0.1"]
+    announces = tuple(cameras if wait_for is None else wait_for)
+    spec = WorkerSpec(
+        "capture",
+        (*flags, *extra_args),
+        name=node,
         node_id=node,
-        rtsp_port=port,
-        cameras=dict(cameras),
-        _stderr=log_file,
-        _stderr_path=Path(log_file.name),
+        announces=announces,
+        env=dict(env or {}),
     )
-    try:
+    with ExitStack() as stack:
+        logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="capture-")))
+        workers = stack.enter_context(Supervisor(logs, cwd=ROOT, grace=stop_timeout))
+        bus = None
         if wait:
-            bus = Bus(broker_url, prefix=prefix).connect(timeout=10)
+            bus = stack.enter_context(Bus(broker_url, prefix=prefix).connect(timeout=10))
+        running = stack.enter_context(Stack(workers, broker_url, prefix, bus=bus))
+        proc = running.start(spec, wait=False)
+        handle = CaptureNode(
+            proc=proc,
+            broker_url=broker_url,
+            prefix=prefix,
+            node_id=node,
+            rtsp_port=port,
+            cameras=dict(cameras),
+            _stderr_path=workers.log_path(node),
+        )
+        if wait:
             try:
-                handle.descriptors = wait_descriptors(
-                    bus,
-                    list(cameras if wait_for is None else wait_for),
-                    timeout=timeout,
-                    proc=proc,
-                    node_id=node,
-                )
-            except StackError as e:
+                running.wait_ready(node, timeout)
+            except OvbusError as e:
                 raise StackError(
                     f"{e}\n--- capture worker log ---\n{handle.stderr()[-6000:]}"
                 ) from e
-            finally:
-                bus.close()
+            handle.descriptors = {
+                name: d for name, d in running.streams.items() if name in announces
+            }
         yield handle
-    finally:
-        handle.terminate(stop_timeout)
-        log_file.close()
-        try:
-            os.unlink(log_file.name)
-        except OSError:
-            pass
 
 
 _video_lock = threading.Lock()
