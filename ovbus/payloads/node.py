@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ovbus.payloads.base import Epoch, Name, Payload, ShortText, now
 
@@ -28,6 +28,22 @@ class Birth(Payload):
     )
 
 
+class CollectionStats(BaseModel):
+    """Dataset collection on one camera over the last stats interval (docs/flywheel.md): frames
+    its ``dataset`` rule was offered, took and the writer stored, and why the others were not."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    offered: int = Field(0, description="processed frames the rule looked at")
+    taken: int = Field(0, description="frames the rule took, queued for the writer")
+    kept: int = Field(0, description="frames written to the dataset")
+    bytes: int = Field(0, description="bytes written (JPEG and record)")
+    over_quota: int = Field(0, description="frames the rule chose, skipped by its quotas")
+    dropped: int = Field(0, description="frames skipped because the writer was busy")
+    full: int = Field(0, description="frames not written: the dataset is at its size cap")
+    errors: int = Field(0, description="frames the writer failed to write")
+
+
 class CameraStats(Payload):
     """Figures for one camera over the last stats interval."""
 
@@ -39,6 +55,9 @@ class CameraStats(Payload):
     skipped: int = Field(0, description="frames skipped because inference was busy")
     dropped: int = Field(0, description="messages dropped (queue full)")
     errors: int = 0
+    collection: CollectionStats | None = Field(
+        None, description="dataset collection, when the camera's spec has a dataset rule"
+    )
 
 
 class Stats(Payload):

@@ -6,6 +6,10 @@ rule is checked on the results already there, the quotas counted, and a frame ta
 small bounded queue. One writer thread per worker encodes the JPEG and writes it. A frame that
 finds the queue full is dropped and counted: collection never slows serving. A dataset at its
 size cap takes no more frames (counted as ``full``) until it is pruned.
+
+The counts go on the bus per camera, with the camera's stats (``collection`` in
+``nodes/<node>/stats``: offered, taken, kept, bytes, over quota, dropped, full, errors over each
+stats interval), read by :meth:`Collector.with_counts`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import queue
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +32,7 @@ from ovbus.log import get_logger
 from ovbus.payloads.base import now
 from ovbus.payloads.dataset import DatasetRule, FrameRecord, ModelDetections, Quota, Reason
 from ovbus.payloads.detections import ModelResult
+from ovbus.payloads.node import CameraStats, CollectionStats
 from services.infer.shadow import compare
 
 log = get_logger(__name__)
@@ -114,6 +120,19 @@ class Collector:
         self._thread: threading.Thread | None = None
         self._stored = threading.Condition()
         self._pending = 0  # queued and not yet written
+        self._counts: dict[str, Counter[str]] = {}  # camera: CollectionStats fields, this interval
+
+    def _count(self, camera: str, **add: int) -> None:
+        """Add to ``camera``'s counts of this stats interval (the caller holds ``_lock``)."""
+        self._counts.setdefault(camera, Counter()).update(add)
+
+    def with_counts(self, camera: str, stats: CameraStats) -> CameraStats:
+        """``stats`` with the camera's collection counts since the last call (none: as it is)."""
+        with self._lock:
+            counts = self._counts.pop(camera, None)
+        if counts is None:
+            return stats
+        return stats.model_copy(update={"collection": CollectionStats(**counts)})
 
     def offer(
         self,
@@ -130,11 +149,13 @@ class Collector:
         reason = reason or select(rule, results)
         with self._lock:
             self.figures.offered += 1
+            self._count(camera, offered=1)
             if reason is None:
                 return False
             counter = self._quotas.setdefault((camera, rule.dataset), QuotaCounter())
             if not counter.take(rule.quota, time.time()):
                 self.figures.over_quota += 1
+                self._count(camera, over_quota=1)
                 return False
         index, captured_at, image = frame
         models = [
@@ -162,6 +183,7 @@ class Collector:
             except queue.Full:
                 with self._lock:
                     self.figures.dropped += 1
+                    self._count(camera, dropped=1)
                     dropped = self.figures.dropped
                 if dropped == 1 or dropped % 100 == 0:  # said, not on every frame
                     log.warning("collection behind, frames dropped", camera=camera,
@@ -170,6 +192,7 @@ class Collector:
             self._pending += 1
         with self._lock:
             self.figures.taken += 1
+            self._count(camera, taken=1)
         self._ensure_thread()
         return True
 
@@ -189,6 +212,7 @@ class Collector:
             except OvbusError as e:
                 with self._lock:
                     self.figures.errors += 1
+                    self._count(item.record.camera, errors=1)
                 log.error("frame not collected", dataset=item.rule.dataset, error=e.message)
             with self._stored:
                 self._pending -= 1
@@ -208,13 +232,16 @@ class Collector:
             with self._lock:
                 first = self.figures.full == 0
                 self.figures.full += 1
+                self._count(item.record.camera, full=1)
             if first:
                 log.warning("dataset full", dataset=dataset.name, max_mb=item.rule.max_mb)
             return
         dataset.add(item.record, jpeg)
-        self._sizes[dataset.name] = size + len(jpeg) + len(item.record.model_dump_json())
+        written = len(jpeg) + len(item.record.model_dump_json())
+        self._sizes[dataset.name] = size + written
         with self._lock:
             self.figures.stored += 1
+            self._count(item.record.camera, kept=1, bytes=written)
         log.debug("frame collected", dataset=dataset.name, frame=item.record.id)
 
     def wait_idle(self, timeout: float) -> bool:

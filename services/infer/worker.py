@@ -240,7 +240,10 @@ class InferWorker:
         return Stats(
             node=self.me,
             interval_s=interval,
-            cameras=self.owned.stats(interval),
+            cameras={  # with each camera's dataset collection counts (docs/flywheel.md)
+                cam: self.collector.with_counts(cam, figures)
+                for cam, figures in self.owned.stats(interval).items()
+            },
             dropped_messages=self.bus.dropped,
         )
 

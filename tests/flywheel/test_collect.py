@@ -14,6 +14,7 @@ from ovbus.bus import Bus
 from ovbus.dataset import DatasetStore
 from ovbus.payloads.dataset import DatasetRule, FrameRecord, Quota
 from ovbus.payloads.detections import DetectedObject, ModelResult
+from ovbus.payloads.node import CameraStats, CollectionStats, Stats
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from ovbus.payloads.shadow import ShadowSpec
 from services.infer.collect import Collector, QuotaCounter, disagree, select
@@ -87,6 +88,20 @@ def test_writer_stores_frames_drops_when_busy_and_stops_at_the_cap(tmp_path: Pat
     assert collector.offer("door", small, (4, 1003.0, image), face)
     assert collector.wait_idle(60)
     assert collector.figures.full == 1 and store.get("tiny").records() == []
+
+    # the counts that go on the bus with the camera's stats, per camera, reset once read
+    other = DatasetRule(dataset="d", labels=["cat"])
+    assert not collector.offer("yard", other, (5, 1004.0, image), face)  # not chosen
+    stats = collector.with_counts("door", CameraStats(frames=7))
+    assert stats.frames == 7 and stats.collection is not None
+    written = sum(p.stat().st_size for p in store.get("d").path.rglob("*") if p.is_file())
+    assert stats.collection.model_dump() == {
+        "offered": 4, "taken": 3, "kept": 2, "bytes": written, "over_quota": 0, "dropped": 1,
+        "full": 1, "errors": 0,
+    }  # fmt: skip
+    assert collector.with_counts("door", CameraStats()).collection is None  # read: reset
+    yard = collector.with_counts("yard", CameraStats()).collection
+    assert yard is not None and (yard.offered, yard.taken, yard.kept) == (1, 0, 0)
     collector.close()
 
 
@@ -117,6 +132,7 @@ def test_collects_live_frames_with_provenance_quota_and_disagreements(
         )  # fmt: skip
         try:
             worker.wait_online(client)
+            stats = client.subscribe(client.topics.stats("infer-collect"))
             rule = DatasetRule(dataset="door-faces", labels=["face"],
                                quota=Quota(per_minute=600, per_hour=600, per_day=3))  # fmt: skip
             serving = PipelineModel(name="face", threshold=0.5)
@@ -142,6 +158,23 @@ def test_collects_live_frames_with_provenance_quota_and_disagreements(
                 assert any(o.label == "face" and o.score >= 0.5 for o in r.models[0].objects)
                 assert abs(r.captured_at - time.time()) < 600
                 assert read_image(store.get("door-faces").image(r.id)).shape == (480, 640, 3)
+
+            # the collector's counts on the bus, with the camera's stats: 3 kept (the day's
+            # quota), the rest chosen but skipped by the quota, the bytes on disk
+            total = CollectionStats()
+            deadline = time.monotonic() + 120
+            while total.kept < 3 or total.over_quota < 20:
+                assert time.monotonic() < deadline, (total, worker.output()[-3000:])
+                doc = stats.get(timeout=60).decode(Stats)
+                got = doc.cameras["door"].collection if "door" in doc.cameras else None
+                if got is not None:
+                    total = CollectionStats(**{k: v + getattr(got, k)
+                                               for k, v in total.model_dump().items()})  # fmt: skip
+            written = sum(p.stat().st_size for p in store.get("door-faces").path.rglob("*")
+                          if p.is_file())  # fmt: skip
+            assert (total.kept, total.bytes, total.dropped, total.full) == (3, written, 0, 0)
+            assert total.taken == 3 and total.offered >= total.over_quota + 3
+            stats.close()
 
             # a candidate keeping low scores disagrees with the serving model: those frames
             low = ShadowSpec(model="face", threshold=0.01, report_interval_s=1.0)
