@@ -11,8 +11,8 @@ import time
 
 from bench.report import Report, Row
 from bench.stack import Stack
+from ovbus.clients import ZooClient
 from ovbus.errors import OvbusError
-from ovbus.payloads.model import ModelState
 from ovbus.payloads.zoo import PullRequest, RolloutRequest
 
 
@@ -100,20 +100,13 @@ def _gaps(
 
 def rollout_gap(report: Report, stack: Stack, interval: float) -> None:
     """A canary rollout of a new BlazeFace version on cam0 (the others run the pose detector)."""
-    bus = stack.bus
-    pull = PullRequest(name="blazeface", convert=False, serve=False)  # published, not served
-    bus.call(bus.topics.zoo_request(), pull, timeout=600)
+    zoo = ZooClient(stack.bus)
+    zoo.pull(PullRequest(name="blazeface", convert=False, serve=False))  # published, not served
     time.sleep(3)
     sent = time.time()
-    request = RolloutRequest(name="blazeface", share=1.0, shadow_s=5, window_s=5)
-    bus.call(bus.topics.zoo_request(), request, timeout=60)
-    outcome = None
-    deadline = sent + 60
-    while time.time() < deadline and outcome is None:
-        s = bus.retained(bus.topics.zoo_model("blazeface"))[0].decode(ModelState)
-        if s.rollout is not None and s.rollout.phase in ("promoted", "rolled_back"):
-            outcome = s.rollout
-        time.sleep(0.5)
+    with zoo.follow("blazeface") as states:  # subscribed before the rollout starts
+        zoo.rollout(RolloutRequest(name="blazeface", share=1.0, shadow_s=5, window_s=5))
+        outcome = zoo.wait_rollout("blazeface", timeout=60, states=states)
     if outcome is None:
         raise OvbusError(f"the rollout did not end within 60 s\n{stack.log('zoo')}")
     end = time.time()

@@ -2,7 +2,11 @@
 
 Each worker's settings live in ``services/<worker>/settings.py``; its flags are generated from
 them (``services/flags.py``) and its entry point is ``services/<worker>/worker.py:main``, imported
-only when the worker runs (GStreamer and OpenVINO are heavy).
+only when the worker runs (GStreamer and OpenVINO are heavy). The command line of one worker is
+built without loading another worker's modules (not even its settings): ``python -m
+services.capture`` loads no zoo or infer code (tests/lib/test_imports.py). Requests to the
+services (``ovbus zoo pull``, ``ovbus dataset prune``, ...) take flags generated from their
+request models (``services/request_flags.py``) and go through ``ovbus.clients``.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from pydantic_settings import BaseSettings
 
 from ovbus import __version__
 from ovbus.bus import Bus
+from ovbus.clients.camera import CameraClient
 from ovbus.errors import BusTimeout, ConfigError, OvbusError
 from ovbus.log import configure
 from ovbus.notebook import StackSettings
 from ovbus.settings import NodeSettings, load_node
 from services.flags import BUS_FLAGS, add_bus_flags, add_settings_flags, settings_from
 from services.workers import WORKERS, settings_class
+from services.zoo_cli import add_client_commands
 
 #: Where ``ovbus up`` (default ``--data``) keeps its broker login, mode 0600.
 UP_STACK = Path(".ovbus") / "stack.json"
@@ -48,7 +54,15 @@ def _sub(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command named on a command line (the first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``ovbus`` parser. With ``command``, only that worker's settings are loaded (the
+    other workers' sub-commands are listed without their flags): a worker's command line never
+    imports another worker's modules."""
     parser = argparse.ArgumentParser(
         prog="ovbus", description="Edge computer vision on an MQTT bus with OpenVINO."
     )
@@ -56,12 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, spec in WORKERS.items():
         p = _sub(sub, name, spec.help)
-        add_settings_flags(
-            p.add_argument_group(f"{name} (env OVBUS_{name.upper()}_<FLAG>)"), settings_class(name)
-        )
+        if command is None or command == name:
+            add_settings_flags(
+                p.add_argument_group(f"{name} (env OVBUS_{name.upper()}_<FLAG>)"),
+                settings_class(name),
+            )
         if name == "zoo":
-            from services.zoo.client import add_client_commands
-
             add_client_commands(p, add_bus_flags)
     p = _sub(sub, "watch", "print a camera's results as they arrive")
     p.add_argument("camera", help="camera name")
@@ -81,9 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_arguments(p)
     p = _sub(sub, "up", "start a local broker (unless --broker) and every worker")
-    from services.launcher import UpSettings
+    if command is None or command == "up":  # the launcher knows every worker
+        from services.launcher import UpSettings
 
-    add_settings_flags(p.add_argument_group("up (env OVBUS_UP_<FLAG>)"), UpSettings)
+        add_settings_flags(p.add_argument_group("up (env OVBUS_UP_<FLAG>)"), UpSettings)
     p = sub.add_parser("schema", help="write JSON Schemas and docs/topics.md from the models")
     p.add_argument("--out", default="docs", help="docs folder (default: docs)")
     p.add_argument("--check", action="store_true", help="fail if the files are out of date")
@@ -94,7 +109,7 @@ def run_worker(name: str, args: argparse.Namespace) -> int:
     cls = settings_class(name)
     node = node_settings(args, name, cls)
     if name == "zoo" and getattr(args, "zoo_command", None) not in (None, "serve"):
-        from services.zoo.client import run_client
+        from services.zoo_cli import run_client
 
         return run_client(args, node)
     worker = importlib.import_module(f"services.{name}.worker")
@@ -104,11 +119,7 @@ def run_worker(name: str, args: argparse.Namespace) -> int:
 
 def announced_cameras(bus: Bus) -> set[str]:
     """The cameras whose stream descriptor is retained (capture workers announce them)."""
-    names = set()
-    for message in bus.retained(bus.topics.all_cameras("stream")):
-        parts = message.topic.split("/")
-        names.add(parts[-2])
-    return names
+    return set(CameraClient(bus).cameras())
 
 
 def watch(args: argparse.Namespace) -> int:
@@ -159,7 +170,8 @@ def watch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_of(argv))
     args = parser.parse_args(argv)
     try:
         if args.command in WORKERS:

@@ -1,5 +1,8 @@
 """``ovbus dataset list|show|export|import-coco|prune`` (docs/flywheel.md): the dataset store
-(:mod:`ovbus.dataset`) on this box, read and changed by files, as the infer worker writes it."""
+(:mod:`ovbus.dataset`) on this box, read and changed by files, as the infer worker writes it,
+through :class:`ovbus.clients.DatasetClient`. The flags of ``export``, ``import-coco``,
+``prune`` and ``ovbus eval`` are generated from their request models
+(``ovbus/clients/dataset.py``, ``services/request_flags.py``)."""
 
 from __future__ import annotations
 
@@ -7,13 +10,28 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
+from typing import Any, Final
 
-from ovbus.dataset import DatasetStore, Summary
-from ovbus.dataset_formats import FORMATS, export, import_coco
-from ovbus.errors import ErrorCode, RequestError
+from pydantic import BaseModel
 
-DEFAULT_STORE = "datasets"
+from ovbus.clients.dataset import (
+    DEFAULT_STORE,
+    DatasetClient,
+    DatasetSummary,
+    EvalRequest,
+    ExportRequest,
+    ImportRequest,
+    PruneRequest,
+)
+from services.request_flags import FlagOverride, RequestFlags, add_request_flags, request_from
+
+#: the sub-commands that take a request, and its model
+REQUESTS: Final[dict[str, type[BaseModel]]] = {
+    "export": ExportRequest,
+    "import-coco": ImportRequest,
+    "prune": PruneRequest,
+}
+OVERRIDES: Final = {"older_than": FlagOverride(metavar="HOURS")}
 
 
 def add_store_flag(parser: argparse.ArgumentParser) -> None:
@@ -33,50 +51,29 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     add_store_flag(p)
     p.add_argument("name", help="dataset name")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p = sub.add_parser("export", help="write a dataset as COCO, YOLO or Label Studio tasks")
-    add_store_flag(p)
-    p.add_argument("name", help="dataset name")
-    p.add_argument("--format", choices=FORMATS, required=True, help="the labelling tool's format")
-    p.add_argument("--out", required=True, help="folder written (created)")
-    p.add_argument(
-        "--labels", action="store_true", help="the imported labels instead of the detections"
-    )
-    p.add_argument("--threshold", type=float, default=0.0, help="lowest detection score kept")
-    p = sub.add_parser("import-coco", help="labels from a COCO file back into a dataset")
-    add_store_flag(p)
-    p.add_argument("name", help="dataset name")
-    p.add_argument("file", help="a COCO detection file whose images are the dataset's frames")
-    p = sub.add_parser("prune", help="remove frames (all, older ones, or all but the newest)")
-    add_store_flag(p)
-    p.add_argument("name", help="dataset name")
-    p.add_argument("--keep", type=int, help="keep the newest N frames")
-    p.add_argument("--older-than", type=float, metavar="HOURS", help="frames older than this")
-    p.add_argument("--camera", help="only frames of this camera")
-    p.add_argument("--all", action="store_true", help="remove the whole dataset")
+    for name, cls in REQUESTS.items():
+        doc = " ".join((cls.__doc__ or name).split()).rstrip(".")
+        p = sub.add_parser(name, help=doc, description=doc)
+        add_store_flag(p)
+        flags = add_request_flags(p, cls, positional=("name", "file"), overrides=OVERRIDES)
+        p.set_defaults(request_flags=flags)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="MODEL or MODEL:VERSION from the models folder")
-    parser.add_argument("--dataset", required=True, help="a dataset with imported labels")
-    parser.add_argument("--against", help="another MODEL[:VERSION] run on the same frames")
-    parser.add_argument("--models", default="models", help="models folder (default: models)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="score threshold (P, R)")
+    flags = add_request_flags(parser, EvalRequest, positional=("model",))
+    parser.set_defaults(request_flags=flags)
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_store_flag(parser)
 
 
-def _summary(s: Summary) -> dict[str, object]:
-    return {
-        "name": s.name,
-        "frames": s.frames,
-        "bytes": s.bytes,
-        "cameras": dict(s.cameras),
-        "reasons": dict(s.reasons),
-        "predicted": dict(s.predicted),
-        "labelled_frames": s.labelled,
-        "first": s.first,
-        "last": s.last,
-    }
+def request_of(args: argparse.Namespace) -> Any:
+    """The request model the command line describes (``ConfigError`` when it does not hold)."""
+    flags: RequestFlags[Any] = args.request_flags
+    return request_from(args, flags)
+
+
+def _summary(s: DatasetSummary) -> dict[str, object]:
+    return s.model_dump(mode="json")
 
 
 def _when(t: float | None) -> str:
@@ -89,51 +86,43 @@ def _progress(done: int, total: int) -> None:
 
 
 def run_dataset(args: argparse.Namespace) -> int:
-    store = DatasetStore(Path(args.datasets))
+    client = DatasetClient(args.datasets)
     cmd = args.dataset_command
     if cmd == "list":
-        rows = [store.get(n).summary() for n in store.names()]
+        rows = client.summaries()
         if args.json:
             print(json.dumps([_summary(s) for s in rows], indent=2))
         elif not rows:
-            print(f"no datasets in {store.root}")
+            print(f"no datasets in {client.store.root}")
         for s in rows if not args.json else []:
             print(f"{s.name:24} {s.frames:6} frames {s.bytes / 1e6:8.1f} MB  "
-                  f"labelled {s.labelled:5}  last {_when(s.last)}")  # fmt: skip
+                  f"labelled {s.labelled_frames:5}  last {_when(s.last)}")  # fmt: skip
         return 0
-    dataset = store.get(args.name)
     if cmd == "show":
-        s = dataset.summary()
+        s = client.summary(args.name)
         if args.json:
             print(json.dumps(_summary(s), indent=2))
             return 0
         print(f"dataset {s.name}: {s.frames} frames, {s.bytes / 1e6:.1f} MB, "
-              f"{s.labelled} frames labelled, {_when(s.first)} .. {_when(s.last)}")  # fmt: skip
+              f"{s.labelled_frames} frames labelled, {_when(s.first)} .. {_when(s.last)}")  # fmt: skip
         for title, counts in (("cameras", s.cameras), ("why collected", s.reasons),
                               ("detections", s.predicted)):  # fmt: skip
-            print(f"  {title}: " + (", ".join(f"{k} {v}" for k, v in counts.most_common()) or "-"))
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            print(f"  {title}: " + (", ".join(f"{k} {v}" for k, v in ranked) or "-"))
         return 0
-    if cmd == "export":
-        print(f"exporting {args.name} as {args.format} to {args.out}", file=sys.stderr)
-        path = export(dataset, args.format, Path(args.out), use_labels=args.labels,
-                      threshold=args.threshold, progress=_progress)  # fmt: skip
-        print(path)
+    request = request_of(args)
+    if isinstance(request, ExportRequest):
+        print(f"exporting {request.name} as {request.format} to {request.out}", file=sys.stderr)
+        print(client.export(request, progress=_progress))
         return 0
-    if cmd == "import-coco":
-        n = import_coco(dataset, Path(args.file))
-        print(f"{n} frames of {args.name} labelled from {args.file}")
+    if isinstance(request, ImportRequest):
+        n = client.import_coco(request)
+        print(f"{n} frames of {request.name} labelled from {request.file}")
         return 0
-    # prune
-    if args.all:
-        store.delete(args.name)
-        print(f"dataset {args.name} removed")
-        return 0
-    if args.keep is None and args.older_than is None and args.camera is None:
-        raise RequestError("prune what? give --keep, --older-than, --camera or --all",
-                           code=ErrorCode.BAD_REQUEST)  # fmt: skip
-    before = time.time() - args.older_than * 3600 if args.older_than is not None else None
-    if args.camera is not None and args.keep is None and before is None:
-        before = float("inf")  # every frame of that camera
-    n = dataset.prune(keep=args.keep, before=before, camera=args.camera)
-    print(f"{n} frames removed from {args.name}")
+    assert isinstance(request, PruneRequest)
+    n = client.prune(request)
+    if request.all:
+        print(f"dataset {request.name} removed")
+    else:
+        print(f"{n} frames removed from {request.name}")
     return 0

@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 import openvino as ov
 
+from ovbus.clients.dataset import EvalReport, EvalRequest
+from ovbus.clients.dataset import LabelFigures as LabelReport
 from ovbus.dataset import Dataset, DatasetStore
 from ovbus.errors import ErrorCode, ModelError, RequestError
 from ovbus.metrics import Tally, at_threshold, average_precision, match
@@ -135,21 +137,38 @@ def _fmt(value: float) -> str:
     return "  -  " if math.isnan(value) else f"{value:.3f}"
 
 
+def report(ref: tuple[str, int | None], version: int, dataset: str, threshold: float,
+           figures: list[LabelFigures]) -> EvalReport:  # fmt: skip
+    """A run's figures as the typed report (NaN, a figure not defined, is ``None``)."""
+
+    def defined(value: float) -> float | None:
+        return None if math.isnan(value) else value
+
+    return EvalReport(
+        model=ref[0], version=version, dataset=dataset, threshold=threshold,
+        labels=[LabelReport(label=f.label, labelled=f.labelled, tp=f.tp, fp=f.fp,
+                            precision=defined(f.precision), recall=defined(f.recall),
+                            ap50=defined(f.ap50)) for f in figures],
+    )  # fmt: skip
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    refs = [parse_ref(args.model)] + ([parse_ref(args.against)] if args.against else [])
-    dataset = DatasetStore(Path(args.datasets)).get(args.dataset)
-    models = Path(args.models)
-    runs = [evaluate(models, ref, dataset, args.threshold) for ref in refs]
+    from services.dataset_cli import request_of
+
+    request: EvalRequest = request_of(args)
+    refs = [parse_ref(request.model)] + ([parse_ref(request.against)] if request.against else [])
+    dataset = DatasetStore(Path(args.datasets)).get(request.dataset)
+    models = Path(request.models)
+    runs = [evaluate(models, ref, dataset, request.threshold) for ref in refs]
     if args.json:
-        doc = [{"model": ref[0], "version": version,
-                "labels": [{k: None if isinstance(v, float) and math.isnan(v) else v
-                            for k, v in f.__dict__.items()} for f in figs]}
-               for ref, (version, figs) in zip(refs, runs, strict=True)]  # fmt: skip
-        print(json.dumps(doc, indent=2))
+        reports = [report(ref, version, dataset.name, request.threshold, figs)
+                   for ref, (version, figs) in zip(refs, runs, strict=True)]  # fmt: skip
+        print(json.dumps([r.model_dump(mode="json", exclude={"dataset", "threshold"})
+                          for r in reports], indent=2))  # fmt: skip
         return 0
     first = {f.label: f for f in runs[0][1]}
     for ref, (version, figs) in zip(refs, runs, strict=True):
-        print(f"{ref[0]}:{version} on {dataset.name} (threshold {args.threshold})")
+        print(f"{ref[0]}:{version} on {dataset.name} (threshold {request.threshold})")
         print(f"  {'label':16} {'boxes':>6} {'TP':>5} {'FP':>5} {'P':>6} {'R':>6} {'AP50':>6}")
         for f in figs:
             delta = ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ovbus.payloads.base import Epoch, ErrorInfo, Name, Payload, ShortText
 from ovbus.payloads.detections import ModelResult
@@ -72,3 +72,44 @@ class ReplayChunk(Payload):
     progress: float = Field(ge=0, le=100, description="percent")
     frames: list[ReplayFrame] = Field(default_factory=list)
     last: bool = False
+
+
+class ReplaySummary(BaseModel):
+    """The reply to ``run``: what ran on what, and the counts (the frames come streamed)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    camera: Name | None = None
+    file: ShortText | None = None
+    node: Name
+    model: Name
+    version: int | None = Field(None, description="the version that ran (none: no frame ran)")
+    frames: int = Field(ge=0, description="frames replayed")
+    errors: int = Field(ge=0, description="frames whose run failed")
+    objects: int = Field(ge=0, description="objects found over all frames")
+    seconds: float = Field(ge=0, description="how long the run took")
+
+
+class KeptFrame(BaseModel):
+    """A frame kept for replay (``frames``), or one fetched (``frame``, with its JPEG)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    index: int = Field(ge=0)
+    captured_at: Epoch | None = None
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    bytes: int | None = Field(None, ge=0, description="JPEG size (listing)")
+    jpeg: str | None = Field(None, description="the JPEG, base64 (action frame)")
+
+
+class KeptFrames(BaseModel):
+    """The reply to ``frames``: what a camera's infer node keeps for replay."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    camera: Name
+    node: Name
+    seconds: float = Field(ge=0, description="seconds kept per camera")
+    bytes: int = Field(ge=0, description="memory the kept frames take")
+    frames: list[KeptFrame] = Field(default_factory=list)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from typing import Annotated, ClassVar, Final, Literal
 
 from pydantic import Field, TypeAdapter, field_validator
 
@@ -10,6 +10,17 @@ from ovbus.payloads.base import Command, Name, ShortText
 from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.rollout import RolloutBounds
 from ovbus.payloads.rpc import Request
+from ovbus.payloads.zoo_results import (
+    CatalogResult,
+    ListResult,
+    PullResult,
+    QuantizeResult,
+    RemoveResult,
+    RollbackResult,
+    RolloutStarted,
+    SetResult,
+    ZooResult,
+)
 
 Precision = Literal["FP32", "FP16", "FP16-INT8", "INT8"]
 
@@ -66,17 +77,35 @@ Source = Annotated[
 ]
 
 
-class CatalogRequest(Request):
+class ZooAction(Request):
+    """Base of the zoo's requests: each names its ``action`` and the model of its result."""
+
+    #: the model of an ``ok`` reply's result (ovbus/payloads/zoo_results.py)
+    result: ClassVar[type[ZooResult]]
+    #: each request narrows it to its own ``Literal``
+    action: str
+
+
+class CatalogRequest(ZooAction):
+    """The models the zoo can pull by name."""
+
+    result = CatalogResult
     action: Literal["catalog"] = "catalog"
 
 
-class ListRequest(Request):
+class ListRequest(ZooAction):
+    """The models in config.json and their versions."""
+
+    result = ListResult
     action: Literal["list"] = "list"
 
 
-class PullRequest(Request):
+class PullRequest(ZooAction):
+    """Pull a model (a catalog name, or from a source), convert it, publish it as a version."""
+
+    result = PullResult
     action: Literal["pull"] = "pull"
-    name: Name
+    name: Name = Field(description="model name (a catalog entry unless a source is given)")
     source: Source | None = Field(None, description="default: the catalog entry called `name`")
     precision: Precision | None = Field(
         None, description="precision of an OMZ model (default: the source's or FP32)"
@@ -96,9 +125,12 @@ class PullRequest(Request):
     )
 
 
-class RemoveRequest(Request):
+class RemoveRequest(ZooAction):
+    """Remove a model, or one version of it."""
+
+    result = RemoveResult
     action: Literal["remove"] = "remove"
-    name: Name
+    name: Name = Field(description="model name")
     version: int | None = Field(None, ge=1, description="default: the whole model")
 
 
@@ -131,20 +163,29 @@ PLUGIN_KEYS: Final = frozenset(
 )
 
 
-class SetRequest(Request):
+class SetRequest(ZooAction):
+    """Change a model's config.json entry (device, requests, shape, policy, description)."""
+
+    result = SetResult
     action: Literal["set"] = "set"
-    name: Name
-    target_device: ShortText | None = None
+    name: Name = Field(description="model name")
+    target_device: ShortText | None = Field(None, description="OpenVINO device: CPU, GPU, AUTO")
     nireq: int | None = Field(
         None, ge=0, le=256, description="inference requests in flight; 0: the device's optimum"
     )
-    shape: dict[ShortText, ShortText] | ShortText | None = None
-    batch_size: ShortText | None = None
+    shape: dict[ShortText, ShortText] | ShortText | None = Field(
+        None, description="input shape, e.g. '(1,3,300,300)', 'auto', or per input {name: shape}"
+    )
+    batch_size: ShortText | None = Field(None, description="a number, or 'auto'")
     plugin_config: dict[ShortText, str | int | float | bool] | None = Field(
         None, description="OpenVINO performance properties (NUM_STREAMS, ...); no paths"
     )
-    model_version_policy: VersionPolicy | None = None
-    description: ModelDescription | None = None
+    model_version_policy: VersionPolicy | None = Field(
+        None, description="which versions are served: {latest: {num_versions}}, {all}, {specific}"
+    )
+    description: ModelDescription | None = Field(
+        None, description="the model's self-description (model.json), replaced"
+    )
 
     @field_validator("plugin_config")
     @classmethod
@@ -163,20 +204,24 @@ class SetRequest(Request):
         return value
 
 
-class RollbackRequest(Request):
+class RollbackRequest(ZooAction):
+    """Serve the version before the current one."""
+
+    result = RollbackResult
     action: Literal["rollback"] = "rollback"
-    name: Name
+    name: Name = Field(description="model name")
 
 
-class RolloutRequest(Request):
+class RolloutRequest(ZooAction):
     """Canary rollout of a version already pulled: it runs as a shadow beside the serving
     version on the cameras that run the model for ``shadow_s``, then serves ``share`` of them
     (or ``cameras``) for ``window_s`` while the other version shadows it, and is promoted, or
     rolled back (config.json and the pipeline specs as they were) as soon as a bound is
     crossed. Needs the model's description and version policy ``latest``/``specific``."""
 
+    result = RolloutStarted
     action: Literal["rollout"] = "rollout"
-    name: Name
+    name: Name = Field(description="model name")
     version: int | None = Field(None, ge=1, description="default: the newest version folder")
     share: float = Field(0.5, gt=0, le=1, description="share of the cameras the new one serves")
     cameras: list[Name] | None = Field(
@@ -187,13 +232,14 @@ class RolloutRequest(Request):
     bounds: RolloutBounds = Field(default_factory=RolloutBounds)
 
 
-class QuantizeRequest(Request):
+class QuantizeRequest(ZooAction):
     """NNCF post-training INT8 quantization of a version (default: the served one) on frames
     from the dataset store (docs/flywheel.md), published as the next version; by default
     beside the served version (pinned), ready for a shadow run, ``ovbus eval`` and a rollout."""
 
+    result = QuantizeResult
     action: Literal["quantize"] = "quantize"
-    name: Name
+    name: Name = Field(description="model name")
     version: int | None = Field(None, ge=1, description="version quantized; default: the served")
     calibration: str = Field(
         pattern=r"^(camera:)?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",

@@ -127,8 +127,8 @@ def test_dataset_commands(flywheel: Flywheel, tmp_path: Path, capsys: pytest.Cap
     captured = capsys.readouterr()
     assert f"{len(INDICES)}/{len(INDICES)} frames" in captured.err
     assert COCO(captured.out.strip()).getImgIds()
-    assert main(["dataset", "prune", "door", *store]) == 1  # prune what?
-    assert "give --keep" in capsys.readouterr().err
+    assert main(["dataset", "prune", "door", *store]) == 2  # prune what? (bad arguments)
+    assert "prune what?" in capsys.readouterr().err
     # a copy pruned: the newest 4 stay
     copy = tmp_path / "store"
     (copy / "door").mkdir(parents=True)

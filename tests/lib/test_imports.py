@@ -5,6 +5,7 @@ import cycles (a lazy import inside a function still counts: it only hides the c
 from __future__ import annotations
 
 import ast
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,9 +153,65 @@ def test_the_checker_sees_what_it_must() -> None:
     """The contract checks above would catch a violation: cycles and lazy imports are found."""
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     edges = graph()
-    # services.cli imports the zoo client inside a function: lazy imports are seen
-    assert "services.zoo.client" in edges["services.cli"]
-    assert worker_of("services.zoo.client") == "zoo" and worker_of("services.cli") is None
+    # services.cli imports the replay command inside a function: lazy imports are seen
+    assert "services.replay_cli" in edges["services.cli"]
+    assert worker_of("services.zoo.worker") == "zoo" and worker_of("services.cli") is None
+
+
+def loaded_after(code: str) -> set[str]:
+    """The project modules in ``sys.modules`` after ``code`` ran in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import json, sys\n"
+        f"{code}\n"
+        "names = sorted(m for m in sys.modules if m.split('.')[0] in ('ovbus', 'services'))\n"
+        "print('LOADED ' + json.dumps(names))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(x for x in out.stdout.splitlines() if x.startswith("LOADED "))
+    return set(json.loads(line.removeprefix("LOADED ")))
+
+
+def other_workers(worker: str, loaded: set[str]) -> list[str]:
+    return sorted(m for m in loaded if worker_of(m) not in (None, worker))
+
+
+RUN_HELP = (
+    "from services.cli import main\n"
+    "try:\n    main([{worker!r}, '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+)
+
+
+def test_no_worker_loads_another_at_run_time() -> None:
+    """Transitively, not only the direct imports: ``python -m services.<worker> --help`` (its
+    command line built) and importing its entry module (``services.<worker>.worker``) load no
+    module of another worker (``ovbus capture`` used to load the zoo's client and every
+    worker's settings while building its parser)."""
+    bad = {}
+    for worker in WORKERS:
+        code = RUN_HELP.format(worker=worker) + f"import services.{worker}.worker\n"
+        if found := other_workers(worker, loaded_after(code)):
+            bad[worker] = found
+    assert bad == {}
+
+
+def test_the_transitive_check_sees_what_it_must() -> None:
+    """Positive control: the full parser (every command's flags, as ``ovbus --help`` builds
+    it) loads every worker's settings, and the check above reports them for capture."""
+    loaded = loaded_after("from services.cli import build_parser\nbuild_parser()\n")
+    assert {"services.infer.settings", "services.zoo.settings"} <= set(
+        other_workers("capture", loaded)
+    )
 
 
 def test_the_library_and_the_worker_commands_run_without_the_extras() -> None:

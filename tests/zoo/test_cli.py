@@ -19,10 +19,17 @@ import pytest
 from ovbus.bus import Bus
 from ovbus.payloads.model import ModelDescription, ModelState
 from ovbus.payloads.node import Birth
-from ovbus.payloads.zoo import ListRequest, PullRequest, UrlSource
+from ovbus.payloads.zoo import (
+    ListRequest,
+    PullRequest,
+    QuantizeRequest,
+    RolloutRequest,
+    SetRequest,
+    UrlSource,
+)
 from services.mosquitto import Mosquitto
 from services.zoo.catalog import DEFAULT_MODEL
-from services.zoo.client import add_client_commands, build_request
+from services.zoo_cli import add_client_commands, build_request
 from tests import assets
 from tests.zoo.conftest import OMZ_MODEL, ROOT, Site
 from tests.zoo.servers import serve_folder
@@ -177,23 +184,50 @@ def test_build_request_from_flags() -> None:
     args = parser.parse_args(
         ["pull", "faces", "--from-url", "http://h/m.onnx", "--sha256", "a" * 64, "--fp16"]
     )
-    assert build_request(args) == {
-        "v": 1,
-        "action": "pull",
-        "name": "faces",
-        "source": {"type": "url", "url": "http://h/m.onnx", "extra_urls": [], "sha256": "a" * 64},
-        "compress_fp16": True,
-        "convert": True,
-    }
+    assert build_request(args) == PullRequest(
+        name="faces", source=UrlSource(url="http://h/m.onnx", sha256="a" * 64), compress_fp16=True
+    )
     args = parser.parse_args(["set", "faces", "--policy", "specific:1,3", "--target-device", "GPU"])
-    assert build_request(args) == {
-        "v": 1,
-        "action": "set",
-        "name": "faces",
-        "target_device": "GPU",
-        "model_version_policy": {"specific": {"versions": [1, 3]}},
-    }
+    assert build_request(args) == SetRequest(
+        name="faces", target_device="GPU", model_version_policy={"specific": {"versions": [1, 3]}}
+    )
     assert parser.parse_args([]).zoo_command is None  # plain `ovbus zoo` runs the worker
+
+
+def test_request_flags_are_the_request_models_fields() -> None:
+    """Every field of every zoo request is a flag of its sub-command (a field added to a model
+    is a flag without a hand copy), nested bounds included; a value the model refuses is a
+    ``ConfigError`` before anything is sent."""
+    import argparse
+
+    from ovbus.errors import ConfigError
+    from ovbus.payloads.rollout import RolloutBounds
+    from services.zoo_cli import ACTIONS
+
+    parser = argparse.ArgumentParser()
+    add_client_commands(parser)
+    assert set(ACTIONS) == {
+        "catalog", "list", "pull", "remove", "set", "rollback", "rollout", "quantize"
+    }  # fmt: skip
+    bounds = [f"--{name.replace('_', '-')}" for name in RolloutBounds.model_fields if name != "v"]
+    argv = ["rollout", "faces", "--camera", "door", "--camera", "hall", "--share", "0.25"]
+    for flag, value in zip(bounds, ("2", "1.5", "80", "0.2", "5"), strict=True):
+        argv += [flag, value]
+    request = build_request(parser.parse_args(argv))
+    assert request == RolloutRequest(
+        name="faces", cameras=["door", "hall"], share=0.25,
+        bounds=RolloutBounds(max_errors=2, max_latency_ratio=1.5, max_latency_p99_ms=80,
+                             max_rate_change=0.2, min_frames=5),
+    )  # fmt: skip
+    assert build_request(parser.parse_args(["rollout", "faces"])) == RolloutRequest(name="faces")
+    quantize = build_request(
+        parser.parse_args(["quantize", "faces", "--calibration", "camera:door", "--serve"])
+    )
+    assert quantize == QuantizeRequest(name="faces", calibration="camera:door", serve=True)
+    with pytest.raises(ConfigError, match="share"):
+        build_request(parser.parse_args(["rollout", "faces", "--share", "2"]))
+    with pytest.raises(SystemExit):  # a required field is a required flag
+        parser.parse_args(["quantize", "faces"])
 
 
 @pytest.mark.slow
