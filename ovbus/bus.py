@@ -6,28 +6,28 @@ Three lines in a notebook::
     for result in bus.detections("door"):
         print(result.objects)
 
-``Bus`` is one object with three concerns, each in its module: the connection (reconnect,
-last will, birth, re-subscribe and re-publish on every connect, persistent sessions:
-``ovbus.connection``), publishing and subscribing with QoS and retention chosen per topic
-(``topics.POLICY``), bounded incoming queues that report drops and a timeout on every wait
-(here and ``ovbus.messages``), and request/reply that retries with the same correlation id
-(``ovbus.rpc``, whose :func:`~ovbus.rpc.serve` answers requests).
+``Bus`` is the top of three layers, each in its module. It holds a connection
+(``ovbus.connection``: paho, reconnect, last will, re-subscribe and re-publish on every connect,
+persistent sessions; its subscriptions granted by SUBACK in ``ovbus.subscriptions``) and adds
+publishing and subscribing with QoS and retention chosen per topic (``topics.POLICY``), payload
+models, the node's birth, bounded incoming queues that report drops and a timeout on every wait
+(``ovbus.messages``), and request/reply that retries with the same correlation id
+(``ovbus.rpc``, whose :func:`~ovbus.rpc.serve` answers requests). Subscriptions and
+``ovbus.rpc`` see a bus only as a :class:`~ovbus.messages.Transport`, and import nothing from
+here.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from pydantic import BaseModel
 
 from ovbus import codec, rpc
-from ovbus.connection import Connection
-from ovbus.errors import BusTimeout, NotConnected, PayloadError, SchemaError
+from ovbus.connection import Connection, ConnectOptions
+from ovbus.errors import BusTimeout, PayloadError, SchemaError
 from ovbus.log import get_logger
 from ovbus.messages import Callback, Message, Subscription
 from ovbus.payloads.detections import DetectionResult
@@ -39,68 +39,69 @@ from ovbus.topics import POLICY, Topic, TopicPolicy, Wildcard
 log = get_logger(__name__)
 
 _DEFAULT_POLICY: Final = TopicPolicy(1, False)
+#: Messages a subscription queues by default before it drops the oldest.
+QUEUE_SIZE: Final = 1000
 
 
-class Bus(Connection):
-    """A connection to the broker. Thread-safe; callbacks run on per-subscription threads.
+class Bus:
+    """A client of the broker. Thread-safe; callbacks run on per-subscription threads.
 
-    ``reconnect_min`` is the wait before the first reconnect attempt after a loss, doubling up
-    to ``reconnect_max`` while the broker stays away (float seconds, honoured as given)."""
+    ``options`` say how to connect (:class:`~ovbus.connection.ConnectOptions`: ``prefix``,
+    ``client_id``, ``node``, ``protocol``, ``persistent``, ``keepalive``, ``max_payload``,
+    ``reconnect_min``/``reconnect_max``, ``tls_ca``/``tls_cert``/``tls_key``) and go to the
+    :class:`~ovbus.connection.Connection` it holds (``connection``) as they are. ``birth`` makes
+    the document a node publishes on every connect; ``queue_size`` bounds each subscription."""
 
     def __init__(
         self,
         broker: str | BrokerUrl = "mqtt://localhost:1883",
         *,
-        prefix: str = "ovbus",
-        client_id: str | None = None,
-        node: str | None = None,
         birth: Callable[[], Birth] | None = None,
-        protocol: str = "5",
-        persistent: bool = False,
-        keepalive: int = 15,
-        queue_size: int = 1000,
-        max_payload: int = codec.MAX_PAYLOAD,
-        reconnect_min: float = 0.25,
-        reconnect_max: float = 0.5,
-        tls_ca: str | None = None,
-        tls_cert: str | None = None,
-        tls_key: str | None = None,
+        queue_size: int = QUEUE_SIZE,
+        **options: Unpack[ConnectOptions],
     ) -> None:
-        super().__init__(
-            broker,
-            prefix=prefix,
-            client_id=client_id,
-            node=node,
-            protocol=protocol,
-            persistent=persistent,
-            keepalive=keepalive,
-            max_payload=max_payload,
-            reconnect_min=reconnect_min,
-            reconnect_max=reconnect_max,
-            tls_ca=tls_ca,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-        )
-        self.queue_size = queue_size
         self._birth = birth
+        self.connection = Connection(broker, announce=self._announce_birth, **options)
+        self.url = self.connection.url
+        self.topics = self.connection.topics
+        self.node = self.connection.node
+        self.v5 = self.connection.v5
+        self.queue_size = queue_size
         self._requester = rpc.Requester(self)
 
     @classmethod
     def from_settings(
-        cls, settings: NodeSettings, *, node: str | None = None, **kwargs: Any
+        cls,
+        settings: NodeSettings,
+        *,
+        birth: Callable[[], Birth] | None = None,
+        queue_size: int = QUEUE_SIZE,
+        **options: Unpack[ConnectOptions],
     ) -> Bus:
-        return cls(
-            settings.broker_url,
-            prefix=settings.prefix,
-            node=node,
-            protocol=settings.mqtt_version,
-            keepalive=settings.keepalive,
-            max_payload=settings.max_payload,
-            tls_ca=settings.tls_ca,
-            tls_cert=settings.tls_cert,
-            tls_key=settings.tls_key,
-            **kwargs,
-        )
+        """A bus to the broker of a worker's settings (prefix, MQTT version, keep-alive, payload
+        limit, TLS files from them); ``options`` add to them (``node``, ``persistent``...)."""
+        merged: ConnectOptions = {
+            "prefix": settings.prefix,
+            "protocol": settings.mqtt_version,
+            "keepalive": settings.keepalive,
+            "max_payload": settings.max_payload,
+            "tls_ca": settings.tls_ca,
+            "tls_cert": settings.tls_cert,
+            "tls_key": settings.tls_key,
+        }
+        merged.update(options)
+        return cls(settings.broker_url, birth=birth, queue_size=queue_size, **merged)
+
+    # the connection -------------------------------------------------------------------------
+    def connect(self, timeout: float = 10.0) -> Bus:
+        """Connect and wait for the broker's answer (and the SUBACKs of the subscriptions made
+        before); later losses reconnect by themselves."""
+        self.connection.connect(timeout)
+        return self
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Clean shutdown: every subscription closed, retained ``offline`` (a node), disconnect."""
+        self.connection.close(timeout)
 
     def __enter__(self) -> Bus:
         return self
@@ -108,8 +109,35 @@ class Bus(Connection):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _announce(self) -> None:
-        super()._announce()
+    @property
+    def client_id(self) -> str:
+        """The client's id (the broker's choice once connected, when it was asked to choose)."""
+        return self.connection.client_id
+
+    @property
+    def connected(self) -> bool:
+        return self.connection.connected
+
+    @property
+    def connects(self) -> int:
+        """Successful connects so far (1 after ``connect()``, one more per reconnect)."""
+        return self.connection.connects
+
+    @property
+    def dropped(self) -> int:
+        """Incoming messages dropped by full queues, over every subscription now open."""
+        return self.connection.dropped
+
+    def wait_connected(self, timeout: float) -> None:
+        self.connection.wait_connected(timeout)
+
+    def on_connect(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after every (re)connect, once subscriptions are renewed: the place
+        to re-publish retained state. Runs at once if already connected."""
+        self.connection.on_connect(callback)
+
+    def _announce_birth(self) -> None:
+        """On every connect, after the node's ``online``: its birth document."""
         if self.node is not None and self._birth is not None:
             self.publish(self.topics.birth(self.node), self._birth())
 
@@ -139,9 +167,6 @@ class Bus(Connection):
         JSON (or ``content_type``); ``None`` publishes an empty payload (clears a retained one).
         With ``wait``, blocks until the broker acknowledged (QoS 1/2) or ``timeout``."""
         policy = self.policy(topic)
-        qos = policy.qos if qos is None else qos
-        retain = policy.retain if retain is None else retain
-        expiry = policy.expiry_s if expiry_s is None else expiry_s
         data: bytes
         if isinstance(payload, BaseModel):
             content_type = content_type or codec.JSON
@@ -152,35 +177,18 @@ class Bus(Connection):
             data = payload
         else:
             data = str(payload).encode()
-        props = None
-        if self.v5 and (content_type or expiry or response_topic or correlation):
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            if content_type:
-                props.ContentType = content_type
-            if expiry and not retain:
-                props.MessageExpiryInterval = int(expiry)
-            if response_topic:
-                props.ResponseTopic = response_topic
-            if correlation:
-                props.CorrelationData = correlation
-        info = self._client.publish(str(topic), data, qos=qos, retain=retain, properties=props)
-        if info.rc == mqtt.MQTT_ERR_NO_CONN and qos == 0:
-            raise NotConnected(f"not connected: QoS 0 message to {topic} not sent")
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            raise NotConnected(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
-        if wait:
-            deadline = time.monotonic() + timeout
-            while not self._published(info, topic):
-                if time.monotonic() >= deadline:
-                    raise BusTimeout(f"publish to {topic} not acknowledged within {timeout:.1f} s")
-                time.sleep(0.01)
-
-    @staticmethod
-    def _published(info: mqtt.MQTTMessageInfo, topic: Topic | str) -> bool:
-        try:
-            return bool(info.is_published())
-        except (RuntimeError, ValueError) as e:  # paho: the connection went away meanwhile
-            raise NotConnected(f"publish to {topic} not acknowledged: {e}") from e
+        self.connection.publish(
+            str(topic),
+            data,
+            qos=policy.qos if qos is None else qos,
+            retain=policy.retain if retain is None else retain,
+            content_type=content_type,
+            expiry_s=policy.expiry_s if expiry_s is None else expiry_s,
+            response_topic=response_topic,
+            correlation=correlation,
+            wait=wait,
+            timeout=timeout,
+        )
 
     # subscribe ------------------------------------------------------------------------------
     def subscribe(
@@ -202,13 +210,18 @@ class Bus(Connection):
         sub = Subscription(
             self, wildcard, qos, queue_size or self.queue_size, callback, idle_timeout
         )
-        try:
-            self._add(sub, wait_timeout)  # raises if the broker refused or never answered
+        try:  # raises if the broker refused or never answered
+            self.connection.subscribe(sub, wait_timeout)
         except BaseException:
             sub._abandon()
             raise
         sub._start()
         return sub
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """What :meth:`Subscription.close` calls: no more messages for it; the filter is
+        unsubscribed when no other subscription of this client uses it."""
+        self.connection.unsubscribe(subscription)
 
     # consumer helpers -------------------------------------------------------------------------
     def detections(self, camera: str, *, timeout: float = 60.0) -> Iterator[DetectionResult]:
@@ -288,9 +301,10 @@ class Bus(Connection):
 def connect(
     broker: str = "mqtt://localhost:1883",
     *,
-    prefix: str = "ovbus",
     timeout: float = 10.0,
-    **kwargs: Any,
+    queue_size: int = QUEUE_SIZE,
+    **options: Unpack[ConnectOptions],
 ) -> Bus:
-    """Connect a client (not a node) to the broker: the notebook entry point."""
-    return Bus(broker, prefix=prefix, **kwargs).connect(timeout=timeout)
+    """Connect a client (not a node) to the broker: the notebook entry point. ``options`` are
+    those of :class:`Bus` (``prefix``, ``protocol``, TLS files...)."""
+    return Bus(broker, queue_size=queue_size, **options).connect(timeout=timeout)

@@ -1,4 +1,4 @@
-"""The connection under :class:`ovbus.bus.Bus`: paho-mqtt 2.x, its network thread and callbacks.
+"""The connection a :class:`ovbus.bus.Bus` holds: paho-mqtt 2.x, its network thread and callbacks.
 
 What it does for every client: MQTT v5 by default (3.1.1 when asked); TLS, websockets and a
 password from the URL; a retained ``online`` status with an ``offline`` last will when it is a
@@ -6,7 +6,10 @@ node; persistent sessions (v5 session expiry, or clean-session off on 3.1.1) for
 commands; reconnect by itself, the first attempt ``reconnect_min`` seconds after a loss and then
 every ``reconnect_max`` seconds at most, so a client is back within a fraction of a second of the
 broker returning; every subscription renewed on every connect, before the ``on_connect`` hooks
-(the place to re-publish retained state) run; incoming messages routed to the subscriptions.
+(the place to re-publish retained state) run; incoming messages routed to the subscriptions
+(``ovbus.subscriptions``). It moves bytes: payload models, topic policies and request/reply are
+the bus's (``ovbus.bus``). How to connect is said once, in :class:`ConnectOptions`, which
+``Bus(...)`` and ``ovbus.connect(...)`` pass through as they are.
 """
 
 from __future__ import annotations
@@ -15,18 +18,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Final, Self
+from typing import Any, Final, Self, TypedDict, Unpack
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ovbus import tls
-from ovbus.errors import BusTimeout, ConfigError, ConnectError, SchemaError, SubscribeError
+from ovbus import codec, tls
+from ovbus.errors import BusTimeout, ConfigError, ConnectError, NotConnected, SchemaError
 from ovbus.log import get_logger
 from ovbus.messages import Message, Subscription
 from ovbus.settings import BrokerUrl
+from ovbus.subscriptions import Subscriptions
 from ovbus.topics import Topics
 
 log = get_logger(__name__)
@@ -38,27 +42,57 @@ OFFLINE: Final = b"offline"
 PERSISTENT_SESSION_S: Final = 24 * 3600
 
 
+class ConnectOptions(TypedDict, total=False):
+    """How a client connects: the keywords of ``Connection``, ``Bus`` and ``ovbus.connect``,
+    every one optional (the defaults are in ``Connection.__init__``, and only there)."""
+
+    #: the topic tree's prefix
+    prefix: str
+    #: the MQTT client id; by default the node's name, else the broker's choice (MQTT 5), else
+    #: the user name or a random id
+    client_id: str | None
+    #: a node's name: a retained ``online`` status with an ``offline`` last will
+    node: str | None
+    #: MQTT ``"5"`` or ``"3.1.1"``
+    protocol: str
+    #: a session the broker keeps while the client is away (commands queued meanwhile)
+    persistent: bool
+    #: seconds between keep-alive pings
+    keepalive: int
+    #: largest payload decoded, in bytes
+    max_payload: int
+    #: seconds before the first reconnect attempt after a loss, doubling up to
+    #: ``reconnect_max`` while the broker stays away; float seconds honoured as given
+    reconnect_min: float
+    reconnect_max: float
+    #: for ``mqtts://``/``wss://``: the CA that signed the broker's certificate, and the
+    #: client's own certificate and key when the broker asks for one
+    tls_ca: str | None
+    tls_cert: str | None
+    tls_key: str | None
+
+
 class Connection:
-    """One client connection to the broker. Thread-safe; ``Bus`` adds publishing, subscribing
-    and request/reply on top."""
+    """One client connection to the broker. Thread-safe; a ``Bus`` holds one and adds payload
+    models, topic policies and request/reply on top."""
 
     def __init__(
         self,
         broker: str | BrokerUrl,
         *,
-        prefix: str,
-        client_id: str | None,
-        node: str | None,
-        protocol: str,
-        persistent: bool,
-        keepalive: int,
-        max_payload: int,
-        reconnect_min: float,
-        reconnect_max: float,
-        tls_ca: str | None,
-        tls_cert: str | None,
-        tls_key: str | None,
+        announce: Callable[[], None] | None = None,
+        **options: Unpack[ConnectOptions],
     ) -> None:
+        """``announce`` runs on every connect, after the node's ``online`` status and before the
+        ``on_connect`` hooks (``Bus`` publishes the node's birth with it)."""
+        prefix = options.get("prefix", "ovbus")
+        client_id = options.get("client_id")
+        node = options.get("node")
+        protocol = options.get("protocol", "5")
+        persistent = options.get("persistent", False)
+        reconnect_min = options.get("reconnect_min", 0.25)
+        reconnect_max = options.get("reconnect_max", 0.5)
+        tls_files = (options.get("tls_ca"), options.get("tls_cert"), options.get("tls_key"))
         if protocol not in ("5", "3.1.1"):
             raise SchemaError(f"MQTT protocol {protocol!r} is not '5' or '3.1.1'")
         if not 0 < reconnect_min <= reconnect_max:
@@ -76,21 +110,15 @@ class Connection:
         self._ask_id = client_id is None and node is None and self.v5 and not persistent
         self.client_id = client_id or node or self.url.username or f"ovbus-{uuid.uuid4().hex[:12]}"
         self.persistent = persistent
-        self.keepalive = keepalive
-        self.max_payload = max_payload
+        self.keepalive = options.get("keepalive", 15)
+        self.max_payload = options.get("max_payload", codec.MAX_PAYLOAD)
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
-        self._subs: list[Subscription] = []
-        self._filters: dict[str, int] = {}
-        self._lock = threading.RLock()
+        self._announce_more = announce
         self._connected = threading.Event()
         self._first_result: ConnectError | None = None
         self._first_done = threading.Event()
         self._on_connect: list[Callable[[], None]] = []
-        self._subacks: dict[int, tuple[threading.Event, list[Any]]] = {}
-        #: SUBACKs still due for the subscriptions renewed by the first connect
-        self._first_subacks: set[int] = set()
-        self._subscribed = threading.Event()
         self._closing = False
         self.connects = 0
         #: monotonic time of the last lost connection (for the "connected" log line)
@@ -106,9 +134,9 @@ class Connection:
         )
         if self.url.websockets:
             self._client.ws_set_options(path=self.url.path)
-        self._tls_files = (tls_ca, tls_cert, tls_key)
+        self._tls_files = tls_files
         if self.url.tls:  # the broker's certificate is always verified (ovbus/tls.py)
-            self._client.tls_set_context(tls.context(tls_ca, tls_cert, tls_key))
+            self._client.tls_set_context(tls.context(*tls_files))
         if self.url.username:
             self._client.username_pw_set(self.url.username, self.url.password)
         # paho's reconnect wait is plain float arithmetic (a sleep until now + delay, the delay
@@ -126,6 +154,7 @@ class Connection:
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
         self._client.on_subscribe = self._handle_subscribe
+        self._subscriptions = Subscriptions(self._client, self._connected)
 
     # connection ---------------------------------------------------------------------------
     def connect(self, timeout: float = 10.0) -> Self:
@@ -156,7 +185,7 @@ class Connection:
             raise self._first_result
         # subscriptions made before connect() are in place when it returns: a message published
         # by anyone after that reaches them
-        if not self._subscribed.wait(timeout):
+        if not self._subscriptions.first_granted.wait(timeout):
             log.warning("subscriptions not acknowledged in time", broker=self.url.redacted())
         return self
 
@@ -180,8 +209,7 @@ class Connection:
         if self._closing:
             return
         self._closing = True
-        for sub in list(self._subs):
-            sub.close()
+        self._subscriptions.close()
         if self.node is not None and self.connected:
             try:
                 info = self._client.publish(
@@ -197,9 +225,12 @@ class Connection:
         self._connected.clear()
 
     def _announce(self) -> None:
-        """Published on every connect, before the hooks: the node's retained ``online``."""
+        """Published on every connect, before the hooks: the node's retained ``online``, then
+        what ``announce`` adds."""
         if self.node is not None:
             self._client.publish(str(self.topics.status(self.node)), ONLINE, qos=1, retain=True)
+        if self._announce_more is not None:
+            self._announce_more()
 
     # paho callbacks (network thread) -------------------------------------------------------
     def _handle_connect(
@@ -231,19 +262,7 @@ class Connection:
             connects=self.connects,
             **({} if took is None else {"offline_s": took}),
         )
-        with self._lock:
-            filters = dict(self._filters)
-        first = not self._subscribed.is_set()
-        if first:
-            with self._lock:
-                self._first_subacks.clear()  # those of a connection lost before its SUBACKs
-        for pattern, qos in filters.items():
-            result, mid = client.subscribe(pattern, qos)
-            if first and result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
-                with self._lock:
-                    self._first_subacks.add(mid)
-        if first and not self._first_subacks:
-            self._subscribed.set()
+        self._subscriptions.renew()
         try:
             self._announce()
         except Exception:
@@ -286,89 +305,70 @@ class Connection:
             correlation=bytes(corr) if corr is not None else None,
             max_payload=self.max_payload,
         )
-        with self._lock:
-            subs = [s for s in self._subs if s.pattern.matches(message.topic)]
-        for sub in subs:
-            sub._put(message)
-
-    # subscriptions ------------------------------------------------------------------------
-    def _add(self, sub: Subscription, wait_timeout: float) -> None:
-        """Register ``sub`` and SUBSCRIBE if its filter is new. It is routed messages from the
-        start (retained ones follow the SUBACK at once), but its filter is renewed on reconnects
-        only once the broker granted it: a refused or unanswered SUBSCRIBE withdraws it and
-        raises, so nothing is left behind and a later subscribe to that filter asks again."""
-        pattern = sub.pattern.value
-        with self._lock:
-            self._subs.append(sub)
-            known = self._filters.get(pattern)
-        if known is not None and known >= sub.qos:
-            return
-        try:
-            self._subscribe_and_wait(pattern, sub.qos, wait_timeout)
-        except BaseException:
-            self._withdraw(sub)
-            raise
-        with self._lock:
-            self._filters[pattern] = max(sub.qos, self._filters.get(pattern, 0))
-
-    def _withdraw(self, sub: Subscription) -> None:
-        """Undo ``_add`` after a failed SUBSCRIBE. Unless another subscription uses the filter,
-        the broker is asked to drop it: a SUBACK that comes after the timeout may have granted it."""
-        pattern = sub.pattern.value
-        with self._lock:
-            if sub in self._subs:
-                self._subs.remove(sub)
-            if pattern in self._filters or any(s.pattern == sub.pattern for s in self._subs):
-                return
-        log.warning("subscription withdrawn", filter=pattern)
-        if self.connected and not self._closing:
-            self._client.unsubscribe(pattern)
-
-    def _subscribe_and_wait(self, pattern: str, qos: int, timeout: float) -> None:
-        """SUBSCRIBE, and when connected wait for the SUBACK so that messages published after
-        ``subscribe()`` returns are seen; a refused subscription is logged and raised."""
-        done = threading.Event()
-        with self._lock:
-            result, mid = self._client.subscribe(pattern, qos)
-            if result != mqtt.MQTT_ERR_SUCCESS or mid is None or not self.connected:
-                return  # renewed on the next connect
-            self._subacks[mid] = (done, [])
-        try:
-            if not done.wait(timeout):
-                raise BusTimeout(f"no SUBACK for {pattern} within {timeout:.1f} s")
-            codes = self._subacks[mid][1]
-        finally:
-            with self._lock:
-                self._subacks.pop(mid, None)
-        refused = [c for c in codes if getattr(c, "is_failure", False) or c == 0x80]
-        if refused:
-            raise SubscribeError(f"broker refused subscription to {pattern}: {refused[0]}")
+        self._subscriptions.route(message)
 
     def _handle_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, props: Any
     ) -> None:
-        with self._lock:
-            waiter = self._subacks.get(mid)
-            if mid in self._first_subacks:
-                self._first_subacks.discard(mid)
-                if not self._first_subacks:
-                    self._subscribed.set()
-        if waiter is not None:
-            waiter[1].extend(codes)
-            waiter[0].set()
+        self._subscriptions.granted(mid, codes)
 
-    def _forget(self, sub: Subscription) -> None:
-        with self._lock:
-            if sub in self._subs:
-                self._subs.remove(sub)
-            if any(s.pattern == sub.pattern for s in self._subs):
-                return
-            self._filters.pop(sub.pattern.value, None)
-        if self.connected and not self._closing:
-            self._client.unsubscribe(sub.pattern.value)
+    # publish and subscribe ----------------------------------------------------------------
+    def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        qos: int,
+        retain: bool,
+        content_type: str | None = None,
+        expiry_s: int | None = None,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        wait: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        """Publish bytes, with the v5 properties given (an MQTT 3.1.1 connection drops them).
+        With ``wait``, blocks until the broker acknowledged (QoS 1/2) or ``timeout``."""
+        props = None
+        if self.v5 and (content_type or expiry_s or response_topic or correlation):
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            if content_type:
+                props.ContentType = content_type
+            if expiry_s and not retain:
+                props.MessageExpiryInterval = int(expiry_s)
+            if response_topic:
+                props.ResponseTopic = response_topic
+            if correlation:
+                props.CorrelationData = correlation
+        info = self._client.publish(topic, data, qos=qos, retain=retain, properties=props)
+        if info.rc == mqtt.MQTT_ERR_NO_CONN and qos == 0:
+            raise NotConnected(f"not connected: QoS 0 message to {topic} not sent")
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise NotConnected(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+        if wait:
+            deadline = time.monotonic() + timeout
+            while not self._published(info, topic):
+                if time.monotonic() >= deadline:
+                    raise BusTimeout(f"publish to {topic} not acknowledged within {timeout:.1f} s")
+                time.sleep(0.01)
+
+    @staticmethod
+    def _published(info: mqtt.MQTTMessageInfo, topic: str) -> bool:
+        try:
+            return bool(info.is_published())
+        except (RuntimeError, ValueError) as e:  # paho: the connection went away meanwhile
+            raise NotConnected(f"publish to {topic} not acknowledged: {e}") from e
+
+    def subscribe(self, sub: Subscription, wait_timeout: float) -> None:
+        """Route messages to ``sub``, SUBSCRIBE-d and granted by the broker (see
+        ``ovbus.subscriptions``); raises ``SubscribeError`` or ``BusTimeout`` with nothing kept."""
+        self._subscriptions.add(sub, wait_timeout)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Stop routing to ``sub``; its filter is dropped when no other subscription uses it."""
+        self._subscriptions.remove(sub)
 
     @property
     def dropped(self) -> int:
         """Incoming messages dropped by full queues, over every subscription now open."""
-        with self._lock:
-            return sum(s.dropped for s in self._subs)
+        return self._subscriptions.dropped

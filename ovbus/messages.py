@@ -1,4 +1,7 @@
-"""Received messages and subscriptions: bounded queues that report drops, a timeout on every wait."""
+"""Received messages and subscriptions (bounded queues that report drops, a timeout on every
+wait), and :class:`Transport`, the narrow interface that subscriptions and ``ovbus.rpc`` use a
+bus through: publish, subscribe, unsubscribe, the topic tree and the client's id. ``Bus`` is the
+one implementation; nothing here or in ``ovbus.rpc`` imports it."""
 
 from __future__ import annotations
 
@@ -7,17 +10,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar, overload
+from typing import Protocol, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter
 
 from ovbus import codec
 from ovbus.errors import BusTimeout
 from ovbus.log import get_logger
-from ovbus.topics import Wildcard
-
-if TYPE_CHECKING:
-    from ovbus.bus import Bus
+from ovbus.topics import Topic, Topics, Wildcard
 
 log = get_logger(__name__)
 
@@ -63,6 +63,54 @@ class Message:
 Callback = Callable[[Message], None]
 
 
+class Transport(Protocol):
+    """What subscriptions and request/reply need of a bus (``ovbus.bus.Bus`` implements it)."""
+
+    @property
+    def topics(self) -> Topics: ...
+
+    @property
+    def client_id(self) -> str:
+        """The client's id, as the broker knows it (its replies topic is named after it)."""
+        ...
+
+    @property
+    def v5(self) -> bool:
+        """MQTT 5 (response topic, correlation data, message expiry) rather than 3.1.1."""
+        ...
+
+    def publish(
+        self,
+        topic: Topic | str,
+        payload: BaseModel | bytes | str | int | None = None,
+        *,
+        qos: int | None = None,
+        retain: bool | None = None,
+        content_type: str | None = None,
+        expiry_s: int | None = None,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        wait: bool = False,
+        timeout: float = 10.0,
+    ) -> None: ...
+
+    def subscribe(
+        self,
+        pattern: Wildcard | Topic | str,
+        *,
+        qos: int = 1,
+        callback: Callback | None = None,
+        queue_size: int | None = None,
+        idle_timeout: float | None = 60.0,
+        wait_timeout: float = 10.0,
+    ) -> Subscription: ...
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop routing messages to ``subscription``; the filter is unsubscribed when no other
+        subscription uses it. Called by :meth:`Subscription.close`."""
+        ...
+
+
 class Subscription:
     """Messages matching one filter. Iterate it (blocking), call :meth:`get`, or give a callback.
 
@@ -72,14 +120,14 @@ class Subscription:
 
     def __init__(
         self,
-        bus: Bus,
+        transport: Transport,
         pattern: Wildcard,
         qos: int,
         maxsize: int,
         callback: Callback | None,
         idle_timeout: float | None,
     ) -> None:
-        self.bus = bus
+        self.transport = transport
         self.pattern = pattern
         self.qos = qos
         self.maxsize = maxsize
@@ -186,7 +234,7 @@ class Subscription:
                 return
             self._closed = True
             self._cond.notify_all()
-        self.bus._forget(self)
+        self.transport.unsubscribe(self)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 

@@ -10,6 +10,10 @@ the same request again with the **same** correlation id (waiting twice as long e
 its timeout), each copy expiring (v5 message expiry) when the requester stops waiting; the
 server runs a request once per correlation id: a copy that comes while it runs is ignored, one
 that comes after it was answered gets the same reply again.
+
+Both sides use a bus through :class:`ovbus.messages.Transport` (publish, subscribe, the topic
+tree, the client's id), never through ``ovbus.bus``: the bus builds on this module, not the
+other way round.
 """
 
 from __future__ import annotations
@@ -22,18 +26,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ovbus import codec
 from ovbus.errors import BusTimeout, ErrorCode, OvbusError, RemoteError
 from ovbus.log import get_logger
-from ovbus.messages import Message, Subscription
+from ovbus.messages import Message, Subscription, Transport
 from ovbus.payloads.base import ErrorInfo
 from ovbus.payloads.rpc import Reply, Request
 from ovbus.topics import Topic, Wildcard
-
-if TYPE_CHECKING:
-    from ovbus.bus import Bus
 
 log = get_logger(__name__)
 
@@ -57,7 +58,7 @@ class _Pending:
 class Requester:
     """The requests of one bus client waiting for their replies (on ``replies/<client id>``)."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Transport) -> None:
         self.bus = bus
         self._pending: dict[bytes, _Pending] = {}
         self._lock = threading.Lock()
@@ -162,7 +163,7 @@ def result_of(reply: Reply) -> Any:
 
 # server -----------------------------------------------------------------------------------
 def send_reply(
-    bus: Bus,
+    bus: Transport,
     request: Message,
     reply: Reply,
     *,
@@ -173,7 +174,7 @@ def send_reply(
     target = request.response_topic or reply_to
     if not target:
         return False
-    if not Wildcard(f"{bus.topics.prefix}/replies/+").matches(target):
+    if not bus.topics.all_replies().matches(target):
         log.warning("refusing to reply outside the replies tree", reply_to=target)
         return False
     if request.correlation is None and correlation is not None:
@@ -227,7 +228,7 @@ class Server:
 
     def __init__(
         self,
-        bus: Bus,
+        bus: Transport,
         pattern: Topic | Wildcard | str,
         handler: Handler,
         *,
@@ -362,7 +363,7 @@ class Server:
 
 
 def serve(
-    bus: Bus,
+    bus: Transport,
     pattern: Topic | Wildcard | str,
     handler: Handler,
     *,

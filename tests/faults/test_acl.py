@@ -40,7 +40,7 @@ PUBLISH = [
     ("inf1", "ovbus/cameras/door/state", False),
     ("inf1", "ovbus/zoo/models/face", False),
     ("inf1", "ovbus/nodes/zoo1/status", False),
-    ("inf1", "ovbus/replies/someone", False),
+    ("inf1", "ovbus/nodes/inf1/replay", False),  # requests come from admins only
     # the zoo: model states and replies only
     ("zoo1", "ovbus/cameras/door/pipeline", False),
     ("zoo1", "ovbus/cameras/door/detections", False),
@@ -61,6 +61,7 @@ READ = [
     ("cap1", "ovbus/cameras/door/pipeline", False),
     ("inf1", "ovbus/cameras/door/set", False),
     ("inf1", "ovbus/replies/someone-else", False),
+    ("inf1", "ovbus/nodes/inf2/replay", False),  # another worker's replay requests
     ("zoo1", "ovbus/replies/someone-else", False),
     ("zoo1", "ovbus/cameras/door/set", False),
     ("view", "ovbus/cameras/door/set", True),  # commands are visible to dashboards
@@ -121,8 +122,9 @@ def test_retained_state_of_others_cannot_be_cleared_or_spoofed(
         except ConnectError:
             fault_row.note("a will on another node's status is refused at connect")
         else:
-            will._client._sock_close()  # vanish without DISCONNECT: the broker sends the will
-            will._client.loop_stop()
+            paho = will.connection._client  # vanish without DISCONNECT: the broker sends the will
+            paho._sock_close()
+            paho.loop_stop()
             fault_row.note("a will on another node's status is dropped when it fires")
         time.sleep(1.0)
         for topic in targets:
