@@ -1,9 +1,10 @@
 """``ovbus up``: a whole one-box stack in one command.
 
-Starts a local Mosquitto (unless a broker is given), then the capture, infer and zoo workers as
-child processes sharing that broker and one models folder. Ctrl-C (or SIGTERM) stops them all, in
-reverse order, each with a clean shutdown; if one worker dies, the others are stopped and the exit
-status says which.
+Starts a local Mosquitto (unless a broker is given), then the one-box stack of
+``services/stack.py`` (zoo, capture, infer) as child processes sharing that broker and one
+models folder, each ready on the bus (``services/readiness.py``) before the stack counts as up.
+Ctrl-C (or SIGTERM) stops them all, in reverse order, each with a clean shutdown; if one worker
+dies, the others are stopped and the exit status says which.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from ovbus.bus import Bus
 from ovbus.errors import ConfigError, OvbusError
 from ovbus.log import configure, get_logger
 from ovbus.notebook import StackSettings
@@ -26,6 +28,7 @@ from ovbus.settings import NodeSettings, WorkerSettings, split_list
 from services.flags import settings_from
 from services.jupyter import DEFAULT_PORT, JupyterLab, check_ip, write_stack_file
 from services.mosquitto import Mosquitto
+from services.stack import Stack, WorkerSpec, one_box
 from services.supervisor import Supervisor, WorkerExited
 from services.zoo.catalog import DEFAULT_MODEL
 
@@ -91,8 +94,17 @@ def start_jupyter(up: UpSettings, broker_url: str, prefix: str) -> JupyterLab | 
 
 #: The user of the local broker's generated login.
 UP_USER = "ovbus"
-#: Seconds the zoo gets to write config.json before the other workers start.
-CONFIG_WAIT = 30.0
+
+
+def stack_specs(up: UpSettings) -> list[WorkerSpec]:
+    """The workers ``ovbus up`` runs: the one-box stack with the user's cameras and ports."""
+    return one_box(
+        models=up.models,
+        cameras=up.cameras,
+        default_model=up.default_model or None,
+        pull_default=up.default_model == DEFAULT_MODEL,
+        rtsp_port=up.rtsp_port,
+    )
 
 
 def run(args: argparse.Namespace, node: NodeSettings) -> int:
@@ -100,68 +112,71 @@ def run(args: argparse.Namespace, node: NodeSettings) -> int:
     up = settings_from(args, UpSettings)
     broker: Mosquitto | None = None
     broker_url = node.broker
-    if getattr(args, "broker", None) is None and "OVBUS_BROKER" not in os.environ:
-        # a generated login, as JupyterLab's token: no other user of this box reads or commands
-        # the stack; kept in the 0600 stack file, which `ovbus` run from here reads
-        password = secrets.token_urlsafe(18)
-        broker = Mosquitto(
-            workdir=up.data.resolve() / "broker",
-            host="127.0.0.1",
-            port=up.broker_port,
-            users={UP_USER: password},
-            anonymous=False,
-        ).start()
-        broker_url = f"mqtt://{UP_USER}:{password}@127.0.0.1:{broker.port}"
-        stack = StackSettings(
-            broker=broker_url, prefix=node.prefix, models=str(up.models.resolve())
-        )
-        print(f"broker login: {write_stack_file(up.data.resolve(), stack)}", flush=True)
-    up.models.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_UP_")}
-    env["OVBUS_BROKER"] = broker_url
-    env["OVBUS_PREFIX"] = node.prefix
-    for name in ("tls_ca", "tls_cert", "tls_key"):  # --tls-* flags reach the workers too
-        if getattr(node, name):
-            env[f"OVBUS_{name.upper()}"] = str(getattr(node, name))
-    common = ["--log-level", node.log_level, "--log-format", node.log_format]
-    cams: list[str] = []
-    for cam in up.cameras:
-        cams += ["--camera", cam]
-    stop = {"flag": False}
+    state = {"stop": False, "running": False}
 
     def on_signal(signum: int, frame: object) -> None:
-        stop["flag"] = True
+        state["stop"] = True
+        if not state["running"]:  # starting: leave the waits, stop what started
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     workers = Supervisor()
+    bus: Bus | None = None
     lab: JupyterLab | None = None
     try:
-        pull = ["--pull-default"] if up.default_model == DEFAULT_MODEL else []
-        workers.spawn("zoo", ["zoo", *common, "--models", str(up.models), *pull], env)
-        # the zoo writes config.json on start: the infer worker then never starts without one
-        deadline = time.monotonic() + CONFIG_WAIT
-        while not (up.models / "config.json").exists() and time.monotonic() < deadline:
-            workers.check()
-            time.sleep(0.1)
-        workers.spawn("capture", ["capture", *common, *cams, "--rtsp-port", str(up.rtsp_port)], env)
-        default = ["--default-model", up.default_model] if up.default_model else []
-        workers.spawn("infer", ["infer", *common, "--models", str(up.models), *default], env)
-        if up.jupyter:
+        if getattr(args, "broker", None) is None and "OVBUS_BROKER" not in os.environ:
+            # a generated login, as JupyterLab's token: no other user of this box reads or
+            # commands the stack; kept in the 0600 stack file, which `ovbus` run from here reads
+            password = secrets.token_urlsafe(18)
+            broker = Mosquitto(
+                workdir=up.data.resolve() / "broker",
+                host="127.0.0.1",
+                port=up.broker_port,
+                users={UP_USER: password},
+                anonymous=False,
+            ).start()
+            broker_url = f"mqtt://{UP_USER}:{password}@127.0.0.1:{broker.port}"
+            stack_file = StackSettings(
+                broker=broker_url, prefix=node.prefix, models=str(up.models.resolve())
+            )
+            print(f"broker login: {write_stack_file(up.data.resolve(), stack_file)}", flush=True)
+        up.models.mkdir(parents=True, exist_ok=True)
+        # the workers get our OVBUS_* settings (OVBUS_INFER_DEVICE ...), not those of `up`
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_UP_")}
+        for name in ("tls_ca", "tls_cert", "tls_key"):  # --tls-* flags reach the workers too
+            if getattr(node, name):
+                env[f"OVBUS_{name.upper()}"] = str(getattr(node, name))
+        common = ["--log-level", node.log_level, "--log-format", node.log_format]
+        observer = node.model_copy(update={"broker": broker_url})  # watches readiness
+        bus = Bus.from_settings(observer, client_id=f"up-{secrets.token_hex(4)}").connect()
+        stack = Stack(workers, broker_url, node.prefix, bus=bus, env=env, flags=common)
+        stack.up(stack_specs(up))
+        log.info("stack ready", workers=",".join(stack.specs))
+        state["running"] = True
+        if up.jupyter and not state["stop"]:
             lab = start_jupyter(up, broker_url, node.prefix)
-        while not stop["flag"]:
-            workers.check()
+        while not state["stop"]:
+            stack.check()
             if lab is not None and not lab.alive():
                 log.error("JupyterLab exited; the stack goes on", log=str(lab.log))
                 lab = None
             time.sleep(0.2)
+    except KeyboardInterrupt:
+        log.info("stopped while starting")
     except WorkerExited as e:
         log.error("worker exited", worker=e.name, code=e.exit_code)
         return 1
+    except OvbusError as e:
+        log.error("the stack did not start", error=e.message)
+        return 1
     finally:
+        state["running"] = True  # a signal from here on only asks what is under way to end
         if lab is not None:
             lab.stop()
         workers.stop()
+        if bus is not None:
+            bus.close()
         if broker is not None:
             broker.stop()
     return 0

