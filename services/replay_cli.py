@@ -1,6 +1,6 @@
 """``ovbus replay``: run a model over the last seconds of a camera (kept by its infer worker) or
 over a video file in the models or replay folders, with a progress bar; or list and fetch the
-kept frames::
+kept frames (through :class:`ovbus.clients.ReplayClient`)::
 
     ovbus replay door --model face --version 2 --seconds 20
     ovbus replay --file clips/porch.mp4 --model face --threshold 0.3 --json
@@ -41,11 +41,11 @@ def run_replay(args: argparse.Namespace, settings: NodeSettings) -> int:
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
     from ovbus.bus import Bus
+    from ovbus.clients.replay import ReplayClient
     from ovbus.errors import BusTimeout, OvbusError, RemoteError
     from ovbus.log import configure
     from ovbus.payloads.pipeline import PipelineModel
     from ovbus.payloads.replay import ReplayChunk
-    from ovbus.replay import fetch_frame, kept_frames, replay
 
     configure(
         settings.log_level if settings.log_level != "info" else "warning", settings.log_format
@@ -58,12 +58,14 @@ def run_replay(args: argparse.Namespace, settings: NodeSettings) -> int:
         console.print("[red]bad arguments:[/red] --model is needed to replay")
         return 2
     bus = Bus.from_settings(settings).connect(timeout=10)
+    replays = ReplayClient(bus, timeout=args.timeout)
     try:
         if args.frames:
-            print(json.dumps(kept_frames(bus, args.camera, node=args.node), indent=2))
+            kept = replays.kept(args.camera, node=args.node)
+            print(json.dumps(kept.model_dump(mode="json", exclude_none=True), indent=2))
             return 0
         if args.frame is not None:
-            data = fetch_frame(bus, args.camera, args.frame, node=args.node)
+            data = replays.frame(args.camera, args.frame, node=args.node)
             out = Path(args.out or f"{args.camera}-{args.frame}.jpg")
             out.write_bytes(data)
             console.print(f"{out}: {len(data)} bytes")
@@ -83,10 +85,11 @@ def run_replay(args: argparse.Namespace, settings: NodeSettings) -> int:
                         flush=True,
                     )
 
-            summary, _ = replay(
-                bus, args.camera, model, file=args.file, seconds=args.seconds,
-                max_frames=args.max_frames, node=args.node, timeout=args.timeout, on_chunk=shown,
+            run = replays.run(
+                args.camera, model, file=args.file, seconds=args.seconds,
+                max_frames=args.max_frames, node=args.node, on_chunk=shown,
             )  # fmt: skip
+        summary = run.summary.model_dump(mode="json", exclude_none=True)
         console.print(json.dumps(summary, sort_keys=True))
         return 0
     except RemoteError as e:
