@@ -7,8 +7,9 @@
 
 Every camera serves the same camera-like file (``bench/camera_media.py``: a slow pan and zoom
 over real photos with sensor noise; H.264 at 3 Mbps with a key frame every 2 s, or MJPEG at a
-webcam's quality) pass-through from one capture worker; one infer worker runs ``--model`` on
-every frame it can take. In the same run:
+webcam's quality) pass-through from one capture worker, which serves the cameras of the count measured and no
+others (the rest are disabled with ``set``); one infer worker runs ``--model`` on every frame
+it can take. In the same run:
 
 - **the bound**: I, OpenVINO's ``benchmark_app`` on the same model file (THROUGHPUT hint), and
   D, decode-only on the same file at the pipeline's decode size (H.264: ``avdec_h264``, one
@@ -54,8 +55,9 @@ from bench.camera_media import Media
 from bench.report import Report, Row, write_readme
 from bench.stack import Stack, cpu_seconds
 from bench.throughput import baseline, benchmark_app, description
+from ovbus.bus import Bus
 from ovbus.errors import OvbusError
-from ovbus.payloads import ModelDescription
+from ovbus.payloads import CameraSet, ModelDescription
 
 #: The product's default model, the room person detector, one heavy model (>= 5 ms here).
 MODELS: Final = ("blazeface-full-range", "person-detection-ssdlite", "pose-detection")
@@ -93,6 +95,22 @@ class Trial:
         return "; ".join(causes)
 
 
+def serve(bus: Bus, cameras: list[str], count: int, timeout: float = 60.0) -> None:
+    """The capture node serves the first ``count`` of ``cameras`` and none of the others
+    (``set enabled``): its cost is that of the cameras read, as on a box with that many. (All
+    of them served, the unread ones' producers cost ~0.2 cores at every count.)"""
+
+    def apply(i: int) -> None:
+        wanted = CameraSet(enabled=i < count)
+        reply = bus.request(bus.topics.camera_set(cameras[i]), wanted, timeout=timeout)
+        if not reply.ok:
+            raise OvbusError(f"capture did not {'en' if i < count else 'dis'}able {cameras[i]}: "
+                             f"{reply.error}")  # fmt: skip
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(apply, range(len(cameras))))
+
+
 def trial(
     stack: Stack,
     n: int,
@@ -107,6 +125,7 @@ def trial(
     stack.collector.clear()
     log = stack.workers.log_path("infer")
     offset = log.stat().st_size if log is not None and log.exists() else 0
+    serve(stack.bus, stack.cameras, n)
     stack.start_infer(cameras=n)
     try:
         stack.wait_results(per_camera=3, cameras=n, timeout=180)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -14,8 +15,12 @@ import pytest
 
 import bench.__main__ as bench_main
 from bench import camera_media, report
-from bench.density import Trial, _restarts, search
+from bench.density import Trial, _restarts, search, serve
 from bench.report import Report, Row, write_readme
+from ovbus.bus import Bus
+from ovbus.payloads import CameraState
+from services.mosquitto import Mosquitto
+from tests.stack import capture_node, make_video, wait_state
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,3 +111,25 @@ def test_reader_restarts_are_counted_from_this_trial_on(tmp_path: Path) -> None:
         f.write("2026-12-04T14:01:01Z INFO ovbus.rtsp reconnecting camera=cam1 in_s=1.0\n")
     assert _restarts(log, offset) == 1 and _restarts(log, 0) == 2
     assert _restarts(tmp_path / "none.log", 0) == 0
+
+
+def state_is(name: str) -> Callable[[CameraState], bool]:
+    return lambda state: state.state == name
+
+
+@pytest.mark.slow
+def test_a_trial_serves_only_its_cameras(broker: Mosquitto, prefix: str) -> None:
+    """The capture node runs the producers of the cameras a trial reads and no others: all 32
+    cameras served while one was read cost ~0.2 cores, six times that camera's own cost."""
+    video = make_video(seconds=2, width=160, height=120, fps=15)
+    cams = ["cam0", "cam1", "cam2"]
+    with (
+        capture_node(broker.url, prefix, dict.fromkeys(cams, str(video))),
+        Bus(broker.url, prefix=prefix).connect(timeout=10) as bus,
+    ):
+        for count in (1, 3, 2):
+            serve(bus, cams, count)
+            for i, cam in enumerate(cams):
+                wait_state(bus, cam, state_is("streaming" if i < count else "disabled"), 60)
+                served = bus.retained(bus.topics.stream(cam), timeout=5)
+                assert bool(served and served[0].payload) == (i < count), (count, cam)
