@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ovbus.bus import Bus
+from ovbus.clients import CameraClient, ZooClient
 from ovbus.errors import BusTimeout, OvbusError, PayloadError
 from ovbus.messages import Message
 from ovbus.payloads import PipelineSpec
@@ -32,7 +33,6 @@ from ovbus.payloads.model import ModelState
 from ovbus.payloads.node import Birth
 from ovbus.payloads.pipeline import InferenceState
 from ovbus.payloads.stream import CameraSet, CameraState, StreamDescriptor
-from ovbus.payloads.zoo import ListRequest
 from ovbus.topics import Topics
 from services.infer.ownership import owner
 
@@ -112,10 +112,10 @@ def zoo_truth(bus: Bus, truth: Truth, timeout: float = 10.0) -> dict[str, dict[s
     if not truth.live("zoo"):
         return None
     try:
-        listing = bus.call(bus.topics.zoo_request(), ListRequest(), timeout=timeout)
+        listing = ZooClient(bus).listing(timeout=timeout)
     except OvbusError:
         return None
-    return {str(m["name"]): m for m in listing.get("models", [])}
+    return {m.name: m.model_dump(mode="json") for m in listing.models}
 
 
 def served_by_config(models: Path | None) -> set[str] | None:
@@ -144,13 +144,14 @@ def capture_truth(
         try:
             # enabled on an enabled camera changes nothing: a read (the truth has every
             # camera enabled; the stall fault disables one only while it lasts)
-            result = bus.call(bus.topics.camera_set(cam), CameraSet(enabled=True), timeout=timeout)
+            result = CameraClient(bus).set(cam, CameraSet(enabled=True), timeout=timeout)
         except OvbusError:
             out[cam] = None
             continue
-        out[cam] = "streaming" if "url" in result else str(result.get("state"))
-        if "url" in result:
-            urls[cam] = str(result["url"])
+        if isinstance(result, StreamDescriptor):
+            out[cam], urls[cam] = "streaming", result.url
+        else:
+            out[cam] = result.state
     return out, urls
 
 
