@@ -130,7 +130,9 @@ def wait_for_camera(bus: Bus, camera: str, timeout: float = 10.0) -> StreamDescr
     found = bus.retained(bus.topics.stream(camera), timeout=timeout, settle=1.0)
     if found:
         return found[0].decode(StreamDescriptor)
-    others = sorted(m.topic.split("/")[-2] for m in bus.retained(bus.topics.all_cameras("stream")))
+    streams = bus.retained(bus.topics.all_cameras("stream"))
+    announced = [bus.topics.try_parse(m.topic) for m in streams]
+    others = sorted(topic.camera for topic in announced if topic is not None)
     raise NotebookError(
         f"camera {camera!r} is not announced on the bus (announced: {others or 'none'}): {START_HINT}"
     )
@@ -222,7 +224,7 @@ class Fleet:
 def fleet(bus: Bus, settle: float = 1.0) -> Fleet:
     """Collect nodes, cameras and models from the retained topics."""
     out = Fleet()
-    for m in bus.retained(f"{bus.topics.prefix}/#", settle=settle, timeout=10.0):
+    for m in bus.retained(bus.topics.subtree(), settle=settle, timeout=10.0):
         try:
             kind, params = bus.topics.parse(m.topic)
         except OvbusError:

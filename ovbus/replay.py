@@ -36,16 +36,18 @@ def owner(bus: Bus, camera: str, timeout: float = 5.0) -> str:
 
 def infer_node(bus: Bus, timeout: float = 5.0) -> str:
     """An infer node that is online (the first by name)."""
-    online = {
-        m.topic.split("/")[-2]
-        for m in bus.retained(bus.topics.all_status(), timeout=timeout)
-        if m.payload == b"online"
-    }
+    online = set()
+    for message in bus.retained(bus.topics.all_status(), timeout=timeout):
+        topic = bus.topics.try_parse(message.topic)
+        if topic is not None and message.payload == b"online":
+            online.add(topic.node)
     for message in sorted(bus.retained(bus.topics.all_births(), timeout=timeout), key=str):
-        node = message.topic.split("/")[-2]
+        topic = bus.topics.try_parse(message.topic)
         try:
-            if node in online and message.payload and message.decode(Birth).kind == "infer":
-                return node
+            if topic is None or topic.node not in online or not message.payload:
+                continue
+            if message.decode(Birth).kind == "infer":
+                return topic.node
         except PayloadError:
             continue
     raise RequestError("no infer node is online", code=ErrorCode.NOT_FOUND)

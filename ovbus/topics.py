@@ -1,27 +1,10 @@
-"""The topic tree: names, builders, and a ``Topic``/``Wildcard`` value type with ``matches()``.
+"""The topic tree's builders and parser, and the ``Topic``/``Wildcard`` value types with ``matches()``.
 
-Every topic lives under a configurable root prefix (default ``ovbus``)::
-
-    <p>/nodes/<node>/status            retained  "online" | "offline" (the offline is the last will)
-    <p>/nodes/<node>/birth             retained  Birth
-    <p>/nodes/<node>/stats                       Stats
-    <p>/cameras/<cam>/stream           retained  StreamDescriptor (empty payload: gone)
-    <p>/cameras/<cam>/state            retained  CameraState (capture side: streaming, error, ...)
-    <p>/cameras/<cam>/set                        CameraSet command (request/reply)
-    <p>/cameras/<cam>/pipeline         retained  PipelineSpec
-    <p>/cameras/<cam>/inference        retained  InferenceState (infer side: owner, running, error)
-    <p>/cameras/<cam>/detections                 DetectionResult, message expiry a few seconds
-    <p>/cameras/<cam>/counts/<label>   retained  integer count as text
-    <p>/cameras/<cam>/snapshot         retained  JPEG bytes
-    <p>/cameras/<cam>/events                     ObjectEvent: new/update/end of a tracked object
-    <p>/cameras/<cam>/objects          retained  ObjectsPresent: the tracked objects present now
-    <p>/cameras/<cam>/objects/<id>/snapshot      JPEG bytes: the best snapshot of object <id>
-    <p>/cameras/<cam>/shadow                     ShadowReport: a candidate against the serving model
-    <p>/nodes/<node>/replay                      ReplayRequest to an infer node (request/reply)
-    <p>/zoo/request                              ZooRequest (request/reply)
-    <p>/zoo/models/<name>              retained  ModelState
-    <p>/replies/<client-id>                      replies to that client's requests
-    <p>/replies/<client-id>/stream               results streamed for a request (ReplayChunk)
+Every topic lives under a configurable root prefix (default ``ovbus``). The kinds of topic, their
+patterns, payloads and publishing policy are declared once in ``ovbus/topic_schema.py``; this
+module derives from them the builders (``Topics.build``, ``Topics.wildcard`` and one named builder
+per kind), the typed parser (``Topics.parse``) and ``POLICY``. The table of every topic is
+``docs/topics.md``, generated from the same declarations.
 
 Node topics sit under ``nodes/`` (DESIGN.md had ``<p>/<node>/status``) so that a node can be called
 anything, including ``cameras`` or ``zoo``, and ``<p>/nodes/+/status`` matches node status only.
@@ -29,36 +12,29 @@ anything, including ``cameras`` or ``zoo``, and ``<p>/nodes/+/status`` matches n
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple, cast
 
 from ovbus.errors import SchemaError
+from ovbus.names import NAME_PATTERN, check_name, label_segment
+from ovbus.topic_kind import TopicKind, TopicPolicy
+from ovbus.topic_schema import BY_NAME, KINDS, Kind, match
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "NAME_PATTERN",
+    "POLICY",
+    "ParsedTopic",
+    "Topic",
+    "TopicPolicy",
+    "Topics",
+    "Wildcard",
+    "check_name",
+    "label_segment",
+]
 
 DEFAULT_PREFIX: Final = "ovbus"
-
-#: Names of cameras, models and nodes: they become topic levels and folder names, so they are
-#: restricted to a portable, path-safe alphabet.
-NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_NAME_RE: Final = re.compile(NAME_PATTERN)
-_LABEL_RE: Final = re.compile(r"[^a-z0-9_-]+")
-_OBJECT_ID_RE: Final = re.compile(r"^[a-z0-9]{1,16}-[0-9]{1,12}$")
-
-
-def check_name(value: str, what: str = "name") -> str:
-    """Return ``value`` if it is a valid camera/model/node name, else raise ``SchemaError``."""
-    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
-        raise SchemaError(
-            f"invalid {what} {value!r}: use 1-64 letters, digits, '_', '-', '.', "
-            "starting with a letter or digit, no '..'"
-        )
-    return value
-
-
-def label_segment(label: str) -> str:
-    """A detection label as a topic level: lower case, anything unsafe replaced by ``_``."""
-    segment = _LABEL_RE.sub("_", label.strip().lower()).strip("_")
-    return segment or "unlabelled"
 
 
 def _check_levels(value: str, *, wildcards: bool) -> None:
@@ -131,8 +107,47 @@ class Wildcard:
         return len(t_levels) == len(f_levels)
 
 
+class ParsedTopic(NamedTuple):
+    """A topic of the tree read back: its kind and checked parameters. Unpacks as
+    ``kind, params = topics.parse(topic)``; the parameters are also attributes
+    (``topics.parse(topic).camera``), which raise ``SchemaError`` on a kind without them."""
+
+    kind: Kind
+    params: dict[str, str]
+
+    def _param(self, name: str) -> str:
+        if name not in self.params:
+            raise SchemaError(f"a {self.kind} topic has no {name}")
+        return self.params[name]
+
+    @property
+    def node(self) -> str:
+        return self._param("node")
+
+    @property
+    def camera(self) -> str:
+        return self._param("camera")
+
+    @property
+    def label(self) -> str:
+        return self._param("label")
+
+    @property
+    def object_id(self) -> str:
+        return self._param("object")
+
+    @property
+    def model(self) -> str:
+        return self._param("model")
+
+    @property
+    def client(self) -> str:
+        return self._param("client")
+
+
 class Topics:
-    """Builds every topic of the tree under one prefix; also parses topics back into parts."""
+    """Builds every topic of the tree under one prefix, and parses topics back into their kind
+    and parameters; both from the declarations of ``ovbus/topic_schema.py``."""
 
     def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
         _check_levels(prefix, wildcards=False)
@@ -140,93 +155,148 @@ class Topics:
             raise SchemaError(f"prefix {prefix!r} must not start or end with '/'")
         self.prefix = prefix
 
-    def _t(self, *levels: str) -> Topic:
-        return Topic("/".join((self.prefix, *levels)))
+    @staticmethod
+    def kind(kind: str | TopicKind) -> TopicKind:
+        """The declaration of a kind of topic (by name)."""
+        if isinstance(kind, TopicKind):
+            return kind
+        if kind not in BY_NAME:
+            raise SchemaError(f"no kind of topic {kind!r} in the ovbus tree")
+        return BY_NAME[kind]
+
+    def build(self, kind: Kind | TopicKind, **params: str) -> Topic:
+        """The topic of ``kind`` with these parameters: ``build("count", camera="door",
+        label="person")``. Every parameter is checked (labels made safe)."""
+        return Topic(f"{self.prefix}/{self.kind(kind).format(params)}")
+
+    def wildcard(self, kind: Kind | TopicKind, **params: str) -> Wildcard:
+        """The filter of every topic of ``kind``; the parameters given are fixed, the others
+        are ``+``: ``wildcard("count", camera="door")`` is ``<p>/cameras/door/counts/+``."""
+        return Wildcard(f"{self.prefix}/{self.kind(kind).format(params, wildcard=True)}")
+
+    def pattern(self, kind: Kind | TopicKind, **raw: str) -> Wildcard:
+        """Like ``wildcard``, with the given parameters put in unchecked: Mosquitto ACL patterns
+        (``pattern("reply", client="%c")``)."""
+        return Wildcard(f"{self.prefix}/{self.kind(kind).format(raw, wildcard=True, check=False)}")
+
+    def parse(self, topic: Topic | str) -> ParsedTopic:
+        """The kind of a topic of this tree and its parameters.
+
+        ``parse("ovbus/cameras/door/detections") == ("detections", {"camera": "door"})``.
+        Raises ``SchemaError`` for a topic outside the tree or with an invalid parameter.
+        """
+        name = str(topic)
+        head = self.prefix + "/"
+        if not name.startswith(head):
+            raise SchemaError(f"topic {name!r} is not under prefix {self.prefix!r}")
+        found = match(name[len(head) :].split("/"))
+        if found is None:
+            raise SchemaError(f"topic {name!r} is not part of the ovbus tree")
+        kind, params = found
+        return ParsedTopic(cast(Kind, kind.name), params)
+
+    def try_parse(self, topic: Topic | str) -> ParsedTopic | None:
+        """``parse``, or None for a topic outside the tree or with an invalid parameter (what
+        a subscriber skips: anything on the bus is data)."""
+        try:
+            return self.parse(topic)
+        except SchemaError:
+            return None
 
     def _w(self, *levels: str) -> Wildcard:
         return Wildcard("/".join((self.prefix, *levels)))
 
     # nodes
     def status(self, node: str) -> Topic:
-        return self._t("nodes", check_name(node, "node id"), "status")
+        return self.build("status", node=node)
 
     def birth(self, node: str) -> Topic:
-        return self._t("nodes", check_name(node, "node id"), "birth")
+        return self.build("birth", node=node)
 
     def stats(self, node: str) -> Topic:
-        return self._t("nodes", check_name(node, "node id"), "stats")
+        return self.build("stats", node=node)
 
     def all_status(self) -> Wildcard:
-        return self._w("nodes", "+", "status")
+        return self.wildcard("status")
 
     def all_births(self) -> Wildcard:
-        return self._w("nodes", "+", "birth")
+        return self.wildcard("birth")
 
     def all_stats(self) -> Wildcard:
-        return self._w("nodes", "+", "stats")
+        return self.wildcard("stats")
 
     def replay(self, node: str) -> Topic:
         """Replay requests to the infer node ``node`` (request/reply)."""
-        return self._t("nodes", check_name(node, "node id"), "replay")
+        return self.build("replay", node=node)
 
     # cameras
     def camera(self, cam: str, leaf: str) -> Topic:
-        return self._t("cameras", check_name(cam, "camera name"), leaf)
+        """``cameras/<cam>/<leaf>`` for a kind of camera topic (``camera("door", "stream")``)."""
+        return self.build(self._camera_kind(leaf), camera=cam)
 
     def stream(self, cam: str) -> Topic:
-        return self.camera(cam, "stream")
+        return self.build("stream", camera=cam)
 
     def camera_state(self, cam: str) -> Topic:
-        return self.camera(cam, "state")
+        return self.build("state", camera=cam)
 
     def camera_set(self, cam: str) -> Topic:
-        return self.camera(cam, "set")
+        return self.build("set", camera=cam)
 
     def pipeline(self, cam: str) -> Topic:
-        return self.camera(cam, "pipeline")
+        return self.build("pipeline", camera=cam)
 
     def inference(self, cam: str) -> Topic:
-        return self.camera(cam, "inference")
+        return self.build("inference", camera=cam)
 
     def detections(self, cam: str) -> Topic:
-        return self.camera(cam, "detections")
+        return self.build("detections", camera=cam)
 
     def snapshot(self, cam: str) -> Topic:
-        return self.camera(cam, "snapshot")
+        return self.build("snapshot", camera=cam)
 
     def count(self, cam: str, label: str) -> Topic:
-        return self._t("cameras", check_name(cam, "camera name"), "counts", label_segment(label))
+        return self.build("count", camera=cam, label=label)
 
     def counts(self, cam: str) -> Wildcard:
-        return self._w("cameras", check_name(cam, "camera name"), "counts", "+")
+        return self.wildcard("count", camera=cam)
 
     def events(self, cam: str) -> Topic:
-        return self.camera(cam, "events")
+        return self.build("events", camera=cam)
 
     def objects(self, cam: str) -> Topic:
-        return self.camera(cam, "objects")
+        return self.build("objects", camera=cam)
 
     def shadow(self, cam: str) -> Topic:
-        return self.camera(cam, "shadow")
+        return self.build("shadow", camera=cam)
 
     def object_snapshot(self, cam: str, object_id: str) -> Topic:
-        if not _OBJECT_ID_RE.match(object_id):
-            raise SchemaError(f"invalid object id {object_id!r}")
-        return self._t("cameras", check_name(cam, "camera name"), "objects", object_id, "snapshot")
+        return self.build("object_snapshot", camera=cam, object=object_id)
 
     def object_snapshots(self, cam: str) -> Wildcard:
-        return self._w("cameras", check_name(cam, "camera name"), "objects", "+", "snapshot")
+        return self.wildcard("object_snapshot", camera=cam)
 
     def all_cameras(self, leaf: str, *sub: str) -> Wildcard:
-        """``cameras/+/<leaf>[/<sub>...]`` (e.g. ``all_cameras("counts", "+")``)."""
-        return self._w("cameras", "+", leaf, *sub)
+        """``cameras/+/<leaf>[/<sub>...]`` (e.g. ``all_cameras("counts", "+")``): the filter of a
+        kind of camera topic over every camera; anything else is a ``SchemaError``."""
+        wanted = self._w("cameras", "+", leaf, *sub)
+        if any(k.levels[0] == "cameras" and self.wildcard(k) == wanted for k in KINDS):
+            return wanted
+        raise SchemaError(f"{wanted} is not the filter of a kind of camera topic")
+
+    def _camera_kind(self, leaf: str) -> Kind:
+        for k in KINDS:
+            if k.levels[0] == "cameras" and k.params == ("camera",) and k.levels[2:] == (leaf,):
+                return cast(Kind, k.name)
+        raise SchemaError(f"no kind of camera topic cameras/<cam>/{leaf}")
 
     def node_topics(self, node: str) -> Wildcard:
         """Everything a node publishes about itself: ``nodes/<node>/#``."""
         return self._w("nodes", check_name(node, "node id"), "#")
 
     def all_replies(self) -> Wildcard:
-        return self._w("replies", "+")
+        """Every client's reply topic: what a node may answer to."""
+        return self.wildcard("reply")
 
     def subtree(self, *levels: str) -> Wildcard:
         """``<prefix>/<levels>/#``; no levels: the whole tree."""
@@ -234,91 +304,27 @@ class Topics:
 
     # zoo
     def zoo_request(self) -> Topic:
-        return self._t("zoo", "request")
+        return self.build("zoo_request")
 
     def zoo_model(self, name: str) -> Topic:
-        return self._t("zoo", "models", check_name(name, "model name"))
+        return self.build("zoo_model", model=name)
 
     def all_zoo_models(self) -> Wildcard:
-        return self._w("zoo", "models", "+")
+        return self.wildcard("zoo_model")
 
     # request/reply
     def replies(self, client_id: str) -> Topic:
-        return self._t("replies", check_name(client_id, "client id"))
+        return self.build("reply", client=client_id)
 
     def reply_stream(self, client_id: str) -> Topic:
         """Where results streamed for a client's requests go (beside its replies)."""
-        return self._t("replies", check_name(client_id, "client id"), "stream")
-
-    # parsing
-    def parse(self, topic: Topic | str) -> tuple[str, dict[str, str]]:
-        """Split a topic of this tree into a kind and its parameters.
-
-        ``parse("ovbus/cameras/door/detections") == ("detections", {"camera": "door"})``.
-        Raises ``SchemaError`` for a topic outside the tree.
-        """
-        name = str(topic)
-        head = self.prefix + "/"
-        if not name.startswith(head):
-            raise SchemaError(f"topic {name!r} is not under prefix {self.prefix!r}")
-        levels = name[len(head) :].split("/")
-        match levels:
-            case ["nodes", node, ("status" | "birth" | "stats" | "replay") as leaf]:
-                return leaf, {"node": check_name(node, "node id")}
-            case ["cameras", cam, "counts", label]:
-                return "count", {"camera": check_name(cam, "camera name"), "label": label}
-            case ["cameras", cam, "objects", object_id, "snapshot"]:
-                params = {"camera": check_name(cam, "camera name"), "object": object_id}
-                return "object_snapshot", params
-            case ["cameras", cam, leaf] if leaf in CAMERA_LEAVES:
-                return leaf, {"camera": check_name(cam, "camera name")}
-            case ["zoo", "request"]:
-                return "zoo_request", {}
-            case ["zoo", "models", model]:
-                return "zoo_model", {"model": check_name(model, "model name")}
-            case ["replies", client]:
-                return "reply", {"client": client}
-            case ["replies", client, "stream"]:
-                return "reply_stream", {"client": client}
-        raise SchemaError(f"topic {name!r} is not part of the ovbus tree")
+        return self.build("reply_stream", client=client_id)
 
 
-CAMERA_LEAVES: Final = frozenset(
-    {"stream", "state", "set", "pipeline", "inference", "detections", "snapshot"}
-    | {"events", "objects"}
-    | {"shadow"}
-)
+def policies(kinds: Sequence[TopicKind] = KINDS) -> dict[str, TopicPolicy]:
+    """QoS, retention and expiry by kind name, from the declarations."""
+    return {k.name: k.policy for k in kinds}
 
 
-@dataclass(frozen=True, slots=True)
-class TopicPolicy:
-    """How a kind of topic is published: QoS, retained, message expiry (MQTT v5)."""
-
-    qos: int
-    retain: bool
-    expiry_s: int | None = None
-
-
-#: QoS and retention per kind of topic (the kind names are those ``Topics.parse`` returns).
-POLICY: Final[dict[str, TopicPolicy]] = {
-    "status": TopicPolicy(1, True),
-    "birth": TopicPolicy(1, True),
-    "stats": TopicPolicy(0, False, 60),
-    "stream": TopicPolicy(1, True),
-    "state": TopicPolicy(1, True),
-    "set": TopicPolicy(1, False, 30),
-    "pipeline": TopicPolicy(1, True),
-    "inference": TopicPolicy(1, True),
-    "detections": TopicPolicy(0, False, 5),
-    "count": TopicPolicy(1, True),
-    "snapshot": TopicPolicy(0, True),
-    "events": TopicPolicy(1, False, 300),
-    "objects": TopicPolicy(1, True),
-    "object_snapshot": TopicPolicy(1, False, 300),
-    "zoo_request": TopicPolicy(1, False, 600),
-    "zoo_model": TopicPolicy(1, True),
-    "reply": TopicPolicy(1, False, 600),
-    "shadow": TopicPolicy(0, False, 60),
-    "replay": TopicPolicy(1, False, 60),
-    "reply_stream": TopicPolicy(1, False, 600),
-}
+#: QoS, retention and expiry per kind of topic (the kind names are those ``Topics.parse`` returns).
+POLICY: Final[dict[str, TopicPolicy]] = policies()

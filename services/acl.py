@@ -1,38 +1,30 @@
-"""Per-role access control for Mosquitto: what each kind of client may read and write.
+"""Per-role access control for Mosquitto, generated from the topic schema.
 
-Roles (one per MQTT user; the node id must equal the user name, so ``%u`` patterns bind a node to
-its own topics):
+What each role may write and read is declared with each kind of topic (its ``acl`` grants in
+``ovbus/topic_schema.py``; the table is in ``docs/topics.md``); this module turns the grants into
+the ``acl_file`` text for a list of users. Roles: ``capture``, ``infer``, ``zoo`` (the workers),
+``admin`` (everything under the prefix and ``homeassistant/``: the only role that may send zoo
+and replay requests, set pipelines and command cameras) and ``viewer`` (dashboards, Home
+Assistant, Node-RED read-only).
 
-- ``capture``: publishes only its own cameras' ``stream``/``state`` (listed per user), reads their
-  ``set`` commands, answers on ``replies/+``, its own ``nodes/<user>/...``.
-- ``infer``: reads streams, pipelines, zoo model states, node status and the births of infer users
-  only (a node's kind comes from its login: a capture or zoo user that writes ``"kind": "infer"``
-  in its own birth is not seen by any infer worker, so it cannot join their rendezvous); publishes results
-  (``detections``, ``counts``, ``snapshot``, ``inference``, ``shadow``) and Home Assistant
-  discovery; answers replay requests on its own ``nodes/<user>/replay`` (results streamed on
-  ``replies/+/stream``).
-- ``zoo``: reads ``zoo/request``; publishes ``zoo/models/+`` and replies; for canary rollouts it
-  reads the cameras' ``pipeline``, ``shadow`` and ``inference`` topics.
-- ``admin``: everything under the prefix and ``homeassistant/``; the only role that may send zoo
-  and replay requests, set pipelines and command cameras.
-- ``viewer``: reads node, camera and model topics (dashboards, Home Assistant, Node-RED read-only),
-  not other clients' requests and replies.
-
-Every role may read its own reply topic ``replies/<client-id>`` (``%c``) and its ``/stream``.
-The shipped broker sets ``use_username_as_clientid``, so ``%c`` is the user name: no login can take
-another's client id (its session, its queued commands, its replies).
+The node id must equal the user name, so a worker's own node topics bind it to its login; the
+shipped broker sets ``use_username_as_clientid``, so ``%c`` is the user name: no login can take
+another's client id (its session, its queued commands, its replies). Every login may read its own
+replies (``replies/%c`` and its ``/stream``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final
 
 from ovbus.errors import ConfigError
+from ovbus.topic_kind import ROLES, Grant, Role, TopicKind
+from ovbus.topic_schema import KINDS, grants
 from ovbus.topics import Topics, check_name
 
-Role = Literal["capture", "infer", "zoo", "admin", "viewer"]
-ROLES: Final[tuple[Role, ...]] = ("capture", "infer", "zoo", "admin", "viewer")
+__all__ = ["HA_TREE", "ROLES", "Role", "User", "render"]
 
 
 @dataclass(frozen=True)
@@ -51,82 +43,45 @@ class User:
             raise ConfigError("only capture users have cameras")
 
 
-#: Home Assistant's discovery tree (outside the ovbus prefix).
+#: Home Assistant's discovery tree (outside the ovbus prefix) and who may use it.
 HA_TREE: Final = "homeassistant/#"
+HA_ACCESS: Final[dict[Role, str]] = {"admin": "readwrite", "infer": "readwrite", "viewer": "read"}
 
 
-def _rules(user: User, p: str, infer_users: list[str]) -> list[str]:
-    t = Topics(p)
-    own_node = [f"topic write {t.node_topics(user.name)}"]
+def _filters(t: Topics, kind: TopicKind, grant: Grant, user: User, users: list[User]) -> list[str]:
+    """The topic filters a grant gives ``user``."""
+    if grant.scope == "own":
+        return [str(t.wildcard(kind, node=user.name))]
+    if grant.scope == "peers":
+        return [str(t.wildcard(kind, node=u.name)) for u in users if u.role == user.role]
+    if grant.scope == "cameras":
+        return [str(t.wildcard(kind, camera=cam)) for cam in user.cameras]
+    return [str(t.wildcard(kind))]
+
+
+def _rules(user: User, prefix: str, users: list[User], kinds: Sequence[TopicKind]) -> list[str]:
+    t = Topics(prefix)
+    ha = [f"topic {HA_ACCESS[user.role]} {HA_TREE}"] if user.role in HA_ACCESS else []
     if user.role == "admin":
-        return [f"topic readwrite {t.subtree()}", f"topic readwrite {HA_TREE}"]
-    if user.role == "viewer":
-        # not replies/ (other clients' answers) nor zoo/request (other clients' commands)
-        return [
-            f"topic read {t.subtree('nodes')}",
-            f"topic read {t.subtree('cameras')}",
-            f"topic read {t.subtree('zoo', 'models')}",
-            f"topic read {HA_TREE}",
-        ]
-    if user.role == "capture":
-        lines = [*own_node, f"topic write {t.all_replies()}"]
-        for cam in user.cameras:
-            lines += [
-                f"topic write {t.stream(cam)}",
-                f"topic write {t.camera_state(cam)}",
-                f"topic read {t.camera_set(cam)}",
-            ]
-        return lines
-    if user.role == "infer":
-        return [
-            *own_node,
-            f"topic read {t.all_status()}",
-            # births of infer users only: membership of the rendezvous follows the login
-            *(f"topic read {t.birth(name)}" for name in infer_users),
-            f"topic read {t.all_cameras('stream')}",
-            f"topic read {t.all_cameras('pipeline')}",
-            f"topic readwrite {t.all_cameras('inference')}",
-            f"topic write {t.all_cameras('detections')}",
-            f"topic readwrite {t.all_cameras('counts', '+')}",
-            f"topic write {t.all_cameras('snapshot')}",
-            f"topic write {t.all_cameras('events')}",
-            f"topic readwrite {t.all_cameras('objects')}",
-            f"topic write {t.all_cameras('objects', '+', 'snapshot')}",
-            f"topic read {t.all_zoo_models()}",
-            f"topic readwrite {HA_TREE}",
-            # shadow runs and replay (docs/rollout.md)
-            f"topic write {t.all_cameras('shadow')}",
-            f"topic read {t.replay(user.name)}",
-            f"topic write {t.all_replies()}/stream",
-        ]
-    # zoo
-    return [
-        *own_node,
-        f"topic read {t.zoo_request()}",
-        f"topic readwrite {t.all_zoo_models()}",
-        f"topic write {t.all_replies()}",
-        # canary rollouts (docs/rollout.md): the cameras' specs, shadow reports and states
-        f"topic read {t.all_cameras('pipeline')}",
-        f"topic read {t.all_cameras('shadow')}",
-        f"topic read {t.all_cameras('inference')}",
-    ]
+        return [f"topic readwrite {t.subtree()}", *ha]
+    access: dict[str, set[str]] = {}  # filter -> read/write, in the order of the schema
+    for kind, grant in grants(user.role, kinds):
+        for topic in _filters(t, kind, grant, user, users):
+            access.setdefault(topic, set()).add(grant.access)
+    modes = {frozenset({"read"}): "read", frozenset({"write"}): "write"}
+    return [f"topic {modes.get(frozenset(a), 'readwrite')} {f}" for f, a in access.items()] + ha
 
 
-def own_replies(prefix: str) -> str:
-    """The pattern every client may read: the replies to its own requests (``%c``)."""
-    return str(Topics(prefix).all_replies()).removesuffix("+") + "%c"
-
-
-def render(users: list[User], prefix: str = "ovbus") -> str:
-    """The Mosquitto ``acl_file`` text for these users."""
+def render(users: list[User], prefix: str = "ovbus", kinds: Sequence[TopicKind] = KINDS) -> str:
+    """The Mosquitto ``acl_file`` text for these users, from the grants of ``kinds``."""
     names = [u.name for u in users]
     if len(set(names)) != len(names):
         raise ConfigError("user names must be unique")
+    t = Topics(prefix)
     out = [
         "# Generated by broker/ovbus-users; edit users.json and run it again.",
         "# Everyone may read the replies to its own requests.",
-        f"pattern read {own_replies(prefix)}",
-        f"pattern read {own_replies(prefix)}/stream",
+        *(f"pattern {g.access} {t.pattern(k, client='%c')}" for k, g in grants(None, kinds)),
         "",
     ]
     for user in users:
@@ -134,6 +89,6 @@ def render(users: list[User], prefix: str = "ovbus") -> str:
             f"# {user.role}" + (f": cameras {', '.join(user.cameras)}" if user.cameras else "")
         )
         out.append(f"user {user.name}")
-        out.extend(_rules(user, prefix, [u.name for u in users if u.role == "infer"]))
+        out.extend(_rules(user, prefix, users, kinds))
         out.append("")
     return "\n".join(out)

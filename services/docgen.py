@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, get_args, get_origin
 
@@ -13,150 +14,9 @@ from pydantic import BaseModel, TypeAdapter
 from ovbus.errors import ErrorCode
 from ovbus.homeassistant import HaDiscovery
 from ovbus.model_repository.config import config_schema
-from ovbus.payloads import (
-    Birth,
-    CameraSet,
-    CameraState,
-    DetectionResult,
-    InferenceState,
-    ModelDescription,
-    ModelState,
-    PipelineSpec,
-    Reply,
-    Stats,
-    StreamDescriptor,
-)
-from ovbus.payloads.events import ObjectEvent, ObjectsPresent
-from ovbus.payloads.replay import ReplayChunk, ReplayRequest
-from ovbus.payloads.shadow import ShadowReport
-from ovbus.payloads.zoo import ZooRequest
-from ovbus.topics import POLICY
-
-#: (topic under the prefix, kind for POLICY, payload, direction/who, meaning)
-TOPICS: Final[list[tuple[str, str, str, str, str]]] = [
-    (
-        "nodes/<node>/status",
-        "status",
-        "text",
-        "every node",
-        "`online`, or `offline` (the node's last will; also sent on clean shutdown)",
-    ),
-    ("nodes/<node>/birth", "birth", "Birth", "every node", "what the node is and serves"),
-    ("nodes/<node>/stats", "stats", "Stats", "every node", "periodic figures"),
-    (
-        "cameras/<cam>/stream",
-        "stream",
-        "StreamDescriptor",
-        "capture",
-        "the RTSP stream of a camera; an empty retained payload means it is gone",
-    ),
-    (
-        "cameras/<cam>/state",
-        "state",
-        "CameraState",
-        "capture",
-        "capture-side state: starting, streaming, error (with the cause), disabled, stopped",
-    ),
-    (
-        "cameras/<cam>/set",
-        "set",
-        "CameraSet",
-        "to capture",
-        "change fps, size, enabled (request/reply)",
-    ),
-    (
-        "cameras/<cam>/pipeline",
-        "pipeline",
-        "PipelineSpec",
-        "anyone, to infer",
-        "which models run on the camera; empty payload: back to the worker's default",
-    ),
-    (
-        "cameras/<cam>/inference",
-        "inference",
-        "InferenceState",
-        "infer (the owner)",
-        "infer-side state: owner, models running, errors with their cause",
-    ),
-    (
-        "cameras/<cam>/detections",
-        "detections",
-        "DetectionResult",
-        "infer",
-        "one result per processed frame",
-    ),
-    (
-        "cameras/<cam>/counts/<label>",
-        "count",
-        "text",
-        "infer",
-        "objects of that label in the latest result, as an integer",
-    ),
-    (
-        "cameras/<cam>/snapshot",
-        "snapshot",
-        "JPEG",
-        "infer",
-        "raw JPEG bytes of the latest annotated frame with a detection",
-    ),
-    (
-        "cameras/<cam>/events",
-        "events",
-        "ObjectEvent",
-        "infer",
-        "new/update/end of each tracked object, with its zones (docs/tracking.md)",
-    ),
-    (
-        "cameras/<cam>/objects",
-        "objects",
-        "ObjectsPresent",
-        "infer",
-        "the tracked objects present now, counts per label and per zone",
-    ),
-    (
-        "cameras/<cam>/objects/<id>/snapshot",
-        "object_snapshot",
-        "JPEG",
-        "infer",
-        "raw JPEG bytes: the best crop of tracked object <id> so far",
-    ),
-    (
-        "cameras/<cam>/shadow",
-        "shadow",
-        "ShadowReport",
-        "infer",
-        "a shadow candidate against the serving model: matches, precision/recall, latencies",
-    ),
-    (
-        "nodes/<node>/replay",
-        "replay",
-        "ReplayRequest",
-        "to infer",
-        "run a model over a camera's buffered frames or a video file (request/reply)",
-    ),
-    ("zoo/request", "zoo_request", "ZooRequest", "to zoo", "zoo commands (request/reply)"),
-    (
-        "zoo/models/<name>",
-        "zoo_model",
-        "ModelState",
-        "zoo",
-        "a model's state, progress and description",
-    ),
-    (
-        "replies/<client-id>",
-        "reply",
-        "Reply",
-        "to a requester",
-        "replies to a client's requests (the only topics a node will reply to)",
-    ),
-    (
-        "replies/<client-id>/stream",
-        "reply_stream",
-        "ReplayChunk",
-        "to a requester",
-        "results streamed for a request, with progress (replay)",
-    ),
-]
+from ovbus.payloads import ModelDescription
+from ovbus.topic_kind import Grant, TopicKind
+from ovbus.topic_schema import KINDS
 
 #: Topics outside the prefix that ovbus publishes or reads.
 EXTERNAL_TOPICS: Final[list[tuple[str, str, str, str]]] = [
@@ -174,56 +34,44 @@ EXTERNAL_TOPICS: Final[list[tuple[str, str, str, str]]] = [
     ),
 ]
 
+#: The payload models documented (and written to docs/schemas/): those of the topic schema, then
+#: the documents they embed or that live outside the prefix.
 MODELS: Final[dict[str, Any]] = {
-    "Birth": Birth,
-    "Stats": Stats,
-    "StreamDescriptor": StreamDescriptor,
-    "CameraState": CameraState,
-    "CameraSet": CameraSet,
-    "PipelineSpec": PipelineSpec,
-    "InferenceState": InferenceState,
-    "DetectionResult": DetectionResult,
-    "ObjectEvent": ObjectEvent,
-    "ObjectsPresent": ObjectsPresent,
-    "ModelState": ModelState,
+    **{k.payload.name: k.payload.model for k in KINDS if k.payload.model is not None},
     "ModelDescription": ModelDescription,
-    "ZooRequest": TypeAdapter(ZooRequest),
-    "ShadowReport": ShadowReport,
-    "ReplayRequest": ReplayRequest,
-    "ReplayChunk": ReplayChunk,
-    "Reply": Reply,
     "HaDiscovery": HaDiscovery,
 }
 
 
 def schema_of(model: Any) -> dict[str, Any]:
-    if isinstance(model, TypeAdapter):
-        doc: dict[str, Any] = model.json_schema(mode="validation")
-    else:
-        assert issubclass(model, BaseModel)
-        doc = model.model_json_schema(mode="validation")
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        doc: dict[str, Any] = model.model_json_schema(mode="validation")
+    else:  # a union such as ZooRequest
+        doc = TypeAdapter(model).json_schema(mode="validation")
     doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return doc
 
 
-def render_topics() -> str:
+def render_topics(kinds: Sequence[TopicKind] = KINDS) -> str:
     out = [
         "# Topics and payloads",
         "",
-        "Generated by `ovbus schema` from `ovbus/topics.py` and `ovbus/payloads/`; do not edit by",
-        "hand. Every topic is under the root prefix (`--prefix`, default `ovbus`).",
+        "Generated by `ovbus schema` from the topic schema (`ovbus/topic_schema.py`) and",
+        "`ovbus/payloads/`; do not edit by hand. Every topic is under the root prefix (`--prefix`,",
+        "default `ovbus`).",
         "",
         "| topic | QoS | retained | expiry | payload | from | meaning |",
         "|---|---|---|---|---|---|---|",
     ]
-    for topic, kind, payload, who, meaning in TOPICS:
-        p = POLICY[kind]
-        link = f"[{payload}](schemas/{payload}.json)" if payload in MODELS else payload
-        expiry = f"{p.expiry_s} s" if p.expiry_s and not p.retain else ""
+    for kind in kinds:
+        name = kind.payload.name
+        link = f"[{name}](schemas/{name}.json)" if name in MODELS else name
+        expiry = f"{kind.expiry_s} s" if kind.expiry_s and not kind.retain else ""
         out.append(
-            f"| `<prefix>/{topic}` | {p.qos} | {'yes' if p.retain else 'no'} | {expiry} | {link} "
-            f"| {who} | {meaning} |"
+            f"| `<prefix>/{kind.doc_pattern}` | {kind.qos} | {'yes' if kind.retain else 'no'} "
+            f"| {expiry} | {link} | {kind.source} | {kind.description} |"
         )
+    out += render_access(kinds)
     out += [
         "",
         "Outside the prefix:",
@@ -289,6 +137,34 @@ def render_topics() -> str:
                 )
             out.append("")
     return "\n".join(out) + "\n"
+
+
+def _who(grants: list[Grant]) -> str:
+    scope = {
+        "any": "",
+        "own": " (its own)",
+        "peers": " (same role's)",
+        "cameras": " (its cameras)",
+        "self": " (its own)",
+    }
+    return ", ".join(f"{g.role or 'every login'}{scope[g.scope]}" for g in grants) or "admin only"
+
+
+def render_access(kinds: Sequence[TopicKind] = KINDS) -> list[str]:
+    """Who may write and read each kind of topic on the shipped broker (``services/acl.py``)."""
+    out = [
+        "",
+        "Broker roles (`broker/ovbus-users`, generated from the same declarations): `admin` may",
+        "write and read everything; the others as below.",
+        "",
+        "| topic | written by | read by |",
+        "|---|---|---|",
+    ]
+    for kind in kinds:
+        writers = _who([g for g in kind.acl if g.access == "write"])
+        readers = _who([g for g in kind.acl if g.access == "read"])
+        out.append(f"| `<prefix>/{kind.doc_pattern}` | {writers} | {readers} |")
+    return out
 
 
 def _type(spec: dict[str, Any]) -> str:

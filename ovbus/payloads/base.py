@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ovbus.errors import ErrorCode, OvbusError
-from ovbus.topics import NAME_PATTERN
+from ovbus.names import NAME_PATTERN
 
 SCHEMA_VERSION = 1
 

@@ -81,9 +81,10 @@ class Dashboard:
             view.last = result
 
     def _on_snapshot(self, message: Message) -> None:
-        if message.empty:
+        topic = self.bus.topics.try_parse(message.topic)
+        if message.empty or topic is None:
             return
-        camera = message.topic.split("/")[-2]
+        camera = topic.camera
         with self._lock:
             view = self._view(camera)
             view.snapshots += 1

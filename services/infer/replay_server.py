@@ -33,7 +33,6 @@ from ovbus.payloads.pipeline import PipelineModel
 from ovbus.payloads.replay import ReplayChunk, ReplayFrame, ReplayRequest
 from ovbus.payloads.rpc import Reply
 from ovbus.rpc import Later, Server
-from ovbus.topics import Wildcard
 from services.infer.backend import Backend
 from services.infer.descriptions import DescriptionStore
 from services.infer.replay import (
@@ -233,9 +232,10 @@ class ReplayService:
 
     def _stream_topic(self, message: Message, request: ReplayRequest) -> str | None:
         target = message.response_topic or request.reply_to
-        if not target or not Wildcard(f"{self.bus.topics.prefix}/replies/+").matches(target):
+        reply = self.bus.topics.try_parse(target) if target else None
+        if reply is None or reply.kind != "reply":
             return None  # results only in the summary's counts
-        return f"{target}/stream"
+        return str(self.bus.topics.reply_stream(reply.client))
 
     # the run -------------------------------------------------------------------------------
     def _job(

@@ -152,13 +152,13 @@ class Rollouts:
             raise RequestError(f"{req.name} has no model description", code=ErrorCode.CONFLICT)
         cameras: dict[str, PipelineSpec] = {}
         for message in self.bus.retained(self.bus.topics.all_cameras("pipeline"), timeout=5):
-            cam = message.topic.split("/")[-2]
+            topic = self.bus.topics.try_parse(message.topic)
             try:
                 spec = message.decode(PipelineSpec)
             except PayloadError:
                 continue
-            if runs(spec, req.name, old):
-                cameras[cam] = spec
+            if topic is not None and runs(spec, req.name, old):
+                cameras[topic.camera] = spec
         if not cameras:
             raise RequestError(
                 f"no camera's pipeline spec runs {req.name} version {old}: nothing to roll out on",
@@ -260,11 +260,12 @@ class Rollouts:
         return None
 
     def _take(self, plan: Plan, health: Health, message: Message, canary: list[str]) -> None:
-        cam = message.topic.split("/")[-2]
-        if cam not in plan.cameras or not message.payload:
+        topic = self.bus.topics.try_parse(message.topic)
+        if topic is None or topic.camera not in plan.cameras or not message.payload:
             return
+        cam = topic.camera
         try:
-            if message.topic.endswith("/shadow"):
+            if topic.kind == "shadow":
                 health.add(message.decode(ShadowReport))
                 return
             state = message.decode(InferenceState)

@@ -58,7 +58,7 @@ def test_bad_sources_are_errors_and_others_keep_streaming(
             assert later.error is not None
             # no descriptor for cameras that never streamed
             streams = bus.retained(bus.topics.all_cameras("stream"))
-            assert [m.topic.split("/")[-2] for m in streams] == ["good"]
+            assert [bus.topics.parse(m.topic).camera for m in streams] == ["good"]
             # the good camera streams on, never restarted
             reading = read_cv2(node.urls["good"], 10)
             assert reading.count == 10 and set(reading.shapes) == {(480, 640, 3)}

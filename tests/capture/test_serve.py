@@ -87,7 +87,7 @@ def test_descriptors_cleared_on_sigterm(broker: Mosquitto, prefix: str) -> None:
             # streaming, never faster than the 30 fps asked (a loaded machine may be slower)
             assert all(0 < c.fps <= 40 and c.errors == 0 for c in stats.cameras.values()), stats
             streams = bus.retained(bus.topics.all_cameras("stream"))
-            assert sorted(m.topic.split("/")[-2] for m in streams) == ["a", "b"]
+            assert sorted(bus.topics.parse(m.topic).camera for m in streams) == ["a", "b"]
             births = bus.retained(bus.topics.birth(node.node_id))
             birth = births[0].decode(Birth)
             assert birth.kind == "capture" and birth.cameras == ["a", "b"]

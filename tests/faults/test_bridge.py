@@ -29,6 +29,7 @@ from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
 from ovbus.messages import Subscription
 from ovbus.payloads.rpc import Reply
+from ovbus.topics import Topics
 from services.mosquitto import Mosquitto, TlsListener, free_port
 from services.supervisor import Supervisor
 from tests.certs import Certs
@@ -88,7 +89,7 @@ def brokers(tmp_path: Path, certs: Certs) -> Iterator[tuple[Mosquitto, Mosquitto
 
 def ask(hq: Bus, correlation: str) -> None:
     """A zoo ``list`` sent from the central side; the reply comes back through the bridge."""
-    body = {"v": 1, "action": "list", "reply_to": f"{SITE}/replies/{hq.client_id}"}
+    body = {"v": 1, "action": "list", "reply_to": str(Topics(SITE).replies(hq.client_id))}
     body["correlation"] = correlation
     hq.publish(hq.topics.zoo_request(), json.dumps(body).encode(), qos=1)
 
@@ -106,7 +107,7 @@ def test_site_bridged_to_central_over_tls(
         Supervisor(tmp_path / "logs", cwd=ROOT) as workers,
     ):
         wait_for_link(hq, 30)
-        replies = hq.subscribe(f"{CENTRAL}/replies/{hq_id}", qos=1, idle_timeout=None)
+        replies = hq.subscribe(hq.topics.replies(hq_id), qos=1, idle_timeout=None)
         arrived = local.subscribe(local.topics.zoo_request(), qos=1, idle_timeout=None)
         # the site's workers talk to their own broker over mqtts:// too
         tls_url, tls_ca = site.tls_url(), ["--tls-ca", str(certs.ca.path)]

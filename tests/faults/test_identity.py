@@ -55,6 +55,7 @@ class Owners:
 
     def __init__(self, bus: Bus, cameras: list[str]) -> None:
         self.cameras = set(cameras)
+        self.topics = bus.topics
         self.now: dict[str, str | None] = {}
         #: every (camera, owner) seen, in order
         self.history: list[tuple[str, str | None]] = []
@@ -64,7 +65,7 @@ class Owners:
         )
 
     def _take(self, message: Message) -> None:
-        cam = message.topic.split("/")[-2]
+        cam = self.topics.parse(message.topic).camera
         if cam not in self.cameras:
             return
         node = message.decode(InferenceState).node if message.payload else None

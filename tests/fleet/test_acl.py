@@ -117,6 +117,9 @@ PUBLISH = [
     ("inf1", "ovbus/cameras/door/pipeline", False),
     ("inf1", "ovbus/zoo/request", False),
     ("inf1", "homeassistant/sensor/x/config", True),
+    # the summary of a replay request is a reply (the hand-written ACL refused it)
+    ("inf1", "ovbus/replies/someone", True),
+    ("inf1", "ovbus/replies/someone/stream", True),
     ("zoo1", "ovbus/zoo/models/face", True),
     ("zoo1", "ovbus/replies/someone", True),
     ("zoo1", "ovbus/zoo/request", False),
@@ -184,6 +187,7 @@ READ = [
     ("inf1", "ovbus/nodes/inf2/birth", True),
     ("inf1", "ovbus/nodes/cap1/birth", False),
     ("inf1", "ovbus/nodes/zoo1/birth", False),
+    ("inf1", "ovbus/nodes/inf1/replay", True),
     ("zoo1", "ovbus/zoo/request", True),
     ("zoo1", "ovbus/cameras/door/detections", False),
     ("view", "ovbus/cameras/door/detections", True),

@@ -252,7 +252,7 @@ def test_replies_only_to_the_replies_tree(broker: Mosquitto, prefix: str, client
     try:
         _echo_server(server)
         victim = client.subscribe(client.topics.stream("hijack"), idle_timeout=60)
-        replies = client.subscribe(f"{client.topics.prefix}/replies/+", idle_timeout=60)
+        replies = client.subscribe(client.topics.all_replies(), idle_timeout=60)
         client.publish(
             client.topics.camera_set("door"),
             CameraSet(fps=1),
@@ -260,7 +260,7 @@ def test_replies_only_to_the_replies_tree(broker: Mosquitto, prefix: str, client
             correlation=b"x",
         )
         # positive control: the same server answers a request sent after it, to a reply topic
-        reply_to = f"{client.topics.prefix}/replies/control"
+        reply_to = str(client.topics.replies("control"))
         client.publish(
             client.topics.camera_set("door"),
             CameraSet(fps=2),

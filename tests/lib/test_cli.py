@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ovbus.bus import Bus
 from ovbus.payloads import StreamDescriptor
+from ovbus.topic_schema import KINDS
 from services import docgen
 from services.cli import build_parser
 from services.mosquitto import Mosquitto
@@ -106,10 +107,10 @@ def test_generated_docs_are_current() -> None:
 
 def test_topics_doc_lists_every_topic_and_schema() -> None:
     text = (ROOT / "docs" / "topics.md").read_text()
-    for topic, _, payload, _, _ in docgen.TOPICS:
-        assert f"`<prefix>/{topic}`" in text
-        if payload in docgen.MODELS:
-            assert (ROOT / "docs" / "schemas" / f"{payload}.json").exists()
+    for kind in KINDS:
+        assert f"`<prefix>/{kind.doc_pattern}`" in text
+        if kind.payload.name in docgen.MODELS:
+            assert (ROOT / "docs" / "schemas" / f"{kind.payload.name}.json").exists()
 
 
 def sample_descriptor(camera: str) -> StreamDescriptor:

@@ -144,7 +144,7 @@ def test_broken_version_rolled_back_good_one_promoted(
                 client.topics.pipeline(cam), PipelineSpec(models=[PipelineModel(name="face")])
             )
         originals = {
-            m.topic.split("/")[-2]: m.payload
+            client.topics.parse(m.topic).camera: m.payload
             for m in client.retained(client.topics.all_cameras("pipeline"))
         }
         with client.subscribe(client.topics.all_cameras("detections"), callback=keep):
@@ -183,7 +183,7 @@ def test_broken_version_rolled_back_good_one_promoted(
             assert reason.startswith("shadow phase: version 2:") and "error" in reason, reason
             assert (models / "config.json").read_bytes() == config  # byte for byte
             restored = {
-                m.topic.split("/")[-2]: m.payload
+                client.topics.parse(m.topic).camera: m.payload
                 for m in client.retained(client.topics.all_cameras("pipeline"))
             }
             assert restored == originals
