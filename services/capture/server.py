@@ -8,7 +8,9 @@ reopened. Capture times travel in RTCP: every media runs on the system clock, it
 sends sender reports at least every ``rtcp_interval_s`` and maps RTP time to the *capture* time
 (``rtcp-sync-send-time=false``), so a reader that asks for reference timestamp metas
 (``rtspsrc add-reference-timestamp-meta=true``, see ``ovbus/rtsp.py``) gets the wall-clock
-capture time of every frame after the first sender report.
+capture time of every frame after the first sender report. The medias' sinks have no
+processing deadline: a frame's packets leave as it comes (GStreamer's default deadline held
+each one 20 ms after its capture time).
 
 Every RTSP client has its own thread (:data:`CLIENT_THREADS`): preparing a media waits for the
 camera's next key frame, and a DESCRIBE waits for that in the client's thread, so clients that
@@ -215,3 +217,8 @@ class RtspServer:
         elif name == "rtpsession":
             element.set_property("rtcp-min-interval", self.rtcp_interval_ns)
             element.set_property("rtcp-sync-send-time", False)
+        elif element.find_property("processing-deadline") is not None:
+            # a sink (multiudpsink, appsink for TCP): in a live pipeline it adds a processing
+            # deadline (20 ms by default) to the latency it syncs to, so every packet left a
+            # fixed 20 ms after its frame was captured; nothing here needs that time
+            element.set_property("processing-deadline", 0)
