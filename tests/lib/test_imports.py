@@ -226,9 +226,12 @@ def other_workers(worker: str, loaded: set[str]) -> list[str]:
     return sorted(m for m in loaded if worker_of(m) not in (None, worker))
 
 
+#: ``python -m services.<worker> --help``, as a shell runs it
 RUN_HELP = (
-    "from services.cli import main\n"
-    "try:\n    main([{worker!r}, '--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+    "import runpy\n"
+    "sys.argv = ['services.{worker}', '--help']\n"
+    "try:\n    runpy.run_module('services.{worker}', run_name='__main__', alter_sys=True)\n"
+    "except SystemExit as e:\n    assert e.code == 0\n"
 )
 
 
