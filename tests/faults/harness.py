@@ -15,24 +15,27 @@ from pathlib import Path
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
 from ovbus.payloads.detections import DetectionResult
+from services.stack import Stack, WorkerSpec
 from services.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 class ZooProcess:
-    """``ovbus zoo`` as a real subprocess (persistent MQTT session, as in production)."""
+    """``ovbus zoo`` as a real subprocess (persistent MQTT session, as in production), started
+    from a :class:`services.stack.WorkerSpec` on the one supervisor."""
 
     def __init__(
         self, broker: str, prefix: str, node_id: str, models: Path, imports: Path, log: Path
     ) -> None:
         self.node_id = node_id
         self.log_path = log
-        argv = ["zoo", "--broker", broker, "--prefix", prefix, "--node-id", node_id]
-        argv += ["--models", str(models), "--import-dir", str(imports)]
-        argv += ["--allow-private-hosts"]  # the test servers run on 127.0.0.1
+        # --allow-private-hosts: the test servers run on 127.0.0.1
+        flags = ("--models", str(models), "--import-dir", str(imports), "--allow-private-hosts")
         self.workers = Supervisor(log.parent, cwd=ROOT)
-        self.proc: subprocess.Popen[bytes] = self.workers.spawn(log.stem, argv)
+        spec = WorkerSpec("zoo", flags, name=log.stem, node_id=node_id)
+        stack = Stack(self.workers, broker, prefix)  # the tests wait on its status themselves
+        self.proc: subprocess.Popen[bytes] = stack.start(spec, wait=False)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

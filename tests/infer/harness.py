@@ -1,27 +1,33 @@
-"""Runs ``ovbus infer`` as a real subprocess and waits for it on the bus; helpers to wait for
-messages with a deadline."""
+"""Runs ``ovbus infer`` as a real subprocess through the stack definition (``services/stack.py``)
+and waits until it is ready; helpers to wait for messages with a deadline."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from ovbus.bus import Bus
-from ovbus.errors import BusTimeout
+from ovbus.errors import BusTimeout, OvbusError
 from ovbus.messages import Message
 from ovbus.payloads.pipeline import InferenceState
+from ovbus.settings import BrokerUrl
+from services.stack import Stack, WorkerSpec
+from services.supervisor import Supervisor
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 
 
 class InferProcess:
+    """``ovbus infer`` started from a :class:`services.stack.WorkerSpec` on the one supervisor.
+    On a plain broker URL (no login, no TLS) its readiness is watched from before the start, as
+    every stack does (``services/readiness.py``), so :meth:`wait_online` takes only this
+    process's ``online``."""
+
     def __init__(
         self,
         broker: str,
@@ -35,22 +41,33 @@ class InferProcess:
     ) -> None:
         self.node_id = node_id
         self.log_path = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
-        env.update(
-            OVBUS_KEEPALIVE=str(keepalive),
-            OVBUS_STATS_INTERVAL=str(stats_interval),
-            PYTHONPATH=str(ROOT),
-        )
-        self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
-        cmd = [sys.executable, "-m", "services.cli", "infer", "--broker", broker, "--prefix", prefix]
-        cmd += ["--node-id", node_id, "--models", str(models), "--hint", "LATENCY", *args]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        log.write_bytes(b"")  # this process's output only
+        self.workers = Supervisor(log.parent, cwd=ROOT, grace=20)
+        url = BrokerUrl.parse(broker)
+        self._observer: Bus | None = None
+        if url.username is None and not url.tls:
+            self._observer = Bus(broker, prefix=prefix, client_id=f"ready-{uuid.uuid4().hex[:8]}")
+            self._observer.connect(timeout=10)
+        self.stack = Stack(self.workers, broker, prefix, bus=self._observer)
+        env = {
+            "OVBUS_KEEPALIVE": str(keepalive),
+            "OVBUS_STATS_INTERVAL": str(stats_interval),
+            "PYTHONPATH": str(ROOT),
+        }
+        flags = ("--models", str(models), "--hint", "LATENCY", *args)
+        self.name = log.name.removesuffix(".log")
+        spec = WorkerSpec("infer", flags, name=self.name, node_id=node_id, env=env)
+        self.proc = self.stack.start(spec, wait=False)
 
     def wait_online(self, bus: Bus, timeout: float = 120.0) -> None:
-        """Until the worker says it is online (a generous bound: start-up on a loaded machine
-        takes well over 30 s)."""
-        topic = bus.topics.status(self.node_id)
-        wait_for(bus, str(topic), lambda m: m.payload == b"online" or None, timeout, self)
+        """Until this worker is ready (a generous bound: start-up on a loaded machine takes well
+        over 30 s). ``bus`` is the test's client; readiness is watched by the harness's own."""
+        if self._observer is None:
+            raise AssertionError("readiness is watched on plain broker URLs only")
+        try:
+            self.stack.wait_ready(self.name, timeout)
+        except OvbusError as e:
+            raise AssertionError(f"{e}\n{self.output()[-3000:]}") from e
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -62,21 +79,14 @@ class InferProcess:
         self.proc.send_signal(signal.SIGSTOP)
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
+        """The supervisor's stop policy (SIGTERM and SIGCONT, SIGKILL after 20 s)."""
+        self.stack.stop()
+        if self._observer is not None:
+            self._observer.close()
         return self.proc.returncode
 
     def output(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def wait_for(
