@@ -1,19 +1,15 @@
 """One owned camera assembled from the worker's shared pieces: the one place that knows which
-implementation serves each of a camera's interfaces (:mod:`services.infer.parts`).
+implementation serves each of a camera's interfaces (:mod:`services.infer.parts`):
 
-==================  ===============================================================
-a camera's          made of
-==================  ===============================================================
-turns               the worker's one :class:`~services.infer.scheduler.Dispatcher`
-intake              a :class:`~services.infer.intake.StreamIntake` (the worker's reader options)
-serving             :class:`~services.infer.serving.ModelServing`: the backend, the model
-                    descriptions, the worker's rollouts, the camera's own version swap
-results, states     :class:`~services.infer.publishing.CameraResults` (with the camera's
-                    tracking, :class:`~services.infer.events.ObjectEvents`) and
-                    :class:`~services.infer.publishing.InferenceStates`, on one publisher
-taps                the shadow (:class:`~services.infer.shadow.ShadowRunner`) then recording
-                    (:class:`~services.infer.recording.Recording`: replay, collection)
-==================  ===============================================================
+- turns: the worker's one :class:`~services.infer.scheduler.Dispatcher`;
+- intake: a :class:`~services.infer.intake.StreamIntake` with the worker's reader options;
+- serving: :class:`~services.infer.serving.ModelServing` on the backend, the model
+  descriptions, the worker's rollouts and the camera's own version swap;
+- results and states: :class:`~services.infer.publishing.CameraResults` (with the camera's
+  tracking, :class:`~services.infer.events.ObjectEvents`) and
+  :class:`~services.infer.publishing.InferenceStates`, on one publisher;
+- taps: the shadow (:class:`~services.infer.shadow.ShadowRunner`), then recording
+  (:class:`~services.infer.recording.Recording`: replay frames, dataset collection).
 """
 
 from __future__ import annotations

@@ -2,17 +2,15 @@
 from, one per concern, each handed in at construction (:mod:`services.infer.assembly` makes
 them from the worker's shared pieces):
 
-==============  ===============================================  =================================
-interface       what it does                                     made by
-==============  ===============================================  =================================
-:class:`Turns`  scheduling: the camera's turns and rate          ``scheduler.Dispatcher``
-:class:`Intake` frame intake: the stream reader, newest frame    ``intake.StreamIntake``
-:class:`Serving`  the versions served and the models on a frame  ``serving.ModelServing``
-:class:`Results`  detections, counts, snapshots, objects, figures  ``publishing.CameraResults``
-:class:`States`   the retained inference state                   ``publishing.InferenceStates``
-:class:`FrameTap` after each served frame: shadow, recording     ``shadow.ShadowRunner``,
-                                                                 ``recording.Recording``
-==============  ===============================================  =================================
+- :class:`Turns`, scheduling: the camera's turns and rate (``scheduler.Dispatcher``);
+- :class:`Intake`, frame intake: the stream reader, the newest frame (``intake.StreamIntake``);
+- :class:`Serving`: the versions served and the models run on a frame
+  (``serving.ModelServing``);
+- :class:`Results`: detections, counts, snapshots, objects, figures
+  (``publishing.CameraResults``);
+- :class:`States`: the retained inference state (``publishing.InferenceStates``);
+- :class:`FrameTap`, after each served frame: the shadow (``shadow.ShadowRunner``) and
+  recording (``recording.Recording``).
 
 Each is a :class:`typing.Protocol`: a test or another backend can hand in its own, and no piece
 imports another.
