@@ -85,6 +85,12 @@ class Connection:
     ) -> None:
         """``announce`` runs on every connect, after the node's ``online`` status and before the
         ``on_connect`` hooks (``Bus`` publishes the node's birth with it)."""
+        unknown = sorted(set(options) - ConnectOptions.__optional_keys__)
+        if unknown:  # a misspelt keyword from an untyped caller (a notebook) is not ignored
+            raise ConfigError(
+                f"unknown connection option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(ConnectOptions.__optional_keys__))}"
+            )
         prefix = options.get("prefix", "ovbus")
         client_id = options.get("client_id")
         node = options.get("node")
