@@ -153,6 +153,12 @@ class TopicKind:
         return tuple(level.name for level in self.levels if isinstance(level, Param))
 
     @property
+    def shape(self) -> tuple[int, str, str | None]:
+        """Number of levels, first level, last level if it is fixed: where ``match`` looks."""
+        last = self.levels[-1]
+        return len(self.levels), str(self.levels[0]), last if isinstance(last, str) else None
+
+    @property
     def policy(self) -> TopicPolicy:
         return TopicPolicy(self.qos, self.retain, self.expiry_s)
 
@@ -186,10 +192,10 @@ class TopicKind:
         not; ``SchemaError`` if they are but a parameter is invalid."""
         if len(levels) != len(self.levels):
             return None
-        if any(isinstance(x, str) and x != got for x, got in zip(self.levels, levels, strict=True)):
-            return None
-        return {
-            x.name: x.check(got, x.what)
-            for x, got in zip(self.levels, levels, strict=True)
-            if isinstance(x, Param)
-        }
+        params = {}
+        for x, got in zip(self.levels, levels, strict=True):
+            if isinstance(x, Param):
+                params[x.name] = got
+            elif x != got:
+                return None
+        return {name: PARAMS[name].check(got, PARAMS[name].what) for name, got in params.items()}

@@ -192,20 +192,23 @@ KINDS: Final[tuple[TopicKind, ...]] = (
 )  # fmt: skip
 
 BY_NAME: Final[dict[str, TopicKind]] = {k.name: k for k in KINDS}
-#: Kinds by (number of levels, first level): what ``match`` tries for a topic.
-_BY_SHAPE: Final[dict[tuple[int, str], tuple[TopicKind, ...]]] = {
-    shape: tuple(k for k in KINDS if (len(k.levels), k.levels[0]) == shape)
-    for shape in {(len(k.levels), str(k.levels[0])) for k in KINDS}
+#: Kinds by shape (number of levels, first level, last level if fixed): what ``match`` tries.
+_BY_SHAPE: Final[dict[tuple[int, str, str | None], tuple[TopicKind, ...]]] = {
+    shape: tuple(k for k in KINDS if k.shape == shape) for shape in {k.shape for k in KINDS}
 }
 
 
 def match(levels: Sequence[str]) -> tuple[TopicKind, dict[str, str]] | None:
     """The kind and parameters of a topic's levels under the prefix; None if no kind has this
     shape; ``SchemaError`` if a parameter is invalid."""
-    for kind in _BY_SHAPE.get((len(levels), levels[0] if levels else ""), ()):
-        params = kind.match(levels)
-        if params is not None:
-            return kind, params
+    if not levels:
+        return None
+    n, first = len(levels), levels[0]
+    for shape in ((n, first, levels[-1]), (n, first, None)):
+        for kind in _BY_SHAPE.get(shape, ()):
+            params = kind.match(levels)
+            if params is not None:
+                return kind, params
     return None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final, NamedTuple, cast
 
 from ovbus.errors import SchemaError
@@ -107,6 +108,14 @@ class Wildcard:
         return len(t_levels) == len(f_levels)
 
 
+@lru_cache(maxsize=4096)
+def _match(rest: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """The kind and parameters of a topic's levels under the prefix (kept for the topics seen
+    last: ``Bus.publish`` asks for the policy of each topic it sends)."""
+    found = match(rest.split("/"))
+    return None if found is None else (found[0].name, tuple(found[1].items()))
+
+
 class ParsedTopic(NamedTuple):
     """A topic of the tree read back: its kind and checked parameters. Unpacks as
     ``kind, params = topics.parse(topic)``; the parameters are also attributes
@@ -189,11 +198,11 @@ class Topics:
         head = self.prefix + "/"
         if not name.startswith(head):
             raise SchemaError(f"topic {name!r} is not under prefix {self.prefix!r}")
-        found = match(name[len(head) :].split("/"))
+        found = _match(name[len(head) :])
         if found is None:
             raise SchemaError(f"topic {name!r} is not part of the ovbus tree")
         kind, params = found
-        return ParsedTopic(cast(Kind, kind.name), params)
+        return ParsedTopic(cast(Kind, kind), dict(params))
 
     def try_parse(self, topic: Topic | str) -> ParsedTopic | None:
         """``parse``, or None for a topic outside the tree or with an invalid parameter (what
