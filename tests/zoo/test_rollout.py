@@ -29,6 +29,7 @@ from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from ovbus.payloads.rollout import RolloutBounds
 from ovbus.payloads.shadow import Latency, ModelRef, ShadowReport
 from ovbus.payloads.zoo import FileSource, PullRequest, RolloutRequest
+from ovbus.payloads.zoo_results import RolloutStarted
 from services.mosquitto import Mosquitto
 from services.zoo.rollout import Rollouts
 from services.zoo.rollout_health import Health, judge, ready
@@ -103,6 +104,7 @@ def rollout(client: Bus, version: int, timeout: float = 60.0) -> ModelState:
     reply = client.request(client.topics.zoo_request(), request, timeout=30)
     assert reply.ok, reply.error
     assert reply.result["canary"] == ["door"] and reply.result["cameras"] == ["door", "hall"]
+    assert RolloutStarted.model_validate(reply.result).wire() == reply.result  # its result model
 
     def outcome(message: Message) -> ModelState | None:
         state = message.decode(ModelState)
