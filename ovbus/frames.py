@@ -71,18 +71,45 @@ class Frame:
 
 
 def i420(
-    data: bytes | memoryview, width: int, height: int, offsets: list[int], strides: list[int]
+    data: bytes | memoryview | npt.NDArray[np.uint8],
+    width: int,
+    height: int,
+    offsets: list[int],
+    strides: list[int],
+    factor: int = 1,
 ) -> npt.NDArray[np.uint8]:
     """A contiguous I420 image ``(h * 3 / 2, w)`` from a mapped buffer's three planes, dropping
-    any row padding (and a last odd row or column, which I420 to BGR cannot take)."""
+    any row padding (and a last odd row or column, which I420 to BGR cannot take), scaled down
+    by ``factor`` (:func:`shrink_i420`) in the same pass: each plane is read once, straight from
+    ``data``, and written once into the one array returned."""
     w, h = width - width % 2, height - height % 2
     raw = np.frombuffer(data, np.uint8)
     planes = []
     for i, (pw, ph) in enumerate(((w, h), (w // 2, h // 2), (w // 2, h // 2))):
         rows = height if i == 0 else (height + 1) // 2
         plane = raw[offsets[i] : offsets[i] + strides[i] * rows].reshape(rows, strides[i])
-        planes.append(plane[:ph, :pw].reshape(-1))
-    return np.concatenate(planes).reshape(h * 3 // 2, w)
+        planes.append(plane[:ph, :pw])
+    if factor <= 1:
+        out = np.empty((h * 3 // 2, w), np.uint8)
+        for src, dst in zip(planes, _plane_views(out, w, h), strict=True):
+            np.copyto(dst, src)
+        return out
+    import cv2
+
+    nw, nh = (w // factor) & ~1, (h // factor) & ~1
+    out = np.empty((nh * 3 // 2, nw), np.uint8)
+    for src, dst in zip(planes, _plane_views(out, nw, nh), strict=True):
+        cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_AREA)
+    return out
+
+
+def _plane_views(yuv: npt.NDArray[np.uint8], w: int, h: int) -> list[npt.NDArray[np.uint8]]:
+    """The Y, U and V planes of a contiguous I420 image ``(h * 3 / 2, w)``, as 2-D views."""
+    flat = yuv.reshape(-1)
+    size = (h // 2) * (w // 2)
+    return [flat[: w * h].reshape(h, w)] + [
+        flat[w * h + i * size : w * h + (i + 1) * size].reshape(h // 2, w // 2) for i in (0, 1)
+    ]
 
 
 def scale_factor(width: int, height: int, least: tuple[int, int] | None) -> int:
@@ -100,17 +127,6 @@ def shrink_i420(yuv: npt.NDArray[np.uint8], factor: int) -> npt.NDArray[np.uint8
     """An I420 image ``(h * 3 / 2, w)`` scaled down by ``factor`` (area averaging per plane)."""
     if factor <= 1:
         return yuv
-    import cv2
-
     w, h = yuv.shape[1], yuv.shape[0] * 2 // 3
-    nw, nh = (w // factor) & ~1, (h // factor) & ~1
-    size = (h // 2) * (w // 2)
-    flat = yuv.reshape(-1)
-    planes = [flat[: w * h].reshape(h, w)] + [
-        flat[w * h + i * size : w * h + (i + 1) * size].reshape(h // 2, w // 2) for i in (0, 1)
-    ]
-    out = [cv2.resize(planes[0], (nw, nh), interpolation=cv2.INTER_AREA).reshape(-1)] + [
-        cv2.resize(p, (nw // 2, nh // 2), interpolation=cv2.INTER_AREA).reshape(-1)
-        for p in planes[1:]
-    ]
-    return np.asarray(np.concatenate(out), dtype=np.uint8).reshape(nh * 3 // 2, nw)
+    offsets = [0, w * h, w * h + (h // 2) * (w // 2)]
+    return i420(np.ascontiguousarray(yuv), w, h, offsets, [w, w // 2, w // 2], factor)

@@ -56,9 +56,9 @@ from ovbus.frames import (
     i420,
     ntp_ns_to_unix,
     scale_factor,
-    shrink_i420,
 )
 from ovbus.log import get_logger
+from ovbus.mapped import mapped
 from ovbus.rtsp_pipeline import build_pipeline, capture_time, check_url, init, video_info
 
 __all__ = [
@@ -347,20 +347,25 @@ class RtspReader:
         clock: FrameClock = "rtcp-ntp"
         if captured is None or captured <= 0:
             captured, clock = arrival, "arrival"
+        if name != "image/jpeg":
+            video = video_info(caps)
+            width, height = video.width, video.height
+            planes = list(video.offset[:3]), list(video.stride[:3])
+            factor = scale_factor(width, height, self.decode_size)
+            with mapped(buffer) as view:  # no copy of the frame: scaled or copied out once
+                if view is not None:
+                    yuv = i420(view, width, height, *planes, factor)
+                    return Frame(yuv, index, captured, clock, arrival)
         ok, info = buffer.map(gst.MapFlags.READ)
         if not ok:
             return None
         try:
             if name == "image/jpeg":
                 return self._jpeg(bytes(info.data), index, captured, clock, arrival)
-            video = video_info(caps)
-            yuv = i420(
-                info.data, video.width, video.height, list(video.offset[:3]), list(video.stride[:3])
-            )
+            yuv = i420(info.data, width, height, *planes, factor)
         finally:
             buffer.unmap(info)
-        factor = scale_factor(video.width, video.height, self.decode_size)
-        return Frame(shrink_i420(yuv, factor), index, captured, clock, arrival)
+        return Frame(yuv, index, captured, clock, arrival)
 
     def _jpeg(
         self, data: bytes, index: int, captured: float, clock: FrameClock, arrival: float

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from ovbus import mapped
 from ovbus.errors import ErrorCode, StreamError
 from ovbus.frames import ntp_ns_to_unix
 
@@ -120,6 +121,7 @@ def init() -> Any:
         for name in ("Pipeline", "Element", "Pad", "Bus", "Message", "Structure", "MapInfo"):
             getattr(Gst, name)
         GstRtsp.RTSPMessage.parse_request  # noqa: B018 (the requests a redirect check reads)
+        mapped.available(Gst)  # frames read without a copy of the mapped memory, where it can
         _gst, _video = Gst, GstVideo
         return Gst
 

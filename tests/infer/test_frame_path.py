@@ -1,0 +1,118 @@
+"""The infer worker's frame path without copies (issue 25): a decoded buffer is read through a
+view of its mapped memory (``ovbus.mapped``) and scaled or copied out of it in one pass
+(``ovbus.frames.i420``), giving exactly the frame the copying path gave."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from ovbus import mapped
+from ovbus.frames import i420, shrink_i420
+from ovbus.rtsp import Pending, RtspReader
+from ovbus.rtsp_pipeline import init, video_info
+from tests.stack import make_video
+
+
+def _reference(data: bytes, width: int, height: int, offsets: list[int], strides: list[int],
+               factor: int) -> np.ndarray:  # fmt: skip
+    """The frame as the reader made it before: a copy of each plane, then area scaling."""
+    w, h = width - width % 2, height - height % 2
+    raw = np.frombuffer(data, np.uint8)
+    planes = []
+    for i, (pw, ph) in enumerate(((w, h), (w // 2, h // 2), (w // 2, h // 2))):
+        rows = height if i == 0 else (height + 1) // 2
+        plane = raw[offsets[i] : offsets[i] + strides[i] * rows].reshape(rows, strides[i])
+        planes.append(np.ascontiguousarray(plane[:ph, :pw]))
+    if factor == 1:
+        return np.concatenate([p.reshape(-1) for p in planes]).reshape(h * 3 // 2, w)
+    nw, nh = (w // factor) & ~1, (h // factor) & ~1
+    sizes = [(nw, nh), (nw // 2, nh // 2), (nw // 2, nh // 2)]
+    out = [
+        cv2.resize(p, s, interpolation=cv2.INTER_AREA).reshape(-1)
+        for p, s in zip(planes, sizes, strict=True)
+    ]
+    return np.concatenate(out).reshape(nh * 3 // 2, nw)
+
+
+@pytest.mark.parametrize("size", [(641, 361), (640, 360), (642, 362), (7, 5)])
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_planes_scaled_in_one_pass_are_the_copied_then_scaled_frame(
+    size: tuple[int, int], factor: int
+) -> None:
+    width, height = size
+    if width // factor < 2 or height // factor < 2:
+        pytest.skip("smaller than one I420 block")
+    strides = [width + 6, (width + 1) // 2 + 3, (width + 1) // 2 + 3]
+    rows_uv = (height + 1) // 2
+    offsets = [0, strides[0] * height, strides[0] * height + strides[1] * rows_uv]
+    rng = np.random.default_rng(width * 10 + factor)
+    buf = rng.integers(0, 256, offsets[2] + strides[2] * rows_uv, dtype=np.uint8)
+    expected = _reference(buf.tobytes(), width, height, offsets, strides, factor)
+    got = i420(buf, width, height, offsets, strides, factor)
+    assert got.flags.c_contiguous and got.shape == expected.shape
+    assert np.array_equal(got, expected)
+    # and the shrink of an already contiguous frame is the same scaling
+    full = i420(buf, width, height, offsets, strides)
+    assert np.array_equal(shrink_i420(full, factor), expected)
+
+
+def test_a_mapped_view_reads_the_buffer_and_cannot_write_it() -> None:
+    gst = init()
+    assert mapped.available(gst)  # this machine reads frames without the copy
+    data = bytes(range(256)) * 40
+    buffer = gst.Buffer.new_wrapped(data)
+    with mapped.mapped(buffer) as view:
+        assert view is not None and view.tobytes() == data
+        with pytest.raises(ValueError):
+            view[0] = 1
+    ok, info = buffer.map(gst.MapFlags.READ)  # unmapped by the block: maps again
+    assert ok
+    buffer.unmap(info)
+
+
+def _samples(count: int) -> list[Any]:
+    gst = init()
+    video = make_video(seconds=1, width=640, height=480, fps=30)
+    pipeline = gst.parse_launch(  # a test's own file pipeline: no bus data in it
+        f"filesrc location={video} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! "
+        "video/x-raw,format=I420 ! appsink name=sink max-buffers=64 sync=false"
+    )
+    sink = pipeline.get_by_name("sink")
+    pipeline.set_state(gst.State.PLAYING)
+    try:
+        samples: list[Any] = []
+        while len(samples) < count:
+            sample = sink.emit("try-pull-sample", 60 * gst.SECOND)
+            assert sample is not None, "the decoder gave no frame"
+            samples.append(sample)
+        return samples
+    finally:
+        pipeline.set_state(gst.State.NULL)
+
+
+@pytest.mark.parametrize("decode_size", [None, (192, 192), (128, 128)])
+def test_reader_frames_are_the_decoded_frames_with_or_without_the_view(
+    decode_size: tuple[int, int] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gst = init()
+    reader = RtspReader("rtsp://127.0.0.1:9/none", camera="c", decode_size=decode_size)
+    for index, sample in enumerate(_samples(3)):
+        buffer, video = sample.get_buffer(), video_info(sample.get_caps())
+        ok, info = buffer.map(gst.MapFlags.READ)
+        assert ok
+        data = bytes(info.data)
+        buffer.unmap(info)
+        factor = {None: 1, (192, 192): 2, (128, 128): 2}[decode_size]  # 640x480: 240 rows/4
+        expected = _reference(data, video.width, video.height, list(video.offset[:3]),
+                              list(video.stride[:3]), factor)  # fmt: skip
+        fast = Pending(reader, sample, 1.0, index).frame()
+        with monkeypatch.context() as m:
+            m.setattr(mapped, "_lib", None)  # where the view cannot be had: mapped with a copy
+            slow = Pending(reader, sample, 1.0, index).frame()
+        assert fast is not None and slow is not None
+        assert np.array_equal(fast.yuv, expected) and np.array_equal(slow.yuv, expected)
+        assert (fast.width, fast.height) == (640 // factor, 480 // factor)
