@@ -2,8 +2,9 @@
 
 Each request model in :mod:`ovbus.payloads.zoo` names its result model (``result``), so a
 client (``ovbus.clients.ZooClient``, the ``ovbus zoo`` command, a notebook) gets a typed value.
-Results are reports: fields a newer zoo adds are ignored. Field names are the wire names (a
-Python keyword such as ``from`` is an alias).
+Results are reports: a field a newer zoo adds is kept as it came (``model_extra``, and in
+:meth:`ZooResult.wire`), never dropped. Field names are the wire names (a Python keyword such
+as ``from`` is an alias).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ovbus.payloads.model import ModelState, ModelStateName
 class ZooResult(BaseModel):
     """Base of every zoo result (no schema version of its own: the reply has one)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     def wire(self) -> dict[str, Any]:
         """The result as the zoo sent it: wire names, the fields it sent (and only those)."""
@@ -27,7 +28,7 @@ class ZooResult(BaseModel):
 
 
 class OvmsVersionStatus(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     version: int | str
     state: ShortText
@@ -37,7 +38,7 @@ class OvmsVersionStatus(BaseModel):
 class OvmsReload(BaseModel):
     """OVMS's answer to the config reload a change asked for (when the zoo has an OVMS)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     ok: bool
     error: str | None = None
@@ -51,7 +52,7 @@ class Changed(ZooResult):
 
 
 class CatalogItem(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     name: Name
     title: ShortText | None = None
@@ -73,7 +74,7 @@ class CatalogResult(ZooResult):
 class ListedModel(BaseModel):
     """A model of ``config.json`` (or a folder the zoo manages that is not in it)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     name: ShortText
     managed: bool
@@ -142,7 +143,7 @@ class QuantizeAccuracy(BaseModel):
     published, and how many quantize/dequantize pairs NNCF's accuracy control left of those
     full quantization makes."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     validation: Name
     frames: int

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from ovbus.bus import Bus
 from ovbus.clients import ZooClient
@@ -38,12 +39,36 @@ from tests.zoo.conftest import Worker
 DESC = ModelDescription(kind="blazeface", labels=["face"], layout="NHWC", color="RGB")
 
 
+def undeclared(value: Any, where: str = "") -> list[str]:
+    """The fields, at any depth, that a result model keeps without declaring them."""
+    if isinstance(value, BaseModel):
+        found = [f"{where}.{k}" for k in value.model_extra or {}]
+        for name in type(value).model_fields:
+            found += undeclared(getattr(value, name), f"{where}.{name}")
+        return found
+    if isinstance(value, list | tuple):
+        return [x for i, item in enumerate(value) for x in undeclared(item, f"{where}[{i}]")]
+    if isinstance(value, dict):
+        return [x for k, item in value.items() for x in undeclared(item, f"{where}.{k}")]
+    return []
+
+
 def round_trip(client: Bus, request: ZooAction) -> Any:
     """The zoo's raw result, checked to be exactly what its result model gives back."""
     raw = client.call(client.topics.zoo_request(), request, timeout=120)
     typed = request.result.model_validate(raw)
     assert typed.wire() == raw, f"{request.action}: the result model drops or renames fields"
+    assert undeclared(typed) == [], f"{request.action}: fields its result model does not declare"
     return typed
+
+
+def test_a_field_the_models_do_not_declare_is_kept_and_seen() -> None:
+    """A field a newer zoo sends is not dropped (the command prints it), and the check above
+    sees it at any depth (its positive control)."""
+    raw = {"models": [{"name": "x", "managed": True, "new": 1}], "also": "new"}
+    typed = ListResult.model_validate(raw)
+    assert typed.wire() == raw
+    assert sorted(undeclared(typed)) == [".also", ".models[0].new"]
 
 
 def test_every_reply_is_its_result_model(worker: Worker, client: Bus, import_dir: Path) -> None:

@@ -104,7 +104,8 @@ def rollout(client: Bus, version: int, timeout: float = 60.0) -> ModelState:
     reply = client.request(client.topics.zoo_request(), request, timeout=30)
     assert reply.ok, reply.error
     assert reply.result["canary"] == ["door"] and reply.result["cameras"] == ["door", "hall"]
-    assert RolloutStarted.model_validate(reply.result).wire() == reply.result  # its result model
+    started = RolloutStarted.model_validate(reply.result)  # exactly its result model
+    assert started.wire() == reply.result and not started.model_extra
 
     def outcome(message: Message) -> ModelState | None:
         state = message.decode(ModelState)
