@@ -9,21 +9,45 @@ the shadow runner's ``compared``). docs/rollout.md (replay), docs/flywheel.md (c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from ovbus.frames import Frame
-from ovbus.payloads.dataset import DatasetRule
+from ovbus.payloads.dataset import DatasetRule, Reason
 from ovbus.payloads.detections import ModelResult
 from ovbus.payloads.pipeline import PipelineSpec
-from services.infer.collect import Collector, Image, disagree
+from services.infer.collect import Image, disagree
 from services.infer.replay import Recorder
 from services.infer.settings import InferSettings
+
+
+class Keeper(Protocol):
+    """The worker's replay frames (:class:`~services.infer.replay.Recorder`)."""
+
+    def offer(self, camera: str, frame: Frame) -> None: ...
+
+    def forget(self, camera: str) -> None: ...
+
+
+class Collection(Protocol):
+    """The worker's dataset collection (:class:`~services.infer.collect.Collector`)."""
+
+    def offer(
+        self,
+        camera: str,
+        rule: DatasetRule,
+        frame: tuple[int, float, Image],
+        results: Sequence[ModelResult],
+        *,
+        candidate: ModelResult | None = None,
+        reason: Reason | None = None,
+    ) -> bool: ...
 
 
 class Recording:
     """The replay frames and collected frames of one camera
     (:class:`services.infer.parts.FrameTap`)."""
 
-    def __init__(self, camera: str, recorder: Recorder, collector: Collector) -> None:
+    def __init__(self, camera: str, recorder: Keeper, collector: Collection) -> None:
         self.camera = camera
         self.recorder = recorder
         self.collector = collector
