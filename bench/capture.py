@@ -25,9 +25,10 @@ from bench import streams
 from bench.report import Report, Row
 from bench.stack import cpu_seconds
 from ovbus.bus import Bus
-from ovbus.errors import BusTimeout, OvbusError
+from ovbus.errors import OvbusError
 from ovbus.payloads import StreamDescriptor
 from services.mosquitto import Mosquitto, free_port
+from services.stack import Stack, WorkerSpec
 from services.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,38 +76,25 @@ def capture_node(
     broker: str, workers: Supervisor, video: Path, flags: tuple[str, ...]
 ) -> Iterator[tuple[int, list[StreamDescriptor]]]:
     """A capture node serving ``CAMERAS`` cameras of ``video`` with ``flags``; (pid,
-    descriptors), once every camera is announced as served the way the flags say."""
+    descriptors), once it is ready (services/readiness.py: every camera announced by this
+    process) and served the way the flags say."""
     passthrough = "--no-passthrough" not in flags
-    cams: list[str] = []
-    for i in range(CAMERAS):
-        cams += ["--camera", f"cam{i}={video}"]
-    name = "capture"
-    argv = [
-        "capture", "--broker", broker, "--prefix", PREFIX, *cams,
-        "--rtsp-port", str(free_port()), "--bind", "127.0.0.1", "--advertise-host", "127.0.0.1",
-        *flags,
-    ]  # fmt: skip
+    cams = [a for i in range(CAMERAS) for a in ("--camera", f"cam{i}={video}")]
+    net = ("--rtsp-port", str(free_port()), "--bind", "127.0.0.1", "--advertise-host", "127.0.0.1")
+    spec = WorkerSpec("capture", (*cams, *net, *flags))
     bus = Bus(broker, prefix=PREFIX).connect(timeout=10)
+    stack = Stack(workers, broker, PREFIX, bus=bus, timeout=60)
     try:
-        sub = bus.subscribe(bus.topics.all_cameras("stream"), idle_timeout=2)
-        proc = workers.spawn(name, argv)
-        found: dict[str, StreamDescriptor] = {}
-        deadline = time.monotonic() + 60
-        while len(found) < CAMERAS:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise OvbusError(f"capture did not announce its cameras: {workers.log(name)}")
-            try:
-                message = sub.get()
-            except BusTimeout:
-                continue
-            if message.payload:
-                d = message.decode(StreamDescriptor)
-                if d.passthrough == passthrough:
-                    found[d.camera] = d
-        sub.close()
-        yield proc.pid, list(found.values())
+        proc = stack.start(spec)
+        found = [stack.streams[f"cam{i}"] for i in range(CAMERAS)]
+        wrong = [d.camera for d in found if d.passthrough != passthrough]
+        if wrong:
+            raise OvbusError(
+                f"{', '.join(wrong)} not served with {flags}: {workers.log('capture')}"
+            )
+        yield proc.pid, found
     finally:
-        workers.stop(name)
+        stack.stop(spec.name)
         bus.close()
 
 
