@@ -29,10 +29,10 @@ import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, get_args
+from typing import TYPE_CHECKING, Any, Final
 
 from ovbus.errors import ConfigError, OvbusError
-from ovbus.payloads.zoo import ZooAction, ZooRequest
+from ovbus.payloads.zoo import ZOO_ACTIONS, ZooAction
 from ovbus.payloads.zoo_results import ZooResult
 from services.request_flags import FlagOverride, RequestFlags, add_request_flags, request_from
 
@@ -44,9 +44,7 @@ if TYPE_CHECKING:
     from ovbus.settings import NodeSettings
 
 #: the zoo's actions by name, from the request union (its order is the help's)
-ACTIONS: Final[dict[str, type[ZooAction]]] = {
-    cls.model_fields["action"].default: cls for cls in get_args(get_args(ZooRequest)[0])
-}
+ACTIONS: Final = ZOO_ACTIONS
 #: actions whose progress shows on the model's retained state
 FOLLOWED: Final = ("pull", "quantize")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Final, Literal
+from typing import Annotated, ClassVar, Final, Literal, get_args
 
 from pydantic import Field, TypeAdapter, field_validator
 
@@ -84,6 +84,9 @@ class ZooAction(Request):
     result: ClassVar[type[ZooResult]]
     #: each request narrows it to its own ``Literal``
     action: str
+    #: runs on the zoo's job pool at a lower CPU priority (downloads, conversion), so that
+    #: short requests are answered meanwhile
+    long: ClassVar[bool] = False
 
 
 class CatalogRequest(ZooAction):
@@ -104,6 +107,7 @@ class PullRequest(ZooAction):
     """Pull a model (a catalog name, or from a source), convert it, publish it as a version."""
 
     result = PullResult
+    long = True
     action: Literal["pull"] = "pull"
     name: Name = Field(description="model name (a catalog entry unless a source is given)")
     source: Source | None = Field(None, description="default: the catalog entry called `name`")
@@ -129,6 +133,7 @@ class RemoveRequest(ZooAction):
     """Remove a model, or one version of it."""
 
     result = RemoveResult
+    long = True
     action: Literal["remove"] = "remove"
     name: Name = Field(description="model name")
     version: int | None = Field(None, ge=1, description="default: the whole model")
@@ -220,6 +225,7 @@ class RolloutRequest(ZooAction):
     crossed. Needs the model's description and version policy ``latest``/``specific``."""
 
     result = RolloutStarted
+    long = True
     action: Literal["rollout"] = "rollout"
     name: Name = Field(description="model name")
     version: int | None = Field(None, ge=1, description="default: the newest version folder")
@@ -238,6 +244,7 @@ class QuantizeRequest(ZooAction):
     beside the served version (pinned), ready for a shadow run, ``ovbus eval`` and a rollout."""
 
     result = QuantizeResult
+    long = True
     action: Literal["quantize"] = "quantize"
     name: Name = Field(description="model name")
     version: int | None = Field(None, ge=1, description="version quantized; default: the served")
@@ -261,3 +268,8 @@ ZooRequest = Annotated[
     Field(discriminator="action"),
 ]
 ZooRequestAdapter: TypeAdapter[ZooRequest] = TypeAdapter(ZooRequest)
+#: every zoo request model by its action, read from the union: the zoo's actions, the
+#: ``ovbus zoo`` sub-commands (a new member of the union is both)
+ZOO_ACTIONS: Final[dict[str, type[ZooAction]]] = {
+    cls.model_fields["action"].default: cls for cls in get_args(get_args(ZooRequest)[0])
+}

@@ -5,7 +5,7 @@ correlation-data, or ``reply_to``/``correlation`` in the body for 3.1.1; errors 
 replies with their code; each request executed at most once per correlation id: a copy that
 arrives while it runs is ignored, one that arrives after it was answered gets the same reply
 again). What the zoo adds: decoding into its request models, with a specific error for a
-missing or unknown action, and long actions (pull, remove) run on a small thread pool
+missing or unknown action, and long actions (pull, remove, rollout, quantize: ``ZooAction.long``) run on a small thread pool
 (:class:`ovbus.rpc.Later`), so ``list`` and ``catalog`` are answered while a pull downloads;
 those pool threads run at a lower CPU priority (:mod:`ovbus.priority`) than serving.
 """
@@ -22,7 +22,7 @@ from ovbus.log import get_logger
 from ovbus.messages import Message, Subscription
 from ovbus.payloads.base import Payload, ShortText
 from ovbus.payloads.rpc import Reply
-from ovbus.payloads.zoo import ZooRequest, ZooRequestAdapter
+from ovbus.payloads.zoo import ZOO_ACTIONS, ZooRequest, ZooRequestAdapter
 from ovbus.priority import lower_this_thread
 from ovbus.rpc import Later, Server
 from services.zoo.rollout import Rollouts
@@ -30,8 +30,8 @@ from services.zoo.service import Zoo
 
 log = get_logger(__name__)
 
-ACTIONS: Final = frozenset({"catalog", "list", "pull", "remove", "set", "rollback", "rollout"})
-LONG: Final = frozenset({"pull", "remove", "rollout", "quantize"})
+#: the actions, from the request models (a hand list here once missed quantize)
+ACTIONS: Final = frozenset(ZOO_ACTIONS)
 
 
 class _Action(Payload):
@@ -67,7 +67,7 @@ class Dispatcher:
         corr = request.correlation
         if corr is None and message.correlation is not None:
             corr = message.correlation.decode(errors="replace")
-        if request.action in LONG:
+        if type(request).long:
             return Later(lambda: self._run_long(request, corr))
         return self._run(request, corr)
 

@@ -68,6 +68,18 @@ def test_bad_inputs_change_nothing(
         ("wrong type", pull("m", {"type": "url", "url": 5}, description=DESC), "bad_schema"),
         ("unknown key", pull("m", None, colour="red"), "bad_schema"),
         ("unknown action", b'{"v": 1, "action": "explode"}', "unknown_action"),
+        # a known action with a bad field is a schema error, whichever action (quantize was
+        # "unknown action" while the zoo listed its actions by hand)
+        (
+            "quantize without calibration",
+            b'{"v": 1, "action": "quantize", "name": "m"}',
+            "bad_schema",
+        ),
+        (
+            "rollout with share 2",
+            b'{"v": 1, "action": "rollout", "name": "m", "share": 2}',
+            "bad_schema",
+        ),
         ("name with ..", pull("../etc", file_src, description=DESC), "bad_schema"),
         ("absolute name", pull("/etc/passwd", file_src, description=DESC), "bad_schema"),
         ("symlinked model folder", pull("evil", file_src, description=DESC), "forbidden_path"),
