@@ -230,6 +230,35 @@ def test_request_flags_are_the_request_models_fields() -> None:
         parser.parse_args(["quantize", "faces"])
 
 
+def test_structured_flags_take_json_or_a_json_file(tmp_path: Path) -> None:
+    """``--description`` (an optional model) and ``--plugin-config`` (a dict) take JSON text or
+    a ``.json`` file; text that is neither is refused by the model, naming the field."""
+    import argparse
+
+    from ovbus.errors import ConfigError
+
+    parser = argparse.ArgumentParser()
+    add_client_commands(parser)
+    desc = tmp_path / "desc.json"
+    desc.write_text('{"kind": "yolo", "labels": ["cat"]}')
+    argv = ["pull", "mine", "--description", str(desc), "--no-convert", "--version", "3"]
+    request = build_request(parser.parse_args(argv))
+    assert request == PullRequest(
+        name="mine", description=ModelDescription(kind="yolo", labels=["cat"]), convert=False,
+        version=3,
+    )  # fmt: skip
+    argv = ["set", "mine", "--plugin-config", '{"NUM_STREAMS": 2}', "--batch-size", "auto"]
+    assert build_request(parser.parse_args(argv)) == SetRequest(
+        name="mine", plugin_config={"NUM_STREAMS": 2}, batch_size="auto"
+    )
+    with pytest.raises(ConfigError, match="description"):
+        build_request(parser.parse_args(["pull", "mine", "--description", "yolo"]))
+    with pytest.raises(SystemExit):  # not JSON at all: argparse says so
+        parser.parse_args(["pull", "mine", "--description", "{kind"])
+    with pytest.raises(SystemExit):  # a choice the model does not allow
+        parser.parse_args(["pull", "mine", "--precision", "FP8"])
+
+
 @pytest.mark.slow
 def test_kill_9_during_a_pull_leaves_no_trace(
     broker: Mosquitto, prefix: str, site: Site, tmp_path: Path
