@@ -8,8 +8,8 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +21,8 @@ from ovbus.payloads import DetectedObject, DetectionResult, ModelResult, ModelSt
 from ovbus.payloads.events import EventType, ObjectEvent, TrackedObject
 from services.demo import assets
 from services.mosquitto import Mosquitto
-from services.supervisor import stop_process
+from services.stack import Stack, WorkerSpec
+from services.supervisor import Supervisor, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_RED = ROOT / "integrations" / "node-red"
@@ -30,32 +31,21 @@ RED_JS = NODE_RED / "node_modules" / "node-red" / "red.js"
 
 @pytest.fixture
 def zoo(broker: Mosquitto, prefix: str, tmp_path: Path) -> Iterator[Path]:
+    """The zoo started from the stack definition, ready before the flow asks it anything."""
     assets.wheel(*assets.MEDIAPIPE)
     models = tmp_path / "models"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
-    with open(tmp_path / "zoo.log", "ab") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "services.cli",
-                "zoo",
-                "--broker",
-                broker.url,
-                "--prefix",
-                prefix,
-                "--models",
-                str(models),
-                "--cache",
-                str(assets.WHEELS),
-            ],
-            stdout=log,
-            stderr=log,
-            env=env,
-            cwd=ROOT,
-        )
-    yield models
-    stop_process(proc)
+    spec = WorkerSpec(
+        "zoo",
+        ("--models", str(models), "--cache", str(assets.WHEELS)),
+        node_id=f"zoo-{uuid.uuid4().hex[:8]}",
+    )
+    with (
+        Supervisor(tmp_path, cwd=ROOT) as workers,
+        Bus(broker.url, prefix=prefix).connect(timeout=10) as bus,
+        Stack(workers, broker.url, prefix, bus=bus) as stack,
+    ):
+        stack.start(spec)
+        yield models
 
 
 @pytest.fixture
