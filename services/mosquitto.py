@@ -178,6 +178,8 @@ class Mosquitto:
             "log_type warning",
             *(["log_type all"] if self.log_verbose else []),
             "max_queued_messages 10000",
+            # Nagle off towards the clients: a detection reaches its subscriber when sent
+            "set_tcp_nodelay true",
             "",
             f"listener {self.port} {self.host}",
         ]

@@ -329,6 +329,16 @@ def test_websockets_listener(broker: Mosquitto, prefix: str) -> None:
     tcp.close()
 
 
+def test_small_messages_are_not_held_by_nagle(broker: Mosquitto, client: Bus) -> None:
+    """TCP_NODELAY on the client's socket to the broker, and the broker told to set it on its
+    sockets to the clients: with Nagle's algorithm a detection waited for the ack of the one
+    before (publish to a subscriber's arrival p50 9-11 ms, 5-6 ms without, loaded machine)."""
+    sock = client.connection._client.socket()
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    conf = (broker.workdir / "mosquitto.conf").read_text().splitlines()
+    assert "set_tcp_nodelay true" in conf
+
+
 def test_connect_to_nothing_times_out_or_refuses() -> None:
     from services.mosquitto import free_port
 
