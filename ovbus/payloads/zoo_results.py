@@ -94,13 +94,31 @@ class ListResult(ZooResult):
     models: list[ListedModel]
 
 
+class Port(BaseModel):
+    """An input or output of a converted model, as OpenVINO read it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    shape: str = Field(description="the partial shape, e.g. [1,3,?,?]")
+    type: str = Field(description="element type, e.g. f32")
+
+
+class Ports(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    inputs: list[Port] = Field(default_factory=list)
+    outputs: list[Port] = Field(default_factory=list)
+
+
 class PullResult(Changed):
-    """``pull``: the version published, its files (bytes) and ports, the model's state."""
+    """``pull``: the version published, its files (bytes), its ports when it was converted
+    (empty otherwise), the model's state."""
 
     name: Name
     version: int
     files: dict[str, int] = Field(default_factory=dict)
-    ports: dict[str, Any] = Field(default_factory=dict)
+    ports: Ports = Field(default_factory=Ports)
     state: ModelState | None = None
 
 

@@ -86,6 +86,9 @@ def test_every_reply_is_its_result_model(worker: Worker, client: Bus, import_dir
     assert first.state is not None and first.state.state == "ready"
     assert first.files == {"model.tflite": assets.pose_detector().stat().st_size}
     assert round_trip(client, pose).version == 2
+    converted = round_trip(client, pose.model_copy(update={"name": "pose-ir", "convert": True}))
+    assert converted.ports.inputs and converted.ports.outputs  # OpenVINO's ports, typed
+    assert set(converted.files) == {"model.xml", "model.bin"}
     changed = round_trip(client, SetRequest(name="pose", nireq=2))
     assert isinstance(changed, SetResult) and changed.changed == ["nireq"]
     back = round_trip(client, RollbackRequest(name="pose"))
