@@ -101,6 +101,7 @@ def frame_of_size(
     raise AssertionError(f"no {size} frame in {timeout:.0f} s: saw {seen}, errors {frames.errors}")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_intake_scales_frames_of_a_reader_opened_for_a_new_url(
     broker: Mosquitto, prefix: str
