@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Final, Literal, get_args
 
-from pydantic import Field, TypeAdapter, field_validator
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 
 from ovbus.payloads.base import Command, Name, ShortText
 from ovbus.payloads.model import ModelDescription
@@ -254,6 +254,34 @@ class QuantizeRequest(ZooAction):
     )
     frames: int = Field(300, ge=1, le=10000, description="calibration frames (NNCF subset)")
     serve: bool = Field(False, description="serve the INT8 version at once (default: pinned)")
+    validation: Name | None = Field(
+        None,
+        description="a labelled dataset (labels imported back) on which AP@0.5 is measured, "
+        "with max_drop",
+    )
+    max_drop: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="AP@0.5 points (0-100) the INT8 version may lose on the validation dataset: "
+        "NNCF's accuracy control keeps the layers that cost the most in FP32 until the drop is "
+        "within it; if it cannot, nothing is published",
+    )
+    max_reverted: int | None = Field(
+        None,
+        ge=1,
+        le=10000,
+        description="with max_drop: at most this many groups of layers go back to FP32 (each "
+        "costs speed and a validation run); default: as many as it takes",
+    )
+
+    @model_validator(mode="after")
+    def _bound_needs_validation(self) -> QuantizeRequest:
+        if (self.validation is None) != (self.max_drop is None):
+            raise ValueError("max_drop and validation go together: the bound is measured on it")
+        if self.max_reverted is not None and self.max_drop is None:
+            raise ValueError("max_reverted bounds the accuracy control of max_drop")
+        return self
 
 
 ZooRequest = Annotated[

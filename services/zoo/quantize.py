@@ -7,13 +7,19 @@ prepares frames for that model (:mod:`ovbus.preprocess`, from its description). 
 checked (its outputs are the ones the description names) and published like a pull: built in
 the staging folder, renamed into ``<name>/<N+1>``, ``config.json`` updated. By default it is
 published *beside* the served version (pinned), ready for a shadow run, ``ovbus eval`` and a
-canary rollout. Any failure (unknown camera or dataset, too few frames, a model NNCF cannot
-quantize) publishes nothing: the served version is untouched.
+canary rollout. With ``max_drop`` and a labelled ``validation`` dataset, NNCF's accuracy control
+runs in a child process (:mod:`services.accuracy_control`) and the result is published only if
+AP@0.5 on that dataset dropped by at most ``max_drop`` points with INT8 left. Any failure
+(unknown camera or dataset, too few frames, a model NNCF cannot quantize, a bound not reached)
+publishes nothing: the served version is untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,14 +27,14 @@ from typing import Any
 import numpy as np
 
 from ovbus.dataset import DatasetStore
-from ovbus.errors import ErrorCode, ModelError, OvbusError, RequestError, StoreError
+from ovbus.errors import ErrorCode, ModelError, RequestError, StoreError
 from ovbus.log import get_logger
 from ovbus.model_repository import EntryProblem, current_version, parse_entry
-from ovbus.payloads.model import ModelDescription, ModelStateName
+from ovbus.payloads.model import ModelStateName
 from ovbus.payloads.zoo import QuantizeRequest
-from ovbus.preprocess import fixed_shape, prepare
 from services.zoo import config_store as cfg
 from services.zoo.config_store import ConfigStore
+from services.zoo.int8 import DEFAULT_RECIPE, run_nncf, write_job
 from services.zoo.ir_check import check_outputs, ir_outputs
 from services.zoo.layout import ModelsFolder
 
@@ -36,6 +42,9 @@ log = get_logger(__name__)
 
 Report = Callable[[ModelStateName, float | None], None]
 CAMERA_PREFIX = "camera:"
+ROOT = Path(__file__).resolve().parents[2]
+#: the longest an accuracy-controlled quantization may run
+CHILD_TIMEOUT = 3600.0
 
 
 def calibration_images(store: DatasetStore, calibration: str, frames: int) -> list[Path]:
@@ -70,46 +79,60 @@ def _served(config: ConfigStore, folder: ModelsFolder, name: str) -> int | None:
     return current_version(parsed.config.model_version_policy, folder.versions(name))
 
 
-def run_nncf(xml: Path, desc: ModelDescription, images: list[Path], out: Path) -> None:
-    """Quantize the IR ``xml`` to INT8 on ``images`` and save it as ``out`` (``model.xml``)."""
-    import cv2
-    import nncf
-    import openvino as ov
-
-    core = ov.Core()
-    model = core.read_model(str(xml))
-    if len(model.inputs) != 1:
-        raise ModelError(f"{xml}: INT8 calibration needs one image input, the model has "
-                         f"{len(model.inputs)}", code=ErrorCode.CONVERSION_FAILED)  # fmt: skip
-    port = model.inputs[0]
-    dims = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
-    shape = fixed_shape(dims, desc)
-    dtype = port.get_element_type().to_dtype()
-
-    def transform(path: Path) -> dict[str, Any]:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ModelError(f"calibration frame {path.name} cannot be read")
-        tensor, _ = prepare(np.asarray(image, np.uint8), desc, shape)
-        return {port.get_any_name(): tensor.astype(dtype)}
-
-    try:
-        # MIXED (asymmetric activations): on the default face model's test split AP@0.5 falls
-        # 0.08 instead of 0.22 with the default symmetric preset (docs/flywheel.md)
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(images, transform),
-            subset_size=len(images),
-            preset=nncf.QuantizationPreset.MIXED,
+def validation_frames(store: DatasetStore, name: str) -> list[tuple[Path, list[Any]]]:
+    """The labelled frames of dataset ``name`` (labels imported back, ``ovbus dataset
+    import-coco``): each image with its ``[label, [x1, y1, x2, y2]]`` boxes."""
+    dataset = store.get(name)
+    labels = dataset.labels()
+    if not labels:
+        raise RequestError(
+            f"validation dataset {name!r} has no labels: export it, label it and import the "
+            "labels (ovbus dataset import-coco) first",
+            code=ErrorCode.NOT_FOUND,
         )
-    except OvbusError:
-        raise
-    except Exception as e:  # NNCF's own errors, and whatever the graph makes it raise
-        raise ModelError(
-            f"NNCF could not quantize {xml.parent.parent.name}: {type(e).__name__}: {e}",
-            code=ErrorCode.CONVERSION_FAILED,
-        ) from e
-    ov.save_model(quantized, str(out), compress_to_fp16=False)
+    if not any(labels.values()):
+        raise RequestError(f"validation dataset {name!r} has no labelled box",
+                           code=ErrorCode.BAD_REQUEST)  # fmt: skip
+    return [(dataset.image(frame), [[b.label, list(b.box)] for b in boxes])
+            for frame, boxes in sorted(labels.items())]  # fmt: skip
+
+
+def run_bounded(job: Path, timeout: float = CHILD_TIMEOUT) -> dict[str, Any]:
+    """Accuracy-controlled quantization in a child process (:mod:`services.accuracy_control`:
+    it runs the infer worker's decoders, which the zoo never loads); its outcome, or the error
+    it gave."""
+    argv = [sys.executable, "-m", "services.accuracy_control", str(job)]
+    try:
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                              check=False)  # fmt: skip
+    except subprocess.TimeoutExpired as e:
+        raise ModelError(f"accuracy-controlled quantization took over {timeout:.0f} s",
+                         code=ErrorCode.TIMEOUT) from e  # fmt: skip
+    result = job.with_suffix(".result.json")
+    if not result.is_file():
+        tail = done.stderr.strip().splitlines()[-5:]
+        raise ModelError(f"accuracy-controlled quantization ended (status {done.returncode}) "
+                         f"without an outcome: {' / '.join(tail)}",
+                         code=ErrorCode.CONVERSION_FAILED)  # fmt: skip
+    doc: dict[str, Any] = json.loads(result.read_text())
+    if "error" in doc:
+        code = doc.get("code")
+        raise ModelError(str(doc["error"]), code=ErrorCode(code) if code in set(ErrorCode)
+                         else ErrorCode.CONVERSION_FAILED)  # fmt: skip
+    return doc
+
+
+def bound_failure(name: str, validation: str, outcome: dict[str, Any]) -> ModelError:
+    """Why the bound was not met, in AP@0.5 points."""
+    fp32, int8, drop = outcome["ap50_fp32"], outcome["ap50_int8"], outcome["drop"]
+    left = (f"{outcome['quantizers']} of {outcome['quantizers_all']} quantizers left"
+            if outcome["quantizers"] else "no layer left in INT8")  # fmt: skip
+    return ModelError(
+        f"{name}: INT8 within {outcome['max_drop'] * 100:.2f} AP@0.5 points not reached on "
+        f"{validation!r}: FP32 {fp32:.3f}, INT8 {int8:.3f} (drop {drop * 100:.2f} points, "
+        f"{left}); nothing published, the served version is unchanged",
+        code=ErrorCode.CONVERSION_FAILED,
+    )
 
 
 def quantize(
@@ -140,15 +163,28 @@ def quantize(
         raise RequestError(f"{req.name} has no description (model.json): its frames cannot be "
                            "prepared for calibration", code=ErrorCode.BAD_REQUEST)  # fmt: skip
     images = calibration_images(store, req.calibration, req.frames)
+    checked = validation_frames(store, req.validation) if req.validation else None
     new = max(versions) + 1
     stage = folder.new_staging(f"quantize-{req.name}")
     published: Path | None = None
+    bound: dict[str, Any] | None = None
     try:
         built = stage / "version"
         built.mkdir()
         report("converting", None)
-        log.info("quantizing", model=req.name, version=source, frames=len(images))
-        run_nncf(xml, desc, images, built / "model.xml")
+        log.info("quantizing", model=req.name, version=source, frames=len(images),
+                 validation=req.validation, max_drop=req.max_drop)  # fmt: skip
+        if checked is None or req.max_drop is None:
+            run_nncf(xml, desc, images, built / "model.xml")
+        else:
+            job = stage / "job.json"
+            write_job(job, xml=xml, out=built / "model.xml", desc=desc, calibration=images,
+                      validation=checked, max_drop=req.max_drop / 100, recipe=DEFAULT_RECIPE,
+                      max_reverted=req.max_reverted)  # fmt: skip
+            bound = run_bounded(job)
+            log.info("accuracy control", model=req.name, **bound)
+            if not bound["met"]:
+                raise bound_failure(req.name, req.validation or "", bound)
         check_outputs(req.name, desc, ir_outputs(built / "model.xml"))
         published = folder.publish_version(req.name, new, built)
 
@@ -167,5 +203,13 @@ def quantize(
     finally:
         folder.discard(stage)
     log.info("quantized", model=req.name, version=new, source_version=source)
-    return {"name": req.name, "version": new, "from_version": source, "frames": len(images),
-            "served": new if req.serve or served is None else served}  # fmt: skip
+    result = {"name": req.name, "version": new, "from_version": source, "frames": len(images),
+              "served": new if req.serve or served is None else served}  # fmt: skip
+    if bound is not None:  # AP@0.5 on the validation frames, in points
+        result["accuracy"] = {
+            "validation": req.validation, "frames": len(checked or []),
+            "ap50_fp32": round(bound["ap50_fp32"], 4), "ap50_int8": round(bound["ap50_int8"], 4),
+            "drop_points": round(bound["drop"] * 100, 2), "max_drop_points": req.max_drop,
+            "quantizers": bound["quantizers"], "quantizers_all": bound["quantizers_all"],
+        }  # fmt: skip
+    return result

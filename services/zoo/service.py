@@ -360,9 +360,14 @@ class Zoo:
             store = DatasetStore.beside(self.settings.models, self.settings.datasets)
             result = quantize_int8(req, self.folder, self.config, store, report,
                                    models_dir=self.settings.ovms_models_dir)  # fmt: skip
-        except Exception as e:
+        except RequestError as e:  # refused before anything ran
+            log.error("quantization refused", model=req.name, error=str(e))
+            self.board.set_state(req.name, "ready")
+            raise
+        except Exception as e:  # NNCF failed, or the accuracy bound was not met
             log.error("quantization failed", model=req.name, error=str(e))
-            self.board.set_state(req.name, "ready")  # the served version is as it was
+            # the served version is as it was (the state's current_version names it)
+            self.board.set_state(req.name, "failed", error=e)
             raise
         finally:
             self._release(req.name)

@@ -1,0 +1,253 @@
+"""INT8 within an accuracy bound (docs/flywheel.md): NNCF's ``quantize_with_accuracy_control``,
+whose validation function is AP@0.5 on labelled frames, computed as ``ovbus eval`` and the
+accuracy benchmark compute it: the infer worker's own pre-processing and decoders
+(:func:`services.infer.run.run_model`) and the shared metrics (:mod:`ovbus.metrics`).
+
+NNCF quantizes with the zoo's recipe (:mod:`services.zoo.int8`), measures the drop on the
+validation frames and, while it is over the bound, puts back in FP32 the groups of layers that
+cost the most (ranked by how far their outputs move from FP32's on those frames). What it
+returns is measured again here; the outcome says whether the bound was met *and* INT8 is left.
+
+The zoo runs this in a child process (``python -m services.accuracy_control JOB.json``, at a
+lower CPU priority): the zoo worker never loads the infer worker's modules, and a long NNCF run
+neither blocks nor, if it crashes, takes the zoo with it. The benchmark calls
+:func:`quantize_with_bound` directly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ovbus.errors import ErrorCode, ModelError, OvbusError
+from ovbus.metrics import Box, Tally, average_precision, match
+from ovbus.payloads.model import ModelDescription
+from ovbus.payloads.pipeline import PipelineModel
+from services.infer.backend import Array, TensorSpec
+from services.infer.run import run_model
+from services.zoo.int8 import (
+    Recipe,
+    fake_quantize_count,
+    input_transform,
+    nncf_arguments,
+    nncf_failure,
+)
+
+Image = npt.NDArray[np.uint8]
+#: detections down to this score make the precision-recall curve (as ``ovbus eval`` and bench)
+CURVE_THRESHOLD = 0.1
+#: a drop this close to the bound is within it (float noise of the AP sums)
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    """A validation frame: the BGR image and, per label, its boxes and whether each is ignored
+    (too small to count: neither a miss nor, when found, a false positive)."""
+
+    image: Image
+    truth: dict[str, list[tuple[Box, bool]]]
+
+
+class Compiled:
+    """An OpenVINO compiled model behind the infer worker's ``Model`` interface; keeps the raw
+    outputs of each inference (NNCF ranks layers by how far they move)."""
+
+    backend = "openvino"
+    device = "CPU"
+    version = 1
+    nireq: int | None = None  # one request at a time, no queue
+
+    def __init__(self, compiled: Any, name: str = "model") -> None:
+        self.name = name
+        self._compiled = compiled
+        self._inputs = {s.name: s for s in map(_spec, compiled.inputs)}
+        self.raw: list[list[Array]] = []
+
+    def inputs(self) -> dict[str, TensorSpec]:
+        return self._inputs
+
+    def outputs(self) -> dict[str, TensorSpec]:
+        return {s.name: s for s in map(_spec, self._compiled.outputs)}
+
+    def infer(self, inputs: dict[str, Array], timeout: float = 10.0) -> dict[str, Array]:
+        result = self._compiled(inputs)
+        out = {p.get_any_name(): np.asarray(result[p]) for p in self._compiled.outputs}
+        self.raw.append(list(out.values()))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def _spec(port: Any) -> TensorSpec:
+    dims = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
+    return TensorSpec(port.get_any_name(), dims, str(port.get_element_type().to_dtype()))
+
+
+def ap50(model: Compiled, desc: ModelDescription, frames: Iterable[Labelled]) -> float:
+    """AP@0.5 over ``frames``, the mean over the labels that have labelled boxes; detections of
+    other labels are not counted (a dataset labelled for persons says nothing of cars)."""
+    spec = PipelineModel(name="model", threshold=CURVE_THRESHOLD)
+    tallies: dict[str, Tally] = {}
+    for frame in frames:
+        result = run_model(model, desc, frame.image, spec)
+        for label, boxes in frame.truth.items():
+            found = [(o.box, o.score) for o in result.objects if o.label == label]
+            tally = match(found, [b for b, _ in boxes], [i for _, i in boxes])
+            tallies.setdefault(label, Tally()).add(tally)
+    aps = [average_precision(t) for t in tallies.values() if t.positives]
+    if not aps:
+        raise ModelError("the validation frames have no labelled box to measure AP on",
+                         code=ErrorCode.BAD_REQUEST)  # fmt: skip
+    return float(np.mean(aps))
+
+
+@dataclass
+class Outcome:
+    """What accuracy control gave: AP@0.5 (0-1) of FP32 and of the result on the validation
+    frames, the quantize/dequantize pairs fully quantized and left, and whether the bound was
+    met with INT8 left."""
+
+    ap50_fp32: float
+    ap50_int8: float
+    max_drop: float
+    quantizers: int
+    quantizers_all: int
+    seconds: float
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def drop(self) -> float:
+        return self.ap50_fp32 - self.ap50_int8
+
+    @property
+    def met(self) -> bool:
+        return self.drop <= self.max_drop + EPSILON and self.quantizers > 0
+
+    def summary(self) -> dict[str, Any]:
+        return {**asdict(self), "drop": round(self.drop, 4), "met": self.met}
+
+
+def quantize_with_bound(
+    xml: Path,
+    desc: ModelDescription,
+    calibration: Sequence[Path | Image],
+    validation: Sequence[Labelled],
+    max_drop: float,
+    out: Path,
+    recipe: Recipe,
+    max_reverted: int | None = None,
+) -> Outcome:
+    """Quantize ``xml`` so that AP@0.5 on ``validation`` drops by at most ``max_drop`` (0-1,
+    absolute), putting back at most ``max_reverted`` groups of layers in FP32, and save the
+    result as ``out``; the :class:`Outcome` says whether it could."""
+    import nncf
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    if not validation:
+        raise ModelError("no validation frames", code=ErrorCode.BAD_REQUEST)
+    core = ov.Core()
+    model = core.read_model(str(xml))
+    transform = input_transform(model, desc)
+
+    def validate(compiled: Any, items: Iterable[Labelled]) -> tuple[float, list[list[Array]]]:
+        adapter = Compiled(compiled)
+        return ap50(adapter, desc, items), adapter.raw
+
+    began = time.monotonic()
+    args = nncf_arguments(model, recipe, len(calibration))
+    # NNCF saves the fully quantized model there before it restores anything (counted below)
+    restorer = AdvancedAccuracyRestorerParameters(intermediate_model_dir=str(out.parent))
+    if max_reverted is not None:
+        restorer.max_num_iterations = max_reverted
+    try:
+        quantized = nncf.quantize_with_accuracy_control(
+            model,
+            nncf.Dataset(list(calibration), transform),
+            nncf.Dataset(list(validation), lambda item: transform(item.image)),
+            validate,
+            max_drop=max_drop,
+            drop_type=nncf.DropType.ABSOLUTE,
+            advanced_accuracy_restorer_parameters=restorer,
+            **args,
+        )
+    except OvbusError:
+        raise
+    except Exception as e:
+        raise nncf_failure(xml.parent.parent.name, e) from e
+    ov.save_model(quantized, str(out), compress_to_fp16=False)
+    full = out.with_name("intermediate_model.xml")
+    fp32 = ap50(Compiled(core.compile_model(str(xml), "CPU")), desc, validation)
+    int8 = ap50(Compiled(core.compile_model(str(out), "CPU")), desc, validation)
+    base = fake_quantize_count(xml)  # int8 constants the FP32 graph has of its own
+    left = fake_quantize_count(out) - base
+    outcome = Outcome(fp32, int8, max_drop, left,
+                      fake_quantize_count(full) - base if full.is_file() else left,
+                      round(time.monotonic() - began, 1), recipe.as_dict())  # fmt: skip
+    full.unlink(missing_ok=True)
+    full.with_suffix(".bin").unlink(missing_ok=True)
+    return outcome
+
+
+# the child process the zoo runs -------------------------------------------------------------
+
+
+def run_job(path: Path) -> dict[str, Any]:
+    import cv2
+
+    doc = json.loads(path.read_text())
+    frames = []
+    for item in doc["validation"]:
+        image = cv2.imread(item["image"], cv2.IMREAD_COLOR)
+        if image is None:
+            raise ModelError(f"validation frame {Path(item['image']).name} cannot be read",
+                             code=ErrorCode.BAD_REQUEST)  # fmt: skip
+        truth: dict[str, list[tuple[Box, bool]]] = {}
+        for label, box in item["labels"]:
+            truth.setdefault(label, []).append((tuple(box), False))
+        frames.append(Labelled(np.asarray(image, np.uint8), truth))
+    outcome = quantize_with_bound(
+        Path(doc["xml"]),
+        ModelDescription.model_validate(doc["description"]),
+        [Path(p) for p in doc["calibration"]],
+        frames,
+        float(doc["max_drop"]),
+        Path(doc["out"]),
+        Recipe(**doc["recipe"]),
+        doc.get("max_reverted"),
+    )
+    return outcome.summary()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m services.accuracy_control JOB.json``: writes ``JOB.result.json`` (the
+    outcome, or ``{"error", "code"}``); exit status 0 when it ran, 1 on an error."""
+    from ovbus.log import configure
+    from ovbus.priority import lower_this_thread
+
+    args = sys.argv[1:] if argv is None else argv
+    job = Path(args[0])
+    result = job.with_suffix(".result.json")
+    configure("warning", "text")
+    lower_this_thread()  # background work: serving on this box goes first
+    try:
+        doc: dict[str, Any] = run_job(job)
+        status = 0
+    except OvbusError as e:
+        doc, status = {"error": e.message, "code": str(e.code)}, 1
+    result.write_text(json.dumps(doc))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
