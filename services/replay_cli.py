@@ -17,17 +17,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ovbus.payloads.pipeline import PipelineModel
+from ovbus.payloads.replay import ReplayRequest
 from ovbus.settings import NodeSettings
+from services.request_flags import DEST, FlagOverride, add_request_flags, given, request_from
+
+#: the run's fields that are not flags: the camera is the positional argument, the model has
+#: flags of its own, the rest is the requester's business
+NOT_FLAGS = ("camera", "model", "index", "chunk", "stream_id")
+MODEL_FLAGS = {
+    "name": FlagOverride(flag="--model", help="model to run (any name the zoo has)", required=False)
+}
 
 
 def add_replay_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of a replay request (``ReplayRequest``) and of its model (``PipelineModel``),
+    generated from the models, and the command's own (``--frames``, ``--frame``, output)."""
     p.add_argument("camera", nargs="?", help="camera whose kept frames are replayed")
-    p.add_argument("--file", help="a video file, relative to the models or a replay folder")
-    p.add_argument("--model", help="model to run (any name the zoo has)")
-    p.add_argument("--version", dest="model_version", type=int, help="default: the newest")
-    p.add_argument("--threshold", type=float, default=0.5, help="minimum score kept")
-    p.add_argument("--seconds", type=float, help="only the last seconds kept")
-    p.add_argument("--max-frames", dest="max_frames", type=int, help="at most this many frames")
+    run = add_request_flags(p, ReplayRequest, positional=(), skip=NOT_FLAGS)
+    group = p.add_argument_group("the model run (a pipeline model)")
+    model = add_request_flags(group, PipelineModel, positional=(), overrides=MODEL_FLAGS)
+    p.set_defaults(replay_flags=run, model_flags=model)
     p.add_argument("--node", help="infer node (default: the camera's owner / any online)")
     p.add_argument("--frames", action="store_true", help="list the kept frames")
     p.add_argument("--frame", type=int, help="fetch the kept frame with this index as JPEG")
@@ -42,20 +52,28 @@ def run_replay(args: argparse.Namespace, settings: NodeSettings) -> int:
 
     from ovbus.bus import Bus
     from ovbus.clients.replay import ReplayClient
-    from ovbus.errors import BusTimeout, OvbusError, RemoteError
+    from ovbus.errors import BusTimeout, ConfigError, OvbusError, RemoteError
     from ovbus.log import configure
-    from ovbus.payloads.pipeline import PipelineModel
     from ovbus.payloads.replay import ReplayChunk
 
     configure(
         settings.log_level if settings.log_level != "info" else "warning", settings.log_format
     )
     console = Console(stderr=True)
-    if args.camera is None and args.file is None:
+    listing = args.frames or args.frame is not None
+    if args.camera is None and (listing or getattr(args, DEST + "file") is None):
         console.print("[red]bad arguments:[/red] give a camera or --file")
         return 2
-    if not (args.frames or args.frame is not None) and args.model is None:
+    if not listing and getattr(args, DEST + "name") is None:
         console.print("[red]bad arguments:[/red] --model is needed to replay")
+        return 2
+    try:
+        request = None if listing else ReplayRequest.model_validate(
+            given(args, args.replay_flags)
+            | {"camera": args.camera, "model": request_from(args, args.model_flags)}
+        )  # fmt: skip
+    except (ConfigError, ValueError) as e:
+        console.print(f"[red]bad arguments:[/red] {e}")
         return 2
     bus = Bus.from_settings(settings).connect(timeout=10)
     replays = ReplayClient(bus, timeout=args.timeout)
@@ -70,7 +88,7 @@ def run_replay(args: argparse.Namespace, settings: NodeSettings) -> int:
             out.write_bytes(data)
             console.print(f"{out}: {len(data)} bytes")
             return 0
-        model = PipelineModel(name=args.model, version=args.model_version, threshold=args.threshold)
+        assert request is not None and request.model is not None
         with Progress(
             TextColumn("[bold]replay"), BarColumn(), TaskProgressColumn(),
             TextColumn("{task.fields[done]} frames"), console=console,
@@ -86,8 +104,8 @@ def run_replay(args: argparse.Namespace, settings: NodeSettings) -> int:
                     )
 
             run = replays.run(
-                args.camera, model, file=args.file, seconds=args.seconds,
-                max_frames=args.max_frames, node=args.node, on_chunk=shown,
+                request.camera, request.model, file=request.file, seconds=request.seconds,
+                max_frames=request.max_frames, node=args.node, on_chunk=shown,
             )  # fmt: skip
         summary = run.summary.model_dump(mode="json", exclude_none=True)
         console.print(json.dumps(summary, sort_keys=True))

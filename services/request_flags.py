@@ -50,6 +50,9 @@ class FlagOverride:
     convert: Callable[[str], Any] | None = None
     metavar: str | None = None
     help: str | None = None
+    #: ``False``: optional on the command line even if the model requires it (the command
+    #: checks when it is needed)
+    required: bool | None = None
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -116,7 +119,7 @@ def help_of(info: FieldInfo, *, show_default: bool = True) -> str:
 
 
 def add_request_flags(
-    parser: argparse.ArgumentParser,
+    parser: argparse.ArgumentParser | Any,
     cls: type[M],
     *,
     positional: tuple[str, ...] = ("name",),
@@ -130,7 +133,7 @@ def add_request_flags(
 
 
 def _add(
-    parser: argparse.ArgumentParser,
+    parser: argparse.ArgumentParser | Any,
     cls: type[BaseModel],
     prefix: str,
     positional: tuple[str, ...],
@@ -176,7 +179,7 @@ def _add(
         else:
             kwargs["type"] = json_value
             kwargs["metavar"] = over.metavar or "JSON"
-        if info.is_required():
+        if info.is_required() if over.required is None else over.required:
             kwargs["required"] = True
         parser.add_argument(flag, *over.aliases, **kwargs)
 

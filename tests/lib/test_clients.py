@@ -68,3 +68,19 @@ def test_camera_client_pipeline_zones_and_lines(client: Bus) -> None:
 def test_a_request_nobody_answers_is_a_timeout(client: Bus) -> None:
     with pytest.raises(BusTimeout):
         CameraClient(client).set("nobody", CameraSet(fps=1), timeout=1.0)
+
+
+def test_replay_flags_are_the_request_models(capsys: pytest.CaptureFixture[str]) -> None:
+    """``ovbus replay``'s flags come from ``ReplayRequest`` and ``PipelineModel``: what the models
+    refuse is refused before anything is sent (exit 2, the reason printed)."""
+    from services.cli import main
+
+    for argv, words in (
+        (["replay", "--model", "face"], "give a camera or --file"),
+        (["replay", "door"], "--model is needed"),
+        (["replay", "door", "--file", "clips/a.mp4", "--model", "face"], "camera or a file"),
+        (["replay", "door", "--model", "face", "--threshold", "2"], "threshold"),
+        (["replay", "door", "--model", "face", "--seconds", "0"], "seconds"),
+    ):
+        assert main([*argv, "--broker", "mqtt://127.0.0.1:9"]) == 2, argv
+        assert words in capsys.readouterr().err, argv
