@@ -7,6 +7,7 @@ the description raise ``ModelError`` with ``MODEL_OUTPUT_MISMATCH``: never an em
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -172,6 +173,14 @@ def decode_detection_out(
     return Decoded(_found(desc.labels, ids, boxes, rows[:, 2], meta))
 
 
+def _candidates(logits: F32, thr: float) -> npt.NDArray[np.bool_]:
+    """The anchors whose sigmoid score may reach ``thr``: their logit is at least ``thr``'s,
+    less a margin for rounding (the exact test on the scores follows)."""
+    if not 0.0 < thr < 1.0:
+        return np.ones(logits.shape, dtype=bool)
+    return np.asarray(logits >= math.log(thr / (1.0 - thr)) - 1e-3, dtype=bool)
+
+
 def decode_blazeface(desc: ModelDescription, outputs: Outputs, meta: Meta, thr: float) -> Decoded:
     """MediaPipe single-shot detector (BlazeFace, pose detector): SSD anchors from the options,
     regressors ``[x_center, y_center, w, h, keypoints...]`` relative to the anchor and scaled by
@@ -189,8 +198,10 @@ def decode_blazeface(desc: ModelDescription, outputs: Outputs, meta: Meta, thr: 
             f"and scores {list(logits.shape)}"
         )
     clip = _opt_float(opts, "score_clip", 100.0)
-    scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -clip, clip)))
-    keep = scores >= thr
+    keep = _candidates(logits, thr)  # the sigmoid of the few that can pass, not of every anchor
+    scores = np.zeros(n, np.float64)
+    scores[keep] = 1.0 / (1.0 + np.exp(-np.clip(logits[keep].astype(np.float64), -clip, clip)))
+    keep &= scores >= thr
     if not keep.any():
         return Decoded()
     coord = _opt_float(opts, "coord_scale", float(opts.get("input_size", meta.input_w)))  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ optimal number), shared by the cameras; the scheduler keeps ``nireq + 1`` detect
 atomically, at a lower CPU priority than serving; compiles go through OpenVINO's model cache
 (``cache_dir``): a version compiled before, by this or an earlier worker, loads from it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -181,7 +182,8 @@ class OpenVINOModel:
         slot = _Slot()
         try:
             with self._submit:  # AsyncInferQueue.start_async is not safe across threads
-                self._queue.start_async(inputs, slot)
+                # the request reads the caller's arrays (kept alive until the result): no copy
+                self._queue.start_async(inputs, slot, share_inputs=True)
         except Exception as e:
             raise ModelError(
                 f"model {self.name!r} refused its inputs: {e}", code=ErrorCode.MODEL_OUTPUT_MISMATCH

@@ -196,3 +196,27 @@ def test_i420_planes_from_a_padded_buffer_and_bgr_on_demand() -> None:
     assert frame.image is frame.image  # converted once
     # NTP era 0 nanoseconds -> Unix seconds (2026-01-01T00:00:00Z)
     assert ntp_ns_to_unix((1_767_225_600 + 2_208_988_800) * 10**9) == 1_767_225_600
+
+
+@pytest.mark.parametrize("thr", [0.3, 0.5, 0.75, 0.999, 1.0])
+def test_blazeface_scores_at_the_threshold_are_kept_exactly_as_their_sigmoid_says(
+    thr: float,
+) -> None:
+    """The decoder takes the sigmoid only of the anchors whose logit can pass: an anchor just at,
+    above or below the threshold is kept exactly when its score (the sigmoid) reaches it."""
+    anchors = ssd_anchors(BLAZEFACE.options)
+    n = anchors.shape[0]
+    rng = np.random.default_rng(int(thr * 1000))
+    edge = np.log(thr / (1 - thr)) if thr < 1 else 40.0
+    logits = np.full(n, -30.0, np.float32)
+    _, first = np.unique(anchors[:, :2], axis=0, return_index=True)  # one anchor a centre
+    spots = rng.choice(first, 60, replace=False)  # tiny boxes at distinct centres: all kept
+    near = np.float32(edge) + np.array([0, 1, -1, 2, -2, 1e-4, -1e-4, 5e-4] * 8, np.float32)[:60]
+    logits[spots] = np.nextafter(near, near + np.sign(np.arange(60) % 3 - 1), dtype=np.float32)
+    regress = np.zeros((n, 16), np.float32)
+    regress[:, 2:4] = 2.0  # 2 px boxes on the 128 px input: none overlaps another
+    outputs = {"regressors": regress[None], "classificators": logits.reshape(1, n, 1)}
+    out = decode(BLAZEFACE, outputs, Meta(128, 128, 128, 128, 1.0, 1.0), thr)
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100, 100)))
+    expected = sorted(round(float(s), 4) for s in scores if s >= thr)
+    assert sorted(f.score for f in out.objects) == expected

@@ -116,3 +116,17 @@ def test_reader_frames_are_the_decoded_frames_with_or_without_the_view(
         assert fast is not None and slow is not None
         assert np.array_equal(fast.yuv, expected) and np.array_equal(slow.yuv, expected)
         assert (fast.width, fast.height) == (640 // factor, 480 // factor)
+
+
+def test_the_worker_runs_opencv_in_its_own_threads_only() -> None:
+    """OpenCV's thread pool spun beside the job threads: the infer worker turns it off."""
+    import cv2
+
+    from services.infer.worker import load_runtimes
+
+    before = cv2.getNumThreads()
+    try:
+        load_runtimes()
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
