@@ -20,6 +20,7 @@ from ovbus.errors import OvbusError
 from ovbus.payloads.zoo import FileSource, ListRequest, PullRequest, SetRequest
 from services.demo import assets as demo_assets
 from services.mosquitto import Mosquitto
+from services.stack import Stack, WorkerSpec
 from services.supervisor import Supervisor
 from tests import assets
 from tests.faults.conftest import Row
@@ -116,13 +117,11 @@ def test_wheel_pull_onto_a_full_disk(
     disk-full)."""
     demo_assets.wheel(*demo_assets.MEDIAPIPE)
     workers = Supervisor(tmp_path / "logs", cwd=ROOT)
-    workers.spawn("zoo", [
-        "zoo", "--broker", broker.url, "--prefix", prefix, "--node-id", "zoo-disk",
-        "--models", str(small_disk.path), "--cache", str(demo_assets.WHEELS),
-    ])  # fmt: skip
     client = Bus(broker.url, prefix=prefix).connect(timeout=10)
     try:
-        wait_status(client, "zoo-disk", b"online", 60)
+        flags = ("--models", str(small_disk.path), "--cache", str(demo_assets.WHEELS))
+        stack = Stack(workers, broker.url, prefix, bus=client)
+        stack.start(WorkerSpec("zoo", flags, node_id="zoo-disk"))  # until it is ready
         pull = PullRequest(name="blazeface", convert=False)
         first = client.call(client.topics.zoo_request(), pull, timeout=120)
         assert first["version"] == 1, first

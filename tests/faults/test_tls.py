@@ -42,6 +42,7 @@ from services.mosquitto import (
     hash_passwords,
     wait_port,
 )
+from services.stack import Stack, WorkerSpec
 from services.supervisor import Supervisor, worker_env
 from tests.certs import Certs
 from tests.conftest import EXPIRED, MTLS, MTLS13, TLS
@@ -160,12 +161,8 @@ def test_zoo_worker_and_cli_over_mutual_tls(
         Bus(url, prefix=prefix, tls_ca=str(certs.ca.path), tls_cert=str(certs.client.cert),
             tls_key=str(certs.client.key)).connect(10) as bus,
     ):  # fmt: skip
-        status = bus.subscribe(bus.topics.status("zoo-tls"), idle_timeout=60)
-        workers.spawn(
-            "zoo", ["zoo", *bus_flags, "--node-id", "zoo-tls", "--models", str(tmp_path / "m")]
-        )
-        while status.get().payload != b"online":
-            pass
+        stack = Stack(workers, url, prefix, bus=bus, flags=client_tls)
+        stack.start(WorkerSpec("zoo", ("--models", str(tmp_path / "m")), node_id="zoo-tls"))
         done = _cli("zoo", "list", *bus_flags)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["models"] == []
