@@ -41,6 +41,8 @@ class Node:
         self.node_id = settings.node(kind)
         self.started = threading.Event()
         self.stopping = threading.Event()
+        #: the signal that asked the node to stop (see :meth:`install_signal_handlers`)
+        self.signalled: int | None = None
         self._describe = describe
         self._stats = stats
         self.bus = Bus.from_settings(
@@ -85,13 +87,16 @@ class Node:
                 log.exception("stats failed")
 
     def install_signal_handlers(self) -> None:
-        """SIGINT/SIGTERM stop the node cleanly (only possible from the main thread)."""
+        """SIGINT/SIGTERM stop the node cleanly (only possible from the main thread). The handler
+        only notes the signal, and :meth:`run_until_stopped` acts on it: a handler runs between
+        two bytecodes of the main thread, maybe inside the ``stopping.set()`` of the signal
+        before (a supervisor's second SIGTERM, Ctrl-C pressed twice), where setting the event
+        (or logging) again would wait for a lock that thread holds, for ever."""
         if threading.current_thread() is not threading.main_thread():
             return
 
         def stop(signum: int, frame: FrameType | None) -> None:
-            log.info("signal received, stopping", signal=signal.Signals(signum).name)
-            self.stopping.set()
+            self.signalled = signum
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
@@ -101,7 +106,11 @@ class Node:
         self.started.set()
         try:
             while not self.stopping.wait(0.5):
-                pass
+                if self.signalled is not None:
+                    log.info(
+                        "signal received, stopping", signal=signal.Signals(self.signalled).name
+                    )
+                    self.stopping.set()
         finally:
             if on_stop is not None:
                 try:
