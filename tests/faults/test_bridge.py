@@ -31,6 +31,7 @@ from ovbus.messages import Subscription
 from ovbus.payloads.rpc import Reply
 from ovbus.topics import Topics
 from services.mosquitto import Mosquitto, TlsListener, free_port
+from services.stack import Stack, WorkerSpec
 from services.supervisor import Supervisor
 from tests.certs import Certs
 from tests.faults.harness import first_result, wait_status
@@ -111,8 +112,10 @@ def test_site_bridged_to_central_over_tls(
         arrived = local.subscribe(local.topics.zoo_request(), qos=1, idle_timeout=None)
         # the site's workers talk to their own broker over mqtts:// too
         tls_url, tls_ca = site.tls_url(), ["--tls-ca", str(certs.ca.path)]
-        zoo_args = ["zoo", "--broker", tls_url, *tls_ca, "--prefix", SITE, "--node-id", "zoo-site"]
-        workers.spawn("zoo", [*zoo_args, "--models", str(tmp_path / "zoo-models")])
+        stack = Stack(workers, tls_url, SITE, bus=local, flags=tls_ca)  # local: the same broker
+        stack.start(
+            WorkerSpec("zoo", ("--models", str(tmp_path / "zoo-models")), node_id="zoo-site")
+        )
         infer = InferProcess(
             tls_url, SITE, "infer-site", models_folder(tmp_path / "infer-models"),
             tmp_path / "infer.log", "--default-model", "face", *tls_ca,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from ovbus.payloads.zoo import (
     UrlSource,
 )
 from services.mosquitto import Mosquitto
+from services.stack import Stack, WorkerSpec
+from services.supervisor import Supervisor, stop_process
 from services.zoo.catalog import DEFAULT_MODEL
 from services.zoo_cli import add_client_commands, build_request
 from tests import assets
@@ -54,59 +55,31 @@ def ovbus(*argv: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str
 def start_zoo(
     broker: Mosquitto, prefix: str, site: Site, tmp_path: Path, *extra: str
 ) -> subprocess.Popen[bytes]:
-    """``ovbus zoo`` as its own process (a fresh node id each time); returns once the node is
-    online (its requests subscription is made before it connects)."""
-    node = f"zoo-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "zoo",
-            "--broker",
-            broker.url,
-            "--prefix",
-            prefix,
-            "--node-id",
-            node,
-            "--models",
-            str(tmp_path / "models"),
-            "--index-url",
-            site.index_url,
-            "--omz-url",
-            site.omz_url,
-            "--catalog",
-            str(site.catalog),
-            "--cache",
-            str(tmp_path / "cache"),
-            "--allow-private-hosts",  # the test servers run on 127.0.0.1
-            *extra,
-        ],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    """``ovbus zoo`` as its own process, from a WorkerSpec on the one supervisor (a fresh node
+    id each time); returns once it is ready (services/readiness.py: its own ``online``, sent
+    after its requests subscription). Its output goes to ``tmp_path/logs/zoo.log``."""
+    flags = (
+        "--models", str(tmp_path / "models"), "--index-url", site.index_url,
+        "--omz-url", site.omz_url, "--catalog", str(site.catalog),
+        "--cache", str(tmp_path / "cache"),
+        "--allow-private-hosts",  # the test servers run on 127.0.0.1
+        *extra,
+    )  # fmt: skip
+    spec = WorkerSpec("zoo", flags, node_id=f"zoo-{uuid.uuid4().hex[:8]}")
+    workers = Supervisor(tmp_path / "logs", cwd=ROOT)
     with Bus(broker.url, prefix=prefix).connect(timeout=10) as bus:
-        status = bus.subscribe(bus.topics.status(node), idle_timeout=30)
-        while status.get().payload != b"online":
-            pass
-    return proc
+        try:
+            return Stack(workers, broker.url, prefix, bus=bus, env=_env()).start(spec)
+        except BaseException:
+            workers.stop()
+            raise
 
 
-def stop_zoo(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
-    """SIGTERM, wait, and return the exit code and the log."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        assert proc.stderr is not None
-        log = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-    return code, log
+def stop_zoo(proc: subprocess.Popen[bytes], tmp_path: Path) -> tuple[int, str]:
+    """The one stop policy (SIGTERM, SIGKILL after 30 s); the exit code and the log."""
+    code = stop_process(proc, 30)
+    log = tmp_path / "logs" / "zoo.log"
+    return code, log.read_text(errors="replace") if log.exists() else ""
 
 
 @pytest.fixture
@@ -117,7 +90,7 @@ def zoo_process(
     try:
         yield ["--broker", broker.url, "--prefix", prefix], tmp_path / "models"
     finally:
-        code, log = stop_zoo(proc)
+        code, log = stop_zoo(proc, tmp_path)
         assert code == 0, log[-3000:]
 
 
@@ -295,8 +268,6 @@ def test_kill_9_during_a_pull_leaves_no_trace(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
-            assert proc.stderr is not None
-            proc.stderr.close()
         partial = list((models / ".staging").rglob("*.tflite"))
         assert partial, "the kill did not land during the download"
         assert (models / "config.json").read_bytes() == config_before
@@ -305,7 +276,7 @@ def test_kill_9_during_a_pull_leaves_no_trace(
         try:
             listed = bus.call(bus.topics.zoo_request(), ListRequest(), timeout=30)
         finally:
-            code, log = stop_zoo(proc)
+            code, log = stop_zoo(proc, tmp_path)
         assert code == 0, log[-3000:]
     assert [m["name"] for m in listed["models"]] == ["by-hand"]
     assert list((models / ".staging").iterdir()) == []
