@@ -334,6 +334,7 @@ def test_small_messages_are_not_held_by_nagle(broker: Mosquitto, client: Bus) ->
     sockets to the clients: with Nagle's algorithm a detection waited for the ack of the one
     before (publish to a subscriber's arrival p50 9-11 ms, 5-6 ms without, loaded machine)."""
     sock = client.connection._client.socket()
+    assert isinstance(sock, socket.socket), sock  # a TCP connection, not a websocket wrapper
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     conf = (broker.workdir / "mosquitto.conf").read_text().splitlines()
     assert "set_tcp_nodelay true" in conf
