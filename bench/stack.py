@@ -17,7 +17,8 @@ from types import TracebackType
 import numpy as np
 
 from ovbus.bus import Bus
-from ovbus.errors import OvbusError, PayloadError
+from ovbus.clients import ZooClient
+from ovbus.errors import OvbusError, PayloadError, RemoteError
 from ovbus.messages import Message
 from ovbus.payloads import (
     DetectionResult,
@@ -194,14 +195,15 @@ class Stack:
             self.stack.stop("infer")
 
     def pull(self, name: str, convert: bool = True, timeout: float = 600) -> ModelState:
-        reply = self.bus.request(
-            self.bus.topics.zoo_request(), PullRequest(name=name, convert=convert), timeout=timeout
-        )
-        if not reply.ok:
-            raise OvbusError(f"pull {name} failed: {reply.error}\n{self.log('zoo')}")
-        state = self.bus.retained(self.bus.topics.zoo_model(name))[0].decode(ModelState)
-        if state.state != "ready":
-            raise OvbusError(f"{name} is {state.state}: {state.error}")
+        zoo = ZooClient(self.bus)
+        try:
+            pulled = zoo.pull(PullRequest(name=name, convert=convert), timeout=timeout)
+        except RemoteError as e:
+            raise OvbusError(f"pull {name} failed: {e.code}: {e}\n{self.log('zoo')}") from e
+        state = pulled.state or zoo.state(name)
+        if state is None or state.state != "ready":
+            raise OvbusError(f"{name} is {state.state if state else 'unknown'}: "
+                             f"{state.error if state else 'no state retained'}")  # fmt: skip
         return state
 
     def model_file(self, name: str) -> Path:
