@@ -27,11 +27,13 @@ from ovbus.dataset_formats import import_coco
 from ovbus.payloads.dataset import FrameRecord
 from ovbus.payloads.model import ModelState
 from services.mosquitto import Mosquitto
+from services.stack import Stack, WorkerSpec
+from services.supervisor import Supervisor
 from services.zoo.convert import convert
 from services.zoo.int8 import fake_quantize_count
 from tests import assets
 from tests.flywheel.conftest import INDICES, Flywheel
-from tests.infer.harness import ROOT, wait_for
+from tests.infer.harness import ROOT
 from tests.models import BLAZEFACE, add_model, register_model
 
 pytestmark = pytest.mark.slow
@@ -81,23 +83,14 @@ def dark(flywheel: Flywheel) -> str:
 @pytest.fixture
 def zoo(broker: Mosquitto, prefix: str, client: Bus, ir_models: Path, flywheel: Flywheel,
         tmp_path: Path) -> Iterator[list[str]]:  # fmt: skip
-    node = f"zoo-{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OVBUS_")}
-    log = open(tmp_path / "zoo.log", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "zoo", "--broker", broker.url, "--prefix", prefix,
-         "--node-id", node, "--models", str(ir_models), "--datasets", str(flywheel.store.root),
-         "--cache", str(tmp_path / "cache")],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        topic = str(client.topics.status(node))
-        wait_for(client, topic, lambda m: m.payload == b"online" or None, 60)
+    flags = ("--models", str(ir_models), "--datasets", str(flywheel.store.root),
+             "--cache", str(tmp_path / "cache"))  # fmt: skip
+    with (
+        Supervisor(tmp_path, cwd=ROOT, grace=30) as workers,  # its log: tmp_path/zoo.log
+        Stack(workers, broker.url, prefix, bus=client) as stack,
+    ):
+        stack.start(WorkerSpec("zoo", flags, node_id=f"zoo-{uuid.uuid4().hex[:8]}"))
         yield ["--broker", broker.url, "--prefix", prefix, "--timeout", "300"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def config(models: Path) -> dict[str, dict[str, object]]:
