@@ -79,30 +79,31 @@ class Transport(Protocol):
         """MQTT 5 (response topic, correlation data, message expiry) rather than 3.1.1."""
         ...
 
+    # the defaults are the implementation's (``...`` here: not said twice)
     def publish(
         self,
         topic: Topic | str,
-        payload: BaseModel | bytes | str | int | None = None,
+        payload: BaseModel | bytes | str | int | None = ...,
         *,
-        qos: int | None = None,
-        retain: bool | None = None,
-        content_type: str | None = None,
-        expiry_s: int | None = None,
-        response_topic: str | None = None,
-        correlation: bytes | None = None,
-        wait: bool = False,
-        timeout: float = 10.0,
+        qos: int | None = ...,
+        retain: bool | None = ...,
+        content_type: str | None = ...,
+        expiry_s: int | None = ...,
+        response_topic: str | None = ...,
+        correlation: bytes | None = ...,
+        wait: bool = ...,
+        timeout: float = ...,
     ) -> None: ...
 
     def subscribe(
         self,
         pattern: Wildcard | Topic | str,
         *,
-        qos: int = 1,
-        callback: Callback | None = None,
-        queue_size: int | None = None,
-        idle_timeout: float | None = 60.0,
-        wait_timeout: float = 10.0,
+        qos: int = ...,
+        callback: Callback | None = ...,
+        queue_size: int | None = ...,
+        idle_timeout: float | None = ...,
+        wait_timeout: float = ...,
     ) -> Subscription: ...
 
     def unsubscribe(self, subscription: Subscription) -> None:
