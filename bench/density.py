@@ -56,7 +56,8 @@ from bench.report import Report, Row, write_readme
 from bench.stack import Stack, cpu_seconds
 from bench.throughput import baseline, benchmark_app, description
 from ovbus.bus import Bus
-from ovbus.errors import OvbusError
+from ovbus.clients import CameraClient
+from ovbus.errors import OvbusError, RemoteError
 from ovbus.payloads import CameraSet, ModelDescription
 
 #: The product's default model, the room person detector, one heavy model (>= 5 ms here).
@@ -101,11 +102,11 @@ def serve(bus: Bus, cameras: list[str], count: int, timeout: float = 60.0) -> No
     of them served, the unread ones' producers cost ~0.2 cores at every count.)"""
 
     def apply(i: int) -> None:
-        wanted = CameraSet(enabled=i < count)
-        reply = bus.request(bus.topics.camera_set(cameras[i]), wanted, timeout=timeout)
-        if not reply.ok:
+        try:
+            CameraClient(bus).set(cameras[i], CameraSet(enabled=i < count), timeout=timeout)
+        except RemoteError as e:
             raise OvbusError(f"capture did not {'en' if i < count else 'dis'}able {cameras[i]}: "
-                             f"{reply.error}")  # fmt: skip
+                             f"{e.code}: {e}") from e  # fmt: skip
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(apply, range(len(cameras))))
