@@ -64,7 +64,7 @@ class Collector:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(self, message: Message) -> None:
-        now = time.time()
+        now = message.received_at  # by the network thread (this callback's thread runs later)
         try:
             r = message.decode(DetectionResult)
         except PayloadError:
