@@ -213,9 +213,9 @@ class Bus:
         try:  # raises if the broker refused or never answered
             self.connection.subscribe(sub, wait_timeout)
         except BaseException:
-            sub._abandon()
+            sub.refused()
             raise
-        sub._start()
+        sub.granted()
         return sub
 
     def unsubscribe(self, subscription: Subscription) -> None:

@@ -142,24 +142,27 @@ class Subscription:
         self._last_warn = 0.0
         self._thread: threading.Thread | None = None
 
-    def _start(self) -> None:
-        """Once the broker granted the filter: the callback's thread (messages routed meanwhile
-        wait in the queue). A subscription the broker refused is ``_abandon``-ed instead."""
+    # the transport's side: granted, refused, delivered to ----------------------------------
+    def granted(self) -> None:
+        """Called by the transport once the broker granted the filter: the callback's thread
+        starts (messages routed meanwhile wait in the queue)."""
         if self.callback is not None and self._thread is None and not self._closed:
             self._thread = threading.Thread(
                 target=self._dispatch, name=f"ovbus-sub:{self.pattern}", daemon=True
             )
             self._thread.start()
 
-    def _abandon(self) -> None:
-        """Closed without ever having been granted: no thread, nothing to unsubscribe."""
+    def refused(self) -> None:
+        """Called by the transport when the broker refused the filter or never answered: closed
+        without ever having been granted (no thread, nothing to unsubscribe)."""
         with self._cond:
             self._closed = True
             self._queue.clear()
             self._cond.notify_all()
 
-    # called from the network thread: never blocks
-    def _put(self, message: Message) -> None:
+    def deliver(self, message: Message) -> None:
+        """Called by the transport (from its network thread) for each matching message: queued,
+        the oldest dropped when full; never blocks."""
         with self._cond:
             if self._closed:
                 return

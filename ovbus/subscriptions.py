@@ -150,4 +150,4 @@ class Subscriptions:
         with self._lock:
             subs = [s for s in self._subs if s.pattern.matches(message.topic)]
         for sub in subs:
-            sub._put(message)
+            sub.deliver(message)
