@@ -23,6 +23,7 @@ from types import FrameType
 from rich.console import Console
 
 from ovbus.bus import Bus
+from ovbus.clients import ZooClient
 from ovbus.errors import OvbusError
 from ovbus.notebook import StackSettings
 from ovbus.payloads import ModelState
@@ -100,7 +101,7 @@ def start_jupyter(args: argparse.Namespace, broker: str) -> JupyterLab | None:
 
 def wait_for_model(bus: Bus, stack: Stack, timeout: float = 600.0) -> ModelState:
     """Follow ``zoo/models/<MODEL>`` with a progress bar until the model is ready."""
-    with bus.subscribe(bus.topics.zoo_model(MODEL), idle_timeout=2.0) as states:
+    with ZooClient(bus).follow(MODEL, idle_timeout=2.0) as states:
         state = follow_model(states, f"model {MODEL}", console, timeout=timeout, tick=stack.check)
     if state is not None and state.state == "ready":
         return state
