@@ -43,13 +43,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 import numpy as np
 
-from bench import camera_media, profile, streams
+from bench import camera_media, profile, streams, threads
 from bench.bound import Bound, decode_rate, input_shape, input_size
 from bench.camera_media import Media
 from bench.report import Report, Row, write_readme
@@ -76,6 +76,7 @@ class Trial:
     cores: dict[str, float]
     fresh: float  # results/s within the fixed age threshold
     restarts: int
+    infer_threads: dict[str, float] = field(default_factory=dict)  # cores by thread group
 
     @property
     def core_ms(self) -> float:
@@ -137,11 +138,14 @@ def trial(
             "broker": stack.broker_pid or 0,
         }
         spy = profile.record(pids["infer"], seconds, profile_to) if profile_to else None
+        names = threads.python_names(pids["infer"])  # the infer worker's CPU by thread
         before = {k: cpu_seconds(p) if p else 0.0 for k, p in pids.items()}
+        tasks = threads.sample(pids["infer"])
         begin = time.time()
         time.sleep(seconds)
         end = time.time()
         after = {k: cpu_seconds(p) if p else 0.0 for k, p in pids.items()}
+        spent = threads.by_group(tasks, threads.sample(pids["infer"]), names)
         if spy is not None and spy.wait(60 + seconds) != 0:
             raise OvbusError(
                 f"py-spy failed: {spy.stderr.read().decode()[-500:] if spy.stderr else ''}"
@@ -164,6 +168,7 @@ def trial(
         cores={k: (after[k] - before[k]) / span for k in pids},
         fresh=sum(age <= threshold for age in ages) / span,
         restarts=restarts,
+        infer_threads={k: v / span for k, v in spent.items()},
     )
 
 
@@ -190,6 +195,7 @@ def _row(report: Report, t: Trial, bound: Bound, label: str = "") -> None:
         "node_core_ms_per_result": t.core_ms,
         "bound_core_ms_per_frame": bound.core_ms,
         "reader_restarts": t.restarts,
+        "infer_core_ms_per_result_by_thread": threads.per_result(t.infer_threads, t.rate),
     }
     met = t.held and efficiency >= 0.8 and not t.restarts
     if not met:
