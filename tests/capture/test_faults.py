@@ -12,7 +12,7 @@ from ovbus.bus import Bus
 from ovbus.errors import ErrorCode
 from ovbus.payloads.stream import CameraState
 from services.mosquitto import Mosquitto, free_port
-from tests.capture.readers import read_cv2, read_gst
+from tests.capture.readers import AHEAD, read_cv2, read_gst
 from tests.stack import capture_node, wait_descriptors, wait_state
 
 pytestmark = pytest.mark.slow
@@ -88,7 +88,8 @@ def test_relay_survives_upstream_loss(broker: Mosquitto, prefix: str) -> None:
                 assert reading.count == 20 and set(reading.shapes) == {(480, 640, 3)}
                 # real time by the frames' capture times; never read faster than real time
                 assert 25 <= reading.source_rate() <= 36, reading.source_rate()
-                assert reading.rate() <= 38, reading.rate()
+                assert reading.ahead(30) <= AHEAD, reading.ahead(30)
+                assert not reading.not_live(local=False), reading.not_live(local=False)
 
                 upstream.kill()
                 state = wait_state(bus, "relay", is_error, timeout=60)
