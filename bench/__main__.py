@@ -22,6 +22,7 @@ BENCHES = {
     "accuracy": "bench.accuracy.run",
     "capture": "bench.capture",
     "int8": "bench.int8",
+    "collect": "bench.collect_age",
 }
 README = Path(__file__).resolve().parent / "README.md"
 SOAK = "\n## Soak: convergence after faults"
@@ -62,8 +63,11 @@ ratio is measured side by side in one run on one machine, so the machine's own s
 6. **capture**: capture CPU per camera served as it comes (pass-through, H.264 and MJPEG)
    against the same camera decoded and encoded, measured alternately in one run;
 7. **int8**: the default face model and the room person model quantized to INT8 by the zoo's
-   code (NNCF, calibrated on the accuracy benchmark's dev split), against FP32: `benchmark_app`
-   throughput (alternately) and AP@0.5 on the test split (docs/flywheel.md).
+   code against FP32: NNCF's recipes tried on the accuracy benchmark's dev split, then
+   accuracy-controlled quantization (bound 1 AP@0.5 point on dev), reported on the test split
+   beside FP32 with the `benchmark_app` throughput ratio (alternately) (docs/flywheel.md);
+8. **collect**: frame age at 8 cameras with and without a dataset rule at its highest quota,
+   alternately, and the collector's counts from the bus (docs/flywheel.md).
 
 The soak (`python -m bench soak --minutes N --seed S`, not part of a full run) puts the stack
 through random faults and checks after each that every retained topic converges to the truth;
