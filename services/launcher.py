@@ -28,6 +28,7 @@ from ovbus.settings import NodeSettings, WorkerSettings, split_list
 from services.flags import settings_from
 from services.jupyter import DEFAULT_PORT, JupyterLab, check_ip, write_stack_file
 from services.mosquitto import Mosquitto
+from services.readiness import READY_TIMEOUT
 from services.stack import Stack, WorkerSpec, one_box
 from services.supervisor import Supervisor, WorkerExited
 from services.zoo.catalog import DEFAULT_MODEL
@@ -151,13 +152,23 @@ def run(args: argparse.Namespace, node: NodeSettings) -> int:
         observer = node.model_copy(update={"broker": broker_url})  # watches readiness
         bus = Bus.from_settings(observer, client_id=f"up-{secrets.token_hex(4)}").connect()
         stack = Stack(workers, broker_url, node.prefix, bus=bus, env=env, flags=common)
-        stack.up(stack_specs(up))
-        log.info("stack ready", workers=",".join(stack.specs))
+        # the zoo is a gate (ready before the others start); the others become ready in their
+        # time: a camera unreachable at start must not take the stack down (capture retries it)
+        stack.up(stack_specs(up), wait=False)
         state["running"] = True
         if up.jupyter and not state["stop"]:
             lab = start_jupyter(up, broker_url, node.prefix)
+        starting, since = set(stack.specs), time.monotonic()
         while not state["stop"]:
             stack.check()
+            if starting:
+                starting = {n for n in starting if not stack.poll_ready(n)}
+                if not starting:
+                    log.info("stack ready", workers=",".join(stack.specs))
+            if starting and time.monotonic() - since > READY_TIMEOUT:
+                missing = {n: ", ".join(stack.missing(n)) for n in sorted(starting)}
+                log.warning("workers not ready yet; the stack goes on", **missing)
+                since = time.monotonic()
             if lab is not None and not lab.alive():
                 log.error("JupyterLab exited; the stack goes on", log=str(lab.log))
                 lab = None

@@ -189,6 +189,26 @@ class Stack:
             check=lambda: self.workers.check(name),
             log=lambda: self.workers.log(name),
         )
+        self._ready(name, watch)
+
+    def poll_ready(self, name: str) -> bool:
+        """Whether worker ``name`` is ready now, without waiting (``WorkerExited`` if it has
+        exited): for a long-running stack that goes on while a camera is still unreachable."""
+        watch = self._pending.get(name)
+        if watch is None:
+            return True
+        self.workers.check(name)
+        if not watch.ready:
+            return False
+        self._ready(name, watch)
+        return True
+
+    def missing(self, name: str) -> list[str]:
+        """What worker ``name`` has not said yet to be ready (empty: ready)."""
+        watch = self._pending.get(name)
+        return [] if watch is None else watch.missing()
+
+    def _ready(self, name: str, watch: Readiness) -> None:
         self._pending.pop(name, None)
         watch.close()
         self.streams.update(watch.descriptors)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from ovbus.bus import Bus
 from ovbus.payloads.stream import StreamDescriptor
-from services.mosquitto import Mosquitto
+from services.mosquitto import Mosquitto, free_port
 from services.stack import Stack, WorkerSpec, one_box
 from services.supervisor import Supervisor, WorkerExited, stop_process
 
@@ -78,6 +79,30 @@ def test_one_box_comes_up_in_order_and_a_worker_restarts(
         assert stack.pid("capture") != before and stack.running("capture")
         assert sorted(stack.streams) == ["one", "two"]
     assert not any(workers.procs[s.name].poll() is None for s in specs)
+
+
+def test_a_camera_not_announced_keeps_its_node_not_ready(
+    broker: Mosquitto, prefix: str, client: Bus, tmp_path: Path
+) -> None:
+    """A capture node whose upstream camera is unreachable serves its other camera but is not
+    ready: what is missing is that camera's stream (``ovbus up`` goes on meanwhile and says so);
+    it is running all along."""
+    tag = uuid.uuid4().hex[:6]
+    cameras = ("--camera", "good=testsrc", "--camera", f"gone=rtsp://127.0.0.1:{free_port()}/x")
+    net = ("--rtsp-port", str(free_port()), "--bind", "127.0.0.1", "--advertise-host", "127.0.0.1")
+    spec = WorkerSpec("capture", (*cameras, *net, *SMALL), node_id=f"cap-{tag}")
+    with (
+        Supervisor(tmp_path / "logs", cwd=ROOT) as workers,
+        Stack(workers, broker.url, prefix, bus=client) as stack,
+    ):
+        stack.start(spec, wait=False)
+        deadline = time.monotonic() + 120  # a bound for a failure: the good camera comes first
+        while stack.missing("capture") != ["stream gone"]:
+            assert time.monotonic() < deadline, (stack.missing("capture"), stack.log("capture"))
+            assert stack.running("capture"), stack.log("capture")
+            time.sleep(0.2)
+        assert not stack.poll_ready("capture")
+        assert stack.running("capture")
 
 
 UP = "print('up', flush=True); time.sleep(600)"
