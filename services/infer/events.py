@@ -257,8 +257,9 @@ class Lifecycle:
         )
 
 
-def snapshot_crop(image: npt.NDArray[np.uint8], box: list[int]) -> bytes | None:
-    """JPEG of the box plus a margin, its longest side at most :data:`SNAPSHOT_SIDE`."""
+def snapshot_region(image: npt.NDArray[np.uint8], box: list[int]) -> npt.NDArray[np.uint8] | None:
+    """The box plus a margin, its longest side at most :data:`SNAPSHOT_SIDE` (a copy: the
+    frame is not kept); :func:`encode_snapshot` makes the JPEG."""
     import cv2
 
     h, w = image.shape[:2]
@@ -272,7 +273,14 @@ def snapshot_crop(image: npt.NDArray[np.uint8], box: list[int]) -> bytes | None:
     scale = SNAPSHOT_SIDE / max(crop.shape[:2])
     if scale < 1.0:
         size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
-        crop = np.asarray(cv2.resize(crop, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        return np.asarray(cv2.resize(crop, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    return np.array(crop, dtype=np.uint8)  # a copy, not a view of the frame
+
+
+def encode_snapshot(crop: npt.NDArray[np.uint8]) -> bytes | None:
+    """A snapshot crop as JPEG (quality 85)."""
+    import cv2
+
     ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 85])
     return bytes(data) if ok else None
 
@@ -291,7 +299,9 @@ class ObjectEvents:
         self._config: tuple[TrackingSpec, list[Zone], list[Line]] | None = None
         self._tracker: Tracker | None = None
         self._life: Lifecycle | None = None
-        self._pending: dict[str, bytes] = {}
+        # the best crop of each object since its last event: encoded only when an event
+        # carries it (an object's score improves on many frames between two events)
+        self._pending: dict[str, npt.NDArray[np.uint8]] = {}
         self._last_info = FrameInfo(0, 0.0, 1, 1)
         self._last_frame = time.monotonic()
         self._warned = False
@@ -326,9 +336,9 @@ class ObjectEvents:
         out = life.step(info, step, tracker.object_id, dropped)
         if life.spec.snapshots:
             for oid in out.improved:
-                jpeg = snapshot_crop(image, life.lives[oid].object.best_box)
-                if jpeg is not None:
-                    self._pending[oid] = jpeg
+                crop = snapshot_region(image, life.lives[oid].object.best_box)
+                if crop is not None:
+                    self._pending[oid] = crop
         self._send(out)
 
     def close(self, *, clear: bool = False) -> None:
@@ -367,7 +377,8 @@ class ObjectEvents:
     def _send(self, out: Outcome) -> None:
         for event in out.events:
             oid = event.object.id
-            jpeg = self._pending.pop(oid, None)
+            crop = self._pending.pop(oid, None)
+            jpeg = encode_snapshot(crop) if crop is not None else None
             if jpeg is not None and self._life is not None:
                 topic = self.topics.object_snapshot(self.camera, oid)
                 self.publish(topic, jpeg)

@@ -147,6 +147,40 @@ def test_snapshots_go_on_the_object_topic_before_its_event() -> None:
     assert all(e.snapshot is None for e in rec.events())
 
 
+def test_a_snapshot_is_encoded_once_per_event_that_carries_the_best_crop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An object's score improves on many frames between two events: its best crop is kept as
+    pixels and encoded only when an event sends it, the JPEG of the best frame so far."""
+    import cv2
+
+    from services.infer import events as events_module
+
+    encoded: list[np.ndarray] = []
+    encode = events_module.encode_snapshot
+
+    def counting(crop: np.ndarray) -> bytes | None:
+        encoded.append(crop)
+        return encode(crop)
+
+    monkeypatch.setattr(events_module, "encode_snapshot", counting)
+    ev, rec = make(TrackingSpec(hits=1, misses=2, update_interval_s=5.0), [])
+    scores = [0.5 + 0.01 * i for i in range(30)]  # better on every frame, 3 s at 10 fps
+    for i, score in enumerate(scores):
+        image = np.full((H, W, 3), i * 8, np.uint8)  # each frame its own grey: which crop is it
+        ev.process(FrameInfo(i, 1000.0 + i * 0.1, W, H), [face(200, score=score)], image)
+    ev.close()
+    events = rec.events()
+    assert [e.type for e in events] == ["new", "end"]  # no update within 5 s
+    assert len(encoded) == 2  # one JPEG per event, not one per better frame (30)
+    jpegs = [p for _, p in rec.sent if isinstance(p, bytes)]
+    assert len(jpegs) == 2
+    decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_GRAYSCALE) for j in jpegs]
+    greys = [int(np.asarray(d).mean()) for d in decoded if d is not None]
+    assert abs(greys[0] - 0) <= 2 and abs(greys[1] - 29 * 8) <= 2  # the first, then the best
+    assert ev.size == 0
+
+
 def test_a_spec_change_ends_every_object_and_close_clears() -> None:
     ev, rec = make(TrackingSpec(hits=1, misses=5), [RIGHT])
     feed(ev, [[face(100), face(500)]] * 3)
