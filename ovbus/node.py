@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -76,11 +77,18 @@ class Node:
             self._stats_thread.start()
 
     def _stats_loop(self) -> None:
+        """Every ``stats_interval`` seconds, the stats for the time since the last ones: that
+        is what they are handed, measured, not the interval asked (a loaded machine, a slow
+        publish and the stats' own work make each round longer, and the frames counted over
+        it read as a rate higher than the real one)."""
         assert self._stats is not None
         interval = self.settings.stats_interval
+        last = time.monotonic()
         while not self.stopping.wait(interval):
+            now = time.monotonic()
+            covered, last = now - last, now
             try:
-                doc = self._stats(interval)
+                doc = self._stats(covered)
                 if self.bus.connected:
                     self.bus.publish(self.topics.stats(self.node_id), doc)
             except Exception:
