@@ -343,6 +343,7 @@ def _naive(
     media: Media,
 ) -> None:
     cams = stack.cameras[:n]
+    serve(stack.bus, stack.cameras, n)  # calibrated before the trial serves them
     with ThreadPoolExecutor(8) as pool:
         clocks = dict(zip(cams, pool.map(lambda c: streams.calibrate(
             stack.urls[c], read=camera_media.media_time, period=media.seconds), cams), strict=True))  # fmt: skip
