@@ -6,8 +6,7 @@ optimal number), shared by the cameras; the scheduler keeps ``nireq + 1`` detect
 ``infer_threads`` sets ``INFERENCE_NUM_THREADS`` unless ``plugin_config`` does. A watcher polls
 ``config.json`` and the model folders every ``poll_s`` s and reloads a changed model, swapped in
 atomically, at a lower CPU priority than serving; compiles go through OpenVINO's model cache
-(``cache_dir``): a version compiled before, by this or an earlier worker, loads from it.
-"""
+(``cache_dir``): a version compiled before, by this or an earlier worker, loads from it."""
 
 from __future__ import annotations
 
