@@ -267,6 +267,11 @@ class QuantizeRequest(ZooAction):
         "NNCF's accuracy control keeps the layers that cost the most in FP32 until the drop is "
         "within it; if it cannot, nothing is published",
     )
+    all_layers: bool = Field(
+        False,
+        description="quantize the first and last layers too (the zoo's recipe, chosen on the "
+        "accuracy benchmark's dev split, keeps them in FP32)",
+    )
     max_reverted: int | None = Field(
         None,
         ge=1,

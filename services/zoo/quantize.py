@@ -21,6 +21,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -174,12 +175,13 @@ def quantize(
         report("converting", None)
         log.info("quantizing", model=req.name, version=source, frames=len(images),
                  validation=req.validation, max_drop=req.max_drop)  # fmt: skip
+        recipe = replace(DEFAULT_RECIPE, keep_edges=False) if req.all_layers else DEFAULT_RECIPE
         if checked is None or req.max_drop is None:
-            run_nncf(xml, desc, images, built / "model.xml")
+            run_nncf(xml, desc, images, built / "model.xml", recipe)
         else:
             job = stage / "job.json"
             write_job(job, xml=xml, out=built / "model.xml", desc=desc, calibration=images,
-                      validation=checked, max_drop=req.max_drop / 100, recipe=DEFAULT_RECIPE,
+                      validation=checked, max_drop=req.max_drop / 100, recipe=recipe,
                       max_reverted=req.max_reverted)  # fmt: skip
             bound = run_bounded(job)
             log.info("accuracy control", model=req.name, **bound)
