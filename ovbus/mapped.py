@@ -9,7 +9,8 @@ the ``with`` block (the buffer is unmapped when it ends): the caller copies or s
 what it keeps, in one pass.
 
 The buffer's C pointer is what PyGObject's boxed wrappers hash to (``hash(buffer)``). That is
-checked once (:func:`available`, on a buffer of known content); where it does not hold, or
+checked once (:func:`available`: against the pointer the wrapper's ``repr`` shows, before
+anything reads through it, then on a buffer of known content); where it does not hold, or
 libgstreamer cannot be loaded, :func:`mapped` yields ``None`` and the reader maps the usual way.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,6 +85,10 @@ def _check(gst: Any) -> tuple[Any, str]:
         lib = _load()
         buffer = gst.Buffer.new_wrapped(expected)
         pointer = hash(buffer)
+        # before anything reads through it: the pointer PyGObject itself shows for the buffer
+        shown = re.search(r"\(GstBuffer at (0x[0-9a-fA-F]+)\)", repr(buffer))
+        if shown is None or int(shown.group(1), 16) != pointer:
+            return None, "a buffer's hash is not its pointer"
         if not lib.gst_buffer_get_size(pointer) == len(expected) == buffer.get_size():
             return None, "a buffer's hash is not its pointer"
         info = _MapInfo()

@@ -63,6 +63,7 @@ def test_planes_scaled_in_one_pass_are_the_copied_then_scaled_frame(
 def test_a_mapped_view_reads_the_buffer_and_cannot_write_it() -> None:
     gst = init()
     assert mapped.available(gst)  # this machine reads frames without the copy
+    assert mapped._check(gst)[1] == ""  # the pointer is the one PyGObject shows, and maps
     data = bytes(range(256)) * 40
     buffer = gst.Buffer.new_wrapped(data)
     with mapped.mapped(buffer) as view:
