@@ -26,6 +26,22 @@ BENCHES = {
 }
 README = Path(__file__).resolve().parent / "README.md"
 SOAK = "\n## Soak: convergence after faults"
+SOAK_INTRO = """
+`python -m bench soak --minutes N --seed S` (not part of a full run; `--quick`: 2 minutes): the
+whole stack (broker with persistence, capture with 3 test-pattern cameras, two infer workers, the
+zoo in its own network namespace) through random faults drawn from the seed (broker and worker
+SIGKILL, SIGSTOP/SIGCONT, a camera disabled and enabled, a full models disk, the zoo cut off
+from the broker or squeezed), under a zoo `set` or a pipeline change every 0.5-2 s. After each
+fault the truth oracle (`bench/oracle.py`) checks every retained topic against the workers' own
+answers and the processes that run, until two checks in a row match. How it works, what it
+checks and what it found: [docs/reliability.md](../docs/reliability.md#convergence-after-any-fault-the-truth-oracle-and-the-soak).
+JSON: `bench/results/soak.json` (the table below, from the last run that wrote it) and
+`soak-faults.json` (every fault, what was wrong first).
+
+Targets (issue 23): a 60-minute run with at least 200 faults, 0 commands lost or run twice,
+every retained topic converged within 3 s of the fault's end (p99), none never converged; frame
+age p99 back within target within 5 s.
+"""
 INTRO = """# Benchmarks
 
 This file is written by the tool only: `make bench` (or `.venv/bin/python -m bench [NAME ...]`)
@@ -71,7 +87,7 @@ ratio is measured side by side in one run on one machine, so the machine's own s
 
 The soak (`python -m bench soak --minutes N --seed S`, not part of a full run) puts the stack
 through random faults and checks after each that every retained topic converges to the truth;
-its section at the end is written from a run's output (`bench/results/soak.json`).
+its section at the end is written from the last soak run's `bench/results/soak.json`.
 """
 
 

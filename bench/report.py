@@ -122,12 +122,14 @@ def load_report(path: Path) -> Report:
 
 def write_readme(intro: str | None = None, order: list[str] | None = None) -> Path:
     """``bench/README.md`` from every ``bench/results/*.json`` (each table with the machine, load
-    and command of its own run) after ``intro``; the soak's section is kept. Only the tool
-    writes the README."""
-    from bench.__main__ import INTRO, README, SOAK
+    and command of its own run) after ``intro``, the soak's section last (from ``soak.json``).
+    Only the tool writes the README."""
+    from bench.__main__ import INTRO, README, SOAK, SOAK_INTRO
 
-    old = README.read_text() if README.exists() else ""
-    kept = old[old.index(SOAK) :] if SOAK in old else ""
+    soak = RESULTS / "soak.json"
+    kept = SOAK + "\n" + SOAK_INTRO
+    if soak.exists():
+        kept += "\n" + load_report(soak).markdown().replace("### soak\n", "### Last run\n", 1)
     names = sorted(p.stem for p in RESULTS.glob("*.json") if not p.stem.startswith("soak"))
     first = [n for n in order or [] if n in names]
     rest = [n for n in names if n not in first]

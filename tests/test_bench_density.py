@@ -77,16 +77,20 @@ def test_the_readme_is_written_from_the_result_files(
     monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
     readme = tmp_path / "README.md"
     monkeypatch.setattr(bench_main, "README", readme)
-    readme.write_text("old text" + bench_main.SOAK + "\n\nsoak rows kept\n")
-    for name, command in (("bus", "python -m bench bus"), ("density-x-h264-1280x720", "python -m bench density --model x")):  # fmt: skip
+    readme.write_text("old text" + bench_main.SOAK + "\n\nhand-written soak rows\n")
+    for name, command in (("bus", "python -m bench bus"), ("density-x-h264-1280x720", "python -m bench density --model x"), ("soak", "python -m bench soak --minutes 60 --seed 11")):  # fmt: skip
         r = Report(name, command=command, load=(1.5, 1.0, 0.5))
-        r.add(Row("b", "case", {"fps": 1.0}, ratio=0.5, target="t", met=False))
+        r.add(Row(name, f"{name} case", {"fps": 1.0}, ratio=0.5, target="t", met=False))
         r.write()
     text = write_readme("intro\n", order=["bus"]).read_text()
-    assert text.startswith("intro\n") and "old text" not in text and "soak rows kept" in text
+    # nothing hand-written survives, the soak's section included: every table is a result file's
+    assert text.startswith("intro\n") and "old text" not in text and "hand-written" not in text
     assert text.index("### bus") < text.index("### density-x-h264-1280x720")
     assert "command: `python -m bench density --model x`" in text
-    assert text.count("load average at the start 1.50, 1.00, 0.50") == 2
+    assert text.count("load average at the start 1.50, 1.00, 0.50") == 3
+    soak = text[text.index(bench_main.SOAK) :]  # the soak's table is in its own section, last
+    assert "| soak case |" in soak and "| soak case |" not in text[: text.index(bench_main.SOAK)]
+    assert "command: `python -m bench soak --minutes 60 --seed 11`" in soak
 
 
 def test_density_refuses_a_bad_size() -> None:
