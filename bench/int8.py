@@ -45,6 +45,9 @@ TARGET_SPEEDUP: Final = 1.5
 ROUNDS: Final = 2
 #: the bound, in AP@0.5 points, given to accuracy control on dev, and the target on test
 MAX_DROP: Final = 1.0
+#: the most groups of layers accuracy control may put back in FP32: bounds the run (on the face
+#: model a ranking is ~110 model builds, and NNCF's greedy steps back and ranks again often)
+MAX_REVERTED: Final = 10
 
 
 def throughput(xml: Path, desc: ModelDescription, seconds: int) -> float:
@@ -86,7 +89,7 @@ def run(report: Report, quick: bool = False) -> None:
             xml8 = folder / f"{case.model}-bounded" / "model.xml"
             xml8.parent.mkdir()
             outcome = quantize_with_bound(xml32, desc, calibration, dev_set, MAX_DROP / 100,
-                                          xml8, DEFAULT_RECIPE)  # fmt: skip
+                                          xml8, DEFAULT_RECIPE, MAX_REVERTED)  # fmt: skip
             test_set = labelled(test, case.label)
             ap32 = ap50(Compiled(core.compile_model(str(xml32), "CPU")), desc, test_set)
             ap8 = ap50(Compiled(core.compile_model(str(xml8), "CPU")), desc, test_set)
@@ -127,7 +130,9 @@ def run(report: Report, quick: bool = False) -> None:
         f"({len(test)} frames) is only reported",
         f"calibration: the dev frames as JPEG (quality 90); accuracy control: "
         f"nncf.quantize_with_accuracy_control, validation AP@0.5 on the dev frames' labels "
-        f"(services/accuracy_control.py), bound {MAX_DROP:g} point, recipe "
+        f"(services/accuracy_control.py), bound {MAX_DROP:g} point, at most {MAX_REVERTED} "
+        "groups of layers back in FP32 (not met on dev: the zoo would publish nothing; the "
+        "result is still measured on test), recipe "
         f"{DEFAULT_RECIPE.title!r}; quantizers: FakeQuantize pairs left / of full quantization",
         f"benchmark_app -d CPU -hint throughput -t {seconds}, FP32 and INT8 alternately "
         f"{ROUNDS} times, the best of each",
