@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -244,16 +246,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cameras", type=int, default=3)
     parser.add_argument("--faults", nargs="*", choices=sorted(FAULTS), help="default: all kinds")
     parser.add_argument("--quick", action="store_true", help="a 2-minute run")
+    parser.add_argument("--no-write", action="store_true", help="print only (no JSON, README)")
     args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "-m", "bench", "soak", *given])
+    load = os.getloadavg()
     minutes = 2.0 if args.quick else args.minutes
     info = machine()
     print(f"# soak: {minutes:g} min, seed {args.seed}; {info['cpu']}, {info['cores']} cores, "
           f"{info['when']}", flush=True)  # fmt: skip
     result = soak(minutes, args.seed, args.cameras, args.faults)
     rep = report(result, f"{minutes:g} min, seed {args.seed}")
-    extra = rep.write().with_name("soak-faults.json")
-    extra.write_text(json.dumps([asdict(o) for o in result.outcomes + result.midway], indent=2))
+    rep.command, rep.load = command, load
     print(rep.markdown(), flush=True)
+    if not args.no_write:
+        extra = rep.write().with_name("soak-faults.json")
+        extra.write_text(json.dumps([asdict(o) for o in result.outcomes + result.midway], indent=2))
     return 0 if rep.rows[0].met else 1
 
 
