@@ -15,7 +15,7 @@ import pytest
 from bench.accuracy.scenes import Frame
 from bench.int8_recipes import calibration_jpegs
 from ovbus.dataset_formats import import_coco
-from services.accuracy_control import Compiled, Labelled, ap50
+from services.accuracy_control import Compiled, Labelled, ap50, ap50_frames
 from services.eval_cli import evaluate
 from services.zoo.convert import convert
 from services.zoo.int8 import Recipe, edge_layers, fake_quantize_count, run_nncf
@@ -63,8 +63,8 @@ def test_first_and_last_layers_stay_fp32(ir: Path, flywheel: Flywheel, tmp_path:
     full, kept = tmp_path / "full" / "model.xml", tmp_path / "kept" / "model.xml"
     for path in (full, kept):
         path.parent.mkdir()
-    run_nncf(ir, BLAZEFACE, images, full)
-    run_nncf(ir, BLAZEFACE, images, kept, Recipe(keep_edges=True))
+    run_nncf(ir, BLAZEFACE, images, full, Recipe(keep_edges=False))
+    run_nncf(ir, BLAZEFACE, images, kept)  # the zoo's recipe
     everything, but_edges = int8_weights(full), int8_weights(kept)
     assert all(everything[name] for name in edges)  # full quantization takes them
     assert not any(but_edges[name] for name in edges)  # the recipe keeps them FP32
@@ -85,10 +85,15 @@ def test_validation_ap_is_ovbus_evals(flywheel: Flywheel) -> None:
     xml = next((flywheel.models / "face" / "1").glob("model.*"))
     compiled = Compiled(ov.Core().compile_model(str(xml), "CPU"))
     assert ap50(compiled, BLAZEFACE, frames) == pytest.approx(figures[0].ap50, abs=1e-4)
-    assert len(compiled.raw) == len(frames)  # the raw outputs NNCF ranks layers by
-    # a frame whose face is labelled elsewhere: the AP falls (the measure can tell)
+    # a frame whose face is labelled elsewhere: the AP falls (the measure can tell), and the
+    # per-frame values NNCF ranks layers by say which frames
     moved = [Labelled(f.image, {"face": [((0.0, 0.0, 20.0, 20.0), False)]}) for f in frames[:3]]
-    assert ap50(compiled, BLAZEFACE, moved + frames[3:]) < figures[0].ap50 - 0.2
+    total, each = ap50_frames(compiled, BLAZEFACE, moved + frames[3:])
+    assert total < figures[0].ap50 - 0.2
+    assert each[:3] == [0.0, 0.0, 0.0] and each[3:] == [1.0] * (len(frames) - 3)
+    # a frame with no labelled box: 1 when nothing is found at 0.5, else 0
+    empty = [Labelled(f.image, {"face": []}) for f in frames[:1]]
+    assert ap50_frames(compiled, BLAZEFACE, empty + frames[1:])[1][0] == 0.0
 
 
 def test_benchmark_calibration_is_dev_only(tmp_path: Path) -> None:
