@@ -22,6 +22,7 @@ from ovbus.errors import ConfigError, ErrorCode, RequestError
 from ovbus.payloads.base import Name
 from ovbus.payloads.model import ModelDescription, OptionValue
 from ovbus.payloads.zoo import OmzSource, Precision, Source, WheelSource
+from ovbus.payloads.zoo_results import CatalogItem
 from services.http import Expected
 
 
@@ -298,19 +299,19 @@ class Catalog:
             )
         return entry
 
-    def listing(self) -> list[dict[str, object]]:
+    def listing(self) -> list[CatalogItem]:
         return [
-            {
-                "name": e.name,
-                "title": e.title,
-                "kind": e.description.kind,
-                "labels": e.description.labels,
-                "source": e.source.type,
-                "precisions": e.precisions,
-                "size": e.size,
-                "size_estimated": e.size_estimated,
-                "verified": bool(e.files),
-            }
+            CatalogItem(
+                name=e.name,
+                title=e.title,
+                kind=e.description.kind,
+                labels=e.description.labels,
+                source=e.source.type,
+                precisions=e.precisions,
+                size=e.size,
+                size_estimated=e.size_estimated,
+                verified=bool(e.files),
+            )
             for e in sorted(self.entries.values(), key=lambda e: e.name)
         ]
 

@@ -18,11 +18,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from ovbus.errors import ErrorCode, StoreError
 from ovbus.log import get_logger
 from ovbus.model_repository.external_data import check_onnx_external_data
+from ovbus.payloads.zoo_results import Ports
 
 log = get_logger(__name__)
 
@@ -64,7 +65,7 @@ def convert(
     compress_fp16: bool = False,
     timeout: float = 600.0,
     cancel: threading.Event | None = None,
-) -> dict[str, Any]:
+) -> Ports:
     """Convert ``source`` into ``out_dir/model.xml`` + ``model.bin``; returns the model's ports.
     Raises ``StoreError(CONVERSION_FAILED)`` with the converter's own message on failure."""
     if framework_of(source) in (None, "ir"):
@@ -128,11 +129,10 @@ def convert(
             f"conversion of {source.name} produced no model.xml/model.bin",
             code=ErrorCode.CONVERSION_FAILED,
         )
-    try:
-        ports: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+    try:  # pydantic's ValidationError is a ValueError
+        return Ports.model_validate(json.loads(stdout.decode().strip().splitlines()[-1]))
     except (ValueError, IndexError):
-        ports = {}
-    return ports
+        return Ports()
 
 
 def _exit(code: int) -> str:

@@ -97,7 +97,7 @@ class Dispatcher:
         name = getattr(request, "name", None)
         log.info("request", action=request.action, model=name, correlation=(corr or "")[:64])
         try:
-            return Reply.success(self.zoo.handle(request))
+            return Reply.success(self.zoo.handle(request).wire())
         except OvbusError as e:
             log.warning(
                 "request failed",

@@ -19,6 +19,7 @@ from typing import Any
 
 from ovbus.errors import FetchError
 from ovbus.log import get_logger
+from ovbus.payloads.zoo_results import OvmsReload
 from services import http
 
 log = get_logger(__name__)
@@ -32,9 +33,9 @@ def _call(method: str, url: str, timeout: float) -> tuple[int, Any]:
         return status, body.decode(errors="replace")[:500]
 
 
-def reload(base_url: str, *, timeout: float = 60.0) -> dict[str, Any]:
-    """Reload OVMS's config and return ``{"ok": bool, "error"?: str, "models": {name: [...]}}``
-    where each model maps to ``[{"version": int, "state": str, "error": str|None}]``."""
+def reload(base_url: str, *, timeout: float = 60.0) -> OvmsReload:
+    """Reload OVMS's config; its answer (``error`` only when it failed) and each model's
+    versions as OVMS reports them."""
     base = base_url.rstrip("/")
     try:
         status, body = _call("POST", f"{base}/v1/config/reload", timeout)
@@ -45,7 +46,7 @@ def reload(base_url: str, *, timeout: float = 60.0) -> dict[str, Any]:
         status, body = _call("GET", f"{base}/v1/config", timeout)
     except FetchError as e:
         log.warning("OVMS unreachable", url=base, error=e.message)
-        return {"ok": False, "error": f"OVMS at {base} unreachable: {e.message}", "models": {}}
+        return OvmsReload(ok=False, error=f"OVMS at {base} unreachable: {e.message}", models={})
     result["models"] = parse_status(body) if status == 200 else {}
     if status != 200:
         result["ok"] = False
@@ -56,7 +57,7 @@ def reload(base_url: str, *, timeout: float = 60.0) -> dict[str, Any]:
                 log.warning("OVMS model status", model=name, **item)
     if not result["ok"]:
         log.warning("OVMS reload failed", url=base, error=result.get("error"))
-    return result
+    return OvmsReload.model_validate(result)
 
 
 def parse_status(body: Any) -> dict[str, list[dict[str, Any]]]:

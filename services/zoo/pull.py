@@ -28,6 +28,7 @@ from ovbus.log import get_logger
 from ovbus.model_repository import EntryProblem, current_version, parse_entry
 from ovbus.payloads.model import ModelDescription, ModelStateName
 from ovbus.payloads.zoo import OmzSource, PullRequest, Source, WheelSource
+from ovbus.payloads.zoo_results import Ports, PullResult
 from services.zoo import config_store as cfg
 from services.zoo import sources
 from services.zoo.catalog import Catalog, CatalogEntry
@@ -202,7 +203,7 @@ def execute(
     *,
     models_dir: str | None,
     convert_timeout: float,
-) -> dict[str, Any]:
+) -> PullResult:
     """Run a planned pull; on failure nothing stays behind and the error is raised."""
     stage = folder.new_staging(f"pull-{p.name}")
     model_dir = folder.model_dir(p.name)
@@ -217,7 +218,7 @@ def execute(
         report("pulling", 0.0)
         main = fetch_into(p, ctx, raw, _throttled(report))
         report("verifying", None)
-        ports: dict[str, Any] = {}
+        ports = Ports()
         kind = framework_of(main)
         if kind == "ir":
             check_ir(main)
@@ -284,4 +285,4 @@ def execute(
     finally:
         folder.discard(stage)
     log.info("pulled", model=p.name, version=p.version, source=describe_source(p.source))
-    return {"name": p.name, "version": p.version, "files": files, "ports": ports}
+    return PullResult(name=p.name, version=p.version, files=files, ports=ports)

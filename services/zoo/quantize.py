@@ -33,6 +33,7 @@ from ovbus.log import get_logger
 from ovbus.model_repository import EntryProblem, current_version, parse_entry
 from ovbus.payloads.model import ModelStateName
 from ovbus.payloads.zoo import QuantizeRequest
+from ovbus.payloads.zoo_results import QuantizeAccuracy, QuantizeResult
 from services.zoo import config_store as cfg
 from services.zoo.config_store import ConfigStore
 from services.zoo.int8 import DEFAULT_RECIPE, run_nncf, write_job
@@ -144,7 +145,7 @@ def quantize(
     report: Report,
     *,
     models_dir: str | None,
-) -> dict[str, Any]:
+) -> QuantizeResult:
     """Run the action; the caller holds the model's busy claim."""
     versions = folder.versions(req.name)
     if not versions:
@@ -205,13 +206,13 @@ def quantize(
     finally:
         folder.discard(stage)
     log.info("quantized", model=req.name, version=new, source_version=source)
-    result = {"name": req.name, "version": new, "from_version": source, "frames": len(images),
-              "served": new if req.serve or served is None else served}  # fmt: skip
-    if bound is not None:  # AP@0.5 on the validation frames, in points
-        result["accuracy"] = {
-            "validation": req.validation, "frames": len(checked or []),
-            "ap50_fp32": round(bound["ap50_fp32"], 4), "ap50_int8": round(bound["ap50_int8"], 4),
-            "drop_points": round(bound["drop"] * 100, 2), "max_drop_points": req.max_drop,
-            "quantizers": bound["quantizers"], "quantizers_all": bound["quantizers_all"],
-        }  # fmt: skip
+    result = QuantizeResult(name=req.name, version=new, from_version=source, frames=len(images),
+                            served=new if req.serve or served is None else served)  # fmt: skip
+    if bound is not None and req.validation and req.max_drop is not None:  # AP@0.5, in points
+        result.accuracy = QuantizeAccuracy(
+            validation=req.validation, frames=len(checked or []),
+            ap50_fp32=round(bound["ap50_fp32"], 4), ap50_int8=round(bound["ap50_int8"], 4),
+            drop_points=round(bound["drop"] * 100, 2), max_drop_points=req.max_drop,
+            quantizers=bound["quantizers"], quantizers_all=bound["quantizers_all"],
+        )  # fmt: skip
     return result

@@ -31,7 +31,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ovbus.bus import Bus
 from ovbus.errors import ErrorCode, OvbusError, PayloadError, RequestError
@@ -42,6 +41,7 @@ from ovbus.payloads.pipeline import InferenceState, PipelineSpec
 from ovbus.payloads.rollout import RolloutPhase, RolloutStatus
 from ovbus.payloads.shadow import ShadowReport
 from ovbus.payloads.zoo import RolloutRequest
+from ovbus.payloads.zoo_results import RolloutStarted
 from services.zoo import config_store as cfg
 from services.zoo.config_store import write_atomic
 from services.zoo.rollout_health import Health, judge, ready, runs
@@ -96,7 +96,7 @@ class Rollouts:
             rolled.append(plan.name)
         return rolled
 
-    def start(self, req: RolloutRequest) -> dict[str, Any]:
+    def start(self, req: RolloutRequest) -> RolloutStarted:
         plan = self.plan(req)
         self.zoo._claim(req.name)  # pull, remove, set and rollback wait for the outcome
         journal = {"name": plan.name, "old": plan.old, "new": plan.new,
@@ -111,14 +111,14 @@ class Rollouts:
         )
         self._threads[req.name] = thread
         thread.start()
-        return {
-            "name": req.name,
-            "from": plan.old,
-            "to": plan.new,
-            "cameras": sorted(plan.cameras),
-            "canary": plan.canary,
-            "ends_by": round(time.time() + req.shadow_s + req.window_s + 2 * SETTLE_S, 3),
-        }
+        return RolloutStarted(
+            name=req.name,
+            from_version=plan.old,
+            to_version=plan.new,
+            cameras=sorted(plan.cameras),
+            canary=plan.canary,
+            ends_by=round(time.time() + req.shadow_s + req.window_s + 2 * SETTLE_S, 3),
+        )
 
     def close(self) -> None:
         self._stop.set()
@@ -201,7 +201,7 @@ class Rollouts:
                 }
 
             self.zoo.config.update(both)
-            self.zoo._reload({})
+            self.zoo.reload_ovms()
             self._stop.wait(SETTLE_S)
             for phase, seconds in (("shadow", req.shadow_s), ("canary", req.window_s)):
                 canary = plan.canary if phase == "canary" else []
@@ -301,7 +301,7 @@ class Rollouts:
 
         self._pin_all(plan, status, "promoting")
         self.zoo.config.update(only_new)
-        self.zoo._reload({})
+        self.zoo.reload_ovms()
         self._stop.wait(SETTLE_S)  # the infer workers reload before the pins go
         reason = f"version {plan.new} kept its bounds through the shadow and canary phases"
         log.info("rollout promoted", model=plan.name, version=plan.new)
@@ -313,7 +313,7 @@ class Rollouts:
         try:
             if not self._restore_config(plan):
                 reason += "; config.json changed meanwhile: only this model's policy restored"
-            self.zoo._reload({})
+            self.zoo.reload_ovms()
         except OvbusError as e:
             reason += f"; config.json not restored: {e.message}"
         self._stop.wait(SETTLE_S)  # the infer workers reload before the pins go

@@ -10,13 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ovbus.dataset import DatasetStore
 from ovbus.errors import ErrorCode, OvbusError, RequestError
 from ovbus.log import get_logger
 from ovbus.model_repository import EntryProblem, current_version, parse_entry, policy_problem
-from ovbus.payloads.model import ModelStateName
+from ovbus.payloads.model import ModelState, ModelStateName
 from ovbus.payloads.zoo import (
     CatalogRequest,
     ListRequest,
@@ -28,6 +28,20 @@ from ovbus.payloads.zoo import (
     SetRequest,
     ZooRequest,
 )
+from ovbus.payloads.zoo_results import (
+    CatalogResult,
+    Changed,
+    ListedModel,
+    ListResult,
+    OvmsReload,
+    PullResult,
+    QuantizeResult,
+    RemoveResult,
+    RollbackResult,
+    RolloutStarted,
+    SetResult,
+    ZooResult,
+)
 from services.zoo import config_store as cfg
 from services.zoo import ovms, pull, sources
 from services.zoo.catalog import DEFAULT_MODEL, Catalog
@@ -38,6 +52,7 @@ from services.zoo.settings import ZooSettings
 from services.zoo.states import Publish, StateBoard, entry_state, entry_versions, unserved
 
 log = get_logger(__name__)
+C = TypeVar("C", bound=Changed)  # a result after which OVMS is asked to reload
 
 
 class Zoo:
@@ -68,15 +83,15 @@ class Zoo:
         self._busy: set[str] = set()
         self._lock = threading.Lock()
         #: starts a canary rollout (services/zoo/rollout.py; set by the dispatcher: it needs the bus)
-        self.start_rollout: Callable[[RolloutRequest], dict[str, Any]] | None = None
+        self.start_rollout: Callable[[RolloutRequest], RolloutStarted] | None = None
 
     # dispatch --------------------------------------------------------------------------------
-    def handle(self, request: ZooRequest) -> Any:
+    def handle(self, request: ZooRequest) -> ZooResult:
         match request:
             case CatalogRequest():
-                return {"models": self.catalog.listing()}
+                return CatalogResult(models=self.catalog.listing())
             case ListRequest():
-                return {"models": self.list()}
+                return ListResult(models=self.list())
             case PullRequest():
                 return self.pull(request)
             case RemoveRequest():
@@ -124,13 +139,17 @@ class Zoo:
         except OvbusError as e:
             log.warning("birth not re-published", error=e.message)
 
-    def _reload(self, result: dict[str, Any]) -> dict[str, Any]:
-        if self.settings.ovms_url:
-            result["ovms"] = ovms.reload(self.settings.ovms_url)
+    def reload_ovms(self) -> OvmsReload | None:
+        """Ask OVMS to reload ``config.json`` (``None``: no OVMS configured)."""
+        return ovms.reload(self.settings.ovms_url) if self.settings.ovms_url else None
+
+    def _reload(self, result: C) -> C:
+        if (reloaded := self.reload_ovms()) is not None:
+            result.ovms = reloaded
         return result
 
     # actions ---------------------------------------------------------------------------------
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[ListedModel]:
         doc = self.config.read()
         out = []
         listed = set()
@@ -149,35 +168,29 @@ class Zoo:
             description = self.folder.read_description(name) if ours else None
             state = self.board.states.get(name)
             policy, problem = entry_state(entry, self.config.folder)
-            item = {
-                "name": name,
-                "managed": ours,
-                "base_path": entry.get("base_path"),
-                "versions": versions,
-                "current_version": None if problem else current_version(policy, versions),
-                "target_device": entry.get("target_device", "CPU"),
-                "kind": description.kind if description else None,
-                "state": state.state if state else ("ready" if versions else None),
-                "in_config": True,
-            }
+            item = ListedModel(
+                name=name,
+                managed=ours,
+                base_path=entry.get("base_path"),
+                versions=versions,
+                current_version=None if problem else current_version(policy, versions),
+                target_device=entry.get("target_device", "CPU"),
+                kind=description.kind if description else None,
+                state=state.state if state else ("ready" if versions else None),
+                in_config=True,
+            )
             if problem is not None:  # OVMS and the infer worker skip this entry
-                item["state"], item["error"] = "failed", problem.message
+                item.state, item.error = "failed", problem.message
             elif (why := unserved(name, policy, versions)) is not None:  # loaded, serves nothing
-                item["state"], item["error"] = "failed", why
+                item.state, item.error = "failed", why
             out.append(item)
         for name in self.board.managed():
             if name not in listed:
-                out.append(
-                    {
-                        "name": name,
-                        "managed": True,
-                        "versions": self.folder.versions(name),
-                        "in_config": False,
-                    }
-                )
+                versions = self.folder.versions(name)
+                out.append(ListedModel(name=name, managed=True, versions=versions, in_config=False))
         return out
 
-    def pull(self, req: PullRequest) -> dict[str, Any]:
+    def pull(self, req: PullRequest) -> PullResult:
         self._claim(req.name)
         try:
             p = pull.plan(
@@ -210,7 +223,8 @@ class Zoo:
         result = self._reload(result)
         state = self.board.set_state(req.name, "ready")
         self._changed()
-        result["state"] = state.model_dump(mode="json", exclude_none=True)
+        # as the state is published: the fields it has (a state's unset None ones are not sent)
+        result.state = ModelState.model_validate(state.model_dump(mode="json", exclude_none=True))
         return result
 
     def _require(self, name: str) -> dict[str, Any]:
@@ -220,7 +234,7 @@ class Zoo:
             raise RequestError(f"no model {name!r}", code=ErrorCode.NOT_FOUND)
         return entry or {}
 
-    def remove(self, req: RemoveRequest) -> dict[str, Any]:
+    def remove(self, req: RemoveRequest) -> RemoveResult:
         self._require(req.name)
         self._claim(req.name)
         try:
@@ -234,7 +248,7 @@ class Zoo:
                 model_dir = self.folder.model_dir(req.name)
                 if model_dir.exists():
                     self.folder.withdraw(model_dir)
-                result: dict[str, Any] = {"name": req.name, "removed": "model"}
+                result = RemoveResult(name=req.name, removed="model")
                 self.board.set_state(req.name, "removed")
                 self._changed()
             else:
@@ -266,13 +280,13 @@ class Zoo:
 
                 self.config.update(change)
                 self.folder.withdraw(self.folder.version_dir(req.name, version))
-                result = {"name": req.name, "removed": "version", "version": version}
+                result = RemoveResult(name=req.name, removed="version", version=version)
                 self.board.set_state(req.name, "ready")
         finally:
             self._release(req.name)
         return self._reload(result)
 
-    def set(self, req: SetRequest) -> dict[str, Any]:
+    def set(self, req: SetRequest) -> SetResult:
         self._require(req.name)
         self._not_busy(req.name)
         fields = req.model_dump(
@@ -314,11 +328,10 @@ class Zoo:
                 req.name, req.description.model_copy(update={"source": source})
             )
         self.board.set_state(req.name, "ready")
-        return self._reload(
-            {"name": req.name, "set": sorted(fields) + (["description"] if req.description else [])}
-        )
+        changed = sorted(fields) + (["description"] if req.description else [])
+        return self._reload(SetResult(name=req.name, changed=changed))
 
-    def rollback(self, req: RollbackRequest) -> dict[str, Any]:
+    def rollback(self, req: RollbackRequest) -> RollbackResult:
         entry = self._require(req.name)
         self._not_busy(req.name)
         versions = self.folder.versions(req.name)
@@ -346,9 +359,9 @@ class Zoo:
 
         self.config.update(change)
         self.board.set_state(req.name, "ready")
-        return self._reload({"name": req.name, "from": current, "to": target})
+        return self._reload(RollbackResult(name=req.name, from_version=current, to_version=target))
 
-    def quantize(self, req: QuantizeRequest) -> dict[str, Any]:
+    def quantize(self, req: QuantizeRequest) -> QuantizeResult:
         """INT8 with NNCF, a new version (services/zoo/quantize.py, docs/flywheel.md)."""
         self._require(req.name)
         self._claim(req.name)

@@ -106,6 +106,32 @@ def test_every_reply_is_its_result_model(worker: Worker, client: Bus, import_dir
     )
 
 
+def test_the_zoo_builds_each_result_as_its_model(worker: Worker, import_dir: Path) -> None:
+    """In the zoo itself, before the wire: each action returns its request's result model (not a
+    dict a field could drift in), declaring every field it holds."""
+    shutil.copyfile(assets.pose_detector(), import_dir / "pose.tflite")
+    pose = PullRequest(
+        name="pose",
+        source=FileSource(path=str(import_dir / "pose.tflite")),
+        convert=False,
+        description=DESC,
+    )
+    for request in [
+        CatalogRequest(),
+        pose,
+        pose,
+        SetRequest(name="pose", nireq=2),
+        RollbackRequest(name="pose"),
+        ListRequest(),
+        RemoveRequest(name="pose", version=2),
+        RemoveRequest(name="pose"),
+    ]:
+        result = worker.zoo.handle(request)
+        assert type(result) is request.result, f"{request.action}: {type(result).__name__}"
+        assert undeclared(result) == [], request.action
+        assert type(result).model_validate(result.wire()).wire() == result.wire()
+
+
 def test_zoo_client_types_results_and_errors(worker: Worker, client: Bus, import_dir: Path) -> None:
     zoo = ZooClient(client, timeout=120)
     shutil.copyfile(assets.pose_detector(), import_dir / "pose.tflite")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ovbus.errors import ErrorCode, StoreError
+from ovbus.payloads.zoo_results import Port
 from services.zoo.convert import convert
 from tests import assets
 from tests.zoo.onnx_writer import matmul_model
@@ -75,8 +76,8 @@ def test_tflite_to_ir_keeps_the_real_port_names(tmp_path: Path) -> None:
     source = tmp_path / "source.tflite"
     shutil.copyfile(assets.blazeface(), source)
     ports = convert(source, tmp_path)
-    assert ports["inputs"] == [{"name": "input", "shape": "[1,128,128,3]", "type": "f32"}]
-    assert [p["name"] for p in ports["outputs"]] == ["regressors", "classificators"]
+    assert ports.inputs == [Port(name="input", shape="[1,128,128,3]", type="f32")]
+    assert [p.name for p in ports.outputs] == ["regressors", "classificators"]
     assert (tmp_path / "model.xml").is_file() and (tmp_path / "model.bin").is_file()
 
 
@@ -88,7 +89,7 @@ def test_onnx_fp16_compression_halves_the_weights(tmp_path: Path) -> None:
     half.mkdir()
     ports = convert(source, full)
     convert(source, half, compress_fp16=True)
-    assert ports["outputs"] == [{"name": "y", "shape": "[1,256]", "type": "f32"}]
+    assert ports.outputs == [Port(name="y", shape="[1,256]", type="f32")]
     assert (full / "model.bin").stat().st_size == 64 * 256 * 4
     assert (half / "model.bin").stat().st_size == 64 * 256 * 2
 

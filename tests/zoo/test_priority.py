@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ovbus.bus import Bus
 from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.zoo import FileSource, ListRequest, PullRequest, ZooRequest
+from ovbus.payloads.zoo_results import ZooResult
 from ovbus.priority import BACKGROUND_NICE, thread_nice
 from tests import assets
 from tests.zoo.conftest import Worker
@@ -23,7 +23,7 @@ def test_a_pull_runs_at_a_lower_priority_than_a_list(
     seen: dict[str, int] = {}
     handle = worker.zoo.handle
 
-    def recording(request: ZooRequest) -> Any:
+    def recording(request: ZooRequest) -> ZooResult:
         seen[request.action] = thread_nice()
         return handle(request)
 
