@@ -95,6 +95,7 @@ class KeptFrame(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    camera: Name | None = Field(None, description="the camera (action frame)")
     index: int = Field(ge=0)
     captured_at: Epoch | None = None
     width: int = Field(gt=0)

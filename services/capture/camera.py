@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from ovbus.errors import ErrorCode, OvbusError, RequestError, StreamError
 from ovbus.log import get_logger
@@ -146,7 +145,9 @@ class Camera:
         producer = self._producer
         return self.frames_done + (producer.frames if producer is not None else 0)
 
-    def apply(self, command: CameraSet, timeout: float | None = None) -> Any:
+    def apply(
+        self, command: CameraSet, timeout: float | None = None
+    ) -> StreamDescriptor | CameraState:
         """Apply a ``set`` command and wait for its outcome. On failure the previous settings
         are restored and the error raised (``RequestError`` for a refused value, ``StreamError``
         when the pipeline could not run with it). Returns the new descriptor (or state)."""
@@ -170,10 +171,10 @@ class Camera:
         log.info("set applied", camera=self.name, config=str(new))
         return self._result()
 
-    def _result(self) -> Any:
+    def _result(self) -> StreamDescriptor | CameraState:
         if self.descriptor is not None and self.config.enabled:
-            return self.descriptor.model_dump(mode="json")
-        return self.state.model_dump(mode="json")
+            return self.descriptor
+        return self.state
 
     def _reconfigure(self, config: Config, timeout: float) -> OvbusError | None:
         with self._cond:

@@ -84,6 +84,10 @@ class CaptureWorker:
             self.server.mount(name, camera.relay, codec or "h264")
         self._owners: dict[str, str] = {}
         self._owners_lock = threading.Lock()
+        # one camera publication at a time, each the camera's value as it is then (not the one
+        # handed over): a republish that read a state before the camera changed it cannot
+        # land after the change and leave the older state retained
+        self._publish_lock = threading.Lock()
         self._last_frames = dict.fromkeys(self.cameras, 0)
         self._last_errors = dict.fromkeys(self.cameras, 0)
 
@@ -95,18 +99,26 @@ class CaptureWorker:
             # retained state is re-published on the next connect
             log.warning("publish failed", topic=str(topic), error=str(e))
 
-    def _publish_state(self, state: CameraState) -> None:
-        self._publish(self.topics.camera_state(state.camera), state)
+    def _publish_state(self, state: CameraState, *, wait: bool = False) -> None:
+        with self._publish_lock:
+            camera = self.cameras.get(state.camera)
+            now = camera.state if camera is not None else state
+            self._publish(self.topics.camera_state(state.camera), now, wait=wait)
 
-    def _publish_stream(self, camera: str, descriptor: StreamDescriptor | None) -> None:
-        self._publish(self.topics.stream(camera), descriptor)
+    def _publish_stream(
+        self, name: str, descriptor: StreamDescriptor | None, *, wait: bool = False
+    ) -> None:
+        with self._publish_lock:
+            camera = self.cameras.get(name)
+            now = camera.descriptor if camera is not None else descriptor
+            self._publish(self.topics.stream(name), now, wait=wait)
 
-    def republish(self) -> None:
-        """After every (re)connect: the retained state and descriptor of every camera."""
+    def republish(self, *, wait: bool = False) -> None:
+        """After every (re)connect: the retained state and descriptor of every camera (none:
+        cleared; a SIGKILLed previous life's descriptor names a URL nobody serves)."""
         for name, camera in self.cameras.items():
-            self._publish_state(camera.state)
-            if camera.descriptor is not None:
-                self._publish_stream(name, camera.descriptor)
+            self._publish_state(camera.state, wait=wait)
+            self._publish_stream(name, camera.descriptor, wait=wait)
 
     def describe(self, birth: Birth) -> Birth:
         capacity = dict(birth.capacity)
@@ -167,12 +179,16 @@ class CaptureWorker:
                 code=ErrorCode.NOT_FOUND,
             )
         command = message.decode(CameraSet)
-        return Reply.success(camera.apply(command))
+        return Reply.success(camera.apply(command).model_dump(mode="json"))
 
     # lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
         self.server.start()
         bus = self.node.bus
+        # before anything answers for the cameras, their retained state is this life's
+        # (``starting``), acknowledged: a SIGKILLed previous life left ``streaming`` there,
+        # and a ``set`` answered ``starting`` beside it (the soak's slowest convergence)
+        self.republish(wait=True)
         bus.subscribe(
             self.topics.all_cameras("stream"), callback=self._track_owner, idle_timeout=None
         )

@@ -30,7 +30,14 @@ from ovbus.messages import Message
 from ovbus.payloads.base import ErrorInfo
 from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.pipeline import PipelineModel
-from ovbus.payloads.replay import ReplayChunk, ReplayFrame, ReplayRequest
+from ovbus.payloads.replay import (
+    KeptFrame,
+    KeptFrames,
+    ReplayChunk,
+    ReplayFrame,
+    ReplayRequest,
+    ReplaySummary,
+)
 from ovbus.payloads.rpc import Reply
 from ovbus.rpc import Later, Server
 from services.infer.backend import Backend
@@ -131,9 +138,9 @@ class ReplayService:
                 code=ErrorCode.NOT_FOUND,
             )
         if request.action == "frames":
-            return Reply.success(self._listing(request.camera or ""))
+            return Reply.success(_wire(self._listing(request.camera or "")))
         if request.action == "frame":
-            return Reply.success(self._frame(request.camera or "", request.index or 0))
+            return Reply.success(_wire(self._frame(request.camera or "", request.index or 0)))
         assert request.model is not None
         self.describe(request.model.name)  # an unknown model: refused before anything runs
         limit = request.max_frames or self.max_frames
@@ -168,22 +175,22 @@ class ReplayService:
             raise RequestError(f"camera {camera!r}: no frames kept: {why}", code=ErrorCode.CONFLICT)
         return ring
 
-    def _listing(self, camera: str) -> dict[str, Any]:
+    def _listing(self, camera: str) -> KeptFrames:
         ring = self._ring(camera)
         items = ring.frames()
-        return {
-            "camera": camera,
-            "node": self.node,
-            "seconds": self.recorder.seconds,
-            "bytes": ring.nbytes,
-            "frames": [
-                {"index": f.index, "captured_at": f.captured_at, "width": f.width,
-                 "height": f.height, "bytes": len(f.jpeg)}
+        return KeptFrames(
+            camera=camera,
+            node=self.node,
+            seconds=self.recorder.seconds,
+            bytes=ring.nbytes,
+            frames=[
+                KeptFrame(index=f.index, captured_at=f.captured_at, width=f.width,
+                          height=f.height, bytes=len(f.jpeg))
                 for f in items
             ],
-        }  # fmt: skip
+        )  # fmt: skip
 
-    def _frame(self, camera: str, index: int) -> dict[str, Any]:
+    def _frame(self, camera: str, index: int) -> KeptFrame:
         item = self._ring(camera).get(index)
         if item is None:
             raise RequestError(
@@ -195,14 +202,14 @@ class ReplayService:
                 f"frame {index} is {len(item.jpeg)} bytes, over {MAX_FRAME_JPEG} for a reply",
                 code=ErrorCode.TOO_LARGE,
             )
-        return {
-            "camera": camera,
-            "index": item.index,
-            "captured_at": item.captured_at,
-            "width": item.width,
-            "height": item.height,
-            "jpeg": base64.b64encode(item.jpeg).decode(),
-        }
+        return KeptFrame(
+            camera=camera,
+            index=item.index,
+            captured_at=item.captured_at,
+            width=item.width,
+            height=item.height,
+            jpeg=base64.b64encode(item.jpeg).decode(),
+        )
 
     def _source(self, request: ReplayRequest, limit: int) -> tuple[Frames, int, dict[str, Any]]:
         if request.camera is not None:
@@ -285,18 +292,17 @@ class ReplayService:
             with self._lock:
                 self.runs += 1
             log.info("replay done", model=pm.name, frames=done, errors=errors, **source)
-            return Reply.success(
-                {
-                    **source,
-                    "node": self.node,
-                    "model": pm.name,
-                    "version": version,
-                    "frames": done,
-                    "errors": errors,
-                    "objects": objects,
-                    "seconds": round(time.monotonic() - started, 3),
-                }
+            summary = ReplaySummary(
+                **source,
+                node=self.node,
+                model=pm.name,
+                version=version,
+                frames=done,
+                errors=errors,
+                objects=objects,
+                seconds=round(time.monotonic() - started, 3),
             )
+            return Reply.success(_wire(summary))
         finally:
             self._slots.release()
 
@@ -325,3 +331,8 @@ class ReplayService:
             self.bus.publish(stream, chunk)
         except OvbusError as e:
             log.warning("replay results not sent", error=e.message)
+
+
+def _wire(result: KeptFrames | KeptFrame | ReplaySummary) -> dict[str, Any]:
+    """A reply's result as sent: the fields set (a listing's frames carry no JPEG)."""
+    return result.model_dump(mode="json", exclude_unset=True)

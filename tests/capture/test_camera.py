@@ -80,7 +80,7 @@ def test_failed_set_is_rolled_back() -> None:
         first = recorder.streams[-1]
         assert first is not None and (first.width, first.fps) == (160, 15.0)
         result = camera.apply(CameraSet(width=320, height=240))
-        assert (result["width"], result["height"]) == (320, 240)
+        assert isinstance(result, StreamDescriptor) and (result.width, result.height) == (320, 240)
         # a source that cannot run with the new settings (as a webcam without that mode): the
         # set fails with the pipeline's error and the previous settings come back
         camera.source = Source("pipeline", "nosuchelement")

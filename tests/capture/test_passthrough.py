@@ -210,14 +210,16 @@ def test_h264_file_passthrough_loops_and_falls_back_to_encoding(h264_clip: Path)
 
         # a size change cannot be served as it comes: decode, scale, encode (x264)
         result = cam.camera.apply(CameraSet(width=160, height=120))
-        assert (result["width"], result["height"], result["passthrough"]) == (160, 120, False)
-        assert result["codec"] == "h264" and result["fps"] == 30
+        assert isinstance(result, StreamDescriptor)
+        assert (result.width, result.height, result.passthrough) == (160, 120, False)
+        assert result.codec == "h264" and result.fps == 30
         assert "x264enc" in cam.elements()
         read_frames(cam.url, 20, (120, 160, 3))
         assert served_sps(cam.url) != sps
         # back to the file's own size: served as it comes again
         result = cam.camera.apply(CameraSet(width=320, height=240))
-        assert (result["width"], result["passthrough"]) == (320, True)
+        assert isinstance(result, StreamDescriptor)
+        assert (result.width, result.passthrough) == (320, True)
         assert not set(CODERS) & set(cam.elements())
         read_frames(cam.url, 10, (240, 320, 3))
 

@@ -21,6 +21,7 @@ from ovbus.errors import ErrorCode, RemoteError
 from ovbus.messages import Message
 from ovbus.payloads.detections import DetectionResult
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
+from ovbus.payloads.replay import KeptFrames, ReplaySummary
 from ovbus.payloads.shadow import ShadowReport, ShadowSpec
 from ovbus.replay import fetch_frame, kept_frames, replay
 from services.infer.replay import decode_jpeg
@@ -96,11 +97,16 @@ def test_shadow_figures_and_replay_equal_live_results(
             threading.Event().wait(3.0)  # three seconds of live results and kept frames
             listing = kept_frames(client, "door")
         assert len(listing["frames"]) >= 10
+        # each reply is its model, field for field (what the replay server builds them as)
+        sent = KeptFrames.model_validate(listing)
+        assert sent.model_dump(mode="json", exclude_unset=True) == listing
         progress: list[float] = []
         summary, frames = replay(
             client, "door", serving, seconds=3.0, on_chunk=lambda c: progress.append(c.progress)
         )
         assert summary["frames"] == len(frames) > 0 and summary["errors"] == 0
+        ran = ReplaySummary.model_validate(summary)
+        assert ran.model_dump(mode="json", exclude_unset=True) == summary
         assert progress[-1] == 100.0 and progress == sorted(progress)
         compared = 0
         for item in frames:
