@@ -24,6 +24,7 @@ from ovbus.payloads.zoo import (
     RollbackRequest,
     SetRequest,
     ZooAction,
+    ZooRequest,
 )
 from ovbus.payloads.zoo_results import (
     CatalogResult,
@@ -116,7 +117,7 @@ def test_the_zoo_builds_each_result_as_its_model(worker: Worker, import_dir: Pat
         convert=False,
         description=DESC,
     )
-    for request in [
+    requests: list[ZooRequest] = [
         CatalogRequest(),
         pose,
         pose,
@@ -125,7 +126,8 @@ def test_the_zoo_builds_each_result_as_its_model(worker: Worker, import_dir: Pat
         ListRequest(),
         RemoveRequest(name="pose", version=2),
         RemoveRequest(name="pose"),
-    ]:
+    ]
+    for request in requests:
         result = worker.zoo.handle(request)
         assert type(result) is request.result, f"{request.action}: {type(result).__name__}"
         assert undeclared(result) == [], request.action
