@@ -56,11 +56,11 @@ class Recipe:
         return asdict(self)
 
 
-#: the recipe the zoo runs, chosen on the accuracy benchmark's dev split (docs/flywheel.md
-#: "Choosing the recipe"): with the first and last layers in FP32 the default face model lost
-#: 6.1 AP@0.5 points there instead of 12.3 (mixed alone; 17.8 with the performance preset, 9.6
-#: as a transformer; NNCF's slower bias correction changed nothing)
-DEFAULT_RECIPE = Recipe(keep_edges=True)
+#: the recipe the zoo runs: the one that lost least AP@0.5 on the accuracy benchmark's dev split,
+#: over the default face model and the room person model (docs/flywheel.md "Choosing the
+#: recipe"): the first and last layers in FP32 and NNCF's slower bias correction, 6.1 and 4.0
+#: points (mixed alone: 12.3 and 7.3; performance 17.8 and 5.7; transformer 9.6 and 5.3)
+DEFAULT_RECIPE = Recipe(keep_edges=True, fast_bias_correction=False)
 
 
 def edge_layers(model: Any) -> list[str]:
