@@ -134,18 +134,25 @@ def capture_truth(
 ) -> tuple[dict[str, str | None], dict[str, str]]:
     """Each known camera's answer to a ``set`` that changes nothing (a read): ``streaming``
     when it returns its descriptor (and the descriptor's URL), else the state it reports;
-    ``None`` when nobody answers."""
+    ``None`` when nobody answers (twice)."""
     out: dict[str, str | None] = {}
     urls: dict[str, str] = {}
     for cam, node in truth.cameras.items():
         if node not in truth.nodes:
             out[cam] = None
             continue
-        try:
-            # enabled on an enabled camera changes nothing: a read (the truth has every
-            # camera enabled; the stall fault disables one only while it lasts)
-            result = CameraClient(bus).set(cam, CameraSet(enabled=True), timeout=timeout)
-        except OvbusError:
+        result: Any = None
+        for _ in range(2):
+            try:
+                # enabled on an enabled camera changes nothing: a read (the truth has every
+                # camera enabled; the stall fault disables one only while it lasts)
+                result = CameraClient(bus).set(cam, CameraSet(enabled=True), timeout=timeout)
+                break
+            except OvbusError:
+                # asked once more: a node just started drops a request that reaches it
+                # between its connect and its ``set`` handler (docs/reliability.md)
+                result = None
+        if result is None:
             out[cam] = None
             continue
         if isinstance(result, StreamDescriptor):
@@ -169,16 +176,30 @@ def check(
 
 
 def look(
-    bus: Bus, truth: TruthSource, hold: Callable[[], AbstractContextManager[Any]] | None = None
+    bus: Bus,
+    truth: TruthSource,
+    hold: Callable[[], AbstractContextManager[Any]] | None = None,
+    tries: int = 3,
 ) -> tuple[list[Wrong], float]:
     """:func:`check`, and when the tree was looked at (monotonic: the snapshot's start, after
-    the workers answered)."""
+    the workers answered).
+
+    A camera changes state by itself (a restarted capture node's ``starting`` becomes
+    ``streaming`` about 0.1 s later): an answer taken before the snapshot and a state
+    published while the snapshot is taken are of two instants, and would read as a
+    difference. So capture is asked again after the snapshot; when an answer changed
+    meanwhile, the look is taken again (up to ``tries`` times; the last is judged as is)."""
     with hold() if hold is not None else nullcontext():
         now = truth() if callable(truth) else truth
         zoo = zoo_truth(bus, now)
         cams, urls = capture_truth(bus, now)
-        observed = time.monotonic()
-        tree = snapshot(bus)
+        for attempt in range(tries):
+            observed = time.monotonic()
+            tree = snapshot(bus)
+            after, after_urls = capture_truth(bus, now)
+            if (after, after_urls) == (cams, urls) or attempt == tries - 1:
+                break
+            cams, urls = after, after_urls
     wrong = judge(bus.topics, now, tree, zoo, cams, served_by_config(now.models), urls)
     return wrong, observed
 

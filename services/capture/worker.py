@@ -88,6 +88,9 @@ class CaptureWorker:
         # handed over): a republish that read a state before the camera changed it cannot
         # land after the change and leave the older state retained
         self._publish_lock = threading.Lock()
+        # set once this life's camera states are on the broker: ``set`` answers from then on
+        self._published = threading.Event()
+        self._listening = False
         self._last_frames = dict.fromkeys(self.cameras, 0)
         self._last_errors = dict.fromkeys(self.cameras, 0)
 
@@ -179,21 +182,38 @@ class CaptureWorker:
                 code=ErrorCode.NOT_FOUND,
             )
         command = message.decode(CameraSet)
+        if not self._published.wait(60.0):  # a bound for a failure: it takes milliseconds
+            raise RequestError(
+                f"camera {name!r}: node {self.node.node_id} is still starting",
+                code=ErrorCode.TIMEOUT,
+            )
         return Reply.success(camera.apply(command).model_dump(mode="json"))
 
     # lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> None:
-        self.server.start()
+    def listen(self) -> None:
+        """The subscriptions, made before the node connects (renewed on connect, before its
+        ``online``): a ``set`` sent when the node shows online reaches a handler (made after
+        the connect, one that reached a persistent session first was dropped: the soak's
+        oracle waited out its 3 s timeout after every capture restart)."""
+        if self._listening:
+            return
+        self._listening = True
         bus = self.node.bus
-        # before anything answers for the cameras, their retained state is this life's
-        # (``starting``), acknowledged: a SIGKILLed previous life left ``streaming`` there,
-        # and a ``set`` answered ``starting`` beside it (the soak's slowest convergence)
-        self.republish(wait=True)
         bus.subscribe(
             self.topics.all_cameras("stream"), callback=self._track_owner, idle_timeout=None
         )
         # one wildcard subscription: overlapping ones would get each command twice from the broker
         serve(bus, self.topics.all_cameras("set"), self.handle_set)
+
+    def start(self) -> None:
+        self.server.start()
+        bus = self.node.bus
+        self.listen()
+        # before ``set`` answers for the cameras, their retained state is this life's
+        # (``starting``), acknowledged: a SIGKILLed previous life left ``streaming`` there,
+        # and a ``set`` answered ``starting`` beside it (the soak's slowest convergence)
+        self.republish(wait=True)
+        self._published.set()
         bus.on_connect(self.republish)
         for camera in self.cameras.values():
             camera.start()
@@ -235,6 +255,7 @@ def main(node_settings: NodeSettings, settings: CaptureSettings) -> int:
     worker = CaptureWorker(node, settings, sources, host)
     worker_ref["w"] = worker
     node.install_signal_handlers()
+    worker.listen()
     node.connect()
     try:
         worker.start()
