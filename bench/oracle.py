@@ -179,29 +179,39 @@ def look(
     bus: Bus,
     truth: TruthSource,
     hold: Callable[[], AbstractContextManager[Any]] | None = None,
-    tries: int = 3,
 ) -> tuple[list[Wrong], float]:
     """:func:`check`, and when the tree was looked at (monotonic: the snapshot's start, after
     the workers answered).
 
     A camera changes state by itself (a restarted capture node's ``starting`` becomes
-    ``streaming`` about 0.1 s later): an answer taken before the snapshot and a state
-    published while the snapshot is taken are of two instants, and would read as a
-    difference. So capture is asked again after the snapshot; when an answer changed
-    meanwhile, the look is taken again (up to ``tries`` times; the last is judged as is)."""
+    ``streaming`` about 0.1 s later), and a zoo command sent just before ``hold`` may still
+    run: an answer taken before the snapshot and a state published while the snapshot is
+    taken are of two instants, and would read as a difference. So the workers are asked
+    again after the snapshot, and a topic is wrong only when it is wrong against both
+    answers (the snapshot lies between them; one that stays stale is wrong at the next look,
+    when the answers agree again)."""
     with hold() if hold is not None else nullcontext():
         now = truth() if callable(truth) else truth
         zoo = zoo_truth(bus, now)
         cams, urls = capture_truth(bus, now)
-        for attempt in range(tries):
-            observed = time.monotonic()
-            tree = snapshot(bus)
-            after, after_urls = capture_truth(bus, now)
-            if (after, after_urls) == (cams, urls) or attempt == tries - 1:
-                break
-            cams, urls = after, after_urls
-    wrong = judge(bus.topics, now, tree, zoo, cams, served_by_config(now.models), urls)
+        observed = time.monotonic()
+        tree = snapshot(bus)
+        zoo_after = zoo_truth(bus, now)
+        cams_after, urls_after = capture_truth(bus, now)
+    config = served_by_config(now.models)
+    wrong = judge(bus.topics, now, tree, zoo_after, cams_after, config, urls_after)
+    if (cams_after, urls_after) != (cams, urls) or _judged(zoo_after) != _judged(zoo):
+        before = {w.topic for w in judge(bus.topics, now, tree, zoo, cams, config, urls)}
+        wrong = [w for w in wrong if w.topic in before]
     return wrong, observed
+
+
+def _judged(zoo: dict[str, dict[str, Any]] | None) -> dict[str, tuple[Any, ...]] | None:
+    """What :func:`judge` reads of the zoo's listing (its extras may change as they like)."""
+    if zoo is None:
+        return None
+    keys = ("managed", "versions", "state", "current_version")
+    return {name: tuple(item.get(k) for k in keys) for name, item in zoo.items()}
 
 
 def judge(
