@@ -10,6 +10,7 @@ import pytest
 
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout, ErrorCode
+from ovbus.payloads.detections import DetectionResult
 from ovbus.payloads.pipeline import InferenceState
 from services.infer.ownership import owner
 from services.mosquitto import Mosquitto, free_port
@@ -64,6 +65,7 @@ def test_capture_node_killed(
             infer.wait_online(client)
             first_result(client, "gate", 60, log=infer.output)
             before = infer.output().count("camera error")
+            killed_at = time.time()  # wall clock: a result's frame carries its capture time
             capture.kill()
             fault_row.faults += 1
             killed = time.monotonic()
@@ -73,7 +75,14 @@ def test_capture_node_killed(
             assert "gate" in state.error.message
             with client.subscribe(client.topics.detections("gate"), qos=0) as results:
                 errors = inference_states(client, "gate", OUTAGE_S - (time.monotonic() - killed))
-                assert results.drain() == [], "results published for a camera with no stream"
+                # a frame already in a model when the stream failed may still publish its result
+                # (at most one per request in flight; seen once: frame 2, before the first sender
+                # report, so timed by its arrival just as the node died); a result of a frame
+                # taken a second after the kill is fake
+                late = [m.decode(DetectionResult) for m in results.drain()]
+                assert len(late) <= 3, [r.captured_at - killed_at for r in late]
+                fake = [r.captured_at - killed_at for r in late if r.captured_at >= killed_at + 1]
+                assert not fake, f"results for a camera with no stream, captured {fake} s after"
             lines = infer.output().count("camera error") - before
             fault_row.note(
                 f"during {OUTAGE_S:.0f} s without the node: {len(errors)} error states on the "
