@@ -38,14 +38,19 @@ def _reference(data: bytes, width: int, height: int, offsets: list[int], strides
     return np.concatenate(out).reshape(nh * 3 // 2, nw)
 
 
-@pytest.mark.parametrize("size", [(641, 361), (640, 360), (642, 362), (7, 5)])
-@pytest.mark.parametrize("factor", [1, 2, 4])
+@pytest.mark.parametrize(
+    ("size", "factor"),
+    [
+        (size, factor)
+        for size in [(641, 361), (640, 360), (642, 362), (7, 5)]
+        for factor in [1, 2, 4]
+        if size[0] // factor >= 2 and size[1] // factor >= 2  # at least one I420 block
+    ],
+)
 def test_planes_scaled_in_one_pass_are_the_copied_then_scaled_frame(
     size: tuple[int, int], factor: int
 ) -> None:
     width, height = size
-    if width // factor < 2 or height // factor < 2:
-        pytest.skip("smaller than one I420 block")
     strides = [width + 6, (width + 1) // 2 + 3, (width + 1) // 2 + 3]
     rows_uv = (height + 1) // 2
     offsets = [0, strides[0] * height, strides[0] * height + strides[1] * rows_uv]
