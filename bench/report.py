@@ -124,14 +124,14 @@ def write_readme(intro: str | None = None, order: list[str] | None = None) -> Pa
     """``bench/README.md`` from every ``bench/results/*.json`` (each table with the machine, load
     and command of its own run) after ``intro``, the soak's section last (from ``soak.json``).
     Only the tool writes the README."""
-    from bench.__main__ import INTRO, README, SOAK, SOAK_INTRO
+    from bench.__main__ import BENCHES, INTRO, README, SOAK, SOAK_INTRO
 
     soak = RESULTS / "soak.json"
     kept = SOAK + "\n" + SOAK_INTRO
     if soak.exists():
         kept += "\n" + load_report(soak).markdown().replace("### soak\n", "### Last run\n", 1)
     names = sorted(p.stem for p in RESULTS.glob("*.json") if not p.stem.startswith("soak"))
-    first = [n for n in order or [] if n in names]
+    first = [n for n in order or list(BENCHES) if n in names]  # the same order from every tool
     rest = [n for n in names if n not in first]
     tables = [load_report(RESULTS / f"{n}.json").markdown() for n in first + rest]
     README.write_text((intro or INTRO) + "\n## Results\n\n" + "\n".join(tables) + kept)
