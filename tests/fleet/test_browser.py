@@ -1,8 +1,9 @@
 """The notebooks as a person meets them: ``make demo`` prints a JupyterLab URL, and a real browser
-(Debian's Chromium, driven by Playwright) opens it, opens a notebook from the file browser, runs
-all cells and looks at the page: the live image changes and has the detection boxes drawn over the
-faces the model found, the plot renders, no cell shows an error; the fleet notebook lists the demo
-camera and model; a wrong token gets the login page. Then Ctrl-C stops JupyterLab with the rest.
+(Debian's Chromium, driven by Playwright's async API) opens it, opens a notebook from the file
+browser, runs all cells and looks at the page: the live image changes and has the detection boxes
+drawn over the faces the model found, the plot renders, no cell shows an error; the fleet notebook
+lists the demo camera and model; a wrong token gets the login page. Then Ctrl-C stops JupyterLab
+with the rest.
 
 Playwright drives ``/usr/bin/chromium`` (``executable_path``): it cannot download its own browser
 here. Screenshots of every page are written to the folder named in any failure message.
@@ -10,6 +11,7 @@ here. Screenshots of every page are written to the folder named in any failure m
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -21,8 +23,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +32,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
 from ovbus.bus import Bus
 from ovbus.messages import Message
@@ -165,14 +167,29 @@ def demo() -> Iterator[Demo]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """The event loop Playwright's async API runs on, the test's own thread. The sync API is not
+    used: it switches greenlets under the test's other threads (the bus, the demo's reader), and
+    one CI run died of a segmentation fault in this module."""
+    running = asyncio.new_event_loop()
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def browser(loop: asyncio.AbstractEventLoop) -> Iterator[Browser]:
     assert CHROMIUM.exists(), (
         f"{CHROMIUM} is missing: scripts/bootstrap.sh installs Debian's chromium"
     )
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+    driver = loop.run_until_complete(async_playwright().start())
+    try:
+        chromium = loop.run_until_complete(
+            driver.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        )
         yield chromium
-        chromium.close()
+        loop.run_until_complete(chromium.close())
+    finally:
+        loop.run_until_complete(driver.stop())
 
 
 @dataclass
@@ -180,75 +197,77 @@ class Tab:
     page: Page
     shots: Path
 
-    @contextmanager
-    def on_failure(self, what: str) -> Iterator[None]:
+    @asynccontextmanager
+    async def on_failure(self, what: str) -> AsyncIterator[None]:
         """Screenshot the page when a check fails, and say where it is."""
         try:
             yield
         except Exception as e:
-            self.page.screenshot(path=str(self.shots / f"{what}.png"), full_page=True)
+            await self.page.screenshot(path=str(self.shots / f"{what}.png"), full_page=True)
             raise AssertionError(f"{what}: {e}\nscreenshots in {self.shots}/") from e
 
 
 @pytest.fixture
-def tab(browser: Browser, demo: Demo, request: pytest.FixtureRequest) -> Iterator[Tab]:
+def tab(
+    loop: asyncio.AbstractEventLoop, browser: Browser, demo: Demo, request: pytest.FixtureRequest
+) -> Iterator[Tab]:
     """A browser tab; its last screenshot is kept with the others, in the folder failures name."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = loop.run_until_complete(browser.new_context(viewport={"width": 1400, "height": 1000}))
     context.set_default_timeout(60_000)
     shots = ARTIFACTS / request.node.name
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)
     try:
-        page = context.new_page()
+        page = loop.run_until_complete(context.new_page())
         yield Tab(page, shots)
-        page.screenshot(path=str(shots / "end.png"), full_page=True)
+        loop.run_until_complete(page.screenshot(path=str(shots / "end.png"), full_page=True))
     finally:
-        context.close()
+        loop.run_until_complete(context.close())
 
 
-def open_notebook(page: Page, demo: Demo, name: str) -> None:
-    page.goto(demo.url)
+async def open_notebook(page: Page, demo: Demo, name: str) -> None:
+    await page.goto(demo.url)
     item = page.locator(".jp-DirListing-item", has_text=name)
-    item.wait_for()
-    item.dblclick()
-    page.locator(f"{PANEL} .jp-Cell").first.wait_for()
-    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for()
+    await item.wait_for()
+    await item.dblclick()
+    await page.locator(f"{PANEL} .jp-Cell").first.wait_for()
+    await page.get_by_text("Python 3 (ipykernel) | Idle").wait_for()
 
 
-def run_all(page: Page) -> None:
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+async def run_all(page: Page) -> None:
+    await page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    await page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
 
-def wait_finished(page: Page, timeout: float) -> list[str]:
+async def wait_finished(page: Page, timeout: float) -> list[str]:
     """Wait until every code cell has run (an execution count, no ``[*]``); their prompts."""
     prompts = page.locator(f"{PANEL} .jp-CodeCell .jp-InputPrompt")
     deadline = time.monotonic() + timeout
     while True:
-        texts = [t.strip() for t in prompts.all_inner_texts()]
+        texts = [t.strip() for t in await prompts.all_inner_texts()]
         if texts and all(re.fullmatch(r"\[\d+\]:", t) for t in texts):
             return texts
-        dialogs = page.locator(".jp-Dialog").all_inner_texts()
+        dialogs = await page.locator(".jp-Dialog").all_inner_texts()
         assert not any("Kernel Restarting" in d for d in dialogs), (
             f"the kernel died (see the demo's jupyter/jupyterlab.log); cells: {texts}"
         )
         assert time.monotonic() < deadline, (
-            f"cells still running or not run: {texts}; errors shown: {errors_shown(page)}"
+            f"cells still running or not run: {texts}; errors shown: {await errors_shown(page)}"
         )
-        page.wait_for_timeout(500)
+        await page.wait_for_timeout(500)
 
 
-def errors_shown(page: Page) -> list[str]:
+async def errors_shown(page: Page) -> list[str]:
     """Text of every error or stderr output in the open notebook."""
     found = page.locator(
         f'{PANEL} .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
     )
-    return found.all_inner_texts()
+    return await found.all_inner_texts()
 
 
-def pixels(page: Page, selector: str) -> Image:
+async def pixels(page: Page, selector: str) -> Image:
     """The image element's pixels as the browser decoded them, at its natural size (BGR)."""
-    data = page.locator(selector).first.evaluate(
+    data = await page.locator(selector).first.evaluate(
         """img => {
             const c = document.createElement('canvas');
             c.width = img.naturalWidth; c.height = img.naturalHeight;
@@ -291,25 +310,31 @@ def box_drawn(mask: npt.NDArray[np.bool_], result: DetectionResult, label: str) 
     return best
 
 
-def test_face_detection_notebook_shows_live_boxes_on_faces(tab: Tab, demo: Demo) -> None:
+def test_face_detection_notebook_shows_live_boxes_on_faces(
+    loop: asyncio.AbstractEventLoop, tab: Tab, demo: Demo
+) -> None:
+    loop.run_until_complete(_face_detection_notebook(tab, demo))
+
+
+async def _face_detection_notebook(tab: Tab, demo: Demo) -> None:
     page = tab.page
     live = f"{PANEL} img.widget-image"
-    with tab.on_failure("open"):
-        open_notebook(page, demo, "face-detection.ipynb")
-        run_all(page)
-        page.locator(live).first.wait_for(state="visible")
-        page.wait_for_function(
+    async with tab.on_failure("open"):
+        await open_notebook(page, demo, "face-detection.ipynb")
+        await run_all(page)
+        await page.locator(live).first.wait_for(state="visible")
+        await page.wait_for_function(
             "s => { const i = document.querySelector(s); return i && i.naturalWidth > 0 }",
             arg=live,
         )
     samples: list[tuple[Image, list[DetectionResult]]] = []
-    with tab.on_failure("live view"):
+    async with tab.on_failure("live view"):
         start = time.monotonic()
         while time.monotonic() - start < SECONDS / 2:
-            image = pixels(page, live)
+            image = await pixels(page, live)
             samples.append((image, demo.results[-40:]))
-            page.wait_for_timeout(700)
-        page.locator(live).first.screenshot(path=str(tab.shots / "live.png"))
+            await page.wait_for_timeout(700)
+        await page.locator(live).first.screenshot(path=str(tab.shots / "live.png"))
         assert len(samples) >= 3, "too few looks at the live image"
         first, last = samples[0][0].astype(int), samples[-1][0].astype(int)
         assert first.shape == last.shape
@@ -322,40 +347,58 @@ def test_face_detection_notebook_shows_live_boxes_on_faces(tab: Tab, demo: Demo)
         # the box drawn is the one of a recent result: its outline has the box colour
         assert max(drawn) >= 0.6, f"no face box drawn on the live image: outline shares {drawn}"
         assert sum(d >= 0.6 for d in drawn) >= len(drawn) // 2, drawn
-    with tab.on_failure("run all"):
-        prompts = wait_finished(page, SECONDS + 90)
+    async with tab.on_failure("run all"):
+        prompts = await wait_finished(page, SECONDS + 90)
         assert len(prompts) == 5, prompts
-        assert not errors_shown(page), errors_shown(page)
+        shown = await errors_shown(page)
+        assert not shown, shown
         plot = page.locator(f'{PANEL} .jp-OutputArea-output[data-mime-type="image/png"] img')
-        assert plot.count() == 1, "the plot cell shows no figure"
-        plot.scroll_into_view_if_needed()
-        assert plot.evaluate("img => img.naturalWidth") > 300
-        assert "with a detection" in page.locator(PANEL).inner_text()
+        assert await plot.count() == 1, "the plot cell shows no figure"
+        await plot.scroll_into_view_if_needed()
+        assert await plot.evaluate("img => img.naturalWidth") > 300
+        assert "with a detection" in await page.locator(PANEL).inner_text()
 
 
-def test_fleet_notebook_lists_the_demo_camera_and_model(tab: Tab, demo: Demo) -> None:
+def test_fleet_notebook_lists_the_demo_camera_and_model(
+    loop: asyncio.AbstractEventLoop, tab: Tab, demo: Demo
+) -> None:
+    loop.run_until_complete(_fleet_notebook(tab, demo))
+
+
+async def _fleet_notebook(tab: Tab, demo: Demo) -> None:
     page = tab.page
-    with tab.on_failure("fleet"):
-        open_notebook(page, demo, "fleet.ipynb")
-        run_all(page)
-        wait_finished(page, SECONDS + 90)
-        assert not errors_shown(page), errors_shown(page)
+    async with tab.on_failure("fleet"):
+        await open_notebook(page, demo, "fleet.ipynb")
+        await run_all(page)
+        await wait_finished(page, SECONDS + 90)
+        shown = await errors_shown(page)
+        assert not shown, shown
         cameras = page.locator(f"{PANEL} h4:text-is('Cameras') + table").first
-        cameras.scroll_into_view_if_needed()
-        assert "demo" in cameras.locator("td").all_inner_texts()
+        await cameras.scroll_into_view_if_needed()
+        assert "demo" in await cameras.locator("td").all_inner_texts()
         rows = page.locator(f"{PANEL} h4:text-is('Models') + table tr")
-        models = {r[0]: r for r in (row.locator("td").all_inner_texts() for row in rows.all()) if r}
+        models = {}
+        for row in await rows.all():
+            cells = await row.locator("td").all_inner_texts()
+            if cells:
+                models[cells[0]] = cells
         assert DEFAULT_MODEL in models, models
         assert "ready" in models[DEFAULT_MODEL], models
-        assert "nodes reported stats" in page.locator(PANEL).inner_text()
+        assert "nodes reported stats" in await page.locator(PANEL).inner_text()
 
 
-def test_a_wrong_token_gets_the_login_page(tab: Tab, demo: Demo) -> None:
+def test_a_wrong_token_gets_the_login_page(
+    loop: asyncio.AbstractEventLoop, tab: Tab, demo: Demo
+) -> None:
+    loop.run_until_complete(_wrong_token(tab, demo))
+
+
+async def _wrong_token(tab: Tab, demo: Demo) -> None:
     page = tab.page
-    with tab.on_failure("wrong token"):
-        page.goto(re.sub(r"token=[0-9a-f]+", "token=" + "0" * 32, demo.url))
-        page.locator("input[type=password]").first.wait_for()
-        assert page.locator(".jp-DirListing-item").count() == 0
+    async with tab.on_failure("wrong token"):
+        await page.goto(re.sub(r"token=[0-9a-f]+", "token=" + "0" * 32, demo.url))
+        await page.locator("input[type=password]").first.wait_for()
+        assert await page.locator(".jp-DirListing-item").count() == 0
 
 
 def test_ctrl_c_stops_jupyterlab_with_the_rest(demo: Demo) -> None:
