@@ -34,7 +34,8 @@ from bench.int8_recipes import RECIPES, calibration_jpegs, labelled, recipe_rows
 from bench.report import Report, Row
 from ovbus.payloads.model import ModelDescription
 from ovbus.preprocess import fixed_shape
-from services.accuracy_control import Compiled, ap50, quantize_with_bound
+from services.accuracy_control import ap50, quantize_with_bound
+from services.infer.labelled import CompiledModel
 from services.zoo.catalog import Catalog
 from services.zoo.int8 import DEFAULT_RECIPE, Recipe
 
@@ -91,8 +92,8 @@ def run(report: Report, quick: bool = False) -> None:
             outcome = quantize_with_bound(xml32, desc, calibration, dev_set, MAX_DROP / 100,
                                           xml8, DEFAULT_RECIPE, MAX_REVERTED)  # fmt: skip
             test_set = labelled(test, case.label)
-            ap32 = ap50(Compiled(core.compile_model(str(xml32), "CPU")), desc, test_set)
-            ap8 = ap50(Compiled(core.compile_model(str(xml8), "CPU")), desc, test_set)
+            ap32 = ap50(CompiledModel.load(core, xml32), desc, test_set)
+            ap8 = ap50(CompiledModel.load(core, xml8), desc, test_set)
             runs = [
                 (throughput(xml32, desc, seconds), throughput(xml8, desc, seconds))
                 for _ in range(ROUNDS)

@@ -18,7 +18,8 @@ from bench.accuracy.scenes import Frame
 from bench.report import Report, Row
 from ovbus.errors import OvbusError
 from ovbus.payloads.model import ModelDescription
-from services.accuracy_control import Compiled, Labelled, ap50
+from services.accuracy_control import Labelled, ap50
+from services.infer.labelled import CompiledModel
 from services.zoo.int8 import DEFAULT_RECIPE, Recipe, fake_quantize_count, run_nncf
 
 #: the knobs tried, the zoo's first: preset, bias correction, first/last layers, model type
@@ -65,7 +66,7 @@ def recipe_rows(
 ) -> dict[Recipe, float]:
     """One row per recipe: AP@0.5 on ``dev``, FP32 and INT8, and the drop in points."""
     core = ov.Core()
-    fp32 = ap50(Compiled(core.compile_model(str(xml32), "CPU")), desc, dev)
+    fp32 = ap50(CompiledModel.load(core, xml32), desc, dev)
     drops: dict[Recipe, float] = {}
     for i, recipe in enumerate(RECIPES):
         out = folder / f"{case.model}-recipe-{i}" / "model.xml"
@@ -76,7 +77,7 @@ def recipe_rows(
         except OvbusError as e:
             figures = {"AP50_dev_fp32": round(fp32, 3), "error": e.message[:200]}
         else:
-            int8 = ap50(Compiled(core.compile_model(str(out), "CPU")), desc, dev)
+            int8 = ap50(CompiledModel.load(core, out), desc, dev)
             drops[recipe] = (fp32 - int8) * 100
             figures = {"AP50_dev_fp32": round(fp32, 3), "AP50_dev_int8": round(int8, 3),
                        "drop_dev_points": round(drops[recipe], 2),

@@ -1,7 +1,7 @@
 """INT8 within an accuracy bound (docs/flywheel.md): NNCF's ``quantize_with_accuracy_control``,
 whose validation function is AP@0.5 on labelled frames, computed as ``ovbus eval`` and the
-accuracy benchmark compute it: the infer worker's own pre-processing and decoders
-(:func:`services.infer.run.run_model`) and the shared metrics (:mod:`ovbus.metrics`).
+accuracy benchmark compute it (:mod:`services.infer.labelled`: the infer worker's own
+pre-processing and decoders, the shared metrics of :mod:`ovbus.metrics`).
 
 NNCF quantizes with the zoo's recipe (:mod:`services.zoo.int8`), measures the drop on the
 validation frames and, while it is over the bound, puts back in FP32 the groups of layers that
@@ -29,11 +29,15 @@ import numpy as np
 import numpy.typing as npt
 
 from ovbus.errors import ErrorCode, ModelError, OvbusError
-from ovbus.metrics import Box, Tally, average_precision, match
+from ovbus.metrics import Box, Tally, average_precision
 from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.pipeline import PipelineModel
-from services.infer.backend import Array, TensorSpec
-from services.infer.run import run_model
+from services.infer.labelled import (
+    CURVE_THRESHOLD,
+    PIPELINE_THRESHOLD,
+    CompiledModel,
+    score_frame,
+)
 from services.zoo.int8 import (
     Recipe,
     fake_quantize_count,
@@ -43,10 +47,6 @@ from services.zoo.int8 import (
 )
 
 Image = npt.NDArray[np.uint8]
-#: detections down to this score make the precision-recall curve (as ``ovbus eval`` and bench)
-CURVE_THRESHOLD = 0.1
-#: the pipeline's default threshold (a frame without labelled boxes: found anything?)
-PIPELINE_THRESHOLD = 0.5
 #: a drop this close to the bound is within it (float noise of the AP sums)
 EPSILON = 1e-9
 
@@ -60,38 +60,6 @@ class Labelled:
     truth: dict[str, list[tuple[Box, bool]]]
 
 
-class Compiled:
-    """An OpenVINO compiled model behind the infer worker's ``Model`` interface."""
-
-    backend = "openvino"
-    device = "CPU"
-    version = 1
-    nireq: int | None = None  # one request at a time, no queue
-
-    def __init__(self, compiled: Any, name: str = "model") -> None:
-        self.name = name
-        self._compiled = compiled
-        self._inputs = {s.name: s for s in map(_spec, compiled.inputs)}
-
-    def inputs(self) -> dict[str, TensorSpec]:
-        return self._inputs
-
-    def outputs(self) -> dict[str, TensorSpec]:
-        return {s.name: s for s in map(_spec, self._compiled.outputs)}
-
-    def infer(self, inputs: dict[str, Array], timeout: float = 10.0) -> dict[str, Array]:
-        result = self._compiled(inputs)
-        return {p.get_any_name(): np.asarray(result[p]) for p in self._compiled.outputs}
-
-    def close(self) -> None:
-        pass
-
-
-def _spec(port: Any) -> TensorSpec:
-    dims = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
-    return TensorSpec(port.get_any_name(), dims, str(port.get_element_type().to_dtype()))
-
-
 def _score(tallies: dict[str, Tally]) -> float:
     """The mean AP@0.5 over the labels with labelled boxes; with none (a frame with no labelled
     box), 1 when nothing is found at the pipeline's threshold, else 0."""
@@ -102,7 +70,7 @@ def _score(tallies: dict[str, Tally]) -> float:
 
 
 def ap50_frames(
-    model: Compiled, desc: ModelDescription, frames: Iterable[Labelled]
+    model: CompiledModel, desc: ModelDescription, frames: Iterable[Labelled]
 ) -> tuple[float, list[float]]:
     """AP@0.5 over ``frames`` (the mean over the labels that have labelled boxes; detections of
     other labels are not counted: a dataset labelled for persons says nothing of cars), and the
@@ -111,17 +79,14 @@ def ap50_frames(
     tallies: dict[str, Tally] = {}
     each: list[float] = []
     for frame in frames:
-        result = run_model(model, desc, frame.image, spec)
-        mine: dict[str, Tally] = {}
-        for label, boxes in frame.truth.items():
-            found = [(o.box, o.score) for o in result.objects if o.label == label]
-            mine[label] = match(found, [b for b, _ in boxes], [i for _, i in boxes])
-            tallies.setdefault(label, Tally()).add(mine[label])
+        mine = score_frame(model, desc, frame.image, frame.truth, spec)
+        for label, tally in mine.items():
+            tallies.setdefault(label, Tally()).add(tally)
         each.append(_score(mine))
     return _score(tallies), each
 
 
-def ap50(model: Compiled, desc: ModelDescription, frames: Iterable[Labelled]) -> float:
+def ap50(model: CompiledModel, desc: ModelDescription, frames: Iterable[Labelled]) -> float:
     """AP@0.5 over ``frames`` (:func:`ap50_frames`)."""
     return ap50_frames(model, desc, frames)[0]
 
@@ -179,7 +144,7 @@ def quantize_with_bound(
     def validate(compiled: Any, items: Iterable[Labelled]) -> tuple[float, list[float]]:
         # a value per frame: NNCF ranks the groups of layers by AP itself (its metric mode),
         # on the frames where INT8 and FP32 differ most, not by how far raw outputs move
-        return ap50_frames(Compiled(compiled), desc, items)
+        return ap50_frames(CompiledModel(compiled), desc, items)
 
     began = time.monotonic()
     args = nncf_arguments(model, recipe, len(calibration))
@@ -204,8 +169,8 @@ def quantize_with_bound(
         raise nncf_failure(xml.parent.parent.name, e) from e
     ov.save_model(quantized, str(out), compress_to_fp16=False)
     full = out.with_name("intermediate_model.xml")
-    fp32 = ap50(Compiled(core.compile_model(str(xml), "CPU")), desc, validation)
-    int8 = ap50(Compiled(core.compile_model(str(out), "CPU")), desc, validation)
+    fp32 = ap50(CompiledModel.load(core, xml), desc, validation)
+    int8 = ap50(CompiledModel.load(core, out), desc, validation)
     base = fake_quantize_count(xml)  # int8 constants the FP32 graph has of its own
     left = fake_quantize_count(out) - base
     outcome = Outcome(fp32, int8, max_drop, left,

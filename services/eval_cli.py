@@ -22,18 +22,17 @@ from ovbus.clients.dataset import EvalReport, EvalRequest
 from ovbus.clients.dataset import LabelFigures as LabelReport
 from ovbus.dataset import Dataset, DatasetStore
 from ovbus.errors import ErrorCode, ModelError, RequestError
-from ovbus.metrics import Tally, at_threshold, average_precision, match
+from ovbus.metrics import Tally, at_threshold, average_precision
 from ovbus.model_repository import VersionPolicy, read_config, resolve
 from ovbus.payloads.dataset import Label
 from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.pipeline import PipelineModel
 from ovbus.topics import check_name
 from services.infer.descriptions import DescriptionStore
+from services.infer.labelled import CURVE_THRESHOLD, match_labels
 from services.infer.openvino_backend import OpenVINOModel
 from services.infer.run import run_model
 
-#: detections down to this score make the precision-recall curve (AP), as in bench/accuracy
-CURVE_THRESHOLD = 0.1
 ALL_VERSIONS = VersionPolicy.model_validate({"all": {}})
 
 
@@ -119,10 +118,10 @@ def _figures(
         if image is None:
             raise RequestError(f"dataset {dataset.name!r}: frame {frame} has no readable image")
         result = run_model(model, desc, np.asarray(image, np.uint8), spec)
-        for label in sorted(set(names) | {o.label for o in result.objects}):
-            boxes = [lb.box for lb in truth if lb.label == label]
-            dets = [(o.box, o.score) for o in result.objects if o.label == label]
-            tallies.setdefault(label, Tally()).add(match(dets, boxes, [False] * len(boxes)))
+        here = sorted(set(names) | {o.label for o in result.objects})  # found, labelled or not
+        boxes = {label: [(lb.box, False) for lb in truth if lb.label == label] for label in here}
+        for label, tally in match_labels(result.objects, boxes).items():
+            tallies.setdefault(label, Tally()).add(tally)
         if progress and ((i + 1) % 25 == 0 or i + 1 == len(labels)):
             print(f"  {name}:{version} {i + 1}/{len(labels)} frames", file=sys.stderr)
     out = []

@@ -31,6 +31,9 @@ from ovbus.metrics import (
     loose_at,
     match,
 )
+from ovbus.payloads.detections import DetectedObject
+from ovbus.payloads.pipeline import PipelineModel
+from services.infer.labelled import PIPELINE_THRESHOLD, match_labels
 
 ROOT = Path(__file__).resolve().parent.parent
 A, B, C = [0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]
@@ -87,6 +90,20 @@ def test_best_recall_at_a_precision() -> None:
     assert best_recall(t, 0.9) == (0.25, 0.9)
     assert best_recall(t, 0.7) == (0.75, 0.6)
     assert best_recall(Tally([0.5], [False], 1), 0.5) == (0.0, None)
+
+
+def test_detections_are_matched_per_labelled_label() -> None:
+    found = [
+        DetectedObject(label="face", score=0.9, box=A),
+        DetectedObject(label="person", score=0.8, box=A),  # on a face's box: not a face
+        DetectedObject(label="car", score=0.7, box=B),  # no car labelled: not counted
+        DetectedObject(label="dog", score=0.6, box=C),  # dogs labelled, none here: a FP
+    ]
+    tallies = match_labels(found, {"face": [(A, False), (B, True)], "dog": []})
+    assert set(tallies) == {"face", "dog"}
+    assert tallies["face"].true == [True] and tallies["face"].positives == 1
+    assert tallies["dog"].true == [False] and tallies["dog"].positives == 0
+    assert PipelineModel(name="m").threshold == PIPELINE_THRESHOLD  # the pipeline's default
 
 
 def test_labels_are_inside_their_photos_and_placed_exactly() -> None:

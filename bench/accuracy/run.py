@@ -31,14 +31,12 @@ from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.pipeline import PipelineModel, Tiling
 from ovbus.payloads.zoo import WheelSource
 from services.demo import assets
-from services.infer.backend import Array, TensorSpec
+from services.infer.labelled import CURVE_THRESHOLD, PIPELINE_THRESHOLD, CompiledModel
 from services.infer.run import run_model
 from services.zoo.catalog import DEFAULT_MODEL, Catalog
 from services.zoo.convert import convert
 
 MIN_SIZE: Final = 20
-PIPELINE_THRESHOLD: Final = 0.5
-CURVE_THRESHOLD: Final = 0.1
 MIN_PRECISION: Final = tuning.MIN_PRECISION
 #: issue 21's targets, on ``test``: faces >= 20 px at 1280x720, and persons
 TARGET_RECALL: Final = 0.85
@@ -73,39 +71,6 @@ CASES: Final = (
 VIDEO_CASES: Final = (CASES[0], CASES[1], CASES[3], CASES[4])
 
 
-def _spec(port: ov.Output) -> TensorSpec:
-    dims = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
-    return TensorSpec(port.get_any_name(), dims, str(port.get_element_type().to_dtype()))
-
-
-class LocalModel:
-    """A catalog model compiled in-process, behind the infer worker's ``Model`` interface (the
-    worker's backend adds a request queue, which does not change any output)."""
-
-    backend = "openvino"
-    device = "CPU"
-    version = 1
-    nireq: int | None = None  # compiled without a request queue
-
-    def __init__(self, core: ov.Core, name: str, path: Path) -> None:
-        self.name = name
-        self._compiled = core.compile_model(str(path), "CPU")
-        self._inputs = {s.name: s for s in map(_spec, self._compiled.inputs)}
-
-    def inputs(self) -> dict[str, TensorSpec]:
-        return self._inputs
-
-    def outputs(self) -> dict[str, TensorSpec]:
-        return {s.name: s for s in map(_spec, self._compiled.outputs)}
-
-    def infer(self, inputs: dict[str, Array], timeout: float = 10.0) -> dict[str, Array]:
-        result = self._compiled(inputs)
-        return {p.get_any_name(): np.asarray(result[p]) for p in self._compiled.outputs}
-
-    def close(self) -> None:
-        pass
-
-
 def converted(catalog: Catalog, name: str) -> Path:
     """A catalog model's ``model.xml`` as the zoo stores it: the wheel's file converted to
     OpenVINO IR by the zoo's own converter (cached in ``.cache/accuracy/<name>/``)."""
@@ -120,9 +85,9 @@ def converted(catalog: Catalog, name: str) -> Path:
     return folder / "model.xml"
 
 
-def load(core: ov.Core, catalog: Catalog, name: str) -> tuple[LocalModel, ModelDescription]:
+def load(core: ov.Core, catalog: Catalog, name: str) -> tuple[CompiledModel, ModelDescription]:
     """A catalog model as the zoo stores it (:func:`converted`), compiled in-process."""
-    return LocalModel(core, name, converted(catalog, name)), catalog.get(name).description
+    return CompiledModel.load(core, converted(catalog, name), name), catalog.get(name).description
 
 
 @dataclass(slots=True)
@@ -148,7 +113,7 @@ class Tallies:
 PERSONS: dict[str, cascade.Stage] = {}
 
 
-def score(model: LocalModel, desc: ModelDescription, case: Case, frame: Frame) -> Tallies:
+def score(model: CompiledModel, desc: ModelDescription, case: Case, frame: Frame) -> Tallies:
     """One model (or cascade) on one frame, matched against that frame's labels."""
     truth = frame.boxes.get(case.label, [])
     ignored = [min(b[2] - b[0], b[3] - b[1]) < MIN_SIZE for b in truth]
@@ -185,7 +150,7 @@ def score(model: LocalModel, desc: ModelDescription, case: Case, frame: Frame) -
 
 def evaluate(
     case: Case,
-    model: LocalModel,
+    model: CompiledModel,
     desc: ModelDescription,
     scenes: Sequence[Frame],
     done: dict[str, Tallies] | None = None,
@@ -303,7 +268,7 @@ def run(report: Report, quick: bool = False) -> None:
 
         def on_dev(
             frame: Frame,
-            m: LocalModel = model,
+            m: CompiledModel = model,
             d: ModelDescription = desc,
             c: Case = case,
             kept: dict[str, Tallies] = done,

@@ -9,7 +9,7 @@ model, so the same frames give the same results through every backend.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,12 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str = "float32"
+
+    @classmethod
+    def of(cls, port: Any) -> TensorSpec:
+        """The spec of an OpenVINO model's or compiled model's input or output port."""
+        dims = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
+        return cls(port.get_any_name(), dims, str(port.get_element_type().to_dtype()))
 
 
 class Model(Protocol):

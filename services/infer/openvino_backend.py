@@ -47,12 +47,6 @@ class _Slot:
     error: str | None = None
 
 
-def _spec(port: Any) -> TensorSpec:
-    shape = port.get_partial_shape()
-    dims = tuple(d.get_length() if d.is_static else -1 for d in shape)
-    return TensorSpec(port.get_any_name(), dims, str(port.get_element_type().to_dtype()))
-
-
 def _partial(shape: tuple[Dim, ...]) -> ov.PartialShape:
     return ov.PartialShape(
         [ov.Dimension(*d) if isinstance(d, tuple) else ov.Dimension(d) for d in shape]
@@ -153,8 +147,8 @@ class OpenVINOModel:
                 code=ErrorCode.MODEL_LOAD_FAILED,
             ) from e
         self.nireq = nireq
-        self._inputs = {s.name: s for s in map(_spec, self._compiled.inputs)}
-        self._outputs = [_spec(p) for p in self._compiled.outputs]
+        self._inputs = {s.name: s for s in map(TensorSpec.of, self._compiled.inputs)}
+        self._outputs = [TensorSpec.of(p) for p in self._compiled.outputs]
         self._queue.set_callback(self._done)
         self._closed = False
         self._submit = threading.Lock()

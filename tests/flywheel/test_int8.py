@@ -15,8 +15,9 @@ import pytest
 from bench.accuracy.scenes import Frame
 from bench.int8_recipes import calibration_jpegs
 from ovbus.dataset_formats import import_coco
-from services.accuracy_control import Compiled, Labelled, ap50, ap50_frames
+from services.accuracy_control import Labelled, ap50, ap50_frames
 from services.eval_cli import evaluate
+from services.infer.labelled import CompiledModel
 from services.zoo.convert import convert
 from services.zoo.int8 import Recipe, edge_layers, fake_quantize_count, run_nncf
 from tests import assets
@@ -83,7 +84,7 @@ def test_validation_ap_is_ovbus_evals(flywheel: Flywheel) -> None:
         frames.append(Labelled(np.asarray(image, np.uint8),
                                {"face": [(lb.box, False) for lb in labels]}))  # fmt: skip
     xml = next((flywheel.models / "face" / "1").glob("model.*"))
-    compiled = Compiled(ov.Core().compile_model(str(xml), "CPU"))
+    compiled = CompiledModel.load(ov.Core(), xml)
     assert ap50(compiled, BLAZEFACE, frames) == pytest.approx(figures[0].ap50, abs=1e-4)
     # a frame whose face is labelled elsewhere: the AP falls (the measure can tell), and the
     # per-frame values NNCF ranks layers by say which frames
