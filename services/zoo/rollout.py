@@ -98,13 +98,13 @@ class Rollouts:
 
     def start(self, req: RolloutRequest) -> RolloutStarted:
         plan = self.plan(req)
-        self.zoo._claim(req.name)  # pull, remove, set and rollback wait for the outcome
+        self.zoo.claim(req.name)  # pull, remove, set and rollback wait for the outcome
         journal = {"name": plan.name, "old": plan.old, "new": plan.new,
                    "config": base64.b64encode(plan.config).decode()}  # fmt: skip
         try:
             write_atomic(self._journal(plan.name), json.dumps(journal).encode())
         except OSError as e:
-            self.zoo._release(req.name)
+            self.zoo.release(req.name)
             raise RequestError(f"cannot write the rollout's journal: {e}") from e
         thread = threading.Thread(
             target=self._run, args=(plan, req), name=f"rollout:{req.name}", daemon=True
@@ -130,7 +130,7 @@ class Rollouts:
         zoo = self.zoo
         if zoo.busy(req.name):
             raise RequestError(f"{req.name} is busy (pull, remove or rollout)", code=ErrorCode.BUSY)
-        entry = zoo._require(req.name)
+        entry = zoo.require(req.name)
         policy, problem = entry_state(entry or None, zoo.config.folder)
         if problem is not None:
             raise RequestError(f"{req.name}: {problem.message}", code=ErrorCode.CONFLICT)
@@ -226,7 +226,7 @@ class Rollouts:
             for sub in subs:
                 sub.close()
             self._journal(plan.name).unlink(missing_ok=True)
-            self.zoo._release(plan.name)
+            self.zoo.release(plan.name)
             self._threads.pop(plan.name, None)
 
     def _watch(

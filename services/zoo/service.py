@@ -108,28 +108,27 @@ class Zoo:
                 return self.start_rollout(request)
         raise RequestError(f"unknown action {request!r}", code=ErrorCode.UNKNOWN_ACTION)
 
-    def _claim(self, name: str) -> None:
+    def claim(self, name: str) -> None:
+        """Hold ``name`` (a pull, remove, quantization or rollout) until :meth:`release`: any
+        other of them, a set and a rollback of ``name`` are refused meanwhile (``BUSY``)."""
         with self._lock:
             if name in self._busy:
-                raise RequestError(
-                    f"{name} is being pulled or removed; try again when it is done",
-                    code=ErrorCode.BUSY,
-                )
+                raise RequestError(f"{name} is being pulled or removed; try again when it is done",
+                                   code=ErrorCode.BUSY)  # fmt: skip
             self._busy.add(name)
 
     def _not_busy(self, name: str) -> None:
         if self.busy(name):
-            raise RequestError(
-                f"{name} is being pulled, removed or rolled out; try again when it is done",
-                code=ErrorCode.BUSY,
-            )
+            raise RequestError(f"{name} is being pulled, removed or rolled out; try again when "
+                               "it is done", code=ErrorCode.BUSY)  # fmt: skip
 
     def busy(self, name: str) -> bool:
         """True while ``name`` is being pulled or removed."""
         with self._lock:
             return name in self._busy
 
-    def _release(self, name: str) -> None:
+    def release(self, name: str) -> None:
+        """End the hold of :meth:`claim`."""
         with self._lock:
             self._busy.discard(name)
 
@@ -191,13 +190,13 @@ class Zoo:
         return out
 
     def pull(self, req: PullRequest) -> PullResult:
-        self._claim(req.name)
+        self.claim(req.name)
         try:
             p = pull.plan(
                 req, self.folder, self.catalog, self.config, self.settings.ovms_models_dir
             )
         except BaseException:
-            self._release(req.name)  # refused before anything started: no state published
+            self.release(req.name)  # refused before anything started: no state published
             raise
         try:
 
@@ -219,7 +218,7 @@ class Zoo:
             log.error("pull failed", model=req.name, error=str(e))
             raise
         finally:
-            self._release(req.name)
+            self.release(req.name)
         result = self._reload(result)
         state = self.board.set_state(req.name, "ready")
         self._changed()
@@ -227,7 +226,8 @@ class Zoo:
         result.state = ModelState.model_validate(state.model_dump(mode="json", exclude_none=True))
         return result
 
-    def _require(self, name: str) -> dict[str, Any]:
+    def require(self, name: str) -> dict[str, Any]:
+        """``name``'s ``config.json`` entry (``{}``: versions only); ``NOT_FOUND``: neither."""
         self.folder.model_dir(name)
         entry = cfg.find(self.config.read(), name)
         if entry is None and not self.folder.versions(name):
@@ -235,8 +235,8 @@ class Zoo:
         return entry or {}
 
     def remove(self, req: RemoveRequest) -> RemoveResult:
-        self._require(req.name)
-        self._claim(req.name)
+        self.require(req.name)
+        self.claim(req.name)
         try:
             versions = self.folder.versions(req.name)
             if req.version is None:
@@ -283,11 +283,11 @@ class Zoo:
                 result = RemoveResult(name=req.name, removed="version", version=version)
                 self.board.set_state(req.name, "ready")
         finally:
-            self._release(req.name)
+            self.release(req.name)
         return self._reload(result)
 
     def set(self, req: SetRequest) -> SetResult:
-        self._require(req.name)
+        self.require(req.name)
         self._not_busy(req.name)
         fields = req.model_dump(
             include={
@@ -332,7 +332,7 @@ class Zoo:
         return self._reload(SetResult(name=req.name, changed=changed))
 
     def rollback(self, req: RollbackRequest) -> RollbackResult:
-        entry = self._require(req.name)
+        entry = self.require(req.name)
         self._not_busy(req.name)
         versions = self.folder.versions(req.name)
         policy, problem = entry_state(entry or None, self.config.folder)
@@ -363,8 +363,8 @@ class Zoo:
 
     def quantize(self, req: QuantizeRequest) -> QuantizeResult:
         """INT8 with NNCF, a new version (services/zoo/quantize.py, docs/flywheel.md)."""
-        self._require(req.name)
-        self._claim(req.name)
+        self.require(req.name)
+        self.claim(req.name)
         try:
 
             def report(state: ModelStateName, progress: float | None) -> None:
@@ -383,7 +383,7 @@ class Zoo:
             self.board.set_state(req.name, "failed", error=e)
             raise
         finally:
-            self._release(req.name)
+            self.release(req.name)
         result = self._reload(result)
         self.board.set_state(req.name, "ready")
         self._changed()
