@@ -7,8 +7,8 @@ commands; reconnect by itself, the first attempt ``reconnect_min`` seconds after
 every ``reconnect_max`` seconds at most, so a client is back within a fraction of a second of the
 broker returning; every subscription renewed on every connect, before the ``on_connect`` hooks
 (the place to re-publish retained state) run; incoming messages routed to the subscriptions
-(``ovbus.subscriptions``). It moves bytes: payload models, topic policies and request/reply are
-the bus's (``ovbus.bus``). How to connect is said once, in :class:`ConnectOptions`, which
+(``ovbus.subscriptions``; a persistent session's queued ones held for a subscription to come).
+It moves bytes: payload models, topic policies and request/reply are the bus's (``ovbus.bus``). How to connect is said once, in :class:`ConnectOptions`, which
 ``Bus(...)`` and ``ovbus.connect(...)`` pass through as they are.
 """
 
@@ -173,7 +173,7 @@ class Connection:
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
         self._client.on_subscribe = self._handle_subscribe
-        self._subscriptions = Subscriptions(self._client, self._connected)
+        self._subscriptions = Subscriptions(self._client, self._connected, hold=persistent)
 
     # connection ---------------------------------------------------------------------------
     def connect(self, timeout: float = 10.0) -> Self:
@@ -382,6 +382,11 @@ class Connection:
         """Route messages to ``sub``, SUBSCRIBE-d and granted by the broker (see
         ``ovbus.subscriptions``); raises ``SubscribeError`` or ``BusTimeout`` with nothing kept."""
         self._subscriptions.add(sub, wait_timeout)
+
+    def release_early(self) -> None:
+        """The worker's subscriptions are made: what its persistent session delivered for none
+        is dropped (until now held for one to come: ``ovbus.subscriptions``)."""
+        self._subscriptions.release_early()
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Stop routing to ``sub``; its filter is dropped when no other subscription uses it."""

@@ -110,7 +110,10 @@ class Node:
         signal.signal(signal.SIGTERM, stop)
 
     def run_until_stopped(self, on_stop: Callable[[], Any] | None = None) -> None:
-        """Block until a signal or :meth:`stop`; then ``on_stop`` and a clean bus close."""
+        """Block until a signal or :meth:`stop`; then ``on_stop`` and a clean bus close. The
+        worker's subscriptions are all made by now: what its persistent session delivered for
+        none of them is dropped (``Connection.release_early``)."""
+        self.bus.connection.release_early()
         self.started.set()
         try:
             while not self.stopping.wait(0.5):

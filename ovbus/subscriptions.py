@@ -6,27 +6,41 @@ A subscription is routed messages from the moment it is added (retained ones fol
 at once) but its filter is kept, and renewed on reconnects, only once the broker granted it: a
 refused or unanswered SUBSCRIBE withdraws it and raises, so nothing is left behind and a later
 subscribe to that filter asks the broker again.
+
+A persistent session (``hold``) is delivered what was queued for it right after the CONNACK,
+before a worker that subscribes only once it is connected has a subscription for it: such a
+message (not retained, matching no subscription, nor a filter this life dropped) is held, at
+most ``EARLY_HELD``, and handed to the first subscription added whose filter matches it. When
+the worker has made all its subscriptions (:meth:`Subscriptions.release_early`, which
+``Node.run_until_stopped`` calls) what is still held is dropped, logged, and nothing more is.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections import deque
+from typing import Any, Final
 
 import paho.mqtt.client as mqtt
 
 from ovbus.errors import BusTimeout, SubscribeError
 from ovbus.log import get_logger
 from ovbus.messages import Message, Subscription
+from ovbus.topics import Wildcard
 
 log = get_logger(__name__)
+
+#: Messages of a persistent session held for a subscription not made yet (oldest dropped).
+EARLY_HELD: Final = 1000
 
 
 class Subscriptions:
     """The open subscriptions and granted filters of one paho client. Thread-safe; the
     ``renew``, ``granted`` and ``route`` methods are called from paho's network thread."""
 
-    def __init__(self, client: mqtt.Client, connected: threading.Event) -> None:
+    def __init__(
+        self, client: mqtt.Client, connected: threading.Event, *, hold: bool = False
+    ) -> None:
         self._client = client
         self._connected = connected
         self._subs: list[Subscription] = []
@@ -38,6 +52,12 @@ class Subscriptions:
         #: set once the filters subscribed before the first connect are acknowledged
         self.first_granted = threading.Event()
         self._closing = False
+        #: messages for no subscription yet (a persistent session's, see the module docstring)
+        self._early: deque[Message] | None = deque() if hold else None
+        #: filters dropped by this life: a message still on its way for one is not held
+        self._gone: list[Wildcard] = []
+        #: held messages dropped: the oldest past ``EARLY_HELD``, and those no subscription took
+        self.early_dropped = 0
 
     def add(self, sub: Subscription, wait_timeout: float) -> None:
         """Route messages to ``sub`` and SUBSCRIBE if its filter is new (or wants a higher QoS);
@@ -47,15 +67,43 @@ class Subscriptions:
         with self._lock:
             self._subs.append(sub)
             known = self._filters.get(pattern)
-        if known is not None and known >= sub.qos:
-            return
-        try:
-            self._subscribe_and_wait(pattern, sub.qos, wait_timeout)
-        except BaseException:
-            self._withdraw(sub)
-            raise
+        if known is None or known < sub.qos:
+            try:
+                self._subscribe_and_wait(pattern, sub.qos, wait_timeout)
+            except BaseException:
+                self._withdraw(sub)
+                raise
         with self._lock:
             self._filters[pattern] = max(sub.qos, self._filters.get(pattern, 0))
+            self._gone = [g for g in self._gone if g != sub.pattern]
+            for message in self._take_early(sub.pattern):
+                sub.deliver(message)
+
+    def release_early(self) -> None:
+        """Every subscription of the worker is made: messages still held for one are dropped
+        (logged), and from now on a message for no subscription is dropped at once."""
+        with self._lock:
+            early, self._early = self._early, None
+            if early:
+                self.early_dropped += len(early)
+        if early:
+            topics = sorted({m.topic for m in early})
+            log.warning(
+                "queued messages for no subscription dropped",
+                messages=len(early),
+                topics=",".join(topics[:5]) + (",..." if len(topics) > 5 else ""),
+            )
+
+    def _take_early(self, pattern: Wildcard) -> list[Message]:
+        """The held messages ``pattern`` matches, taken out (call with the lock held)."""
+        if not self._early:
+            return []
+        taken = [m for m in self._early if pattern.matches(m.topic)]
+        if taken:
+            self._early = deque(m for m in self._early if not pattern.matches(m.topic))
+            log.info("queued messages handed to a new subscription", filter=pattern.value,
+                     messages=len(taken))  # fmt: skip
+        return taken
 
     def remove(self, sub: Subscription) -> None:
         """Stop routing to ``sub``; UNSUBSCRIBE its filter unless another subscription uses it."""
@@ -65,6 +113,8 @@ class Subscriptions:
             if any(s.pattern == sub.pattern for s in self._subs):
                 return
             self._filters.pop(sub.pattern.value, None)
+            if self._early is not None:
+                self._gone.append(sub.pattern)
         if self._connected.is_set() and not self._closing:
             self._client.unsubscribe(sub.pattern.value)
 
@@ -149,5 +199,21 @@ class Subscriptions:
         """Hand ``message`` to every subscription whose filter matches its topic (never blocks)."""
         with self._lock:
             subs = [s for s in self._subs if s.pattern.matches(message.topic)]
+            if not subs and self._holds(message):
+                assert self._early is not None
+                self._early.append(message)
+                if len(self._early) > EARLY_HELD:
+                    self._early.popleft()
+                    self.early_dropped += 1
+                return
         for sub in subs:
             sub.deliver(message)
+
+    def _holds(self, message: Message) -> bool:
+        """Whether ``message``, for no subscription, is held (call with the lock held)."""
+        return (
+            self._early is not None
+            and not message.retain
+            and not self._closing
+            and not any(g.matches(message.topic) for g in self._gone)
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -95,3 +96,58 @@ def test_server_runs_each_correlation_id_once(broker: Mosquitto, prefix: str, ve
         release.set()
         requester.close()
         server_bus.close()
+
+
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+def test_a_request_queued_in_a_persistent_session_reaches_a_server_made_after_connect(
+    broker: Mosquitto, prefix: str, client: Bus, version: str
+) -> None:
+    """A request published (QoS 1) while a node is away waits in its persistent session; the
+    broker delivers it right after the CONNACK, before a worker that serves only once connected
+    has its server. It is held and run once by the server made after the connect (before: it
+    matched no subscription and was dropped, never answered). What no subscription took by
+    ``release_early`` is dropped, and nothing is held after it."""
+    node = f"late-{uuid.uuid4().hex[:8]}"
+    topic = client.topics.camera_set(f"{node}-cam")
+    other = client.topics.camera_set(f"{node}-other")
+    first = Bus(broker.url, prefix=prefix, node=node, persistent=True, protocol=version)
+    for made in (topic, other):  # the session's subscriptions, made by an earlier life
+        first.subscribe(made, idle_timeout=None)
+    first.connect(timeout=10).close()
+    reply_to = str(client.topics.replies(client.client_id))
+    answers = client.subscribe(reply_to, idle_timeout=60)
+
+    def ask(fps: float, corr: str) -> None:  # sent and acknowledged by the broker
+        body = CameraSet(fps=fps, reply_to=reply_to, correlation=corr)
+        client.publish(topic, body, qos=1, wait=True, response_topic=reply_to,
+                       correlation=corr.encode())  # fmt: skip
+
+    ask(3, "while-away")
+    client.publish(other, CameraSet(fps=5), qos=1, wait=True)
+    runs: list[float | None] = []
+
+    def handle(message: Message) -> Reply:
+        runs.append(message.decode(CameraSet).fps)
+        return Reply.success({"fps": runs[-1]})
+
+    second = Bus(broker.url, prefix=prefix, node=node, persistent=True, protocol=version)
+    try:
+        second.connect(timeout=10)
+        # the worker is busy a while before it serves: by the time a marker published now
+        # arrives, the broker has long delivered what the session held
+        marker = second.subscribe(client.topics.camera_set(f"{node}-marker"), idle_timeout=60)
+        client.publish(client.topics.camera_set(f"{node}-marker"), b"m", qos=1, wait=True)
+        marker.get()
+        server = serve(second, topic, handle)  # made after the connect
+        assert answers.get().decode(Reply).result == {"fps": 3.0}
+        # once: the next request's answer is the next message on the replies topic
+        ask(4, "next")
+        assert answers.get().decode(Reply).result == {"fps": 4.0}
+        assert runs == [3.0, 4.0] and server.duplicates == 0
+        # the held message for ``other`` (no subscription took it) is dropped at release
+        second.connection.release_early()
+        late = second.subscribe(other, idle_timeout=60)
+        client.publish(other, CameraSet(fps=6), qos=1, wait=True)
+        assert late.get().decode(CameraSet).fps == 6
+    finally:
+        second.close()
