@@ -4,6 +4,9 @@ results with their progress, fetch kept frames as JPEG.
 
     from ovbus.replay import replay
     summary, frames = replay(bus, "door", PipelineModel(name="face", version=2), seconds=20)
+
+Every answer is its model (``ReplaySummary``, ``KeptFrames``; :class:`ovbus.clients.ReplayClient`
+gives the same calls as methods); a reply that does not match it raises ``SchemaError``.
 """
 
 from __future__ import annotations
@@ -12,14 +15,28 @@ import base64
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from ovbus.bus import Bus
-from ovbus.errors import BusTimeout, ErrorCode, OvbusError, PayloadError, RequestError
+from ovbus.clients.base import typed
+from ovbus.errors import (
+    BusTimeout,
+    ErrorCode,
+    OvbusError,
+    PayloadError,
+    RequestError,
+    SchemaError,
+)
 from ovbus.messages import Message
 from ovbus.payloads.node import Birth
 from ovbus.payloads.pipeline import InferenceState, PipelineModel
-from ovbus.payloads.replay import ReplayChunk, ReplayFrame, ReplayRequest
+from ovbus.payloads.replay import (
+    KeptFrame,
+    KeptFrames,
+    ReplayChunk,
+    ReplayFrame,
+    ReplayRequest,
+    ReplaySummary,
+)
 from ovbus.rpc import result_of
 
 
@@ -64,7 +81,7 @@ def replay(
     node: str | None = None,
     timeout: float = 600.0,
     on_chunk: Callable[[ReplayChunk], None] | None = None,
-) -> tuple[dict[str, Any], list[ReplayFrame]]:
+) -> tuple[ReplaySummary, list[ReplayFrame]]:
     """Run ``model`` over the kept frames of ``camera`` (or over ``file``); returns the summary
     and every replayed frame with its result, in order. ``on_chunk`` sees each chunk as it
     comes (progress). Raises ``RemoteError`` with the node's code when it refuses."""
@@ -97,30 +114,28 @@ def replay(
         stream_id=stream_id,
     )
     with bus.subscribe(bus.topics.reply_stream(bus.client_id), callback=take):
-        summary = result_of(bus.request(bus.topics.replay(node), request, timeout=timeout))
+        reply = bus.request(bus.topics.replay(node), request, timeout=timeout)
+        summary = typed(ReplaySummary, result_of(reply), "replay")
         if not finished.wait(10.0):  # the last chunk is published before the reply
             raise BusTimeout(f"replay on {node}: the streamed results did not all arrive")
     return summary, sorted(frames, key=lambda f: f.index)
 
 
-def kept_frames(bus: Bus, camera: str, *, node: str | None = None) -> dict[str, Any]:
+def kept_frames(bus: Bus, camera: str, *, node: str | None = None) -> KeptFrames:
     """The frames ``camera``'s infer node keeps for replay (index, capture time, size)."""
     node = node or owner(bus, camera)
-    result: dict[str, Any] = result_of(
-        bus.request(bus.topics.replay(node), ReplayRequest(action="frames", camera=camera))
-    )
-    return result
+    request = ReplayRequest(action="frames", camera=camera)
+    return typed(KeptFrames, result_of(bus.request(bus.topics.replay(node), request)), "frames")
 
 
 def fetch_frame(bus: Bus, camera: str, index: int, *, node: str | None = None) -> bytes:
     """One kept frame of ``camera`` as JPEG bytes."""
     node = node or owner(bus, camera)
-    result = result_of(
-        bus.request(
-            bus.topics.replay(node), ReplayRequest(action="frame", camera=camera, index=index)
-        )
-    )
-    return base64.b64decode(result["jpeg"])
+    request = ReplayRequest(action="frame", camera=camera, index=index)
+    kept = typed(KeptFrame, result_of(bus.request(bus.topics.replay(node), request)), "frame")
+    if kept.jpeg is None:
+        raise SchemaError(f"frame: {node} sent frame {index} of {camera!r} without its JPEG")
+    return base64.b64decode(kept.jpeg)
 
 
 __all__ = ["BusTimeout", "fetch_frame", "infer_node", "kept_frames", "owner", "replay"]

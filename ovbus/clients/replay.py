@@ -9,8 +9,8 @@ infer owner) or over a video file, the kept frames listed, one of them fetched::
     kept = replays.kept("door")                  # KeptFrames
     jpeg = replays.frame("door", kept.frames[-1].index)
 
-The streaming and the choice of node are :mod:`ovbus.replay`'s; this client gives its answers
-their models (``ReplaySummary``, ``KeptFrames``) and raises ``RemoteError`` with the node's code.
+The streaming, the choice of node and the answers' models (``ReplaySummary``, ``KeptFrames``)
+are :mod:`ovbus.replay`'s; a refusal raises ``RemoteError`` with the node's code.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ovbus import replay as requester
 from ovbus.bus import Bus
-from ovbus.clients.base import ServiceClient, typed
+from ovbus.clients.base import ServiceClient
 from ovbus.payloads.pipeline import PipelineModel
 from ovbus.payloads.replay import KeptFrames, ReplayChunk, ReplayFrame, ReplaySummary
 
@@ -68,11 +68,11 @@ class ReplayClient(ServiceClient):
             timeout=self.timeout if timeout is None else timeout,
             on_chunk=on_chunk,
         )
-        return ReplayRun(typed(ReplaySummary, summary, "replay"), frames)
+        return ReplayRun(summary, frames)
 
     def kept(self, camera: str, *, node: str | None = None) -> KeptFrames:
         """The frames ``camera``'s infer node keeps (index, capture time, size)."""
-        return typed(KeptFrames, requester.kept_frames(self.bus, camera, node=node), "frames")
+        return requester.kept_frames(self.bus, camera, node=node)
 
     def frame(self, camera: str, index: int, *, node: str | None = None) -> bytes:
         """One kept frame as JPEG bytes."""

@@ -21,7 +21,7 @@ from ovbus.errors import ErrorCode, RemoteError
 from ovbus.messages import Message
 from ovbus.payloads.detections import DetectionResult
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
-from ovbus.payloads.replay import KeptFrames, ReplaySummary
+from ovbus.payloads.replay import KeptFrames, ReplayRequest, ReplaySummary
 from ovbus.payloads.shadow import ShadowReport, ShadowSpec
 from ovbus.replay import fetch_frame, kept_frames, replay
 from services.infer.replay import decode_jpeg
@@ -96,17 +96,22 @@ def test_shadow_figures_and_replay_equal_live_results(
             wait_for(client, str(client.topics.detections("door")), lambda m: m, 10)
             threading.Event().wait(3.0)  # three seconds of live results and kept frames
             listing = kept_frames(client, "door")
-        assert len(listing["frames"]) >= 10
+        assert isinstance(listing, KeptFrames) and len(listing.frames) >= 10
         # each reply is its model, field for field (what the replay server builds them as)
-        sent = KeptFrames.model_validate(listing)
-        assert sent.model_dump(mode="json", exclude_unset=True) == listing
+        topic = client.topics.replay("infer-shadow")
+        for request, model in (
+            (ReplayRequest(action="frames", camera="door"), KeptFrames),
+            (ReplayRequest(camera="door", model=serving, seconds=1.0, stream_id="raw"),
+             ReplaySummary),
+        ):  # fmt: skip
+            raw = client.call(topic, request, timeout=60)
+            assert model.model_validate(raw).model_dump(mode="json", exclude_unset=True) == raw
         progress: list[float] = []
         summary, frames = replay(
             client, "door", serving, seconds=3.0, on_chunk=lambda c: progress.append(c.progress)
         )
-        assert summary["frames"] == len(frames) > 0 and summary["errors"] == 0
-        ran = ReplaySummary.model_validate(summary)
-        assert ran.model_dump(mode="json", exclude_unset=True) == summary
+        assert isinstance(summary, ReplaySummary)
+        assert summary.frames == len(frames) > 0 and summary.errors == 0
         assert progress[-1] == 100.0 and progress == sorted(progress)
         compared = 0
         for item in frames:
@@ -122,7 +127,7 @@ def test_shadow_figures_and_replay_equal_live_results(
             compared += 1
         assert compared >= 5
         # a kept frame as JPEG
-        index = listing["frames"][-1]["index"]
+        index = listing.frames[-1].index
         image = decode_jpeg(fetch_frame(client, "door", index))
         assert image.shape == (HEIGHT, WIDTH, 3) and float(np.mean(image)) > 10
 
@@ -132,7 +137,7 @@ def test_shadow_figures_and_replay_equal_live_results(
         summary, frames = replay(
             client, None, serving, file="clips/face.mp4", max_frames=5, node="infer-shadow"
         )
-        assert summary["file"] == "clips/face.mp4" and summary["frames"] == 5
+        assert summary.file == "clips/face.mp4" and summary.frames == 5
         assert [f.index for f in frames] == [0, 1, 2, 3, 4]
         assert all(f.result is not None and len(f.result.objects) == 1 for f in frames)
 
