@@ -3,7 +3,8 @@ with their provenance and detections, in the dataset store (:mod:`ovbus.dataset`
 
 The camera's detection job only *offers* a frame (:meth:`Collector.offer`, constant time): the
 rule is checked on the results already there, the quotas counted, and a frame taken goes into a
-small bounded queue. One writer thread per worker encodes the JPEG and writes it. A frame that
+small bounded queue. One writer thread per worker encodes the JPEG (converting the decoded frame
+to BGR first if nothing on the job's path did) and writes it. A frame that
 finds the queue full is dropped and counted: collection never slows serving. A dataset at its
 size cap takes no more frames (counted as ``full``) until it is pruned.
 
@@ -23,11 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
-import numpy as np
-import numpy.typing as npt
 
 from ovbus.dataset import Dataset, DatasetStore, frame_id
 from ovbus.errors import OvbusError
+from ovbus.frames import Frame
 from ovbus.log import get_logger
 from ovbus.payloads.base import now
 from ovbus.payloads.dataset import DatasetRule, FrameRecord, ModelDetections, Quota, Reason
@@ -37,7 +37,6 @@ from services.infer.shadow import compare
 
 log = get_logger(__name__)
 
-Image = npt.NDArray[np.uint8]
 #: frames waiting for the writer, across the worker's cameras
 QUEUE_SIZE = 8
 _WINDOWS = (("per_minute", 60), ("per_hour", 3600), ("per_day", 86400))
@@ -90,7 +89,7 @@ class QuotaCounter:
 class _Item:
     rule: DatasetRule
     record: FrameRecord
-    image: Image
+    frame: Frame
 
 
 @dataclass
@@ -138,14 +137,15 @@ class Collector:
         self,
         camera: str,
         rule: DatasetRule,
-        frame: tuple[int, float, Image],
+        frame: Frame,
         results: Sequence[ModelResult],
         *,
         candidate: ModelResult | None = None,
         reason: Reason | None = None,
     ) -> bool:
-        """A processed frame ``(index, captured_at, image)`` and its serving results (and, from
-        a shadow run, the candidate's). Constant time; ``True`` if it was queued."""
+        """A processed frame (its index and capture time are its provenance) and its serving
+        results (and, from a shadow run, the candidate's). Constant time, and the frame is not
+        converted here; ``True`` if it was queued."""
         reason = reason or select(rule, results)
         with self._lock:
             self.figures.offered += 1
@@ -157,7 +157,6 @@ class Collector:
                 self.figures.over_quota += 1
                 self._count(camera, over_quota=1)
                 return False
-        index, captured_at, image = frame
         models = [
             ModelDetections(name=r.name, version=r.version, objects=r.objects) for r in results
         ]
@@ -165,13 +164,13 @@ class Collector:
             models.append(ModelDetections(name=candidate.name, version=candidate.version,
                                           role="candidate", objects=candidate.objects))  # fmt: skip
         record = FrameRecord(
-            id=frame_id(camera, captured_at, index),
+            id=frame_id(camera, frame.captured_at, frame.index),
             camera=camera,
             dataset=rule.dataset,
-            captured_at=captured_at,
-            frame=index,
-            width=image.shape[1],
-            height=image.shape[0],
+            captured_at=frame.captured_at,
+            frame=frame.index,
+            width=frame.width,
+            height=frame.height,
             reason=reason,
             node=self.node,
             models=models,
@@ -179,7 +178,7 @@ class Collector:
         )
         with self._stored:
             try:
-                self._queue.put_nowait(_Item(rule, record, image))
+                self._queue.put_nowait(_Item(rule, record, frame))
             except queue.Full:
                 with self._lock:
                     self.figures.dropped += 1
@@ -220,7 +219,8 @@ class Collector:
 
     def _write(self, item: _Item) -> None:
         dataset: Dataset = self.store.get(item.rule.dataset, create=True)
-        ok, buf = cv2.imencode(".jpg", item.image, [cv2.IMWRITE_JPEG_QUALITY, item.rule.quality])
+        image = item.frame.image
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, item.rule.quality])
         if not ok:
             raise OvbusError(f"dataset {dataset.name!r}: JPEG encoding failed")
         jpeg = buf.tobytes()

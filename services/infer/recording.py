@@ -15,9 +15,10 @@ from ovbus.frames import Frame
 from ovbus.payloads.dataset import DatasetRule, Reason
 from ovbus.payloads.detections import ModelResult
 from ovbus.payloads.pipeline import PipelineSpec
-from services.infer.collect import Image, disagree
+from services.infer.collect import disagree
 from services.infer.replay import Recorder
 from services.infer.settings import InferSettings
+from services.infer.shadow import Image
 
 
 class Keeper(Protocol):
@@ -35,7 +36,7 @@ class Collection(Protocol):
         self,
         camera: str,
         rule: DatasetRule,
-        frame: tuple[int, float, Image],
+        frame: Frame,
         results: Sequence[ModelResult],
         *,
         candidate: ModelResult | None = None,
@@ -56,19 +57,19 @@ class Recording:
         self.recorder.offer(self.camera, frame)
         rule = spec.dataset
         if rule is not None:  # docs/flywheel.md
-            self.collector.offer(self.camera, rule, (frame.index, frame.captured_at, frame.image),
-                                 results)  # fmt: skip
+            self.collector.offer(self.camera, rule, frame, results)
 
     def disagreement(self, image: Image, serving: ModelResult, candidate: ModelResult,
                      iou: float, meta: object) -> None:  # fmt: skip
-        """A shadow comparison (``meta``: the rule, frame index and capture time the shadow
-        was offered with): the frame is collected when the two models disagree on it."""
+        """A shadow comparison of ``image`` (``meta``: the rule and the frame the shadow was
+        offered with): the frame is collected when the two models disagree on it."""
         if not isinstance(meta, tuple):
             return
-        rule, index, captured_at = meta
-        if isinstance(rule, DatasetRule) and disagree(serving, candidate, iou):
-            self.collector.offer(self.camera, rule, (index, captured_at, image), [serving],
-                                 candidate=candidate, reason="disagreement")  # fmt: skip
+        rule, frame = meta
+        if (isinstance(rule, DatasetRule) and isinstance(frame, Frame)
+                and disagree(serving, candidate, iou)):  # fmt: skip
+            self.collector.offer(self.camera, rule, frame, [serving], candidate=candidate,
+                                 reason="disagreement")  # fmt: skip
 
     def stop(self) -> None:
         self.recorder.forget(self.camera)

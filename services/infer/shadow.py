@@ -248,7 +248,7 @@ class ShadowRunner:
         """A served frame (:class:`services.infer.parts.FrameTap`): offered to the candidate,
         with what dataset collection needs when the camera collects disagreements."""
         rule = spec.dataset
-        meta = (rule, frame.index, frame.captured_at) if rule and rule.disagreement else None
+        meta = (rule, frame) if rule and rule.disagreement else None
         self.offer(spec, frame.image, results, meta)
 
     def offer(

@@ -12,6 +12,7 @@ import pytest
 
 from ovbus.bus import Bus
 from ovbus.dataset import DatasetStore
+from ovbus.frames import Frame
 from ovbus.payloads.dataset import DatasetRule, FrameRecord, Quota
 from ovbus.payloads.detections import DetectedObject, ModelResult
 from ovbus.payloads.node import CameraStats, CollectionStats, Stats
@@ -67,13 +68,17 @@ def test_writer_stores_frames_drops_when_busy_and_stops_at_the_cap(tmp_path: Pat
     rule = DatasetRule(dataset="d", labels=["face"], quota=Quota(per_minute=100))
     face = [result(("face", 0.9, [100, 100, 200, 220]))]
     image = render(0)
+
+    def at(index: int, captured_at: float) -> Frame:
+        return Frame.from_bgr(image, index, captured_at, "arrival", captured_at)
+
     with collector._stored:  # the writer cannot finish a frame while the test holds this
-        assert collector.offer("door", rule, (1, 1000.0, image), face)
+        assert collector.offer("door", rule, at(1, 1000.0), face)
         deadline = time.monotonic() + 60
         while collector._queue.qsize() and time.monotonic() < deadline:
             time.sleep(0.01)  # until the writer took the first frame
-        assert collector.offer("door", rule, (2, 1001.0, image), face)  # waits in the queue
-        assert not collector.offer("door", rule, (3, 1002.0, image), face)  # queue full
+        assert collector.offer("door", rule, at(2, 1001.0), face)  # waits in the queue
+        assert not collector.offer("door", rule, at(3, 1002.0), face)  # queue full
     assert collector.wait_idle(60)
     assert (collector.figures.stored, collector.figures.dropped) == (2, 1)
     records = store.get("d").records()
@@ -84,19 +89,28 @@ def test_writer_stores_frames_drops_when_busy_and_stops_at_the_cap(tmp_path: Pat
     jpeg = read_image(store.get("d").image(r.id))
     assert jpeg.shape == image.shape and np.abs(jpeg.astype(int) - image).mean() < 4
 
+    # a frame as decoded (I420): offering it converts nothing, the writer converts it
+    decoded = Frame(at(9, 1009.0).yuv, 9, 1009.0, "arrival", 1009.0)
+    assert collector.offer("door", rule, decoded, face) and decoded._bgr is None
+    assert collector.wait_idle(60)
+    record = next(r for r in store.get("d").records() if r.frame == 9)
+    assert (record.width, record.height) == (640, 480)
+    kept = read_image(store.get("d").image(record.id))
+    assert kept.shape == image.shape and np.abs(kept.astype(int) - image).mean() < 6
+
     small = DatasetRule(dataset="tiny", labels=["face"], max_mb=0.001)  # ~1 KB: no frame fits
-    assert collector.offer("door", small, (4, 1003.0, image), face)
+    assert collector.offer("door", small, at(4, 1003.0), face)
     assert collector.wait_idle(60)
     assert collector.figures.full == 1 and store.get("tiny").records() == []
 
     # the counts that go on the bus with the camera's stats, per camera, reset once read
     other = DatasetRule(dataset="d", labels=["cat"])
-    assert not collector.offer("yard", other, (5, 1004.0, image), face)  # not chosen
+    assert not collector.offer("yard", other, at(5, 1004.0), face)  # not chosen
     stats = collector.with_counts("door", CameraStats(frames=7))
     assert stats.frames == 7 and stats.collection is not None
     written = sum(p.stat().st_size for p in store.get("d").path.rglob("*") if p.is_file())
     assert stats.collection.model_dump() == {
-        "offered": 4, "taken": 3, "kept": 2, "bytes": written, "over_quota": 0, "dropped": 1,
+        "offered": 5, "taken": 4, "kept": 3, "bytes": written, "over_quota": 0, "dropped": 1,
         "full": 1, "errors": 0,
     }  # fmt: skip
     assert collector.with_counts("door", CameraStats()).collection is None  # read: reset
