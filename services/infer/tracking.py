@@ -49,6 +49,13 @@ def _points(box: Sequence[int]) -> np.ndarray:
     return np.array([[x1, y1], [max(x2, x1 + 1.0), max(y2, y1 + 1.0)]], dtype=np.float64)
 
 
+def _scores(score: float) -> np.ndarray | None:
+    """Both points' scores for norfair. Above its ``detection_threshold`` (0, the default) a
+    point counts as seen, exactly as when no scores are given; ``None`` takes norfair's short
+    path in ``TrackedObject.hit`` (no per-point masks built on every match): the same tracks."""
+    return None if score > 0.0 else np.array([score, score])
+
+
 def _key(tracked: Any) -> int:
     """norfair numbers every object it creates (``initializing_id``), confirmed or not."""
     return int(tracked.initializing_id)
@@ -90,12 +97,7 @@ class Tracker:
             kept = sorted(kept, key=lambda o: o.score, reverse=True)[:cap]
             self.dropped_detections += len(objects) - cap
         detections = [
-            Detection(
-                _points(o.box),
-                scores=np.array([o.score, o.score]),
-                label=o.label,
-                data=(self._frame, o),
-            )
+            Detection(_points(o.box), scores=_scores(o.score), label=o.label, data=(self._frame, o))
             for o in kept
         ]
         self._norfair.update(detections)

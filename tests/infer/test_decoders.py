@@ -9,7 +9,7 @@ import pytest
 from ovbus.errors import ErrorCode, ModelError
 from ovbus.payloads.model import ModelDescription
 from services.infer.anchors import ssd_anchors
-from services.infer.decoders import Found, decode, iou_matrix, nms
+from services.infer.decoders import Found, _ious, decode, iou_matrix, nms
 from services.infer.preprocess import Meta, prepare, resize
 from tests import assets
 from tests.media import read_image
@@ -129,6 +129,18 @@ def test_weighted_nms_merges_a_cluster() -> None:
     assert kept_scores.tolist() == pytest.approx([0.9, 0.6])
     plain, _ = nms(boxes, scores, 0.3)
     assert plain[0].tolist() == [0, 0, 10, 10]
+
+
+def test_nms_pairwise_ious_are_iou_matrix_rows() -> None:
+    """nms computes every pair's IoU at once; each row must be what iou_matrix gives for that
+    box, bit for bit (zero-area and disjoint boxes included), so the kept boxes are the same."""
+    rng = np.random.default_rng(7)
+    corner = rng.uniform(0, 200, (60, 2)).astype(np.float32)
+    boxes = np.hstack([corner, corner + rng.uniform(0, 50, (60, 2)).astype(np.float32)])
+    boxes[::7, 2] = boxes[::7, 0]  # zero width
+    pairs = _ious(boxes)
+    for i in range(len(boxes)):
+        assert np.array_equal(pairs[i], iou_matrix(boxes[i], boxes))
 
 
 def test_detection_out_decoder() -> None:
