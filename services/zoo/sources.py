@@ -45,6 +45,14 @@ class Context:
     #: the largest file one download or one wheel member may be
     max_bytes: int = http.MAX_DOWNLOAD
 
+    def download(self, url: str, dest: Path, expected: http.Expected,
+                 progress: http.Progress | None) -> Path:  # fmt: skip
+        """``url`` into ``dest``, verified, within the worker's limits (:func:`http.download`:
+        cancel, timeout, size, private addresses)."""
+        return http.download(url, dest, expected=expected, progress=progress, cancel=self.cancel,
+                             timeout=self.timeout, max_bytes=self.max_bytes,
+                             allow_private=self.allow_private)  # fmt: skip
+
 
 def _sub_progress(percent: Percent | None, index: int, count: int) -> http.Progress | None:
     if percent is None:
@@ -97,15 +105,8 @@ def from_omz(
     for i, filename in enumerate(files):
         url = f"{base}/{quote(src.model)}/{src.precision}/{quote(filename)}"
         expected = entry.check(f"{src.precision}/{filename}") if entry else http.Expected()
-        http.download(
-            url,
-            dest / _local_name(filename),
-            expected=expected,
-            progress=_sub_progress(percent, i, len(files)),
-            cancel=ctx.cancel,
-            timeout=ctx.timeout,
-            max_bytes=ctx.max_bytes,
-            allow_private=ctx.allow_private,
+        ctx.download(
+            url, dest / _local_name(filename), expected, _sub_progress(percent, i, len(files))
         )
     return _main_file(dest)
 
@@ -157,15 +158,11 @@ def from_hf(src: HuggingFaceSource, ctx: Context, dest: Path, percent: Percent |
                 f"{src.repo}@{src.revision} has no file {filename!r}", code=ErrorCode.NOT_FOUND
             )
         url = f"{endpoint}/{src.repo}/resolve/{quote(src.revision, safe='')}/{quote(filename)}"
-        http.download(
+        ctx.download(
             url,
             dest / _local_name(filename),
-            expected=listing[filename],
-            progress=_sub_progress(percent, i, len(files)),
-            cancel=ctx.cancel,
-            timeout=ctx.timeout,
-            max_bytes=ctx.max_bytes,
-            allow_private=ctx.allow_private,
+            listing[filename],
+            _sub_progress(percent, i, len(files)),
         )
     return _main_file(dest)
 
@@ -180,15 +177,8 @@ def from_url(src: UrlSource, ctx: Context, dest: Path, percent: Percent | None) 
         http.check_url(url, allow_private=ctx.allow_private)
         remote = PurePosixPath(urlsplit(url).path).name
         expected = http.Expected(size=src.size, sha256=src.sha256) if i == 0 else http.Expected()
-        http.download(
-            url,
-            dest / _local_name(remote),
-            expected=expected,
-            progress=_sub_progress(percent, i, len(urls)),
-            cancel=ctx.cancel,
-            timeout=ctx.timeout,
-            max_bytes=ctx.max_bytes,
-            allow_private=ctx.allow_private,
+        ctx.download(
+            url, dest / _local_name(remote), expected, _sub_progress(percent, i, len(urls))
         )
     return _main_file(dest)
 
