@@ -302,6 +302,13 @@ def _calibrate(url: str) -> streams.MediaClock:
     return streams.calibrate(url, read=camera_media.media_time, period=camera_media.SECONDS)
 
 
+def _clocks(stack: Stack) -> dict[str, streams.MediaClock]:
+    """Every camera's media clock, calibrated side by side."""
+    with ThreadPoolExecutor(8) as pool:
+        return dict(zip(stack.cameras, pool.map(lambda c: _calibrate(stack.urls[c]), stack.cameras),
+                        strict=True))  # fmt: skip
+
+
 def description(stack: Stack, name: str) -> ModelDescription:
     return ModelDescription.model_validate_json((stack.models / name / "model.json").read_text())
 
@@ -337,14 +344,7 @@ def run(report: Report, quick: bool = False) -> None:
                     )
                 )
             model_file, desc = stack.model_file(MODEL), description(stack, MODEL)
-            with ThreadPoolExecutor(8) as pool:
-                clocks = dict(
-                    zip(
-                        stack.cameras,
-                        pool.map(lambda c: _calibrate(stack.urls[c]), stack.cameras),
-                        strict=True,
-                    )
-                )
+            clocks = _clocks(stack)
             bound = 1.0 / (1.0 / figures["I"] + 1.0 / decode[codec])
             threshold = figures["latency_ms"] + 2000.0 / 30
             rates: dict[int, float] = {}
@@ -430,14 +430,7 @@ def saturation(report: Report, quick: bool = False) -> None:
         _, latency = benchmark_app(model_file, "latency", 5 if quick else 10)
         threshold = latency + 2000.0 / 30
         report.add(Row("throughput", f"{SATURATING}: benchmark_app", {"I_fps": infer_fps}))
-        with ThreadPoolExecutor(8) as pool:
-            clocks = dict(
-                zip(
-                    stack.cameras,
-                    pool.map(lambda c: _calibrate(stack.urls[c]), stack.cameras),
-                    strict=True,
-                )
-            )
+        clocks = _clocks(stack)
         for n in counts:
             runs = []
             for _ in range(pairs):
