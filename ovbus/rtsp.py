@@ -17,10 +17,13 @@ What it does:
   then is decoded scaled in the DCT domain (libjpeg-turbo through ``simplejpeg``) to the
   smallest size at least ``decode_size``: a skipped JPEG frame is never decoded. H.264 is decoded
   as it comes (every frame is a reference), by the first installed decoder of
-  ``rtsp_pipeline.H264_DECODERS`` (VA-API, V4L2, then ``avdec_h264`` with ``decoder_threads``
+  ``h264_branch.H264_DECODERS`` (VA-API, V4L2, then ``avdec_h264`` with ``decoder_threads``
   threads); when the decoder falls behind, frames are dropped before decoding up to the next
   key frame (``dropped``) instead of queueing, so frame age does not grow; a stream whose frames
   come but are dropped is behind, not stalled: it is never restarted for want of frames.
+- **Paced to the consumer.** Readers sharing a :class:`~ovbus.pacing.DecodePacer` take turns
+  decoding H.264 past saturation: frames the consumer would not take are not decoded
+  (``paced``, to the next key frame); under capacity every frame is (``decoded`` counts them).
 - **Frames as decoded.** Frames stay I420 (what H.264 decodes to); :attr:`Frame.image`
   converts to BGR on first use (JPEG frames come as BGR).
 - **Capture times.** ovbus capture nodes run on the system clock and send RTCP sender reports
@@ -49,17 +52,11 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ovbus.errors import ErrorCode, StreamError
-from ovbus.frames import (
-    NTP_UNIX_OFFSET_S,
-    Frame,
-    FrameClock,
-    i420,
-    ntp_ns_to_unix,
-    scale_factor,
-)
+from ovbus.frames import NTP_UNIX_OFFSET_S, Frame, FrameClock, ntp_ns_to_unix
 from ovbus.log import get_logger
-from ovbus.mapped import mapped
-from ovbus.rtsp_pipeline import build_pipeline, capture_time, check_url, init, video_info
+from ovbus.pacing import DecodePacer
+from ovbus.rtsp_pipeline import build_pipeline, capture_time, check_bus, check_url, init
+from ovbus.samples import to_frame
 
 __all__ = [
     "NTP_UNIX_OFFSET_S",
@@ -116,6 +113,7 @@ class RtspReader:
         login: tuple[str, str] | None = None,
         tls_ca: str | None = None,
         codec: str | None = None,
+        pacer: DecodePacer | None = None,
     ) -> None:
         self._who = f"camera {camera}: " if camera else ""
         try:
@@ -143,6 +141,10 @@ class RtspReader:
         self._session_frames = 0
         self.skipped = 0
         self.dropped = 0  # H.264 frames dropped before decoding (decoder behind)
+        self.decoded = 0  # frames the H.264 decoder put out
+        #: its place at the pacer (``pacing.paced = False``: every frame decoded, for a
+        #: consumer that takes fewer on purpose, a rate limit); ``None`` without a pacer
+        self.pacing = pacer.join(camera or "reader") if pacer is not None else None
         self.bad = 0  # samples that could not be decoded
         self.decode_s = 0.0  # CPU seconds spent decoding JPEG samples
         self.reconnects = 0
@@ -166,6 +168,11 @@ class RtspReader:
             self._thread.join(timeout)
 
     close = stop
+
+    @property
+    def paced(self) -> int:
+        """H.264 frames not decoded because the consumer took too few (:mod:`ovbus.pacing`)."""
+        return self.pacing.skipped if self.pacing is not None else 0
 
     @property
     def stopped(self) -> bool:
@@ -192,6 +199,8 @@ class RtspReader:
             if self._frame is None:
                 return None
             (sample, arrival, index), self._frame = self._frame, None
+        if self.pacing is not None:
+            self.pacing.taken()
         return Pending(self, sample, arrival, index)
 
     def latest(self, timeout: float) -> Frame | None:
@@ -228,6 +237,8 @@ class RtspReader:
                     )
                 self._cond.wait(remaining)
             (sample, arrival, index), self._frame = self._frame, None
+        if self.pacing is not None:
+            self.pacing.taken()
         frame = self._convert(sample, arrival, index)
         if frame is None:
             raise StreamError(f"{self._who}a frame could not be decoded")
@@ -272,6 +283,8 @@ class RtspReader:
             self.reconnects += 1
             log.info("reconnecting", camera=self.camera, in_s=round(backoff, 2))
             self._stop.wait(backoff)
+        if self.pacing is not None:
+            self.pacing.leave()
         self._state("stopped", None)
 
     def _read_once(self) -> None:
@@ -287,20 +300,23 @@ class RtspReader:
             codec=self.codec,
             decoder_threads=self.decoder_threads,
             on_drop=self._count_drop,
+            pace=self.pacing.admit if self.pacing is not None else None,
+            on_decoded=self._count_decoded,
         )
         bus = pipeline.get_bus()
         try:
             if pipeline.set_state(gst.State.PLAYING) == gst.StateChangeReturn.FAILURE:
                 raise StreamError(f"{self._who}cannot open the stream")
-            last, dropped = time.monotonic(), self.dropped
+            last, dropped = time.monotonic(), self.dropped + self.paced
             while not self._stop.is_set():
-                self._check_bus(gst, bus)
+                check_bus(gst, bus, self._who)
                 sample = sink.emit("try-pull-sample", int(0.2 * gst.SECOND))
                 if sample is None:
                     if sink.get_property("eos"):
                         raise StreamError(f"{self._who}the stream ended")
-                    if self.dropped != dropped:  # frames come, dropped before decoding: the
-                        last, dropped = time.monotonic(), self.dropped  # reader is behind
+                    if self.dropped + self.paced != dropped:  # frames come, not decoded: the
+                        last, dropped = time.monotonic(), self.dropped + self.paced  # reader
+                        # is behind (its decoder, or its consumer), not stalled
                     if time.monotonic() - last > self.frame_timeout:
                         raise StreamError(f"{self._who}no frame for {self.frame_timeout:.1f} s")
                     continue
@@ -312,18 +328,11 @@ class RtspReader:
         finally:
             pipeline.set_state(gst.State.NULL)
 
-    def _check_bus(self, gst: Any, bus: Any) -> None:
-        while True:
-            msg = bus.pop_filtered(gst.MessageType.ERROR | gst.MessageType.EOS)
-            if msg is None:
-                return
-            if msg.type == gst.MessageType.EOS:
-                raise StreamError(f"{self._who}the stream ended")
-            err, _debug = msg.parse_error()
-            raise StreamError(f"{self._who}{err.message}")
-
     def _count_drop(self) -> None:
         self.dropped += 1
+
+    def _count_decoded(self) -> None:
+        self.decoded += 1
 
     def _deliver(self, sample: Any) -> None:
         """Keep the newest sample as it came (mapped or decoded only when taken)."""
@@ -335,37 +344,13 @@ class RtspReader:
             self.frames += 1
             self._frame = (sample, arrival, self._index)
             self._cond.notify_all()
+        if self.pacing is not None:
+            self.pacing.delivered()
         if self._on_frame is not None:
             self._on_frame()
 
     def _convert(self, sample: Any, arrival: float, index: int) -> Frame | None:
-        gst = init()
-        buffer = sample.get_buffer()
-        caps = sample.get_caps()
-        name = caps.get_structure(0).get_name() if caps is not None and caps.get_size() else ""
-        captured = capture_time(buffer)
-        clock: FrameClock = "rtcp-ntp"
-        if captured is None or captured <= 0:
-            captured, clock = arrival, "arrival"
-        if name != "image/jpeg":
-            video = video_info(caps)
-            width, height = video.width, video.height
-            planes = list(video.offset[:3]), list(video.stride[:3])
-            factor = scale_factor(width, height, self.decode_size)
-            with mapped(buffer) as view:  # no copy of the frame: scaled or copied out once
-                if view is not None:
-                    yuv = i420(view, width, height, *planes, factor)
-                    return Frame(yuv, index, captured, clock, arrival)
-        ok, info = buffer.map(gst.MapFlags.READ)
-        if not ok:
-            return None
-        try:
-            if name == "image/jpeg":
-                return self._jpeg(bytes(info.data), index, captured, clock, arrival)
-            yuv = i420(info.data, width, height, *planes, factor)
-        finally:
-            buffer.unmap(info)
-        return Frame(yuv, index, captured, clock, arrival)
+        return to_frame(sample, arrival, index, self.decode_size, self._jpeg)
 
     def _jpeg(
         self, data: bytes, index: int, captured: float, clock: FrameClock, arrival: float

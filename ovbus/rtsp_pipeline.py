@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from ovbus import mapped
 from ovbus.errors import ErrorCode, StreamError
 from ovbus.frames import ntp_ns_to_unix
+from ovbus.h264_branch import Pace, h264_branch
+from ovbus.h264_branch import element as _element
 
 #: Caps of the reference timestamp metas that rtspsrc adds from RTCP sender reports.
 NTP_CAPS: Final = "timestamp/x-ntp"
@@ -142,71 +144,6 @@ def capture_time(buffer: Any) -> float | None:
     return ntp_ns_to_unix(int(meta.timestamp))
 
 
-def _element(gst: Any, factory: str, **props: object) -> Any:
-    element = gst.ElementFactory.make(factory, None)
-    if element is None:
-        raise StreamError(f"GStreamer element {factory!r} is not installed")
-    for key, value in props.items():
-        element.set_property(key.replace("_", "-"), value)
-    return element
-
-
-#: H.264 decoders in order of preference: VA-API (Intel and AMD GPUs), the older VA-API plugin,
-#: V4L2 stateful decoders (Raspberry Pi), then libav's software decoder.
-H264_DECODERS: Final = ("vah264dec", "vaapih264dec", "v4l2h264dec", "avdec_h264")
-
-
-def h264_decoder(gst: Any) -> str:
-    """The first installed H.264 decoder of :data:`H264_DECODERS`."""
-    for name in H264_DECODERS:
-        if gst.ElementFactory.find(name) is not None:
-            return name
-    raise StreamError("no H.264 decoder is installed (gstreamer1.0-libav has avdec_h264)")
-
-
-#: Key frames the H.264 decoder's queue holds beyond its delta frames: a decoder stalled for
-#: that many key frames (8 s at a key frame a second) loses none of them to the leaky queue.
-KEY_FRAME_ROOM: Final = 8
-
-
-def _h264_branch(
-    gst: Any, decoder_threads: int, queue_frames: int, on_drop: Callable[[], None] | None
-) -> list[Any]:
-    """``rtph264depay ! h264parse ! queue ! <decoder> ! videoconvert``. Frames are dropped
-    before the queue, never decoded: once the decoder is behind (the queue holds
-    ``queue_frames - 1`` frames), every delta frame up to the next key frame is dropped
-    (``on_drop``), and key frames always enter (the queue has room for
-    :data:`KEY_FRAME_ROOM` of them), so decoding restarts at the next one and frame age does not
-    grow. The queue leaks only as a last resort (it never blocks the network side)."""
-    depay = _element(gst, "rtph264depay")
-    parse = _element(gst, "h264parse")
-    room = queue_frames + KEY_FRAME_ROOM  # deltas stop at queue_frames - 1, the rest: key frames
-    queue = _element(gst, "queue", max_size_buffers=room, max_size_bytes=0, max_size_time=0)
-    gst.util_set_object_arg(queue, "leaky", "downstream")
-    name = h264_decoder(gst)
-    decoder = _element(gst, name)
-    if name.startswith("avdec_"):
-        decoder.set_property("max-threads", decoder_threads)  # 0: one per core, per decoder
-    behind = [False]
-    limit = max(1, queue_frames - 1)
-    # looked up once: a GI attribute look-up per frame costs as much as the check itself
-    delta, ok, drop = gst.BufferFlags.DELTA_UNIT, gst.PadProbeReturn.OK, gst.PadProbeReturn.DROP
-
-    def admit(_pad: Any, info: Any) -> Any:
-        if not info.get_buffer().has_flags(delta):
-            behind[0] = False  # a key frame: decoding restarts here
-            return ok
-        if behind[0] or queue.get_property("current-level-buffers") >= limit:
-            behind[0] = True
-            if on_drop is not None:
-                on_drop()
-            return drop
-        return ok
-
-    queue.get_static_pad("sink").add_probe(gst.PadProbeType.BUFFER, admit)
-    return [depay, parse, queue, decoder, _element(gst, "videoconvert")]
-
-
 #: RTP encodings the reader decodes, by the descriptor ``codec`` that announces each; H.265
 #: too when a decoder is installed and no codec is expected. Anything else is refused: no
 #: ``decodebin``, so a hostile server cannot reach GStreamer's other demuxers and decoders.
@@ -252,6 +189,8 @@ def build_pipeline(
     decoder_threads: int = 1,
     queue_frames: int = 5,
     on_drop: Callable[[], None] | None = None,
+    pace: Pace | None = None,
+    on_decoded: Callable[[], None] | None = None,
     login: tuple[str, str] | None = None,
     tls_ca: str | None = None,
     codec: str | None = None,
@@ -263,9 +202,11 @@ def build_pipeline(
     - JPEG: ``rtpjpegdepay`` only; the sample holds the encoded frame, decoded by the reader
       when a frame is taken (:mod:`ovbus.rtsp`), so frames nobody takes are never decoded;
     - H.264: ``rtph264depay ! h264parse ! queue ! decoder ! videoconvert`` to I420, with the
-      first installed decoder of :data:`H264_DECODERS` (``avdec_h264`` limited to
+      first installed decoder of :data:`~ovbus.h264_branch.H264_DECODERS` (``avdec_h264`` limited to
       ``decoder_threads``), dropping to the next key frame when it falls behind by more than
-      ``queue_frames`` frames (``on_drop`` counts each dropped frame);
+      ``queue_frames`` frames (``on_drop`` counts each dropped frame), and dropping what
+      ``pace`` refuses (decoding paced to the consumer: :mod:`ovbus.pacing`); ``on_decoded``
+      counts the frames the decoder puts out;
     - H.265 (no ``codec`` expected, a decoder installed): ``rtph265depay ! h265parse !
       <decoder> ! videoconvert`` to I420;
     - anything else is refused (an error on the bus), as is a stream whose encoding is not the
@@ -360,7 +301,7 @@ def build_pipeline(
         if encoding == "JPEG":
             elements = [_element(gst, "rtpjpegdepay")]
         elif encoding == "H264":
-            elements = _h264_branch(gst, decoder_threads, queue_frames, on_drop)
+            elements = h264_branch(gst, decoder_threads, queue_frames, on_drop, pace, on_decoded)
             elements.append(_element(gst, "capsfilter", caps=raw))
         elif h265 is not None and codec is None:
             elements = [_element(gst, "rtph265depay"), _element(gst, "h265parse")]
@@ -378,3 +319,16 @@ def build_pipeline(
     src.connect("before-send", before_send)
     src.connect("pad-added", on_rtp_pad)
     return pipeline, sink
+
+
+def check_bus(gst: Any, bus: Any, who: str = "") -> None:
+    """Raise ``StreamError`` for an error or end of stream waiting on a pipeline's ``bus``
+    (``who`` begins the message: ``"camera door: "``)."""
+    while True:
+        msg = bus.pop_filtered(gst.MessageType.ERROR | gst.MessageType.EOS)
+        if msg is None:
+            return
+        if msg.type == gst.MessageType.EOS:
+            raise StreamError(f"{who}the stream ended")
+        err, _debug = msg.parse_error()
+        raise StreamError(f"{who}{err.message}")

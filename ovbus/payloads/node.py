@@ -54,6 +54,15 @@ class CameraStats(Payload):
     frames: int = Field(0, description="frames processed in the interval")
     skipped: int = Field(0, description="frames skipped because inference was busy")
     dropped: int = Field(0, description="messages dropped (queue full)")
+    paced: int = Field(
+        0,
+        description="H.264 frames not decoded because inference took too few of the camera's "
+        "decoded frames (past saturation the cameras take turns decoding, a GOP or the rest of "
+        "one at a time)",
+    )
+    behind: int = Field(
+        0, description="H.264 frames dropped before decoding because the decoder was behind"
+    )
     errors: int = 0
     collection: CollectionStats | None = Field(
         None, description="dataset collection, when the camera's spec has a dataset rule"

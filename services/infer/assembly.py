@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ovbus.bus import Bus
+from ovbus.pacing import DecodePacer
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from ovbus.payloads.shadow import ShadowReport
 from services.infer.backend import Backend
@@ -74,6 +75,7 @@ class CameraAssembly:
             decoder_threads=settings.decoder_threads,
             login=settings.rtsp_login,  # from the worker's settings, never the bus
             tls_ca=settings.rtsp_tls_ca,
+            pacer=DecodePacer(),  # the worker's cameras take turns decoding past saturation
         )
 
     def build(self, camera: str) -> CameraRunner:

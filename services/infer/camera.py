@@ -143,6 +143,7 @@ class CameraRunner:
             if rate != self._rate:
                 self._rate = rate
                 self.turns.set_rate(self.camera, rate)
+                self.intake.pace(rate is None)  # a rate limit leaves frames untaken on purpose
             with self._lock:
                 stream = self._stream
             if spec is None or not spec.enabled or stream is None:
@@ -214,4 +215,6 @@ class CameraRunner:
         self.results.republish()
 
     def stats(self, interval: float) -> CameraStats:
-        return self.results.stats(interval, self.intake.skipped)
+        stats = self.results.stats(interval, self.intake.skipped)
+        stats.paced, stats.behind = self.intake.undecoded()
+        return stats

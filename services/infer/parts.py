@@ -88,6 +88,15 @@ class Intake(Protocol):
         """Frames are decoded or scaled down to at least ``size`` (``None``: full size)."""
         ...
 
+    def pace(self, on: bool) -> None:
+        """Whether decoding is paced to inference (off: every frame decoded, for a camera
+        limited by ``detect_fps``, which leaves frames untaken on purpose)."""
+        ...
+
+    def undecoded(self) -> tuple[int, int]:
+        """Frames not decoded since the last call: (paced to inference, decoder behind)."""
+        ...
+
 
 class Serving(Protocol):
     """The versions a camera serves and the models run on one frame."""

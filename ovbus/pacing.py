@@ -1,0 +1,229 @@
+"""Decoding paced to the consumer: past saturation, H.264 frames that inference would not take are
+not decoded at all.
+
+A reader's decoded frames wait in a one-frame slot (:mod:`ovbus.rtsp`). When the consumer takes
+fewer than arrive, the rest are replaced untaken, and with an inter-frame codec their decode was
+work for nothing: the core the decoder spent is the one inference lacks. A :class:`DecodePacer`
+is shared by the readers of one consumer (the infer worker's cameras) and says, frame by frame
+before the decoder (:meth:`PacedStream.admit`), which readers decode:
+
+- **The budget** (frames/s decoded across the readers). Every ``window_s`` it compares the
+  decoded frames delivered to the slots with those taken. Taken fraction below ``low``: the
+  consumer is saturated, and the budget becomes what it took, over ``target`` (a margin: a
+  ready frame is always waiting when the consumer comes). Above ``high``: the budget grows by
+  ``grow`` a window, and once it covers every reader nothing is paced. Under capacity the
+  consumer takes (almost) every frame, so nothing is ever skipped and frame age is unchanged.
+- **Running readers.** A delta frame cannot be decoded without its predecessors, so a reader
+  starts decoding (runs) only at a key frame, and may stop at any frame: the rest of its GOP is
+  dropped before the decoder. The running readers' frame rates add up to about the budget. A
+  waiting reader starts at its key frame when there is room; when there is none it takes the
+  place of the runner that has decoded the largest share of its frames lately (``memory``
+  GOPs), if that share is larger than its own: turns go to the cameras served least, as the
+  scheduler's round-robin does, so the cameras converge to equal shares and none stays dark.
+  Over budget, that same runner stops. A started reader runs at least ``share`` of its fair
+  part of a GOP before it may be stopped (no thrashing), the last one running is never stopped
+  (a camera alone is never paced: inference would only idle), and a reader refused at
+  ``starve`` key frames in a row starts at the next.
+- **Exempt streams.** A stream whose consumer takes fewer frames on purpose (a camera limited
+  by ``detect_fps``) is not paced (:attr:`PacedStream.paced` false): it decodes every frame and
+  does not count in the budget.
+
+All of it is plain logic under one lock: ``now`` (monotonic seconds) is passed in, so the tests
+drive it directly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = ["DecodePacer", "PacedStream", "PacerSettings"]
+
+#: A budget this large is no budget: nothing is paced.
+UNLIMITED: Final = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class PacerSettings:
+    """The controller's constants (see the module docstring)."""
+
+    window_s: float = 1.0
+    low: float = 0.8  # taken fraction under which the consumer is saturated
+    target: float = 0.9  # decoded = taken / target once saturated
+    high: float = 0.95  # taken fraction over which the budget grows
+    grow: float = 1.15
+    starve: int = 2  # key frames refused in a row before a reader starts regardless
+    share: float = 0.5  # of its fair share of a GOP, a started reader runs before it may stop
+    memory: float = 4.0  # GOPs a reader's share of decoded frames is averaged over
+
+
+@dataclass(slots=True, eq=False)
+class PacedStream:
+    """One reader's place at its :class:`DecodePacer`; :meth:`admit` is called for every frame
+    before the decoder (from the stream's thread), :meth:`delivered` and :meth:`taken` for
+    every decoded frame put in and taken from the slot."""
+
+    pacer: DecodePacer
+    name: str
+    paced: bool = True  # false: every frame decoded, not in the budget (detect_fps cameras)
+    running: bool = False
+    started: int = 0  # order of the start (the smallest has run longest)
+    run: int = 0  # frames admitted since the start
+    refused: int = 0  # key frames refused in a row
+    since_key: int = 0
+    gop: int = 0  # frames between the last two key frames (0: not seen yet)
+    rate: float = 0.0  # frames/s arriving, over the last window
+    share: float = 1.0  # recent fraction of its frames decoded (moving average)
+    arrived_window: int = 0
+    skipped: int = 0  # frames not decoded because of the pacer (total)
+    _left: bool = field(default=False, repr=False)
+
+    def admit(self, key: bool, now: float | None = None) -> bool:
+        """Whether this frame (``key``: a key frame) goes to the decoder (``now``: monotonic
+        seconds, default the clock's)."""
+        return self.pacer._admit(self, key, time.monotonic() if now is None else now)
+
+    def delivered(self) -> None:
+        """A decoded frame reached the slot."""
+        self.pacer._count(self, delivered=1)
+
+    def taken(self) -> None:
+        """The consumer took a frame from the slot."""
+        self.pacer._count(self, taken=1)
+
+    def leave(self) -> None:
+        self.pacer._leave(self)
+
+
+class DecodePacer:
+    """Decides which of its readers decode; see the module docstring."""
+
+    def __init__(self, settings: PacerSettings | None = None) -> None:
+        self.settings = settings or PacerSettings()
+        self._lock = threading.Lock()
+        self._streams: list[PacedStream] = []
+        self._order = itertools.count(1)
+        self.budget = UNLIMITED  # frames/s
+        self._window_start: float | None = None
+        self._delivered = 0
+        self._taken = 0
+
+    def join(self, name: str) -> PacedStream:
+        stream = PacedStream(self, name)
+        with self._lock:
+            self._streams.append(stream)
+        return stream
+
+    # figures -----------------------------------------------------------------------------------
+    def running(self) -> list[str]:
+        with self._lock:
+            return [s.name for s in self._streams if s.running]
+
+    # the logic ---------------------------------------------------------------------------------
+    def _leave(self, stream: PacedStream) -> None:
+        with self._lock:
+            stream._left, stream.running = True, False
+            if stream in self._streams:
+                self._streams.remove(stream)
+
+    def _count(self, stream: PacedStream, delivered: int = 0, taken: int = 0) -> None:
+        if not stream.paced:
+            return
+        with self._lock:
+            self._delivered += delivered
+            self._taken += taken
+
+    def _admit(self, s: PacedStream, key: bool, now: float) -> bool:
+        with self._lock:
+            self._tick(now)
+            s.arrived_window += 1
+            if key:
+                s.gop, s.since_key = s.since_key, 0
+            s.since_key += 1
+            if not s.paced or s._left:
+                return True
+            decode = self._decide(s, key)
+            s.share += ((1.0 if decode else 0.0) - s.share) * self._alpha(s)
+            if not decode:
+                s.skipped += 1
+            return decode
+
+    def _decide(self, s: PacedStream, key: bool) -> bool:
+        if s.running:
+            if not self._over(s):
+                s.run += 1
+                return True
+            s.running = False  # the rest of its GOP is not decoded
+        elif self.budget == UNLIMITED or (key and self._may_start(s)):
+            s.running, s.started, s.run, s.refused = True, next(self._order), 1, 0
+            return True
+        elif key:
+            s.refused += 1
+        return False
+
+    def _alpha(self, s: PacedStream) -> float:
+        """The share's moving average spans about ``memory`` GOPs."""
+        return 1.0 / (self.settings.memory * max(s.gop, 10))
+
+    def _yielding(self) -> PacedStream | None:
+        """The runner that stops first: of those that have had their share of a GOP, the one
+        with the largest share of decoded frames lately (then the one that has run longest)."""
+        ready = [r for r in self._streams if r.running and r.paced and r.run >= self._min_run(r)]
+        return max(ready, key=lambda r: (r.share, -r.started), default=None)
+
+    def _load(self) -> float:
+        return sum(r.rate for r in self._streams if r.running and r.paced)
+
+    def _min_run(self, s: PacedStream) -> int:
+        """Frames a started reader runs before it may be stopped: its share of a GOP."""
+        if not s.gop or self.budget == UNLIMITED:
+            return 0
+        total = sum(r.rate for r in self._streams if r.paced) or 1.0
+        return math.ceil(s.gop * min(1.0, self.budget / total) * self.settings.share)
+
+    def _over(self, s: PacedStream) -> bool:
+        """``s`` (running) stops: the budget is exceeded even without it, it has run longest,
+        and it has had its share of a GOP."""
+        others = [r for r in self._streams if r.running and r.paced and r is not s]
+        if self.budget == UNLIMITED or not others or self._load() - s.rate / 2 < self.budget:
+            return False
+        return self._yielding() is s
+
+    def _may_start(self, s: PacedStream) -> bool:
+        """At ``s``'s key frame: start if there is room, or in place of the reader that has run
+        longest (once it has had its share), or after ``starve`` refusals in a row."""
+        load = self._load()
+        if self.budget == UNLIMITED or not load or load + s.rate / 2 <= self.budget:
+            return True
+        runner = self._yielding()
+        if runner is not None and runner.share > s.share:
+            runner.running = False  # its next frame is dropped: s takes its turn
+            return True
+        return s.refused + 1 >= self.settings.starve
+
+    def _tick(self, now: float) -> None:
+        """The budget, once a window."""
+        if self._window_start is None:
+            self._window_start = now
+            return
+        elapsed = now - self._window_start
+        if elapsed < self.settings.window_s:
+            return
+        for s in self._streams:
+            s.rate, s.arrived_window = s.arrived_window / elapsed, 0
+        delivered, taken = self._delivered, self._taken
+        self._window_start, self._delivered, self._taken = now, 0, 0
+        if delivered <= 0:
+            return
+        got = taken / delivered
+        cfg = self.settings
+        if got < cfg.low:
+            self.budget = max(taken / elapsed / cfg.target, 1e-3)
+        elif got > cfg.high and self.budget != UNLIMITED:
+            self.budget = max(self.budget, delivered / elapsed) * cfg.grow
+            if self.budget >= sum(s.rate for s in self._streams if s.paced):
+                self.budget = UNLIMITED
