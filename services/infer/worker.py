@@ -124,6 +124,12 @@ class InferWorker:
         )  # fmt: skip
 
     # wiring --------------------------------------------------------------------------------
+    def listen(self) -> None:
+        """The request server, made before the node connects (renewed on connect, before its
+        ``online``): a replay request sent the moment the node shows online reaches it (made
+        after the connect, it was lost: the session is clean, the broker had nowhere to put it)."""
+        self.replays.start()
+
     def start(self) -> None:
         self.dispatcher.start()
         t = self.topics
@@ -137,7 +143,6 @@ class InferWorker:
             sub(t.all_cameras("inference"), callback=self._on_inference, idle_timeout=None),
         ]
         self.bus.on_connect(self.owned.republish)
-        self.replays.start()
 
     def stop(self) -> None:
         self.replays.close()
@@ -273,10 +278,12 @@ def main(node_settings: NodeSettings, settings: InferSettings) -> int:
         return 2
     worker = InferWorker(node, settings, backend)
     holder["w"] = worker
+    worker.listen()
     try:
         node.connect()
     except OvbusError as e:
         log.error("cannot connect to the broker", error=e.message)
+        worker.replays.close()
         backend.close()
         return 3
     worker.start()
