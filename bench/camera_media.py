@@ -18,8 +18,6 @@ time from it (:func:`media_time`), the pipeline from RTCP. Files are built once 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy.typing as npt
 from ovbus.errors import OvbusError
 from services.capture import barcode
 from services.demo import assets
+from services.demo.media import write_video
 
 Image = npt.NDArray[np.uint8]
 CODECS: Final = ("h264", "h264-bframes", "mjpeg")
@@ -142,23 +141,6 @@ def build(codec: str, width: int = 1280, height: int = 720, fps: int = 30) -> Me
     args, suffix = _codec_args(codec, fps)
     target = CACHE / f"camera-{codec}-{width}x{height}-{fps}-v1{suffix}"
     media = Media(target, codec, width, height, fps)
-    if target.exists():
-        return media
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise OvbusError("ffmpeg is not installed: run `make setup`")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(f".{target.stem}.part{suffix}")
-    cmd = [
-        ffmpeg, "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
-        "-s", f"{width}x{height}", "-r", str(fps), "-i", "-", *args, str(part),
-    ]  # fmt: skip
-    with subprocess.Popen(cmd, stdin=subprocess.PIPE) as proc:
-        assert proc.stdin is not None
-        for frame in frames(width, height, fps):
-            proc.stdin.write(frame.tobytes())
-        proc.stdin.close()
-        if proc.wait(300) != 0:
-            raise OvbusError(f"ffmpeg failed to encode {target.name} (exit {proc.returncode})")
-    part.replace(target)
+    if not target.exists():
+        write_video(frames(width, height, fps), target, (width, height), fps, args, timeout=300)
     return media

@@ -11,9 +11,7 @@ length, is the capture time). That gives the naive OpenCV loop a frame age too.
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,25 +60,8 @@ def mjpeg_file() -> Path:
     target = CACHE / "clock-scene-v2.avi"
     if target.exists():
         return target
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise OvbusError("ffmpeg is not installed: run `make setup`")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_suffix(".part.avi")
-    cmd = [
-        ffmpeg, "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
-        "-s", f"{media.WIDTH}x{media.HEIGHT}", "-r", str(media.FPS), "-i", "-",
-        "-c:v", "mjpeg", "-q:v", "4", "-huffman", "default", "-pix_fmt", "yuvj420p", str(part),
-    ]  # fmt: skip
-    with subprocess.Popen(cmd, stdin=subprocess.PIPE) as proc:
-        assert proc.stdin is not None
-        for frame in _painted():
-            proc.stdin.write(frame.tobytes())
-        proc.stdin.close()
-        if proc.wait(120) != 0:
-            raise OvbusError(f"ffmpeg failed to encode the MJPEG file (exit {proc.returncode})")
-    part.replace(target)
-    return target
+    args = ["-c:v", "mjpeg", "-q:v", "4", "-huffman", "default", "-pix_fmt", "yuvj420p"]
+    return media.write_video(_painted(), target, (media.WIDTH, media.HEIGHT), media.FPS, args)
 
 
 @dataclass

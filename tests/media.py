@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from services.demo.media import write_video
 from tests import assets
 from tests.models import ASTRONAUT_FACE
 
@@ -72,22 +74,15 @@ def face_video() -> Path:
         if target.exists():
             return target
         photo = read_image(assets.astronaut())
-        raw = b"".join(render(i, photo).tobytes() for i in range(FRAMES))
-        part = target.with_suffix(".part.mp4")
-        subprocess.run(
-            [
-                "ffmpeg", "-loglevel", "error", "-y",
-                "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{WIDTH}x{HEIGHT}",
-                "-r", str(FPS), "-i", "-",
-                "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-                "-g", str(FPS), "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(part),
-            ],
-            input=raw,
-            check=True,
-            timeout=120,
-        )  # fmt: skip
-        part.replace(target)
-    return target
+        return h264(target, (render(i, photo) for i in range(FRAMES)), (WIDTH, HEIGHT), FPS)
+
+
+def h264(target: Path, frames: Iterable[Image], size: tuple[int, int], fps: int) -> Path:
+    """``frames`` as the tests' H.264 MP4 (libx264, no lookahead, a key frame every second),
+    written to ``target`` (the caller holds the media lock and checked it is not there yet)."""
+    args = ["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", str(fps),
+            "-pix_fmt", "yuv420p", "-movflags", "+faststart"]  # fmt: skip
+    return write_video(frames, target, size, fps, args)
 
 
 # the corpus: files as people have them, each of which capture must serve -------------------

@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -26,6 +24,7 @@ import numpy as np
 from bench.accuracy.labels import LABELS, Box, Image, Photo
 from bench.accuracy.scenes import background
 from services.demo import assets
+from services.demo.media import write_video
 
 FOLDER: Final = assets.CACHE / "accuracy" / "videos"
 
@@ -157,27 +156,9 @@ def encode(clip: Clip, images: dict[str, Image], folder: Path = FOLDER) -> Path:
     target = folder / f"{clip.id}-{width}x{height}-{clip.digest()}.mp4"
     if target.exists():
         return target
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise RuntimeError("ffmpeg is not installed: run `make setup`")
-    folder.mkdir(parents=True, exist_ok=True)
-    part = folder / f".{target.stem}.part.mp4"
-    cmd = [
-        ffmpeg, "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", str(clip.fps),
-        "-i", "-",
-        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", str(clip.fps),
-        str(part),
-    ]  # fmt: skip
-    with subprocess.Popen(cmd, stdin=subprocess.PIPE) as proc:
-        assert proc.stdin is not None
-        for k in range(clip.count):
-            proc.stdin.write(render(clip, images, k).tobytes())
-        proc.stdin.close()
-        if proc.wait(120) != 0:
-            raise RuntimeError(f"ffmpeg failed to encode {target.name} (exit {proc.returncode})")
-    part.replace(target)
-    return target
+    args = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", str(clip.fps)]
+    images_of = (render(clip, images, k) for k in range(clip.count))
+    return write_video(images_of, target, (width, height), clip.fps, args)
 
 
 def decode(path: Path, clip: Clip) -> list[tuple[int, Image]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -100,49 +101,39 @@ def encode(images: list[Image], target: Path) -> Path:
     """H.264 MP4 of ``images`` at FPS, built once and cached at ``target``."""
     if target.exists():
         return target
-    folder = target.parent
+    args = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", str(FPS),
+            # no B-frames: the capture worker serves the file as it is (pass-through), and a
+            # reader of B-frames waits for the frames they refer to (about 100 ms more frame age)
+            "-bf", "0", "-movflags", "+faststart"]  # fmt: skip
+    return write_video(images, target, (WIDTH, HEIGHT), FPS, args)
+
+
+def write_video(
+    frames: Iterable[Image],
+    target: Path,
+    size: tuple[int, int],
+    fps: float,
+    codec_args: Sequence[str],
+    timeout: float = 120.0,
+) -> Path:
+    """``frames`` (BGR, ``size`` = width, height) encoded by FFmpeg with ``codec_args`` into
+    ``target``: the pixels go on FFmpeg's stdin, never into its command; the file is written
+    beside ``target`` and renamed, so no reader sees half of it (the demo's video, the
+    benchmarks' media)."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise OvbusError("ffmpeg is not installed: run `make setup`")
-    folder.mkdir(parents=True, exist_ok=True)
-    part = folder / f".{target.stem}.part.mp4"
-    cmd = [
-        ffmpeg,
-        "-loglevel",
-        "error",
-        "-y",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "bgr24",
-        "-s",
-        f"{WIDTH}x{HEIGHT}",
-        "-r",
-        str(FPS),
-        "-i",
-        "-",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-pix_fmt",
-        "yuv420p",
-        "-g",
-        str(FPS),
-        # no B-frames: the capture worker serves the file as it is (pass-through), and a reader
-        # of B-frames waits for the frames they refer to (about 100 ms more frame age)
-        "-bf",
-        "0",
-        "-movflags",
-        "+faststart",
-        str(part),
-    ]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(f".{target.stem}.part{target.suffix}")
+    width, height = size
+    cmd = [ffmpeg, "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
+           "-s", f"{width}x{height}", "-r", str(fps), "-i", "-", *codec_args, str(part)]  # fmt: skip
     with subprocess.Popen(cmd, stdin=subprocess.PIPE) as proc:
         assert proc.stdin is not None
-        for frame in images:
+        for frame in frames:
             proc.stdin.write(frame.tobytes())
         proc.stdin.close()
-        if proc.wait(120) != 0:
-            raise OvbusError(f"ffmpeg failed to encode the demo video (exit {proc.returncode})")
+        if proc.wait(timeout) != 0:
+            raise OvbusError(f"ffmpeg failed to encode {target.name} (exit {proc.returncode})")
     part.replace(target)
     return target

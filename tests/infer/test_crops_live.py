@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Final
 
@@ -27,7 +26,7 @@ from ovbus.payloads.pipeline import PipelineSpec
 from services.mosquitto import Mosquitto
 from services.zoo.catalog import Catalog
 from tests.infer.harness import InferProcess, wait_for
-from tests.media import MEDIA
+from tests.media import MEDIA, h264
 from tests.models import FULL_RANGE, add_model, full_range, register_model
 from tests.stack import capture_node
 
@@ -60,20 +59,7 @@ def table_scene() -> tuple[Path, list[list[int]]]:
     with open(MEDIA / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.exists():
-            part = target.with_suffix(".part.mp4")
-            subprocess.run(
-                [
-                    "ffmpeg", "-loglevel", "error", "-y",
-                    "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{W}x{H}",
-                    "-r", str(FPS), "-i", "-",
-                    "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-                    "-g", str(FPS), "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(part),
-                ],
-                input=frame.tobytes() * (FPS * SECONDS),
-                check=True,
-                timeout=120,
-            )  # fmt: skip
-            part.replace(target)
+            h264(target, [frame] * (FPS * SECONDS), (W, H), FPS)
     return target, boxes["face"]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from services.infer.events import FrameInfo, ObjectEvents
 from services.mosquitto import Mosquitto
 from tests import assets
 from tests.infer.harness import ROOT, InferProcess
+from tests.media import h264
 from tests.models import models_folder
 from tests.stack import capture_node
 
@@ -286,21 +286,8 @@ def paths_video() -> Path:
                 x0, x1 = max(left, 0), min(left + tile.shape[1], W)
                 if x1 > x0:
                     canvas[top : top + tile.shape[0], x0:x1] = tile[:, x0 - left : x1 - left]
-            frames.append(canvas.tobytes())
-        part = target.with_suffix(".part.mp4")
-        subprocess.run(
-            [
-                "ffmpeg", "-loglevel", "error", "-y",
-                "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{W}x{H}",
-                "-r", str(FPS_LIVE), "-i", "-",
-                "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-                "-g", str(FPS_LIVE), "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(part),
-            ],
-            input=b"".join(frames),
-            check=True,
-            timeout=120,
-        )  # fmt: skip
-        part.replace(target)
+            frames.append(canvas)
+        h264(target, frames, (W, H), FPS_LIVE)
     return target
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from services.mosquitto import Mosquitto
 from tests import assets
 from tests.infer.harness import ROOT, InferProcess
 from tests.infer.test_events import CROP, FACE_CX_IN_CROP, IMAGE, Recorder
+from tests.media import h264
 from tests.models import models_folder
 from tests.stack import capture_node
 
@@ -96,21 +96,8 @@ def lines_video() -> Path:
                 x0, x1 = max(left, 0), min(left + img.shape[1], W)
                 if x1 > x0:
                     canvas[top : top + img.shape[0], x0:x1] = img[:, x0 - left : x1 - left]
-            frames.append(canvas.tobytes())
-        part = target.with_suffix(".part.mp4")
-        subprocess.run(
-            [
-                "ffmpeg", "-loglevel", "error", "-y",
-                "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{W}x{H}",
-                "-r", str(FPS), "-i", "-",
-                "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-                "-g", str(FPS), "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(part),
-            ],
-            input=b"".join(frames),
-            check=True,
-            timeout=120,
-        )  # fmt: skip
-        part.replace(target)
+            frames.append(canvas)
+        h264(target, frames, (W, H), FPS)
     return target
 
 
