@@ -40,6 +40,8 @@ class Node:
         self.settings = settings
         self.kind: NodeKind = kind
         self.node_id = settings.node(kind)
+        #: when this process's node began: the same in every birth of this run
+        self.started_at = time.time()
         self.started = threading.Event()
         self.stopping = threading.Event()
         #: the signal that asked the node to stop (see :meth:`install_signal_handlers`)
@@ -59,6 +61,8 @@ class Node:
             version=__version__,
             host=socket.gethostname()[:256],
             capacity={"cores": os.cpu_count() or 1},
+            started_at=self.started_at,
+            pid=os.getpid(),
         )
         return self._describe(doc) if self._describe else doc
 

@@ -1,17 +1,19 @@
 """When a started worker is ready: the one rule, read from the bus.
 
-A worker is ready when, after it was started, it says so on the bus:
+A worker is ready when the process that was started says so on the bus:
 
-- every worker: its node status ``online`` (published on connect, after its subscriptions went
-  out, so a request sent from then on reaches it; the zoo has written ``config.json`` before it
-  connects);
-- a capture node, also: its birth, and a stream descriptor naming it for each camera it must
-  announce (by default every camera its birth names): its streams can be read.
+- every worker: its birth, naming that process (``pid``), with its node status ``online``
+  (published on connect just before the birth, after its subscriptions went out, so a request
+  sent from then on reaches it; the zoo has written ``config.json`` before it connects);
+- a capture node, also: a stream descriptor naming it, started by that process (not before the
+  process's ``started_at``), for each camera it must announce (by default every camera its
+  birth names): its streams can be read.
 
-Only messages published after the watch began count: the watch subscribes before the process
-starts and takes live messages only, not retained ones. A retained ``online`` or descriptor left
-by an earlier run of the same node (a broker with persistence, a worker killed with its broker)
-is not an answer.
+Retained messages count as much as live ones: the birth says which process published it. A
+retained ``online``, birth or descriptor left by an earlier run of the same node (a broker with
+persistence, a worker killed with its broker) is not an answer; and when the watching client's
+own connection drops during the wait, what the worker published meanwhile is read from the
+retained topics when it is back (it was lost when only live messages counted).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class NotReady(OvbusError):
 
 
 class Readiness:
-    """Watches one worker's readiness on the bus, from before its process starts."""
+    """Watches one worker's readiness on the bus, from before its process starts; the process
+    is named (:meth:`started`) once it runs."""
 
     def __init__(
         self, bus: Bus, kind: str, node_id: str, announces: Sequence[str] | None = None
@@ -45,40 +48,49 @@ class Readiness:
         self.kind = kind
         self.node_id = node_id
         self.announces = None if announces is None else set(announces)
+        #: the process whose birth counts (None until :meth:`started`)
+        self.pid: int | None = None
+        #: the node's status as last seen (retained or live)
         self.online = False
+        #: the node's last birth seen, of whichever process
         self.birth: Birth | None = None
-        #: the descriptors this node published since the watch began, by camera
+        #: the last descriptor naming this node, by camera (of whichever process)
         self.descriptors: dict[str, StreamDescriptor] = {}
         self._changed = threading.Event()
         self._subs: list[Subscription] = []
         try:
             topics = bus.topics
             self._subs.append(bus.subscribe(topics.status(node_id), callback=self._on_status))
+            self._subs.append(bus.subscribe(topics.birth(node_id), callback=self._on_birth))
             if kind == "capture":
-                self._subs.append(bus.subscribe(topics.birth(node_id), callback=self._on_birth))
                 streams = topics.all_cameras("stream")
                 self._subs.append(bus.subscribe(streams, callback=self._on_stream))
         except BaseException:
             self.close()
             raise
 
+    def started(self, pid: int) -> None:
+        """The process started: only its birth counts."""
+        self.pid = pid
+        self._changed.set()
+
     # messages (subscription threads) -------------------------------------------------------
     def _on_status(self, message: Message) -> None:
-        if not message.retain:
-            self.online = message.payload == ONLINE
-            self._changed.set()
+        self.online = message.payload == ONLINE
+        self._changed.set()
 
     def _on_birth(self, message: Message) -> None:
-        if message.retain or message.empty:
-            return
-        try:
-            self.birth = message.decode(Birth)
-        except PayloadError:
-            return
+        if message.empty:
+            self.birth = None
+        else:
+            try:
+                self.birth = message.decode(Birth)
+            except PayloadError:
+                return
         self._changed.set()
 
     def _on_stream(self, message: Message) -> None:
-        if message.retain or message.empty:
+        if message.empty:
             return
         try:
             descriptor = message.decode(StreamDescriptor)
@@ -88,18 +100,30 @@ class Readiness:
             self.descriptors[descriptor.camera] = descriptor
             self._changed.set()
 
+    @property
+    def process_birth(self) -> Birth | None:
+        """The last birth, if the started process published it."""
+        birth = self.birth
+        ours = birth is not None and self.pid is not None and birth.pid == self.pid
+        return birth if ours else None
+
+    def streams(self) -> dict[str, StreamDescriptor]:
+        """The descriptors the started process published, by camera."""
+        birth = self.process_birth
+        if birth is None:
+            return {}
+        return {c: d for c, d in self.descriptors.items() if d.started_at >= birth.started_at}
+
     # the rule ------------------------------------------------------------------------------
     def missing(self) -> list[str]:
         """What the worker has not said yet (empty: ready)."""
+        birth = self.process_birth
         out = [] if self.online else ["status online"]
+        if birth is None:
+            return [*out, f"birth of pid {self.pid}" if self.pid else "birth"]
         if self.kind == "capture":
-            if self.announces is not None:
-                cameras = self.announces
-            elif self.birth is not None:
-                cameras = set(self.birth.cameras)
-            else:
-                return [*out, "birth"]
-            out += [f"stream {c}" for c in sorted(cameras - set(self.descriptors))]
+            cameras = self.announces if self.announces is not None else set(birth.cameras)
+            out += [f"stream {c}" for c in sorted(cameras - set(self.streams()))]
         return out
 
     @property

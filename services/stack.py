@@ -10,10 +10,10 @@ SIGTERM, a grace period, SIGKILL).
 - :class:`Stack`: runs specs: starts them in order, waits until each is ready, restarts one,
   gives its PID, stops them all in reverse order.
 
-Readiness means one thing everywhere (:mod:`services.readiness`): a worker is ready when it says
-so on the bus after it was started: its node status ``online`` and, for a capture node, a stream
-descriptor from it for each camera it serves. Never a file on disk, never a retained message of
-an earlier run.
+Readiness means one thing everywhere (:mod:`services.readiness`): a worker is ready when the
+process started says so on the bus: its birth naming that process's PID with its node status
+``online`` and, for a capture node, a stream descriptor from that process for each camera it
+serves. Never a file on disk, never a retained message of an earlier run.
 
 Adding a worker flag to every stack is one line in :func:`one_box`; adding a worker is one
 :class:`WorkerSpec` in it (docs/architecture.md has a worked example).
@@ -150,7 +150,7 @@ class Stack:
 
     def start(self, spec: WorkerSpec, *, wait: bool = True) -> subprocess.Popen[bytes]:
         """Start one worker (``wait``: until it is ready). Its readiness is watched from before
-        the process starts, so only what this process publishes counts."""
+        the process starts; only what this process publishes (its PID in its birth) counts."""
         if spec.name in self._pending:
             self._pending.pop(spec.name).close()
         if self.bus is None and wait:
@@ -169,6 +169,7 @@ class Stack:
             raise
         self.specs[spec.name] = spec
         if watch is not None:
+            watch.started(proc.pid)  # only this process's birth counts
             self._pending[spec.name] = watch
         if wait:
             self.wait_ready(spec.name)
@@ -211,7 +212,7 @@ class Stack:
     def _ready(self, name: str, watch: Readiness) -> None:
         self._pending.pop(name, None)
         watch.close()
-        self.streams.update(watch.descriptors)
+        self.streams.update(watch.streams())
         log.info("worker ready", worker=name, node=self.specs[name].node_id)
 
     # what runs -----------------------------------------------------------------------------

@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 
 from ovbus.bus import Bus
+from ovbus.payloads.node import Birth
 from ovbus.payloads.stream import StreamDescriptor
 from services.mosquitto import Mosquitto, free_port
+from services.readiness import Readiness
 from services.stack import Stack, WorkerSpec, one_box
 from services.supervisor import Supervisor, WorkerExited, stop_process
+from tests.faults.harness import stalling_proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ("--width", "160", "--height", "120", "--fps", "5")
@@ -43,6 +46,67 @@ def test_a_retained_online_of_an_earlier_run_is_not_ready(
         stack.start(good)
         assert stack.running("zoo")
         assert (tmp_path / "models" / "config.json").is_file()  # written before it is online
+
+
+def test_a_stale_retained_birth_is_not_the_started_process(
+    broker: Mosquitto, prefix: str, client: Bus
+) -> None:
+    """Retained messages count (the watch may have missed the live ones), but only a birth
+    naming the process started makes it ready: a retained ``online`` and birth of an earlier
+    run (another PID) leave it missing; the started process's birth, retained too, is ready."""
+    node = f"zoo-{uuid.uuid4().hex[:8]}"
+    earlier = subprocess.Popen([sys.executable, "-c", "pass"])
+    earlier.wait()
+    old = Birth(node=node, kind="zoo", version="0", host="h", pid=earlier.pid, started_at=1.0)
+    client.publish(client.topics.status(node), b"online", retain=True, wait=True)
+    client.publish(client.topics.birth(node), old, wait=True)
+    watch = Readiness(client, "zoo", node)
+    try:
+        started = earlier.pid + 1  # the PID "started": any other one
+        watch.started(started)
+        deadline = time.monotonic() + 60  # a bound for a failure: the retained ones come at once
+        while watch.birth is None or not watch.online:
+            assert time.monotonic() < deadline, "the retained status and birth never came"
+            time.sleep(0.05)
+        assert watch.missing() == [f"birth of pid {started}"] and not watch.ready
+        new = old.model_copy(update={"pid": started, "started_at": time.time()})
+        client.publish(client.topics.birth(node), new, wait=True)
+        watch.wait(120)
+        assert watch.missing() == [] and watch.process_birth == new
+    finally:
+        watch.close()
+        for topic in (client.topics.status(node), client.topics.birth(node)):
+            client.publish(topic, None, retain=True, wait=True)
+
+
+def test_ready_though_the_watch_was_offline_when_the_worker_came_up(
+    broker: Mosquitto, prefix: str, client: Bus, tmp_path: Path
+) -> None:
+    """The watching client's own connection is down while the worker publishes ``online`` and
+    its birth: back, it reads them retained and the worker is ready (before, only live
+    messages counted: the wait ran into its timeout, ``NotReady``)."""
+    node = f"zoo-{uuid.uuid4().hex[:8]}"
+    with (
+        stalling_proxy(broker.port) as proxy,
+        Bus(f"mqtt://127.0.0.1:{proxy.port}", prefix=prefix, keepalive=1) as watcher,
+        Supervisor(tmp_path / "logs", cwd=ROOT) as workers,
+    ):
+        watcher.connect(timeout=10)
+        stack = Stack(workers, broker.url, prefix, bus=watcher, timeout=120)
+        births = client.subscribe(client.topics.birth(node), idle_timeout=120)
+        proxy.stall()
+        deadline = time.monotonic() + 60  # a bound for a failure: keep-alive 1 s, lost in 1.5
+        while watcher.connected:
+            assert time.monotonic() < deadline, "the watcher's connection never dropped"
+            time.sleep(0.05)
+        stack.start(WorkerSpec("zoo", ("--models", str(tmp_path / "models")), node_id=node),
+                    wait=False)  # fmt: skip
+        while (birth := births.get().decode(Birth)).pid != stack.pid("zoo"):
+            pass  # the worker is up, its birth published, while the watcher is away
+        assert not watcher.connected
+        proxy.resume()
+        stack.wait_ready("zoo")
+        assert birth.started_at > 0
 
 
 @pytest.mark.slow

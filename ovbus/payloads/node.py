@@ -20,7 +20,16 @@ class Birth(Payload):
     kind: NodeKind
     version: ShortText
     host: ShortText
-    started_at: Epoch = Field(default_factory=now)
+    started_at: Epoch = Field(
+        default_factory=now, description="when the node's process started (one per run)"
+    )
+    pid: int | None = Field(
+        None,
+        ge=1,
+        le=2**32,
+        description="the node's process id: which run of the node this is (a readiness watch "
+        "waits for the birth of the process it started, not a retained one of an earlier run)",
+    )
     cameras: list[Name] = Field(default_factory=list, description="cameras served or owned")
     models: list[Name] = Field(default_factory=list, description="models loaded or managed")
     capacity: dict[str, float | int | str] = Field(
