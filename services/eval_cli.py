@@ -11,15 +11,13 @@ import dataclasses
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import openvino as ov
 
-from ovbus.clients.dataset import EvalReport, EvalRequest
-from ovbus.clients.dataset import LabelFigures as LabelReport
+from ovbus.clients.dataset import EvalReport, EvalRequest, LabelFigures
 from ovbus.dataset import Dataset, DatasetStore
 from ovbus.errors import ErrorCode, ModelError, RequestError
 from ovbus.metrics import Tally, at_threshold, average_precision
@@ -47,17 +45,6 @@ def parse_ref(text: str) -> tuple[str, int | None]:
             f"invalid version in {text!r}: a number >= 1", code=ErrorCode.BAD_REQUEST
         )
     return name, int(version)
-
-
-@dataclass
-class LabelFigures:
-    label: str
-    labelled: int
-    tp: int
-    fp: int
-    precision: float
-    recall: float
-    ap50: float
 
 
 def load(models: Path, ref: tuple[str, int | None]) -> OpenVINOModel:
@@ -127,28 +114,26 @@ def _figures(
     out = []
     for label, tally in sorted(tallies.items()):
         p, r, tp, fp = at_threshold(tally, threshold)
-        out.append(LabelFigures(label, tally.positives, tp, fp, round(p, 4),
-                                round(r, 4), round(average_precision(tally), 4)))  # fmt: skip
+        out.append(LabelFigures(label=label, labelled=tally.positives, tp=tp, fp=fp,
+                                precision=_defined(p), recall=_defined(r),
+                                ap50=_defined(average_precision(tally))))  # fmt: skip
     return out
 
 
-def _fmt(value: float) -> str:
-    return "  -  " if math.isnan(value) else f"{value:.3f}"
+def _defined(value: float) -> float | None:
+    """Rounded to 4 places; ``None`` for a figure not defined (NaN: no box of the label)."""
+    return None if math.isnan(value) else round(value, 4)
+
+
+def _fmt(value: float | None) -> str:
+    return "  -  " if value is None else f"{value:.3f}"
 
 
 def report(ref: tuple[str, int | None], version: int, dataset: str, threshold: float,
            figures: list[LabelFigures]) -> EvalReport:  # fmt: skip
-    """A run's figures as the typed report (NaN, a figure not defined, is ``None``)."""
-
-    def defined(value: float) -> float | None:
-        return None if math.isnan(value) else value
-
-    return EvalReport(
-        model=ref[0], version=version, dataset=dataset, threshold=threshold,
-        labels=[LabelReport(label=f.label, labelled=f.labelled, tp=f.tp, fp=f.fp,
-                            precision=defined(f.precision), recall=defined(f.recall),
-                            ap50=defined(f.ap50)) for f in figures],
-    )  # fmt: skip
+    """A run's figures as the typed report."""
+    return EvalReport(model=ref[0], version=version, dataset=dataset, threshold=threshold,
+                      labels=figures)  # fmt: skip
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -171,8 +156,9 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"  {'label':16} {'boxes':>6} {'TP':>5} {'FP':>5} {'P':>6} {'R':>6} {'AP50':>6}")
         for f in figs:
             delta = ""
-            if ref is not refs[0] and f.label in first and not math.isnan(f.ap50):
-                delta = f"  AP50 {f.ap50 - first[f.label].ap50:+.3f}"
+            was = first[f.label].ap50 if f.label in first else None
+            if ref is not refs[0] and f.ap50 is not None and was is not None:
+                delta = f"  AP50 {f.ap50 - was:+.3f}"
             print(f"  {f.label:16} {f.labelled:6} {f.tp:5} {f.fp:5} {_fmt(f.precision):>6} "
                   f"{_fmt(f.recall):>6} {_fmt(f.ap50):>6}{delta}")  # fmt: skip
     return 0
