@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.camera_media import Media
-from bench.throughput import jpeg_frames
+from bench.throughput import jpeg_frames, parallel_rate
 from ovbus.payloads import ModelDescription
 from ovbus.preprocess import fixed_shape
 from ovbus.preprocess import input_size as preprocess_input_size
+from services.infer.backend import TensorSpec
 
 
 @dataclass
@@ -65,11 +64,7 @@ def decode_rate(media: Media, min_size: tuple[int, int], parallel: int, repeats:
                 subprocess.run(argv, check=True, timeout=600, capture_output=True)
 
         count = media.frames
-    start = time.perf_counter()
-    with ThreadPoolExecutor(parallel) as pool:
-        for f in [pool.submit(one) for _ in range(parallel)]:
-            f.result()
-    return count * repeats * parallel / (time.perf_counter() - start)
+    return parallel_rate(one, count * repeats, parallel)
 
 
 def input_shape(model_file: Path, desc: ModelDescription) -> tuple[int, ...]:
@@ -77,8 +72,7 @@ def input_shape(model_file: Path, desc: ModelDescription) -> tuple[int, ...]:
     description, as the infer worker fixes them)."""
     import openvino as ov
 
-    shape = ov.Core().read_model(str(model_file)).inputs[0].get_partial_shape()
-    return fixed_shape(tuple(d.get_length() if d.is_static else -1 for d in shape), desc)
+    return fixed_shape(TensorSpec.of(ov.Core().read_model(str(model_file)).inputs[0]).shape, desc)
 
 
 def input_size(model_file: Path, desc: ModelDescription) -> tuple[int, int]:

@@ -76,6 +76,15 @@ def benchmark_app(
     return float(fps.group(1)), float(median.group(1)) * scale
 
 
+def parallel_rate(one: Callable[[], None], frames: int, parallel: int) -> float:
+    """Frames/s of ``one`` (a run over ``frames`` frames) with ``parallel`` runs at once."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        for f in [pool.submit(one) for _ in range(parallel)]:
+            f.result()
+    return frames * parallel / (time.perf_counter() - start)
+
+
 def h264_decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
     """Frames/s decoding ``video`` with avdec_h264 (one thread each), ``parallel`` at once."""
     frames = camera_media.SECONDS * 30 * repeats  # the files are 30 fps
@@ -89,11 +98,7 @@ def h264_decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
         for _ in range(repeats):
             subprocess.run(argv, check=True, timeout=300, capture_output=True)
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(parallel) as pool:
-        for f in [pool.submit(one) for _ in range(parallel)]:
-            f.result()
-    return frames * parallel / (time.perf_counter() - start)
+    return parallel_rate(one, frames, parallel)
 
 
 def jpeg_frames(video: Path) -> list[bytes]:
@@ -119,11 +124,7 @@ def jpeg_decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
             for data in frames:
                 simplejpeg.decode_jpeg(data, colorspace="BGR")
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(parallel) as pool:
-        for f in [pool.submit(one) for _ in range(parallel)]:
-            f.result()
-    return len(frames) * repeats * parallel / (time.perf_counter() - start)
+    return parallel_rate(one, len(frames) * repeats, parallel)
 
 
 @dataclass
