@@ -13,7 +13,7 @@ import cv2
 import openvino as ov
 
 from bench.accuracy import tuning
-from bench.accuracy.run import MIN_SIZE, Case
+from bench.accuracy.run import Case, too_small
 from bench.accuracy.scenes import Frame
 from bench.report import Report, Row
 from ovbus.errors import OvbusError
@@ -37,8 +37,7 @@ def labelled(scenes: Sequence[Frame], label: str) -> list[Labelled]:
     """Benchmark frames as validation frames: the ``label`` boxes, those under ``MIN_SIZE`` px
     ignored (as the accuracy benchmark counts them)."""
     return [
-        Labelled(f.image, {label: [(b, min(b[2] - b[0], b[3] - b[1]) < MIN_SIZE)
-                                   for b in f.boxes.get(label, [])]})
+        Labelled(f.image, {label: [(b, too_small(b)) for b in f.boxes.get(label, [])]})
         for f in scenes
     ]  # fmt: skip
 

@@ -26,7 +26,7 @@ from bench.accuracy.labels import SPLITS, Photo, load_labels, of_split, photo_im
 from bench.accuracy.scenes import Frame, frames
 from bench.accuracy.videos import boxes, decode, encode, load_clips
 from bench.report import Report, Row
-from ovbus.metrics import Tally, at_threshold, average_precision, loose_at, match
+from ovbus.metrics import Box, Tally, at_threshold, average_precision, loose_at, match
 from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.pipeline import PipelineModel, Tiling
 from ovbus.payloads.zoo import WheelSource
@@ -109,6 +109,11 @@ class Tallies:
         self.runs += other.runs
 
 
+def too_small(box: Box) -> bool:
+    """A labelled box the benchmark ignores: its shorter side is under ``MIN_SIZE`` px."""
+    return min(box[2] - box[0], box[3] - box[1]) < MIN_SIZE
+
+
 #: the person stage of the cascade cases, by model name (loaded once)
 PERSONS: dict[str, cascade.Stage] = {}
 
@@ -116,7 +121,7 @@ PERSONS: dict[str, cascade.Stage] = {}
 def score(model: CompiledModel, desc: ModelDescription, case: Case, frame: Frame) -> Tallies:
     """One model (or cascade) on one frame, matched against that frame's labels."""
     truth = frame.boxes.get(case.label, [])
-    ignored = [min(b[2] - b[0], b[3] - b[1]) < MIN_SIZE for b in truth]
+    ignored = [too_small(b) for b in truth]
     found: dict[float, cascade.Found] = {}
     ms, runs = 0.0, 1
     for threshold in (PIPELINE_THRESHOLD, CURVE_THRESHOLD):
