@@ -30,14 +30,13 @@ from ovbus import codec, tls
 from ovbus.errors import BusTimeout, ConfigError, ConnectError, NotConnected, SchemaError
 from ovbus.log import get_logger
 from ovbus.messages import Message, Subscription
+from ovbus.presence import Presence
 from ovbus.settings import BrokerUrl
 from ovbus.subscriptions import Subscriptions
 from ovbus.topics import Topics
 
 log = get_logger(__name__)
 
-ONLINE: Final = b"online"
-OFFLINE: Final = b"offline"
 #: Session expiry (v5) for nodes with persistent sessions: commands queued by the broker while
 #: the node is away are kept this long.
 PERSISTENT_SESSION_S: Final = 24 * 3600
@@ -95,8 +94,8 @@ class Connection:
         announce: Callable[[], None] | None = None,
         **options: Unpack[ConnectOptions],
     ) -> None:
-        """``announce`` runs on every connect, after the node's ``online`` status and before the
-        ``on_connect`` hooks (``Bus`` publishes the node's birth with it)."""
+        """``announce`` runs on every connect a node shows ``online`` at (``ovbus.presence``),
+        after it and before the ``on_connect`` hooks (``Bus`` publishes the birth with it)."""
         unknown = sorted(set(options) - ConnectOptions.__optional_keys__)
         if unknown:  # a misspelt keyword from an untyped caller (a notebook) is not ignored
             raise ConfigError(
@@ -132,7 +131,6 @@ class Connection:
         self.max_payload = options.get("max_payload", codec.MAX_PAYLOAD)
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
-        self._announce_more = announce
         self._connected = threading.Event()
         self._first_result: ConnectError | None = None
         self._first_done = threading.Event()
@@ -166,8 +164,10 @@ class Connection:
             max_delay=reconnect_max,  # type: ignore[arg-type]
         )
         self._client.max_queued_messages_set(10000)
-        if node is not None:
-            self._client.will_set(str(self.topics.status(node)), OFFLINE, qos=1, retain=True)
+        #: a node's will, ``online`` and birth on connect (held until it serves: ``Node``)
+        self.presence = (
+            None if node is None else Presence(self._client, self.topics.status(node), announce)
+        )
         self._client.on_socket_open = _no_delay
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
@@ -229,27 +229,13 @@ class Connection:
             return
         self._closing = True
         self._subscriptions.close()
-        if self.node is not None and self.connected:
-            try:
-                info = self._client.publish(
-                    str(self.topics.status(self.node)), OFFLINE, qos=1, retain=True
-                )
-                info.wait_for_publish(timeout)
-            except (RuntimeError, ValueError) as e:
-                log.warning("could not publish offline status", error=str(e))
+        if self.presence is not None and self.connected:
+            self.presence.offline(timeout)
         self._client.disconnect()
         self._client.loop_stop()
         # paho keeps its wake-up socket pair open until garbage collection: release it now
         self._client._reset_sockets(sockpair_only=True)
         self._connected.clear()
-
-    def _announce(self) -> None:
-        """Published on every connect, before the hooks: the node's retained ``online``, then
-        what ``announce`` adds."""
-        if self.node is not None:
-            self._client.publish(str(self.topics.status(self.node)), ONLINE, qos=1, retain=True)
-        if self._announce_more is not None:
-            self._announce_more()
 
     # paho callbacks (network thread) -------------------------------------------------------
     def _handle_connect(
@@ -283,7 +269,8 @@ class Connection:
         )
         self._subscriptions.renew()
         try:
-            self._announce()
+            if self.presence is not None:
+                self.presence.connected()
         except Exception:
             log.exception("announcing the node failed")
         self._connected.set()
@@ -383,10 +370,13 @@ class Connection:
         ``ovbus.subscriptions``); raises ``SubscribeError`` or ``BusTimeout`` with nothing kept."""
         self._subscriptions.add(sub, wait_timeout)
 
-    def release_early(self) -> None:
-        """The worker's subscriptions are made: what its persistent session delivered for none
-        is dropped (until now held for one to come: ``ovbus.subscriptions``)."""
+    def serving(self) -> None:
+        """The worker's subscriptions are made: a node held ``online`` shows it now (see
+        ``ovbus.presence``); what its persistent session delivered for none of them is dropped
+        (until now held for one to come: ``ovbus.subscriptions``)."""
         self._subscriptions.release_early()
+        if self.presence is not None:
+            self.presence.serving()
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Stop routing to ``sub``; its filter is dropped when no other subscription uses it."""

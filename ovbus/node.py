@@ -52,6 +52,10 @@ class Node:
             settings, node=self.node_id, birth=self.birth, persistent=persistent
         )
         self.topics = self.bus.topics
+        # ``online`` and the birth wait until the worker serves (run_until_stopped): a request
+        # sent the moment the node shows online reaches a handler (ovbus/presence.py)
+        assert self.bus.connection.presence is not None
+        self.bus.connection.presence.hold()
         self._stats_thread: threading.Thread | None = None
 
     def birth(self) -> Birth:
@@ -67,8 +71,10 @@ class Node:
         return self._describe(doc) if self._describe else doc
 
     def publish_birth(self) -> None:
-        """Re-publish the birth document (cameras or models changed)."""
-        if self.bus.connected:
+        """Re-publish the birth document (cameras or models changed), once the node shows
+        ``online`` (before, the birth would come without it)."""
+        presence = self.bus.connection.presence
+        if self.bus.connected and presence is not None and presence.announcing:
             self.bus.publish(self.topics.birth(self.node_id), self.birth())
 
     def connect(self, timeout: float = 30.0) -> None:
@@ -114,10 +120,11 @@ class Node:
         signal.signal(signal.SIGTERM, stop)
 
     def run_until_stopped(self, on_stop: Callable[[], Any] | None = None) -> None:
-        """Block until a signal or :meth:`stop`; then ``on_stop`` and a clean bus close. The
-        worker's subscriptions are all made by now: what its persistent session delivered for
-        none of them is dropped (``Connection.release_early``)."""
-        self.bus.connection.release_early()
+        """The node serves: it shows ``online`` with its birth (held since the connect: its
+        worker's subscriptions are all made by now; what its persistent session delivered for
+        none of them is dropped: ``Connection.serving``). Block until a signal or :meth:`stop`;
+        then ``on_stop`` and a clean bus close."""
+        self.bus.connection.serving()
         self.started.set()
         try:
             while not self.stopping.wait(0.5):

@@ -11,8 +11,9 @@ A persistent session (``hold``) is delivered what was queued for it right after 
 before a worker that subscribes only once it is connected has a subscription for it: such a
 message (not retained, matching no subscription, nor a filter this life dropped) is held, at
 most ``EARLY_HELD``, and handed to the first subscription added whose filter matches it. When
-the worker has made all its subscriptions (:meth:`Subscriptions.release_early`, which
-``Node.run_until_stopped`` calls) what is still held is dropped, logged, and nothing more is.
+the worker has made all its subscriptions (:meth:`Subscriptions.release_early`, through
+``Connection.serving``, which ``Node.run_until_stopped`` calls) what is still held is dropped,
+logged, and nothing more is.
 """
 
 from __future__ import annotations

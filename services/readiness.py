@@ -3,8 +3,8 @@
 A worker is ready when the process that was started says so on the bus:
 
 - every worker: its birth, naming that process (``pid``), with its node status ``online``
-  (published on connect just before the birth, after its subscriptions went out, so a request
-  sent from then on reaches it; the zoo has written ``config.json`` before it connects);
+  (published once it serves, just before the birth: its subscriptions are made, so a request
+  sent from then on reaches it, ``ovbus/presence.py``; the zoo has written ``config.json``);
 - a capture node, also: a stream descriptor naming it, started by that process (not before the
   process's ``started_at``), for each camera it must announce (by default every camera its
   birth names): its streams can be read.
@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from ovbus.bus import Bus
-from ovbus.connection import ONLINE
 from ovbus.errors import OvbusError, PayloadError
 from ovbus.messages import Message, Subscription
 from ovbus.payloads.node import Birth
 from ovbus.payloads.stream import StreamDescriptor
+from ovbus.presence import ONLINE
 
 #: Seconds a worker gets to become ready: a bound for a failure (start-up on a loaded machine
 #: with OpenVINO and GStreamer to load takes well over 30 s), never what anything measures.

@@ -13,6 +13,7 @@ from ovbus.bus import Bus
 from ovbus.errors import BusTimeout
 from ovbus.messages import Message
 from ovbus.payloads import CameraSet, Reply
+from ovbus.payloads.node import Birth
 from ovbus.rpc import Later, peek_envelope, serve
 from services.mosquitto import Mosquitto
 
@@ -106,7 +107,7 @@ def test_a_request_queued_in_a_persistent_session_reaches_a_server_made_after_co
     broker delivers it right after the CONNACK, before a worker that serves only once connected
     has its server. It is held and run once by the server made after the connect (before: it
     matched no subscription and was dropped, never answered). What no subscription took by
-    ``release_early`` is dropped, and nothing is held after it."""
+    ``serving`` is dropped, and nothing is held after it."""
     node = f"late-{uuid.uuid4().hex[:8]}"
     topic = client.topics.camera_set(f"{node}-cam")
     other = client.topics.camera_set(f"{node}-other")
@@ -145,9 +146,41 @@ def test_a_request_queued_in_a_persistent_session_reaches_a_server_made_after_co
         assert answers.get().decode(Reply).result == {"fps": 4.0}
         assert runs == [3.0, 4.0] and server.duplicates == 0
         # the held message for ``other`` (no subscription took it) is dropped at release
-        second.connection.release_early()
+        second.connection.serving()
         late = second.subscribe(other, idle_timeout=60)
         client.publish(other, CameraSet(fps=6), qos=1, wait=True)
         assert late.get().decode(CameraSet).fps == 6
     finally:
         second.close()
+
+
+def test_a_node_shows_online_once_it_serves(broker: Mosquitto, prefix: str, client: Bus) -> None:
+    """A node whose worker makes its request server after the connect (on a clean session: the
+    broker keeps nothing for it) shows ``online`` and its birth only once it serves
+    (``Connection.serving``, which ``Node.run_until_stopped`` calls): a request sent the moment
+    ``online`` arrives is answered (before: ``online`` went out at the connect, and a request
+    sent then reached no subscription and was lost)."""
+    node = f"held-{uuid.uuid4().hex[:8]}"
+    status = client.subscribe(client.topics.status(node), idle_timeout=60)
+    births = client.subscribe(client.topics.birth(node), idle_timeout=60)
+    bus = Bus(broker.url, prefix=prefix, node=node,
+              birth=lambda: Birth(node=node, kind="zoo", version="t", host="h"))  # fmt: skip
+    assert bus.connection.presence is not None
+    bus.connection.presence.hold()
+    try:
+        bus.connect(timeout=10)
+        # connected, not serving: no online yet (a marker published after the connect comes
+        # first on the status topic's own order: the node's will or status would precede it)
+        client.publish(client.topics.status(node), b"marker", qos=1, retain=False, wait=True)
+        assert status.get().payload == b"marker"
+        topic = client.topics.camera_set(f"{node}-cam")
+        serve(bus, topic, lambda m: Reply.success({"fps": m.decode(CameraSet).fps}))
+        bus.connection.serving()
+        assert status.get().payload == b"online"
+        reply = client.request(topic, CameraSet(fps=2), timeout=60, retry=None)
+        assert reply.result == {"fps": 2.0}
+        assert births.get().decode(Birth).node == node
+    finally:
+        bus.close()
+        client.publish(client.topics.status(node), None, retain=True, wait=True)
+        client.publish(client.topics.birth(node), None, retain=True, wait=True)
