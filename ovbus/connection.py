@@ -14,6 +14,7 @@ It moves bytes: payload models, topic policies and request/reply are the bus's (
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
@@ -40,6 +41,19 @@ log = get_logger(__name__)
 #: Session expiry (v5) for nodes with persistent sessions: commands queued by the broker while
 #: the node is away are kept this long.
 PERSISTENT_SESSION_S: Final = 24 * 3600
+
+
+@functools.lru_cache(maxsize=64)
+def _properties(content_type: str | None, expiry_s: int | None) -> Properties:
+    """The PUBLISH properties of a plain message (content type, expiry), made once per pair and
+    shared: paho only reads them (packs them when it sends). Building them for every message
+    was a share of each result's cost (issue 25); requests and replies build their own."""
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    if content_type:
+        props.ContentType = content_type
+    if expiry_s:
+        props.MessageExpiryInterval = expiry_s
+    return props
 
 
 class ConnectOptions(TypedDict, total=False):
@@ -336,12 +350,15 @@ class Connection:
         """Publish bytes, with the v5 properties given (an MQTT 3.1.1 connection drops them).
         With ``wait``, blocks until the broker acknowledged (QoS 1/2) or ``timeout``."""
         props = None
-        if self.v5 and (content_type or expiry_s or response_topic or correlation):
+        expiry = int(expiry_s) if expiry_s and not retain else None
+        if self.v5 and not (response_topic or correlation) and (content_type or expiry):
+            props = _properties(content_type or None, expiry)  # results: one made per kind
+        elif self.v5 and (content_type or expiry_s or response_topic or correlation):
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if content_type:
                 props.ContentType = content_type
-            if expiry_s and not retain:
-                props.MessageExpiryInterval = int(expiry_s)
+            if expiry:
+                props.MessageExpiryInterval = expiry
             if response_topic:
                 props.ResponseTopic = response_topic
             if correlation:

@@ -427,3 +427,45 @@ def test_reconnect_delays_must_make_sense() -> None:
         Bus("mqtt://127.0.0.1:1", reconnect_min=0)
     with pytest.raises(ConfigError):
         Bus("mqtt://127.0.0.1:1", reconnect_min=2, reconnect_max=1)
+
+
+def test_each_message_carries_its_own_policy_properties(broker: Mosquitto, client: Bus) -> None:
+    """Plain messages share one PUBLISH properties object per (content type, expiry) pair: each
+    still goes out with its own kind's expiry and content type (as a v5 subscriber sees them)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    got: dict[str, tuple[object, object]] = {}
+    done = threading.Event()
+
+    def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        props = msg.properties
+        got[msg.topic] = (getattr(props, "ContentType", None),
+                          getattr(props, "MessageExpiryInterval", None))  # fmt: skip
+        if len(got) == 4:
+            done.set()
+
+    raw = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    raw.on_message = on_message
+    raw.connect(broker.host, broker.port)
+    raw.loop_start()
+    try:
+        subscribed = threading.Event()
+        raw.on_subscribe = lambda *args: subscribed.set()
+        raw.subscribe(f"{client.topics.prefix}/#", qos=1)
+        assert subscribed.wait(10)
+        topics = client.topics
+        for _ in range(2):  # the second round uses the shared properties
+            client.publish(topics.detections("door"), sample_result())
+            client.publish(topics.detections("gate"), sample_result(), content_type=codec.MSGPACK)
+            client.publish(topics.count("door", "face"), "3")
+            client.publish(topics.events("door"), b"{}", content_type=codec.JSON)
+        assert done.wait(10)
+    finally:
+        raw.loop_stop()
+        raw.disconnect()
+    p = client.topics.prefix
+    assert got[f"{p}/cameras/door/detections"] == (codec.JSON, 5)
+    assert got[f"{p}/cameras/gate/detections"] == (codec.MSGPACK, 5)
+    assert got[f"{p}/cameras/door/counts/face"] == (None, None)  # retained: never expires
+    assert got[f"{p}/cameras/door/events"] == (codec.JSON, 300)
