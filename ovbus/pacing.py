@@ -111,6 +111,7 @@ class DecodePacer:
         self._window_start: float | None = None
         self._delivered = 0
         self._taken = 0
+        self._total = 1.0  # frames/s arriving at the paced readers, over the last window
 
     def join(self, name: str) -> PacedStream:
         stream = PacedStream(self, name)
@@ -179,23 +180,30 @@ class DecodePacer:
         return sum(r.rate for r in self._streams if r.running and r.paced)
 
     def _min_run(self, s: PacedStream) -> int:
-        """Frames a started reader runs before it may be stopped: its share of a GOP."""
+        """Frames a started reader runs before it may be stopped: ``share`` of its fair part
+        of a GOP (the budget over every paced reader's rate)."""
         if not s.gop or self.budget == UNLIMITED:
             return 0
-        total = sum(r.rate for r in self._streams if r.paced) or 1.0
-        return math.ceil(s.gop * min(1.0, self.budget / total) * self.settings.share)
+        return math.ceil(s.gop * min(1.0, self.budget / self._total) * self.settings.share)
 
     def _over(self, s: PacedStream) -> bool:
-        """``s`` (running) stops: the budget is exceeded even without it, it has run longest,
-        and it has had its share of a GOP."""
-        others = [r for r in self._streams if r.running and r.paced and r is not s]
-        if self.budget == UNLIMITED or not others or self._load() - s.rate / 2 < self.budget:
+        """``s`` (running) stops: the budget is exceeded even without it (by more than half of
+        it), another reader runs, and ``s`` is the one that yields first."""
+        if self.budget == UNLIMITED or s.run < self._min_run(s):
+            return False
+        load, others = 0.0, 0
+        for r in self._streams:
+            if r.running and r.paced:
+                load += r.rate
+                others += r is not s
+        if not others or load - s.rate / 2 < self.budget:
             return False
         return self._yielding() is s
 
     def _may_start(self, s: PacedStream) -> bool:
-        """At ``s``'s key frame: start if there is room, or in place of the reader that has run
-        longest (once it has had its share), or after ``starve`` refusals in a row."""
+        """At ``s``'s key frame: start if there is room (or none runs), else in place of the
+        runner that yields first if it had a larger share lately, else after ``starve``
+        refusals in a row."""
         load = self._load()
         if self.budget == UNLIMITED or not load or load + s.rate / 2 <= self.budget:
             return True
@@ -215,6 +223,7 @@ class DecodePacer:
             return
         for s in self._streams:
             s.rate, s.arrived_window = s.arrived_window / elapsed, 0
+        self._total = sum(s.rate for s in self._streams if s.paced) or 1.0
         delivered, taken = self._delivered, self._taken
         self._window_start, self._delivered, self._taken = now, 0, 0
         if delivered <= 0:
@@ -225,5 +234,5 @@ class DecodePacer:
             self.budget = max(taken / elapsed / cfg.target, 1e-3)
         elif got > cfg.high and self.budget != UNLIMITED:
             self.budget = max(self.budget, delivered / elapsed) * cfg.grow
-            if self.budget >= sum(s.rate for s in self._streams if s.paced):
+            if self.budget >= self._total:
                 self.budget = UNLIMITED

@@ -12,6 +12,7 @@ import pytest
 
 from ovbus.errors import StreamError
 from ovbus.frames import Frame
+from ovbus.pacing import DecodePacer
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from services.infer.descriptions import DescriptionStore
 from services.infer.intake import ReaderOptions, StreamIntake
@@ -128,3 +129,39 @@ def test_intake_scales_frames_of_a_reader_opened_for_a_new_url(
             assert intake.error is None and frames.errors == []
         finally:
             intake.close()
+
+
+@pytest.mark.timeout(240)
+def test_intakes_sharing_a_pacer_skip_decoding_and_count_it_except_a_rate_limited_one(
+    broker: Mosquitto, prefix: str
+) -> None:
+    """The worker's intakes share one pacer (``ReaderOptions.pacer``): taken slowly, the paced
+    cameras leave frames undecoded, counted by :meth:`StreamIntake.undecoded` since its last
+    call; a camera limited by ``detect_fps`` (``pace(False)``) decodes every frame."""
+    size = ["--width", "320", "--height", "240", "--fps", "15"]
+    names = ("a", "b", "c", "limited")
+    with capture_node(broker.url, prefix, {n: "testsrc" for n in names}, extra_args=size) as node:
+        options = ReaderOptions(frame_timeout=30, pacer=DecodePacer())
+        intakes = {n: StreamIntake(n, options) for n in names}
+        listeners = {n: Frames() for n in names}
+        intakes["limited"].pace(False)
+        stop = threading.Event()
+        paced = dict.fromkeys(names, 0)
+        try:
+            for n in names:
+                assert intakes[n].open(node.descriptors[n], listeners[n])
+            for _ in range(600):  # a frame every 0.2 s, round-robin: ~5 of the 60 a second
+                for n in names:
+                    pending = intakes[n].take()
+                    if pending is not None:
+                        pending.frame()
+                    stop.wait(0.05)
+                    paced[n] += intakes[n].undecoded()[0]
+                if all(paced[n] > 30 for n in ("a", "b", "c")):
+                    break
+            assert all(paced[n] > 30 for n in ("a", "b", "c")), paced
+            assert paced["limited"] == 0
+            assert all(not listeners[n].errors for n in names)
+        finally:
+            for intake in intakes.values():
+                intake.close()
