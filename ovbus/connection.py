@@ -179,9 +179,7 @@ class Connection:
         )
         self._client.max_queued_messages_set(10000)
         #: a node's will, ``online`` and birth on connect (held until it serves: ``Node``)
-        self.presence = (
-            None if node is None else Presence(self._client, self.topics.status(node), announce)
-        )
+        self.presence = Presence(self._client, self.topics, node, announce)
         self._client.on_socket_open = _no_delay
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
@@ -243,7 +241,7 @@ class Connection:
             return
         self._closing = True
         self._subscriptions.close()
-        if self.presence is not None and self.connected:
+        if self.connected:
             self.presence.offline(timeout)
         self._client.disconnect()
         self._client.loop_stop()
@@ -283,8 +281,7 @@ class Connection:
         )
         self._subscriptions.renew()
         try:
-            if self.presence is not None:
-                self.presence.connected()
+            self.presence.connected()
         except Exception:
             log.exception("announcing the node failed")
         self._connected.set()
@@ -388,12 +385,10 @@ class Connection:
         self._subscriptions.add(sub, wait_timeout)
 
     def serving(self) -> None:
-        """The worker's subscriptions are made: a node held ``online`` shows it now (see
-        ``ovbus.presence``); what its persistent session delivered for none of them is dropped
-        (until now held for one to come: ``ovbus.subscriptions``)."""
+        """The worker's subscriptions are made: a node held ``online`` shows it now; what its
+        persistent session delivered for none is dropped (``ovbus.presence``, ``.subscriptions``)."""
         self._subscriptions.release_early()
-        if self.presence is not None:
-            self.presence.serving()
+        self.presence.serving()
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Stop routing to ``sub``; its filter is dropped when no other subscription uses it."""

@@ -54,7 +54,6 @@ class Node:
         self.topics = self.bus.topics
         # ``online`` and the birth wait until the worker serves (run_until_stopped): a request
         # sent the moment the node shows online reaches a handler (ovbus/presence.py)
-        assert self.bus.connection.presence is not None
         self.bus.connection.presence.hold()
         self._stats_thread: threading.Thread | None = None
 
@@ -73,8 +72,7 @@ class Node:
     def publish_birth(self) -> None:
         """Re-publish the birth document (cameras or models changed), once the node shows
         ``online`` (before, the birth would come without it)."""
-        presence = self.bus.connection.presence
-        if self.bus.connected and presence is not None and presence.announcing:
+        if self.bus.connected and self.bus.connection.presence.announcing:
             self.bus.publish(self.topics.birth(self.node_id), self.birth())
 
     def connect(self, timeout: float = 30.0) -> None:

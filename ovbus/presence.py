@@ -19,7 +19,7 @@ from typing import Final
 import paho.mqtt.client as mqtt
 
 from ovbus.log import get_logger
-from ovbus.topics import Topic
+from ovbus.topics import Topics
 
 log = get_logger(__name__)
 
@@ -28,19 +28,24 @@ OFFLINE: Final = b"offline"
 
 
 class Presence:
-    """The status topic of one node (``status``), and what is announced after ``online``
-    (``more``: ``Bus`` publishes the birth with it)."""
+    """The presence of node ``node`` (``None``: a client that is not a node, which has none),
+    and what is announced after its ``online`` (``more``: ``Bus`` publishes the birth)."""
 
     def __init__(
-        self, client: mqtt.Client, status: Topic, more: Callable[[], None] | None = None
+        self,
+        client: mqtt.Client,
+        topics: Topics,
+        node: str | None,
+        more: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
-        self.status = str(status)
+        self.status = None if node is None else str(topics.status(node))
         self._more = more
         #: whether ``online`` goes out on connect (off from :meth:`hold` to :meth:`serving`)
         self.announcing = True
         self._lock = threading.Lock()
-        client.will_set(self.status, OFFLINE, qos=1, retain=True)
+        if self.status is not None:
+            client.will_set(self.status, OFFLINE, qos=1, retain=True)
 
     def hold(self) -> None:
         """Before the connect: no ``online`` (nor birth) until :meth:`serving`."""
@@ -62,12 +67,16 @@ class Presence:
 
     def offline(self, timeout: float) -> None:
         """A clean close: the retained ``offline``, acknowledged (or ``timeout``)."""
+        if self.status is None:
+            return
         try:
             self._client.publish(self.status, OFFLINE, qos=1, retain=True).wait_for_publish(timeout)
         except (RuntimeError, ValueError) as e:
             log.warning("could not publish offline status", error=str(e))
 
     def _announce(self) -> None:
+        if self.status is None:
+            return
         self._client.publish(self.status, ONLINE, qos=1, retain=True)
         if self._more is not None:
             self._more()
