@@ -26,7 +26,8 @@ before the decoder (:meth:`PacedStream.admit`), which readers decode:
   ``starve`` key frames in a row starts at the next.
 - **Exempt streams.** A stream whose consumer takes fewer frames on purpose (a camera limited
   by ``detect_fps``) is not paced (:attr:`PacedStream.paced` false): it decodes every frame and
-  does not count in the budget.
+  does not count in the budget; nor does a stream whose frames never come through
+  :meth:`PacedStream.admit` (MJPEG: a JPEG is decoded only when taken anyway).
 
 All of it is plain logic under one lock: ``now`` (monotonic seconds) is passed in, so the tests
 drive it directly.
@@ -78,6 +79,7 @@ class PacedStream:
     gop: int = 0  # frames between the last two key frames (0: not seen yet)
     rate: float = 0.0  # frames/s arriving, over the last window
     share: float = 1.0  # recent fraction of its frames decoded (moving average)
+    gated: bool = False  # its frames come through admit (H.264; an MJPEG stream's never do)
     arrived_window: int = 0
     skipped: int = 0  # frames not decoded because of the pacer (total)
     _left: bool = field(default=False, repr=False)
@@ -132,7 +134,7 @@ class DecodePacer:
                 self._streams.remove(stream)
 
     def _count(self, stream: PacedStream, delivered: int = 0, taken: int = 0) -> None:
-        if not stream.paced:
+        if not stream.paced or not stream.gated:  # exempt, or not a paced codec (MJPEG)
             return
         with self._lock:
             self._delivered += delivered
@@ -141,6 +143,7 @@ class DecodePacer:
     def _admit(self, s: PacedStream, key: bool, now: float) -> bool:
         with self._lock:
             self._tick(now)
+            s.gated = True
             s.arrived_window += 1
             if key:
                 s.gop, s.since_key = s.since_key, 0

@@ -172,3 +172,21 @@ def test_the_budget_comes_back_when_the_consumer_takes_everything() -> None:
         t += 1 / FPS
     assert pacer.budget == UNLIMITED
     assert len(pacer.running()) == 4
+
+
+def test_a_stream_never_gated_does_not_count_in_the_budget() -> None:
+    """An MJPEG reader at the same pacer (its frames never come through admit): its frames left
+    untaken do not make the H.264 readers pace."""
+    pacer = DecodePacer()
+    jpeg = pacer.join("mjpeg")
+    h264 = [pacer.join(f"c{i}") for i in range(2)]
+    t = 0.0
+    for n in range(300):
+        for i, s in enumerate(h264):
+            assert s.admit(n % GOP == 0, t + i * 0.001)
+            s.delivered()
+            s.taken()
+        for _ in range(10):
+            jpeg.delivered()  # ten JPEG frames for each taken: all replaced untaken
+        t += 1 / FPS
+    assert pacer.budget == UNLIMITED and sum(s.skipped for s in h264) == 0
