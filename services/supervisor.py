@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -156,14 +155,12 @@ class Supervisor:
             raise WorkerExited(name, code, self.log_path(name), self.log(name, 1500))
 
     def stop(self, name: str | None = None) -> None:
-        """Stop one worker, or all of them in reverse start order (SIGTERM to all first, so they
-        shut down in parallel)."""
+        """Stop one worker, or all of them one after the other in reverse start order: a worker
+        has stopped before those it was started after get their SIGTERM (an infer worker stopping
+        beside its capture node would see its streams end and log an error that is no fault)."""
         names = [name] if name is not None else list(reversed(self.procs))
         for n in names:
-            terminate(self.procs[n])
-        deadline = time.monotonic() + self.grace
-        for n in names:
-            stop_process(self.procs[n], max(0.1, deadline - time.monotonic()))
+            stop_process(self.procs[n], self.grace)
 
     def __enter__(self) -> Supervisor:
         return self
