@@ -211,14 +211,15 @@ def decode_blazeface(desc: ModelDescription, outputs: Outputs, meta: Meta, thr: 
             f"and scores {list(logits.shape)}"
         )
     clip = _opt_float(opts, "score_clip", 100.0)
-    keep = _candidates(logits, thr)  # the sigmoid of the few that can pass, not of every anchor
-    scores = np.zeros(n, np.float64)
-    scores[keep] = 1.0 / (1.0 + np.exp(-np.clip(logits[keep].astype(np.float64), -clip, clip)))
-    keep &= scores >= thr
-    if not keep.any():
+    # the sigmoid of the few anchors that can pass, not of every anchor (by index, in order)
+    keep = np.flatnonzero(_candidates(logits, thr))
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits[keep].astype(np.float64), -clip, clip)))
+    passed = scores >= thr
+    keep, scores = keep[passed], scores[passed]
+    if not len(keep):
         return Decoded()
     coord = _opt_float(opts, "coord_scale", float(opts.get("input_size", meta.input_w)))  # type: ignore[arg-type]
-    r, a, s = regress[keep], anchors[keep], scores[keep].astype(np.float32)
+    r, a, s = regress[keep], anchors[keep], scores.astype(np.float32)
     cx = r[:, 0] / coord * a[:, 2] + a[:, 0]
     cy = r[:, 1] / coord * a[:, 3] + a[:, 1]
     w = r[:, 2] / coord * a[:, 2]
