@@ -174,10 +174,12 @@ class DecodePacer:
         return 1.0 / (self.settings.memory * max(s.gop, 10))
 
     def _yielding(self) -> PacedStream | None:
-        """The runner that stops first: of those that have had their share of a GOP, the one
-        with the largest share of decoded frames lately (then the one that has run longest)."""
-        ready = [r for r in self._streams if r.running and r.paced and r.run >= self._min_run(r)]
-        return max(ready, key=lambda r: (r.share, -r.started), default=None)
+        """The runner that stops first: the one with the largest share of decoded frames lately
+        (then the one that has run longest), once it has had its part of a GOP (``None``
+        before: nobody stops yet)."""
+        runners = [r for r in self._streams if r.running and r.paced]
+        runner = max(runners, key=lambda r: (r.share, -r.started), default=None)
+        return runner if runner is not None and runner.run >= self._min_run(runner) else None
 
     def _load(self) -> float:
         return sum(r.rate for r in self._streams if r.running and r.paced)
@@ -190,18 +192,23 @@ class DecodePacer:
         return math.ceil(s.gop * min(1.0, self.budget / self._total) * self.settings.share)
 
     def _over(self, s: PacedStream) -> bool:
-        """``s`` (running) stops: the budget is exceeded even without it (by more than half of
-        it), another reader runs, and ``s`` is the one that yields first."""
-        if self.budget == UNLIMITED or s.run < self._min_run(s):
+        """Over budget (by more than half a reader's rate) with more than one reader running,
+        the runner that yields first stops (whichever reader's frame noticed: its next frame
+        is dropped); ``True`` when that is ``s``."""
+        if self.budget == UNLIMITED:
             return False
-        load, others = 0.0, 0
+        load, running = 0.0, 0
         for r in self._streams:
             if r.running and r.paced:
                 load += r.rate
-                others += r is not s
-        if not others or load - s.rate / 2 < self.budget:
+                running += 1
+        if running < 2 or load - s.rate / 2 < self.budget:
             return False
-        return self._yielding() is s
+        runner = self._yielding()
+        if runner is None:
+            return False
+        runner.running = False
+        return runner is s
 
     def _may_start(self, s: PacedStream) -> bool:
         """At ``s``'s key frame: start if there is room (or none runs), else in place of the
