@@ -23,7 +23,10 @@ before the decoder (:meth:`PacedStream.admit`), which readers decode:
   Over budget, that same runner stops. A started reader runs at least ``share`` of its fair
   part of a GOP before it may be stopped (no thrashing), the last one running is never stopped
   (a camera alone is never paced: inference would only idle), and a reader refused at
-  ``starve`` key frames in a row starts at the next.
+  ``starve`` key frames in a row starts at the next. A reader that missed a frame of its GOP
+  waits for its key frame even once nothing is paced (its decoder lacks the references). A
+  reader whose stream's session ended (:meth:`PacedStream.ended`: it reconnects) runs no more:
+  a silent runner would count as a second one and keep the last live reader paced.
 - **Exempt streams.** A stream whose consumer takes fewer frames on purpose (a camera limited
   by ``detect_fps``) is not paced (:attr:`PacedStream.paced` false): it decodes every frame and
   does not count in the budget; nor does a stream whose frames never come through
@@ -82,6 +85,7 @@ class PacedStream:
     gated: bool = False  # its frames come through admit (H.264; an MJPEG stream's never do)
     arrived_window: int = 0
     skipped: int = 0  # frames not decoded because of the pacer (total)
+    gap: bool = False  # a frame of its current GOP was not decoded: it restarts at a key frame
     _left: bool = field(default=False, repr=False)
 
     def admit(self, key: bool, now: float | None = None) -> bool:
@@ -96,6 +100,11 @@ class PacedStream:
     def taken(self) -> None:
         """The consumer took a frame from the slot."""
         self.pacer._count(self, taken=1)
+
+    def ended(self) -> None:
+        """The stream's session ended (error, end, stall; the reader reconnects): it runs no
+        more, and a new session is a new decoder, which starts as a reader's first one does."""
+        self.pacer._ended(self)
 
     def leave(self) -> None:
         self.pacer._leave(self)
@@ -133,6 +142,11 @@ class DecodePacer:
             if stream in self._streams:
                 self._streams.remove(stream)
 
+    def _ended(self, stream: PacedStream) -> None:
+        with self._lock:
+            stream.running, stream.gap, stream.since_key = False, False, 0
+            stream.rate, stream.arrived_window = 0.0, 0
+
     def _count(self, stream: PacedStream, delivered: int = 0, taken: int = 0) -> None:
         if not stream.paced or not stream.gated:  # exempt, or not a paced codec (MJPEG)
             return
@@ -146,7 +160,7 @@ class DecodePacer:
             s.gated = True
             s.arrived_window += 1
             if key:
-                s.gop, s.since_key = s.since_key, 0
+                s.gop, s.since_key, s.gap = s.since_key, 0, False
             s.since_key += 1
             if not s.paced or s._left:
                 return True
@@ -154,6 +168,7 @@ class DecodePacer:
             s.share += ((1.0 if decode else 0.0) - s.share) * self._alpha(s)
             if not decode:
                 s.skipped += 1
+                s.gap = True  # its decoder lacks this frame: the GOP's later ones are not decoded
             return decode
 
     def _decide(self, s: PacedStream, key: bool) -> bool:
@@ -162,7 +177,7 @@ class DecodePacer:
                 s.run += 1
                 return True
             s.running = False  # the rest of its GOP is not decoded
-        elif self.budget == UNLIMITED or (key and self._may_start(s)):
+        elif (self.budget == UNLIMITED and (key or not s.gap)) or (key and self._may_start(s)):
             s.running, s.started, s.run, s.refused = True, next(self._order), 1, 0
             return True
         elif key:

@@ -274,6 +274,8 @@ class RtspReader:
                 )
             with self._cond:  # a frame of an ended session is stale: never handed out
                 self._frame = None
+            if self.pacing is not None:  # no frames until it reconnects: not a running reader
+                self.pacing.ended()
             if self._stop.is_set():
                 break
             if error is not None:

@@ -11,6 +11,7 @@ worker serving the real H.264 face clip (10 fps, a key frame a second) to reader
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -18,9 +19,10 @@ from contextlib import ExitStack, contextmanager
 import cv2
 import numpy as np
 
+from ovbus.errors import StreamError
 from ovbus.frames import Frame
 from ovbus.pacing import DecodePacer
-from ovbus.rtsp import RtspReader
+from ovbus.rtsp import ReaderState, RtspReader
 from services.mosquitto import Mosquitto
 from tests.media import FRAMES, face_video, render
 from tests.stack import capture_node
@@ -140,3 +142,26 @@ def test_a_consumer_that_takes_every_frame_gets_every_frame(broker: Mosquitto, p
             assert r.paced == 0 and r.dropped == 0
             assert r.decoded == _arrived(r) and r.decoded >= 60
             assert r.pacing is not None and r.pacing.running
+
+
+def test_a_reader_whose_session_ends_is_no_longer_a_running_reader() -> None:
+    """A stream that goes away (here: nothing listens at its port) ends the reader's session:
+    its place at the pacer stops running, so it does not keep the cameras still streaming
+    paced while it reconnects (ovbus/pacing.py, PacedStream.ended)."""
+    with socket.socket() as taken:  # a port nothing listens at
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+    failed = threading.Event()
+
+    def on_state(state: ReaderState, error: StreamError | None) -> None:
+        if state == "error":
+            failed.set()
+
+    pacer = DecodePacer()
+    reader = RtspReader(f"rtsp://127.0.0.1:{port}/gone", camera="gone", pacer=pacer,
+                        on_state=on_state, frame_timeout=5.0)  # fmt: skip
+    assert reader.pacing is not None
+    reader.pacing.running = True  # it decoded until its stream went away
+    with reader:
+        assert failed.wait(TIMEOUT_S), "the session to a closed port did not end"
+        assert not reader.pacing.running and pacer.running() == []

@@ -199,3 +199,62 @@ def test_a_stream_never_gated_does_not_count_in_the_budget() -> None:
             jpeg.delivered()  # ten JPEG frames for each taken: all replaced untaken
         t += 1 / FPS
     assert pacer.budget == UNLIMITED and sum(s.skipped for s in h264) == 0
+
+
+def test_a_reader_that_missed_frames_waits_for_its_key_frame_once_nothing_is_paced() -> None:
+    """Past saturation, then every decoded frame taken: the budget comes back to unlimited, and
+    a reader stopped in the middle of its GOP restarts at its key frame (was: at the next frame,
+    a delta frame whose references its decoder never had: a corrupt image for inference)."""
+    pacer = DecodePacer()
+    streams = [pacer.join(f"c{i}") for i in range(4)]
+    gap = [False] * 4  # a frame of the stream's current GOP was not decoded
+    broken: list[tuple[int, int]] = []  # (frame, stream) decoded without its references
+    t = 0.0
+    for n in range(400):  # 3 s taking one decoded frame in four, then every one
+        for i, s in enumerate(streams):
+            key = (n + 13 * i) % GOP == 0
+            gap[i] = gap[i] and not key
+            if s.admit(key, t + i * 0.001):
+                if gap[i]:
+                    broken.append((n, i))
+                s.delivered()
+                if n >= 90 or n % 4 == 0:
+                    s.taken()
+            else:
+                gap[i] = True
+        t += 1 / FPS
+    assert sum(s.skipped for s in streams) > 0  # it was paced
+    assert pacer.budget == UNLIMITED and len(pacer.running()) == 4
+    assert broken == []
+
+
+def test_a_stream_whose_session_ended_does_not_keep_the_last_live_reader_paced() -> None:
+    """Two readers past saturation; one's stream goes away (its reader reconnects, no frames).
+    The other, alone, decodes every frame from its next key frame on (was: the silent reader
+    still counted as running, so the live one was stopped GOP after GOP: half its frames)."""
+    pacer = DecodePacer()
+    streams = [pacer.join("gone"), pacer.join("live")]
+    gone, live = streams
+    t = 0.0
+    for n in range(361):  # the consumer takes one decoded frame in three
+        for i, s in enumerate(streams):
+            if s.admit((n + 17 * i) % GOP == 0, t + i * 0.001):
+                s.delivered()
+                if n % 3 == 0:
+                    s.taken()
+        t += 1 / FPS
+    assert gone.running and pacer.budget < 2 * FPS  # paced, the reader going away running
+    gone.ended()  # its session ended: the reader reconnects
+    assert "gone" not in pacer.running()
+    skipped, first_key = live.skipped, None
+    for n in range(361, 961):  # 20 s of the live stream alone
+        key = (n + 17) % GOP == 0
+        first_key = n if first_key is None and key else first_key
+        if live.admit(key, t):
+            live.delivered()
+            if n % 3 == 0:
+                live.taken()
+        elif first_key is not None:
+            raise AssertionError(f"frame {n} of the camera alone not decoded")
+        t += 1 / FPS
+    assert live.skipped - skipped < GOP
