@@ -28,8 +28,9 @@ before the decoder (:meth:`PacedStream.admit`), which readers decode:
   reader whose stream's session ended (:meth:`PacedStream.ended`: it reconnects) runs no more:
   a silent runner would count as a second one and keep the last live reader paced.
 - **Exempt streams.** A stream whose consumer takes fewer frames on purpose (a camera limited
-  by ``detect_fps``) is not paced (:attr:`PacedStream.paced` false): it decodes every frame and
-  does not count in the budget; nor does a stream whose frames never come through
+  by ``detect_fps``) is not paced (:attr:`PacedStream.paced` false): it decodes every frame
+  (from its key frame, when it was stopped in the middle of its GOP) and does not count in
+  the budget; nor does a stream whose frames never come through
   :meth:`PacedStream.admit` (MJPEG: a JPEG is decoded only when taken anyway).
 
 All of it is plain logic under one lock: ``now`` (monotonic seconds) is passed in, so the tests
@@ -162,10 +163,13 @@ class DecodePacer:
             if key:
                 s.gop, s.since_key, s.gap = s.since_key, 0, False
             s.since_key += 1
-            if not s.paced or s._left:
+            if s._left:
                 return True
-            decode = self._decide(s, key)
-            s.share += ((1.0 if decode else 0.0) - s.share) * self._alpha(s)
+            if s.paced:
+                decode = self._decide(s, key)
+                s.share += ((1.0 if decode else 0.0) - s.share) * self._alpha(s)
+            else:  # exempt, but a reader stopped mid-GOP still restarts at its key frame
+                decode = not s.gap
             if not decode:
                 s.skipped += 1
                 s.gap = True  # its decoder lacks this frame: the GOP's later ones are not decoded

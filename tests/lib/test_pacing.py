@@ -258,3 +258,35 @@ def test_a_stream_whose_session_ended_does_not_keep_the_last_live_reader_paced()
             raise AssertionError(f"frame {n} of the camera alone not decoded")
         t += 1 / FPS
     assert live.skipped - skipped < GOP
+
+
+def test_a_reader_made_exempt_mid_gop_restarts_at_its_key_frame() -> None:
+    """A camera stopped in the middle of its GOP, then limited by ``detect_fps`` (exempt: every
+    frame decoded): it decodes again from its next key frame (was: from the next delta frame,
+    whose references its decoder never had)."""
+    pacer = DecodePacer()
+    streams = [pacer.join(f"c{i}") for i in range(4)]
+    t, n = 0.0, 0
+    stopped: int | None = None
+    while stopped is None:  # the consumer takes one decoded frame in six until one stops
+        assert n < 3000, "no reader was stopped in the middle of its GOP"
+        for i, s in enumerate(streams):
+            key = (n + 13 * i) % GOP == 0
+            if s.admit(key, t + i * 0.001):
+                s.delivered()
+                if n % 6 == 0:
+                    s.taken()
+            elif not key and (n + 13 * i) % GOP < GOP - 2 and stopped is None:
+                stopped = i
+        t += 1 / FPS
+        n += 1
+    exempt = streams[stopped]
+    exempt.paced = False  # its pipeline now has a detect_fps
+    decisions = []
+    for m in range(n, n + 2 * GOP):
+        key = (m + 13 * stopped) % GOP == 0
+        decisions.append((key, exempt.admit(key, t)))
+        t += 1 / FPS
+    first_key = next(i for i, (key, _) in enumerate(decisions) if key)
+    assert not any(admitted for _, admitted in decisions[:first_key])  # the rest of the GOP
+    assert all(admitted for _, admitted in decisions[first_key:])  # then every frame
