@@ -60,10 +60,7 @@ def h264_branch(
     ``queue_frames - 1`` frames), every delta frame up to the next key frame is dropped
     (``on_drop``), and key frames always enter (the queue has room for
     :data:`KEY_FRAME_ROOM` of them), so decoding restarts at the next one and frame age does not
-    grow. Delta frames before the stream's first key frame (a reader joins mid-GOP) are dropped
-    too (``on_drop``): decoded without their references they are grey or green garbage, which a
-    model and a live view would take as a frame. The queue leaks only as a last resort (it never
-    blocks the network side). ``pace``
+    grow. The queue leaks only as a last resort (it never blocks the network side). ``pace``
     (given whether the frame is a key frame) is asked first: ``False`` drops the frame before
     the decoder too (decoding paced to the consumer, :mod:`ovbus.pacing`; it counts its own).
     ``on_decoded`` is called for every frame the decoder puts out."""
@@ -77,21 +74,15 @@ def h264_branch(
     if name.startswith("avdec_"):
         decoder.set_property("max-threads", decoder_threads)  # 0: one per core, per decoder
     behind = [False]
-    started = [False]  # no key frame admitted yet
     limit = max(1, queue_frames - 1)
     # looked up once: a GI attribute look-up per frame costs as much as the check itself
     delta, ok, drop = gst.BufferFlags.DELTA_UNIT, gst.PadProbeReturn.OK, gst.PadProbeReturn.DROP
 
     def admit(_pad: Any, info: Any) -> Any:
         key = not info.get_buffer().has_flags(delta)
-        if not key and not started[0]:  # joined mid-GOP: nothing to decode it against
-            if on_drop is not None:
-                on_drop()  # counted: frames come, so the reader waits, it is not stalled
-            return drop
         if pace is not None and not pace(key):
             return drop
         if key:
-            started[0] = True
             behind[0] = False  # a key frame: decoding restarts here
             return ok
         if behind[0] or queue.get_property("current-level-buffers") >= limit:
