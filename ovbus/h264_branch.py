@@ -13,8 +13,20 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ovbus.errors import StreamError
+from ovbus.log import get_logger
 
-__all__ = ["H264_DECODERS", "KEY_FRAME_ROOM", "Pace", "element", "h264_branch", "h264_decoder"]
+log = get_logger(__name__)
+
+__all__ = [
+    "H264_DECODERS",
+    "KEY_FRAME_ROOM",
+    "KEY_FRAME_WAIT",
+    "FirstKeyFrame",
+    "Pace",
+    "element",
+    "h264_branch",
+    "h264_decoder",
+]
 
 
 def element(gst: Any, factory: str, **props: object) -> Any:
@@ -42,9 +54,42 @@ def h264_decoder(gst: Any) -> str:
 #: Asked for every H.264 frame before the decoder, given whether it is a key frame: decode it?
 Pace = Callable[[bool], bool]
 
+#: Delta frames a reader waits through for its first key frame (an IDR, or a recovery point,
+#: which ``h264parse`` marks as a key frame too: intra-refresh cameras). A stream with neither in
+#: that many frames (10 s at 30 fps) is decoded from where it is, with a warning, rather than
+#: never: its first frames are then partly grey until the decoder's references fill in.
+KEY_FRAME_WAIT: Final = 300
+
 #: Key frames the H.264 decoder's queue holds beyond its delta frames: a decoder stalled for
 #: that many key frames (8 s at a key frame a second) loses none of them to the leaky queue.
 KEY_FRAME_ROOM: Final = 8
+
+
+class FirstKeyFrame:
+    """Holds a stream back until its first key frame: a reader joins a stream between key
+    frames (a camera's stream does not start for it), and the delta frames before the first key
+    frame, decoded without their references, are grey or green garbage. Each one dropped is
+    counted (``on_drop``: frames come, so the reader waits, it is not stalled), up to
+    :data:`KEY_FRAME_WAIT`; then the stream is decoded from where it is, with a warning."""
+
+    def __init__(self, on_drop: Callable[[], None] | None = None) -> None:
+        self._on_drop = on_drop
+        self.dropped = 0
+        self.waiting = True
+
+    def admit(self, key: bool) -> bool:
+        """Whether the frame (a key frame or not) goes on to the decoder."""
+        if not self.waiting:
+            return True
+        if not key and self.dropped < KEY_FRAME_WAIT:
+            self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop()
+            return False
+        if not key:
+            log.warning("no key frame, decoding without one", frames_waited=self.dropped)
+        self.waiting = False
+        return True
 
 
 def h264_branch(
@@ -60,7 +105,10 @@ def h264_branch(
     ``queue_frames - 1`` frames), every delta frame up to the next key frame is dropped
     (``on_drop``), and key frames always enter (the queue has room for
     :data:`KEY_FRAME_ROOM` of them), so decoding restarts at the next one and frame age does not
-    grow. The queue leaks only as a last resort (it never blocks the network side). ``pace``
+    grow. Delta frames before the stream's first key frame (a reader joins mid-GOP) are dropped
+    too (``on_drop``, up to :data:`KEY_FRAME_WAIT` of them): decoded without their references they are grey or green garbage, which a
+    model and a live view would take as a frame. The queue leaks only as a last resort (it never
+    blocks the network side). ``pace``
     (given whether the frame is a key frame) is asked first: ``False`` drops the frame before
     the decoder too (decoding paced to the consumer, :mod:`ovbus.pacing`; it counts its own).
     ``on_decoded`` is called for every frame the decoder puts out."""
@@ -74,12 +122,15 @@ def h264_branch(
     if name.startswith("avdec_"):
         decoder.set_property("max-threads", decoder_threads)  # 0: one per core, per decoder
     behind = [False]
+    gate = FirstKeyFrame(on_drop)
     limit = max(1, queue_frames - 1)
     # looked up once: a GI attribute look-up per frame costs as much as the check itself
     delta, ok, drop = gst.BufferFlags.DELTA_UNIT, gst.PadProbeReturn.OK, gst.PadProbeReturn.DROP
 
     def admit(_pad: Any, info: Any) -> Any:
         key = not info.get_buffer().has_flags(delta)
+        if gate.waiting and not gate.admit(key):
+            return drop
         if pace is not None and not pace(key):
             return drop
         if key:

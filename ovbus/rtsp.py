@@ -140,7 +140,7 @@ class RtspReader:
         self._errors = 0  # how many error states so far (read() raises on a new one)
         self._session_frames = 0
         self.skipped = 0
-        self.dropped = 0  # H.264 frames dropped before decoding (decoder behind)
+        self.dropped = 0  # H.264 frames dropped before decoding (decoder behind, no key frame yet)
         self.decoded = 0  # frames the H.264 decoder put out
         #: its place at the pacer (``pacing.paced = False``: every frame decoded, for a
         #: consumer that takes fewer on purpose, a rate limit); ``None`` without a pacer

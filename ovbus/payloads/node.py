@@ -70,7 +70,9 @@ class CameraStats(Payload):
         "one at a time)",
     )
     behind: int = Field(
-        0, description="H.264 frames dropped before decoding because the decoder was behind"
+        0,
+        description="H.264 frames dropped before decoding: the decoder was behind, or before "
+        "the stream's first key frame",
     )
     errors: int = 0
     collection: CollectionStats | None = Field(

@@ -9,6 +9,7 @@ of every result's frame age. The media pipeline's latency is what the sinks sync
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,12 +38,24 @@ def served() -> Iterator[tuple[str, Relay]]:
     description = passthrough_pipeline(passthrough_description(source, "h264"), source.live)
     producer = Producer("cam", source, description, None, relay, passthrough=True)
     producer.start()
+    stop = threading.Event()
+    # the camera's supervision (as the capture worker's): the file loops, it does not end after
+    # 2 s (a reader that joined after its last key frame would wait for ever for its first one)
+    looping = threading.Thread(target=_supervise, args=(producer, stop), daemon=True)
+    looping.start()
     try:
         assert producer.first_frame.wait(60), "the file camera made no frame"
         yield f"rtsp://127.0.0.1:{port}/cam", relay
     finally:
+        stop.set()
+        looping.join(timeout=10)
         producer.stop()
         server.stop()
+
+
+def _supervise(producer: Producer, stop: threading.Event) -> None:
+    while not stop.is_set():
+        producer.poll(0.2)
 
 
 def media_pipelines(relay: Relay) -> list[Any]:

@@ -1,0 +1,72 @@
+"""A reader that joins an H.264 stream between key frames (as nearly every reader does: a
+camera's stream does not start for it) hands out no frame decoded without its references: the
+delta frames before its first key frame are dropped before the decoder (counted in
+``dropped``), and its first frame is a correct image of the clip. Decoded, those frames were
+grey or green garbage that the live notebook showed and a model took as a frame (seen in CI: an
+all-green first image in the browser test)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ovbus.frames import Frame
+from ovbus.h264_branch import KEY_FRAME_WAIT, FirstKeyFrame
+from ovbus.rtsp import RtspReader
+from services.mosquitto import Mosquitto
+from tests.media import FRAMES, face_video, render
+from tests.stack import capture_node
+
+TIMEOUT_S = 120.0  # a bound for a failure, never what the test measures
+SMALL = (160, 120)
+JOINS = 6  # the clip has a key frame every 10 frames: some joins land between them
+
+
+def _gray(bgr: np.ndarray) -> np.ndarray:
+    small = cv2.resize(bgr, SMALL, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
+
+
+def _psnr_to_clip(frame: Frame, sources: list[np.ndarray]) -> float:
+    """PSNR (dB) of ``frame`` against the clip's frame it is closest to."""
+    got = _gray(frame.image)
+    mse = min(float(np.mean((got - s) ** 2)) for s in sources)
+    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_a_reader_joining_between_key_frames_hands_out_a_correct_first_frame(
+    broker: Mosquitto, prefix: str
+) -> None:
+    sources = [_gray(render(i)) for i in range(FRAMES)]
+    first: list[float] = []
+    waited = 0
+    with capture_node(broker.url, prefix, {"cam": str(face_video())}) as node:
+        for _ in range(JOINS):
+            with RtspReader(node.url("cam"), camera="cam") as reader:
+                frame = reader.read(timeout=TIMEOUT_S)
+                first.append(_psnr_to_clip(frame, sources))
+                waited += reader.dropped > 0
+    assert min(first) >= 30.0, f"first frames' PSNR to the clip (dB): {first}"
+    assert waited, "every join landed on a key frame: the case was not exercised"
+
+
+def test_a_stream_without_key_frames_is_decoded_after_a_bounded_wait() -> None:
+    """An intra-refresh camera without recovery points has no key frame to wait for: the reader
+    drops (and counts) :data:`KEY_FRAME_WAIT` delta frames, then decodes, never waits for ever."""
+    dropped: list[int] = []
+    gate = FirstKeyFrame(lambda: dropped.append(1))
+    admitted = [gate.admit(False) for _ in range(KEY_FRAME_WAIT + 5)]
+    assert admitted == [False] * KEY_FRAME_WAIT + [True] * 5
+    assert len(dropped) == KEY_FRAME_WAIT
+
+
+def test_the_first_key_frame_ends_the_wait() -> None:
+    gate = FirstKeyFrame()
+    assert [gate.admit(k) for k in (False, False, True, False, False)] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    assert gate.dropped == 2 and not gate.waiting
