@@ -15,6 +15,13 @@ each one 20 ms after its capture time).
 Every RTSP client has its own thread (:data:`CLIENT_THREADS`): preparing a media waits for the
 camera's next key frame, and a DESCRIBE waits for that in the client's thread, so clients that
 shared one thread (GStreamer's default) were served one camera after another.
+
+A TCP reader that stops reading holds up no other reader (GStreamer 1.22's ``GstRTSPStream``
+did not see to that, see :func:`_leaky_feed` and :meth:`RtspServer._on_play`): the stream feeds
+its TCP readers through an ``appsink`` (one buffer) that its send thread empties only while some
+TCP reader has room, and wakes only on a new sample or a message sent. A full ``appsink`` held up
+the ``tee`` in front of every sink of the shared media (UDP readers got nothing), and a TCP
+reader that came later was never served (nothing woke the send thread).
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ CLIENT_THREADS = -1
 
 #: Bound on the prepares of one media ended by :meth:`RtspServer._retire` (one per client).
 _MAX_PREPARES = 1024
+
+#: What the queue in front of a stream's TCP ``appsink`` holds before it drops its oldest (ns):
+#: a TCP reader that falls further behind than this loses packets, as a UDP reader would.
+TCP_BACKLOG_NS = 1_000_000_000
 
 
 def primary_address() -> str:
@@ -103,6 +114,7 @@ class RtspServer:
         # frame, or ~20 s for a camera that has none): readers of other cameras waited in line
         # behind it, and beyond ~16 cameras, or behind one dead camera, gave up without a frame
         self._server.get_thread_pool().set_max_threads(CLIENT_THREADS)
+        self._server.connect("client-connected", self._on_client)
         self._thread: threading.Thread | None = None
         self._source_id = 0
 
@@ -218,7 +230,55 @@ class RtspServer:
             element.set_property("rtcp-min-interval", self.rtcp_interval_ns)
             element.set_property("rtcp-sync-send-time", False)
         elif element.find_property("processing-deadline") is not None:
+            if name == "appsink":  # a stream's TCP sink: the queue put in front of it leaks
+                element.get_static_pad("sink").connect("linked", _leaky_feed)
             # a sink (multiudpsink, appsink for TCP): in a live pipeline it adds a processing
             # deadline (20 ms by default) to the latency it syncs to, so every packet left a
             # fixed 20 ms after its frame was captured; nothing here needs that time
             element.set_property("processing-deadline", 0)
+
+    # TCP readers --------------------------------------------------------------------------------
+    def _on_client(self, server: Any, client: Any) -> None:
+        client.connect("play-request", self._on_play)
+
+    def _on_play(self, client: Any, ctx: Any) -> None:
+        """Wake the send thread of each stream a TCP reader starts to play (in the client's
+        thread, after its transports were added). ``GstRTSPStream`` wakes that thread only on
+        a new sample in its TCP ``appsink`` or a message sent to a TCP reader; once every TCP
+        reader it had stopped reading (or left), the ``appsink`` stayed full, so neither came
+        again and a TCP reader that came later got nothing, ever. ``message_sent`` on the new
+        transport is that wake-up: its backlog is empty (nothing was sent to it yet), so it
+        sends nothing; the thread then serves the new reader and drops any stalled one (a send
+        to a reader whose socket is full fails, and GStreamer removes that transport)."""
+        sessmedia = ctx.sessmedia
+        if sessmedia is None:
+            return
+        from gi.repository import GstRtsp  # loaded with GstRtspServer (services/capture/gst.py)
+
+        tcp = GstRtsp.RTSPLowerTrans.TCP
+        for index in range(sessmedia.get_media().n_streams()):
+            transport = sessmedia.get_transport(index)
+            if transport is not None and transport.get_transport().lower_transport & tcp:
+                transport.message_sent()
+                log.debug("tcp reader playing", stream=index)
+
+
+def _leaky_feed(pad: Any, peer: Any) -> None:
+    """Make the queue that feeds a stream's TCP ``appsink`` (linked to its ``sink`` pad, once
+    the stream also has UDP readers) drop its oldest packets once it holds
+    :data:`TCP_BACKLOG_NS` of them, so it never blocks the ``tee`` in front of every sink.
+    GstRTSPStream empties that ``appsink`` (``max-buffers=1``) only while some TCP reader has
+    room; with a TCP reader that stopped reading its socket (an OpenCV loop busy with
+    inference) it stayed full, its queue (one buffer) filled, and the ``tee`` blocked: the
+    camera's UDP readers got nothing, also after that reader left (the media, held prepared by
+    the server, was never rebuilt). Leaking before the ``appsink`` rather than in it (its
+    ``drop``) keeps the packets of TCP readers that keep up: the send thread paces itself to
+    the fastest TCP reader, one message in flight at a time, and one buffer was too few."""
+    queue = peer.get_parent_element()
+    factory = queue.get_factory() if queue is not None else None
+    if factory is None or factory.get_name() != "queue":
+        return  # the tee itself: the stream's first sink, no other reader to hold up
+    queue.set_property("max-size-buffers", 0)
+    queue.set_property("max-size-bytes", 0)
+    queue.set_property("max-size-time", TCP_BACKLOG_NS)
+    queue.set_property("leaky", 2)  # downstream: the oldest go
