@@ -48,6 +48,9 @@ CLIENT_THREADS = -1
 #: Bound on the prepares of one media ended by :meth:`RtspServer._retire` (one per client).
 _MAX_PREPARES = 1024
 
+#: What a media's ``appsrc`` holds before it drops its oldest frames (bytes).
+APPSRC_MAX_BYTES = 4_000_000
+
 #: What the queue in front of a stream's TCP ``appsink`` holds before it drops its oldest (ns):
 #: a TCP reader that falls further behind than this loses packets, as a UDP reader would.
 TCP_BACKLOG_NS = 1_000_000_000
@@ -68,7 +71,7 @@ def media_description(codec: Codec) -> str:
     """A media's pipeline: the relay's appsrc and the payloader (``pay0``) for ``codec``."""
     return (
         "( appsrc name=src is-live=true format=time do-timestamp=false min-latency=0 "
-        f"max-bytes=4000000 leaky-type=downstream ! {payloader_description(codec)} )"
+        f"max-bytes={APPSRC_MAX_BYTES} leaky-type=downstream ! {payloader_description(codec)} )"
     )
 
 
@@ -256,11 +259,43 @@ class RtspServer:
         from gi.repository import GstRtsp  # loaded with GstRtspServer (services/capture/gst.py)
 
         tcp = GstRtsp.RTSPLowerTrans.TCP
-        for index in range(sessmedia.get_media().n_streams()):
+        media = sessmedia.get_media()
+        over_udp = False
+        for index in range(media.n_streams()):
             transport = sessmedia.get_transport(index)
-            if transport is not None and transport.get_transport().lower_transport & tcp:
+            if transport is None:
+                continue
+            if transport.get_transport().lower_transport & tcp:
                 transport.message_sent()
                 log.debug("tcp reader playing", stream=index)
+            else:
+                over_udp = True
+        if over_udp:
+            _unwedge(media)
+
+
+def _unwedge(media: Any) -> None:
+    """Free a TCP ``appsink`` that a stream's ``tee`` feeds directly (TCP readers came first)
+    so that the queue and sink of the UDP reader that starts to play go in. GStreamer puts them
+    in from a probe that waits until the ``tee``'s pad to that ``appsink`` is idle; with the
+    ``appsink`` full (its only TCP readers stalled, or gone) that pad never was, and UDP readers
+    of the media got nothing, also after the stalled reader left. One packet is taken from the
+    TCP readers, once per stream (from then on a queue feeds the ``appsink``)."""
+    element = media.get_element()
+    pipeline = element.get_parent() if element is not None else None
+    if pipeline is None:
+        return
+    sinks = pipeline.iterate_all_by_element_factory_name("appsink")
+    while True:
+        result, sink = sinks.next()
+        if result != Gst.IteratorResult.OK:
+            break
+        peer = sink.get_static_pad("sink").get_peer()
+        feeder = peer.get_parent_element() if peer is not None else None
+        factory = feeder.get_factory() if feeder is not None else None
+        if factory is not None and factory.get_name() == "tee":
+            taken = sink.emit("try-pull-sample", 0)
+            log.debug("tcp sink fed by the tee", taken=taken is not None)
 
 
 def _leaky_feed(pad: Any, peer: Any) -> None:

@@ -23,8 +23,11 @@ from pathlib import Path
 import cv2
 import pytest
 
+from ovbus.bus import Bus
 from ovbus.errors import StreamError
+from ovbus.payloads.node import Stats
 from ovbus.rtsp import RtspReader
+from services.capture.server import APPSRC_MAX_BYTES
 from services.mosquitto import Mosquitto
 from tests.stack import capture_node
 
@@ -111,3 +114,37 @@ def test_a_stalled_tcp_reader_holds_up_no_reader_and_leaves_the_camera_readable(
         for over_tcp in (False, True):
             with RtspReader(url, camera="after", tcp=over_tcp) as after:
                 take(after, 10, f"a reader (tcp={over_tcp}) after the stalled TCP reader left")
+
+
+def test_a_stalled_first_tcp_reader_holds_up_no_udp_reader(
+    broker: Mosquitto, prefix: str, noise: Path, tcp_opencv: None
+) -> None:
+    """The stalled TCP reader is the media's first: its ``appsink`` hangs on the ``tee`` with
+    no queue, and GStreamer adds a UDP reader's sink only once the ``tee``'s pad to it is idle,
+    which it never was: UDP readers that came later got nothing, also after it left. The stall
+    is reached by volume: the camera makes more frames than the socket buffers and the media's
+    ``appsrc`` can hold (its stats on the bus count them)."""
+    need = math.ceil((socket_bound() + APPSRC_MAX_BYTES) / smallest_frame(noise)) + MARGIN
+    bus = Bus(broker.url, prefix=prefix).connect(timeout=10)
+    try:
+        stats = bus.subscribe(bus.topics.all_stats(), idle_timeout=TIMEOUT)
+        env = {"OVBUS_STATS_INTERVAL": "1"}
+        with capture_node(broker.url, prefix, {"cam": str(noise)}, env=env) as node:
+            url = node.urls["cam"]
+            stalled = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+            try:
+                ok, _ = stalled.read()  # the media's first reader, over TCP; then nothing
+                assert ok, "the OpenCV (FFmpeg, TCP) reader got no frame"
+                stats.get()  # an interval that may have begun before it played: not counted
+                made = 0
+                while made < need:
+                    cameras = stats.get().decode(Stats).cameras
+                    made += cameras["cam"].frames if "cam" in cameras else 0
+                with RtspReader(url, camera="udp") as udp:
+                    take(udp, 10, "a UDP reader that came while the first reader read nothing")
+            finally:
+                stalled.release()
+            with RtspReader(url, camera="after") as after:
+                take(after, 10, "a UDP reader after the stalled first reader left")
+    finally:
+        bus.close()
