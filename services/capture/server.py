@@ -54,6 +54,8 @@ APPSRC_MAX_BYTES = 4_000_000
 #: What the queue in front of a stream's TCP ``appsink`` holds before it drops its oldest (ns):
 #: a TCP reader that falls further behind than this loses packets, as a UDP reader would.
 TCP_BACKLOG_NS = 1_000_000_000
+#: ... and at most this many bytes (packets without time stamps count only here).
+TCP_BACKLOG_BYTES = APPSRC_MAX_BYTES
 
 
 def primary_address() -> str:
@@ -301,8 +303,8 @@ def _unwedge(media: Any) -> None:
 def _leaky_feed(pad: Any, peer: Any) -> None:
     """Make the queue that feeds a stream's TCP ``appsink`` (linked to its ``sink`` pad, once
     the stream also has UDP readers) drop its oldest packets once it holds
-    :data:`TCP_BACKLOG_NS` of them, so it never blocks the ``tee`` in front of every sink.
-    GstRTSPStream empties that ``appsink`` (``max-buffers=1``) only while some TCP reader has
+    :data:`TCP_BACKLOG_NS` (or :data:`TCP_BACKLOG_BYTES`) of them, so it never blocks the
+    ``tee`` in front of every sink. GstRTSPStream empties that ``appsink`` (``max-buffers=1``) only while some TCP reader has
     room; with a TCP reader that stopped reading its socket (an OpenCV loop busy with
     inference) it stayed full, its queue (one buffer) filled, and the ``tee`` blocked: the
     camera's UDP readers got nothing, also after that reader left (the media, held prepared by
@@ -312,8 +314,8 @@ def _leaky_feed(pad: Any, peer: Any) -> None:
     queue = peer.get_parent_element()
     factory = queue.get_factory() if queue is not None else None
     if factory is None or factory.get_name() != "queue":
-        return  # the tee itself: the stream's first sink, no other reader to hold up
+        return  # the tee itself: TCP readers came first, no other sink yet (see _unwedge)
     queue.set_property("max-size-buffers", 0)
-    queue.set_property("max-size-bytes", 0)
+    queue.set_property("max-size-bytes", TCP_BACKLOG_BYTES)
     queue.set_property("max-size-time", TCP_BACKLOG_NS)
     queue.set_property("leaky", 2)  # downstream: the oldest go
