@@ -19,7 +19,7 @@ from ovbus.log import get_logger
 from ovbus.rtsp import capture_time
 from services.capture import barcode
 from services.capture.file_loop import FileLoop, signed_running_time
-from services.capture.gst import GLib, Gst, GstVideo
+from services.capture.gst import GLib, Gst, GstVideo, whole_frames_only
 from services.capture.jpeg import rtp_jpeg_problem
 from services.capture.plan import Native, Target, native_from_caps
 from services.capture.probe import standard_jpeg_tables
@@ -146,6 +146,7 @@ class Producer(FileLoop):
         except GLib.Error as e:
             raise StreamError(f"camera {self.camera}: bad pipeline: {e.message}") from e
         self._pipeline = pipeline
+        whole_frames_only(pipeline)
         pipeline.use_clock(self._clock)
         sink = pipeline.get_by_name("sink")
         if sink is None:
