@@ -26,6 +26,7 @@ __all__ = [
     "element",
     "h264_branch",
     "h264_decoder",
+    "hold_to_first_key_frame",
 ]
 
 
@@ -90,6 +91,18 @@ class FirstKeyFrame:
             log.warning("no key frame, decoding without one", frames_waited=self.dropped)
         self.waiting = False
         return True
+
+
+def hold_to_first_key_frame(gst: Any, decoder: Any, on_drop: Callable[[], None] | None) -> None:
+    """Drop what reaches ``decoder`` before the stream's first key frame (:class:`FirstKeyFrame`):
+    the H.265 branch, which has no queue or pacing of its own in front of its decoder."""
+    gate = FirstKeyFrame(on_drop)
+    delta, ok, drop = gst.BufferFlags.DELTA_UNIT, gst.PadProbeReturn.OK, gst.PadProbeReturn.DROP
+
+    def admit(_pad: Any, info: Any) -> Any:
+        return ok if gate.admit(not info.get_buffer().has_flags(delta)) else drop
+
+    decoder.get_static_pad("sink").add_probe(gst.PadProbeType.BUFFER, admit)
 
 
 def h264_branch(

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from ovbus import mapped
 from ovbus.errors import ErrorCode, StreamError
 from ovbus.frames import ntp_ns_to_unix
-from ovbus.h264_branch import Pace, h264_branch
+from ovbus.h264_branch import Pace, h264_branch, hold_to_first_key_frame
 from ovbus.h264_branch import element as _element
 
 #: Caps of the reference timestamp metas that rtspsrc adds from RTCP sender reports.
@@ -304,8 +304,10 @@ def build_pipeline(
             elements = h264_branch(gst, decoder_threads, queue_frames, on_drop, pace, on_decoded)
             elements.append(_element(gst, "capsfilter", caps=raw))
         elif h265 is not None and codec is None:
+            decoder = _element(gst, h265)
+            hold_to_first_key_frame(gst, decoder, on_drop)  # joined mid-GOP: grey garbage
             elements = [_element(gst, "rtph265depay"), _element(gst, "h265parse")]
-            elements += [_element(gst, h265), _element(gst, "videoconvert")]
+            elements += [decoder, _element(gst, "videoconvert")]
             elements.append(_element(gst, "capsfilter", caps=raw))
         else:
             reason = f"RTP encoding {_shown(encoding)} is not read (H.264, H.265, JPEG only)"

@@ -14,6 +14,7 @@ from ovbus.frames import Frame
 from ovbus.h264_branch import KEY_FRAME_WAIT, FirstKeyFrame
 from ovbus.rtsp import RtspReader
 from services.mosquitto import Mosquitto
+from tests.faults.test_reader_surface import Server
 from tests.media import FRAMES, face_video, render
 from tests.stack import capture_node
 
@@ -70,3 +71,33 @@ def test_the_first_key_frame_ends_the_wait() -> None:
         True,
     ]
     assert gate.dropped == 2 and not gate.waiting
+
+
+#: An H.265 camera (what a reader reads straight from a third-party camera: capture serves
+#: H.264): SMPTE bars, a key frame every 2 s, its media shared, so each reader joins mid-GOP.
+H265_CAMERA = (
+    "( videotestsrc is-live=true pattern=smpte ! video/x-raw,width=320,height=240,framerate=30/1"
+    " ! x265enc key-int-max=60 speed-preset=ultrafast tune=zerolatency ! rtph265pay name=pay0 )"
+)
+
+
+def test_a_reader_joining_an_h265_stream_between_key_frames_hands_out_a_correct_first_frame() -> (
+    None
+):
+    server = Server(H265_CAMERA)
+    try:
+        with RtspReader(server.url, camera="holder") as holder:
+            bars = _gray(holder.read(timeout=TIMEOUT_S).image)[:80]  # the static bars
+            first: list[float] = []
+            waited = 0
+            for _ in range(3):
+                with RtspReader(server.url, camera="joins") as reader:
+                    got = _gray(reader.read(timeout=TIMEOUT_S).image)[:80]
+                    mse = float(np.mean((got - bars) ** 2))
+                    first.append(99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse))
+                    waited += reader.dropped > 0
+                holder.read(timeout=TIMEOUT_S)
+    finally:
+        server.close()
+    assert min(first) >= 30.0, f"first frames' PSNR to the bars (dB): {first}"
+    assert waited, "every join landed on a key frame: the case was not exercised"
