@@ -77,6 +77,35 @@ def face_video() -> Path:
         return h264(target, (render(i, photo) for i in range(FRAMES)), (WIDTH, HEIGHT), FPS)
 
 
+#: The size frames are compared at (PSNR): small enough that scaling and coding noise do not
+#: count, large enough that a wrong frame (grey, green, shifted) does.
+COMPARED: Final = (160, 120)
+
+
+def small_gray(bgr: Image) -> npt.NDArray[np.float32]:
+    """``bgr`` at :data:`COMPARED`, grey, as floats (for :func:`psnr`)."""
+    small = cv2.resize(bgr, COMPARED, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
+
+
+def psnr(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+    """PSNR (dB) of two :func:`small_gray` images (99 when equal)."""
+    mse = float(np.mean((a - b) ** 2))
+    return 99.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def clip_frames() -> list[npt.NDArray[np.float32]]:
+    """Every frame of the clip, as :func:`small_gray` images (for :func:`psnr_to_clip`)."""
+    photo = read_image(assets.astronaut())
+    return [small_gray(render(i, photo)) for i in range(FRAMES)]
+
+
+def psnr_to_clip(image: Image, frames: list[npt.NDArray[np.float32]]) -> float:
+    """PSNR (dB) of ``image`` against the clip's frame (of :func:`clip_frames`) closest to it."""
+    got = small_gray(image)
+    return max(psnr(got, f) for f in frames)
+
+
 def h264(target: Path, frames: Iterable[Image], size: tuple[int, int], fps: int) -> Path:
     """``frames`` as the tests' H.264 MP4 (libx264, no lookahead, a key frame every second),
     written to ``target`` (the caller holds the media lock and checked it is not there yet)."""

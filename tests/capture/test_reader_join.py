@@ -7,45 +7,28 @@ all-green first image in the browser test)."""
 
 from __future__ import annotations
 
-import cv2
-import numpy as np
-
-from ovbus.frames import Frame
 from ovbus.h264_branch import KEY_FRAME_WAIT, FirstKeyFrame
 from ovbus.rtsp import RtspReader
 from services.mosquitto import Mosquitto
 from tests.faults.test_reader_surface import Server
-from tests.media import FRAMES, face_video, render
+from tests.media import clip_frames, face_video, psnr, psnr_to_clip, small_gray
 from tests.stack import capture_node
 
 TIMEOUT_S = 120.0  # a bound for a failure, never what the test measures
-SMALL = (160, 120)
 JOINS = 6  # the clip has a key frame every 10 frames: some joins land between them
-
-
-def _gray(bgr: np.ndarray) -> np.ndarray:
-    small = cv2.resize(bgr, SMALL, interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
-
-
-def _psnr_to_clip(frame: Frame, sources: list[np.ndarray]) -> float:
-    """PSNR (dB) of ``frame`` against the clip's frame it is closest to."""
-    got = _gray(frame.image)
-    mse = min(float(np.mean((got - s) ** 2)) for s in sources)
-    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def test_a_reader_joining_between_key_frames_hands_out_a_correct_first_frame(
     broker: Mosquitto, prefix: str
 ) -> None:
-    sources = [_gray(render(i)) for i in range(FRAMES)]
+    sources = clip_frames()
     first: list[float] = []
     waited = 0
     with capture_node(broker.url, prefix, {"cam": str(face_video())}) as node:
         for _ in range(JOINS):
             with RtspReader(node.url("cam"), camera="cam") as reader:
                 frame = reader.read(timeout=TIMEOUT_S)
-                first.append(_psnr_to_clip(frame, sources))
+                first.append(psnr_to_clip(frame.image, sources))
                 waited += reader.dropped > 0
     assert min(first) >= 30.0, f"first frames' PSNR to the clip (dB): {first}"
     assert waited, "every join landed on a key frame: the case was not exercised"
@@ -87,14 +70,13 @@ def test_a_reader_joining_an_h265_stream_between_key_frames_hands_out_a_correct_
     server = Server(H265_CAMERA)
     try:
         with RtspReader(server.url, camera="holder") as holder:
-            bars = _gray(holder.read(timeout=TIMEOUT_S).image)[:80]  # the static bars
+            bars = small_gray(holder.read(timeout=TIMEOUT_S).image)[:80]  # the static bars
             first: list[float] = []
             waited = 0
             for _ in range(3):
                 with RtspReader(server.url, camera="joins") as reader:
-                    got = _gray(reader.read(timeout=TIMEOUT_S).image)[:80]
-                    mse = float(np.mean((got - bars) ** 2))
-                    first.append(99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse))
+                    got = small_gray(reader.read(timeout=TIMEOUT_S).image)[:80]
+                    first.append(psnr(got, bars))
                     waited += reader.dropped > 0
                 holder.read(timeout=TIMEOUT_S)
     finally:

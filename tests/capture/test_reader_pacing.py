@@ -16,31 +16,15 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
-import cv2
-import numpy as np
-
 from ovbus.errors import StreamError
 from ovbus.frames import Frame
 from ovbus.pacing import DecodePacer
 from ovbus.rtsp import ReaderState, RtspReader
 from services.mosquitto import Mosquitto
-from tests.media import FRAMES, face_video, render
+from tests.media import clip_frames, face_video, psnr_to_clip
 from tests.stack import capture_node
 
 TIMEOUT_S = 120.0  # a bound for a failure, never what the test measures
-SMALL = (160, 120)
-
-
-def _gray(bgr: np.ndarray) -> np.ndarray:
-    small = cv2.resize(bgr, SMALL, interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
-
-
-def _psnr_to_clip(frame: Frame, sources: list[np.ndarray]) -> float:
-    """PSNR (dB) of ``frame`` against the clip's frame it is closest to."""
-    got = _gray(frame.image)
-    mse = min(float(np.mean((got - s) ** 2)) for s in sources)
-    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def _arrived(reader: RtspReader) -> int:
@@ -71,7 +55,7 @@ def _readers(broker: Mosquitto, prefix: str, count: int) -> Iterator[list[RtspRe
 def test_a_slow_consumer_makes_the_readers_decode_far_fewer_frames(
     broker: Mosquitto, prefix: str
 ) -> None:
-    sources = [_gray(render(i)) for i in range(FRAMES)]
+    sources = clip_frames()
     stop = threading.Event()
     with _readers(broker, prefix, 4) as readers:
         for r in readers:
@@ -113,7 +97,7 @@ def test_a_slow_consumer_makes_the_readers_decode_far_fewer_frames(
         assert all(r.reconnects == 0 and r.state == "streaming" for r in readers)
         assert all(n > 0 for n in each), each  # turns: every camera decoded some meanwhile
         assert len(after_skips) >= 5
-        worst = min(_psnr_to_clip(f, sources) for f in after_skips)
+        worst = min(psnr_to_clip(f.image, sources) for f in after_skips)
         assert worst >= 30.0, f"a frame taken after a skip is not the clip's: {worst:.1f} dB"
 
 

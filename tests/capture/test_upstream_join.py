@@ -13,21 +13,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
-from ovbus.frames import Frame
 from ovbus.rtsp import RtspReader
 from services.demo.media import write_video
 from services.mosquitto import Mosquitto
-from tests.media import FPS, FRAMES, HEIGHT, WIDTH, render
+from tests.media import FPS, FRAMES, HEIGHT, WIDTH, clip_frames, psnr_to_clip, render
 from tests.stack import capture_node
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 120.0  # a bound for a failure, never what the test measures
-SMALL = (160, 120)
 JOINS = 2
 FIRST_FRAMES = 5
 #: A re-encoded frame of the clip is near 50 dB; a frame decoded without its references is
@@ -45,21 +41,10 @@ def long_gop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_video((render(i) for i in range(FRAMES)), target, (WIDTH, HEIGHT), FPS, args)
 
 
-def _gray(bgr: np.ndarray) -> np.ndarray:
-    small = cv2.resize(bgr, SMALL, interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
-
-
-def _psnr_to_clip(frame: Frame, sources: list[np.ndarray]) -> float:
-    got = _gray(frame.image)
-    mse = min(float(np.mean((got - s) ** 2)) for s in sources)
-    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
 def test_a_node_decoding_a_camera_it_joined_between_key_frames_serves_no_grey_frame(
     broker: Mosquitto, prefix: str, long_gop: Path
 ) -> None:
-    sources = [_gray(render(i)) for i in range(FRAMES)]
+    sources = clip_frames()
     first: list[float] = []
     with (
         capture_node(broker.url, prefix, {"cam": str(long_gop)}) as camera,
@@ -75,7 +60,7 @@ def test_a_node_decoding_a_camera_it_joined_between_key_frames_serves_no_grey_fr
                 RtspReader(node.url(name), camera=name) as reader,
             ):
                 first += [
-                    _psnr_to_clip(reader.read(timeout=TIMEOUT_S), sources)
+                    psnr_to_clip(reader.read(timeout=TIMEOUT_S).image, sources)
                     for _ in range(FIRST_FRAMES)
                 ]
             holder.read(timeout=TIMEOUT_S)
