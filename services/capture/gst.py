@@ -7,11 +7,12 @@ from typing import Any
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstVideo", "1.0")
 gi.require_version("GstPbutils", "1.0")
 
-from gi.repository import GLib, Gst, GstPbutils, GstRtspServer, GstVideo  # noqa: E402
+from gi.repository import GLib, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
 
 Gst.init(None)
 
@@ -19,6 +20,7 @@ __all__ = [
     "GLib",
     "Gst",
     "GstPbutils",
+    "GstRtsp",
     "GstRtspServer",
     "GstVideo",
     "element_exists",

@@ -35,7 +35,7 @@ from ovbus.errors import ConfigError
 from ovbus.log import get_logger
 from ovbus.payloads.stream import Codec
 from services.capture.encoders import payloader_description
-from services.capture.gst import GLib, Gst, GstRtspServer
+from services.capture.gst import GLib, Gst, GstRtsp, GstRtspServer
 from services.capture.relay import Relay
 from services.capture.rtsp_access import RtspAccess
 
@@ -258,8 +258,6 @@ class RtspServer:
         sessmedia = ctx.sessmedia
         if sessmedia is None:
             return
-        from gi.repository import GstRtsp  # loaded with GstRtspServer (services/capture/gst.py)
-
         tcp = GstRtsp.RTSPLowerTrans.TCP
         media = sessmedia.get_media()
         over_udp = False
