@@ -1,10 +1,12 @@
 """The H.264 branch of the reader pipeline (:mod:`ovbus.rtsp_pipeline`): depayloader, parser,
 the queue in front of the decoder, the decoder, and what never reaches it.
 
-Two things drop frames before the decoder, so their decode costs nothing: the decoder falling
-behind (every delta frame up to the next key frame, ``on_drop``) and the consumer taking too few
-of the decoded frames (``pace``, asked for every frame: :mod:`ovbus.pacing`). A delta frame is
-never decoded without its predecessors: both restart at a key frame.
+Three things drop frames before the decoder, so their decode costs nothing: a reader's join
+between key frames (every delta frame before the stream's first key frame,
+:class:`FirstKeyFrame`, which the H.265 branch uses too), the decoder falling behind (every
+delta frame up to the next key frame, ``on_drop``) and the consumer taking too few of the
+decoded frames (``pace``, asked for every frame: :mod:`ovbus.pacing`). A delta frame is never
+decoded without its predecessors: all three restart at a key frame.
 """
 
 from __future__ import annotations
@@ -119,10 +121,10 @@ def h264_branch(
     (``on_drop``), and key frames always enter (the queue has room for
     :data:`KEY_FRAME_ROOM` of them), so decoding restarts at the next one and frame age does not
     grow. Delta frames before the stream's first key frame (a reader joins mid-GOP) are dropped
-    too (``on_drop``, up to :data:`KEY_FRAME_WAIT` of them): decoded without their references they are grey or green garbage, which a
-    model and a live view would take as a frame. The queue leaks only as a last resort (it never
-    blocks the network side). ``pace``
-    (given whether the frame is a key frame) is asked first: ``False`` drops the frame before
+    too (``on_drop``, up to :data:`KEY_FRAME_WAIT` of them, :class:`FirstKeyFrame`): decoded
+    without their references they are grey or green garbage, which a model and a live view
+    would take as a frame. The queue leaks only as a last resort (it never blocks the network
+    side). ``pace`` (given whether the frame is a key frame) is asked next: ``False`` drops the frame before
     the decoder too (decoding paced to the consumer, :mod:`ovbus.pacing`; it counts its own).
     ``on_decoded`` is called for every frame the decoder puts out."""
     depay = element(gst, "rtph264depay")
