@@ -11,7 +11,9 @@ before the decoder (:meth:`PacedStream.admit`), which readers decode:
   decoded frames delivered to the slots with those taken. Taken fraction below ``low``: the
   consumer is saturated, and the budget becomes what it took, over ``target`` (a margin: a
   ready frame is always waiting when the consumer comes). Above ``high``: the budget grows by
-  ``grow`` a window, and once it covers every reader nothing is paced. Under capacity the
+  ``grow`` or by one reader's mean frame rate a window, whichever is more (from a low budget,
+  a worker starting, it is back at the consumer's pace in seconds), and once it covers every
+  reader nothing is paced. Under capacity the
   consumer takes (almost) every frame, so nothing is ever skipped and frame age is unchanged.
 - **Running readers.** A delta frame cannot be decoded without its predecessors, so a reader
   starts decoding (runs) only at a key frame, and may stop at any frame: the rest of its GOP is
@@ -23,7 +25,9 @@ before the decoder (:meth:`PacedStream.admit`), which readers decode:
   Over budget, that same runner stops. A started reader runs at least ``share`` of its fair
   part of a GOP before it may be stopped (no thrashing), the last one running is never stopped
   (a camera alone is never paced: inference would only idle), and a reader refused at
-  ``starve`` key frames in a row starts at the next. A reader that missed a frame of its GOP
+  ``starve`` key frames in a row starts at the next in the place of the runner served most,
+  whatever it has run: never on top of the runners, or every waiting reader would start at
+  once, bury the consumer in decoding and collapse the budget. A reader that missed a frame of its GOP
   waits for its key frame even once nothing is paced (its decoder lacks the references). A
   reader whose stream's session ended (:meth:`PacedStream.ended`: it reconnects) runs no more:
   a silent runner would count as a second one and keep the last live reader paced.
@@ -46,7 +50,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Final
 
+from ovbus.log import get_logger
+
 __all__ = ["DecodePacer", "PacedStream", "PacerSettings"]
+
+log = get_logger(__name__)
 
 #: A budget this large is no budget: nothing is paced.
 UNLIMITED: Final = math.inf
@@ -61,7 +69,7 @@ class PacerSettings:
     target: float = 0.9  # decoded = taken / target once saturated
     high: float = 0.95  # taken fraction over which the budget grows
     grow: float = 1.15
-    starve: int = 2  # key frames refused in a row before a reader starts regardless
+    starve: int = 2  # key frames refused in a row before a reader takes a runner's place
     share: float = 0.5  # of its fair share of a GOP, a started reader runs before it may stop
     memory: float = 4.0  # GOPs a reader's share of decoded frames is averaged over
 
@@ -240,7 +248,14 @@ class DecodePacer:
         if runner is not None and runner.share > s.share:
             runner.running = False  # its next frame is dropped: s takes its turn
             return True
-        return s.refused + 1 >= self.settings.starve
+        if s.refused + 1 < self.settings.starve:
+            return False
+        # starved: it takes a turn all the same, in the place of the runner served most (not on
+        # top of it: readers starting all at once would bury the consumer in decoding)
+        runners = [r for r in self._streams if r.running and r.paced]
+        if runners:
+            max(runners, key=lambda r: (r.share, -r.started)).running = False
+        return True
 
     def _tick(self, now: float) -> None:
         """The budget, once a window."""
@@ -262,6 +277,17 @@ class DecodePacer:
         if got < cfg.low:
             self.budget = max(taken / elapsed / cfg.target, 1e-3)
         elif got > cfg.high and self.budget != UNLIMITED:
-            self.budget = max(self.budget, delivered / elapsed) * cfg.grow
+            # by a share or by one reader's frame rate, whichever is more: from a low budget
+            # (a worker starting) back to the consumer's pace within seconds
+            mean = self._total / max(1, sum(s.paced for s in self._streams))
+            self.budget = max(max(self.budget, delivered / elapsed) * cfg.grow, self.budget + mean)
             if self.budget >= self._total:
                 self.budget = UNLIMITED
+        log.debug(
+            "pacer window",
+            delivered=delivered,
+            taken=taken,
+            budget=round(self.budget, 1),
+            running=sum(s.running for s in self._streams),
+            streams=len(self._streams),
+        )
