@@ -38,6 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -172,6 +173,22 @@ def pipeline(
     return Run(len(got) / span, p50, p99, *cores, fresh=fresh / span)
 
 
+def compiled_for_threads(model_file: Path) -> Any:
+    """``model_file`` compiled for the CPU, after one inference on this thread, so that threads
+    can then run their first inferences at once. OpenVINO's Python binding sets up a static
+    the first time it reads a ``Tensor``'s ``data``; two threads doing that at once deadlock
+    (one holds the GIL and waits for the static, the other sets it up and waits for the GIL):
+    3 of 12 fresh processes whose four threads started inferring together hung for good, and
+    so did the naive loop of a throughput run (every thread, and the benchmark, waiting)."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(model_file), "CPU")
+    given = compiled.inputs[0]
+    warm = np.zeros(tuple(given.get_shape()), dtype=given.get_element_type().to_dtype())
+    compiled.create_infer_request().infer({0: warm})
+    return compiled
+
+
 def baseline(
     stack: Stack,
     n: int,
@@ -187,12 +204,11 @@ def baseline(
     ``fresh``: the results/s whose frame was no older than ``fresh_ms``; ``read_p50``: the
     frame's age when OpenCV handed it over (its decoder's and buffers' delay)."""
     import cv2
-    import openvino as ov
 
     from services.infer.decoders import decode
     from services.infer.preprocess import prepare
 
-    compiled = ov.Core().compile_model(str(model_file), "CPU")
+    compiled = compiled_for_threads(model_file)
     shape = tuple(int(d) for d in compiled.inputs[0].get_shape())
     counts: list[int] = []
     ages: list[float] = []
