@@ -14,7 +14,9 @@ codec and 4, 8, 16, 32 cameras with the product's default model (BlazeFace full 
 - the pipeline: results/s arriving at a subscriber from the infer worker, and frame age
   (capture time from RTCP to arrival);
 - the naive loop of the toolkit's original notebooks: OpenCV reads each RTSP stream and makes
-  one synchronous request per frame (one thread per camera), frame age from the barcode;
+  one synchronous request per frame (one thread per camera), frame age from the barcode; its
+  model runs one inference before the threads start (:func:`compiled_for_threads`: threads
+  whose first inferences came together deadlocked in OpenVINO's Python binding);
 - pipeline and naive loop run alternately, ``PAIRS`` pairs per case; ratios are medians;
 - the keep-up ratio is results/s over the offered frames; ``of_bound`` is results/s over the
   bound (a denominator that can bind); both sides are compared at one fixed frame-age threshold
