@@ -20,12 +20,17 @@ missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing system packages: ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+elif ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
+  # the accuracy benchmark's photos come from a pinned Debian package (apt-get download),
+  # which needs the package lists even when every system package is installed already
+  echo "bootstrap: no apt package lists: apt-get update"
+  $SUDO apt-get update -qq
 fi
 
 PYTHON="${PYTHON:-python3}"
