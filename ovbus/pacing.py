@@ -13,8 +13,8 @@ before the decoder (:meth:`PacedStream.admit`), which readers decode:
   ready frame is always waiting when the consumer comes). Above ``high``: the budget grows by
   ``grow`` or by one reader's mean frame rate a window, whichever is more (from a low budget,
   a worker starting, it is back at the consumer's pace in seconds), and once it covers every
-  reader nothing is paced. Under capacity the
-  consumer takes (almost) every frame, so nothing is ever skipped and frame age is unchanged.
+  reader nothing is paced. Under capacity the consumer takes (almost) every frame, so nothing
+  is ever skipped and frame age is unchanged.
 - **Running readers.** A delta frame cannot be decoded without its predecessors, so a reader
   starts decoding (runs) only at a key frame, and may stop at any frame: the rest of its GOP is
   dropped before the decoder. The running readers' frame rates add up to about the budget. A
@@ -27,8 +27,8 @@ before the decoder (:meth:`PacedStream.admit`), which readers decode:
   (a camera alone is never paced: inference would only idle), and a reader refused at
   ``starve`` key frames in a row starts at the next in the place of the runner served most,
   whatever it has run: never on top of the runners, or every waiting reader would start at
-  once, bury the consumer in decoding and collapse the budget. A reader that missed a frame of its GOP
-  waits for its key frame even once nothing is paced (its decoder lacks the references). A
+  once, bury the consumer in decoding and collapse the budget. A reader that missed a frame of
+  its GOP waits for its key frame even once nothing is paced (its decoder lacks the references). A
   reader whose stream's session ended (:meth:`PacedStream.ended`: it reconnects) runs no more:
   a silent runner would count as a second one and keep the last live reader paced.
 - **Exempt streams.** A stream whose consumer takes fewer frames on purpose (a camera limited
