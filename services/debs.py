@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Final
 
 from ovbus.errors import ErrorCode, FetchError
@@ -114,14 +114,14 @@ def _data_tar(deb: Path, f: IO[bytes]) -> tuple[str, int]:
 def extract_member(deb: Path, member: str, dest: Path, *, max_bytes: int = MAX_DOWNLOAD) -> Path:
     """Copy the regular file ``member`` (a path as ``dpkg -c`` lists it, with or without the
     leading ``./``) out of ``deb`` into the file ``dest``."""
-    wanted = member.removeprefix("./")
+    wanted = PurePosixPath(member)  # "./usr/x" and "usr/x" alike
     try:
         with open(deb, "rb") as f:
             compression, _ = _data_tar(deb, f)
             mode = f"r|{compression}" if compression else "r|"
             with tarfile.open(fileobj=f, mode=mode) as archive:  # type: ignore[call-overload]
                 for info in archive:
-                    if info.name.removeprefix("./") != wanted:
+                    if PurePosixPath(info.name) != wanted:
                         continue
                     if not info.isreg():
                         raise FetchError(
