@@ -113,7 +113,7 @@ def h264_branch(
     queue_frames: int,
     on_drop: Callable[[], None] | None,
     pace: Pace | None = None,
-    on_decoded: Callable[[], None] | None = None,
+    on_behind: Callable[[], None] | None = None,
 ) -> list[Any]:
     """``rtph264depay ! h264parse ! queue ! <decoder> ! videoconvert``. Frames are dropped
     before the queue, never decoded: once the decoder is behind (the queue holds
@@ -126,7 +126,9 @@ def h264_branch(
     would take as a frame. The queue leaks only as a last resort (it never blocks the network
     side). ``pace`` (given whether the frame is a key frame) is asked next: ``False`` drops the frame before
     the decoder too (decoding paced to the consumer, :mod:`ovbus.pacing`; it counts its own).
-    ``on_decoded`` is called for every frame the decoder puts out."""
+    ``on_behind`` is called for every frame dropped because the decoder is behind (the pacer's
+    sign that decoders are saturated). Nothing here runs Python on the decoder's own thread: it
+    would wait for the GIL behind the worker's Python, and the decoder fall behind."""
     depay = element(gst, "rtph264depay")
     parse = element(gst, "h264parse")
     room = queue_frames + KEY_FRAME_ROOM  # deltas stop at queue_frames - 1, the rest: key frames
@@ -155,15 +157,10 @@ def h264_branch(
             behind[0] = True
             if on_drop is not None:
                 on_drop()
+            if on_behind is not None:
+                on_behind()
             return drop
         return ok
 
     queue.get_static_pad("sink").add_probe(gst.PadProbeType.BUFFER, admit)
-    if on_decoded is not None:
-
-        def decoded(_pad: Any, _info: Any) -> Any:
-            on_decoded()
-            return ok
-
-        decoder.get_static_pad("src").add_probe(gst.PadProbeType.BUFFER, decoded)
     return [depay, parse, queue, decoder, element(gst, "videoconvert")]

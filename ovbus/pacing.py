@@ -32,10 +32,19 @@ before the decoder (:meth:`PacedStream.admit`), which readers decode:
   reader whose stream's session ended (:meth:`PacedStream.ended`: it reconnects) runs no more:
   a silent runner would count as a second one and keep the last live reader paced.
 - **Exempt streams.** A stream whose consumer takes fewer frames on purpose (a camera limited
-  by ``detect_fps``) is not paced (:attr:`PacedStream.paced` false): it decodes every frame
-  (from its key frame, when it was stopped in the middle of its GOP) and does not count in
-  the budget; nor does a stream whose frames never come through
-  :meth:`PacedStream.admit` (MJPEG: a JPEG is decoded only when taken anyway).
+  by ``detect_fps``) is not paced to the consumer (:attr:`PacedStream.paced` false): its
+  detections need the frames between them decoded, so it decodes every frame (from its key
+  frame, when it was stopped in the middle of its GOP) and does not count in the budget; nor
+  does a stream whose frames never come through :meth:`PacedStream.admit` (MJPEG: a JPEG is
+  decoded only when taken anyway).
+- **Decoders behind.** Exempt streams have a budget of their own, :attr:`DecodePacer.decode_budget`,
+  set by what the decoders manage: when more of them fall behind in a window than
+  ``behind`` of the exempt readers (:meth:`PacedStream.behind`: a decoder's queue full, the
+  rest of its GOP dropped), the machine cannot decode every frame of every such camera, and
+  the exempt readers take turns as the paced ones do, whole GOPs at a time, with that budget
+  the frames/s their decoders put through (over ``target``). Without it, 32 cameras at
+  ``detect_fps`` 5 all decoded at once, every decoder fell behind by turns and dropped its
+  GOP, and a 2-core machine gave 30 of 160 detections/s with cores to spare, p99 age 1 s.
 
 All of it is plain logic under one lock: ``now`` (monotonic seconds) is passed in, so the tests
 drive it directly.
@@ -72,6 +81,17 @@ class PacerSettings:
     starve: int = 2  # key frames refused in a row before a reader takes a runner's place
     share: float = 0.5  # of its fair share of a GOP, a started reader runs before it may stop
     memory: float = 4.0  # GOPs a reader's share of decoded frames is averaged over
+    behind: float = 0.1  # of the exempt readers falling behind in a window: decoders saturated
+    cut: float = 0.8  # the exempt readers' budget once that many fell behind
+
+
+@dataclass(slots=True)
+class _Budget:
+    """One kind of stream's budget: the paced ones' (to the consumer) or the exempt ones' (to
+    the decoders)."""
+
+    limit: float = UNLIMITED  # frames/s
+    total: float = 1.0  # frames/s arriving at its readers, over the last window
 
 
 @dataclass(slots=True, eq=False)
@@ -110,6 +130,11 @@ class PacedStream:
         """The consumer took a frame from the slot."""
         self.pacer._count(self, taken=1)
 
+    def behind(self) -> None:
+        """Its decoder fell behind: this frame, admitted, was dropped before the decoder (the
+        rest of the GOP goes too)."""
+        self.pacer._behind(self)
+
     def ended(self) -> None:
         """The stream's session ended (error, end, stall; the reader reconnects): it runs no
         more, and a new session is a new decoder, which starts as a reader's first one does."""
@@ -127,11 +152,13 @@ class DecodePacer:
         self._lock = threading.Lock()
         self._streams: list[PacedStream] = []
         self._order = itertools.count(1)
-        self.budget = UNLIMITED  # frames/s
+        self._budgets = {True: _Budget(), False: _Budget()}  # by PacedStream.paced
         self._window_start: float | None = None
         self._delivered = 0
         self._taken = 0
-        self._total = 1.0  # frames/s arriving at the paced readers, over the last window
+        self._admitted_exempt = 0  # exempt frames sent to the decoders this window
+        self._behind_frames = 0  # of those, dropped because the decoder was behind
+        self._behind_streams: set[str] = set()
 
     def join(self, name: str) -> PacedStream:
         stream = PacedStream(self, name)
@@ -140,6 +167,17 @@ class DecodePacer:
         return stream
 
     # figures -----------------------------------------------------------------------------------
+    @property
+    def budget(self) -> float:
+        """Frames/s the paced readers decode (:data:`UNLIMITED`: every frame)."""
+        return self._budgets[True].limit
+
+    @property
+    def decode_budget(self) -> float:
+        """Frames/s the exempt readers decode (:data:`UNLIMITED` unless their decoders fall
+        behind)."""
+        return self._budgets[False].limit
+
     def running(self) -> list[str]:
         with self._lock:
             return [s.name for s in self._streams if s.running]
@@ -155,6 +193,13 @@ class DecodePacer:
         with self._lock:
             stream.running, stream.gap, stream.since_key = False, False, 0
             stream.rate, stream.arrived_window = 0.0, 0
+
+    def _behind(self, stream: PacedStream) -> None:
+        if stream.paced or not stream.gated:
+            return
+        with self._lock:
+            self._behind_frames += 1
+            self._behind_streams.add(stream.name)
 
     def _count(self, stream: PacedStream, delivered: int = 0, taken: int = 0) -> None:
         if not stream.paced or not stream.gated:  # exempt, or not a paced codec (MJPEG)
@@ -173,11 +218,10 @@ class DecodePacer:
             s.since_key += 1
             if s._left:
                 return True
-            if s.paced:
-                decode = self._decide(s, key)
-                s.share += ((1.0 if decode else 0.0) - s.share) * self._alpha(s)
-            else:  # exempt, but a reader stopped mid-GOP still restarts at its key frame
-                decode = not s.gap
+            decode = self._decide(s, key)  # exempt: to the decoders' budget
+            s.share += ((1.0 if decode else 0.0) - s.share) * self._alpha(s)
+            if decode and not s.paced:
+                self._admitted_exempt += 1
             if not decode:
                 s.skipped += 1
                 s.gap = True  # its decoder lacks this frame: the GOP's later ones are not decoded
@@ -189,7 +233,9 @@ class DecodePacer:
                 s.run += 1
                 return True
             s.running = False  # the rest of its GOP is not decoded
-        elif (self.budget == UNLIMITED and (key or not s.gap)) or (key and self._may_start(s)):
+        elif (self._budgets[s.paced].limit == UNLIMITED and (key or not s.gap)) or (
+            key and self._may_start(s)
+        ):
             s.running, s.started, s.run, s.refused = True, next(self._order), 1, 0
             return True
         elif key:
@@ -200,38 +246,39 @@ class DecodePacer:
         """The share's moving average spans about ``memory`` GOPs."""
         return 1.0 / (self.settings.memory * max(s.gop, 10))
 
-    def _yielding(self) -> PacedStream | None:
-        """The runner that stops first: the one with the largest share of decoded frames lately
-        (then the one that has run longest), once it has had its part of a GOP (``None``
-        before: nobody stops yet)."""
-        runners = [r for r in self._streams if r.running and r.paced]
-        runner = max(runners, key=lambda r: (r.share, -r.started), default=None)
+    def _runners(self, paced: bool) -> list[PacedStream]:
+        """The running readers of one kind (paced, or exempt)."""
+        return [r for r in self._streams if r.running and r.paced == paced]
+
+    def _yielding(self, paced: bool) -> PacedStream | None:
+        """The runner of that kind that stops first: the one with the largest share of decoded
+        frames lately (then the one that has run longest), once it has had its part of a GOP
+        (``None`` before: nobody stops yet)."""
+        runner = max(self._runners(paced), key=lambda r: (r.share, -r.started), default=None)
         return runner if runner is not None and runner.run >= self._min_run(runner) else None
 
-    def _load(self) -> float:
-        return sum(r.rate for r in self._streams if r.running and r.paced)
+    def _load(self, paced: bool) -> float:
+        return sum(r.rate for r in self._runners(paced))
 
     def _min_run(self, s: PacedStream) -> int:
         """Frames a started reader runs before it may be stopped: ``share`` of its fair part
-        of a GOP (the budget over every paced reader's rate)."""
-        if not s.gop or self.budget == UNLIMITED:
+        of a GOP (its kind's budget over the rate of every reader of that kind)."""
+        budget = self._budgets[s.paced]
+        if not s.gop or budget.limit == UNLIMITED:
             return 0
-        return math.ceil(s.gop * min(1.0, self.budget / self._total) * self.settings.share)
+        return math.ceil(s.gop * min(1.0, budget.limit / budget.total) * self.settings.share)
 
     def _over(self, s: PacedStream) -> bool:
         """Over budget (by more than half a reader's rate) with more than one reader running,
         the runner that yields first stops (whichever reader's frame noticed: its next frame
         is dropped); ``True`` when that is ``s``."""
-        if self.budget == UNLIMITED:
+        limit = self._budgets[s.paced].limit
+        if limit == UNLIMITED:
             return False
-        load, running = 0.0, 0
-        for r in self._streams:
-            if r.running and r.paced:
-                load += r.rate
-                running += 1
-        if running < 2 or load - s.rate / 2 < self.budget:
+        runners = self._runners(s.paced)
+        if len(runners) < 2 or sum(r.rate for r in runners) - s.rate / 2 < limit:
             return False
-        runner = self._yielding()
+        runner = self._yielding(s.paced)
         if runner is None:
             return False
         runner.running = False
@@ -241,10 +288,10 @@ class DecodePacer:
         """At ``s``'s key frame: start if there is room (or none runs), else in place of the
         runner that yields first if it had a larger share lately, else after ``starve``
         refusals in a row."""
-        load = self._load()
-        if self.budget == UNLIMITED or not load or load + s.rate / 2 <= self.budget:
+        load, limit = self._load(s.paced), self._budgets[s.paced].limit
+        if limit == UNLIMITED or not load or load + s.rate / 2 <= limit:
             return True
-        runner = self._yielding()
+        runner = self._yielding(s.paced)
         if runner is not None and runner.share > s.share:
             runner.running = False  # its next frame is dropped: s takes its turn
             return True
@@ -252,7 +299,7 @@ class DecodePacer:
             return False
         # starved: it takes a turn all the same, in the place of the runner served most (not on
         # top of it: readers starting all at once would bury the consumer in decoding)
-        runners = [r for r in self._streams if r.running and r.paced]
+        runners = self._runners(s.paced)
         if runners:
             max(runners, key=lambda r: (r.share, -r.started)).running = False
         return True
@@ -267,27 +314,68 @@ class DecodePacer:
             return
         for s in self._streams:
             s.rate, s.arrived_window = s.arrived_window / elapsed, 0
-        self._total = sum(s.rate for s in self._streams if s.paced) or 1.0
+        for paced, budget in self._budgets.items():
+            budget.total = sum(s.rate for s in self._streams if s.paced == paced) or 1.0
+        self._window_start = now
+        self._tick_decoders(elapsed)
         delivered, taken = self._delivered, self._taken
-        self._window_start, self._delivered, self._taken = now, 0, 0
+        self._delivered, self._taken = 0, 0
         if delivered <= 0:
             return
         got = taken / delivered
-        cfg = self.settings
+        cfg, budget = self.settings, self._budgets[True]
         if got < cfg.low:
-            self.budget = max(taken / elapsed / cfg.target, 1e-3)
-        elif got > cfg.high and self.budget != UNLIMITED:
-            # by a share or by one reader's frame rate, whichever is more: from a low budget
-            # (a worker starting) back to the consumer's pace within seconds
-            mean = self._total / max(1, sum(s.paced for s in self._streams))
-            self.budget = max(max(self.budget, delivered / elapsed) * cfg.grow, self.budget + mean)
-            if self.budget >= self._total:
-                self.budget = UNLIMITED
+            budget.limit = max(taken / elapsed / cfg.target, 1e-3)
+        elif got > cfg.high:
+            self._grow(budget, delivered / elapsed, paced=True)
         log.debug(
             "pacer window",
             delivered=delivered,
             taken=taken,
-            budget=round(self.budget, 1),
+            budget=round(budget.limit, 1),
+            decode_budget=round(self._budgets[False].limit, 1),
             running=sum(s.running for s in self._streams),
             streams=len(self._streams),
         )
+
+    def _tick_decoders(self, elapsed: float) -> None:
+        """The exempt readers' budget, once a window: cut to what their decoders put through
+        when too many fell behind, else grown back."""
+        behind, frames, admitted = (
+            len(self._behind_streams),
+            self._behind_frames,
+            self._admitted_exempt,
+        )
+        self._behind_streams, self._behind_frames, self._admitted_exempt = set(), 0, 0
+        exempt = sum(1 for s in self._streams if not s.paced and s.gated)
+        budget, cfg = self._budgets[False], self.settings
+        if not exempt:
+            budget.limit = UNLIMITED
+        elif behind > max(1.0, cfg.behind * exempt):
+            # a cut by a share of what was sent to the decoders, not to what came out: a decoder
+            # behind drops the rest of its GOP, so what came out says little of what they manage
+            budget.limit = max(min(budget.limit, admitted / elapsed) * cfg.cut, 1e-3)
+        elif not behind:
+            self._grow(budget, admitted / elapsed, paced=False)
+        if exempt:
+            log.debug(
+                "pacer window, exempt readers",
+                admitted=admitted,
+                behind_frames=frames,
+                behind_readers=behind,
+                decode_budget=round(budget.limit, 1),
+                running=len(self._runners(False)),
+                readers=exempt,
+            )
+
+    def _grow(self, budget: _Budget, decoded: float, paced: bool) -> None:
+        """By a share or by one reader's frame rate, whichever is more: from a low budget (a
+        worker starting) back to the consumer's pace within seconds; unlimited once it covers
+        every reader of its kind."""
+        if budget.limit == UNLIMITED:
+            return
+        mean = budget.total / max(1, sum(s.paced == paced for s in self._streams))
+        grown = max(budget.limit, decoded) * self.settings.grow
+        budget.limit = max(grown, budget.limit + mean)
+        if budget.limit >= budget.total:
+            budget.limit = UNLIMITED

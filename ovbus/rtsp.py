@@ -141,7 +141,8 @@ class RtspReader:
         self._session_frames = 0
         self.skipped = 0
         self.dropped = 0  # H.264 frames dropped before decoding (decoder behind, no key frame yet)
-        self.decoded = 0  # frames the H.264 decoder put out
+        self._decoded_before = 0  # frames the sessions that ended put out (:attr:`decoded`)
+        self._sink: Any = None  # the session's appsink
         #: its place at the pacer (``pacing.paced = False``: every frame decoded, for a
         #: consumer that takes fewer on purpose, a rate limit); ``None`` without a pacer
         self.pacing = pacer.join(camera or "reader") if pacer is not None else None
@@ -173,6 +174,14 @@ class RtspReader:
     def paced(self) -> int:
         """H.264 frames not decoded because the consumer took too few (:mod:`ovbus.pacing`)."""
         return self.pacing.skipped if self.pacing is not None else 0
+
+    @property
+    def decoded(self) -> int:
+        """Frames the decoder put out (H.264; for MJPEG the frames received), from the appsink's
+        own count: a Python callback per frame would take the GIL on the decoder's thread, which
+        then waits behind the worker's Python and falls behind."""
+        sink = self._sink
+        return self._decoded_before + (_rendered(sink) if sink is not None else 0)
 
     @property
     def stopped(self) -> bool:
@@ -303,9 +312,10 @@ class RtspReader:
             decoder_threads=self.decoder_threads,
             on_drop=self._count_drop,
             pace=self.pacing.admit if self.pacing is not None else None,
-            on_decoded=self._count_decoded,
+            on_behind=self.pacing.behind if self.pacing is not None else None,
         )
         bus = pipeline.get_bus()
+        self._sink = sink
         try:
             if pipeline.set_state(gst.State.PLAYING) == gst.StateChangeReturn.FAILURE:
                 raise StreamError(f"{self._who}cannot open the stream")
@@ -328,13 +338,13 @@ class RtspReader:
                 if self._session_frames == 1:
                     self._state("streaming", None)
         finally:
+            rendered = _rendered(sink)
+            self._sink = None
+            self._decoded_before += rendered
             pipeline.set_state(gst.State.NULL)
 
     def _count_drop(self) -> None:
         self.dropped += 1
-
-    def _count_decoded(self) -> None:
-        self.decoded += 1
 
     def _deliver(self, sample: Any) -> None:
         """Keep the newest sample as it came (mapped or decoded only when taken)."""
@@ -372,3 +382,10 @@ class RtspReader:
         finally:
             self.decode_s += time.thread_time() - started
         return Frame.from_bgr(bgr, index, captured, clock, arrival)
+
+
+def _rendered(sink: Any) -> int:
+    """Buffers an appsink took in (its base sink's ``stats``), counted in C."""
+    stats = sink.get_property("stats")
+    found, rendered = stats.get_uint64("rendered")
+    return int(rendered) if found else 0

@@ -190,7 +190,7 @@ def build_pipeline(
     queue_frames: int = 5,
     on_drop: Callable[[], None] | None = None,
     pace: Pace | None = None,
-    on_decoded: Callable[[], None] | None = None,
+    on_behind: Callable[[], None] | None = None,
     login: tuple[str, str] | None = None,
     tls_ca: str | None = None,
     codec: str | None = None,
@@ -205,8 +205,8 @@ def build_pipeline(
       first installed decoder of :data:`~ovbus.h264_branch.H264_DECODERS` (``avdec_h264`` limited to
       ``decoder_threads``), dropping to the next key frame when it falls behind by more than
       ``queue_frames`` frames (``on_drop`` counts each dropped frame), and dropping what
-      ``pace`` refuses (decoding paced to the consumer: :mod:`ovbus.pacing`); ``on_decoded``
-      counts the frames the decoder puts out;
+      ``pace`` refuses (decoding paced to the consumer: :mod:`ovbus.pacing`); ``on_behind``
+      is told of the frames dropped because it was behind;
     - H.265 (no ``codec`` expected, a decoder installed): ``rtph265depay ! h265parse !
       <decoder> ! videoconvert`` to I420;
     - anything else is refused (an error on the bus), as is a stream whose encoding is not the
@@ -301,7 +301,7 @@ def build_pipeline(
         if encoding == "JPEG":
             elements = [_element(gst, "rtpjpegdepay")]
         elif encoding == "H264":
-            elements = h264_branch(gst, decoder_threads, queue_frames, on_drop, pace, on_decoded)
+            elements = h264_branch(gst, decoder_threads, queue_frames, on_drop, pace, on_behind)
             elements.append(_element(gst, "capsfilter", caps=raw))
         elif h265 is not None and codec is None:
             decoder = _element(gst, h265)

@@ -309,3 +309,41 @@ def test_a_reader_made_exempt_mid_gop_restarts_at_its_key_frame() -> None:
     first_key = next(i for i, (key, _) in enumerate(decisions) if key)
     assert not any(admitted for _, admitted in decisions[:first_key])  # the rest of the GOP
     assert all(admitted for _, admitted in decisions[first_key:])  # then every frame
+
+
+def test_exempt_readers_take_turns_while_their_decoders_fall_behind() -> None:
+    """Cameras limited by ``detect_fps`` decode every frame, but when the machine cannot decode
+    every frame of all of them their decoders fall behind by turns and drop whole GOPs (32
+    such cameras on 2 cores: 30 of 160 detections/s with cores to spare). Here a decoder falls
+    behind whenever more than 300 frames/s are sent to the decoders: the exempt readers then
+    take turns, whole GOPs at a time, decoding about what the decoders manage; once the
+    decoders keep up every frame is decoded again."""
+    pacer = DecodePacer()
+    streams = [pacer.join(f"c{i}") for i in range(16)]
+    for s in streams:
+        s.paced = False
+    t, sent = 0.0, [0.0] * 2  # frames sent to the decoders in the current second, the last
+    decoded = [0] * len(streams)
+    overloaded = True
+    for n in range(30 * 40):  # 40 s: 30 s of decoders behind over 300 frames/s, then none
+        overloaded = n < 30 * 30
+        if n % 30 == 0:
+            sent = [0.0, sent[0]]
+        for i, s in enumerate(streams):
+            key = (n + 7 * i) % GOP == 0
+            if s.admit(key, t + i * 0.0001):
+                sent[0] += 1
+                if overloaded and sent[0] > 300 and not key:
+                    s.behind()  # the decoder's queue is full: this frame is dropped
+                else:
+                    decoded[i] += 1
+                    s.delivered()
+        if n == 30 * 25:  # the last 5 s of the overload
+            limited = pacer.decode_budget
+            running = len(pacer.running())
+            at_25s = list(decoded)
+        t += 1 / FPS
+    assert limited < 16 * FPS and 4 <= running <= 12, (limited, running)
+    assert all(d > 0 for d in at_25s), at_25s  # every camera had turns
+    assert pacer.decode_budget == UNLIMITED and len(pacer.running()) == 16
+    assert pacer.budget == UNLIMITED  # the paced readers' budget is not theirs
