@@ -269,8 +269,8 @@ class QuantizeRequest(ZooAction):
     )
     all_layers: bool = Field(
         False,
-        description="quantize the first and last layers too (the zoo's recipe, chosen on the "
-        "accuracy benchmark's dev split, keeps them in FP32)",
+        description="quantize every layer, whatever the zoo's recipe (chosen on the accuracy "
+        "benchmark's dev split) keeps in FP32; its recipe now keeps none",
     )
     max_reverted: int | None = Field(
         None,

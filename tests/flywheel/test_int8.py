@@ -65,10 +65,10 @@ def test_first_and_last_layers_stay_fp32(ir: Path, flywheel: Flywheel, tmp_path:
     for path in (full, kept):
         path.parent.mkdir()
     run_nncf(ir, BLAZEFACE, images, full, Recipe(keep_edges=False))
-    run_nncf(ir, BLAZEFACE, images, kept)  # the zoo's recipe
+    run_nncf(ir, BLAZEFACE, images, kept, Recipe(keep_edges=True))
     everything, but_edges = int8_weights(full), int8_weights(kept)
     assert all(everything[name] for name in edges)  # full quantization takes them
-    assert not any(but_edges[name] for name in edges)  # the recipe keeps them FP32
+    assert not any(but_edges[name] for name in edges)  # keep_edges keeps them FP32
     others = [n for n in everything if n not in edges and everything[n]]
     assert others and all(but_edges[n] for n in others)  # and quantizes the rest
     assert 0 < fake_quantize_count(kept) < fake_quantize_count(full)
