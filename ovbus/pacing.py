@@ -41,10 +41,12 @@ before the decoder (:meth:`PacedStream.admit`), which readers decode:
   set by what the decoders manage: when more of them fall behind in a window than
   ``behind`` of the exempt readers (:meth:`PacedStream.behind`: a decoder's queue full, the
   rest of its GOP dropped), the machine cannot decode every frame of every such camera, and
-  the exempt readers take turns as the paced ones do, whole GOPs at a time, with that budget
-  the frames/s their decoders put through (over ``target``). Without it, 32 cameras at
-  ``detect_fps`` 5 all decoded at once, every decoder fell behind by turns and dropped its
-  GOP, and a 2-core machine gave 30 of 160 detections/s with cores to spare, p99 age 1 s.
+  the exempt readers take turns as the paced ones do, whole GOPs at a time, the budget cut to
+  ``cut`` of the frames/s sent to their decoders (what came out says little: a decoder behind
+  drops the rest of its GOP) and grown back as above while none falls behind. Without it, 32
+  cameras at ``detect_fps`` 5 all decoded at once, decoders fell behind by turns and dropped
+  their GOPs: a 2-core machine gave 21-24 of 160 detections/s, p99 age 1.5-1.8 s (now 36-40,
+  p99 about 1 s; each detection there needs about six frames decoded).
 
 All of it is plain logic under one lock: ``now`` (monotonic seconds) is passed in, so the tests
 drive it directly.
