@@ -22,7 +22,9 @@ codec and 4, 8, 16, 32 cameras with the product's default model (BlazeFace full 
   bound (a denominator that can bind); both sides are compared at one fixed frame-age threshold
   (latency + 2 frame intervals), never at the pipeline's own p99.
 
-Plus the most cameras (32) at ``detect_fps`` 5, and the MJPEG decode CPU at 5 detections/s
+Plus the most cameras (32) at ``detect_fps`` 5 (against the lesser of the detections asked and
+the machine's bound for them: an H.264 detection needs the six frames since the last one
+decoded), and the MJPEG decode CPU at 5 detections/s
 against decoding every frame (the reader's own decode time, measured in this process).
 """
 
@@ -398,7 +400,7 @@ def run(report: Report, quick: bool = False) -> None:
                     )
             n = max(counts)
             limited = [pipeline(stack, n, window, detect_fps=5.0) for _ in range(pairs)]
-            _limited_row(report, codec, n, limited, figures["latency_ms"])
+            _limited_row(report, codec, n, limited, figures, decode[codec])
             if codec == "mjpeg":
                 taken, scaled, every = decode_cpu(stack, n, 5.0, window)
                 report.add(
@@ -538,10 +540,19 @@ def _rows(
     )
 
 
-def _limited_row(report: Report, codec: str, n: int, runs: list[Run], latency: float) -> None:
+def _limited_row(
+    report: Report, codec: str, n: int, runs: list[Run], figures: dict[str, float], decode: float
+) -> None:
+    """The cameras at ``detect_fps`` 5 against what the machine can do for them: an H.264
+    detection needs every frame since the last one decoded (30 / 5 = 6), a JPEG only its own,
+    so the bound is 1 / (frames / D + 1 / I) detections/s, and the ratio divides by the lesser
+    of that and the detections asked."""
     rate = _median([r.rate for r in runs])
     p50, p99 = _median([r.p50 for r in runs]), _median([r.p99 for r in runs])
     offered = 5.0 * n
+    frames = 1.0 if codec == "mjpeg" else 30.0 / 5.0
+    bound = 1.0 / (frames / decode + 1.0 / figures["I"])
+    latency = figures["latency_ms"]
     age_target = 2 * (latency + 200.0) + 30
     report.add(
         Row(
@@ -549,6 +560,7 @@ def _limited_row(report: Report, codec: str, n: int, runs: list[Run], latency: f
             f"{codec}, {n} cameras at detect_fps 5",
             {
                 "asked": offered,
+                "bound": bound,
                 "results_per_s": rate,
                 "infer_cores": _median([r.infer_cores for r in runs]),
                 "capture_cores": _median([r.capture_cores for r in runs]),
@@ -556,8 +568,9 @@ def _limited_row(report: Report, codec: str, n: int, runs: list[Run], latency: f
                 "age_p99_ms": p99,
                 "target_p99_ms": age_target,
             },
-            ratio=rate / offered,
-            target=">= 0.85 of asked; age p99 <= 2 x (latency + 200 ms) + 30 ms",
-            met=rate / offered >= 0.85 and p99 <= age_target,
+            ratio=rate / min(offered, bound),
+            target=">= 0.85 of asked or of the bound, whichever is less; age p99 <= 2 x "
+            "(latency + 200 ms) + 30 ms",
+            met=rate / min(offered, bound) >= 0.85 and p99 <= age_target,
         )
     )
