@@ -4,6 +4,11 @@
 # what is missing. Called by `make demo` and `make test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# one bootstrap at a time (`make demo` in one terminal, `make test` in another): two pip or apt runs
+# into the same .venv or dpkg database at once break both
+mkdir -p .cache
+exec 9>.cache/bootstrap.lock
+flock 9
 
 APT_PACKAGES=(
   mosquitto mosquitto-clients

@@ -267,9 +267,16 @@ async def errors_shown(page: Page) -> list[str]:
 async def pixels(page: Page, selector: str) -> Image:
     """The image element's pixels as the browser decoded them, at its natural size (BGR). The
     browser hands over its raw RGBA pixels, so nothing here decodes an image (the test process
-    died once of a segmentation fault inside ``cv2.imdecode`` of the PNG it used to get)."""
+    died once of a segmentation fault inside ``cv2.imdecode`` of the PNG it used to get). The
+    widget sets a new ``src`` for each frame, and until the browser has loaded it the element has
+    no pixels (``naturalWidth`` 0): the look waits for a loaded frame, 10 s at most."""
     width, height, data = await page.locator(selector).first.evaluate(
-        """img => {
+        """async img => {
+            const deadline = performance.now() + 10000;
+            while (!(img.complete && img.naturalWidth > 0) && performance.now() < deadline) {
+                await new Promise(r => setTimeout(r, 20));
+            }
+            if (!(img.complete && img.naturalWidth > 0)) return [0, 0, ''];
             const c = document.createElement('canvas');
             c.width = img.naturalWidth; c.height = img.naturalHeight;
             const g = c.getContext('2d');
