@@ -9,8 +9,10 @@ import argparse
 import importlib
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from bench.report import Report, machine, write_readme
 
@@ -50,6 +52,7 @@ density --model M --codec h264|mjpeg --size 1280x720 --fps 30 [--cameras N]` fin
 cameras this machine holds. After any run (not `--quick`) this file is regenerated from every
 result file; each table says the machine, the load average and the command that made it. Every
 ratio is measured side by side in one run on one machine, so the machine's own speed cancels out.
+Ctrl-C or SIGTERM (`kill`, `timeout`) stops a run and the broker and workers it started.
 
 0. **density** (`bench/density.py`, one table per model, codec and size): camera-like media
    (`bench/camera_media.py`: a slow pan and zoom over real photos with sensor noise, H.264 at
@@ -91,7 +94,21 @@ its section at the end is written from the last soak run's `bench/results/soak.j
 """
 
 
+def unwind_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, ``timeout``) unwind a benchmark as Ctrl-C does: the context
+    managers of its stacks stop the broker and workers they started. By default SIGTERM ended the
+    benchmark's process alone and left them running (a broker and workers per camera count). A
+    second SIGTERM while those stop is ignored, so that the stopping finishes."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", help=f"any of {', '.join(BENCHES)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")

@@ -3,8 +3,11 @@ minutes and run with ``make bench``)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,56 @@ def test_unknown_benchmark_is_refused() -> None:
         check=False,
     )
     assert out.returncode == 2 and "unknown benchmark" in out.stderr
+
+
+#: a benchmark in miniature: a stack (here a real broker) in a context manager, then a long wait
+_HOLDS_A_BROKER = """
+import sys, threading
+from pathlib import Path
+from bench.__main__ import unwind_on_sigterm
+from services.mosquitto import Mosquitto
+
+unwind_on_sigterm()
+with Mosquitto(workdir=Path(sys.argv[1])) as broker:
+    print(broker.pid, flush=True)
+    threading.Event().wait()
+"""
+
+
+def test_sigterm_stops_what_the_benchmark_started(tmp_path: Path) -> None:
+    """``kill`` or ``timeout`` on a benchmark stops its broker and workers too (SIGTERM's default
+    action ended the benchmark's process alone and left them running)."""
+    broker = 0
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLDS_A_BROKER, str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as bench:
+        try:
+            assert bench.stdout is not None and bench.stderr is not None
+            line = bench.stdout.readline()  # once the broker is up
+            assert line.strip().isdigit(), (line, bench.stderr.read())
+            broker = int(line)
+            bench.terminate()
+            assert bench.wait(60) == 128 + signal.SIGTERM, bench.stderr.read()[-2000:]
+            assert not _runs(broker, 30), "the broker outlived the benchmark that started it"
+        finally:
+            bench.kill()
+            bench.wait(10)
+            if broker and _runs(broker, 0):
+                os.kill(broker, signal.SIGKILL)
+
+
+def _runs(pid: int, within: float) -> bool:
+    """Whether process ``pid`` still runs after ``within`` seconds at most (a bound on a failure)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.05)
