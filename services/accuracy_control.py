@@ -128,8 +128,9 @@ def quantize_with_bound(
     max_reverted: int | None = None,
 ) -> Outcome:
     """Quantize ``xml`` so that AP@0.5 on ``validation`` drops by at most ``max_drop`` (0-1,
-    absolute), putting back at most ``max_reverted`` groups of layers in FP32, and save the
-    result as ``out``; the :class:`Outcome` says whether it could."""
+    absolute), putting back at most ``max_reverted`` groups of layers in FP32 (0: none, NNCF's
+    accuracy restorer is not run), and save the result as ``out``; the :class:`Outcome` says
+    whether it could."""
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
@@ -153,16 +154,19 @@ def quantize_with_bound(
     if max_reverted is not None:
         restorer.max_num_iterations = max_reverted
     try:
-        quantized = nncf.quantize_with_accuracy_control(
-            model,
-            nncf.Dataset(list(calibration), transform),
-            nncf.Dataset(list(validation), lambda item: transform(item.image)),
-            validate,
-            max_drop=max_drop,
-            drop_type=nncf.DropType.ABSOLUTE,
-            advanced_accuracy_restorer_parameters=restorer,
-            **args,
-        )
+        if max_reverted == 0:  # no group may go back: quantize fully, the bound only checks
+            quantized = nncf.quantize(model, nncf.Dataset(list(calibration), transform), **args)
+        else:
+            quantized = nncf.quantize_with_accuracy_control(
+                model,
+                nncf.Dataset(list(calibration), transform),
+                nncf.Dataset(list(validation), lambda item: transform(item.image)),
+                validate,
+                max_drop=max_drop,
+                drop_type=nncf.DropType.ABSOLUTE,
+                advanced_accuracy_restorer_parameters=restorer,
+                **args,
+            )
     except OvbusError:
         raise
     except Exception as e:

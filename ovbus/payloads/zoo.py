@@ -274,10 +274,11 @@ class QuantizeRequest(ZooAction):
     )
     max_reverted: int | None = Field(
         None,
-        ge=1,
+        ge=0,
         le=10000,
         description="with max_drop: at most this many groups of layers go back to FP32 (each "
-        "costs speed and a validation run); default: as many as it takes",
+        "costs speed and a validation run); 0: none, the model is fully INT8 or refused; "
+        "default: as many as it takes",
     )
 
     @model_validator(mode="after")

@@ -149,10 +149,12 @@ def test_quantize_within_an_accuracy_bound(
     assert config(ir_models)["face"]["model_version_policy"] == {"specific": {"versions": [1]}}
     before = config(ir_models)
 
-    # every layer calibrated on black frames, INT8 misses the faces; one group of layers back
-    # in FP32 cannot make that up: the bound is not reached, nothing is published, 1 serves
+    # every layer calibrated on black frames (the input's range is black's) and none allowed
+    # back in FP32: INT8 misses the faces, the bound is not reached, nothing is published, 1
+    # serves. (With one group allowed back, NNCF put the input's quantizer back first on an
+    # AMX CPU, whose FP32 inference is BF16, and met the bound: the outcome was the CPU's.)
     out = ovbus("zoo", "quantize", "face", "--calibration", dark, "--frames", "6", "--all-layers",
-                "--validation", "door", "--max-drop", "1", "--max-reverted", "1", *zoo)  # fmt: skip
+                "--validation", "door", "--max-drop", "1", "--max-reverted", "0", *zoo)  # fmt: skip
     assert out.returncode == 1, out.stdout
     assert "INT8 within 1.00 AP@0.5 points not reached on 'door'" in out.stderr, out.stderr
     state = client.retained(client.topics.zoo_model("face"))[0].decode(ModelState)
