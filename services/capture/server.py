@@ -17,7 +17,7 @@ camera's next key frame, and a DESCRIBE waits for that in the client's thread, s
 shared one thread (GStreamer's default) were served one camera after another.
 
 A TCP reader that stops reading holds up no other reader (GStreamer 1.22's ``GstRTSPStream``
-did not see to that, see :func:`_leaky_feed` and :meth:`RtspServer._on_play`): the stream feeds
+did not see to that, see :func:`~services.capture.reader_feeds.leaky_feed` and :meth:`RtspServer._on_play`): the stream feeds
 its TCP readers through an ``appsink`` (one buffer) that its send thread empties only while some
 TCP reader has room, and wakes only on a new sample or a message sent. A full ``appsink`` held up
 the ``tee`` in front of every sink of the shared media (UDP readers got nothing), and a TCP
@@ -26,6 +26,7 @@ reader that came later was never served (nothing woke the send thread).
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 from collections.abc import Callable
@@ -36,6 +37,12 @@ from ovbus.log import get_logger
 from ovbus.payloads.stream import Codec
 from services.capture.encoders import payloader_description
 from services.capture.gst import GLib, Gst, GstRtsp, GstRtspServer
+from services.capture.reader_feeds import (
+    APPSRC_MAX_BYTES,
+    UNWEDGE_INTERVAL_MS,
+    leaky_feed,
+    unwedge,
+)
 from services.capture.relay import Relay
 from services.capture.rtsp_access import RtspAccess
 
@@ -48,14 +55,8 @@ CLIENT_THREADS = -1
 #: Bound on the prepares of one media ended by :meth:`RtspServer._retire` (one per client).
 _MAX_PREPARES = 1024
 
-#: What a media's ``appsrc`` holds before it drops its oldest frames (bytes).
-APPSRC_MAX_BYTES = 4_000_000
-
-#: What the queue in front of a stream's TCP ``appsink`` holds before it drops its oldest (ns):
-#: a TCP reader that falls further behind than this loses packets, as a UDP reader would.
-TCP_BACKLOG_NS = 1_000_000_000
-#: ... and at most this many bytes (packets without time stamps count only here).
-TCP_BACKLOG_BYTES = APPSRC_MAX_BYTES
+#: The statuses of a media that a client may still set up and play.
+_SERVING = (GstRtspServer.RTSPMediaStatus.PREPARED, GstRtspServer.RTSPMediaStatus.SUSPENDED)
 
 
 def primary_address() -> str:
@@ -191,16 +192,30 @@ class RtspServer:
             log.debug("media ended before it could be held")
 
     def _retire(self, media: Any) -> None:
-        """End a media whose camera ended (disabled, codec changed, node stopping): first the
-        clients' sessions that play it, then the media. Unpreparing a media whose streams still
-        had the sessions' transports could not take its ``udpsrc`` elements out (locked in
-        PLAYING): they were freed while PLAYING (GStreamer-CRITICAL "Trying to dispose element
-        udpsrcN"), and the worker later crashed with SIGSEGV."""
+        """End a media whose camera ended (disabled, codec changed, node stopping), under the
+        media's lock (GStreamer's client holds it while a DESCRIBE, SETUP, PLAY, PAUSE or
+        TEARDOWN works on the media): the clients' sessions that play it, then any transport
+        left in its streams, then every prepare of it. A media unprepared while a stream still
+        had a reader's transport could not take its ``udpsrc`` elements out ("can't leave bin
+        (transports not removed)"): they were freed while PLAYING (GStreamer-CRITICAL "Trying to
+        dispose element udpsrcN"), and the worker later crashed with SIGSEGV.
+
+        Ending the sessions alone left one now and then: a request takes its session media
+        before the lock, so a reader's TEARDOWN (set off by the end of the stream) could hold it
+        while the filter took it out of its session, and set it to NULL after the unprepare,
+        when a media no longer prepared changes no transport. The lock keeps a PLAY from adding
+        a transport after the sweep; a SETUP or PLAY that waited for it is refused
+        (:func:`_refuse_ended`)."""
         keep, remove = GstRtspServer.RTSPFilterResult.KEEP, GstRtspServer.RTSPFilterResult.REMOVE
-        ended = 0
+        ended = swept = 0
 
         def of_media(session: Any, session_media: Any, _data: object) -> Any:
             return remove if session_media.get_media() is media else keep
+
+        def sweep(stream: Any, transport: Any, _data: object) -> Any:
+            nonlocal swept
+            swept += 1
+            return remove
 
         def session_filter(pool: Any, session: Any, _data: object) -> Any:
             nonlocal ended
@@ -210,15 +225,24 @@ class RtspServer:
             ended += before - left
             return remove if left == 0 and before > left else keep
 
-        self._server.get_session_pool().filter(session_filter, None)
-        # every prepare is counted (the server's hold, each client's): the camera ended, so
-        # all of them end here (a later unprepare by a client is a no-op)
-        unprepared = GstRtspServer.RTSPMediaStatus.UNPREPARED
-        for _ in range(_MAX_PREPARES):
-            if media.get_status() == unprepared:
-                break
-            media.unprepare()
-        log.debug("media retired", sessions=ended, status=media.get_status().value_nick)
+        media.lock()
+        try:
+            self._server.get_session_pool().filter(session_filter, None)
+            # transports of session medias that a request in flight still holds
+            for index in range(media.n_streams()):
+                media.get_stream(index).transport_filter(sweep, None)
+            # every prepare is counted (the server's hold, each client's): the camera ended, so
+            # all of them end here (a later unprepare by a client is a no-op)
+            unprepared = GstRtspServer.RTSPMediaStatus.UNPREPARED
+            for _ in range(_MAX_PREPARES):
+                if media.get_status() == unprepared:
+                    break
+                media.unprepare()
+        finally:
+            media.unlock()
+        log.debug(
+            "media retired", sessions=ended, swept=swept, status=media.get_status().value_nick
+        )
 
     def _on_unprepared(self, media: Any, data: tuple[Relay, Any]) -> None:
         relay, appsrc = data
@@ -236,7 +260,7 @@ class RtspServer:
             element.set_property("rtcp-sync-send-time", False)
         elif element.find_property("processing-deadline") is not None:
             if name == "appsink":  # a stream's TCP sink: the queue put in front of it leaks
-                element.get_static_pad("sink").connect("linked", _leaky_feed)
+                element.get_static_pad("sink").connect("linked", leaky_feed)
             # a sink (multiudpsink, appsink for TCP): in a live pipeline it adds a processing
             # deadline (20 ms by default) to the latency it syncs to, so every packet left a
             # fixed 20 ms after its frame was captured; nothing here needs that time
@@ -244,6 +268,8 @@ class RtspServer:
 
     # TCP readers --------------------------------------------------------------------------------
     def _on_client(self, server: Any, client: Any) -> None:
+        client.connect("pre-setup-request", _refuse_ended)
+        client.connect("pre-play-request", _refuse_ended)
         client.connect("play-request", self._on_play)
 
     def _on_play(self, client: Any, ctx: Any) -> None:
@@ -254,7 +280,11 @@ class RtspServer:
         again and a TCP reader that came later got nothing, ever. ``message_sent`` on the new
         transport is that wake-up: its backlog is empty (nothing was sent to it yet), so it
         sends nothing; the thread then serves the new reader and drops any stalled one (a send
-        to a reader whose socket is full fails, and GStreamer removes that transport)."""
+        to a reader whose socket is full fails, and GStreamer removes that transport).
+
+        A UDP reader's PLAY starts the looks of :func:`~services.capture.reader_feeds.unwedge` on the server's loop, not
+        here: the client's thread holds the media's lock while it emits this signal, and every
+        other request for the camera waits for that lock."""
         sessmedia = ctx.sessmedia
         if sessmedia is None:
             return
@@ -271,49 +301,24 @@ class RtspServer:
             else:
                 over_udp = True
         if over_udp:
-            _unwedge(media)
+            looks = itertools.count(1)
+            source = GLib.timeout_source_new(UNWEDGE_INTERVAL_MS)
+            source.set_callback(lambda *_: unwedge(media, next(looks)))
+            source.attach(self._context)
 
 
-def _unwedge(media: Any) -> None:
-    """Free a TCP ``appsink`` that a stream's ``tee`` feeds directly (TCP readers came first)
-    so that the queue and sink of the UDP reader that starts to play go in. GStreamer puts them
-    in from a probe that waits until the ``tee``'s pad to that ``appsink`` is idle; with the
-    ``appsink`` full (its only TCP readers stalled, or gone) that pad never was, and UDP readers
-    of the media got nothing, also after the stalled reader left. One packet is taken from the
-    TCP readers, once per stream (from then on a queue feeds the ``appsink``)."""
-    element = media.get_element()
-    pipeline = element.get_parent() if element is not None else None
-    if pipeline is None:
-        return
-    sinks = pipeline.iterate_all_by_element_factory_name("appsink")
-    while True:
-        result, sink = sinks.next()
-        if result != Gst.IteratorResult.OK:
-            break
-        peer = sink.get_static_pad("sink").get_peer()
-        feeder = peer.get_parent_element() if peer is not None else None
-        factory = feeder.get_factory() if feeder is not None else None
-        if factory is not None and factory.get_name() == "tee":
-            taken = sink.emit("try-pull-sample", 0)
-            log.debug("tcp sink fed by the tee", taken=taken is not None)
-
-
-def _leaky_feed(pad: Any, peer: Any) -> None:
-    """Make the queue that feeds a stream's TCP ``appsink`` (linked to its ``sink`` pad, once
-    the stream also has UDP readers) drop its oldest packets once it holds
-    :data:`TCP_BACKLOG_NS` (or :data:`TCP_BACKLOG_BYTES`) of them, so it never blocks the
-    ``tee`` in front of every sink. GstRTSPStream empties that ``appsink`` (``max-buffers=1``) only while some TCP reader has
-    room; with a TCP reader that stopped reading its socket (an OpenCV loop busy with
-    inference) it stayed full, its queue (one buffer) filled, and the ``tee`` blocked: the
-    camera's UDP readers got nothing, also after that reader left (the media, held prepared by
-    the server, was never rebuilt). Leaking before the ``appsink`` rather than in it (its
-    ``drop``) keeps the packets of TCP readers that keep up: the send thread paces itself to
-    the fastest TCP reader, one message in flight at a time, and one buffer was too few."""
-    queue = peer.get_parent_element()
-    factory = queue.get_factory() if queue is not None else None
-    if factory is None or factory.get_name() != "queue":
-        return  # the tee itself: TCP readers came first, no other sink yet (see _unwedge)
-    queue.set_property("max-size-buffers", 0)
-    queue.set_property("max-size-bytes", TCP_BACKLOG_BYTES)
-    queue.set_property("max-size-time", TCP_BACKLOG_NS)
-    queue.set_property("leaky", 2)  # downstream: the oldest go
+def _refuse_ended(client: Any, ctx: Any) -> Any:
+    """Answer 503 to a SETUP or PLAY of a media that is no longer prepared: its camera ended
+    (:meth:`RtspServer._retire`) after this client found it (a DESCRIBE before, or a request
+    that waited for the media's lock while it was retired). GStreamer checks only by assertion:
+    such a SETUP logged GStreamer-RTSP-Server-CRITICAL "gst_rtsp_session_manage_media:
+    assertion ... failed" before its 503, and a PLAY completes the pipeline of streams that have
+    left it (``gst_rtsp_media_complete_pipeline`` looks at no status): the reader's transport
+    goes into the stream and its ``udpsrc`` elements are made outside any bin. The reader
+    reconnects and gets the camera's next media. Runs in the client's thread, under the media's
+    lock (so ``_retire`` is either done or not begun)."""
+    media = ctx.media
+    if media is None or media.get_status() in _SERVING:
+        return GstRtsp.RTSPStatusCode.OK
+    log.debug("request for an ended media refused", status=media.get_status().value_nick)
+    return GstRtsp.RTSPStatusCode.SERVICE_UNAVAILABLE

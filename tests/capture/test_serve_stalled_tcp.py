@@ -27,7 +27,7 @@ from ovbus.bus import Bus
 from ovbus.errors import StreamError
 from ovbus.payloads.node import Stats
 from ovbus.rtsp import RtspReader
-from services.capture.server import APPSRC_MAX_BYTES
+from services.capture.reader_feeds import APPSRC_MAX_BYTES
 from services.mosquitto import Mosquitto
 from tests.stack import capture_node
 
