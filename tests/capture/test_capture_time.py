@@ -19,13 +19,9 @@ import pytest
 
 from ovbus.rtsp import RtspReader
 from services.capture import barcode
-from services.capture.encoders import encoder_description
 from services.capture.plan import Target
-from services.capture.producer import Producer, producer_description
-from services.capture.relay import Relay
-from services.capture.server import RtspServer
-from services.capture.sources import Geometry, parse_source, source_description
-from services.mosquitto import free_port
+from services.capture.sources import Geometry
+from tests.capture.served import served_camera
 
 pytestmark = pytest.mark.slow
 
@@ -36,24 +32,8 @@ SERVED = Target(640, 480, 20.0)
 
 @pytest.fixture(scope="module")
 def clock_url() -> Iterator[str]:
-    port = free_port()
-    server = RtspServer("127.0.0.1", port, rtcp_interval_s=0.5)
-    server.start()
-    relay = Relay("clock")
-    server.mount("clock", relay, "h264")
-    source = parse_source("testsrc:clock")
-    encoder = encoder_description("h264", "x264enc", 1000, SERVED.fps or 20.0)
-    description = producer_description(
-        source_description(source, PAINTED), SERVED, encoder, source.live
-    )
-    producer = Producer("clock", source, description, PAINTED, relay)
-    producer.start()
-    try:
-        assert producer.first_frame.wait(60), "the clock camera made no frame"
-        yield f"rtsp://127.0.0.1:{port}/clock"
-    finally:
-        producer.stop()
-        server.stop()
+    with served_camera("clock", "testsrc:clock", PAINTED, SERVED, 1000) as served:
+        yield served.url
 
 
 @pytest.mark.parametrize("tcp", [True, False], ids=["tcp", "udp"])

@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,14 +24,11 @@ from ovbus.bus import Bus
 from ovbus.errors import StreamError
 from ovbus.payloads.stream import CameraSet
 from ovbus.rtsp import RtspReader
-from services.capture.encoders import encoder_description
 from services.capture.gst import Gst, GstRtspServer
 from services.capture.plan import Target
-from services.capture.producer import Producer, producer_description
-from services.capture.relay import Relay
-from services.capture.server import RtspServer
-from services.capture.sources import Geometry, parse_source, source_description
-from services.mosquitto import Mosquitto, free_port
+from services.capture.sources import Geometry
+from services.mosquitto import Mosquitto
+from tests.capture.served import Served, served_camera
 from tests.stack import capture_node, wait_state
 
 pytestmark = pytest.mark.slow
@@ -108,12 +104,7 @@ def test_disable_while_udp_readers_play(broker: Mosquitto, prefix: str) -> None:
 GEOMETRY = Geometry(160, 120, 10.0)
 
 
-@dataclass
-class Served:
-    server: RtspServer
-    relay: Relay
-    url: str
-
+class Camera(Served):
     def media_of_next_describe(self) -> list[Any]:
         """Collects the media that the camera's factory makes next (the first DESCRIBE after
         the camera's last media ended makes one)."""
@@ -131,26 +122,10 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
-    port = free_port()
-    server = RtspServer("127.0.0.1", port)
-    server.start()
-    relay = Relay("cam")
-    server.mount("cam", relay, "h264")
-    source = parse_source("testsrc")
+def served() -> Iterator[Camera]:
     target = Target(GEOMETRY.width, GEOMETRY.height, GEOMETRY.fps)
-    encoder = encoder_description("h264", "x264enc", 300, GEOMETRY.fps)
-    description = producer_description(
-        source_description(source, GEOMETRY), target, encoder, source.live
-    )
-    producer = Producer("cam", source, description, GEOMETRY, relay)
-    producer.start()
-    try:
-        assert producer.first_frame.wait(60), "the test camera made no frame"
-        yield Served(server, relay, f"rtsp://127.0.0.1:{port}/cam")
-    finally:
-        producer.stop()
-        server.stop()
+    with served_camera("cam", "testsrc", GEOMETRY, target, 300) as served:
+        yield Camera(served.server, served.relay, served.url)
 
 
 class BareRtsp:
@@ -219,7 +194,7 @@ def udpsrcs(media: Any) -> list[str]:
             found.append(element.get_name())
 
 
-def test_a_session_media_held_by_a_request_in_flight_leaves_the_media(served: Served) -> None:
+def test_a_session_media_held_by_a_request_in_flight_leaves_the_media(served: Camera) -> None:
     """A reader's request (a TEARDOWN set off by the end of the stream) takes its session's
     media before the media's lock; the camera ends meanwhile. Held here by the test: ending the
     sessions takes it out of its session but cannot free it, so its UDP transport stayed in the
@@ -246,7 +221,7 @@ def test_a_session_media_held_by_a_request_in_flight_leaves_the_media(served: Se
 
 
 def test_a_setup_after_the_camera_ended_is_refused(
-    served: Served, capfd: pytest.CaptureFixture[str]
+    served: Camera, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """A reader that found the media (DESCRIBE) before the camera ended and sets it up after
     gets 503 before GStreamer looks at the media (it reconnects to the camera's next media).
