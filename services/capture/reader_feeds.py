@@ -35,7 +35,7 @@ _MAX_RESYNCS = 16
 def unwedge(media: Any, look: int) -> bool:
     """Free each TCP ``appsink`` that a stream's ``tee`` still feeds directly (TCP readers came
     first) so that the queue and sink of the UDP reader that started to play go in; a look of a
-    GLib timeout of the server's loop (:meth:`~services.capture.server.RtspServer._on_play`), repeated while it returns
+    GLib timeout of the server's loop (``RtspServer._on_play``), repeated while it returns
     true. GStreamer puts them in from a probe on the ``tee``'s pad to that ``appsink`` that runs
     once the pad is idle (the PLAY installed it before it asked for this); with the ``appsink``
     full (its only TCP readers stalled, or gone) the pad never was, and UDP readers of the media
@@ -95,9 +95,10 @@ def leaky_feed(pad: Any, peer: Any) -> None:
     """Make the queue that feeds a stream's TCP ``appsink`` (linked to its ``sink`` pad, once
     the stream also has UDP readers) drop its oldest packets once it holds
     :data:`TCP_BACKLOG_NS` (or :data:`TCP_BACKLOG_BYTES`) of them, so it never blocks the
-    ``tee`` in front of every sink. GstRTSPStream empties that ``appsink`` (``max-buffers=1``) only while some TCP reader has
-    room; with a TCP reader that stopped reading its socket (an OpenCV loop busy with
-    inference) it stayed full, its queue (one buffer) filled, and the ``tee`` blocked: the
+    ``tee`` in front of every sink. GstRTSPStream empties that ``appsink`` (``max-buffers=1``)
+    only while some TCP reader has room; with a TCP reader that stopped reading its socket (an
+    OpenCV loop busy with inference) it stayed full, its queue (one buffer) filled, and the
+    ``tee`` blocked: the
     camera's UDP readers got nothing, also after that reader left (the media, held prepared by
     the server, was never rebuilt). Leaking before the ``appsink`` rather than in it (its
     ``drop``) keeps the packets of TCP readers that keep up: the send thread paces itself to

@@ -17,11 +17,11 @@ camera's next key frame, and a DESCRIBE waits for that in the client's thread, s
 shared one thread (GStreamer's default) were served one camera after another.
 
 A TCP reader that stops reading holds up no other reader (GStreamer 1.22's ``GstRTSPStream``
-did not see to that, see :func:`~services.capture.reader_feeds.leaky_feed` and :meth:`RtspServer._on_play`): the stream feeds
-its TCP readers through an ``appsink`` (one buffer) that its send thread empties only while some
-TCP reader has room, and wakes only on a new sample or a message sent. A full ``appsink`` held up
-the ``tee`` in front of every sink of the shared media (UDP readers got nothing), and a TCP
-reader that came later was never served (nothing woke the send thread).
+did not see to that, see :mod:`services.capture.reader_feeds` and :meth:`RtspServer._on_play`):
+the stream feeds its TCP readers through an ``appsink`` (one buffer) that its send thread
+empties only while some TCP reader has room, and wakes only on a new sample or a message sent.
+A full ``appsink`` held up the ``tee`` in front of every sink of the shared media (UDP readers
+got nothing), and a TCP reader that came later was never served (nothing woke the send thread).
 """
 
 from __future__ import annotations
@@ -282,9 +282,9 @@ class RtspServer:
         sends nothing; the thread then serves the new reader and drops any stalled one (a send
         to a reader whose socket is full fails, and GStreamer removes that transport).
 
-        A UDP reader's PLAY starts the looks of :func:`~services.capture.reader_feeds.unwedge` on the server's loop, not
-        here: the client's thread holds the media's lock while it emits this signal, and every
-        other request for the camera waits for that lock."""
+        A UDP reader's PLAY starts the looks of :func:`~services.capture.reader_feeds.unwedge`
+        on the server's loop, not here: the client's thread holds the media's lock while it
+        emits this signal, and every other request for the camera waits for that lock."""
         sessmedia = ctx.sessmedia
         if sessmedia is None:
             return
