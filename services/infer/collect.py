@@ -4,8 +4,10 @@ with their provenance and detections, in the dataset store (:mod:`ovbus.dataset`
 The camera's detection job only *offers* a frame (:meth:`Collector.offer`, constant time): the
 rule is checked on the results already there, the quotas counted, and a frame taken goes into a
 small bounded queue. One writer thread per worker encodes the JPEG (converting the decoded frame
-to BGR first if nothing on the job's path did) and writes it. A frame that
-finds the queue full is dropped and counted: collection never slows serving. A dataset at its
+to BGR first if nothing on the job's path did) and writes it, at a lower CPU priority than the
+threads that serve frames (``ovbus.priority``): on a busy box the cameras' frames go first and
+the writer takes what CPU is left. A frame that finds the queue full is dropped and counted:
+collection never slows serving. A dataset at its
 size cap takes no more frames (counted as ``full``) until it is pruned.
 
 The counts go on the bus per camera, with the camera's stats (``collection`` in
@@ -33,12 +35,15 @@ from ovbus.payloads.base import now
 from ovbus.payloads.dataset import DatasetRule, FrameRecord, ModelDetections, Quota, Reason
 from ovbus.payloads.detections import ModelResult
 from ovbus.payloads.node import CameraStats, CollectionStats
+from ovbus.priority import lower_this_thread
 from services.infer.shadow import compare
 
 log = get_logger(__name__)
 
 #: frames waiting for the writer, across the worker's cameras
 QUEUE_SIZE = 8
+#: the writer's nice increment: the lowest priority there is (pulls and compiles take 10)
+COLLECT_NICE = 19
 _WINDOWS = (("per_minute", 60), ("per_hour", 3600), ("per_day", 86400))
 
 
@@ -202,6 +207,7 @@ class Collector:
                 self._thread.start()
 
     def _loop(self) -> None:
+        lower_this_thread(COLLECT_NICE)  # the frames being served go first
         while True:
             item = self._queue.get()
             if item is None:

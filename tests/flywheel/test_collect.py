@@ -4,6 +4,7 @@ files), then on the real stack: capture -> RTSP -> infer worker (OpenVINO, real 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from ovbus.payloads.detections import DetectedObject, ModelResult
 from ovbus.payloads.node import CameraStats, CollectionStats, Stats
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from ovbus.payloads.shadow import ShadowSpec
-from services.infer.collect import Collector, QuotaCounter, disagree, select
+from ovbus.priority import thread_nice
+from services.infer.collect import COLLECT_NICE, Collector, QuotaCounter, disagree, select
 from services.mosquitto import Mosquitto
 from tests.infer.harness import InferProcess, state_is, wait_for
 from tests.media import read_image, render
@@ -117,6 +119,23 @@ def test_writer_stores_frames_drops_when_busy_and_stops_at_the_cap(tmp_path: Pat
     yard = collector.with_counts("yard", CameraStats()).collection
     assert yard is not None and (yard.offered, yard.taken, yard.kept) == (1, 0, 0)
     collector.close()
+
+
+def test_the_writer_runs_at_a_lower_priority_than_serving(tmp_path: Path) -> None:
+    """The JPEG encoding and the writes yield the CPU to the threads that serve frames."""
+    collector = Collector(DatasetStore(tmp_path), "node-1")
+    serving = thread_nice()
+    rule = DatasetRule(dataset="d", sample=1.0)
+    frame = Frame.from_bgr(render(0), 1, 1000.0, "arrival", 1000.0)
+    try:
+        assert collector.offer("door", rule, frame, [result()])
+        assert collector.wait_idle(60) and collector.figures.stored == 1
+        assert collector._thread is not None and collector._thread.native_id is not None
+        writer = os.getpriority(os.PRIO_PROCESS, collector._thread.native_id)
+        assert writer == min(19, serving + COLLECT_NICE)
+        assert thread_nice() == serving  # the offering (serving) thread keeps its priority
+    finally:
+        collector.close()
 
 
 def wait_records(store: DatasetStore, name: str, check: object, timeout: float, proc: InferProcess
