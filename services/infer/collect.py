@@ -7,8 +7,8 @@ small bounded queue. One writer thread per worker encodes the JPEG (converting t
 to BGR first if nothing on the job's path did) and writes it, at a lower CPU priority than the
 threads that serve frames (``ovbus.priority``): on a busy box the cameras' frames go first and
 the writer takes what CPU is left. A frame that finds the queue full is dropped and counted:
-collection never slows serving. A dataset at its
-size cap takes no more frames (counted as ``full``) until it is pruned.
+serving never waits for collection (what collecting still costs it: docs/flywheel.md). A
+dataset at its size cap takes no more frames (counted as ``full``) until it is pruned.
 
 The counts go on the bus per camera, with the camera's stats (``collection`` in
 ``nodes/<node>/stats``: offered, taken, kept, bytes, over quota, dropped, full, errors over each
