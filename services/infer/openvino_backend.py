@@ -1,12 +1,8 @@
 """The ``openvino`` backend: the OpenVINO runtime in-process, reading the models folder as OVMS.
 
 Each model version is compiled once for its ``target_device`` with the THROUGHPUT or LATENCY
-hint and run through a pool of ``nireq`` infer requests (default: the device's optimal number),
-shared by the cameras: the scheduler's job thread takes an idle request, starts it and waits
-on it with the GIL released, then copies the outputs itself (no callback on OpenVINO's thread,
-which takes the GIL once more per result: with inference alone, 24% more results/s and 7% less
-CPU per result for BlazeFace on 2 cores than ``AsyncInferQueue``; docs/infer.md); the
-scheduler keeps ``nireq + 1`` detections in flight.
+hint and run through an ``AsyncInferQueue`` of ``nireq`` requests (default: the device's
+optimal number), shared by the cameras; the scheduler keeps ``nireq + 1`` detections in flight.
 ``infer_threads`` sets ``INFERENCE_NUM_THREADS`` unless ``plugin_config`` does. A watcher polls
 ``config.json`` and the model folders every ``poll_s`` s and reloads a changed model, swapped in
 atomically, at a lower CPU priority than serving; compiles go through OpenVINO's model cache
@@ -15,9 +11,8 @@ atomically, at a lower CPU priority than serving; compiles go through OpenVINO's
 from __future__ import annotations
 
 import hashlib
-import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +38,13 @@ log = get_logger(__name__)
 
 #: Seconds a replaced model version stays open for the inferences that took it before the swap.
 CLOSE_AFTER_S = 15.0
+
+
+@dataclass(slots=True)
+class _Slot:
+    event: threading.Event = field(default_factory=threading.Event)
+    outputs: dict[str, Array] | None = None
+    error: str | None = None
 
 
 def _partial(shape: tuple[Dim, ...]) -> ov.PartialShape:
@@ -103,7 +105,7 @@ def apply_layout(model: Any, layouts: dict[str, Layout] | Layout) -> Any:
 
 
 class OpenVINOModel:
-    """One compiled model version with its pool of infer requests."""
+    """One compiled model version with its asynchronous request queue."""
 
     backend = "openvino"
 
@@ -135,7 +137,7 @@ class OpenVINOModel:
             nireq = cfg.nireq or int(
                 self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
             )
-            self._requests = [self._compiled.create_infer_request() for _ in range(nireq)]
+            self._queue = ov.AsyncInferQueue(self._compiled, nireq)
         except OvbusError:
             raise
         except Exception as e:  # OpenVINO raises RuntimeError and friends
@@ -147,10 +149,9 @@ class OpenVINOModel:
         self.nireq = nireq
         self._inputs = {s.name: s for s in map(TensorSpec.of, self._compiled.inputs)}
         self._outputs = [TensorSpec.of(p) for p in self._compiled.outputs]
-        self._idle: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()
-        for request in self._requests:
-            self._idle.put(request)
+        self._queue.set_callback(self._done)
         self._closed = False
+        self._submit = threading.Lock()
 
     def inputs(self) -> dict[str, TensorSpec]:
         return dict(self._inputs)
@@ -158,52 +159,40 @@ class OpenVINOModel:
     def outputs(self) -> dict[str, TensorSpec]:
         return {s.name: s for s in self._outputs}
 
-    def infer(self, inputs: dict[str, Array], timeout: float = 10.0) -> dict[str, Array]:
-        if self._closed:
-            raise BackendError(f"model {self.name!r} version {self.version} was unloaded")
+    def _done(self, request: ov.InferRequest, slot: _Slot) -> None:
         try:
-            request = self._idle.get(timeout=timeout)
-        except queue.Empty:
-            raise BackendError(
-                f"model {self.name!r}: no idle infer request within {timeout:.1f} s",
-                code=ErrorCode.TIMEOUT,
-            ) from None
-        try:
-            # the request reads the caller's arrays (alive until it ends here): no copy
-            request.start_async(inputs, share_inputs=True)
-        except Exception as e:
-            self._idle.put(request)
-            raise ModelError(
-                f"model {self.name!r} refused its inputs: {e}", code=ErrorCode.MODEL_OUTPUT_MISMATCH
-            ) from e
-        try:
-            done = request.wait_for(max(1, round(timeout * 1000)))  # the GIL is released
-        except Exception as e:  # the inference itself failed: the request is idle again
-            self._idle.put(request)
-            raise BackendError(f"model {self.name!r} failed to run: {e}") from e
-        if not done:  # still running: left out of the pool, a new request takes its place
-            spare = self._compiled.create_infer_request()
-            self._requests.append(spare)
-            self._idle.put(spare)
-            raise BackendError(
-                f"model {self.name!r}: no result within {timeout:.1f} s", code=ErrorCode.TIMEOUT
-            )
-        try:
-            return {
+            slot.outputs = {
                 spec.name: np.array(request.get_output_tensor(i).data, copy=True)
                 for i, spec in enumerate(self._outputs)
             }
-        finally:
-            self._idle.put(request)
+        except Exception as e:
+            slot.error = f"{type(e).__name__}: {e}"
+        slot.event.set()
+
+    def infer(self, inputs: dict[str, Array], timeout: float = 10.0) -> dict[str, Array]:
+        if self._closed:
+            raise BackendError(f"model {self.name!r} version {self.version} was unloaded")
+        slot = _Slot()
+        try:
+            with self._submit:  # AsyncInferQueue.start_async is not safe across threads
+                # the request reads the caller's arrays (kept alive until the result): no copy
+                self._queue.start_async(inputs, slot, share_inputs=True)
+        except Exception as e:
+            raise ModelError(
+                f"model {self.name!r} refused its inputs: {e}", code=ErrorCode.MODEL_OUTPUT_MISMATCH
+            ) from e
+        if not slot.event.wait(timeout):
+            raise BackendError(
+                f"model {self.name!r}: no result within {timeout:.1f} s", code=ErrorCode.TIMEOUT
+            )
+        if slot.error is not None or slot.outputs is None:
+            raise BackendError(f"model {self.name!r} failed to run: {slot.error}")
+        return slot.outputs
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            for request in list(self._requests):
-                try:
-                    request.wait()  # an inference that took it before the close ends first
-                except Exception as e:  # its caller was told; closing anyway
-                    log.debug("an infer request ended in error", model=self.name, error=str(e))
+            self._queue.wait_all()
 
 
 @dataclass(slots=True)

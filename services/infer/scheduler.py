@@ -9,8 +9,8 @@
   one.
 - :class:`Dispatcher` runs it: one thread waits for frames (readers call :meth:`Dispatcher.ready`)
   and completions, takes the chosen camera's newest frame and hands the job to a pool of
-  ``slots`` threads. A job pre-processes, submits to the backend (a pool of OpenVINO infer
-  requests, or a remote server) and waits there; with ``slots`` set to what the device
+  ``slots`` threads. A job pre-processes, submits to the backend (OpenVINO's
+  ``AsyncInferQueue``, or a remote server) and waits there; with ``slots`` set to what the device
   needs (OpenVINO's ``OPTIMAL_NUMBER_OF_INFER_REQUESTS``), the device is kept busy and nothing
   queues in front of it: frames wait in the readers' one-frame slots, where a newer frame
   replaces an older one.
