@@ -332,5 +332,14 @@ def check_bus(gst: Any, bus: Any, who: str = "") -> None:
             return
         if msg.type == gst.MessageType.EOS:
             raise StreamError(f"{who}the stream ended")
-        err, _debug = msg.parse_error()
-        raise StreamError(f"{who}{err.message}")
+        err, debug = msg.parse_error()
+        raise StreamError(f"{who}{err.message}{_detail(debug)}")
+
+
+def _detail(debug: str | None) -> str:
+    """The last line of an error's debug text, where the element says what happened (rtspsrc:
+    the server's status, ``Service Unavailable (503)``), as `` (...)``; empty if there is none
+    or it is long."""
+    lines = (debug or "").strip().splitlines()
+    last = lines[-1].strip() if lines else ""
+    return f" ({last})" if last and len(last) <= 120 and "):" not in last else ""

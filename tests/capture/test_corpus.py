@@ -82,7 +82,8 @@ def stack(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         broker.url, prefix + "-up", {"cam": files["bframes-mp4"]}, timeout=120
     ) as upstream:
         cameras = {**files, UPSTREAM: upstream.urls["cam"], H265_UPSTREAM: h265.url}
-        with capture_node(broker.url, prefix, cameras, timeout=180) as capture:
+        debug = {"OVBUS_LOG_LEVEL": "debug"}  # what a failure shows of a camera (first_result)
+        with capture_node(broker.url, prefix, cameras, timeout=180, env=debug) as capture:
             bus = Bus(broker.url, prefix=prefix).connect(timeout=10)
             worker = InferProcess(
                 broker.url, prefix, "infer-corpus", models_folder(folder / "models"),
@@ -104,7 +105,16 @@ def first_result(stack: Stack, camera: str, *, objects: bool = False) -> Detecti
         return doc if doc.models and (doc.objects or not objects) else None
 
     topic = str(stack.bus.topics.detections(camera))
-    result: DetectionResult = wait_for(stack.bus, topic, check, 180, stack.infer)
+    try:
+        result: DetectionResult = wait_for(stack.bus, topic, check, 180, stack.infer)
+    except AssertionError as e:  # what capture said of the camera, too
+        lines = [
+            line
+            for line in stack.capture.stderr().splitlines()
+            if camera in line or " WARNING " in line or " ERROR " in line
+        ]
+        tail = "\n".join(lines[-60:])
+        raise AssertionError(f"{e}\n--- capture log, {camera} ---\n{tail}") from None
     return result
 
 

@@ -51,23 +51,29 @@ def guarded(
         yield node
 
 
-def plays(url: str, login: tuple[str, str] | None, **kwargs: object) -> bool:
-    """Whether a frame comes (``False``: the stream failed, e.g. 401 or a refused certificate)."""
+def refusal(url: str, login: tuple[str, str] | None, **kwargs: object) -> str | None:
+    """Why the stream failed (e.g. 401, a refused certificate); ``None``: a frame came."""
     reader = RtspReader(url, frame_timeout=20, login=login, **kwargs).start()  # type: ignore[arg-type]
     try:
         reader.read(timeout=60)
-        return True
-    except StreamError:
-        return False
+        return None
+    except StreamError as e:
+        return str(e)
     finally:
         reader.stop()
+
+
+def plays(url: str, login: tuple[str, str] | None, **kwargs: object) -> bool:
+    """Whether a frame comes (``False``: the stream failed)."""
+    return refusal(url, login, **kwargs) is None
 
 
 def test_rtsp_needs_credentials(guarded: CaptureNode, fault_row: Row) -> None:
     door, yard = guarded.descriptors["door"].url, guarded.descriptors["yard"].url
     assert door.startswith("rtsp://") and "@" not in door
     fault_row.faults += 3
-    assert not plays(door, None), "the stream played without a login"
+    refused = refusal(door, None)  # the server's status travels in the error
+    assert refused is not None and "(401)" in refused, refused
     assert not plays(door, ("infer", "wrong-password")), "a wrong password played"
     assert not plays(yard, ("door-tablet", DOOR_PW)), "a door login read another camera"
     fault_row.sent += 3
