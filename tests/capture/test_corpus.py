@@ -82,7 +82,9 @@ def stack(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         broker.url, prefix + "-up", {"cam": files["bframes-mp4"]}, timeout=120
     ) as upstream:
         cameras = {**files, UPSTREAM: upstream.urls["cam"], H265_UPSTREAM: h265.url}
-        debug = {"OVBUS_LOG_LEVEL": "debug"}  # what a failure shows of a camera (first_result)
+        # what a failure shows of a camera (first_result): capture's debug log and GStreamer's
+        # warnings
+        debug = {"OVBUS_LOG_LEVEL": "debug", "GST_DEBUG": "2", "GST_DEBUG_NO_COLOR": "1"}
         with capture_node(broker.url, prefix, cameras, timeout=180, env=debug) as capture:
             bus = Bus(broker.url, prefix=prefix).connect(timeout=10)
             worker = InferProcess(
@@ -111,7 +113,7 @@ def first_result(stack: Stack, camera: str, *, objects: bool = False) -> Detecti
         lines = [
             line
             for line in stack.capture.stderr().splitlines()
-            if camera in line or " WARNING " in line or " ERROR " in line
+            if camera in line or any(word in line for word in (" WARN", " ERROR", "CRITICAL"))
         ]
         tail = "\n".join(lines[-60:])
         raise AssertionError(f"{e}\n--- capture log, {camera} ---\n{tail}") from None
