@@ -84,12 +84,13 @@ def stack(broker: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         cameras = {**files, UPSTREAM: upstream.urls["cam"], H265_UPSTREAM: h265.url}
         # what a failure shows of a camera (first_result): capture's debug log and GStreamer's
         # warnings
-        debug = {"OVBUS_LOG_LEVEL": "debug", "GST_DEBUG": "2", "GST_DEBUG_NO_COLOR": "1"}
+        gst_warnings = {"GST_DEBUG": "2", "GST_DEBUG_NO_COLOR": "1"}
+        debug = {"OVBUS_LOG_LEVEL": "debug", **gst_warnings}
         with capture_node(broker.url, prefix, cameras, timeout=180, env=debug) as capture:
             bus = Bus(broker.url, prefix=prefix).connect(timeout=10)
             worker = InferProcess(
                 broker.url, prefix, "infer-corpus", models_folder(folder / "models"),
-                folder / "infer.log", "--default-model", "face",
+                folder / "infer.log", "--default-model", "face", env=gst_warnings,
             )  # fmt: skip
             try:
                 yield Stack(capture, worker, bus)
@@ -108,16 +109,21 @@ def first_result(stack: Stack, camera: str, *, objects: bool = False) -> Detecti
 
     topic = str(stack.bus.topics.detections(camera))
     try:
-        result: DetectionResult = wait_for(stack.bus, topic, check, 180, stack.infer)
-    except AssertionError as e:  # what capture said of the camera, too
-        lines = [
-            line
-            for line in stack.capture.stderr().splitlines()
-            if camera in line or any(word in line for word in (" WARN", " ERROR", "CRITICAL"))
+        result: DetectionResult = wait_for(stack.bus, topic, check, 180)
+    except AssertionError as e:  # what both workers said of the camera, and GStreamer's warnings
+        logs = {"infer": stack.infer.output(), "capture": stack.capture.stderr()}
+        shown = [
+            f"--- {name} log: {camera}, warnings ---\n{_about(text, camera)}"
+            for name, text in logs.items()
         ]
-        tail = "\n".join(lines[-60:])
-        raise AssertionError(f"{e}\n--- capture log, {camera} ---\n{tail}") from None
+        raise AssertionError("\n".join([str(e), *shown])) from None
     return result
+
+
+def _about(log: str, camera: str, lines: int = 50) -> str:
+    """The last ``lines`` lines of ``log`` that name ``camera`` or are warnings or errors."""
+    words = (camera, " WARN", " ERROR", "CRITICAL")
+    return "\n".join([line for line in log.splitlines() if any(w in line for w in words)][-lines:])
 
 
 @pytest.mark.parametrize("name", list(media.CORPUS))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +38,7 @@ class InferProcess:
         *args: str,
         keepalive: int = 15,
         stats_interval: float = 2.0,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.node_id = node_id
         self.log_path = log
@@ -53,6 +54,7 @@ class InferProcess:
             "OVBUS_KEEPALIVE": str(keepalive),
             "OVBUS_STATS_INTERVAL": str(stats_interval),
             "PYTHONPATH": str(ROOT),
+            **(env or {}),
         }
         flags = ("--models", str(models), "--hint", "LATENCY", *args)
         self.name = log.name.removesuffix(".log")
