@@ -67,6 +67,14 @@ class Relay:
         if self.request_keyframe is not None:
             self.request_keyframe()
 
+    def pushed(self, appsrc: Any) -> int | None:
+        """Frames handed to ``appsrc``'s media so far (``None``: not attached)."""
+        with self._lock:
+            for outlet in self._outlets:
+                if outlet.appsrc is appsrc:
+                    return outlet.pushed
+        return None
+
     def detach(self, appsrc: Any) -> None:
         with self._lock:
             self._outlets = [o for o in self._outlets if o.appsrc is not appsrc]

@@ -37,6 +37,7 @@ from ovbus.log import get_logger
 from ovbus.payloads.stream import Codec
 from services.capture.encoders import payloader_description
 from services.capture.gst import GLib, Gst, GstRtsp, GstRtspServer
+from services.capture.media_watch import WATCH_INTERVAL_MS, MediaWatch
 from services.capture.reader_feeds import (
     APPSRC_MAX_BYTES,
     UNWEDGE_INTERVAL_MS,
@@ -123,6 +124,8 @@ class RtspServer:
         self._server.connect("client-connected", self._on_client)
         self._thread: threading.Thread | None = None
         self._source_id = 0
+        #: retires a media that takes frames and sends none (services/capture/media_watch.py)
+        self.watch = MediaWatch(self._retire)
 
     def start(self) -> None:
         """Listen; raises ``ConfigError`` if the address or port cannot be bound."""
@@ -134,6 +137,9 @@ class RtspServer:
         reaper = GLib.timeout_source_new_seconds(2)
         reaper.set_callback(lambda *_: pool.cleanup() >= 0)
         reaper.attach(self._context)
+        looks = GLib.timeout_source_new(WATCH_INTERVAL_MS)
+        looks.set_callback(lambda *_: self.watch.look())
+        looks.attach(self._context)
         self._thread = threading.Thread(target=self._loop.run, name="rtsp-server", daemon=True)
         self._thread.start()
         log.info("rtsp server listening", bind=self.bind, port=self.port)
@@ -169,6 +175,7 @@ class RtspServer:
         media.connect("unprepared", self._on_unprepared, (relay, appsrc))
         media.connect("prepared", lambda m: self._call_soon(lambda: self._hold(m)))
         relay.attach(appsrc, lambda: self._call_soon(lambda: self._retire(media)))
+        self.watch.add(media, relay, appsrc)
         log.info("media created", camera=relay.camera)
 
     def _call_soon(self, fn: Callable[[], object]) -> None:
@@ -192,7 +199,8 @@ class RtspServer:
             log.debug("media ended before it could be held")
 
     def _retire(self, media: Any) -> None:
-        """End a media whose camera ended (disabled, codec changed, node stopping), under the
+        """End a media whose camera ended (disabled, codec changed, node stopping) or that
+        takes frames and sends none (:class:`MediaWatch`), under the
         media's lock (GStreamer's client holds it while a DESCRIBE, SETUP, PLAY, PAUSE or
         TEARDOWN works on the media): the clients' sessions that play it, then any transport
         left in its streams, then every prepare of it. A media unprepared while a stream still
@@ -247,6 +255,7 @@ class RtspServer:
     def _on_unprepared(self, media: Any, data: tuple[Relay, Any]) -> None:
         relay, appsrc = data
         relay.detach(appsrc)
+        self.watch.remove(media)
         log.info("media released", camera=relay.camera)
 
     def _on_element(self, bin_: Any, element: Any, data: object) -> None:
