@@ -61,6 +61,13 @@ class Frame:
             self._bgr = np.asarray(cv2.cvtColor(self.yuv, cv2.COLOR_YUV2BGR_I420), dtype=np.uint8)
         return self._bgr
 
+    def as_held(self) -> tuple[Literal["bgr", "i420"], npt.NDArray[np.uint8]]:
+        """The frame as it is held, converting nothing: BGR if it was converted (or decoded
+        so), otherwise the I420 planes."""
+        if self._bgr is not None:
+            return "bgr", self._bgr
+        return "i420", self.yuv
+
     @property
     def width(self) -> int:
         return int(self.yuv.shape[1])

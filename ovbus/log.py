@@ -93,6 +93,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+def current() -> tuple[str, str]:
+    """The root logger's level and format (``configure``'s arguments), for a process that a
+    worker starts to log as the worker does."""
+    root = logging.getLogger()
+    json_out = any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
+    return logging.getLevelName(root.getEffectiveLevel()).lower(), "json" if json_out else "text"
+
+
 def configure(level: str = "info", fmt: str = "text") -> None:
     """Configure the root logger once for a worker process."""
     handler = logging.StreamHandler(sys.stderr)

@@ -3,12 +3,14 @@ with their provenance and detections, in the dataset store (:mod:`ovbus.dataset`
 
 The camera's detection job only *offers* a frame (:meth:`Collector.offer`, constant time): the
 rule is checked on the results already there, the quotas counted, and a frame taken goes into a
-small bounded queue. One writer thread per worker encodes the JPEG (converting the decoded frame
-to BGR first if nothing on the job's path did) and writes it, at a lower CPU priority than the
-threads that serve frames (``ovbus.priority``): on a busy box the cameras' frames go first and
-the writer takes what CPU is left. A frame that finds the queue full is dropped and counted:
-serving never waits for collection (what collecting still costs it: docs/flywheel.md). A
-dataset at its size cap takes no more frames (counted as ``full``) until it is pruned.
+small bounded queue. One thread per worker hands the queued frames, one at a time, to the
+dataset writer, a child process at the lowest CPU priority
+(:mod:`services.infer.collect_writer`) that converts the decoded frame to BGR (if nothing on the
+job's path did), encodes the JPEG and writes it: on a busy box the cameras' frames go first and
+the writer takes what CPU is left, without ever holding the worker's GIL. A frame that finds
+the queue full is dropped and counted: serving never waits for collection (what collecting
+still costs it: docs/flywheel.md). A dataset at its size cap takes no more frames (counted as
+``full``) until it is pruned.
 
 The counts go on the bus per camera, with the camera's stats (``collection`` in
 ``nodes/<node>/stats``: offered, taken, kept, bytes, over quota, dropped, full, errors over each
@@ -25,25 +27,21 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import cv2
-
-from ovbus.dataset import Dataset, DatasetStore, frame_id
-from ovbus.errors import OvbusError
+from ovbus.dataset import DatasetStore, frame_id
+from ovbus.errors import OvbusError, StoreError
 from ovbus.frames import Frame
 from ovbus.log import get_logger
 from ovbus.payloads.base import now
 from ovbus.payloads.dataset import DatasetRule, FrameRecord, ModelDetections, Quota, Reason
 from ovbus.payloads.detections import ModelResult
 from ovbus.payloads.node import CameraStats, CollectionStats
-from ovbus.priority import lower_this_thread
+from services.infer.collect_writer import Job, WriterProcess
 from services.infer.shadow import compare
 
 log = get_logger(__name__)
 
 #: frames waiting for the writer, across the worker's cameras
 QUEUE_SIZE = 8
-#: the writer's nice increment: the lowest priority there is (pulls and compiles take 10)
-COLLECT_NICE = 19
 _WINDOWS = (("per_minute", 60), ("per_hour", 3600), ("per_day", 86400))
 
 
@@ -111,7 +109,8 @@ class CollectorFigures:
 
 
 class Collector:
-    """The worker's collector: :meth:`offer` from detection jobs, one writer thread."""
+    """The worker's collector: :meth:`offer` from detection jobs; one thread hands the taken
+    frames to the writer process (:class:`~services.infer.collect_writer.WriterProcess`)."""
 
     def __init__(self, store: DatasetStore, node: str, queue_size: int = QUEUE_SIZE) -> None:
         self.store = store
@@ -122,6 +121,7 @@ class Collector:
         self._quotas: dict[tuple[str, str], QuotaCounter] = {}  # (camera, dataset)
         self._sizes: dict[str, int] = {}  # dataset: bytes on disk (counted from the first add)
         self._thread: threading.Thread | None = None
+        self.writer = WriterProcess(store.root)
         self._stored = threading.Condition()
         self._pending = 0  # queued and not yet written
         self._counts: dict[str, Counter[str]] = {}  # camera: CollectionStats fields, this interval
@@ -207,7 +207,6 @@ class Collector:
                 self._thread.start()
 
     def _loop(self) -> None:
-        lower_this_thread(COLLECT_NICE)  # the frames being served go first
         while True:
             item = self._queue.get()
             if item is None:
@@ -224,31 +223,25 @@ class Collector:
                 self._stored.notify_all()
 
     def _write(self, item: _Item) -> None:
-        dataset: Dataset = self.store.get(item.rule.dataset, create=True)
-        image = item.frame.image
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, item.rule.quality])
-        if not ok:
-            raise OvbusError(f"dataset {dataset.name!r}: JPEG encoding failed")
-        jpeg = buf.tobytes()
-        size = self._sizes.get(dataset.name)
-        if size is None:
-            size = dataset.size()
-        if size + len(jpeg) > item.rule.max_mb * 1024 * 1024:
-            self._sizes[dataset.name] = dataset.size()  # pruned meanwhile? counted afresh
+        rule, record, frame = item.rule, item.record, item.frame
+        job = Job(rule.dataset, rule.quality, int(rule.max_mb * 1024 * 1024),
+                  record.model_dump_json())  # fmt: skip
+        layout, image = frame.as_held()
+        outcome = self.writer.write(job, layout, image)
+        if outcome.kind == "error":
+            raise StoreError(outcome.message)
+        if outcome.kind == "full":
             with self._lock:
                 first = self.figures.full == 0
                 self.figures.full += 1
-                self._count(item.record.camera, full=1)
+                self._count(record.camera, full=1)
             if first:
-                log.warning("dataset full", dataset=dataset.name, max_mb=item.rule.max_mb)
+                log.warning("dataset full", dataset=rule.dataset, max_mb=rule.max_mb)
             return
-        dataset.add(item.record, jpeg)
-        written = len(jpeg) + len(item.record.model_dump_json())
-        self._sizes[dataset.name] = size + written
         with self._lock:
             self.figures.stored += 1
-            self._count(item.record.camera, kept=1, bytes=written)
-        log.debug("frame collected", dataset=dataset.name, frame=item.record.id)
+            self._count(record.camera, kept=1, bytes=outcome.bytes)
+        log.debug("frame collected", dataset=rule.dataset, frame=record.id)
 
     def wait_idle(self, timeout: float) -> bool:
         """Until every queued frame is written (tests, shutdown)."""
@@ -265,3 +258,4 @@ class Collector:
         if thread is not None:
             self._queue.put(None)
             thread.join(timeout=15)
+        self.writer.close()

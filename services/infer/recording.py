@@ -1,7 +1,7 @@
 """Recording for one owned camera, after each served frame, in constant time: the frame kept for
 replay (:class:`~services.infer.replay.Recorder`, a JPEG ring per camera) and, when the camera's
 spec has a ``dataset`` rule, offered to dataset collection
-(:class:`~services.infer.collect.Collector`, one writer thread per worker). A shadow comparison
+(:class:`~services.infer.collect.Collector`, one writer process per worker). A shadow comparison
 where the candidate disagrees with the serving model is collected too (:meth:`Recording.disagreement`,
 the shadow runner's ``compared``). docs/rollout.md (replay), docs/flywheel.md (collection).
 """

@@ -5,6 +5,7 @@ files), then on the real stack: capture -> RTSP -> infer worker (OpenVINO, real 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from ovbus.payloads.node import CameraStats, CollectionStats, Stats
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from ovbus.payloads.shadow import ShadowSpec
 from ovbus.priority import thread_nice
-from services.infer.collect import COLLECT_NICE, Collector, QuotaCounter, disagree, select
+from services.infer.collect import Collector, QuotaCounter, disagree, select
+from services.infer.collect_writer import COLLECT_NICE
 from services.mosquitto import Mosquitto
 from tests.infer.harness import InferProcess, state_is, wait_for
 from tests.media import read_image, render
@@ -121,21 +123,39 @@ def test_writer_stores_frames_drops_when_busy_and_stops_at_the_cap(tmp_path: Pat
     collector.close()
 
 
-def test_the_writer_runs_at_a_lower_priority_than_serving(tmp_path: Path) -> None:
-    """The JPEG encoding and the writes yield the CPU to the threads that serve frames."""
+def test_the_writer_is_a_process_at_a_lower_priority_than_serving(tmp_path: Path) -> None:
+    """The conversion, the JPEG encoding and the writes run in a child process at the lowest
+    priority: they yield the CPU to the threads that serve frames and never hold the worker's
+    GIL (a thread at that priority did: preempted while holding it, it held up every serving
+    thread). A writer that ended is replaced on the next frame."""
     collector = Collector(DatasetStore(tmp_path), "node-1")
     serving = thread_nice()
     rule = DatasetRule(dataset="d", sample=1.0)
-    frame = Frame.from_bgr(render(0), 1, 1000.0, "arrival", 1000.0)
+
+    def frame(index: int) -> Frame:
+        return Frame.from_bgr(render(0), index, 1000.0 + index, "arrival", 1000.0 + index)
+
     try:
-        assert collector.offer("door", rule, frame, [result()])
+        assert collector.offer("door", rule, frame(1), [result()])
         assert collector.wait_idle(60) and collector.figures.stored == 1
-        assert collector._thread is not None and collector._thread.native_id is not None
-        writer = os.getpriority(os.PRIO_PROCESS, collector._thread.native_id)
-        assert writer == min(19, serving + COLLECT_NICE)
+        pid = collector.writer.pid
+        assert pid is not None and pid != os.getpid()
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, serving + COLLECT_NICE)
         assert thread_nice() == serving  # the offering (serving) thread keeps its priority
+        feeder = collector._thread
+        assert feeder is not None and feeder.native_id is not None  # lowers no thread here
+        assert os.getpriority(os.PRIO_PROCESS, feeder.native_id) == serving
+
+        os.kill(pid, signal.SIGKILL)  # the writer dies between frames: the next one starts
+        assert collector.writer._proc is not None and collector.writer._proc.wait(30) != 0
+        assert collector.offer("door", rule, frame(2), [result()])
+        assert collector.wait_idle(60)
+        assert (collector.figures.stored, collector.figures.errors) == (2, 0)
+        assert collector.writer.pid not in (None, pid)
+        assert [r.frame for r in DatasetStore(tmp_path).get("d").records()] == [1, 2]
     finally:
         collector.close()
+    assert collector.writer.pid is None  # closed with the collector
 
 
 def wait_records(store: DatasetStore, name: str, check: object, timeout: float, proc: InferProcess
