@@ -6,7 +6,9 @@ The same stack (``bench/stack.py``: 8 cameras of the demo video, the default mod
 dataset rule that takes every frame (``sample`` 1.0) within the highest quotas the rule allows,
 in the other it carries none; the order alternates from pair to pair, so the machine's own drift
 hits both sides alike. Frame age (capture to arrival at a subscriber) p50/p99 of each side is the
-median over its windows; the ratio is p99 with collection over p99 without. The collector's own
+median over its windows. The ratio is the median over the pairs of each pair's p99 with
+collection over its p99 without: the two windows of a pair are a minute apart, while p99 without
+collection moved by 30 % from run to run (37 to 49 ms), more than the target's 10 %. The collector's own
 counts come from the bus (``collection`` in the infer worker's stats): frames kept, skipped by
 quota, dropped because the writer was busy, bytes written.
 """
@@ -28,7 +30,7 @@ from ovbus.payloads.node import CollectionStats, Stats
 from services.zoo.catalog import DEFAULT_MODEL
 
 CAMERAS: Final = 8
-PAIRS: Final = 3
+PAIRS: Final = 5
 #: p99 with collection over p99 without: "unchanged within noise"
 TARGET_RATIO: Final = 1.1
 #: the highest quotas and size cap a dataset rule takes (ovbus/payloads/dataset.py)
@@ -95,7 +97,8 @@ def run(report: Report, quick: bool = False) -> None:
         time.sleep(12.0)  # the last stats interval with collection reaches the bus
     p99 = {c: statistics.median(s[1] for s in sides[c]) for c in sides}
     p50 = {c: statistics.median(s[0] for s in sides[c]) for c in sides}
-    ratio = p99[True] / p99[False]
+    per_pair = [w[1] / wo[1] for w, wo in zip(sides[True], sides[False], strict=True)]
+    ratio = statistics.median(per_pair)
     with counts.lock:
         total = counts.total
     report.add(Row(
@@ -105,14 +108,16 @@ def run(report: Report, quick: bool = False) -> None:
          "p50_ms_with": round(p50[True], 1), "p99_ms_with": round(p99[True], 1),
          "results_per_s_without": round(sum(s[2] for s in sides[False]) / (seconds * pairs), 1),
          "results_per_s_with": round(sum(s[2] for s in sides[True]) / (seconds * pairs), 1),
+         "pair_ratios": " ".join(f"{r:.2f}" for r in per_pair),
          "kept": total.kept, "over_quota": total.over_quota, "dropped": total.dropped,
          "MB_written": round(total.bytes / 1e6, 1)},
         ratio=round(ratio, 2),
-        target=f"p99 with collection / without <= {TARGET_RATIO}",
+        target=f"p99 with collection / without (median of the pairs) <= {TARGET_RATIO}",
         met=ratio <= TARGET_RATIO,
     ))  # fmt: skip
     report.notes += [
-        f"{pairs} pair(s) of {seconds:.0f} s windows, the order alternating; medians per side",
+        f"{pairs} pair(s) of {seconds:.0f} s windows, the order alternating; figures: medians per "
+        "side; ratio: the median of the pairs' own ratios (pair_ratios, in run order)",
         "collection: every frame (sample 1.0) within the highest quotas (600/min, 36000/h, "
         "864000/day per camera), JPEG quality 90; counts from the infer worker's stats "
         "(nodes/<node>/stats, cameras.<cam>.collection)",

@@ -16,8 +16,12 @@ media whose camera ended, its readers' sessions end, and the next reader gets a 
 
 A media with no reader playing gets no frames from the relay (it hands frames only to a
 ``PLAYING`` media), and a pass-through camera between key frames hands a new media nothing yet:
-neither counts, as nothing went in. The check reads two counters per media and second; nothing
-is added to the per-frame path.
+neither counts, as nothing went in. Nor does a media held up by its own TCP readers (their
+``appsink`` fed straight by the ``tee``, :func:`~services.capture.reader_feeds.tee_fed_appsinks`):
+a TCP reader that stops reading its socket for a while (a notebook looking at one frame) holds
+up a media it is the only reader of, and :mod:`services.capture.reader_feeds` sees to the other
+readers. The check reads two counters per media and second; nothing is added to the per-frame
+path.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ovbus.log import get_logger
+from services.capture.reader_feeds import tee_fed_appsinks
 from services.capture.relay import Relay
 
 log = get_logger(__name__)
@@ -100,6 +105,10 @@ class MediaWatch:
             if watched.stuck_since is None:
                 watched.stuck_since = before
             if now - watched.stuck_since < self.stall_s:
+                continue
+            fed = tee_fed_appsinks(watched.media)
+            if fed is None or fed:  # held up by its TCP readers (or the walk did not finish)
+                watched.stuck_since = None
                 continue
             with self._lock:
                 self._watched.pop(key, None)

@@ -30,7 +30,9 @@ def payloader(served: Any) -> Any:
 
 def test_a_media_that_sends_nothing_is_retired_and_the_next_reader_gets_frames() -> None:
     with served_camera("wedge", "testsrc", PAINTED, Target(320, 240, 30.0), 300) as served:
-        assert read_gst(served.url, 5).count == 5  # the media is made, and held
+        with RtspReader(served.url) as first:  # over UDP: the media is made, and held
+            for _ in range(5):
+                first.read(timeout=30)
         # its pipeline stops passing frames on: every packet out of the payloader waits here
         # for good (as a pipeline wedged by a fault would), while the relay's pushes go on
         released = threading.Event()
