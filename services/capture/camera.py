@@ -290,7 +290,7 @@ class Camera:
         allowed = output.passthrough and self._refused is None
         chosen = plan(native, wanted, output.codec, passthrough=allowed)
         if chosen.passthrough:
-            head = passthrough_description(source, chosen.codec, caps)
+            head = passthrough_description(source, chosen.codec, caps, parsed=native.parsed)
             return chosen, passthrough_pipeline(head, source.live), None
         target = chosen.target or Target(None, None, None)
         geometry = None

@@ -42,6 +42,8 @@ class Native:
     width: int | None = None
     height: int | None = None
     fps: float | None = None
+    #: the stream comes in whole frames already (its demuxer says ``parsed=true``)
+    parsed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +192,7 @@ def native_from_caps(caps: str) -> Native:
         _int(_field(first, "width")),
         _int(_field(first, "height")),
         rates[0] if rates else None,
+        _field(first, "parsed") in ("true", "(boolean)true", "1"),
     )
 
 

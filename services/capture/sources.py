@@ -216,16 +216,23 @@ def source_description(source: Source, geometry: Geometry, mode_caps: str | None
     return source.value
 
 
-def passthrough_description(source: Source, codec: Codec, mode_caps: str | None = None) -> str:
+def passthrough_description(
+    source: Source, codec: Codec, mode_caps: str | None = None, *, parsed: bool = False
+) -> str:
     """The gst-launch description of a source served as it comes: demuxed or depayloaded and
     parsed, never decoded; ends in what the RTSP payloader takes (H.264 byte-stream access
-    units with SPS/PPS before every key frame, or whole JPEG frames)."""
+    units with SPS/PPS before every key frame, or whole JPEG frames). ``parsed``: the file's
+    demuxer hands out whole JPEG frames (AVI, QuickTime), so no ``jpegparse`` scans them again:
+    that scan cost as much as the rest of the producer (measured); a Matroska file (whole frames,
+    not said so) or a bare JPEG stream (not framed) keeps it."""
     if codec == "h264":
         tail = "h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
     else:
         tail = "jpegparse ! image/jpeg"
     if source.kind == "file":
         check_file(source.value)
+        if codec == "mjpeg" and parsed:  # an element, so that the appsink has a peer before
+            tail = 'capsfilter caps="image/jpeg"'  # parsebin's pad comes (the loops need it)
         return f"filesrc location={_quote(source.value)} ! parsebin ! {tail}"
     if source.kind == "v4l2":
         if mode_caps is None:

@@ -23,6 +23,7 @@ from ovbus.rtsp import RtspReader
 from services.capture.camera import Camera, Config, Output, Timing
 from services.capture.gst import Gst, GstPbutils
 from services.capture.plan import Wanted
+from services.capture.probe import probe_file
 from services.capture.server import RtspServer
 from services.capture.sources import Source, parse_source
 from services.mosquitto import free_port
@@ -54,14 +55,20 @@ def h264_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def mjpeg_clip(folder: Path, layout: str) -> Path:
-    """1 s of JPEG frames in AVI, 320x240 at 15 fps (a camera's MJPEG recording), encoded from
-    ``layout`` (I420: 4:2:0 JPEG; Y444: 4:4:4 JPEG, which RTP/JPEG cannot carry)."""
-    path = folder / f"frames-{layout}.avi"
+#: MJPEG containers (suffix: muxer)
+MJPEG_CONTAINERS = {"avi": "avimux", "mov": "qtmux", "mkv": "matroskamux"}
+
+
+def mjpeg_clip(folder: Path, layout: str, container: str = "avi") -> Path:
+    """1 s of JPEG frames in AVI (or another of :data:`MJPEG_CONTAINERS`), 320x240 at 15 fps (a
+    camera's MJPEG recording), encoded from ``layout`` (I420: 4:2:0 JPEG; Y444: 4:4:4 JPEG,
+    which RTP/JPEG cannot carry)."""
+    path = folder / f"frames-{layout}.{container}"
+    muxer = MJPEG_CONTAINERS[container]
     gst_launch(
         "videotestsrc", "num-buffers=15", "pattern=smpte", "!",
         f"video/x-raw,format={layout},width=320,height=240,framerate=15/1", "!",
-        "jpegenc", "!", "avimux", "!", "filesink", f"location={path}",
+        "jpegenc", "!", muxer, "!", "filesink", f"location={path}",
     )  # fmt: skip
     return path
 
@@ -246,4 +253,32 @@ def test_mjpeg_file_passthrough_unless_rtp_jpeg_cannot_carry_it(tmp_path: Path) 
         d = cam.descriptor()
         assert (d.codec, d.passthrough, d.width, d.height, d.fps) == ("mjpeg", False, 320, 240, 15)
         assert "jpegenc" in cam.elements()
+        read_frames(cam.url, 10, (240, 320, 3))
+
+
+@pytest.mark.parametrize("container", [*MJPEG_CONTAINERS, "mkv-ffmpeg"])
+def test_mjpeg_files_in_every_container_are_served_as_they_come(
+    tmp_path: Path, container: str
+) -> None:
+    """A demuxer that hands out whole JPEG frames and says so (``parsed=true``: AVI, QuickTime)
+    has no ``jpegparse`` after it to scan them again (it cost as much CPU as the rest of the
+    producer); one that does not say so keeps it (``jpegparse`` frames them). Each plays."""
+    if container == "mkv-ffmpeg":  # FFmpeg's Matroska: GStreamer's demuxer does not say it
+        # (standard Huffman tables: the only JPEG that RTP/JPEG carries)
+        clip = tmp_path / "ffmpeg.mkv"
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=15:d=1",
+             "-c:v", "mjpeg", "-huffman", "default", "-pix_fmt", "yuvj420p", str(clip)],
+            check=True, timeout=120, capture_output=True,
+        )  # fmt: skip
+    else:
+        clip = mjpeg_clip(tmp_path, "I420", container)
+    parsed = probe_file(str(clip)).parsed
+    assert parsed == (container in ("avi", "mov", "mkv")), (container, parsed)
+    with served(parse_source(str(clip))) as cam:
+        d = cam.descriptor()
+        assert (d.codec, d.passthrough, d.width, d.height) == ("mjpeg", True, 320, 240)
+        elements = cam.elements()
+        assert not set(CODERS) & set(elements), elements
+        assert ("jpegparse" in elements) == (not parsed), elements
         read_frames(cam.url, 10, (240, 320, 3))
