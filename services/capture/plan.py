@@ -192,7 +192,7 @@ def native_from_caps(caps: str) -> Native:
         _int(_field(first, "width")),
         _int(_field(first, "height")),
         rates[0] if rates else None,
-        _field(first, "parsed") in ("true", "(boolean)true", "1"),
+        _field(first, "parsed") == "true",
     )
 
 

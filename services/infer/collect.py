@@ -119,7 +119,6 @@ class Collector:
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
         self._quotas: dict[tuple[str, str], QuotaCounter] = {}  # (camera, dataset)
-        self._sizes: dict[str, int] = {}  # dataset: bytes on disk (counted from the first add)
         self._thread: threading.Thread | None = None
         self.writer = WriterProcess(store.root)
         self._stored = threading.Condition()
