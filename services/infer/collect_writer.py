@@ -105,8 +105,13 @@ class WriterProcess:
                 code = _end(proc)
                 self._proc = None
                 raise StoreError(f"the dataset writer process ended (exit code {code})")
-            reply = json.loads(line)
-            return Outcome(reply["outcome"], int(reply.get("bytes", 0)), reply.get("message", ""))
+            try:
+                reply = json.loads(line)
+                return Outcome(reply["outcome"], int(reply["bytes"]), str(reply["message"]))
+            except (ValueError, KeyError, TypeError) as e:  # not its protocol: start afresh
+                _end(proc)
+                self._proc = None
+                raise StoreError(f"the dataset writer answered {line[:200]!r}: {e}") from e
 
     def _running(self) -> subprocess.Popen[bytes]:
         proc = self._proc

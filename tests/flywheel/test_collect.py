@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 
 from ovbus.bus import Bus
-from ovbus.dataset import DatasetStore
+from ovbus.dataset import DatasetStore, frame_id
+from ovbus.errors import StoreError
 from ovbus.frames import Frame
 from ovbus.payloads.dataset import DatasetRule, FrameRecord, Quota
 from ovbus.payloads.detections import DetectedObject, ModelResult
@@ -22,7 +24,7 @@ from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from ovbus.payloads.shadow import ShadowSpec
 from ovbus.priority import thread_nice
 from services.infer.collect import Collector, QuotaCounter, disagree, select
-from services.infer.collect_writer import COLLECT_NICE
+from services.infer.collect_writer import COLLECT_NICE, Job, WriterProcess
 from services.mosquitto import Mosquitto
 from tests.infer.harness import InferProcess, state_is, wait_for
 from tests.media import read_image, render
@@ -242,3 +244,27 @@ def test_collects_live_frames_with_provenance_quota_and_disagreements(
                 assert len(roles["candidate"].objects) > len(roles["serving"].objects)
         finally:
             worker.stop()
+
+
+def test_a_writer_that_breaks_its_protocol_is_replaced(tmp_path: Path) -> None:
+    """An answer that is not the protocol's is an error for that frame (never a dead collector
+    thread), and the next frame goes to a new writer process."""
+    writer = WriterProcess(tmp_path)
+    liar = subprocess.Popen(["sh", "-c", "echo garbage; cat >/dev/null"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)  # fmt: skip
+    writer._proc = liar
+    frame = Frame.from_bgr(render(0), 1, 1000.0, "arrival", 1000.0)
+    record = FrameRecord(id=frame_id("door", 1000.0, 1), camera="door", dataset="d",
+                         captured_at=1000.0, frame=1, width=640, height=480, reason="sample",
+                         node="node-1", models=[], collected_at=1000.0)  # fmt: skip
+    job = Job("d", 90, 10_000_000, record.model_dump_json())
+    try:
+        with pytest.raises(StoreError, match="answered b'garbage"):
+            writer.write(job, *frame.as_held())
+        assert liar.poll() is not None  # ended
+        outcome = writer.write(job, *frame.as_held())
+        assert outcome.kind == "stored" and outcome.bytes > 0
+        assert writer.pid not in (None, liar.pid)
+        assert [r.frame for r in DatasetStore(tmp_path).get("d").records()] == [1]
+    finally:
+        writer.close()
