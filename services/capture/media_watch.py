@@ -76,6 +76,7 @@ class MediaWatch:
         self._last_look = time.monotonic()
         #: medias retired as wedged since the server started (read by tests and logs)
         self.retired = 0
+        self._retired_changed = threading.Condition()
 
     def add(self, media: Any, relay: Relay, appsrc: Any) -> None:
         element = media.get_element()
@@ -86,6 +87,11 @@ class MediaWatch:
     def remove(self, media: Any) -> None:
         with self._lock:
             self._watched.pop(id(media), None)
+
+    def wait_retired(self, count: int, timeout: float) -> bool:
+        """Until ``count`` medias were retired as wedged (tests); ``False`` at ``timeout``."""
+        with self._retired_changed:
+            return self._retired_changed.wait_for(lambda: self.retired >= count, timeout)
 
     def look(self) -> bool:
         """One look at every media (a GLib timeout's callback: ``True`` keeps it)."""
@@ -112,7 +118,9 @@ class MediaWatch:
                 continue
             with self._lock:
                 self._watched.pop(key, None)
-            self.retired += 1
+            with self._retired_changed:
+                self.retired += 1
+                self._retired_changed.notify_all()
             log.warning("media takes frames and sends none: retired, readers reconnect",
                         camera=watched.relay.camera, seconds=round(now - watched.stuck_since, 1),
                         frames=pushed, status=watched.media.get_status().value_nick)  # fmt: skip

@@ -113,7 +113,6 @@ class Collector:
     frames to the writer process (:class:`~services.infer.collect_writer.WriterProcess`)."""
 
     def __init__(self, store: DatasetStore, node: str, queue_size: int = QUEUE_SIZE) -> None:
-        self.store = store
         self.node = node
         self.figures = CollectorFigures()
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=queue_size)

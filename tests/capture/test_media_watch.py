@@ -8,7 +8,6 @@ and came again, each of them answered and given no frame, for as long as the cam
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from ovbus.rtsp import RtspReader
@@ -45,10 +44,8 @@ def test_a_media_that_sends_nothing_is_retired_and_the_next_reader_gets_frames()
             # a reader plays the wedged media (frames go in, none comes out) until the watch
             # retires it; its reads fail meanwhile (nothing comes, or its session ends)
             with RtspReader(served.url, frame_timeout=60.0):
-                deadline = time.monotonic() + 60
-                while watch.retired == 0 and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                assert watch.retired == 1, "the wedged media was never retired"
+                assert watch.wait_retired(1, 60), "the wedged media was never retired"
+                assert watch.retired == 1
         finally:
             released.set()
         # the next reader gets a new media, and frames
