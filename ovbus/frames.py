@@ -98,19 +98,19 @@ def i420(
         planes.append(plane[:ph, :pw])
     if factor <= 1:
         out = np.empty((h * 3 // 2, w), np.uint8)
-        for src, dst in zip(planes, _plane_views(out, w, h), strict=True):
+        for src, dst in zip(planes, plane_views(out, w, h), strict=True):
             np.copyto(dst, src)
         return out
     import cv2
 
     nw, nh = (w // factor) & ~1, (h // factor) & ~1
     out = np.empty((nh * 3 // 2, nw), np.uint8)
-    for src, dst in zip(planes, _plane_views(out, nw, nh), strict=True):
+    for src, dst in zip(planes, plane_views(out, nw, nh), strict=True):
         cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_AREA)
     return out
 
 
-def _plane_views(yuv: npt.NDArray[np.uint8], w: int, h: int) -> list[npt.NDArray[np.uint8]]:
+def plane_views(yuv: npt.NDArray[np.uint8], w: int, h: int) -> list[npt.NDArray[np.uint8]]:
     """The Y, U and V planes of a contiguous I420 image ``(h * 3 / 2, w)``, as 2-D views."""
     flat = yuv.reshape(-1)
     size = (h // 2) * (w // 2)

@@ -167,7 +167,9 @@ class TopicKind:
         """The pattern as the docs show it: ``cameras/<cam>/detections``."""
         return "/".join(x.placeholder if isinstance(x, Param) else x for x in self.levels)
 
-    def format(self, values: Mapping[str, str], *, wildcard: bool = False, check: bool = True) -> str:
+    def format(
+        self, values: Mapping[str, str], *, wildcard: bool = False, check: bool = True
+    ) -> str:
         """The levels under the prefix, parameters from ``values``. A parameter not given is an
         error, or ``+`` for a ``wildcard``; ``check=False`` puts values in as they are (ACL
         patterns such as ``%c``)."""

@@ -25,7 +25,7 @@ from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.pipeline import Crops, ModelStatus, PipelineModel
 from services.infer.backend import Model
 from services.infer.decoders import Found, merge_tiles
-from services.infer.run import run_model
+from services.infer.run import Source, bgr, run_model
 
 Image = npt.NDArray[np.uint8]
 Region = tuple[int, int, int, int]
@@ -112,13 +112,14 @@ def run_on_crops(
 def run_step(
     model: Model,
     desc: ModelDescription,
-    image: Image,
+    image: Source,
     pm: PipelineModel,
     done: Sequence[Outcome],
     timeout: float = 10.0,
 ) -> ModelResult:
-    """One model of a pipeline on a frame, after the models in ``done`` (their outcomes on this
-    frame, in order): on the frame, or on the crops of the nearest earlier model ``pm.on.model``."""
+    """One model of a pipeline on a frame (BGR, or as decoded), after the models in ``done``
+    (their outcomes on this frame, in order): on the frame, or on the crops of the nearest
+    earlier model ``pm.on.model`` (cut from the frame in BGR)."""
     if pm.on is None:
         return run_model(model, desc, image, pm, timeout)
     source = next(((r, s) for r, s in reversed(done) if s.name == pm.on.model), None)
@@ -134,4 +135,4 @@ def run_step(
             f"model {pm.name!r} runs on crops of {pm.on.model!r}, which failed: {cause}"[:4096],
             code=status.error.code if status.error is not None else ErrorCode.INTERNAL,
         )
-    return run_on_crops(model, desc, image, pm, result, timeout)
+    return run_on_crops(model, desc, bgr(image), pm, result, timeout)

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
+from ovbus.frames import Frame
 from ovbus.log import get_logger
 from ovbus.payloads.detections import DetectedObject
 from ovbus.payloads.events import (
@@ -321,8 +322,10 @@ class ObjectEvents:
             self._life = Lifecycle(self.camera, self.node, *config)
 
     def process(
-        self, info: FrameInfo, objects: list[DetectedObject], image: npt.NDArray[np.uint8]
+        self, info: FrameInfo, objects: list[DetectedObject], image: npt.NDArray[np.uint8] | Frame
     ) -> None:
+        """One frame's objects through the tracker: events sent, best snapshots cut (from the
+        frame in BGR, converted only when an object has a better view)."""
         tracker, life = self._tracker, self._life
         if tracker is None or life is None:
             return
@@ -336,6 +339,8 @@ class ObjectEvents:
         out = life.step(info, step, tracker.object_id, dropped)
         if life.spec.snapshots:
             for oid in out.improved:
+                if isinstance(image, Frame):
+                    image = image.image
                 crop = snapshot_region(image, life.lives[oid].object.best_box)
                 if crop is not None:
                     self._pending[oid] = crop

@@ -87,8 +87,8 @@ class CameraResults:
             camera=self.camera,
             node=self.node,
             frame=frame.index,
-            width=frame.image.shape[1],
-            height=frame.image.shape[0],
+            width=frame.width,
+            height=frame.height,
             captured_at=frame.captured_at,
             captured_clock="rtcp-ntp" if frame.clock == "rtcp-ntp" else "arrival",
             models=list(results),
@@ -104,7 +104,7 @@ class CameraResults:
             self._publish_counts(self._counts.update(objects))
             self.events.configure(spec.tracking, spec.zones, spec.lines)  # events, objects
             info = FrameInfo(frame.index, frame.captured_at, doc.width, doc.height)
-            self.events.process(info, objects, frame.image)
+            self.events.process(info, objects, frame)
         if objects and spec.snapshots and self._snapshots.due(spec.snapshot_interval_s):
             self.publish(self.topics.snapshot(self.camera), annotate(frame.image, objects))
         self.figures.frame(doc.age_ms, [r.inference_ms for r in doc.models])

@@ -3,9 +3,9 @@
 the allowed folders (:func:`allowed_video`, :func:`video_frames`).
 
 The camera loop hands each processed frame to :meth:`Recorder.offer` (constant time: the newest
-frame per camera waits in a slot of one); the recorder's thread encodes the BGR image the models
-ran on (converted once, by the camera loop) with simplejpeg, at most ``fps`` times a second per
-camera. Each ring holds at most ``seconds`` of frames and ``max_bytes``; no frame is kept while
+frame per camera waits in a slot of one); the recorder's thread encodes the frame the models ran
+on in BGR (converted there, once, unless the camera loop needed it in BGR already) with
+simplejpeg, at most ``fps`` times a second per camera. Each ring holds at most ``seconds`` of frames and ``max_bytes``; no frame is kept while
 the system has less than ``min_free`` bytes of memory available (checked every few seconds:
 replay is off where memory is short).
 """

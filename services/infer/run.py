@@ -13,12 +13,21 @@ import numpy as np
 import numpy.typing as npt
 
 from ovbus.errors import ErrorCode, ModelError
+from ovbus.frames import Frame
 from ovbus.payloads.detections import ClassScore, DetectedObject, ModelResult
 from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.pipeline import PipelineModel, Tiling
 from services.infer.backend import Model
 from services.infer.decoders import Decoded, Found, decode, merge_tiles
-from services.infer.preprocess import fixed_shape, input_size, prepare, tiles
+from services.infer.preprocess import (
+    Meta,
+    Tensor,
+    fixed_shape,
+    input_size,
+    prepare,
+    prepare_i420,
+    tiles,
+)
 
 
 def input_name(model: Model, desc: ModelDescription) -> str:
@@ -49,7 +58,27 @@ def frame_size(model: Model, desc: ModelDescription, pm: PipelineModel) -> tuple
 
 
 Image = npt.NDArray[np.uint8]
-Detect = Callable[[Image], tuple[Decoded, float]]
+#: What a model runs on: a BGR image, or a decoded frame (pre-processed from its I420 planes
+#: while nobody has converted it to BGR: :func:`services.infer.preprocess.prepare_i420`).
+Source = Image | Frame
+Detect = Callable[[Source], tuple[Decoded, float]]
+
+
+def bgr(source: Source) -> Image:
+    """The source in BGR (a frame converted, once)."""
+    return source.image if isinstance(source, Frame) else source
+
+
+def prepare_source(
+    source: Source, desc: ModelDescription, shape: tuple[int, ...]
+) -> tuple[Tensor, Meta]:
+    """The model's input tensor for ``source``: a frame still in I420 is scaled plane by plane
+    and only the scaled pixels converted; anything else goes through its BGR pixels."""
+    if isinstance(source, Frame):
+        held, pixels = source.as_held()
+        if held == "i420" and (prepared := prepare_i420(pixels, desc, shape)) is not None:
+            return prepared
+    return prepare(bgr(source), desc, shape)
 
 
 def run_tiles(detect: Detect, image: Image, tiling: Tiling) -> tuple[Decoded, float]:
@@ -83,11 +112,11 @@ def as_input(tensor: npt.NDArray[np.float32], dtype: str) -> npt.NDArray[np.gene
 def run_model(
     model: Model,
     desc: ModelDescription,
-    image: npt.NDArray[np.uint8],
+    source: Source,
     pm: PipelineModel,
     timeout: float = 10.0,
 ) -> ModelResult:
-    """Run ``model`` on a BGR frame; raises ``ModelError``/``BackendError`` on any failure. A
+    """Run ``model`` on a BGR image or a decoded frame; raises ``ModelError``/``BackendError`` on any failure. A
     model on crops (``on``) runs in a pipeline (:func:`services.infer.crops.run_step`) only."""
     if pm.on is not None:
         raise ModelError(
@@ -96,15 +125,16 @@ def run_model(
         )
     name = input_name(model, desc)
 
-    def detect(frame: npt.NDArray[np.uint8]) -> tuple[Decoded, float]:
+    def detect(frame: Source) -> tuple[Decoded, float]:
         spec = model.inputs()[name]
-        tensor, meta = prepare(frame, desc, spec.shape)
+        tensor, meta = prepare_source(frame, desc, spec.shape)
         t0 = time.perf_counter()
         outputs = model.infer({name: as_input(tensor, spec.dtype)}, timeout=timeout)
         ms = (time.perf_counter() - t0) * 1000.0
         return decode(desc, outputs, meta, pm.threshold), ms
 
-    decoded, ms = detect(image) if pm.tiling is None else run_tiles(detect, image, pm.tiling)
+    tiling = pm.tiling
+    decoded, ms = detect(source) if tiling is None else run_tiles(detect, bgr(source), tiling)
     keep = set(pm.labels) if pm.labels is not None else None
     return ModelResult(
         name=pm.name,

@@ -75,7 +75,7 @@ class ModelServing:
             model = self.backend.model(pm.name, pm.version)
             self.need(model.nireq)
             desc = self.describe(pm.name)
-            result = run_step(model, desc, frame.image, pm, done, self.infer_timeout)
+            result = run_step(model, desc, frame, pm, done, self.infer_timeout)
         except OvbusError as e:
             info = ErrorInfo.of(e)
             if repr(pm.name) not in info.message:  # every error names its model

@@ -249,13 +249,18 @@ class ShadowRunner:
         with what dataset collection needs when the camera collects disagreements."""
         rule = spec.dataset
         meta = (rule, frame) if rule and rule.disagreement else None
-        self.offer(spec, frame.image, results, meta)
+        self.offer(spec, frame, results, meta)
 
     def offer(
-        self, spec: PipelineSpec, image: Image, results: Sequence[ModelResult], meta: object = None
+        self,
+        spec: PipelineSpec,
+        image: Image | Frame,
+        results: Sequence[ModelResult],
+        meta: object = None,
     ) -> None:
         """The serving results of a frame: the candidate runs on it if it is free (constant
-        time: never waits for the candidate); ``meta`` goes back to :attr:`compared`."""
+        time: never waits for the candidate); ``meta`` goes back to :attr:`compared`. A frame
+        is converted to BGR only when the candidate takes it."""
         shadow = spec.shadow
         if shadow is None:
             if self._spec is not None:
@@ -277,7 +282,8 @@ class ShadowRunner:
                 self._tally.skipped += 1
                 return
             self._busy = True
-            self._job = _Job(shadow, candidate_model(shadow, pm), serving, image, meta)
+            pixels = image.image if isinstance(image, Frame) else image
+            self._job = _Job(shadow, candidate_model(shadow, pm), serving, pixels, meta)
         self._ensure_thread()
         self._wake.set()
 
