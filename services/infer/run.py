@@ -61,7 +61,7 @@ Image = npt.NDArray[np.uint8]
 #: What a model runs on: a BGR image, or a decoded frame (pre-processed from its I420 planes
 #: while nobody has converted it to BGR: :func:`services.infer.preprocess.prepare_i420`).
 Source = Image | Frame
-Detect = Callable[[Source], tuple[Decoded, float]]
+Detect = Callable[[Image], tuple[Decoded, float]]
 
 
 def bgr(source: Source) -> Image:

@@ -72,7 +72,8 @@ def test_the_tensor_from_the_planes_is_the_tensor_from_bgr(
     prepared = prepare_i420(yuv, desc, shape)
     assert prepared is not None
     tensor, meta = prepared
-    expected, expected_meta = prepare(cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420), desc, shape)
+    bgr = np.asarray(cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420), np.uint8)
+    expected, expected_meta = prepare(bgr, desc, shape)
     assert meta == expected_meta
     assert tensor.shape == expected.shape and tensor.dtype == np.float32
     diff = np.abs(tensor - expected) * 127.5  # in pixel levels
@@ -121,7 +122,8 @@ def test_a_decoded_frame_runs_unconverted_and_finds_the_faces_bgr_finds(
         frame = Frame(yuv, 1, 0.0, "arrival", 0.0)
         from_planes = run_model(model, FULL_RANGE, frame, pm)
         assert frame.as_held()[0] == "i420"  # the model ran without a BGR conversion
-        from_bgr = run_model(model, FULL_RANGE, cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420), pm)
+        bgr = np.asarray(cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420), np.uint8)
+        from_bgr = run_model(model, FULL_RANGE, bgr, pm)
         assert len(from_bgr.objects) == 2
         assert len(from_planes.objects) == len(from_bgr.objects)
         for a in from_bgr.objects:

@@ -46,9 +46,11 @@ def test_every_documented_topic_parses_to_its_kind() -> None:
 
 def test_every_kind_of_topic_is_documented_in_both_tables() -> None:
     rows = documented_rows()
-    assert {k.doc_pattern for k in KINDS} == set(rows) == {
-        Topics.kind(kind).doc_pattern for kind in POLICY
-    }
+    assert (
+        {k.doc_pattern for k in KINDS}
+        == set(rows)
+        == {Topics.kind(kind).doc_pattern for kind in POLICY}
+    )
     for kind in KINDS:
         topics_row, access_row = rows[kind.doc_pattern]
         assert kind.description in topics_row and f"| {kind.qos} |" in topics_row

@@ -168,12 +168,16 @@ def as_lines(access: dict[str, set[str]]) -> set[str]:
 def test_acl_is_the_grants_of_the_schema() -> None:
     t = Topics("ovbus")
     acl = acl_sections(render(USERS, "ovbus"))
-    assert set(acl[""]) == {
-        f"pattern {g.access} {t.pattern(k, client='%c')}"
-        for k in KINDS
-        for g in k.acl
-        if g.scope == "self"
-    } == {"pattern read ovbus/replies/%c", "pattern read ovbus/replies/%c/stream"}
+    assert (
+        set(acl[""])
+        == {
+            f"pattern {g.access} {t.pattern(k, client='%c')}"
+            for k in KINDS
+            for g in k.acl
+            if g.scope == "self"
+        }
+        == {"pattern read ovbus/replies/%c", "pattern read ovbus/replies/%c/stream"}
+    )
     ha = {"infer": "topic readwrite homeassistant/#", "viewer": "topic read homeassistant/#"}
     for user in USERS:
         lines = set(acl[user.name]) - {ha.get(user.role, "")}
@@ -230,7 +234,16 @@ def test_a_declaration_that_does_not_fit_is_refused() -> None:
         TopicKind("x", "{camera}/x", TEXT, 0, False, None, "", "", builder="x")
     with pytest.raises(SchemaError, match="needs a camera"):
         TopicKind(
-            "x", "zoo/x", TEXT, 0, False, None, "", "", builder="x", acl=writes("capture", scope="cameras")
+            "x",
+            "zoo/x",
+            TEXT,
+            0,
+            False,
+            None,
+            "",
+            "",
+            builder="x",
+            acl=writes("capture", scope="cameras"),
         )
     with pytest.raises(SchemaError, match="self"):
         TopicKind(
