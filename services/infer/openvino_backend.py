@@ -1,10 +1,8 @@
 """The ``openvino`` backend: the OpenVINO runtime in-process, reading the models folder as OVMS.
 
 Each model version is compiled once for its ``target_device`` with the THROUGHPUT or LATENCY
-hint and run on a pool of ``nireq`` infer requests (default: the device's optimal number), shared
-by the cameras: each caller starts a free request and waits on it in OpenVINO with the GIL
-released (no Python callback on OpenVINO's threads); the scheduler keeps ``nireq + 1``
-detections in flight.
+hint and run through an ``AsyncInferQueue`` of ``nireq`` requests (default: the device's
+optimal number), shared by the cameras; the scheduler keeps ``nireq + 1`` detections in flight.
 ``infer_threads`` sets ``INFERENCE_NUM_THREADS`` unless ``plugin_config`` does. A watcher polls
 ``config.json`` and the model folders every ``poll_s`` s and reloads a changed model, swapped in
 atomically, at a lower CPU priority than serving; compiles go through OpenVINO's model cache
@@ -13,10 +11,8 @@ atomically, at a lower CPU priority than serving; compiles go through OpenVINO's
 from __future__ import annotations
 
 import hashlib
-import queue
 import threading
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +38,13 @@ log = get_logger(__name__)
 
 #: Seconds a replaced model version stays open for the inferences that took it before the swap.
 CLOSE_AFTER_S = 15.0
+
+
+@dataclass(slots=True)
+class _Slot:
+    event: threading.Event = field(default_factory=threading.Event)
+    outputs: dict[str, Array] | None = None
+    error: str | None = None
 
 
 def _partial(shape: tuple[Dim, ...]) -> ov.PartialShape:
@@ -102,7 +105,7 @@ def apply_layout(model: Any, layouts: dict[str, Layout] | Layout) -> Any:
 
 
 class OpenVINOModel:
-    """One compiled model version with its pool of infer requests."""
+    """One compiled model version with its asynchronous request queue."""
 
     backend = "openvino"
 
@@ -134,7 +137,7 @@ class OpenVINOModel:
             nireq = cfg.nireq or int(
                 self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
             )
-            self._requests = [self._compiled.create_infer_request() for _ in range(nireq)]
+            self._queue = ov.AsyncInferQueue(self._compiled, nireq)
         except OvbusError:
             raise
         except Exception as e:  # OpenVINO raises RuntimeError and friends
@@ -146,10 +149,9 @@ class OpenVINOModel:
         self.nireq = nireq
         self._inputs = {s.name: s for s in map(TensorSpec.of, self._compiled.inputs)}
         self._outputs = [TensorSpec.of(p) for p in self._compiled.outputs]
-        self._idle: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()
-        for request in self._requests:
-            self._idle.put(request)
+        self._queue.set_callback(self._done)
         self._closed = False
+        self._submit = threading.Lock()
 
     def inputs(self) -> dict[str, TensorSpec]:
         return dict(self._inputs)
@@ -157,69 +159,40 @@ class OpenVINOModel:
     def outputs(self) -> dict[str, TensorSpec]:
         return {s.name: s for s in self._outputs}
 
+    def _done(self, request: ov.InferRequest, slot: _Slot) -> None:
+        try:
+            slot.outputs = {
+                spec.name: np.array(request.get_output_tensor(i).data, copy=True)
+                for i, spec in enumerate(self._outputs)
+            }
+        except Exception as e:
+            slot.error = f"{type(e).__name__}: {e}"
+        slot.event.set()
+
     def infer(self, inputs: dict[str, Array], timeout: float = 10.0) -> dict[str, Array]:
-        """Run on a request of the pool, in the calling thread: it waits in OpenVINO (the GIL
-        released) and copies the outputs itself, so no OpenVINO thread ever takes the GIL for
-        a callback; at most ``nireq`` callers run at once, the next waits for a free request."""
         if self._closed:
             raise BackendError(f"model {self.name!r} version {self.version} was unloaded")
-        deadline = time.monotonic() + timeout
+        slot = _Slot()
         try:
-            request = self._idle.get(timeout=timeout)
-        except queue.Empty:
+            with self._submit:  # AsyncInferQueue.start_async is not safe across threads
+                # the request reads the caller's arrays (kept alive until the result): no copy
+                self._queue.start_async(inputs, slot, share_inputs=True)
+        except Exception as e:
+            raise ModelError(
+                f"model {self.name!r} refused its inputs: {e}", code=ErrorCode.MODEL_OUTPUT_MISMATCH
+            ) from e
+        if not slot.event.wait(timeout):
             raise BackendError(
-                f"model {self.name!r}: no free request within {timeout:.1f} s",
-                code=ErrorCode.TIMEOUT,
-            ) from None
-        try:
-            try:
-                # the request reads the caller's arrays (alive until it is done): no copy
-                request.start_async(inputs, share_inputs=True)
-            except Exception as e:
-                raise ModelError(
-                    f"model {self.name!r} refused its inputs: {e}",
-                    code=ErrorCode.MODEL_OUTPUT_MISMATCH,
-                ) from e
-            try:
-                left_ms = max(1, round((deadline - time.monotonic()) * 1000))
-                finished = request.wait_for(left_ms)
-                outputs = {
-                    spec.name: np.array(request.get_output_tensor(i).data, copy=True)
-                    for i, spec in enumerate(self._outputs)
-                } if finished else None  # fmt: skip
-            except Exception as e:  # the inference failed: OpenVINO raises it from wait
-                raise BackendError(
-                    f"model {self.name!r} failed to run: {type(e).__name__}: {e}"
-                ) from e
-            if outputs is None:
-                threading.Thread(target=self._reclaim, args=(request,), daemon=True).start()
-                request = None  # back to the pool when it is done
-                raise BackendError(
-                    f"model {self.name!r}: no result within {timeout:.1f} s",
-                    code=ErrorCode.TIMEOUT,
-                )
-            return outputs
-        finally:
-            if request is not None:
-                self._idle.put(request)
-
-    def _reclaim(self, request: ov.InferRequest) -> None:
-        """A request that outlived its caller's timeout goes back to the pool once done."""
-        try:
-            request.wait()
-        except Exception as e:  # its failure was the timed-out caller's; logged only
-            log.warning("late inference failed", model=self.name, error=str(e)[:200])
-        self._idle.put(request)
+                f"model {self.name!r}: no result within {timeout:.1f} s", code=ErrorCode.TIMEOUT
+            )
+        if slot.error is not None or slot.outputs is None:
+            raise BackendError(f"model {self.name!r} failed to run: {slot.error}")
+        return slot.outputs
 
     def close(self) -> None:
-        """No new inference; returns when the ones running are done."""
         if not self._closed:
             self._closed = True
-            for request in self._requests:
-                try:
-                    request.wait()
-                except Exception:  # its failure was its caller's
-                    log.debug("inference failed while closing", model=self.name)
+            self._queue.wait_all()
 
 
 @dataclass(slots=True)
