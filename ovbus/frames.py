@@ -4,7 +4,6 @@ OpenCV is imported on the first BGR conversion."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Final, Literal
 
 import numpy as np
@@ -21,19 +20,31 @@ def ntp_ns_to_unix(ntp_ns: int) -> float:
     return ntp_ns / 1e9 - NTP_UNIX_OFFSET_S
 
 
-@dataclass(slots=True)
 class Frame:
-    """A decoded frame, kept as it was decoded (I420, shape ``(h * 3 / 2, w)``); :attr:`image`
-    converts it to BGR on first use, so a frame replaced before anyone took it (skipped) never
-    pays for the conversion. ``captured_at`` is Unix seconds; ``clock`` says where it came from:
-    ``rtcp-ntp`` (the capture node's sender reports) or ``arrival`` (before the first report)."""
+    """A decoded frame, kept as it was decoded: I420 (what H.264 decodes to, shape
+    ``(h * 3 / 2, w)``) or BGR (a JPEG, :meth:`from_bgr`). Each form is made from the other on
+    first use only (:attr:`image`, :attr:`yuv`), so a frame replaced before anyone took it
+    (skipped), or run by a model straight from its planes, never pays for a conversion.
+    ``captured_at`` is Unix seconds; ``clock`` says where it came from: ``rtcp-ntp`` (the
+    capture node's sender reports) or ``arrival`` (before the first report)."""
 
-    yuv: npt.NDArray[np.uint8]
-    index: int
-    captured_at: float
-    clock: FrameClock
-    received_at: float
-    _bgr: npt.NDArray[np.uint8] | None = field(default=None, repr=False)
+    __slots__ = ("_bgr", "_yuv", "captured_at", "clock", "index", "received_at")
+
+    def __init__(
+        self,
+        yuv: npt.NDArray[np.uint8],
+        index: int,
+        captured_at: float,
+        clock: FrameClock,
+        received_at: float,
+        _bgr: npt.NDArray[np.uint8] | None = None,
+    ) -> None:
+        self._yuv: npt.NDArray[np.uint8] | None = yuv
+        self.index = index
+        self.captured_at = captured_at
+        self.clock: FrameClock = clock
+        self.received_at = received_at
+        self._bgr = _bgr
 
     @classmethod
     def from_bgr(
@@ -44,13 +55,29 @@ class Frame:
         clock: FrameClock,
         received_at: float,
     ) -> Frame:
-        """A frame decoded to BGR (a JPEG): BGR as it is, I420 made from it (even size)."""
-        import cv2
-
+        """A frame decoded to BGR (a JPEG), cut to an even size (I420's, made when asked)."""
         h, w = bgr.shape[0] - bgr.shape[0] % 2, bgr.shape[1] - bgr.shape[1] % 2
-        bgr = np.ascontiguousarray(bgr[:h, :w])
-        yuv = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
-        return cls(yuv, index, captured_at, clock, received_at, bgr)
+        frame = cls.__new__(cls)
+        frame._yuv, frame._bgr = None, np.ascontiguousarray(bgr[:h, :w])
+        frame.index, frame.captured_at, frame.clock = index, captured_at, clock
+        frame.received_at = received_at
+        return frame
+
+    def __repr__(self) -> str:
+        return (
+            f"Frame(index={self.index}, {self.width}x{self.height}, "
+            f"captured_at={self.captured_at}, clock={self.clock!r})"
+        )
+
+    @property
+    def yuv(self) -> npt.NDArray[np.uint8]:
+        """The frame in I420 ``(h * 3 / 2, w)``, converted once."""
+        if self._yuv is None:
+            import cv2
+
+            assert self._bgr is not None  # one of the two is always held
+            self._yuv = np.asarray(cv2.cvtColor(self._bgr, cv2.COLOR_BGR2YUV_I420), np.uint8)
+        return self._yuv
 
     @property
     def image(self) -> npt.NDArray[np.uint8]:
@@ -70,10 +97,14 @@ class Frame:
 
     @property
     def width(self) -> int:
+        if self._yuv is None and self._bgr is not None:
+            return int(self._bgr.shape[1])
         return int(self.yuv.shape[1])
 
     @property
     def height(self) -> int:
+        if self._yuv is None and self._bgr is not None:
+            return int(self._bgr.shape[0])
         return int(self.yuv.shape[0] * 2 // 3)
 
 

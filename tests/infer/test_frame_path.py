@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ovbus import mapped
-from ovbus.frames import i420, shrink_i420
+from ovbus.frames import Frame, i420, shrink_i420
 from ovbus.rtsp import Pending, RtspReader
 from ovbus.rtsp_pipeline import init, video_info
 from tests.stack import make_video
@@ -136,3 +136,23 @@ def test_the_worker_runs_opencv_in_its_own_threads_only() -> None:
         assert cv2.getNumThreads() == 1
     finally:
         cv2.setNumThreads(before)
+
+
+def test_a_frame_is_converted_only_to_the_form_asked_for() -> None:
+    """A JPEG's frame (BGR) makes its I420 only when asked, and a decoded H.264 frame (I420)
+    its BGR: each once, each the other's OpenCV conversion, the size known without either."""
+    rng = np.random.default_rng(3)
+    bgr = rng.integers(0, 256, (361, 641, 3), dtype=np.uint8)  # odd: cut to 640x360
+    jpeg_frame = Frame.from_bgr(bgr, 1, 10.0, "arrival", 10.5)
+    assert (jpeg_frame.width, jpeg_frame.height) == (640, 360)
+    assert jpeg_frame.as_held()[0] == "bgr" and jpeg_frame._yuv is None
+    yuv = jpeg_frame.yuv
+    assert np.array_equal(yuv, cv2.cvtColor(np.ascontiguousarray(bgr[:360, :640]),
+                                            cv2.COLOR_BGR2YUV_I420))  # fmt: skip
+    assert jpeg_frame.yuv is yuv  # once
+    h264_frame = Frame(yuv, 2, 11.0, "rtcp-ntp", 11.2)
+    assert h264_frame.as_held()[0] == "i420" and (h264_frame.width, h264_frame.height) == (640, 360)
+    image = h264_frame.image
+    assert np.array_equal(image, cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420))
+    assert h264_frame.image is image and h264_frame.as_held()[0] == "bgr"
+    assert "640x360" in repr(h264_frame)
