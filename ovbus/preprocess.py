@@ -20,6 +20,9 @@ from ovbus.payloads.model import ModelDescription
 
 Image = npt.NDArray[np.uint8]
 Tensor = npt.NDArray[np.float32]
+#: What a model takes: ``(pixel - mean) / scale`` in float32, or the pixels themselves in
+#: uint8 (``raw``: a uint8 input with mean 0 and scale 1, such as TensorFlow's detection graphs).
+Input = npt.NDArray[np.float32] | npt.NDArray[np.uint8]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +125,24 @@ def _pad(desc: ModelDescription) -> int:
     return pad
 
 
-def _tensor(image: Image, desc: ModelDescription) -> Tensor:
+def takes_raw_pixels(desc: ModelDescription, dtype: str) -> bool:
+    """Whether an input of element type ``dtype`` takes the pixels as they are: uint8, and the
+    description's mean 0 and scale 1 (no float tensor to make and round back)."""
+    return (
+        dtype.lower() in ("uint8", "u8")
+        and all(m == 0 for m in desc.mean)
+        and all(s == 1 for s in desc.scale)
+    )
+
+
+def _tensor(image: Image, desc: ModelDescription, raw: bool = False) -> Input:
     """The input-sized image (in the model's colour order) -> ``(pixel - mean) / scale`` in the
-    model's layout, batch 1."""
+    model's layout, batch 1 (``raw``: the uint8 pixels in that layout)."""
     import cv2
+
+    if raw:
+        pixels = image.transpose(2, 0, 1) if desc.layout == "NCHW" else image
+        return np.ascontiguousarray(pixels[np.newaxis], dtype=np.uint8)
 
     if not all(desc.scale):
         raise ModelError(f"the model description's scale {desc.scale} holds a zero")
@@ -146,8 +163,11 @@ def _tensor(image: Image, desc: ModelDescription) -> Tensor:
     return np.ascontiguousarray(tensor[np.newaxis], dtype=np.float32)
 
 
-def prepare(frame: Image, desc: ModelDescription, shape: tuple[int, ...]) -> tuple[Tensor, Meta]:
-    """A BGR ``uint8`` frame -> the model's input tensor (batch 1) and the mapping back."""
+def prepare(
+    frame: Image, desc: ModelDescription, shape: tuple[int, ...], *, raw: bool = False
+) -> tuple[Input, Meta]:
+    """A BGR ``uint8`` frame -> the model's input tensor (batch 1) and the mapping back;
+    ``raw``: the pixels in uint8 (:func:`takes_raw_pixels`)."""
     if frame.ndim != 3 or frame.shape[2] != 3:
         raise ModelError(f"frame must be HxWx3 BGR, got shape {list(frame.shape)}")
     width, height = input_size(fixed_shape(shape, desc), desc.layout)
@@ -156,12 +176,12 @@ def prepare(frame: Image, desc: ModelDescription, shape: tuple[int, ...]) -> tup
     image, meta = resize(frame, width, height, desc.resize, _pad(desc))
     if desc.color == "RGB":
         image = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), dtype=np.uint8)
-    return _tensor(image, desc), meta
+    return _tensor(image, desc, raw), meta
 
 
 def prepare_i420(
-    yuv: Image, desc: ModelDescription, shape: tuple[int, ...]
-) -> tuple[Tensor, Meta] | None:
+    yuv: Image, desc: ModelDescription, shape: tuple[int, ...], *, raw: bool = False
+) -> tuple[Input, Meta] | None:
     """An I420 frame ``(h * 3 / 2, w)`` -> what :func:`prepare` makes of it in BGR, without
     converting the frame: each plane is scaled to the frame's size in the input, and only those
     pixels are converted (for a 720p frame and a 192 px input, a twentieth of them). ``None``
@@ -182,7 +202,7 @@ def prepare_i420(
         cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
     code = cv2.COLOR_YUV2RGB_I420 if desc.color == "RGB" else cv2.COLOR_YUV2BGR_I420
     scaled = np.asarray(cv2.cvtColor(small, code), dtype=np.uint8)
-    return _tensor(_placed(scaled, meta, pad), desc), meta
+    return _tensor(_placed(scaled, meta, pad), desc, raw), meta
 
 
 def tiles(

@@ -3,6 +3,7 @@ too); the infer worker's modules import it from here."""
 
 from ovbus.preprocess import (
     Image,
+    Input,
     Meta,
     Tensor,
     fixed_shape,
@@ -10,11 +11,13 @@ from ovbus.preprocess import (
     prepare,
     prepare_i420,
     resize,
+    takes_raw_pixels,
     tiles,
 )
 
 __all__ = [
     "Image",
+    "Input",
     "Meta",
     "Tensor",
     "fixed_shape",
@@ -22,5 +25,6 @@ __all__ = [
     "prepare",
     "prepare_i420",
     "resize",
+    "takes_raw_pixels",
     "tiles",
 ]

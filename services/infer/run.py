@@ -20,12 +20,13 @@ from ovbus.payloads.pipeline import PipelineModel, Tiling
 from services.infer.backend import Model
 from services.infer.decoders import Decoded, Found, decode, merge_tiles
 from services.infer.preprocess import (
+    Input,
     Meta,
-    Tensor,
     fixed_shape,
     input_size,
     prepare,
     prepare_i420,
+    takes_raw_pixels,
     tiles,
 )
 
@@ -70,15 +71,19 @@ def bgr(source: Source) -> Image:
 
 
 def prepare_source(
-    source: Source, desc: ModelDescription, shape: tuple[int, ...]
-) -> tuple[Tensor, Meta]:
+    source: Source, desc: ModelDescription, shape: tuple[int, ...], dtype: str = "f32"
+) -> tuple[Input, Meta]:
     """The model's input tensor for ``source``: a frame still in I420 is scaled plane by plane
-    and only the scaled pixels converted; anything else goes through its BGR pixels."""
+    and only the scaled pixels converted; anything else goes through its BGR pixels. An input
+    of element type ``dtype`` that takes raw pixels gets them in uint8 (no float round trip)."""
+    raw = takes_raw_pixels(desc, dtype)
     if isinstance(source, Frame):
         held, pixels = source.as_held()
-        if held == "i420" and (prepared := prepare_i420(pixels, desc, shape)) is not None:
-            return prepared
-    return prepare(bgr(source), desc, shape)
+        if held == "i420":
+            prepared = prepare_i420(pixels, desc, shape, raw=raw)
+            if prepared is not None:
+                return prepared
+    return prepare(bgr(source), desc, shape, raw=raw)
 
 
 def run_tiles(detect: Detect, image: Image, tiling: Tiling) -> tuple[Decoded, float]:
@@ -102,10 +107,11 @@ def run_tiles(detect: Detect, image: Image, tiling: Tiling) -> tuple[Decoded, fl
     return Decoded(objects=merge_tiles(parts, tiling.iou)), total_ms
 
 
-def as_input(tensor: npt.NDArray[np.float32], dtype: str) -> npt.NDArray[np.generic]:
-    """The pre-processed tensor in the input's element type (``uint8`` graphs take raw pixels)."""
-    if dtype.lower() in ("uint8", "u8"):
-        return np.clip(np.rint(tensor), 0, 255).astype(np.uint8)
+def as_input(tensor: Input, dtype: str) -> Input:
+    """The pre-processed tensor in the input's element type (``uint8`` graphs take raw pixels:
+    given as they are, or rounded from a float tensor)."""
+    if tensor.dtype != np.uint8 and dtype.lower() in ("uint8", "u8"):
+        return np.asarray(np.clip(np.rint(tensor), 0, 255), dtype=np.uint8)
     return tensor
 
 
@@ -127,7 +133,7 @@ def run_model(
 
     def detect(frame: Source) -> tuple[Decoded, float]:
         spec = model.inputs()[name]
-        tensor, meta = prepare_source(frame, desc, spec.shape)
+        tensor, meta = prepare_source(frame, desc, spec.shape, spec.dtype)
         t0 = time.perf_counter()
         outputs = model.infer({name: as_input(tensor, spec.dtype)}, timeout=timeout)
         ms = (time.perf_counter() - t0) * 1000.0

@@ -18,7 +18,7 @@ from ovbus.frames import Frame
 from ovbus.metrics import iou
 from ovbus.payloads import ModelDescription
 from ovbus.payloads.pipeline import PipelineModel
-from ovbus.preprocess import prepare, prepare_i420
+from ovbus.preprocess import prepare, prepare_i420, takes_raw_pixels
 from services.infer.openvino_backend import OpenVINOBackend
 from services.infer.run import run_model
 from tests import assets
@@ -129,3 +129,31 @@ def test_a_decoded_frame_runs_unconverted_and_finds_the_faces_bgr_finds(
         for a in from_bgr.objects:
             best = max(from_planes.objects, key=lambda b: iou(a.box, b.box))
             assert iou(a.box, best.box) > 0.85 and abs(a.score - best.score) < 0.1
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_a_uint8_input_with_no_normalisation_gets_the_pixels_without_a_float_round_trip(
+    photo: np.ndarray, layout: str
+) -> None:
+    """TensorFlow's detection graphs (the room person model) take uint8 pixels, mean 0 and
+    scale 1: they get exactly the pixels the float tensor rounded back would hold, from BGR and
+    from the planes alike; a uint8 input with a mean, or a float input, keeps the float path."""
+    desc = ModelDescription.model_validate(
+        {"kind": "tf_detection", "labels": ["person"], "layout": layout, "color": "RGB",
+         "mean": [0, 0, 0], "scale": [1, 1, 1], "resize": "stretch"}
+    )  # fmt: skip
+    shape = (1, 300, 300, 3) if layout == "NHWC" else (1, 3, 300, 300)
+    assert takes_raw_pixels(desc, "uint8") and takes_raw_pixels(desc, "u8")
+    assert not takes_raw_pixels(desc, "f32")
+    assert not takes_raw_pixels(desc.model_copy(update={"mean": [127.5] * 3}), "uint8")
+    yuv = _i420(photo, 640, 360)
+    bgr = np.asarray(cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420), np.uint8)
+    floats, _ = prepare(bgr, desc, shape)
+    pixels, _ = prepare(bgr, desc, shape, raw=True)
+    assert pixels.dtype == np.uint8 and pixels.flags.c_contiguous
+    assert np.array_equal(pixels, np.clip(np.rint(floats), 0, 255).astype(np.uint8))
+    from_planes = prepare_i420(yuv, desc, shape, raw=True)
+    float_planes = prepare_i420(yuv, desc, shape)
+    assert from_planes is not None and float_planes is not None
+    assert from_planes[0].dtype == np.uint8
+    assert np.array_equal(from_planes[0], float_planes[0].astype(np.uint8))
