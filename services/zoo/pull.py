@@ -33,7 +33,7 @@ from services.zoo import config_store as cfg
 from services.zoo import sources
 from services.zoo.catalog import Catalog, CatalogEntry
 from services.zoo.config_store import ConfigStore
-from services.zoo.convert import convert, framework_of
+from services.zoo.convert import convert, framework_of, static_shape
 from services.zoo.ir_check import check_outputs, check_weights, ir_outputs
 from services.zoo.layout import DESCRIPTION, ModelsFolder
 
@@ -243,6 +243,7 @@ def execute(
             )
         if (built / "model.xml").is_file():  # IR: its outputs are known without OpenVINO
             check_outputs(p.name, p.description, ir_outputs(built / "model.xml"))
+        shape = static_shape(ports, p.description)  # a dynamic input its description fixes
         files = {child.name: child.stat().st_size for child in sorted(built.iterdir())}
         published = folder.publish_version(p.name, p.version, built)
         folder.write_description(p.name, p.description)
@@ -255,6 +256,8 @@ def execute(
             extra: dict[str, Any] = {"model_version_policy": None} if reset else {}
             if kept is not None:  # the new version published beside the served one, unserved
                 extra["model_version_policy"] = {"specific": {"versions": [kept]}}
+            if shape is not None and (current is None or "shape" not in current):
+                extra["shape"] = shape  # a shape set by hand stays
             cfg.upsert(doc, p.name, folder.base_path(p.name, models_dir), **extra)
 
         def served(entry: dict[str, Any], new: int) -> int | None:

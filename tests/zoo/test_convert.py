@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from ovbus.errors import ErrorCode, StoreError
-from ovbus.payloads.zoo_results import Port
-from services.zoo.convert import convert
+from ovbus.payloads.zoo_results import Port, Ports
+from services.zoo.catalog import Catalog
+from services.zoo.convert import convert, static_shape
 from tests import assets
 from tests.zoo.onnx_writer import matmul_model
 
@@ -146,3 +147,24 @@ def test_cancel_ends_the_converter(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert outcome[0].code == ErrorCode.CONVERSION_FAILED
     assert "cancelled" in outcome[0].message  # not the timeout: the cancel ended it
     assert gone(pid)
+
+
+def test_a_dynamic_input_the_description_fixes_gets_a_static_shape() -> None:
+    """The zoo writes ``shape`` for a converted model whose one image input is dynamic and whose
+    description says its size (TensorFlow's detection graphs take any size): OpenVINO then runs
+    it static, as the pipeline feeds it. Anything else is left as the model has it."""
+    room = Catalog().get("person-detection-ssdlite").description
+    face = Catalog().get("blazeface-full-range").description
+
+    def ports(*shapes: str) -> Ports:
+        return Ports(inputs=[Port(name=f"in{i}", shape=s, type="u8") for i, s in enumerate(shapes)])
+
+    assert static_shape(ports("[?,?,?,3]"), room) == "(1,300,300,3)"
+    assert static_shape(ports("[?,3,?,?]"), room.model_copy(update={"layout": "NCHW"})) == (
+        "(1,3,300,300)"
+    )
+    assert static_shape(ports("[1,192,192,3]"), face) is None  # static already
+    assert static_shape(ports("[?,?,?,3]"), room.model_copy(update={"options": {}})) is None
+    assert static_shape(ports("[1..8,?,?,3]"), room) is None  # a range: left to the user
+    assert static_shape(ports("[?,?,?,3]", "[?]"), room) is None  # more than one input
+    assert static_shape(Ports(), room) is None  # an IR pulled as it is: no ports known

