@@ -28,7 +28,7 @@ class Frame:
     ``captured_at`` is Unix seconds; ``clock`` says where it came from: ``rtcp-ntp`` (the
     capture node's sender reports) or ``arrival`` (before the first report)."""
 
-    __slots__ = ("_bgr", "_yuv", "captured_at", "clock", "index", "received_at")
+    __slots__ = ("_bgr", "_planar", "_yuv", "captured_at", "clock", "index", "received_at")
 
     def __init__(
         self,
@@ -40,6 +40,7 @@ class Frame:
         _bgr: npt.NDArray[np.uint8] | None = None,
     ) -> None:
         self._yuv: npt.NDArray[np.uint8] | None = yuv
+        self._planar = True  # decoded to I420
         self.index = index
         self.captured_at = captured_at
         self.clock: FrameClock = clock
@@ -59,6 +60,7 @@ class Frame:
         h, w = bgr.shape[0] - bgr.shape[0] % 2, bgr.shape[1] - bgr.shape[1] % 2
         frame = cls.__new__(cls)
         frame._yuv, frame._bgr = None, np.ascontiguousarray(bgr[:h, :w])
+        frame._planar = False
         frame.index, frame.captured_at, frame.clock = index, captured_at, clock
         frame.received_at = received_at
         return frame
@@ -87,6 +89,13 @@ class Frame:
 
             self._bgr = np.asarray(cv2.cvtColor(self.yuv, cv2.COLOR_YUV2BGR_I420), dtype=np.uint8)
         return self._bgr
+
+    @property
+    def planes(self) -> npt.NDArray[np.uint8] | None:
+        """The I420 planes of a frame decoded to I420 (``None`` for a JPEG's frame): what a
+        model is pre-processed from, whether or not anything converted the frame to BGR since,
+        so a frame gives a model the same input in every thread."""
+        return self._yuv if self._planar else None
 
     def as_held(self) -> tuple[Literal["bgr", "i420"], npt.NDArray[np.uint8]]:
         """The frame as it is held, converting nothing: BGR if it was converted (or decoded

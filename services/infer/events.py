@@ -324,8 +324,6 @@ class ObjectEvents:
     def process(
         self, info: FrameInfo, objects: list[DetectedObject], image: npt.NDArray[np.uint8] | Frame
     ) -> None:
-        """One frame's objects through the tracker: events sent, best snapshots cut (from the
-        frame in BGR, converted only when an object has a better view)."""
         tracker, life = self._tracker, self._life
         if tracker is None or life is None:
             return
@@ -339,9 +337,8 @@ class ObjectEvents:
         out = life.step(info, step, tracker.object_id, dropped)
         if life.spec.snapshots:
             for oid in out.improved:
-                if isinstance(image, Frame):
-                    image = image.image
-                crop = snapshot_region(image, life.lives[oid].object.best_box)
+                pixels = image.image if isinstance(image, Frame) else image  # BGR only now
+                crop = snapshot_region(pixels, life.lives[oid].object.best_box)
                 if crop is not None:
                     self._pending[oid] = crop
         self._send(out)

@@ -17,8 +17,8 @@ from ovbus.payloads.detections import ModelResult
 from ovbus.payloads.pipeline import PipelineSpec
 from services.infer.collect import disagree
 from services.infer.replay import Recorder
+from services.infer.run import Source
 from services.infer.settings import InferSettings
-from services.infer.shadow import Image
 
 
 class Keeper(Protocol):
@@ -59,7 +59,7 @@ class Recording:
         if rule is not None:  # docs/flywheel.md
             self.collector.offer(self.camera, rule, frame, results)
 
-    def disagreement(self, image: Image, serving: ModelResult, candidate: ModelResult,
+    def disagreement(self, image: Source, serving: ModelResult, candidate: ModelResult,
                      iou: float, meta: object) -> None:  # fmt: skip
         """A shadow comparison of ``image`` (``meta``: the rule and the frame the shadow was
         offered with): the frame is collected when the two models disagree on it."""

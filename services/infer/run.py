@@ -77,12 +77,11 @@ def prepare_source(
     and only the scaled pixels converted; anything else goes through its BGR pixels. An input
     of element type ``dtype`` that takes raw pixels gets them in uint8 (no float round trip)."""
     raw = takes_raw_pixels(desc, dtype)
-    if isinstance(source, Frame):
-        held, pixels = source.as_held()
-        if held == "i420":
-            prepared = prepare_i420(pixels, desc, shape, raw=raw)
-            if prepared is not None:
-                return prepared
+    planes = source.planes if isinstance(source, Frame) else None
+    if planes is not None:
+        prepared = prepare_i420(planes, desc, shape, raw=raw)
+        if prepared is not None:
+            return prepared
     return prepare(bgr(source), desc, shape, raw=raw)
 
 

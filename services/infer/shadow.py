@@ -31,7 +31,7 @@ from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
 from ovbus.payloads.shadow import LabelComparison, Latency, ModelRef, ShadowReport, ShadowSpec
 from services.infer.backend import Model
-from services.infer.run import run_model
+from services.infer.run import Source, run_model
 
 log = get_logger(__name__)
 
@@ -39,7 +39,7 @@ log = get_logger(__name__)
 ERROR_REST_S = 1.0
 
 Image = npt.NDArray[np.uint8]
-RunCandidate = Callable[[PipelineModel, Image], ModelResult]
+RunCandidate = Callable[[PipelineModel, Source], ModelResult]
 
 
 def box_iou(a: Sequence[int], b: Sequence[int]) -> float:
@@ -194,12 +194,12 @@ class _Job:
     spec: ShadowSpec
     candidate: PipelineModel
     serving: ModelResult
-    image: Image
+    image: Source  # the frame as the serving model ran on it
     meta: object = None
 
 
 #: told of each compared frame: (image, serving, candidate, iou, the offer's ``meta``)
-Compared = Callable[[Image, ModelResult, ModelResult, float, object], None]
+Compared = Callable[[Source, ModelResult, ModelResult, float, object], None]
 
 
 def candidate_model(shadow: ShadowSpec, serving: PipelineModel) -> PipelineModel:
@@ -254,13 +254,14 @@ class ShadowRunner:
     def offer(
         self,
         spec: PipelineSpec,
-        image: Image | Frame,
+        image: Source,
         results: Sequence[ModelResult],
         meta: object = None,
     ) -> None:
         """The serving results of a frame: the candidate runs on it if it is free (constant
-        time: never waits for the candidate); ``meta`` goes back to :attr:`compared`. A frame
-        is converted to BGR only when the candidate takes it."""
+        time: never waits for the candidate); ``meta`` goes back to :attr:`compared`. The
+        candidate runs on the frame as the serving model did (from its I420 planes, unconverted),
+        so a model shadowing itself gives the serving results exactly."""
         shadow = spec.shadow
         if shadow is None:
             if self._spec is not None:
@@ -282,8 +283,7 @@ class ShadowRunner:
                 self._tally.skipped += 1
                 return
             self._busy = True
-            pixels = image.image if isinstance(image, Frame) else image
-            self._job = _Job(shadow, candidate_model(shadow, pm), serving, pixels, meta)
+            self._job = _Job(shadow, candidate_model(shadow, pm), serving, image, meta)
         self._ensure_thread()
         self._wake.set()
 
@@ -367,7 +367,7 @@ def model_runner(
     """Run a pipeline model on an image through a backend (``backend.model``) and the model
     descriptions (``descriptions.get``): what shadows and replays run."""
 
-    def run(pm: PipelineModel, image: Image) -> ModelResult:
+    def run(pm: PipelineModel, image: Source) -> ModelResult:
         return run_model(model(pm.name, pm.version), describe(pm.name), image, pm, timeout)
 
     return run

@@ -150,9 +150,11 @@ def test_a_frame_is_converted_only_to_the_form_asked_for() -> None:
     assert np.array_equal(yuv, cv2.cvtColor(np.ascontiguousarray(bgr[:360, :640]),
                                             cv2.COLOR_BGR2YUV_I420))  # fmt: skip
     assert jpeg_frame.yuv is yuv  # once
+    assert jpeg_frame.planes is None  # a JPEG's frame: models run on its BGR, converted or not
     h264_frame = Frame(yuv, 2, 11.0, "rtcp-ntp", 11.2)
     assert h264_frame.as_held()[0] == "i420" and (h264_frame.width, h264_frame.height) == (640, 360)
     image = h264_frame.image
     assert np.array_equal(image, cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420))
     assert h264_frame.image is image and h264_frame.as_held()[0] == "bgr"
+    assert h264_frame.planes is yuv  # models still run on its planes once it is in BGR too
     assert "640x360" in repr(h264_frame)

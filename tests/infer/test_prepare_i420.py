@@ -122,6 +122,11 @@ def test_a_decoded_frame_runs_unconverted_and_finds_the_faces_bgr_finds(
         frame = Frame(yuv, 1, 0.0, "arrival", 0.0)
         from_planes = run_model(model, FULL_RANGE, frame, pm)
         assert frame.as_held()[0] == "i420"  # the model ran without a BGR conversion
+        assert frame.image.shape[2] == 3  # converted since (a snapshot, replay): the input stays
+        again = run_model(model, FULL_RANGE, frame, pm)
+        assert [(o.box, o.score) for o in again.objects] == [
+            (o.box, o.score) for o in from_planes.objects
+        ]
         bgr = np.asarray(cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420), np.uint8)
         from_bgr = run_model(model, FULL_RANGE, bgr, pm)
         assert len(from_bgr.objects) == 2

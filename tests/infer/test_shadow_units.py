@@ -31,6 +31,7 @@ from services.infer.replay import (
     encode_bgr,
 )
 from services.infer.rollouts import RolloutBoard, overlay
+from services.infer.run import Source
 from services.infer.shadow import ShadowRunner, ShadowTally, box_iou, compare, model_runner
 from services.infer.swap import VersionSwap
 from tests import assets
@@ -146,7 +147,7 @@ def test_offer_never_waits_for_a_stuck_or_broken_candidate() -> None:
     and are counted as skipped; released, it fails, and the failure is reported."""
     started, release = threading.Event(), threading.Event()
 
-    def broken(pm: PipelineModel, image: np.ndarray) -> ModelResult:
+    def broken(pm: PipelineModel, image: Source) -> ModelResult:
         started.set()
         release.wait(WAIT_S)
         raise ModelError("model 'bad': wrong outputs", code=ErrorCode.MODEL_OUTPUT_MISMATCH)
@@ -182,7 +183,7 @@ def test_a_slow_candidate_keeps_to_its_budget() -> None:
     calls: list[float] = []
     ran = threading.Condition()
 
-    def slow(pm: PipelineModel, image: np.ndarray) -> ModelResult:  # 10x slower than serving
+    def slow(pm: PipelineModel, image: Source) -> ModelResult:  # 10x slower than serving
         with ran:
             calls.append(time.monotonic())
             ran.notify_all()
