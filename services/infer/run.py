@@ -59,8 +59,8 @@ def frame_size(model: Model, desc: ModelDescription, pm: PipelineModel) -> tuple
 
 
 Image = npt.NDArray[np.uint8]
-#: What a model runs on: a BGR image, or a decoded frame (pre-processed from its I420 planes
-#: while nobody has converted it to BGR: :func:`services.infer.preprocess.prepare_i420`).
+#: What a model runs on: a BGR image, or a decoded frame (a frame decoded to I420 is
+#: pre-processed from its planes: :func:`services.infer.preprocess.prepare_i420`).
 Source = Image | Frame
 Detect = Callable[[Image], tuple[Decoded, float]]
 
@@ -73,7 +73,7 @@ def bgr(source: Source) -> Image:
 def prepare_source(
     source: Source, desc: ModelDescription, shape: tuple[int, ...], dtype: str = "f32"
 ) -> tuple[Input, Meta]:
-    """The model's input tensor for ``source``: a frame still in I420 is scaled plane by plane
+    """The model's input tensor for ``source``: a frame decoded to I420 is scaled plane by plane
     and only the scaled pixels converted; anything else goes through its BGR pixels. An input
     of element type ``dtype`` that takes raw pixels gets them in uint8 (no float round trip)."""
     raw = takes_raw_pixels(desc, dtype)
@@ -121,8 +121,9 @@ def run_model(
     pm: PipelineModel,
     timeout: float = 10.0,
 ) -> ModelResult:
-    """Run ``model`` on a BGR image or a decoded frame; raises ``ModelError``/``BackendError`` on any failure. A
-    model on crops (``on``) runs in a pipeline (:func:`services.infer.crops.run_step`) only."""
+    """Run ``model`` on a BGR image or a decoded frame; raises ``ModelError``/``BackendError``
+    on any failure. A model on crops (``on``) runs in a pipeline
+    (:func:`services.infer.crops.run_step`) only."""
     if pm.on is not None:
         raise ModelError(
             f"model {pm.name!r} runs on crops of {pm.on.model!r}: only in a pipeline after it",
