@@ -5,8 +5,7 @@ where the face is too small to be found on the whole frame, its box mapped back 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 import cv2
 import numpy as np
@@ -24,7 +23,7 @@ from services.infer.openvino_backend import OpenVINOBackend
 from services.infer.run import frame_size, run_model
 from tests import assets
 from tests.media import read_image
-from tests.models import ASTRONAUT_FACE, FULL_RANGE, add_model, full_range
+from tests.models import ASTRONAUT_FACE, FULL_RANGE
 
 PERSON = {"name": "person", "labels": ["person"]}
 RAN = {"name": "person", "version": 1, "device": "CPU", "backend": "openvino", "inference_ms": 1.0}
@@ -87,15 +86,6 @@ def test_crop_geometry() -> None:
     assert crop_regions(source, one, 640, 480) == [(200, 0, 300, 100)]
 
 
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenVINOBackend]:
-    root: Path = tmp_path_factory.mktemp("models")
-    add_model(root, "face", full_range(), FULL_RANGE)
-    b = OpenVINOBackend(root, hint="LATENCY", poll_s=5)
-    yield b
-    b.close()
-
-
 #: the astronaut photo (512x512) pasted at 120x120 into a 1280x720 frame at this corner: her face
 #: is about 23 px, 4 px at the model's 192x192 input on the whole frame
 CORNER, SIDE = (913, 357), 120
@@ -128,8 +118,8 @@ class Counting:
         return self._model.infer(*args, **kwargs)  # type: ignore[attr-defined]
 
 
-def test_faces_on_crops_are_mapped_back_into_the_frame(backend: OpenVINOBackend) -> None:
-    model = backend.model("face")
+def test_faces_on_crops_are_mapped_back_into_the_frame(face_backend: OpenVINOBackend) -> None:
+    model = face_backend.model("face")
     frame, box, truth = small_astronaut()
     whole = run_model(model, FULL_RANGE, frame, PipelineModel(name="face"))
     assert not any(iou(o.box, truth) > 0.3 for o in whole.objects)  # too small on the frame
@@ -161,8 +151,8 @@ def test_faces_on_crops_are_mapped_back_into_the_frame(backend: OpenVINOBackend)
         run_model(model, FULL_RANGE, frame, pm)
 
 
-def test_a_failed_source_fails_the_model_on_its_crops(backend: OpenVINOBackend) -> None:
-    model = backend.model("face")
+def test_a_failed_source_fails_the_model_on_its_crops(face_backend: OpenVINOBackend) -> None:
+    model = face_backend.model("face")
     frame, _, _ = small_astronaut()
     pm = PipelineModel.model_validate(FACE_ON_PERSON)
     error = ErrorInfo(code=ErrorCode.BACKEND_UNREACHABLE, message="model 'person': server down")

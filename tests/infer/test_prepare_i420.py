@@ -6,9 +6,6 @@ the frame, and finds the same faces as on the frame in BGR."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -23,7 +20,7 @@ from services.infer.openvino_backend import OpenVINOBackend
 from services.infer.run import run_model
 from tests import assets
 from tests.media import read_image
-from tests.models import FULL_RANGE, add_model, full_range
+from tests.models import FULL_RANGE
 
 DESCRIPTIONS = [  # layout, colour, mode, pad, input shape
     ("NHWC", "RGB", "letterbox", 0, (1, 192, 192, 3)),  # the default face model
@@ -102,19 +99,10 @@ def test_an_odd_scaled_size_is_left_to_the_bgr_path_and_bad_planes_are_refused()
             prepare_i420(bad, desc, (1, 3, 64, 64))
 
 
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenVINOBackend]:
-    root: Path = tmp_path_factory.mktemp("models")
-    add_model(root, "face", full_range(), FULL_RANGE)
-    b = OpenVINOBackend(root, hint="LATENCY", poll_s=5)
-    yield b
-    b.close()
-
-
 def test_a_decoded_frame_runs_unconverted_and_finds_the_faces_bgr_finds(
-    backend: OpenVINOBackend,
+    face_backend: OpenVINOBackend,
 ) -> None:
-    model = backend.model("face")
+    model = face_backend.model("face")
     pm = PipelineModel(name="face", threshold=0.5)
     faces = _faces()
     for size in ((1280, 720), (640, 480)):
