@@ -29,6 +29,7 @@ from services.infer.replay import (
     allowed_video,
     decode_jpeg,
     encode_bgr,
+    encode_frame,
 )
 from services.infer.rollouts import RolloutBoard, overlay
 from services.infer.run import Source
@@ -227,9 +228,19 @@ def test_recorder_encodes_i420_and_is_rate_limited() -> None:
     image = read_image(assets.astronaut())
     yuv = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
     frame = Frame(yuv, 0, time.time(), "arrival", time.time())
-    back = decode_jpeg(encode_bgr(frame.image, 90))
-    assert back.shape == frame.image.shape
-    assert float(np.abs(back.astype(int) - frame.image.astype(int)).mean()) < 3.0
+    # a decoded frame is kept from its planes: not converted to BGR, and the JPEG decodes to
+    # the colours OpenCV's I420 conversion gives (video levels made full range: without that
+    # the mean error is about 10 levels)
+    jpeg = encode_frame(frame, 90)
+    assert frame.as_held()[0] == "i420"
+    back, want = decode_jpeg(jpeg), cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+    assert back.shape == want.shape
+    assert float(np.abs(back.astype(int) - want.astype(int)).mean()) < 3.0
+    assert len(jpeg) < 0.9 * len(encode_bgr(want, 90))  # 4:2:0, not 4:4:4
+    # a JPEG's frame (MJPEG) from its BGR pixels
+    jpeg_frame = Frame.from_bgr(image, 0, time.time(), "arrival", time.time())
+    back = decode_jpeg(encode_frame(jpeg_frame, 90))
+    assert float(np.abs(back.astype(int) - image[: back.shape[0], : back.shape[1]].astype(int)).mean()) < 3.0
     rec = Recorder(seconds=10, fps=5, quality=80, max_bytes=10**7, min_free=0)
     try:
         began = time.monotonic()
