@@ -469,3 +469,13 @@ def test_each_message_carries_its_own_policy_properties(broker: Mosquitto, clien
     assert got[f"{p}/cameras/gate/detections"] == (codec.MSGPACK, 5)
     assert got[f"{p}/cameras/door/counts/face"] == (None, None)  # retained: never expires
     assert got[f"{p}/cameras/door/events"] == (codec.JSON, 300)
+    # and each shared object is packed once, as paho packs it
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from ovbus.connection import _properties
+
+    shared = _properties(codec.JSON, 5)
+    fresh = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    fresh.ContentType, fresh.MessageExpiryInterval = codec.JSON, 5
+    assert shared.pack() is shared.pack() and shared.pack() == fresh.pack()  # type: ignore[no-untyped-call]
