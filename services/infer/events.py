@@ -221,7 +221,7 @@ class Lifecycle:
                 camera=self.camera,
                 node=self.node,
                 seq=life.seq,
-                object=life.object.model_copy(deep=True),
+                object=life.object.model_copy(),  # fields are replaced, never changed in place
                 entered=entered,
                 left=left,
                 zones_visited=list(life.visited),
@@ -250,7 +250,7 @@ class Lifecycle:
             camera=self.camera,
             node=self.node,
             at=info.captured_at,
-            objects=[o.model_copy(deep=True) for o in listed],
+            objects=[o.model_copy() for o in listed],  # a snapshot: see _observe
             labels=dict(Counter(o.label for o in objects)),
             zones=zones,
             lines=self.lines.snapshot(),
