@@ -19,6 +19,7 @@ here.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final, Unpack
@@ -68,6 +69,8 @@ class Bus:
         self.v5 = self.connection.v5
         self.queue_size = queue_size
         self._requester = rpc.Requester(self)
+        # a topic's policy by its name: parsed once (every result message asks for its own)
+        self._policies = functools.lru_cache(maxsize=4096)(self._parse_policy)
 
     @classmethod
     def from_settings(
@@ -143,8 +146,11 @@ class Bus:
 
     # publish --------------------------------------------------------------------------------
     def policy(self, topic: Topic | str) -> TopicPolicy:
+        return self._policies(str(topic))
+
+    def _parse_policy(self, name: str) -> TopicPolicy:
         try:
-            kind, _ = self.topics.parse(topic)
+            kind, _ = self.topics.parse(name)
         except SchemaError:
             return _DEFAULT_POLICY
         return POLICY.get(kind, _DEFAULT_POLICY)

@@ -79,6 +79,8 @@ class CameraResults:
         self.publish = publish
         self.figures = publish.figures
         self.events = events
+        self._detections_topic = topics.detections(camera)  # built once, not per result
+        self._count_topics: dict[str, Topic] = {}
         self._counts = Counts()
         self._snapshots = SnapshotGate()
 
@@ -93,7 +95,7 @@ class CameraResults:
             captured_clock="rtcp-ntp" if frame.clock == "rtcp-ntp" else "arrival",
             models=list(results),
         )
-        self.publish(self.topics.detections(self.camera), doc)
+        self.publish(self._detections_topic, doc)
         return doc
 
     def objects(
@@ -129,7 +131,10 @@ class CameraResults:
 
     def _publish_counts(self, changed: dict[str, int]) -> None:
         for label, count in changed.items():
-            self.publish(self.topics.count(self.camera, label), str(count))
+            topic = self._count_topics.get(label)
+            if topic is None:  # labels come from the models' label lists: a bounded set
+                topic = self._count_topics[label] = self.topics.count(self.camera, label)
+            self.publish(topic, str(count))
 
 
 class InferenceStates:
