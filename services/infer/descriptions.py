@@ -4,6 +4,7 @@ remote model server has). Files are re-read when they change."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -20,6 +21,7 @@ class DescriptionStore:
         self._lock = threading.Lock()
         self._published: dict[str, ModelDescription] = {}
         self._files: dict[str, tuple[tuple[int, int], ModelDescription]] = {}
+        self._paths: dict[str, Path] = {}  # a model's model.json, built once (asked per frame)
 
     def publish(self, name: str, description: ModelDescription | None) -> None:
         """A description from ``zoo/models/<name>`` (``None``: the zoo removed it)."""
@@ -30,9 +32,13 @@ class DescriptionStore:
                 self._published[name] = description
 
     def get(self, name: str) -> ModelDescription:
-        path = self.models / name / "model.json"
+        path = self._paths.get(name)
+        if path is None:
+            if len(self._paths) >= 1024:  # names come from specs on the bus: keep it bounded
+                self._paths.clear()
+            path = self._paths[name] = self.models / name / "model.json"
         try:
-            st = path.stat()
+            st = os.stat(path)
         except OSError:
             with self._lock:
                 published = self._published.get(name)
