@@ -14,7 +14,6 @@ It moves bytes: payload models, topic policies and request/reply are the bus's (
 
 from __future__ import annotations
 
-import functools
 import socket
 import threading
 import time
@@ -31,6 +30,7 @@ from ovbus import codec, tls
 from ovbus.errors import BusTimeout, ConfigError, ConnectError, NotConnected, SchemaError
 from ovbus.log import get_logger
 from ovbus.messages import Message, Subscription
+from ovbus.mqtt_properties import publish_properties
 from ovbus.presence import Presence
 from ovbus.settings import BrokerUrl
 from ovbus.subscriptions import Subscriptions
@@ -41,33 +41,6 @@ log = get_logger(__name__)
 #: Session expiry (v5) for nodes with persistent sessions: commands queued by the broker while
 #: the node is away are kept this long.
 PERSISTENT_SESSION_S: Final = 24 * 3600
-
-
-class _Packed(Properties):
-    """PUBLISH properties that never change once made, packed once: paho packs a message's
-    properties each time it sends one (0.07 ms per result message in a profile, issue 25)."""
-
-    _packed: bytes | None = None
-
-    def pack(self) -> bytes:
-        if self._packed is None:  # paho's __setattr__ takes property names only
-            object.__setattr__(self, "_packed", bytes(super().pack()))  # type: ignore[no-untyped-call]
-        assert self._packed is not None
-        return self._packed
-
-
-@functools.lru_cache(maxsize=64)
-def _properties(content_type: str | None, expiry_s: int | None) -> Properties:
-    """The PUBLISH properties of a plain message (content type, expiry), made once per pair and
-    shared: paho only reads them (packs them when it sends, once: :class:`_Packed`). Building
-    them for every message was a share of each result's cost (issue 25); requests and replies
-    build their own."""
-    props = _Packed(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    if content_type:
-        props.ContentType = content_type
-    if expiry_s:
-        props.MessageExpiryInterval = expiry_s
-    return props
 
 
 class ConnectOptions(TypedDict, total=False):
@@ -361,19 +334,9 @@ class Connection:
         """Publish bytes, with the v5 properties given (an MQTT 3.1.1 connection drops them).
         With ``wait``, blocks until the broker acknowledged (QoS 1/2) or ``timeout``."""
         props = None
-        expiry = int(expiry_s) if expiry_s and not retain else None
-        if self.v5 and not (response_topic or correlation) and (content_type or expiry):
-            props = _properties(content_type or None, expiry)  # results: one made per kind
-        elif self.v5 and (content_type or expiry_s or response_topic or correlation):
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            if content_type:
-                props.ContentType = content_type
-            if expiry:
-                props.MessageExpiryInterval = expiry
-            if response_topic:
-                props.ResponseTopic = response_topic
-            if correlation:
-                props.CorrelationData = correlation
+        if self.v5:  # results share one properties object per kind (ovbus.mqtt_properties)
+            props = publish_properties(retain=retain, content_type=content_type, expiry_s=expiry_s,
+                                       response_topic=response_topic, correlation=correlation)  # fmt: skip
         info = self._client.publish(topic, data, qos=qos, retain=retain, properties=props)
         if info.rc == mqtt.MQTT_ERR_NO_CONN and qos == 0:
             raise NotConnected(f"not connected: QoS 0 message to {topic} not sent")

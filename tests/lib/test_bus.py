@@ -473,9 +473,9 @@ def test_each_message_carries_its_own_policy_properties(broker: Mosquitto, clien
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from ovbus.connection import _properties
+    from ovbus.mqtt_properties import shared as shared_properties
 
-    shared = _properties(codec.JSON, 5)
+    shared = shared_properties(codec.JSON, 5)
     fresh = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     fresh.ContentType, fresh.MessageExpiryInterval = codec.JSON, 5
     assert shared.pack() is shared.pack() and shared.pack() == fresh.pack()  # type: ignore[no-untyped-call]
