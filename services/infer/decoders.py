@@ -97,9 +97,48 @@ def _ious(boxes: F32) -> F32:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
 
 
+#: Candidates up to which :func:`nms` runs in plain Python: a face or a person gives a handful,
+#: and numpy's per-call cost is most of the time there (6 candidates: 35 us against 61).
+SMALL: Final = 10
+
+
+def _nms_small(boxes: F32, scores: F32, iou: float, weighted: bool) -> tuple[F32, F32]:
+    """:func:`nms` in plain Python (float64 arithmetic), for a few candidates."""
+    b, s = boxes.tolist(), scores.tolist()
+    order = sorted(range(len(s)), key=lambda i: -s[i])  # stable, as argsort(kind="stable")
+    b, s = [b[i] for i in order], [s[i] for i in order]
+    areas = [(x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in b]
+    alive = [True] * len(b)
+    kept_boxes: list[list[float]] = []
+    kept_scores: list[float] = []
+    for i, (ax1, ay1, ax2, ay2) in enumerate(b):
+        if not alive[i]:
+            continue
+        members = []
+        for j in range(i, len(b)):
+            if not alive[j]:
+                continue
+            bx1, by1, bx2, by2 = b[j]
+            inter = max(min(ax2, bx2) - max(ax1, bx1), 0.0) * max(min(ay2, by2) - max(ay1, by1), 0.0)
+            union = areas[i] + areas[j] - inter
+            if j == i or (union > 0 and inter / max(union, 1e-9) > iou):
+                members.append(j)
+                alive[j] = False
+        if weighted:
+            w = sum(s[j] for j in members)
+            kept_boxes.append([sum(b[j][k] * s[j] for j in members) / w for k in range(4)])
+        else:
+            kept_boxes.append(b[i])
+        kept_scores.append(s[i])
+    return np.asarray(kept_boxes, np.float32).reshape(-1, 4), np.asarray(kept_scores, np.float32)
+
+
 def nms(boxes: F32, scores: F32, iou: float, weighted: bool = False) -> tuple[F32, F32]:
     """Greedy non-maximum suppression; ``weighted`` averages each cluster's boxes by score
-    (MediaPipe's WEIGHTED overlap). Returns the kept boxes and scores, best first."""
+    (MediaPipe's WEIGHTED overlap). Returns the kept boxes and scores, best first. Up to
+    :data:`SMALL` candidates in plain Python, more vectorised (the same boxes kept)."""
+    if len(boxes) <= SMALL:
+        return _nms_small(boxes, scores, iou, weighted)
     order = np.argsort(-scores, kind="stable")
     boxes, scores = boxes[order], scores[order]
     kept_boxes: list[F32] = []

@@ -131,6 +131,31 @@ def test_weighted_nms_merges_a_cluster() -> None:
     assert plain[0].tolist() == [0, 0, 10, 10]
 
 
+def test_nms_in_python_keeps_what_the_vectorised_nms_keeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few candidates go through plain Python: the same boxes kept, in the same order, with
+    the same scores, and weighted boxes within float32 rounding, on random clusters with ties."""
+    from services.infer import decoders
+
+    rng = np.random.default_rng(3)
+    cases = []
+    for trial in range(400):
+        n = int(rng.integers(0, decoders.SMALL + 1))
+        corner = rng.uniform(0, 1, (n, 2)).astype(np.float32)
+        if trial % 2 and n:  # half of them near copies of the others: clusters
+            corner[n // 2 :] = corner[: n - n // 2] + rng.normal(0, 0.01, (n - n // 2, 2))
+        size = rng.uniform(0.01, 0.3, (n, 2)).astype(np.float32)
+        scores = rng.uniform(0.5, 1, n).astype(np.float32)
+        if trial % 5 == 0:
+            scores[: n // 2] = 0.75  # ties keep the input order
+        cases.append((np.hstack([corner, corner + size]).astype(np.float32), scores))
+    small = [nms(b, s, 0.3, weighted=w) for b, s in cases for w in (True, False)]
+    monkeypatch.setattr(decoders, "SMALL", -1)
+    vectorised = [nms(b, s, 0.3, weighted=w) for b, s in cases for w in (True, False)]
+    for (boxes, scores), (want_boxes, want_scores) in zip(small, vectorised, strict=True):
+        assert boxes.shape == want_boxes.shape and np.array_equal(scores, want_scores)
+        assert np.allclose(boxes, want_boxes, rtol=0, atol=1e-6)
+
+
 def test_nms_pairwise_ious_are_iou_matrix_rows() -> None:
     """nms computes every pair's IoU at once; each row must be what iou_matrix gives for that
     box, bit for bit (zero-area and disjoint boxes included), so the kept boxes are the same."""
