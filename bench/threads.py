@@ -49,20 +49,27 @@ def sample(pid: int) -> Sample:
     return out
 
 
-def python_names(pid: int) -> dict[int, str]:
-    """``{thread id: Python thread name}`` from ``py-spy dump`` (empty without py-spy)."""
+def python_names(pid: int, attempts: int = 3) -> dict[int, str]:
+    """``{thread id: Python thread name}`` from ``py-spy dump`` (empty without py-spy). A dump
+    of a busy process fails now and then (py-spy reads it while it runs, without stopping it):
+    it is tried up to ``attempts`` times, or every Python thread of that count's row would be
+    counted as ``openvino+native``."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         return {}
-    try:
-        text = subprocess.run(
-            [spy, "dump", "--pid", str(pid), "--nonblocking"],
-            capture_output=True, text=True, timeout=60, check=False,
-        ).stdout  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    found = re.finditer(r'Thread (0x[0-9A-Fa-f]+|\d+) \([^)]*\): "([^"]*)"', text)
-    return {int(m.group(1), 0): m.group(2) for m in found}
+    for _ in range(attempts):
+        try:
+            text = subprocess.run(
+                [spy, "dump", "--pid", str(pid), "--nonblocking"],
+                capture_output=True, text=True, timeout=60, check=False,
+            ).stdout  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        found = re.finditer(r'Thread (0x[0-9A-Fa-f]+|\d+) \([^)]*\): "([^"]*)"', text)
+        names = {int(m.group(1), 0): m.group(2) for m in found}
+        if names:
+            return names
+    return {}
 
 
 def group(name: str, python: str | None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,22 @@ def test_a_busy_job_thread_is_counted_as_jobs() -> None:
         finally:
             child.stdin.write("\n")
             child.stdin.flush()
+
+
+def test_a_failed_dump_is_tried_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """py-spy's dump of a busy process fails now and then: the names come from the next try."""
+    spy = tmp_path / "py-spy"
+    spy.write_text("")
+    monkeypatch.setattr("bench.threads.shutil.which", lambda _: str(spy))
+    outputs = iter(["Error: failed to read the process", 'Thread 0x2A (idle): "infer-job_0"'])
+    calls = []
+
+    def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 1, next(outputs), "")
+
+    monkeypatch.setattr("bench.threads.subprocess.run", run)
+    assert threads.python_names(1234) == {42: "infer-job_0"} and len(calls) == 2
 
 
 @pytest.mark.parametrize(
