@@ -124,8 +124,8 @@ def _nms_small(boxes: F32, scores: F32, iou: float, weighted: bool) -> tuple[F32
             if j == i or (union > 0 and inter / max(union, 1e-9) > iou):
                 members.append(j)
                 alive[j] = False
-        if weighted:
-            w = sum(s[j] for j in members)
+        w = sum(s[j] for j in members)
+        if weighted and w > 0:
             kept_boxes.append([sum(b[j][k] * s[j] for j in members) / w for k in range(4)])
         else:
             kept_boxes.append(b[i])
