@@ -90,6 +90,28 @@ class Frame:
             self._bgr = np.asarray(cv2.cvtColor(self.yuv, cv2.COLOR_YUV2BGR_I420), dtype=np.uint8)
         return self._bgr
 
+    def region(self, x1: int, y1: int, x2: int, y2: int) -> npt.NDArray[np.uint8]:
+        """The pixels ``[y1:y2, x1:x2]`` in BGR, the same as :attr:`image` gives there. A frame
+        not converted yet converts only that region's planes (widened to even edges, where
+        I420's chroma samples start), not the whole frame: an object's snapshot costs its
+        size, not the frame's. A view when the frame is held in BGR."""
+        w, h = self.width, self.height
+        x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+        if self._bgr is not None or x2 <= x1 or y2 <= y1:
+            return self.image[y1:y2, x1:x2]
+        import cv2
+
+        ex1, ey1, ex2, ey2 = x1 & ~1, y1 & ~1, min(w, (x2 + 1) & ~1), min(h, (y2 + 1) & ~1)
+        rw, rh = ex2 - ex1, ey2 - ey1
+        part = np.empty((rh * 3 // 2, rw), np.uint8)
+        for i, (src, dst) in enumerate(
+            zip(plane_views(self.yuv, w, h), plane_views(part, rw, rh), strict=True)
+        ):
+            s = 0 if i == 0 else 1  # chroma planes are half the size both ways
+            np.copyto(dst, src[ey1 >> s : ey2 >> s, ex1 >> s : ex2 >> s])
+        bgr = np.asarray(cv2.cvtColor(part, cv2.COLOR_YUV2BGR_I420), dtype=np.uint8)
+        return bgr[y1 - ey1 : y2 - ey1, x1 - ex1 : x2 - ex1]
+
     @property
     def planes(self) -> npt.NDArray[np.uint8] | None:
         """The I420 planes of a frame decoded to I420 (``None`` for a JPEG's frame): what a

@@ -36,6 +36,7 @@ from ovbus.payloads.events import (
     TrackingSpec,
     Zone,
 )
+from ovbus.preprocess import Image
 from ovbus.topics import Topic, Topics
 from services.infer.lines import LineCounter
 from services.infer.tracking import Step, Tracker
@@ -258,19 +259,19 @@ class Lifecycle:
         )
 
 
-def snapshot_region(image: npt.NDArray[np.uint8], box: list[int]) -> npt.NDArray[np.uint8] | None:
+def snapshot_region(image: Image | Frame, box: list[int]) -> Image | None:
     """The box plus a margin, its longest side at most :data:`SNAPSHOT_SIDE` (a copy: the
-    frame is not kept); :func:`encode_snapshot` makes the JPEG."""
+    frame is not kept, and only the region is converted); :func:`encode_snapshot` makes the JPEG."""
     import cv2
 
-    h, w = image.shape[:2]
+    h, w = (image.height, image.width) if isinstance(image, Frame) else image.shape[:2]
     x1, y1, x2, y2 = box
     mx, my = (x2 - x1) * SNAPSHOT_MARGIN, (y2 - y1) * SNAPSHOT_MARGIN
     x1, x2 = max(0, int(x1 - mx)), min(w, int(x2 + mx) + 1)
     y1, y2 = max(0, int(y1 - my)), min(h, int(y2 + my) + 1)
     if x2 - x1 < 2 or y2 - y1 < 2:
         return None
-    crop = image[y1:y2, x1:x2]
+    crop = image.region(x1, y1, x2, y2) if isinstance(image, Frame) else image[y1:y2, x1:x2]
     scale = SNAPSHOT_SIDE / max(crop.shape[:2])
     if scale < 1.0:
         size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
@@ -337,8 +338,7 @@ class ObjectEvents:
         out = life.step(info, step, tracker.object_id, dropped)
         if life.spec.snapshots:
             for oid in out.improved:
-                pixels = image.image if isinstance(image, Frame) else image  # BGR only now
-                crop = snapshot_region(pixels, life.lives[oid].object.best_box)
+                crop = snapshot_region(image, life.lives[oid].object.best_box)
                 if crop is not None:
                     self._pending[oid] = crop
         self._send(out)

@@ -158,3 +158,25 @@ def test_a_frame_is_converted_only_to_the_form_asked_for() -> None:
     assert h264_frame.image is image and h264_frame.as_held()[0] == "bgr"
     assert h264_frame.planes is yuv  # models still run on its planes once it is in BGR too
     assert "640x360" in repr(h264_frame)
+
+
+def test_a_region_converts_only_its_planes_and_matches_the_converted_frame() -> None:
+    """An object's snapshot region of a frame still in I420 is converted on its own, edges
+    odd or even, clipped to the frame, and is exactly what converting the whole frame gives
+    there; the frame itself stays unconverted."""
+    rng = np.random.default_rng(11)
+    yuv = rng.integers(0, 256, (360 * 3 // 2, 640), dtype=np.uint8)
+    whole = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+    boxes = [(0, 0, 640, 360), (1, 1, 2, 2), (3, 5, 38, 41), (600, 300, 700, 400), (-5, -9, 7, 3)]
+    for _ in range(200):  # random, odd and even edges
+        xs, ys = sorted(rng.integers(0, 640, 2).tolist()), sorted(rng.integers(0, 360, 2).tolist())
+        boxes.append((xs[0], ys[0], xs[1] + 1, ys[1] + 1))
+    frame = Frame(yuv, 1, 10.0, "rtcp-ntp", 10.1)
+    for x1, y1, x2, y2 in boxes:
+        got = frame.region(x1, y1, x2, y2)
+        want = whole[max(0, y1) : min(360, y2), max(0, x1) : min(640, x2)]
+        assert got.shape == want.shape and np.array_equal(got, want), (x1, y1, x2, y2)
+    assert frame.as_held()[0] == "i420"  # never converted whole
+    assert frame.region(10, 10, 10, 20).shape == (10, 0, 3)  # empty: nothing to convert
+    bgr_frame = Frame.from_bgr(whole, 2, 11.0, "arrival", 11.1)
+    assert np.array_equal(bgr_frame.region(3, 5, 38, 41), whole[5:41, 3:38])
