@@ -178,6 +178,38 @@ def test_dispatcher_runs_jobs_within_its_slots() -> None:
     assert counts["c"] >= min(20 * elapsed, counts["a"]) / 4, (counts, elapsed)
 
 
+def test_a_finished_job_takes_the_next_ready_camera_in_its_own_thread() -> None:
+    """A camera that became ready while every slot was busy is taken by the thread whose job
+    just ended, not handed through the dispatching thread (a context switch per result)."""
+    dispatcher = Dispatcher(slots=1, name="test")
+    a_taken, release, b_ran = threading.Event(), threading.Event(), threading.Event()
+    taken_in: dict[str, str] = {}
+
+    def make_take(cam: str):  # type: ignore[no-untyped-def]
+        def take():  # type: ignore[no-untyped-def]
+            taken_in[cam] = threading.current_thread().name
+            if cam == "a":
+                a_taken.set()
+                return lambda: release.wait(30)
+            return b_ran.set
+
+        return take
+
+    dispatcher.add("a", make_take("a"))
+    dispatcher.add("b", make_take("b"))
+    dispatcher.start()
+    try:
+        dispatcher.ready("a")
+        assert a_taken.wait(30), "a never ran"
+        dispatcher.ready("b")  # the slot is busy: b waits for a's job to end
+        release.set()
+        assert b_ran.wait(30), "b never ran"
+    finally:
+        dispatcher.stop()
+    assert taken_in["a"] == "test-dispatch", taken_in  # nothing was running: the dispatcher
+    assert taken_in["b"].startswith("test-job"), taken_in  # a's thread went on to b
+
+
 def test_frames_are_scaled_to_what_the_models_need() -> None:
     """Raw frames shrink by the steps libjpeg scales JPEGs by, never below the models' input."""
     import cv2
