@@ -7,14 +7,15 @@
   ``slots`` detections are in flight across all cameras. Among the eligible cameras the next is
   chosen round-robin, starting after the last one served, so a fast camera never starves a slow
   one.
-- :class:`Dispatcher` runs it: one thread waits for frames (readers call :meth:`Dispatcher.ready`)
-  and completions, takes the chosen camera's newest frame and hands the job to a pool of
-  ``slots`` threads. A job pre-processes, submits to the backend (OpenVINO's
+- :class:`Dispatcher` runs it on a pool of threads, at most ``slots`` jobs at once. A job takes
+  the chosen camera's newest frame, pre-processes it, submits it to the backend (OpenVINO's
   ``AsyncInferQueue``, or a remote server) and waits there; with ``slots`` set to what the device
   needs (OpenVINO's ``OPTIMAL_NUMBER_OF_INFER_REQUESTS``), the device is kept busy and nothing
   queues in front of it: frames wait in the readers' one-frame slots, where a newer frame
-  replaces an older one. A pool thread whose job is done picks and runs the next one itself
-  while cameras are ready (no hand-off through the dispatching thread per result).
+  replaces an older one. A frame that arrives to a free slot starts its job from the reader's
+  call (:meth:`Dispatcher.ready`), and a pool thread whose job ended runs the next ready camera
+  itself; the one dispatching thread only starts what becomes due later (``detect_fps``), a new
+  slot or a camera added. No thread is woken in between per result.
 
 ``detect_fps`` limits by due times: after a detection the camera is due again one interval
 after the previous due time (not after the pick), so a camera offered 30 fps and limited to 5
@@ -215,14 +216,35 @@ class Dispatcher:
             self._cond.notify_all()
 
     def ready(self, camera: str) -> None:
-        """A reader has a new frame for ``camera`` (called from reader threads: cheap)."""
+        """A reader has a new frame for ``camera`` (called from reader threads: cheap). With a
+        slot free, the camera the schedule picks starts on the pool at once: the dispatching
+        thread is not woken in between (each hand-off is a context switch, a measurable share
+        of a result's cost); it is only told when a camera must wait for its due time."""
         with self._cond:
             self.schedule.ready(camera)
-            if self.schedule.in_flight < self.schedule.slots:  # else a completion wakes it
-                self._cond.notify_all()
+            chosen = self._pick()
+            if chosen is None:
+                if self.schedule.in_flight < self.schedule.slots:
+                    self._cond.notify_all()
+                return
+        self._launch(chosen)
+
+    def _pick(self) -> str | None:
+        """The next camera (under the lock), marked busy; ``None`` once stopping."""
+        return None if self._stop else self.schedule.pick(time.monotonic())
+
+    def _launch(self, camera: str) -> None:
+        """Run the picked ``camera``'s job on the pool."""
+        try:
+            self._pool.submit(self._work, camera)
+        except RuntimeError:  # the pool is shut down: stopping
+            with self._cond:
+                self.schedule.missed(camera)
 
     # the dispatching thread ---------------------------------------------------------------
     def _run(self) -> None:
+        """Starts what is due when no frame or completion did: after a due time, a new slot,
+        a camera added."""
         while True:
             with self._cond:
                 if self._stop:
@@ -232,56 +254,35 @@ class Dispatcher:
                 if camera is None:
                     self._cond.wait(self.schedule.wait(now) or 1.0)
                     continue
-                take = self._takes[camera]
-            try:
-                job = take()
-            except Exception:
-                log.exception("taking a frame failed", camera=camera)
-                job = None
-            with self._cond:
-                if job is None:
-                    self.schedule.missed(camera)
-                    continue
-                self.picked += 1
-            try:
-                self._pool.submit(self._job, camera, job)
-            except RuntimeError:  # the pool is shut down: stopping
-                return
+            self._launch(camera)
 
-    def _job(self, camera: str, job: Callable[[], None]) -> None:
-        """Run ``job``, then, in this same thread, whichever camera the schedule picks next:
-        while cameras are ready the jobs follow each other without waking the dispatching
-        thread or handing work to another thread (each hand-off is a context switch, a
-        measurable share of a result's cost); it takes over once nothing is ready."""
-        next_job: tuple[str, Callable[[], None]] | None = (camera, job)
-        while next_job is not None:
-            camera, job = next_job
-            try:
-                job()
-            except Exception:
-                log.exception("detection failed", camera=camera)
-            finally:
-                next_job = self._follow(camera)
-
-    def _follow(self, camera: str) -> tuple[str, Callable[[], None]] | None:
-        """``camera``'s detection is done: the next camera's job, taken here, or ``None``
-        (and the dispatching thread is told to look again)."""
-        with self._cond:
-            self.schedule.done(camera)
-        while True:
+    # the pool's threads -------------------------------------------------------------------
+    def _work(self, camera: str) -> None:
+        """Take the picked ``camera``'s frame and run its job, then, in this same thread,
+        whichever camera the schedule picks next: while cameras are ready the jobs follow each
+        other without another thread woken."""
+        chosen: str | None = camera
+        while chosen is not None:
+            self._take_and_run(chosen)
             with self._cond:
-                chosen = None if self._stop else self.schedule.pick(time.monotonic())
+                self.schedule.done(chosen)
+                chosen = self._pick()
                 if chosen is None:
                     self._cond.notify_all()
-                    return None
-                take = self._takes[chosen]
-            try:
-                job = take()
-            except Exception:
-                log.exception("taking a frame failed", camera=chosen)
-                job = None
-            with self._cond:
-                if job is not None:
-                    self.picked += 1
-                    return chosen, job
-                self.schedule.missed(chosen)
+
+    def _take_and_run(self, camera: str) -> None:
+        take = self._takes.get(camera)
+        try:
+            job = take() if take is not None else None
+        except Exception:
+            log.exception("taking a frame failed", camera=camera)
+            job = None
+        with self._cond:
+            if job is None:  # no frame after all (or the camera was removed)
+                self.schedule.missed(camera)
+                return
+            self.picked += 1
+        try:
+            job()
+        except Exception:
+            log.exception("detection failed", camera=camera)
