@@ -166,7 +166,7 @@ def test_a_region_converts_only_its_planes_and_matches_the_converted_frame() -> 
     there; the frame itself stays unconverted."""
     rng = np.random.default_rng(11)
     yuv = rng.integers(0, 256, (360 * 3 // 2, 640), dtype=np.uint8)
-    whole = cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420)
+    whole = np.asarray(cv2.cvtColor(yuv, cv2.COLOR_YUV2BGR_I420), dtype=np.uint8)
     boxes = [(0, 0, 640, 360), (1, 1, 2, 2), (3, 5, 38, 41), (600, 300, 700, 400), (-5, -9, 7, 3)]
     for _ in range(200):  # random, odd and even edges
         xs, ys = sorted(rng.integers(0, 640, 2).tolist()), sorted(rng.integers(0, 360, 2).tolist())
