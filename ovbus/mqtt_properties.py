@@ -28,15 +28,19 @@ class _Packed(Properties):
         return self._packed
 
 
-@functools.lru_cache(maxsize=64)
-def shared(content_type: str | None, expiry_s: int | None) -> Properties:
-    """The properties of a plain message, made once per pair: paho only reads them."""
-    props = _Packed(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+def _plain(props: Properties, content_type: str | None, expiry_s: int | None) -> Properties:
+    """``props`` with a plain message's content type and expiry, where given."""
     if content_type:
         props.ContentType = content_type
     if expiry_s:
         props.MessageExpiryInterval = expiry_s
     return props
+
+
+@functools.lru_cache(maxsize=64)
+def shared(content_type: str | None, expiry_s: int | None) -> Properties:
+    """The properties of a plain message, made once per pair: paho only reads them."""
+    return _plain(_Packed(PacketTypes.PUBLISH), content_type, expiry_s)  # type: ignore[no-untyped-call]
 
 
 def publish_properties(
@@ -52,11 +56,7 @@ def publish_properties(
     expiry = int(expiry_s) if expiry_s and not retain else None
     if not (response_topic or correlation):
         return shared(content_type or None, expiry) if content_type or expiry else None
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    if content_type:
-        props.ContentType = content_type
-    if expiry:
-        props.MessageExpiryInterval = expiry
+    props = _plain(Properties(PacketTypes.PUBLISH), content_type, expiry)  # type: ignore[no-untyped-call]
     if response_topic:
         props.ResponseTopic = response_topic
     if correlation:
