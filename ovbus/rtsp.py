@@ -56,7 +56,7 @@ from ovbus.frames import NTP_UNIX_OFFSET_S, Frame, FrameClock, ntp_ns_to_unix
 from ovbus.log import get_logger
 from ovbus.pacing import DecodePacer
 from ovbus.rtsp_pipeline import build_pipeline, capture_time, check_bus, check_url, init
-from ovbus.samples import to_frame
+from ovbus.samples import CapsLayout, to_frame
 
 __all__ = [
     "NTP_UNIX_OFFSET_S",
@@ -133,6 +133,7 @@ class RtspReader:
         self._on_frame = on_frame
         self.decoder_threads = decoder_threads
         self.decode_size = decode_size  # (min width, min height) a frame is scaled down to
+        self._layouts = CapsLayout()  # what its samples' caps say, read once per caps
         self._cond = threading.Condition()
         self._frame: tuple[Any, float, int] | None = None  # (sample, arrival, index)
         self._stop = threading.Event()
@@ -362,7 +363,7 @@ class RtspReader:
             self._on_frame()
 
     def _convert(self, sample: Any, arrival: float, index: int) -> Frame | None:
-        return to_frame(sample, arrival, index, self.decode_size, self._jpeg)
+        return to_frame(sample, arrival, index, self.decode_size, self._jpeg, self._layouts)
 
     def _jpeg(
         self, data: bytes, index: int, captured: float, clock: FrameClock, arrival: float

@@ -80,9 +80,9 @@ def test_a_mapped_view_reads_the_buffer_and_cannot_write_it() -> None:
     buffer.unmap(info)
 
 
-def _samples(count: int) -> list[Any]:
+def _samples(count: int, width: int = 640, height: int = 480) -> list[Any]:
     gst = init()
-    video = make_video(seconds=1, width=640, height=480, fps=30)
+    video = make_video(seconds=1, width=width, height=height, fps=30)
     pipeline = gst.parse_launch(  # a test's own file pipeline: no bus data in it
         f"filesrc location={video} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! "
         "video/x-raw,format=I420 ! appsink name=sink max-buffers=64 sync=false"
@@ -122,6 +122,31 @@ def test_reader_frames_are_the_decoded_frames_with_or_without_the_view(
         assert fast is not None and slow is not None
         assert np.array_equal(fast.yuv, expected) and np.array_equal(slow.yuv, expected)
         assert (fast.width, fast.height) == (640 // factor, 480 // factor)
+
+
+def test_a_readers_caps_are_read_once_per_caps_and_again_when_they_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caps of a stream's samples are one object until it is renegotiated: the reader reads
+    them once, and reads new caps (a new size) at once, never sizing a frame by old ones."""
+    import ovbus.samples
+
+    read: list[int] = []
+
+    def counted(caps: Any) -> Any:
+        info = video_info(caps)
+        read.append(info.width)
+        return info
+
+    monkeypatch.setattr(ovbus.samples, "video_info", counted)
+    reader = RtspReader("rtsp://127.0.0.1:9/none", camera="c")
+    large, small = _samples(3), _samples(2, width=320, height=240)
+    for index, sample in enumerate([*large[:2], *small, large[2]]):
+        frame = Pending(reader, sample, 1.0, index).frame()
+        assert frame is not None
+        expected = video_info(sample.get_caps())
+        assert (frame.width, frame.height) == (expected.width, expected.height)
+    assert read == [640, 320, 640]  # each change of caps read once, nothing read twice
 
 
 def test_the_worker_runs_opencv_in_its_own_threads_only() -> None:
