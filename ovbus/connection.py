@@ -30,6 +30,7 @@ from ovbus import codec, tls
 from ovbus.errors import BusTimeout, ConfigError, ConnectError, NotConnected, SchemaError
 from ovbus.log import get_logger
 from ovbus.messages import Message, Subscription
+from ovbus.mqtt_client import DirectClient
 from ovbus.mqtt_properties import publish_properties
 from ovbus.presence import Presence
 from ovbus.settings import BrokerUrl
@@ -141,7 +142,8 @@ class Connection:
         #: monotonic time of the last lost connection (for the "connected" log line)
         self._lost_at: float | None = None
 
-        self._client = mqtt.Client(
+        # publishes written by the publishing thread, not by paho's after a wake-up (issue 25)
+        self._client = DirectClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id="" if self._ask_id else self.client_id,
             protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
