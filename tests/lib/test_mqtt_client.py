@@ -84,6 +84,10 @@ def test_publishes_go_out_from_the_publishing_thread_without_waking_pahos(
     got, done = _collect(client, topic, 4 * 100)
     with Bus(broker.url, prefix=prefix).connect(10) as publisher:
         paho = _client(publisher)
+        sock = paho._sock
+        assert isinstance(sock, socket.socket)
+        # room for every message whatever the broker's pace: none is left over for paho's thread
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1024 * 1024)
         wakes = _CountedWakes(paho._sockpairW)
         paho._sockpairW = wakes  # type: ignore[assignment]
         _publish_from_threads(publisher, topic, threads=4, each=100, size=256)
