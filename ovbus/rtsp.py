@@ -18,12 +18,10 @@ What it does:
   smallest size at least ``decode_size``: a skipped JPEG frame is never decoded. H.264 is decoded
   as it comes (every frame is a reference), by the first installed decoder of
   ``h264_branch.H264_DECODERS`` (VA-API, V4L2, then ``avdec_h264`` with ``decoder_threads``
-  threads); when the decoder falls behind, frames are dropped before decoding up to the next
-  key frame (``dropped``) instead of queueing, so frame age does not grow; a stream whose frames
-  come but are dropped is behind, not stalled: it is never restarted for want of frames.
-- **Paced to the consumer.** Readers sharing a :class:`~ovbus.pacing.DecodePacer` take turns
-  decoding H.264 past saturation: frames the consumer would not take are not decoded
-  (``paced``, to the next key frame); under capacity every frame is (``decoded`` counts them).
+  threads), behind a gate (:mod:`ovbus.decode_gate`) that drops frames to the next key frame
+  when the decoder falls behind (``dropped``), so frame age does not grow, and, for readers
+  sharing a :class:`~ovbus.pacing.DecodePacer`, frames the consumer would not take (``paced``).
+  A stream whose frames come but are dropped is behind, not stalled: it is never restarted.
 - **Frames as decoded.** Frames stay I420 (what H.264 decodes to); :attr:`Frame.image`
   converts to BGR on first use (JPEG frames come as BGR).
 - **Capture times.** ovbus capture nodes run on the system clock and send RTCP sender reports
@@ -51,6 +49,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+from ovbus.decode_gate import DecodeGate
 from ovbus.errors import ErrorCode, StreamError
 from ovbus.frames import NTP_UNIX_OFFSET_S, Frame, FrameClock, ntp_ns_to_unix
 from ovbus.log import get_logger
@@ -58,19 +57,8 @@ from ovbus.pacing import DecodePacer
 from ovbus.rtsp_pipeline import build_pipeline, capture_time, check_bus, check_url, init
 from ovbus.samples import CapsLayout, to_frame
 
-__all__ = [
-    "NTP_UNIX_OFFSET_S",
-    "Frame",
-    "Pending",
-    "ReaderState",
-    "RtspReader",
-    "StateCallback",
-    "build_pipeline",
-    "capture_time",
-    "check_url",
-    "init",
-    "ntp_ns_to_unix",
-]
+__all__ = ["NTP_UNIX_OFFSET_S", "Frame", "Pending", "ReaderState", "RtspReader", "StateCallback"]
+__all__ += ["build_pipeline", "capture_time", "check_url", "init", "ntp_ns_to_unix"]
 
 log = get_logger(__name__)
 
@@ -141,9 +129,11 @@ class RtspReader:
         self._errors = 0  # how many error states so far (read() raises on a new one)
         self._session_frames = 0
         self.skipped = 0
-        self.dropped = 0  # H.264 frames dropped before decoding (decoder behind, no key frame yet)
         self._decoded_before = 0  # frames the sessions that ended put out (:attr:`decoded`)
+        self._dropped_before = 0  # and dropped at their gates (:attr:`dropped`, :attr:`paced`)
+        self._paced_before = 0
         self._sink: Any = None  # the session's appsink
+        self._gate: DecodeGate | None = None  # the session's (H.264, H.265)
         #: its place at the pacer (``pacing.paced = False``: every frame decoded, for a
         #: consumer that takes fewer on purpose, a rate limit); ``None`` without a pacer
         self.pacing = pacer.join(camera or "reader") if pacer is not None else None
@@ -174,7 +164,18 @@ class RtspReader:
     @property
     def paced(self) -> int:
         """H.264 frames not decoded because the consumer took too few (:mod:`ovbus.pacing`)."""
-        return self.pacing.skipped if self.pacing is not None else 0
+        gate = self._gate
+        return self._paced_before + (gate.dropped("paced") if gate is not None else 0)
+
+    @property
+    def dropped(self) -> int:
+        """H.264 and H.265 frames dropped before decoding: the decoder behind, or no key frame
+        yet (:mod:`ovbus.decode_gate`)."""
+        gate = self._gate
+        if gate is None:
+            return self._dropped_before
+        n = gate.arrivals()
+        return self._dropped_before + gate.dropped("first", n) + gate.dropped("behind", n)
 
     @property
     def decoded(self) -> int:
@@ -302,6 +303,7 @@ class RtspReader:
     def _read_once(self) -> None:
         """One session: open, pull frames until error, end, stall or stop."""
         gst = init()
+        gate = DecodeGate(self.pacing, self.camera)
         pipeline, sink = build_pipeline(
             self.url,
             timeout_s=self.frame_timeout,
@@ -311,25 +313,23 @@ class RtspReader:
             tls_ca=self.tls_ca,
             codec=self.codec,
             decoder_threads=self.decoder_threads,
-            on_drop=self._count_drop,
-            pace=self.pacing.admit if self.pacing is not None else None,
-            on_behind=self.pacing.behind if self.pacing is not None else None,
+            gate=gate,
         )
         bus = pipeline.get_bus()
-        self._sink = sink
+        self._sink, self._gate = sink, gate
         try:
             if pipeline.set_state(gst.State.PLAYING) == gst.StateChangeReturn.FAILURE:
                 raise StreamError(f"{self._who}cannot open the stream")
-            last, dropped = time.monotonic(), self.dropped + self.paced
+            last, arrived = time.monotonic(), 0
             while not self._stop.is_set():
                 check_bus(gst, bus, self._who)
                 sample = sink.emit("try-pull-sample", int(0.2 * gst.SECOND))
+                gate.check()  # the decoder behind; a stream without key frames
                 if sample is None:
                     if sink.get_property("eos"):
                         raise StreamError(f"{self._who}the stream ended")
-                    if self.dropped + self.paced != dropped:  # frames come, not decoded: the
-                        last, dropped = time.monotonic(), self.dropped + self.paced  # reader
-                        # is behind (its decoder, or its consumer), not stalled
+                    if gate.arrivals() != arrived:  # frames come, not decoded: the reader is
+                        last, arrived = time.monotonic(), gate.arrivals()  # behind, not stalled
                     if time.monotonic() - last > self.frame_timeout:
                         raise StreamError(f"{self._who}no frame for {self.frame_timeout:.1f} s")
                     continue
@@ -339,13 +339,12 @@ class RtspReader:
                 if self._session_frames == 1:
                     self._state("streaming", None)
         finally:
-            rendered = _rendered(sink)
-            self._sink = None
+            rendered, n = _rendered(sink), gate.arrivals()
+            self._sink, self._gate = None, None  # counted below: never twice, at worst late
+            self._dropped_before += gate.dropped("first", n) + gate.dropped("behind", n)
+            self._paced_before += gate.dropped("paced", n)
             self._decoded_before += rendered
             pipeline.set_state(gst.State.NULL)
-
-    def _count_drop(self) -> None:
-        self.dropped += 1
 
     def _deliver(self, sample: Any) -> None:
         """Keep the newest sample as it came (mapped or decoded only when taken)."""

@@ -12,15 +12,15 @@ import itertools
 import re
 import string
 import threading
-from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from ovbus import mapped
+from ovbus.decode_gate import DecodeGate
 from ovbus.errors import ErrorCode, StreamError
 from ovbus.frames import ntp_ns_to_unix
-from ovbus.h264_branch import Pace, h264_branch, hold_to_first_key_frame
 from ovbus.h264_branch import element as _element
+from ovbus.h264_branch import gated, h264_branch
 
 #: Caps of the reference timestamp metas that rtspsrc adds from RTCP sender reports.
 NTP_CAPS: Final = "timestamp/x-ntp"
@@ -188,9 +188,7 @@ def build_pipeline(
     tcp: bool = False,
     decoder_threads: int = 1,
     queue_frames: int = 5,
-    on_drop: Callable[[], None] | None = None,
-    pace: Pace | None = None,
-    on_behind: Callable[[], None] | None = None,
+    gate: DecodeGate | None = None,
     login: tuple[str, str] | None = None,
     tls_ca: str | None = None,
     codec: str | None = None,
@@ -201,14 +199,15 @@ def build_pipeline(
 
     - JPEG: ``rtpjpegdepay`` only; the sample holds the encoded frame, decoded by the reader
       when a frame is taken (:mod:`ovbus.rtsp`), so frames nobody takes are never decoded;
-    - H.264: ``rtph264depay ! h264parse ! queue ! decoder ! videoconvert`` to I420, with the
-      first installed decoder of :data:`~ovbus.h264_branch.H264_DECODERS` (``avdec_h264`` limited to
-      ``decoder_threads``), dropping to the next key frame when it falls behind by more than
-      ``queue_frames`` frames (``on_drop`` counts each dropped frame), and dropping what
-      ``pace`` refuses (decoding paced to the consumer: :mod:`ovbus.pacing`); ``on_behind``
-      is told of the frames dropped because it was behind;
-    - H.265 (no ``codec`` expected, a decoder installed): ``rtph265depay ! h265parse !
-      <decoder> ! videoconvert`` to I420;
+    - H.264: ``rtph264depay ! h264parse ! <gate> ! queue ! decoder ! videoconvert`` to I420,
+      with the first installed decoder of :data:`~ovbus.h264_branch.H264_DECODERS`
+      (``avdec_h264`` limited to ``decoder_threads``); ``gate`` (:mod:`ovbus.decode_gate`, a
+      new one if ``None``) drops what is not decoded: before the first key frame, to the next
+      key frame when the decoder falls behind by ``queue_frames`` frames (its
+      :meth:`~ovbus.decode_gate.DecodeGate.check`, called by the reader), and what its pacer
+      refuses (decoding paced to the consumer: :mod:`ovbus.pacing`);
+    - H.265 (no ``codec`` expected, a decoder installed): ``rtph265depay ! h265parse ! <gate>
+      ! <decoder> ! videoconvert`` to I420;
     - anything else is refused (an error on the bus), as is a stream whose encoding is not the
       expected ``codec`` (the descriptor's: ``h264`` or ``mjpeg``). Only the first video stream
       of the SDP is set up, and an RTSP redirect to another server (or to a URL
@@ -220,6 +219,7 @@ def build_pipeline(
     """
     check_url(url)
     gst = init()
+    gate = gate if gate is not None else DecodeGate()
     micros = int(timeout_s * 1_000_000)
     src = _element(
         gst,
@@ -278,13 +278,14 @@ def build_pipeline(
                 peer.unlink(target)
         pad.link(target)
 
-    def chain(elements: list[Any]) -> None:
-        for element in elements:
+    def chain(elements: list[Any], branches: list[tuple[Any, Any]]) -> None:
+        others = [element for _, element in branches]
+        for element in (*elements, *others):
             pipeline.add(element)
-        for a, b in itertools.pairwise(elements):
-            if not a.link(b):
+        for a, b in (*branches, *itertools.pairwise(elements)):  # branches first: a tee's
+            if not a.link(b):  # first pad is pushed to first
                 raise StreamError(f"cannot link {a.get_name()} to {b.get_name()}")
-        for element in elements:
+        for element in (*others, *elements):
             element.sync_state_with_parent()
 
     def on_rtp_pad(_src: Any, pad: Any) -> None:
@@ -298,22 +299,22 @@ def build_pipeline(
                 gst, src, f"the stream is {_shown(encoding)}, its descriptor says {codec}"
             )
             return
+        branches: list[tuple[Any, Any]] = []
         if encoding == "JPEG":
             elements = [_element(gst, "rtpjpegdepay")]
         elif encoding == "H264":
-            elements = h264_branch(gst, decoder_threads, queue_frames, on_drop, pace, on_behind)
+            elements, branches = h264_branch(gst, decoder_threads, queue_frames, gate)
             elements.append(_element(gst, "capsfilter", caps=raw))
         elif h265 is not None and codec is None:
-            decoder = _element(gst, h265)
-            hold_to_first_key_frame(gst, decoder, on_drop)  # joined mid-GOP: grey garbage
-            elements = [_element(gst, "rtph265depay"), _element(gst, "h265parse")]
-            elements += [decoder, _element(gst, "videoconvert")]
+            gate_chain, branches = gated(gst, gate, None, 0)  # joined mid-GOP: grey garbage
+            elements = [_element(gst, "rtph265depay"), _element(gst, "h265parse"), *gate_chain]
+            elements += [_element(gst, h265), _element(gst, "videoconvert")]
             elements.append(_element(gst, "capsfilter", caps=raw))
         else:
             reason = f"RTP encoding {_shown(encoding)} is not read (H.264, H.265, JPEG only)"
             _post_refusal(gst, src, reason)
             return
-        chain(elements)
+        chain(elements, branches)
         pad.link(elements[0].get_static_pad("sink"))
         to_sink(elements[-1].get_static_pad("src"))
 

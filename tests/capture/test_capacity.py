@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from ovbus.errors import StreamError
 from ovbus.rtsp import RtspReader, init
 from services.mosquitto import Mosquitto
 from tests.stack import CaptureNode, capture_node, make_video
@@ -71,10 +72,14 @@ def test_every_camera_of_32_gets_frames_to_its_reader(node: CaptureNode) -> None
             reader.start()
         deadline = time.monotonic() + TIMEOUT
         for reader in readers:
-            frame = reader.read(timeout=max(1.0, deadline - time.monotonic()))
+            try:
+                frame = reader.read(timeout=max(1.0, deadline - time.monotonic()))
+            except StreamError as e:  # what the server said and why, for the failure's record
+                raise AssertionError(f"{e.message}\n{_served(node, reader.camera)}") from None
             assert frame.image.shape == (120, 160, 3), reader.camera
         # every reader was served on its first connection (none gave up and came back)
-        assert {r.camera: r.reconnects for r in readers if r.reconnects} == {}
+        again = {r.camera: r.reconnects for r in readers if r.reconnects}
+        assert again == {}, "\n".join(_served(node, camera) for camera in again)
         # and each goes on getting new frames
         for reader in readers:
             reader.read(timeout=max(1.0, deadline - time.monotonic()))
@@ -82,6 +87,13 @@ def test_every_camera_of_32_gets_frames_to_its_reader(node: CaptureNode) -> None
         for reader in readers:
             reader.stop()
     assert node.proc.poll() is None
+
+
+def _served(node: CaptureNode, camera: str) -> str:
+    """What the capture worker logged of ``camera`` and of medias it retired or refused."""
+    lines = node.stderr().splitlines()
+    keep = [x for x in lines if f"={camera} " in f"{x} " or "retire" in x or "refused" in x]
+    return f"capture log of {camera}:\n" + "\n".join(keep[-40:])
 
 
 def test_describes_hanging_on_a_dead_camera_hold_up_no_other_reader(node: CaptureNode) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ovbus.decode_gate import DecodeGate
 from ovbus.rtsp import RtspReader, build_pipeline, init
 from services.mosquitto import Mosquitto
 from tests.stack import capture_node, make_video
@@ -20,12 +21,7 @@ class Counts:
         self.lock = threading.Lock()
         self.keys_in = 0  # key frames offered to the decoder's queue
         self.keys_out = 0  # key frames that reached the decoder
-        self.dropped = 0
         self.keys_seen = threading.Condition(self.lock)
-
-    def drop(self) -> None:
-        with self.lock:
-            self.dropped += 1
 
 
 def _wait(cond: threading.Condition, predicate: Any, timeout: float) -> bool:
@@ -38,10 +34,17 @@ def test_a_held_up_decoder_drops_deltas_before_decoding_and_keeps_key_frames(
 ) -> None:
     video = make_video(seconds=4, width=320, height=240, fps=30)  # key frame every 30 frames
     counts = Counts()
-    hold, held = threading.Event(), threading.Event()
+    hold, held, done = threading.Event(), threading.Event(), threading.Event()
     gst = init()
+    gate = DecodeGate()
+
+    def reader_checks() -> None:  # what the reader's thread does as it waits for frames
+        while not done.wait(0.05):
+            gate.check()
+
+    checks = threading.Thread(target=reader_checks, daemon=True)
     with capture_node(broker.url, prefix, {"cam": str(video)}) as node:
-        pipeline, sink = build_pipeline(node.url("cam"), on_drop=counts.drop)
+        pipeline, sink = build_pipeline(node.url("cam"), gate=gate)
 
         def is_key(info: Any) -> bool:
             return not info.get_buffer().has_flags(gst.BufferFlags.DELTA_UNIT)
@@ -74,6 +77,7 @@ def test_a_held_up_decoder_drops_deltas_before_decoding_and_keeps_key_frames(
 
         pipeline.connect("deep-element-added", added)
         pipeline.set_state(gst.State.PLAYING)
+        checks.start()
         try:
             assert sink.emit("try-pull-sample", 60 * gst.SECOND) is not None, "no first frame"
             hold.set()
@@ -82,8 +86,7 @@ def test_a_held_up_decoder_drops_deltas_before_decoding_and_keeps_key_frames(
                 start = counts.keys_in
             # three key frames come while the decoder cannot take anything
             assert _wait(counts.keys_seen, lambda: counts.keys_in >= start + 3, 60)
-            with counts.lock:
-                dropped_while_held = counts.dropped
+            dropped_while_held = gate.dropped("behind")
             hold.clear()
             # every key frame offered reaches the decoder (none leaked from a full queue) ...
             assert _wait(counts.keys_seen, lambda: counts.keys_out >= counts.keys_in, 60), (
@@ -93,6 +96,8 @@ def test_a_held_up_decoder_drops_deltas_before_decoding_and_keeps_key_frames(
             assert sink.emit("try-pull-sample", 30 * gst.SECOND) is not None
         finally:
             hold.clear()
+            done.set()
+            checks.join(10)
             pipeline.set_state(gst.State.NULL)
     assert dropped_while_held >= 30  # the deltas of those key frames' GOPs, never decoded
 

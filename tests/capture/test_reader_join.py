@@ -7,7 +7,7 @@ all-green first image in the browser test)."""
 
 from __future__ import annotations
 
-from ovbus.h264_branch import KEY_FRAME_WAIT, FirstKeyFrame
+from ovbus.decode_gate import KEY_FRAME_WAIT, DecodeGate
 from ovbus.rtsp import RtspReader
 from services.mosquitto import Mosquitto
 from tests.faults.test_reader_surface import Server
@@ -35,25 +35,32 @@ def test_a_reader_joining_between_key_frames_hands_out_a_correct_first_frame(
 
 
 def test_a_stream_without_key_frames_is_decoded_after_a_bounded_wait() -> None:
-    """An intra-refresh camera without recovery points has no key frame to wait for: the reader
+    """An intra-refresh camera without recovery points has no key frame to wait for: the gate
     drops (and counts) :data:`KEY_FRAME_WAIT` delta frames, then decodes, never waits for ever."""
-    dropped: list[int] = []
-    gate = FirstKeyFrame(lambda: dropped.append(1))
-    admitted = [gate.admit(False) for _ in range(KEY_FRAME_WAIT + 5)]
+    arrived = [0]
+    gate = DecodeGate()
+    gate.bind(count=lambda: arrived[0], set_drop=lambda _drop: None)
+    admitted = []
+    for _ in range(KEY_FRAME_WAIT + 5):
+        arrived[0] += 1
+        admitted.append(gate.open)
+        gate.check()  # the reader's thread, as it waits for a frame
     assert admitted == [False] * KEY_FRAME_WAIT + [True] * 5
-    assert len(dropped) == KEY_FRAME_WAIT
+    assert gate.dropped("first") == KEY_FRAME_WAIT
 
 
 def test_the_first_key_frame_ends_the_wait() -> None:
-    gate = FirstKeyFrame()
-    assert [gate.admit(k) for k in (False, False, True, False, False)] == [
-        False,
-        False,
-        True,
-        True,
-        True,
-    ]
-    assert gate.dropped == 2 and not gate.waiting
+    arrived = [0]
+    gate = DecodeGate()
+    gate.bind(count=lambda: arrived[0], set_drop=lambda _drop: None)
+    admitted = []
+    for key in (False, False, True, False, False):
+        arrived[0] += 1
+        if key:
+            gate.key_frame()
+        admitted.append(gate.open)
+    assert admitted == [False, False, True, True, True]
+    assert gate.dropped("first") == 2 and not gate.waiting
 
 
 #: An H.265 camera (what a reader reads straight from a third-party camera: capture serves

@@ -1,8 +1,10 @@
 """The decode pacer's logic (:mod:`ovbus.pacing`), driven directly: readers of 30 fps streams
-with a key frame every 60 frames, and a consumer that takes the newest frame of the next camera
-that has one (the scheduler's round-robin), as fast as a 2-core machine lets it when every
-decoded frame costs 4.5 core-ms and every inference 8.5 (the default model's figures at 720p).
-The clock is the simulation's: nothing here waits or depends on the machine's speed."""
+with a key frame every 60 frames, each behind its real gate (:class:`~ovbus.decode_gate.DecodeGate`,
+its frames counted as the branch's ``identity`` counts them, and a delta frame decoded when the
+gate is open, as its valve does in C), and a consumer that takes the newest frame of the next
+camera that has one (the scheduler's round-robin), as fast as a 2-core machine lets it when
+every decoded frame costs 4.5 core-ms and every inference 8.5 (the default model's figures at
+720p). The clock is the simulation's: nothing here waits or depends on the machine's speed."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ovbus.pacing import UNLIMITED, DecodePacer
+from ovbus.decode_gate import DecodeGate
+from ovbus.pacing import UNLIMITED, DecodePacer, PacedStream
 
 FPS = 30.0
 GOP = 60
@@ -21,6 +24,30 @@ DECODE_S = 0.0045  # core-seconds per decoded frame
 INFER_S = 0.0085  # core-seconds per inference
 CORES = 2.0
 WARM_S = 4.0
+
+
+class Cam:
+    """A reader's session: its place at the pacer and its gate, frames arriving one by one."""
+
+    def __init__(self, stream: PacedStream) -> None:
+        self.stream, self.arrived = stream, 0
+        self.gate = DecodeGate(stream)
+        self.gate.bind(count=lambda: self.arrived, set_drop=lambda _drop: None)
+
+    def frame(self, key: bool, now: float) -> bool:
+        """A frame arrives: is it decoded? (A key frame is decided first, as the tee does.)"""
+        self.arrived += 1
+        if key:
+            self.gate.key_frame(now)
+        return self.gate.open
+
+    @property
+    def skipped(self) -> int:
+        return self.gate.dropped("paced")
+
+
+def cams(pacer: DecodePacer, n: int) -> list[Cam]:
+    return [Cam(pacer.join(f"c{i}")) for i in range(n)]
 
 
 @dataclass
@@ -61,7 +88,8 @@ def simulate(
     starting: the model's first inferences, its connections)."""
     rnd = random.Random(seed)
     pacer = DecodePacer()
-    streams = [pacer.join(f"cam{i}") for i in range(cameras)]
+    readers = cams(pacer, cameras)
+    streams = [r.stream for r in readers]
     for i in exempt:
         streams[i].paced = False
     if phases is None:
@@ -80,7 +108,7 @@ def simulate(
         if cam >= 0:  # a frame arrives
             run.arrived += 1
             key = n % GOP == 0
-            admitted = streams[cam].admit(key, t) if paced else True
+            admitted = readers[cam].frame(key, t) if paced else True
             if admitted and not decoding[cam] and not key:
                 run.started_on_delta += n > 0
             decoding[cam] = admitted
@@ -89,7 +117,7 @@ def simulate(
                 run.decoded += 1
                 decode_times.append(t)
                 slot[cam] = True
-                streams[cam].delivered()
+                streams[cam].delivered(t)
             heapq.heappush(events, (t + 1 / FPS, cam, n + 1))
             if t > WARM_S:
                 run.most_running = max(run.most_running, len(pacer.running()))
@@ -98,7 +126,7 @@ def simulate(
                 c = (turn + step) % cameras
                 if slot[c]:
                     slot[c] = False
-                    streams[c].taken()
+                    streams[c].taken(t)
                     run.taken[c].append(t)
                     turn = (c + 1) % cameras
                     recent = sum(1 for d in decode_times[-600:] if d > t - 1.0)
@@ -107,7 +135,7 @@ def simulate(
                     free_at = t + 1 / rate
                     heapq.heappush(events, (free_at, -1, 0))
                     break
-    run.skipped = sum(s.skipped for s in streams)
+    run.skipped = sum(r.skipped for r in readers)
     return run
 
 
@@ -182,42 +210,42 @@ def test_an_exempt_stream_decodes_every_frame() -> None:
 
 def test_the_budget_comes_back_when_the_consumer_takes_everything() -> None:
     pacer = DecodePacer()
-    streams = [pacer.join(f"c{i}") for i in range(4)]
+    readers = cams(pacer, 4)
     t = 0.0
     for n in range(90):  # 3 s: the consumer takes one decoded frame in four
-        for i, s in enumerate(streams):
-            if s.admit(n % GOP == 0, t + i * 0.001):
-                s.delivered()
+        for i, r in enumerate(readers):
+            if r.frame(n % GOP == 0, t + i * 0.001):
+                r.stream.delivered(t + i * 0.001)
                 if n % 4 == 0:
-                    s.taken()
+                    r.stream.taken(t + i * 0.001)
         t += 1 / FPS
     assert pacer.budget < 4 * FPS
     for n in range(90, 400):  # then every decoded frame is taken
-        for i, s in enumerate(streams):
-            if s.admit(n % GOP == 0, t + i * 0.001):
-                s.delivered()
-                s.taken()
+        for i, r in enumerate(readers):
+            if r.frame(n % GOP == 0, t + i * 0.001):
+                r.stream.delivered(t + i * 0.001)
+                r.stream.taken(t + i * 0.001)
         t += 1 / FPS
     assert pacer.budget == UNLIMITED
     assert len(pacer.running()) == 4
 
 
 def test_a_stream_never_gated_does_not_count_in_the_budget() -> None:
-    """An MJPEG reader at the same pacer (its frames never come through admit): its frames left
-    untaken do not make the H.264 readers pace."""
+    """An MJPEG reader at the same pacer (no gate: its frames are decoded when taken): its
+    frames left untaken do not make the H.264 readers pace."""
     pacer = DecodePacer()
     jpeg = pacer.join("mjpeg")
-    h264 = [pacer.join(f"c{i}") for i in range(2)]
+    h264 = cams(pacer, 2)
     t = 0.0
     for n in range(300):
-        for i, s in enumerate(h264):
-            assert s.admit(n % GOP == 0, t + i * 0.001)
-            s.delivered()
-            s.taken()
+        for i, r in enumerate(h264):
+            assert r.frame(n % GOP == 0, t + i * 0.001)
+            r.stream.delivered(t)
+            r.stream.taken(t)
         for _ in range(10):
-            jpeg.delivered()  # ten JPEG frames for each taken: all replaced untaken
+            jpeg.delivered(t)  # ten JPEG frames for each taken: all replaced untaken
         t += 1 / FPS
-    assert pacer.budget == UNLIMITED and sum(s.skipped for s in h264) == 0
+    assert pacer.budget == UNLIMITED and sum(r.skipped for r in h264) == 0
 
 
 def test_a_reader_that_missed_frames_waits_for_its_key_frame_once_nothing_is_paced() -> None:
@@ -225,24 +253,24 @@ def test_a_reader_that_missed_frames_waits_for_its_key_frame_once_nothing_is_pac
     a reader stopped in the middle of its GOP restarts at its key frame (was: at the next frame,
     a delta frame whose references its decoder never had: a corrupt image for inference)."""
     pacer = DecodePacer()
-    streams = [pacer.join(f"c{i}") for i in range(4)]
+    readers = cams(pacer, 4)
     gap = [False] * 4  # a frame of the stream's current GOP was not decoded
     broken: list[tuple[int, int]] = []  # (frame, stream) decoded without its references
     t = 0.0
     for n in range(400):  # 3 s taking one decoded frame in four, then every one
-        for i, s in enumerate(streams):
+        for i, r in enumerate(readers):
             key = (n + 13 * i) % GOP == 0
             gap[i] = gap[i] and not key
-            if s.admit(key, t + i * 0.001):
+            if r.frame(key, t + i * 0.001):
                 if gap[i]:
                     broken.append((n, i))
-                s.delivered()
+                r.stream.delivered(t)
                 if n >= 90 or n % 4 == 0:
-                    s.taken()
+                    r.stream.taken(t)
             else:
                 gap[i] = True
         t += 1 / FPS
-    assert sum(s.skipped for s in streams) > 0  # it was paced
+    assert sum(r.skipped for r in readers) > 0  # it was paced
     assert pacer.budget == UNLIMITED and len(pacer.running()) == 4
     assert broken == []
 
@@ -252,27 +280,28 @@ def test_a_stream_whose_session_ended_does_not_keep_the_last_live_reader_paced()
     The other, alone, decodes every frame from its next key frame on (was: the silent reader
     still counted as running, so the live one was stopped GOP after GOP: half its frames)."""
     pacer = DecodePacer()
-    streams = [pacer.join("gone"), pacer.join("live")]
-    gone, live = streams
-    t = 0.0
-    for n in range(361):  # the consumer takes one decoded frame in three
-        for i, s in enumerate(streams):
-            if s.admit((n + 17 * i) % GOP == 0, t + i * 0.001):
-                s.delivered()
+    gone, live = cams(pacer, 2)
+    t, n = 0.0, 0
+    while n < 361 or not gone.stream.running:  # the consumer takes one decoded frame in three
+        assert n < 3000, "the reader going away never ran"
+        for i, r in enumerate((gone, live)):
+            if r.frame((n + 17 * i) % GOP == 0, t + i * 0.001):
+                r.stream.delivered(t)
                 if n % 3 == 0:
-                    s.taken()
+                    r.stream.taken(t)
         t += 1 / FPS
-    assert gone.running and pacer.budget < 2 * FPS  # paced, the reader going away running
-    gone.ended()  # its session ended: the reader reconnects
-    assert "gone" not in pacer.running()
+        n += 1
+    assert pacer.budget < 2 * FPS  # paced, the reader going away running
+    gone.stream.ended()  # its session ended: the reader reconnects
+    assert "c0" not in pacer.running()
     skipped, first_key = live.skipped, None
-    for n in range(361, 961):  # 20 s of the live stream alone
+    for n in range(n, n + 600):  # noqa: B020 (from where it stopped: 20 s of the live stream alone)
         key = (n + 17) % GOP == 0
         first_key = n if first_key is None and key else first_key
-        if live.admit(key, t):
-            live.delivered()
+        if live.frame(key, t):
+            live.stream.delivered(t)
             if n % 3 == 0:
-                live.taken()
+                live.stream.taken(t)
         elif first_key is not None:
             raise AssertionError(f"frame {n} of the camera alone not decoded")
         t += 1 / FPS
@@ -284,27 +313,27 @@ def test_a_reader_made_exempt_mid_gop_restarts_at_its_key_frame() -> None:
     frame decoded): it decodes again from its next key frame (was: from the next delta frame,
     whose references its decoder never had)."""
     pacer = DecodePacer()
-    streams = [pacer.join(f"c{i}") for i in range(4)]
+    readers = cams(pacer, 4)
     t, n = 0.0, 0
     stopped: int | None = None
     while stopped is None:  # the consumer takes one decoded frame in six until one stops
         assert n < 3000, "no reader was stopped in the middle of its GOP"
-        for i, s in enumerate(streams):
+        for i, r in enumerate(readers):
             key = (n + 13 * i) % GOP == 0
-            if s.admit(key, t + i * 0.001):
-                s.delivered()
+            if r.frame(key, t + i * 0.001):
+                r.stream.delivered(t)
                 if n % 6 == 0:
-                    s.taken()
+                    r.stream.taken(t)
             elif not key and (n + 13 * i) % GOP < GOP - 2 and stopped is None:
                 stopped = i
         t += 1 / FPS
         n += 1
-    exempt = streams[stopped]
-    exempt.paced = False  # its pipeline now has a detect_fps
+    exempt = readers[stopped]
+    exempt.stream.paced = False  # its pipeline now has a detect_fps
     decisions = []
     for m in range(n, n + 2 * GOP):
         key = (m + 13 * stopped) % GOP == 0
-        decisions.append((key, exempt.admit(key, t)))
+        decisions.append((key, exempt.frame(key, t)))
         t += 1 / FPS
     first_key = next(i for i, (key, _) in enumerate(decisions) if key)
     assert not any(admitted for _, admitted in decisions[:first_key])  # the rest of the GOP
@@ -319,25 +348,25 @@ def test_exempt_readers_take_turns_while_their_decoders_fall_behind() -> None:
     take turns, whole GOPs at a time, decoding about what the decoders manage; once the
     decoders keep up every frame is decoded again."""
     pacer = DecodePacer()
-    streams = [pacer.join(f"c{i}") for i in range(16)]
-    for s in streams:
-        s.paced = False
+    readers = cams(pacer, 16)
+    for r in readers:
+        r.stream.paced = False
     t, sent = 0.0, [0.0] * 2  # frames sent to the decoders in the current second, the last
-    decoded = [0] * len(streams)
+    decoded = [0] * len(readers)
     overloaded = True
     for n in range(30 * 40):  # 40 s: 30 s of decoders behind over 300 frames/s, then none
         overloaded = n < 30 * 30
         if n % 30 == 0:
             sent = [0.0, sent[0]]
-        for i, s in enumerate(streams):
+        for i, r in enumerate(readers):
             key = (n + 7 * i) % GOP == 0
-            if s.admit(key, t + i * 0.0001):
+            if r.frame(key, t + i * 0.0001):
                 sent[0] += 1
                 if overloaded and sent[0] > 300 and not key:
-                    s.behind()  # the decoder's queue is full: this frame is dropped
+                    r.gate.fell_behind()  # the decoder's queue is full: the rest of the GOP
                 else:
                     decoded[i] += 1
-                    s.delivered()
+                    r.stream.delivered(t)
         if n == 30 * 25:  # the last 5 s of the overload
             limited = pacer.decode_budget
             running = len(pacer.running())
