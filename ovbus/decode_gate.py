@@ -139,7 +139,7 @@ class DecodeGate:
             self._key_at, self._key_n, self.keys = n, n + 1 if taken else n, self.keys + 1
             self._keyless = taken
         if self._stream is not None:
-            self._stream.key_frame(self.gop, now)  # the pacer calls pace(..., key=True)
+            self._stream.key_frame(self, self.gop, now)  # which calls pace(..., key=True)
         else:
             self.pace(True, key=True)
 

@@ -107,10 +107,11 @@ class PacedStream:
         """A session's gate: the pacer opens and closes it, and reads its counts."""
         self.pacer._attach(self, gate)
 
-    def key_frame(self, gop: int = 0, now: float | None = None) -> bool:
-        """A key frame (``gop``: frames since the last, 0 if not known): whether the reader
-        decodes from it; its gate is told (``now``: monotonic seconds, default the clock's)."""
-        return self.pacer._key(self, gop, _now(now))
+    def key_frame(self, gate: Gate, gop: int = 0, now: float | None = None) -> bool:
+        """A key frame at ``gate`` (``gop``: frames since the last, 0 if not known): whether the
+        reader decodes from it; the gate is told under the pacer's lock (``now``: monotonic
+        seconds, default the clock's)."""
+        return self.pacer._key(self, gate, gop, _now(now))
 
     def delivered(self, now: float | None = None) -> None:
         """A decoded frame reached the slot."""
@@ -208,15 +209,14 @@ class DecodePacer:
             if s.paced and s.gated:
                 self._budgets.taken += 1
 
-    def _key(self, s: PacedStream, gop: int, now: float) -> bool:
+    def _key(self, s: PacedStream, gate: Gate, gop: int, now: float) -> bool:
         with self._lock:
             self._budgets.tick(now, self._streams)
             self._shares(now)
             s.gated = True
             s.gop = gop or s.gop
             decode = True if s._left else self._decide(s)
-            if s.gate is not None:
-                s.gate.pace(decode, key=True)
+            gate.pace(decode, key=True)
             return decode
 
     def _stop(self, runner: PacedStream) -> None:
