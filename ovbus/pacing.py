@@ -173,7 +173,7 @@ class DecodePacer:
     # the logic ---------------------------------------------------------------------------------
     def _attach(self, stream: PacedStream, gate: Gate) -> None:
         with self._lock:
-            stream.gate, stream.seen, stream.gated = gate, (0, 0, 0), True
+            stream.gate, stream.seen, stream.gated = gate, gate.counts(), True
 
     def _leave(self, stream: PacedStream) -> None:
         with self._lock:
