@@ -80,7 +80,6 @@ class DecodeGate:
         self._drops = dict.fromkeys(REASONS, 0)  # frames dropped in closed spells that ended
         self._key_at: int | None = None  # arrivals at the last key frame
         self._key_n = 0  # arrivals counting the key frame being decided
-        self.keys = 0
         self.gop = 0  # frames between the last two key frames (0: not known yet)
         self._keyless = True  # no key frame came yet, or the last one was taken (KEY_FRAME_WAIT)
         self._warned = False
@@ -136,7 +135,7 @@ class DecodeGate:
         with self._lock:
             self.gop = n - self._key_at if self._key_at is not None else 0
             # a frame taken as a key frame is the next to come: this one was dropped already
-            self._key_at, self._key_n, self.keys = n, n + 1 if taken else n, self.keys + 1
+            self._key_at, self._key_n = n, n + 1 if taken else n
             self._keyless = taken
         if self._stream is not None:
             self._stream.key_frame(self, self.gop, now)  # which calls pace(..., key=True)

@@ -62,19 +62,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ovbus.log import get_logger
-from ovbus.pacing_budget import UNLIMITED, Budgets, PacerSettings
+from ovbus.pacing_budget import UNLIMITED, Budgets, Counts, PacerSettings
 
 __all__ = ["UNLIMITED", "DecodePacer", "Gate", "PacedStream", "PacerSettings"]
 
 log = get_logger(__name__)
 
 
-class Gate(Protocol):
-    """What the pacer needs of a reader's gate (:class:`~ovbus.decode_gate.DecodeGate`)."""
-
-    def counts(self) -> tuple[int, int, int]:
-        """(frames arrived, dropped as paced, dropped before the first key frame)."""
-        ...
+class Gate(Counts, Protocol):
+    """What the pacer needs of a reader's gate (:class:`~ovbus.decode_gate.DecodeGate`): its
+    counts, and to open or close it."""
 
     def pace(self, decode: bool, key: bool = False) -> None:
         """Open or close it: at its key frame (``key``), or closed from now on."""
@@ -213,7 +210,6 @@ class DecodePacer:
         with self._lock:
             self._budgets.tick(now, self._streams)
             self._shares(now)
-            s.gated = True
             s.gop = gop or s.gop
             decode = True if s._left else self._decide(s)
             gate.pace(decode, key=True)

@@ -12,7 +12,7 @@ from typing import Final, Protocol
 
 from ovbus.log import get_logger
 
-__all__ = ["UNLIMITED", "Budget", "Budgets", "Counted", "PacerSettings"]
+__all__ = ["UNLIMITED", "Budget", "Budgets", "Counted", "Counts", "PacerSettings"]
 
 log = get_logger(__name__)
 
@@ -21,7 +21,9 @@ UNLIMITED: Final = math.inf
 
 
 class Counts(Protocol):
-    def counts(self) -> tuple[int, int, int]: ...
+    def counts(self) -> tuple[int, int, int]:
+        """(frames arrived, dropped as paced, dropped before the first key frame)."""
+        ...
 
 
 class Counted(Protocol):
