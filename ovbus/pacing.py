@@ -89,7 +89,7 @@ class PacedStream:
     paced: bool = True  # false: every frame decoded, not in the budget (detect_fps cameras)
     running: bool = False
     started: int = 0  # order of the start (the smallest has run longest)
-    run: int = 0  # frames decoded since the start
+    start_mark: int = 0  # its gate's arrivals when it started
     refused: int = 0  # key frames refused in a row
     gop: int = 0  # frames between the last two key frames (0: not seen yet)
     rate: float = 0.0  # frames/s arriving, over the last window
@@ -193,7 +193,6 @@ class DecodePacer:
         with self._lock:
             self._budgets.tick(now, self._streams)
             if s.running:
-                s.run += 1
                 runner = self._over(s, now)
                 if runner is not None:
                     self._stop(runner)
@@ -233,7 +232,8 @@ class DecodePacer:
                 return True
             return False
         if self._budgets.limit(s.paced) == UNLIMITED or self._may_start(s):
-            s.running, s.started, s.run, s.refused = True, next(self._order), 0, 0
+            mark = s.gate.counts()[0] if s.gate is not None else 0
+            s.running, s.started, s.start_mark, s.refused = True, next(self._order), mark, 0
             return True
         s.refused += 1
         return False
@@ -247,7 +247,10 @@ class DecodePacer:
         frames lately (then the one that has run longest), once it has had its part of a GOP
         (``None`` before: nobody stops yet)."""
         runner = max(self._runners(paced), key=lambda r: (r.share, -r.started), default=None)
-        return runner if runner is not None and runner.run >= self._min_run(runner) else None
+        if runner is None or runner.gate is None:
+            return runner
+        ran = runner.gate.counts()[0] - runner.start_mark  # decoded or dropped as behind
+        return runner if ran >= self._min_run(runner) else None
 
     def _load(self, paced: bool) -> float:
         return sum(r.rate for r in self._runners(paced))
