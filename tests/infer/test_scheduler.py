@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -209,6 +210,69 @@ def test_jobs_start_from_the_ready_call_and_follow_in_the_same_thread() -> None:
         dispatcher.stop()
     assert taken_in["a"].startswith("test-job"), taken_in  # started by ready(), on the pool
     assert taken_in["b"] == taken_in["a"], taken_in  # a's thread went on to b
+
+
+def _switches(thread: threading.Thread) -> int:
+    """The voluntary context switches of ``thread`` so far (Linux): each is one time the
+    thread slept and was woken."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(
+        next(x for x in status.splitlines() if x.startswith("voluntary_ctxt_switches")).split()[1]
+    )
+
+
+def test_the_dispatching_thread_sleeps_while_frames_and_completions_start_the_jobs() -> None:
+    """A camera's next frame arrives after its job ended, so every job ends with nothing
+    ready: the next frame starts the next job from its reader's call. The dispatching thread
+    has nothing to do (no camera waits for a due time) and is not woken at all (it was woken
+    after every job: a context switch per result); with a due time, it still is (below)."""
+    dispatcher = Dispatcher(slots=1, name="test")
+    ended = threading.Semaphore(0)
+    jobs = 200
+    dispatcher.add("a", lambda: ended.release)
+    dispatcher.start()
+    try:
+        time.sleep(0.05)  # the dispatching thread is asleep in its wait
+        before, started = _switches(dispatcher._thread), time.monotonic()
+        for _ in range(jobs):
+            dispatcher.ready("a")
+            assert ended.acquire(timeout=30), "the job never ran"
+            deadline = time.monotonic() + 30
+            while dispatcher.schedule.in_flight and time.monotonic() < deadline:
+                time.sleep(0.0005)  # until the job's thread is done with it
+        woken = _switches(dispatcher._thread) - before
+        elapsed = time.monotonic() - started
+    finally:
+        dispatcher.stop()
+    # its wait also times out once a second, whatever happens
+    assert woken <= 3 + elapsed, f"the dispatching thread was woken {woken} times in {jobs} jobs"
+
+
+def test_a_camera_waiting_for_its_due_time_is_started_by_the_dispatching_thread() -> None:
+    """detect_fps: the frame is ready but the camera is not due; nothing else happens (no
+    frame, no completion), so only the dispatching thread, woken for the due time, can start
+    it."""
+    dispatcher = Dispatcher(slots=1, name="test")
+    ran: list[float] = []
+    second = threading.Event()
+
+    def job() -> None:
+        ran.append(time.monotonic())
+        if len(ran) == 2:
+            second.set()
+
+    dispatcher.add("a", lambda: job, detect_fps=5)
+    dispatcher.start()
+    try:
+        dispatcher.ready("a")
+        deadline = time.monotonic() + 30
+        while not ran and time.monotonic() < deadline:
+            time.sleep(0.001)
+        dispatcher.ready("a")  # not due for 0.2 s
+        assert second.wait(30), "the camera waiting for its due time never ran"
+    finally:
+        dispatcher.stop()
+    assert ran[1] - ran[0] >= 0.19, ran
 
 
 def test_frames_are_scaled_to_what_the_models_need() -> None:
