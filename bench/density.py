@@ -16,7 +16,9 @@ it can take. In the same run:
   thread per decoder, to I420 at full size; MJPEG: libjpeg-turbo scaled in the DCT domain to the
   model's input size), one decoder per core. The bound's core-ms per frame is
   ``cores/I + cores/D`` (in ms), its rate ``cores / that``, and ``bound / fps`` cameras;
-- **each camera count**: results/s at a subscriber against the offered frames, frame age p50
+- **each camera count** (``bench/density_trial.py``; ``--windows`` windows of ``--seconds``
+  in one run of the infer worker, the row from the window of the median results/s, every
+  window's results/s beside it): results/s at a subscriber against the offered frames, frame age p50
   and p99 (capture time from RTCP to arrival) against ``2 x (latency + 1/fps) + 30 ms``, the CPU
   of the capture worker, the infer worker and the broker, so the node's core-ms per result, and
   the efficiency: the bound's core-ms per frame over the node's core-ms per result. A count is
@@ -41,146 +43,23 @@ import os
 import shlex
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
-
-import numpy as np
 
 from bench import camera_media, profile, streams, threads
 from bench.bound import Bound, decode_rate, input_shape, input_size
 from bench.camera_media import Media
+from bench.density_trial import HELD_SHARE, Trial, serve, trial
 from bench.report import Report, Row, write_readme
-from bench.stack import Stack, cpu_seconds
+from bench.stack import Stack
 from bench.throughput import baseline, benchmark_app, description
-from ovbus.bus import Bus
-from ovbus.clients import CameraClient
-from ovbus.errors import OvbusError, RemoteError
-from ovbus.payloads import CameraSet, ModelDescription
+from ovbus.errors import OvbusError
+from ovbus.payloads import ModelDescription
 
 #: The product's default model, the room person detector, one heavy model (>= 5 ms here).
 MODELS: Final = ("blazeface-full-range", "person-detection-ssdlite", "pose-detection")
-HELD_SHARE: Final = 0.95
-
-
-@dataclass
-class Trial:
-    cameras: int
-    offered: float
-    rate: float
-    p50: float
-    p99: float
-    target_p99: float
-    cores: dict[str, float]
-    fresh: float  # results/s within the fixed age threshold
-    restarts: int
-    infer_threads: dict[str, float] = field(default_factory=dict)  # cores by thread group
-
-    @property
-    def core_ms(self) -> float:
-        return 1000.0 * sum(self.cores.values()) / self.rate if self.rate else float("inf")
-
-    @property
-    def held(self) -> bool:
-        return self.rate >= HELD_SHARE * self.offered and self.p99 <= self.target_p99
-
-    def cause(self) -> str:
-        causes = []
-        if self.rate < HELD_SHARE * self.offered:
-            causes.append(f"{self.rate / self.offered:.2f} of the offered frames")
-        if not self.p99 <= self.target_p99:
-            causes.append(f"p99 age {self.p99:.0f} ms over {self.target_p99:.0f} ms")
-        if self.restarts:
-            causes.append(f"{self.restarts} reader restarts")
-        return "; ".join(causes)
-
-
-def serve(bus: Bus, cameras: list[str], count: int, timeout: float = 60.0) -> None:
-    """The capture node serves the first ``count`` of ``cameras`` and none of the others
-    (``set enabled``): its cost is that of the cameras read, as on a box with that many. (All
-    of them served, the unread ones' producers cost ~0.2 cores at every count.)"""
-
-    def apply(i: int) -> None:
-        try:
-            CameraClient(bus).set(cameras[i], CameraSet(enabled=i < count), timeout=timeout)
-        except RemoteError as e:
-            raise OvbusError(f"capture did not {'en' if i < count else 'dis'}able {cameras[i]}: "
-                             f"{e.code}: {e}") from e  # fmt: skip
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(apply, range(len(cameras))))
-
-
-def trial(
-    stack: Stack,
-    n: int,
-    model: str,
-    seconds: float,
-    bound: Bound,
-    fps: int,
-    profile_to: Path | None = None,
-) -> Trial:
-    """Results/s, frame age and the node's CPU with the infer worker on the first ``n`` cameras
-    (``profile_to``: py-spy's samples of the infer worker over the window, raw)."""
-    stack.collector.clear()
-    log = stack.workers.log_path("infer")
-    offset = log.stat().st_size if log is not None and log.exists() else 0
-    serve(stack.bus, stack.cameras, n)
-    stack.start_infer(cameras=n)
-    try:
-        stack.wait_results(per_camera=3, cameras=n, timeout=180)
-        time.sleep(2.0)  # every reader streams, the scheduler is in its steady state
-        pids = {
-            "infer": stack.procs["infer"].pid,
-            "capture": stack.procs["capture"].pid,
-            "broker": stack.broker_pid or 0,
-        }
-        spy = profile.record(pids["infer"], seconds, profile_to) if profile_to else None
-        names = threads.python_names(pids["infer"])  # the infer worker's CPU by thread
-        before = {k: cpu_seconds(p) if p else 0.0 for k, p in pids.items()}
-        tasks = threads.sample(pids["infer"])
-        begin = time.time()
-        time.sleep(seconds)
-        end = time.time()
-        after = {k: cpu_seconds(p) if p else 0.0 for k, p in pids.items()}
-        spent = threads.by_group(tasks, threads.sample(pids["infer"]), names)
-        if spy is not None and spy.wait(60 + seconds) != 0:
-            raise OvbusError(
-                f"py-spy failed: {spy.stderr.read().decode()[-500:] if spy.stderr else ''}"
-            )
-    finally:
-        stack.stop_infer()
-    restarts = _restarts(log, offset)
-    got = [a for a in stack.collector.window(begin, end) if a.model == model]
-    ages = [(a.arrived - a.captured) * 1000 for a in got if a.clock == "rtcp-ntp"]
-    p50, p99 = (float(np.percentile(ages, q)) for q in (50, 99)) if ages else (np.nan, np.nan)
-    span = end - begin
-    threshold = bound.latency_ms + 2000.0 / fps
-    return Trial(
-        cameras=n,
-        offered=float(n * fps),
-        rate=len(got) / span,
-        p50=float(p50),
-        p99=float(p99),
-        target_p99=2 * (bound.latency_ms + 1000.0 / fps) + 30,
-        cores={k: (after[k] - before[k]) / span for k in pids},
-        fresh=sum(age <= threshold for age in ages) / span,
-        restarts=restarts,
-        infer_threads={k: v / span for k, v in spent.items()},
-    )
-
-
-def _restarts(log: Path | None, offset: int) -> int:
-    """Reader restarts the infer worker logged since ``offset`` (this trial's own lines)."""
-    if log is None or not log.exists():
-        return 0
-    with log.open("rb") as f:
-        f.seek(offset)
-        lines = f.read().decode(errors="replace").splitlines()
-    return sum("ovbus.rtsp" in line and "reconnecting" in line for line in lines)
 
 
 def _row(report: Report, t: Trial, bound: Bound, label: str = "") -> None:
@@ -198,6 +77,8 @@ def _row(report: Report, t: Trial, bound: Bound, label: str = "") -> None:
         "reader_restarts": t.restarts,
         "infer_core_ms_per_result_by_thread": threads.per_result(t.infer_threads, t.rate),
     }
+    if len(t.rates) > 1:  # the row is the median window; every window's results/s
+        figures["windows_results_per_s"] = " / ".join(f"{r:.0f}" for r in t.rates)
     met = t.held and efficiency >= 0.8 and not t.restarts
     if not met:
         figures["cause"] = t.cause() or f"efficiency {efficiency:.2f}"
@@ -272,7 +153,7 @@ def measure(args: argparse.Namespace, command: str) -> Report:
         )  # fmt: skip
 
         def run(n: int) -> Trial:
-            t = trial(stack, n, args.model, args.seconds, bound, args.fps)
+            t = trial(stack, n, args.model, args.seconds, bound, args.fps, windows=args.windows)
             _row(report, t, bound)
             return t
 
@@ -332,8 +213,9 @@ def measure(args: argparse.Namespace, command: str) -> Report:
         f"media: {media.path.name} ({media.codec}, {width}x{height} at {media.fps} fps, "
         f"{media.path.stat().st_size * 8 / media.seconds / 1e6:.1f} Mbit/s), served pass-through",
         f"load average (1, 5, 15 min) at the start {_load(report.load)}, at the end {_load(end)}",
-        f"{args.seconds:.0f} s per count; ratio = efficiency: the bound's core-ms per frame "
-        "over the node's (capture + infer + broker) core-ms per result",
+        f"{args.windows} windows of {args.seconds:.0f} s per count, the row from the window of "
+        "the median results/s (the profiled count: one); ratio = efficiency: the bound's "
+        "core-ms per frame over the node's (capture + infer + broker) core-ms per result",
     ]
     return report
 
@@ -354,7 +236,7 @@ def _naive(
         clocks = dict(zip(cams, pool.map(lambda c: streams.calibrate(
             stack.urls[c], read=camera_media.media_time, period=media.seconds), cams), strict=True))  # fmt: skip
     threshold = bound.latency_ms + 2000.0 / args.fps
-    ours = trial(stack, n, args.model, args.seconds, bound, args.fps)
+    ours = trial(stack, n, args.model, args.seconds, bound, args.fps, windows=args.windows)
     naive = baseline(
         stack, n, model_file, desc, args.seconds, clocks, threshold, camera_media.media_time
     )
@@ -405,15 +287,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--fps", type=int, default=30, choices=range(1, 61), metavar="FPS")
     parser.add_argument("--cameras", type=int, default=0, help="run this count only (no search)")
     parser.add_argument("--max-cameras", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=10.0, help="window per camera count")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of a window")
+    parser.add_argument(
+        "--windows", type=int, default=3, help="windows per camera count (the median's row)"
+    )
     parser.add_argument("--bound-seconds", type=int, default=10, help="benchmark_app time each")
     parser.add_argument("--decode-repeats", type=int, default=2, help="loops of the file for D")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive loop")
     parser.add_argument("--no-write", action="store_true", help="print only (no JSON, README)")
     parser.add_argument("--profile", action="store_true", help="py-spy the infer worker once")
     args = parser.parse_args(argv)
-    if args.cameras < 0 or not 1 <= args.max_cameras <= 64:
-        parser.error("--cameras >= 0 and --max-cameras from 1 to 64")
+    if args.cameras < 0 or not 1 <= args.max_cameras <= 64 or not 1 <= args.windows <= 9:
+        parser.error("--cameras >= 0, --max-cameras from 1 to 64, --windows from 1 to 9")
     command = shlex.join(["python", "-m", "bench", "density", *argv])
     try:
         report = measure(args, command)

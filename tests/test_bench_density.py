@@ -15,7 +15,8 @@ import pytest
 
 import bench.__main__ as bench_main
 from bench import camera_media, report
-from bench.density import Trial, _restarts, search, serve
+from bench.density import search
+from bench.density_trial import Trial, _restarts, median_window, serve
 from bench.report import Report, Row, write_readme
 from ovbus.bus import Bus
 from ovbus.payloads import CameraState
@@ -64,6 +65,23 @@ def test_search_finds_the_most_cameras_held(start: int) -> None:
     density, trials = search(run, start, 32)
     assert density == 13 and trials[13].held and not trials[14].held
     assert len(ran) == len(set(ran)) <= 10  # no count measured twice, few counts
+
+
+def test_a_count_is_the_window_of_the_median_rate_with_its_own_figures() -> None:
+    """One window slowed by load from outside neither holds nor drops a count by itself, and
+    the row's figures all come from one window (not a mix of windows)."""
+
+    def window(rate: float, p99: float) -> Trial:
+        return Trial(6, 180.0, rate, 40.0, p99, 100.0, {"infer": rate / 100}, rate, 0)
+
+    slow, a, b = window(151.0, 95.0), window(178.0, 60.0), window(174.0, 70.0)
+    chosen = median_window([slow, a, b])
+    assert chosen is b and chosen.held and chosen.rates == [151.0, 178.0, 174.0]
+    assert chosen.p99 == 70.0 and chosen.cores == {"infer": 1.74}
+    assert median_window([a, slow]) is slow  # even: the lower middle, never flattering
+    assert median_window([a]).rates == [178.0]
+    with pytest.raises(ValueError):
+        median_window([])
 
 
 def test_search_when_nothing_or_everything_is_held() -> None:

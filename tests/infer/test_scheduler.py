@@ -244,8 +244,10 @@ def test_the_dispatching_thread_sleeps_while_frames_and_completions_start_the_jo
         elapsed = time.monotonic() - started
     finally:
         dispatcher.stop()
-    # its wait also times out once a second, whatever happens
-    assert woken <= 3 + elapsed, f"the dispatching thread was woken {woken} times in {jobs} jobs"
+    # its wait also times out once a second, whatever happens (and may then wait for the GIL)
+    assert woken <= 3 + 3 * elapsed, (
+        f"the dispatching thread was woken {woken} times in {jobs} jobs"
+    )
 
 
 def test_a_camera_waiting_for_its_due_time_is_started_by_the_dispatching_thread() -> None:
