@@ -60,7 +60,8 @@ Ctrl-C or SIGTERM (`kill`, `timeout`) stops a run and the broker and workers it 
    the bound measured in the same run (I: `benchmark_app` THROUGHPUT; D: decode-only on the same
    file at the pipeline's decode size), each camera count's results/s, frame age, capture +
    infer + broker CPU and efficiency (the bound's core-ms per frame over the node's core-ms per
-   result) from the window of the median results/s of 3 (`--windows`), the most cameras held (>= 0.95 of offered frames, p99 age within target), twice
+   result) from the window of the median results/s of 3 (`--windows`, after a 20 s
+   `--warmup`), the most cameras held (>= 0.95 of offered frames, p99 age within target), twice
    that past saturation, and the naive loop at one fixed age threshold with its decoder delay;
 
 1. **throughput**: results/s and frame age for 4, 8, 16, 32 cameras (the camera-like media at

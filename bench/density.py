@@ -17,8 +17,8 @@ it can take. In the same run:
   model's input size), one decoder per core. The bound's core-ms per frame is
   ``cores/I + cores/D`` (in ms), its rate ``cores / that``, and ``bound / fps`` cameras;
 - **each camera count** (``bench/density_trial.py``; ``--windows`` windows of ``--seconds``
-  in one run of the infer worker, the row from the window of the median results/s, every
-  window's results/s beside it): results/s at a subscriber against the offered frames, frame age p50
+  in one run of the infer worker, after ``--warmup`` s, the row from the window of the median
+  results/s, every window's results/s beside it): results/s at a subscriber against the offered frames, frame age p50
   and p99 (capture time from RTCP to arrival) against ``2 x (latency + 1/fps) + 30 ms``, the CPU
   of the capture worker, the infer worker and the broker, so the node's core-ms per result, and
   the efficiency: the bound's core-ms per frame over the node's core-ms per result. A count is
@@ -51,7 +51,7 @@ from typing import Final
 from bench import camera_media, profile, streams, threads
 from bench.bound import Bound, decode_rate, input_shape, input_size
 from bench.camera_media import Media
-from bench.density_trial import HELD_SHARE, Trial, serve, trial
+from bench.density_trial import HELD_SHARE, WARMUP_S, Trial, serve, trial
 from bench.report import Report, Row, write_readme
 from bench.stack import Stack
 from bench.throughput import baseline, benchmark_app, description
@@ -153,7 +153,8 @@ def measure(args: argparse.Namespace, command: str) -> Report:
         )  # fmt: skip
 
         def run(n: int) -> Trial:
-            t = trial(stack, n, args.model, args.seconds, bound, args.fps, windows=args.windows)
+            t = trial(stack, n, args.model, args.seconds, bound, args.fps, windows=args.windows,
+                      warmup=args.warmup)  # fmt: skip
             _row(report, t, bound)
             return t
 
@@ -196,7 +197,7 @@ def measure(args: argparse.Namespace, command: str) -> Report:
             raw = Path(tempfile.mkdtemp(prefix="ovbus-profile-")) / "infer.txt"
             _row(
                 report,
-                trial(stack, n, args.model, args.seconds, bound, args.fps, raw),
+                trial(stack, n, args.model, args.seconds, bound, args.fps, raw, warmup=args.warmup),
                 bound,
                 " (profiled)",
             )
@@ -213,8 +214,8 @@ def measure(args: argparse.Namespace, command: str) -> Report:
         f"media: {media.path.name} ({media.codec}, {width}x{height} at {media.fps} fps, "
         f"{media.path.stat().st_size * 8 / media.seconds / 1e6:.1f} Mbit/s), served pass-through",
         f"load average (1, 5, 15 min) at the start {_load(report.load)}, at the end {_load(end)}",
-        f"{args.windows} windows of {args.seconds:.0f} s per count, the row from the window of "
-        "the median results/s (the profiled count: one); ratio = efficiency: the bound's "
+        f"{args.windows} windows of {args.seconds:.0f} s per count after {args.warmup:.0f} s, the "
+        "row from the window of the median results/s (the profiled count: one); ratio = efficiency: the bound's "
         "core-ms per frame over the node's (capture + infer + broker) core-ms per result",
     ]
     return report
@@ -236,7 +237,8 @@ def _naive(
         clocks = dict(zip(cams, pool.map(lambda c: streams.calibrate(
             stack.urls[c], read=camera_media.media_time, period=media.seconds), cams), strict=True))  # fmt: skip
     threshold = bound.latency_ms + 2000.0 / args.fps
-    ours = trial(stack, n, args.model, args.seconds, bound, args.fps, windows=args.windows)
+    ours = trial(stack, n, args.model, args.seconds, bound, args.fps, windows=args.windows,
+                 warmup=args.warmup)  # fmt: skip
     naive = baseline(
         stack, n, model_file, desc, args.seconds, clocks, threshold, camera_media.media_time
     )
@@ -291,14 +293,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--windows", type=int, default=3, help="windows per camera count (the median's row)"
     )
+    parser.add_argument(
+        "--warmup", type=float, default=WARMUP_S, help="seconds before a count's first window"
+    )
     parser.add_argument("--bound-seconds", type=int, default=10, help="benchmark_app time each")
     parser.add_argument("--decode-repeats", type=int, default=2, help="loops of the file for D")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive loop")
     parser.add_argument("--no-write", action="store_true", help="print only (no JSON, README)")
     parser.add_argument("--profile", action="store_true", help="py-spy the infer worker once")
     args = parser.parse_args(argv)
-    if args.cameras < 0 or not 1 <= args.max_cameras <= 64 or not 1 <= args.windows <= 9:
-        parser.error("--cameras >= 0, --max-cameras from 1 to 64, --windows from 1 to 9")
+    if (
+        args.cameras < 0
+        or not 1 <= args.max_cameras <= 64
+        or not 1 <= args.windows <= 9
+        or not 0 <= args.warmup <= 600
+    ):
+        parser.error(
+            "--cameras >= 0, --max-cameras from 1 to 64, --windows from 1 to 9, --warmup 0-600 s"
+        )
     command = shlex.join(["python", "-m", "bench", "density", *argv])
     try:
         report = measure(args, command)

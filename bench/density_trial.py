@@ -4,7 +4,8 @@ and the node's CPU are measured over consecutive windows.
 
 A count is measured over ``windows`` windows in one run of the infer worker, and its row is the
 window of the median results/s, every figure from that one window (so they stay consistent
-with each other); every window's results/s is kept beside it. A single window let a burst of
+with each other); every window's results/s is kept beside it. The windows start :data:`WARMUP_S` after every camera's
+first results: what a box holds is its steady state, not its first seconds. A single window let a burst of
 load from outside (the machines are shared) decide whether a count was held: on the same
 machine in the same hour, 6 cameras of the default model gave 151 results/s in one window and
 174-178 in others.
@@ -29,6 +30,10 @@ from ovbus.errors import OvbusError, RemoteError
 from ovbus.payloads import CameraSet
 
 HELD_SHARE: Final = 0.95
+#: Seconds from the first results of every camera to the first window. Past saturation the
+#: pacer takes 10-20 s to settle: at 7 cameras of the default model (720p H.264), 8 windows of
+#: 10 s after 2 s gave 171 results/s, then 202-208.
+WARMUP_S: Final = 20.0
 
 
 @dataclass
@@ -107,10 +112,11 @@ def trial(
     fps: int,
     profile_to: Path | None = None,
     windows: int = 1,
+    warmup: float = WARMUP_S,
 ) -> Trial:
     """Results/s, frame age and the node's CPU with the infer worker on the first ``n`` cameras,
-    over ``windows`` windows of ``seconds`` (:func:`median_window`); ``profile_to``: py-spy's
-    samples of the infer worker over the first window, raw."""
+    over ``windows`` windows of ``seconds`` after ``warmup`` seconds (:func:`median_window`);
+    ``profile_to``: py-spy's samples of the infer worker over the first window, raw."""
     stack.collector.clear()
     log = stack.workers.log_path("infer")
     offset = log.stat().st_size if log is not None and log.exists() else 0
@@ -119,7 +125,7 @@ def trial(
     measured: list[_Window] = []
     try:
         stack.wait_results(per_camera=3, cameras=n, timeout=180)
-        time.sleep(2.0)  # every reader streams, the scheduler is in its steady state
+        time.sleep(warmup)  # every reader streams, the pacer is in its steady state
         pids = {
             "infer": stack.procs["infer"].pid,
             "capture": stack.procs["capture"].pid,
