@@ -202,7 +202,7 @@ def measure(args: argparse.Namespace, command: str) -> Report:
                 " (profiled)",
             )
             report.notes.append(
-                f"profile of the infer worker at {n} cameras (py-spy, non-blocking, "
+                f"profile of the infer worker at {n} cameras (py-spy, samples holding the GIL, "
                 f"{args.seconds:.0f} s): " + "; ".join(profile.summarise(raw))
             )
         if not args.no_naive:

@@ -1,11 +1,16 @@
-"""Where a worker's time per result goes: py-spy samples a running process (non-blocking, so
-the figures it measures are not disturbed), and the shares are summed per function.
+"""Where a worker's Python time per result goes: py-spy samples a running process (non-blocking,
+so the figures it measures are not disturbed), and the shares are summed per function.
 
 ``python -m bench density --profile`` profiles the infer worker during one camera count's
 window and puts the table in the report: the functions with the most samples on top of the
 stack (self) and the frame-path functions that hold the most samples under them (inclusive).
-Shares are of the samples of active threads; they stay meaningful on a loaded machine, where
-absolute times do not. py-spy is in the ``dev`` extra.
+Only samples of a thread holding the GIL count (``--gil``): the worker's Python and the C it
+calls under the GIL. Without it, a thread waiting to take the GIL back after a call that let it
+go looked busy in that call: a socket write to the broker was 9 % of the samples, an
+``AsyncInferQueue.start_async`` line 11 %, where ``perf`` found almost no time in the kernel's
+TCP send path (the worker's kernel time was futex waits and wake-ups). The decoders and OpenVINO's own threads run without the GIL: their CPU is in
+the row's per-thread figures. Shares stay meaningful on a loaded machine, where absolute times
+do not. py-spy is in the ``dev`` extra.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ def record(pid: int, seconds: float, out: Path, rate: int = 50) -> subprocess.Po
     """Start sampling ``pid`` for ``seconds`` into ``out`` (raw collapsed stacks)."""
     argv = [
         py_spy(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-        "--rate", str(rate), "--format", "raw", "--output", str(out), "--nonblocking",
+        "--rate", str(rate), "--format", "raw", "--output", str(out), "--nonblocking", "--gil",
     ]  # fmt: skip
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
