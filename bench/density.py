@@ -18,10 +18,10 @@ it can take. In the same run:
   ``cores/I + cores/D`` (in ms), its rate ``cores / that``, and ``bound / fps`` cameras;
 - **each camera count** (``bench/density_trial.py``; ``--windows`` windows of ``--seconds``
   in one run of the infer worker, after ``--warmup`` s, the row from the window of the median
-  results/s, every window's results/s beside it): results/s at a subscriber against the offered frames, frame age p50
-  and p99 (capture time from RTCP to arrival) against ``2 x (latency + 1/fps) + 30 ms``, the CPU
-  of the capture worker, the infer worker and the broker, so the node's core-ms per result, and
-  the efficiency: the bound's core-ms per frame over the node's core-ms per result. A count is
+  results/s, every window's results/s beside it): results/s at a subscriber against the
+  offered frames, frame age p50 and p99 (capture time from RTCP to arrival) against
+  ``2 x (latency + 1/fps) + 30 ms``, the CPU of the capture worker, the infer worker and the
+  broker, so the node's core-ms per result, and the efficiency: the bound's core-ms per frame over the node's core-ms per result. A count is
   *held* when >= 0.95 of the offered frames arrive with p99 within target; without
   ``--cameras`` the run finds the most cameras held, starting from 0.8 of ``bound / fps``, and
   then runs twice and four times that (past saturation: results/s must not fall more than 10%
@@ -214,9 +214,10 @@ def measure(args: argparse.Namespace, command: str) -> Report:
         f"media: {media.path.name} ({media.codec}, {width}x{height} at {media.fps} fps, "
         f"{media.path.stat().st_size * 8 / media.seconds / 1e6:.1f} Mbit/s), served pass-through",
         f"load average (1, 5, 15 min) at the start {_load(report.load)}, at the end {_load(end)}",
-        f"{args.windows} windows of {args.seconds:.0f} s per count after {args.warmup:.0f} s, the "
-        "row from the window of the median results/s (the profiled count: one); ratio = efficiency: the bound's "
-        "core-ms per frame over the node's (capture + infer + broker) core-ms per result",
+        f"{args.windows} windows of {args.seconds:.0f} s per count after {args.warmup:.0f} s, "
+        "the row from the window of the median results/s (the profiled count: one); ratio = "
+        "efficiency: the bound's core-ms per frame over the node's (capture + infer + broker) "
+        "core-ms per result",
     ]
     return report
 

@@ -4,11 +4,11 @@ and the node's CPU are measured over consecutive windows.
 
 A count is measured over ``windows`` windows in one run of the infer worker, and its row is the
 window of the median results/s, every figure from that one window (so they stay consistent
-with each other); every window's results/s is kept beside it. The windows start :data:`WARMUP_S` after every camera's
-first results: what a box holds is its steady state, not its first seconds. A single window let a burst of
+with each other); every window's results/s is kept beside it. A single window let a burst of
 load from outside (the machines are shared) decide whether a count was held: on the same
 machine in the same hour, 6 cameras of the default model gave 151 results/s in one window and
-174-178 in others.
+174-178 in others. The windows start :data:`WARMUP_S` after every camera's first results:
+what a box holds is its steady state, not its first seconds.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ Only samples of a thread holding the GIL count (``--gil``): the worker's Python 
 calls under the GIL. Without it, a thread waiting to take the GIL back after a call that let it
 go looked busy in that call: a socket write to the broker was 9 % of the samples, an
 ``AsyncInferQueue.start_async`` line 11 %, where ``perf`` found almost no time in the kernel's
-TCP send path (the worker's kernel time was futex waits and wake-ups). The decoders and OpenVINO's own threads run without the GIL: their CPU is in
-the row's per-thread figures. Shares stay meaningful on a loaded machine, where absolute times
-do not. py-spy is in the ``dev`` extra.
+TCP send path (the worker's kernel time was futex waits and wake-ups). The decoders and
+OpenVINO's own threads run without the GIL: their CPU is in the row's per-thread figures.
+Shares stay meaningful on a loaded machine, where absolute times do not. py-spy is in the
+``dev`` extra.
 """
 
 from __future__ import annotations
