@@ -159,8 +159,11 @@ class Dispatcher:
     needs (:meth:`need`, OpenVINO's optimal number of infer requests), then that number + 1,
     so one job pre- or post-processes in Python while the device runs the others."""
 
-    def __init__(self, slots: int = 0, *, name: str = "infer", start_slots: int = 4) -> None:
+    def __init__(
+        self, slots: int = 0, *, name: str = "infer", start_slots: int = 4, idle_s: float = 1.0
+    ) -> None:
         self._fixed = slots > 0
+        self._idle_s = idle_s  # the dispatching thread's longest sleep when told of nothing
         self._needed = 0
         self.schedule = Schedule(slots if self._fixed else start_slots)
         self._takes: dict[str, Take] = {}
@@ -259,7 +262,7 @@ class Dispatcher:
                 now = time.monotonic()
                 camera = self.schedule.pick(now)
                 if camera is None:
-                    self._cond.wait(self.schedule.wait(now) or 1.0)
+                    self._cond.wait(self.schedule.wait(now) or self._idle_s)
                     continue
             self._launch(camera)
 

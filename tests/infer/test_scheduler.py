@@ -253,8 +253,9 @@ def test_the_dispatching_thread_sleeps_while_frames_and_completions_start_the_jo
 def test_a_camera_waiting_for_its_due_time_is_started_by_the_dispatching_thread() -> None:
     """detect_fps: the frame is ready but the camera is not due; nothing else happens (no
     frame, no completion), so only the dispatching thread can start it, at its due time and
-    not before (the dispatching thread is still told of a camera that waits for one)."""
-    dispatcher = Dispatcher(slots=1, name="test")
+    not before (the dispatching thread is still told of a camera that waits for one). Its
+    fallback sleep is longer than the test's deadline: only being told can wake it in time."""
+    dispatcher = Dispatcher(slots=1, name="test", idle_s=120.0)
     ran: list[float] = []
     first, second = threading.Event(), threading.Event()
 
