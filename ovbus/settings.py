@@ -82,6 +82,12 @@ def default_node_id(kind: str) -> str:
     return f"{kind}-{host}"[:64].strip("-_") or kind
 
 
+def process_node_ids(node_id: str, count: int) -> list[str]:
+    """The node ids of a worker run as ``count`` processes (``ovbus infer --processes``):
+    ``<node_id>-1`` ... ``-<count>``."""
+    return [f"{node_id}-{i}" for i in range(1, count + 1)]
+
+
 class NodeSettings(BaseSettings):
     """Settings every worker shares (``OVBUS_<FIELD>``)."""
 

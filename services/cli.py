@@ -105,15 +105,22 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def run_worker(name: str, args: argparse.Namespace) -> int:
+def run_worker(name: str, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Worker ``name`` from its parsed ``args`` (``argv``: the command line they came from)."""
     cls = settings_class(name)
     node = node_settings(args, name, cls)
     if name == "zoo" and getattr(args, "zoo_command", None) not in (None, "serve"):
         from services.zoo_cli import run_client
 
         return run_client(args, node)
+    settings = settings_from(args, cls)
+    processes = getattr(settings, "processes", 1)
+    if name == "infer" and processes != 1:
+        from services.infer import processes as group
+
+        return group.run(argv, node, group.process_count(processes))
     worker = importlib.import_module(f"services.{name}.worker")
-    result: int = worker.main(node, settings_from(args, cls))
+    result: int = worker.main(node, settings)
     return result
 
 
@@ -175,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command in WORKERS:
-            return run_worker(args.command, args)
+            return run_worker(args.command, args, argv)
         if args.command == "watch":
             return watch(args)
         if args.command == "replay":

@@ -9,6 +9,10 @@ A worker is ready when the process that was started says so on the bus:
   process's ``started_at``), for each camera it must announce (by default every camera its
   birth names): its streams can be read.
 
+A worker run as N processes (``ovbus infer --processes N``) is ready when each of its
+processes is, as nodes ``<node id>-1`` ... ``-N``, each birth naming a child of the process
+started (:class:`GroupReadiness`).
+
 Retained messages count as much as live ones: the birth says which process published it. A
 retained ``online``, birth or descriptor left by an earlier run of the same node (a broker with
 persistence, a worker killed with its broker) is not an answer; and when the watching client's
@@ -21,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ovbus.bus import Bus
 from ovbus.errors import OvbusError, PayloadError
@@ -43,9 +48,17 @@ class Readiness:
     is named (:meth:`started`) once it runs."""
 
     def __init__(
-        self, bus: Bus, kind: str, node_id: str, announces: Sequence[str] | None = None
+        self,
+        bus: Bus,
+        kind: str,
+        node_id: str,
+        announces: Sequence[str] | None = None,
+        *,
+        child: bool = False,
     ) -> None:
         self.kind = kind
+        #: the birth counts if a child of the started process published it (a process group)
+        self.child = child
         self.node_id = node_id
         self.announces = None if announces is None else set(announces)
         #: the process whose birth counts (None until :meth:`started`)
@@ -104,7 +117,9 @@ class Readiness:
     def process_birth(self) -> Birth | None:
         """The last birth, if the started process published it."""
         birth = self.birth
-        ours = birth is not None and self.pid is not None and birth.pid == self.pid
+        if birth is None or self.pid is None or birth.pid is None:
+            return None
+        ours = _parent(birth.pid) == self.pid if self.child else birth.pid == self.pid
         return birth if ours else None
 
     def streams(self) -> dict[str, StreamDescriptor]:
@@ -158,3 +173,57 @@ class Readiness:
         for sub in self._subs:
             sub.close()
         self._subs.clear()
+
+
+def _parent(pid: int) -> int | None:
+    """The parent of process ``pid`` on this machine (``None`` once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # after the command's name: state, ppid
+
+
+class GroupReadiness:
+    """A worker run as processes ``node_ids`` under the one process started: ready when each
+    is (:class:`Readiness`, a birth from a child of that process)."""
+
+    def __init__(self, bus: Bus, kind: str, node_ids: Sequence[str]) -> None:
+        self.node_id = ", ".join(node_ids)
+        self.watches: list[Readiness] = []
+        try:
+            for node_id in node_ids:
+                self.watches.append(Readiness(bus, kind, node_id, child=True))
+        except BaseException:
+            self.close()
+            raise
+
+    def started(self, pid: int) -> None:
+        for watch in self.watches:
+            watch.started(pid)
+
+    def streams(self) -> dict[str, StreamDescriptor]:
+        return {c: d for watch in self.watches for c, d in watch.streams().items()}
+
+    def missing(self) -> list[str]:
+        return [f"{w.node_id}: {m}" for w in self.watches for m in w.missing()]
+
+    @property
+    def ready(self) -> bool:
+        return not self.missing()
+
+    def wait(
+        self,
+        timeout: float = READY_TIMEOUT,
+        *,
+        check: Callable[[], None] = lambda: None,
+        log: Callable[[], str] = lambda: "",
+    ) -> None:
+        """Until every process is ready (one deadline for all)."""
+        deadline = time.monotonic() + timeout
+        for watch in self.watches:
+            watch.wait(max(0.0, deadline - time.monotonic()), check=check, log=log)
+
+    def close(self) -> None:
+        for watch in self.watches:
+            watch.close()

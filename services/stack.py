@@ -32,9 +32,9 @@ from ovbus.bus import Bus
 from ovbus.errors import OvbusError
 from ovbus.log import get_logger
 from ovbus.payloads.stream import StreamDescriptor
-from ovbus.settings import default_node_id
+from ovbus.settings import default_node_id, process_node_ids
 from services.mosquitto import free_port
-from services.readiness import READY_TIMEOUT, Readiness
+from services.readiness import READY_TIMEOUT, GroupReadiness, Readiness
 from services.supervisor import Supervisor, worker_env
 
 log = get_logger(__name__)
@@ -64,6 +64,8 @@ class WorkerSpec:
     wrap: tuple[str, ...] = ()
     #: the broker URL it connects to, if not the stack's (the same broker by another listener)
     broker: str | None = None
+    #: an infer worker run as this many processes (``--processes``), nodes ``<node_id>-1`` ...
+    processes: int = 1
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -136,7 +138,7 @@ class Stack:
         self.specs: dict[str, WorkerSpec] = {}
         #: the stream descriptors the capture nodes published while they became ready
         self.streams: dict[str, StreamDescriptor] = {}
-        self._pending: dict[str, Readiness] = {}
+        self._pending: dict[str, Readiness | GroupReadiness] = {}
 
     # start ---------------------------------------------------------------------------------
     def up(self, specs: Sequence[WorkerSpec], *, wait: bool = True) -> None:
@@ -157,11 +159,18 @@ class Stack:
             raise OvbusError("a stack without a bus client cannot wait for a worker")
         watch = None
         if self.bus is not None:
-            watch = Readiness(self.bus, spec.kind, spec.node_id, spec.announces)
+            watch = (
+                Readiness(self.bus, spec.kind, spec.node_id, spec.announces)
+                if spec.processes == 1
+                else GroupReadiness(
+                    self.bus, spec.kind, process_node_ids(spec.node_id, spec.processes)
+                )
+            )
         try:
             env = {**self.env, **spec.env, "OVBUS_BROKER": spec.broker or self.broker}
             argv = [spec.kind, *self.flags, "--prefix", self.prefix]
             argv += ["--node-id", spec.node_id, *spec.flags]
+            argv += ["--processes", str(spec.processes)] if spec.processes != 1 else []
             proc = self.workers.spawn(spec.name, argv, env, wrap=spec.wrap)
         except BaseException:
             if watch is not None:
@@ -209,7 +218,7 @@ class Stack:
         watch = self._pending.get(name)
         return [] if watch is None else watch.missing()
 
-    def _ready(self, name: str, watch: Readiness) -> None:
+    def _ready(self, name: str, watch: Readiness | GroupReadiness) -> None:
         self._pending.pop(name, None)
         watch.close()
         self.streams.update(watch.streams())

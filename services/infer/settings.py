@@ -68,6 +68,14 @@ class InferSettings(WorkerSettings):
         description="OpenVINO CPU inference threads (INFERENCE_NUM_THREADS) unless a model's "
         "plugin_config says; 0: OpenVINO's choice (every core)",
     )
+    processes: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="infer processes on this machine, each a node of its own (<node id>-1 ... "
+        "-N) taking its share of the cameras: for more cameras than one Python process holds "
+        "(docs/infer.md); 0: one per core",
+    )
     decoder_threads: int = Field(
         1,
         ge=0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -13,6 +14,8 @@ from typing import TypeVar
 from ovbus.bus import Bus
 from ovbus.errors import BusTimeout, OvbusError
 from ovbus.messages import Message
+from ovbus.payloads.detections import DetectionResult
+from ovbus.payloads.node import Birth
 from ovbus.payloads.pipeline import InferenceState
 from ovbus.settings import BrokerUrl
 from services.stack import Stack, WorkerSpec
@@ -39,6 +42,7 @@ class InferProcess:
         keepalive: int = 15,
         stats_interval: float = 2.0,
         env: Mapping[str, str] | None = None,
+        processes: int = 1,
     ) -> None:
         self.node_id = node_id
         self.log_path = log
@@ -58,7 +62,9 @@ class InferProcess:
         }
         flags = ("--models", str(models), "--hint", "LATENCY", *args)
         self.name = log.name.removesuffix(".log")
-        spec = WorkerSpec("infer", flags, name=self.name, node_id=node_id, env=env)
+        spec = WorkerSpec(
+            "infer", flags, name=self.name, node_id=node_id, env=env, processes=processes
+        )
         self.proc = self.stack.start(spec, wait=False)
 
     def wait_online(self, bus: Bus, timeout: float = 120.0) -> None:
@@ -125,3 +131,53 @@ def state_is(*names: str) -> Callable[[Message], InferenceState | None]:
         return state if state.state in names else None
 
     return check
+
+
+#: the cameras of the scale-out tests (the ``six`` fixture serves them)
+CAMERAS = [f"cam{i}" for i in range(6)]
+
+
+def births(client: Bus, nodes: list[str], want: dict[str, set[str]], timeout: float) -> None:
+    """Wait until each node's retained birth lists exactly the cameras in ``want``."""
+    seen: dict[str, set[str]] = {}
+
+    def check(message: Message) -> bool | None:
+        if not message.payload:
+            return None
+        birth = message.decode(Birth)
+        seen[birth.node] = set(birth.cameras)
+        return True if all(seen.get(n) == want[n] for n in nodes) else None
+
+    wait_for(client, str(client.topics.all_births()), check, timeout)
+
+
+def owners_seen(
+    client: Bus, expected: dict[str, str], timeout: float, run: int = 3, after: int = 6
+) -> dict[str, set[str]]:
+    """Which nodes publish each camera's detections once ownership settled: a camera counts as
+    settled after ``run`` results in a row from its ``expected`` owner (results of a previous
+    owner still in flight before that are ignored); the nodes of its next ``after`` results are
+    returned (with the owner). Waits for results, not for a clock; a camera never settled
+    within ``timeout`` is missing from the answer."""
+    streak: dict[str, int] = defaultdict(int)
+    found: dict[str, list[str]] = {}
+    deadline = time.monotonic() + timeout
+    with client.subscribe(client.topics.all_cameras("detections"), qos=0, idle_timeout=1) as sub:
+        while time.monotonic() < deadline:
+            if len(found) == len(expected) and all(len(n) > after for n in found.values()):
+                break
+            try:
+                doc = sub.get(timeout=1).decode(DetectionResult)
+            except BusTimeout:
+                continue
+            if doc.camera not in expected:
+                continue
+            if doc.camera in found:
+                found[doc.camera].append(doc.node)
+            elif doc.node == expected[doc.camera]:
+                streak[doc.camera] += 1
+                if streak[doc.camera] >= run:
+                    found[doc.camera] = [doc.node]
+            else:
+                streak[doc.camera] = 0
+    return {cam: set(nodes) for cam, nodes in found.items()}

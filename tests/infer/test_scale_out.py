@@ -3,83 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ovbus.bus import Bus
-from ovbus.errors import BusTimeout
-from ovbus.messages import Message
-from ovbus.payloads.detections import DetectionResult
-from ovbus.payloads.node import Birth
 from services.infer.ownership import owner
 from services.mosquitto import Mosquitto
-from tests.infer.harness import InferProcess, wait_for
+from tests.infer.harness import CAMERAS, InferProcess, births, owners_seen
 from tests.models import models_folder
-from tests.stack import CaptureNode, capture_node
+from tests.stack import CaptureNode
 
 pytestmark = pytest.mark.slow
-
-CAMERAS = [f"cam{i}" for i in range(6)]
-
-
-@pytest.fixture
-def six(broker: Mosquitto, prefix: str) -> Iterator[CaptureNode]:
-    with capture_node(
-        broker.url,
-        prefix,
-        dict.fromkeys(CAMERAS, "testsrc"),
-        extra_args=["--width", "160", "--height", "120", "--fps", "3"],
-    ) as node:
-        yield node
-
-
-def births(client: Bus, nodes: list[str], want: dict[str, set[str]], timeout: float) -> None:
-    """Wait until each node's retained birth lists exactly the cameras in ``want``."""
-    seen: dict[str, set[str]] = {}
-
-    def check(message: Message) -> bool | None:
-        if not message.payload:
-            return None
-        birth = message.decode(Birth)
-        seen[birth.node] = set(birth.cameras)
-        return True if all(seen.get(n) == want[n] for n in nodes) else None
-
-    wait_for(client, str(client.topics.all_births()), check, timeout)
-
-
-def owners_seen(
-    client: Bus, expected: dict[str, str], timeout: float, run: int = 3, after: int = 6
-) -> dict[str, set[str]]:
-    """Which nodes publish each camera's detections once ownership settled: a camera counts as
-    settled after ``run`` results in a row from its ``expected`` owner (results of a previous
-    owner still in flight before that are ignored); the nodes of its next ``after`` results are
-    returned (with the owner). Waits for results, not for a clock; a camera never settled
-    within ``timeout`` is missing from the answer."""
-    streak: dict[str, int] = defaultdict(int)
-    found: dict[str, list[str]] = {}
-    deadline = time.monotonic() + timeout
-    with client.subscribe(client.topics.all_cameras("detections"), qos=0, idle_timeout=1) as sub:
-        while time.monotonic() < deadline:
-            if len(found) == len(expected) and all(len(n) > after for n in found.values()):
-                break
-            try:
-                doc = sub.get(timeout=1).decode(DetectionResult)
-            except BusTimeout:
-                continue
-            if doc.camera not in expected:
-                continue
-            if doc.camera in found:
-                found[doc.camera].append(doc.node)
-            elif doc.node == expected[doc.camera]:
-                streak[doc.camera] += 1
-                if streak[doc.camera] >= run:
-                    found[doc.camera] = [doc.node]
-            else:
-                streak[doc.camera] = 0
-    return {cam: set(nodes) for cam, nodes in found.items()}
 
 
 def test_two_workers_split_cameras_and_take_over(
