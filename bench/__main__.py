@@ -62,7 +62,8 @@ Ctrl-C or SIGTERM (`kill`, `timeout`) stops a run and the broker and workers it 
    infer + broker CPU and efficiency (the bound's core-ms per frame over the node's core-ms per
    result) from the window of the median results/s of 3 (`--windows`, after a 20 s
    `--warmup`), the most cameras held (>= 0.95 of offered frames, p99 age within target), twice
-   that past saturation, and the naive loop at one fixed age threshold with its decoder delay;
+   that past saturation, and the naive loop at one fixed age threshold with its decoder delay
+   (`--processes N`: the infer worker run as N processes, a table of its own);
 
 1. **throughput**: results/s and frame age for 4, 8, 16, 32 cameras (the camera-like media at
    640x480 and 30 fps, H.264 and MJPEG served pass-through by one capture worker) with the

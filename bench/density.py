@@ -7,9 +7,10 @@
 
 Every camera serves the same camera-like file (``bench/camera_media.py``: a slow pan and zoom
 over real photos with sensor noise; H.264 at 3 Mbps with a key frame every 2 s, or MJPEG at a
-webcam's quality) pass-through from one capture worker, which serves the cameras of the count measured and no
-others (the rest are disabled with ``set``); one infer worker runs ``--model`` on every frame
-it can take. In the same run:
+webcam's quality) pass-through from one capture worker, which serves the cameras of the count
+measured and no others (the rest are disabled with ``set``); one infer worker (``--processes
+N``: run as N processes, ``ovbus infer --processes``) runs ``--model`` on every frame it can
+take. In the same run:
 
 - **the bound**: I, OpenVINO's ``benchmark_app`` on the same model file (THROUGHPUT hint), and
   D, decode-only on the same file at the pipeline's decode size (H.264: ``avdec_h264``, one
@@ -32,7 +33,7 @@ it can take. In the same run:
   loop's decoder delay (frame age when OpenCV hands the frame over) as a figure of its own.
 
 A row that misses its target stays in the table with its cause. The JSON goes to
-``bench/results/density-<model>-<codec>-<size>.json`` and the README is regenerated from every
+``bench/results/density-<model>-<codec>-<size>[-processes<N>].json`` and the README is regenerated from every
 result file (machine, load and command of each table).
 """
 
@@ -130,7 +131,8 @@ def measure(args: argparse.Namespace, command: str) -> Report:
     width, height = args.size
     media = camera_media.build(args.codec, width, height, args.fps)
     cores = os.cpu_count() or 1
-    report = Report(f"density-{args.model}-{args.codec}-{width}x{height}")
+    procs = f"-processes{args.processes}" if args.processes != 1 else ""
+    report = Report(f"density-{args.model}-{args.codec}-{width}x{height}{procs}")
     report.command = command
     report.load = os.getloadavg()
     most = args.cameras or args.max_cameras
@@ -154,7 +156,7 @@ def measure(args: argparse.Namespace, command: str) -> Report:
 
         def run(n: int) -> Trial:
             t = trial(stack, n, args.model, args.seconds, bound, args.fps, windows=args.windows,
-                      warmup=args.warmup)  # fmt: skip
+                      warmup=args.warmup, processes=args.processes)  # fmt: skip
             _row(report, t, bound)
             return t
 
@@ -197,7 +199,17 @@ def measure(args: argparse.Namespace, command: str) -> Report:
             raw = Path(tempfile.mkdtemp(prefix="ovbus-profile-")) / "infer.txt"
             _row(
                 report,
-                trial(stack, n, args.model, args.seconds, bound, args.fps, raw, warmup=args.warmup),
+                trial(
+                    stack,
+                    n,
+                    args.model,
+                    args.seconds,
+                    bound,
+                    args.fps,
+                    raw,
+                    warmup=args.warmup,
+                    processes=args.processes,
+                ),
                 bound,
                 " (profiled)",
             )
@@ -239,7 +251,7 @@ def _naive(
             stack.urls[c], read=camera_media.media_time, period=media.seconds), cams), strict=True))  # fmt: skip
     threshold = bound.latency_ms + 2000.0 / args.fps
     ours = trial(stack, n, args.model, args.seconds, bound, args.fps, windows=args.windows,
-                 warmup=args.warmup)  # fmt: skip
+                 warmup=args.warmup, processes=args.processes)  # fmt: skip
     naive = baseline(
         stack, n, model_file, desc, args.seconds, clocks, threshold, camera_media.media_time
     )
@@ -302,15 +314,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-naive", action="store_true", help="skip the naive loop")
     parser.add_argument("--no-write", action="store_true", help="print only (no JSON, README)")
     parser.add_argument("--profile", action="store_true", help="py-spy the infer worker once")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="the infer worker's --processes (1 to 8)"
+    )
     args = parser.parse_args(argv)
     if (
         args.cameras < 0
         or not 1 <= args.max_cameras <= 64
         or not 1 <= args.windows <= 9
+        or not 1 <= args.processes <= 8
         or not 0 <= args.warmup <= 600
     ):
         parser.error(
-            "--cameras >= 0, --max-cameras from 1 to 64, --windows from 1 to 9, --warmup 0-600 s"
+            "--cameras >= 0, --max-cameras from 1 to 64, --windows from 1 to 9, --processes from "
+            "1 to 8, --warmup 0-600 s"
         )
     command = shlex.join(["python", "-m", "bench", "density", *argv])
     try:

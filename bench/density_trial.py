@@ -23,7 +23,7 @@ import numpy as np
 
 from bench import profile, threads
 from bench.bound import Bound
-from bench.stack import Stack, cpu_seconds
+from bench.stack import Stack, cpu_seconds, with_children
 from ovbus.bus import Bus
 from ovbus.clients import CameraClient
 from ovbus.errors import OvbusError, RemoteError
@@ -113,36 +113,40 @@ def trial(
     profile_to: Path | None = None,
     windows: int = 1,
     warmup: float = WARMUP_S,
+    processes: int = 1,
 ) -> Trial:
     """Results/s, frame age and the node's CPU with the infer worker on the first ``n`` cameras,
     over ``windows`` windows of ``seconds`` after ``warmup`` seconds (:func:`median_window`);
-    ``profile_to``: py-spy's samples of the infer worker over the first window, raw."""
+    ``profile_to``: py-spy's samples of the infer worker over the first window, raw;
+    ``processes``: the infer worker run as that many (its CPU: theirs and their parent's)."""
     stack.collector.clear()
     log = stack.workers.log_path("infer")
     offset = log.stat().st_size if log is not None and log.exists() else 0
     serve(stack.bus, stack.cameras, n)
-    stack.start_infer(cameras=n)
+    stack.start_infer(cameras=n, processes=processes)
     measured: list[_Window] = []
     try:
         stack.wait_results(per_camera=3, cameras=n, timeout=180)
         time.sleep(warmup)  # every reader streams, the pacer is in its steady state
         pids = {
-            "infer": stack.procs["infer"].pid,
-            "capture": stack.procs["capture"].pid,
-            "broker": stack.broker_pid or 0,
+            "infer": with_children(stack.procs["infer"].pid),
+            "capture": [stack.procs["capture"].pid],
+            "broker": [stack.broker_pid] if stack.broker_pid else [],
         }
-        names = threads.python_names(pids["infer"])  # the infer worker's CPU by thread
+        names = {t: name for p in pids["infer"] for t, name in threads.python_names(p).items()}
         for i in range(max(1, windows)):
-            spy = (
-                profile.record(pids["infer"], seconds, profile_to) if profile_to and not i else None
-            )
-            before = {k: cpu_seconds(p) if p else 0.0 for k, p in pids.items()}
-            tasks = threads.sample(pids["infer"])
+            spy = None
+            if profile_to and not i:
+                spy = profile.record(pids["infer"][0], seconds, profile_to,
+                                     subprocesses=processes != 1)  # fmt: skip
+            before = {k: sum(cpu_seconds(p) for p in ps) for k, ps in pids.items()}
+            tasks = {t: v for p in pids["infer"] for t, v in threads.sample(p).items()}
             begin = time.time()
             time.sleep(seconds)
             end = time.time()
-            after = {k: cpu_seconds(p) if p else 0.0 for k, p in pids.items()}
-            spent = threads.by_group(tasks, threads.sample(pids["infer"]), names)
+            after = {k: sum(cpu_seconds(p) for p in ps) for k, ps in pids.items()}
+            now = {t: v for p in pids["infer"] for t, v in threads.sample(p).items()}
+            spent = threads.by_group(tasks, now, names)
             if spy is not None and spy.wait(60 + seconds) != 0:
                 raise OvbusError(
                     f"py-spy failed: {spy.stderr.read().decode()[-500:] if spy.stderr else ''}"

@@ -45,6 +45,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def with_children(pid: int) -> list[int]:
+    """``pid`` and its child processes (an infer worker run as ``--processes N``)."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return [pid, *kids]
+
+
 @dataclass
 class Arrival:
     camera: str
@@ -178,9 +189,10 @@ class Stack:
             self.start_infer()
         return self
 
-    def start_infer(self, *args: str, cameras: int | None = None) -> None:
+    def start_infer(self, *args: str, cameras: int | None = None, processes: int = 1) -> None:
         """The infer worker (``args``: its flags) with a pipeline on the first ``cameras``
-        cameras (default: all) and none on the others (they are not read)."""
+        cameras (default: all) and none on the others (they are not read); ``processes``: run
+        as that many processes (``--processes``)."""
         count = len(self.cameras) if cameras is None else cameras
         for i, cam in enumerate(self.cameras):
             if i < count:
@@ -188,7 +200,7 @@ class Stack:
             else:
                 self.bus.publish(self.bus.topics.pipeline(cam), None, wait=True)
         spec = self.infer_spec
-        self._start_worker(replace(spec, flags=(*spec.flags, *args)))
+        self._start_worker(replace(spec, flags=(*spec.flags, *args), processes=processes))
 
     def stop_infer(self) -> None:
         if self.procs.pop("infer", None) is not None:

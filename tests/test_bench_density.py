@@ -4,6 +4,8 @@ the search for the most cameras held, and the README written from result files o
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -155,3 +157,28 @@ def test_a_trial_serves_only_its_cameras(broker: Mosquitto, prefix: str) -> None
                 wait_state(bus, cam, state_is("streaming" if i < count else "disabled"), 60)
                 served = bus.retained(bus.topics.stream(cam), timeout=5)
                 assert bool(served and served[0].payload) == (i < count), (count, cam)
+
+
+def test_an_infer_worker_run_as_processes_is_measured_with_its_children() -> None:
+    """The CPU of ``--processes N`` is its children's: they are found from the parent."""
+    from bench.stack import with_children
+
+    code = (
+        "import subprocess, sys\n"
+        "kids = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "        for _ in range(2)]\n"
+        "print('up', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as parent:
+        try:
+            assert parent.stdout is not None and parent.stdout.readline() == b"up\n"
+            found = with_children(parent.pid)
+            assert found[0] == parent.pid and len(found) == 3, found
+            assert with_children(found[1]) == [found[1]]
+        finally:
+            for pid in with_children(parent.pid)[1:]:
+                os.kill(pid, signal.SIGKILL)
+            parent.kill()
