@@ -68,6 +68,8 @@ class WorkerSpec:
     processes: int = 1
 
     def __post_init__(self) -> None:
+        if self.processes < 1 or (self.processes != 1 and self.kind != "infer"):
+            raise OvbusError(f"{self.kind}: processes={self.processes} (only infer runs as >1)")
         if not self.name:
             object.__setattr__(self, "name", self.kind)
         if not self.node_id:

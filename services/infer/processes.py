@@ -1,8 +1,8 @@
 """``ovbus infer --processes N``: N infer workers on one machine, each a node of its own.
 
-One Python process holds only so many cameras: past that, its threads queue for the interpreter
-lock while cores sit idle (issue 25: at 10 cameras of 720p H.264 one worker used 1.4-1.6 of 2
-cores). Each process here is a whole infer worker, ``ovbus infer`` with the same settings and
+One Python process holds only so many cameras: past that, its threads wait for each other (the
+interpreter lock) while cores sit idle (at 10 cameras of 720p H.264 on 2 cores, one worker and
+its capture node used 1.4-1.8 cores; docs/infer.md, *Scale-out*, has what two processes gave). Each process here is a whole infer worker, ``ovbus infer`` with the same settings and
 node id ``<node id>-1`` ... ``-N``; they split the cameras as any infer workers on the bus do,
 by rendezvous hashing over the live ones (:mod:`services.infer.ownership`). Nothing is shared
 between them but the machine, the models folder, the dataset store (every file written
@@ -49,11 +49,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 
 def run(argv: Sequence[str], node: NodeSettings, count: int, grace: float = GRACE) -> int:
-    """Run ``count`` children (node ids from ``node``'s) of ``ovbus <argv>`` (the ``infer`` command line as given; each
-    child's ``--processes 1 --node-id <id>`` come after it and win) until a signal or until one
-    exits; then stop the others. The exit code: that of the child that exited on its own (1
-    if it was 0; 128 + the signal that killed it), else the first non-zero of the stopped ones,
-    else 0."""
+    """Run ``count`` children of ``ovbus <argv>`` (the ``infer`` command line as given, then
+    each child's own ``--processes 1 --node-id <id>``, which win; the ids from ``node``'s) until
+    a signal or until one exits; then stop the others. The exit code: that of the child that
+    exited on its own (1 if it was 0), else the first non-zero of the stopped ones, else 0; a
+    child killed by a signal counts as 128 + the signal, as a shell says."""
     configure(node.log_level, node.log_format)
     node_id = node.node("infer")
     try:
@@ -68,7 +68,10 @@ def run(argv: Sequence[str], node: NodeSettings, count: int, grace: float = GRAC
             command += ["--processes", "1", "--node-id", nid]
             # our own command line, no shell; the child unblocks its signals before exec (this
             # process runs no thread, so a function before exec is safe)
-            children[nid] = subprocess.Popen(command, preexec_fn=_unblocked_dying_with_parent)  # noqa: PLW1509
+            children[nid] = subprocess.Popen(
+                command,
+                preexec_fn=_unblocked_dying_with_parent,  # noqa: PLW1509
+            )
         log.info("infer processes started", node=node_id, processes=count,
                  pids={n: p.pid for n, p in children.items()})  # fmt: skip
         exited = _wait(children)
@@ -79,8 +82,13 @@ def run(argv: Sequence[str], node: NodeSettings, count: int, grace: float = GRAC
         log.info("infer processes stopped", node=node_id, code=code)
         return code
     nid, own = exited
-    log.error("an infer process exited: stopping the others", node=nid, code=own)
-    return 128 - own if own < 0 else own or 1  # killed by a signal: 128 + it, as a shell says
+    log.error("an infer process exited: stopping the others", node=nid, code=_shell(own))
+    return _shell(own) or 1
+
+
+def _shell(code: int) -> int:
+    """A child's exit code as a shell gives it: 128 + the signal that killed it."""
+    return 128 - code if code < 0 else code
 
 
 def _unblocked_dying_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -113,4 +121,4 @@ def _stop(children: dict[str, subprocess.Popen[bytes]], grace: float) -> int:
             log.warning("infer process did not stop, killing", node=nid, pid=proc.pid)
             proc.kill()
             proc.wait()
-    return next((p.returncode for p in children.values() if p.returncode), 0)
+    return next((_shell(p.returncode) for p in children.values() if p.returncode), 0)
