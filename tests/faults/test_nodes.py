@@ -16,8 +16,7 @@ from services.infer.ownership import owner
 from services.mosquitto import Mosquitto, free_port
 from tests.faults.conftest import Row
 from tests.faults.harness import first_result, stalling_proxy, wait_status
-from tests.infer.harness import InferProcess, state_is, wait_for
-from tests.infer.test_scale_out import CAMERAS, births, owners_seen
+from tests.infer.harness import CAMERAS, InferProcess, births, owners_seen, state_is, wait_for
 from tests.models import models_folder
 from tests.stack import capture_node
 
