@@ -39,8 +39,9 @@ _SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 
 
 def process_count(asked: int) -> int:
-    """The processes to start: ``asked``, or one per core for 0."""
-    return asked if asked > 0 else os.cpu_count() or 1
+    """The processes to start: ``asked``, or for 0 one per core this process may run on (its
+    affinity, which a container's cpuset limits; not every core of the host)."""
+    return asked if asked > 0 else len(os.sched_getaffinity(0)) or 1
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec

@@ -111,3 +111,16 @@ def test_a_node_id_too_long_for_its_processes_is_refused(
     )
     assert code == 2
     assert "node id" in capsys.readouterr().err
+
+
+def test_zero_processes_is_one_per_core_this_process_may_use() -> None:
+    from services.infer.processes import process_count
+
+    assert process_count(3) == 3
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})  # a container's cpuset: one core of the host's
+        assert process_count(0) == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert process_count(0) == len(before)
