@@ -53,9 +53,9 @@ def record(
     pid: int, seconds: float, out: Path, rate: int = 200, subprocesses: bool = False
 ) -> subprocess.Popen[bytes]:
     """Start sampling ``pid`` (``subprocesses``: and its children) for ``seconds`` into ``out``
-    (raw collapsed stacks). ``rate``:
-    samples a second; the GIL is held about a fifth of the time at the density benchmark's
-    counts, so 200 a second give some 400 samples in 10 s (50 a second gave 102)."""
+    (raw collapsed stacks). ``rate``: samples a second; the GIL is held about a fifth of the
+    time at the density benchmark's counts, so 200 a second give some 400 samples in 10 s (50
+    a second gave 102)."""
     argv = [
         py_spy(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
         "--rate", str(rate), "--format", "raw", "--output", str(out), "--nonblocking", "--gil",
