@@ -165,7 +165,7 @@ def test_an_infer_worker_run_as_processes_is_measured_with_its_children() -> Non
 
     code = (
         "import subprocess, sys\n"
-        "kids = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "kids = [subprocess.Popen([sys.executable, '-c', 'import signal; signal.pause()'])\n"
         "        for _ in range(2)]\n"
         "print('up', flush=True)\n"
         "sys.stdin.read()\n"
