@@ -55,15 +55,17 @@ ratio is measured side by side in one run on one machine, so the machine's own s
 Ctrl-C or SIGTERM (`kill`, `timeout`) stops a run and the broker and workers it started.
 
 0. **density** (`bench/density.py`, one table per model, codec and size): camera-like media
-   (`bench/camera_media.py`: a slow pan and zoom over real photos with sensor noise, H.264 at
-   3 Mbps with a 2 s GOP and no B-frames, or MJPEG at webcam quality, a small barcode strip),
-   the bound measured in the same run (I: `benchmark_app` THROUGHPUT; D: decode-only on the same
-   file at the pipeline's decode size), each camera count's results/s, frame age, capture +
-   infer + broker CPU and efficiency (the bound's core-ms per frame over the node's core-ms per
-   result) from the window of the median results/s of 3 (`--windows`, after a 20 s
-   `--warmup`), the most cameras held (>= 0.95 of offered frames, p99 age within target), twice
-   that past saturation, and the naive loop at one fixed age threshold with its decoder delay
-   (`--processes N`: the infer worker run as N processes, a table of its own);
+   (`bench/camera_media.py`: a slow pan and zoom over real photos with sensor noise, H.264 at 3
+   Mbps with a 2 s GOP and no B-frames, or MJPEG at webcam quality, a small barcode strip), the
+   bound measured in the same run with no camera served, before the first count and after each
+   (I: `benchmark_app` THROUGHPUT; D: decode-only on the same file at the pipeline's decode
+   size), each camera count's results/s, frame age, capture + infer + broker CPU and efficiency
+   (the mean of the bound's core-ms per frame measured around the count, over the node's core-ms
+   per result; the density against the median bound) from the window of the median results/s of
+   3 (`--windows`, after a 20 s `--warmup`), the most cameras held (>= 0.95 of offered frames,
+   p99 age within target), twice that past saturation, and the naive loop at one fixed age
+   threshold with its decoder delay (`--processes N`: the infer worker run as N processes, a
+   table of its own);
 
 1. **throughput**: results/s and frame age for 4, 8, 16, 32 cameras (the camera-like media at
    640x480 and 30 fps, H.264 and MJPEG served pass-through by one capture worker) with the

@@ -1,17 +1,27 @@
 """The machine's bound for one model on one media file, measured in the same run as the
 pipeline: I (OpenVINO's ``benchmark_app``, THROUGHPUT hint) and D (decode-only, as the reader
 decodes: H.264 to I420 at full size by ``avdec_h264``, one thread per decoder; MJPEG scaled in
-the DCT domain to the model's input size), one decoder per core."""
+the DCT domain to the model's input size), one decoder per core.
+
+:class:`Bounds` measures it again around every camera count, with nothing else running. The
+speed of a shared host drifts: on one machine on one day, the default model's I was 661 frames/s
+at 11:52 and 874-925 at 16:03 (idle both times). A bound measured once at the start of a run
+that lasts half an hour can be another machine's by the last count. And before the first count
+the capture worker served every camera of the run (32 producers: 0.18 cores of 2), so that
+bound was measured on a machine already a tenth busy, and every efficiency was a tenth too high.
+"""
 
 from __future__ import annotations
 
 import shutil
+import statistics
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.camera_media import Media
-from bench.throughput import jpeg_frames, parallel_rate
+from bench.throughput import benchmark_app, jpeg_frames, parallel_rate
 from ovbus.payloads import ModelDescription
 from ovbus.preprocess import fixed_shape
 from ovbus.preprocess import input_size as preprocess_input_size
@@ -33,6 +43,81 @@ class Bound:
     @property
     def rate(self) -> float:
         return 1000.0 * self.cores / self.core_ms
+
+    @classmethod
+    def between(cls, a: Bound, b: Bound) -> Bound:
+        """The bound over a span measured at both its ends: each rate's harmonic mean, so its
+        core-ms per frame is the mean of theirs (the latency: ``a``'s)."""
+        return cls(
+            2.0 / (1.0 / a.infer_fps + 1.0 / b.infer_fps),
+            a.latency_ms,
+            2.0 / (1.0 / a.decode_fps + 1.0 / b.decode_fps),
+            a.cores,
+        )
+
+
+@dataclass
+class Bounds:
+    """The bound measured before the first camera count and after each (:meth:`measure`), each
+    time after ``quiet`` stopped whatever the node serves. A count's efficiency is against
+    :meth:`Bound.between` the measurements just before and after it, the run's density against
+    their :meth:`median`. The latency is the first measurement's (the frame age targets and the
+    fixed age threshold stay one for the run)."""
+
+    model_file: Path
+    shape: tuple[int, ...]
+    media: Media
+    min_size: tuple[int, int]  # the model's input size (what MJPEG is decoded at, at least)
+    cores: int
+    seconds: int  # benchmark_app's time each
+    repeats: int  # loops of the file for D
+    quiet: Callable[[], None]
+    taken: list[Bound] = field(default_factory=list)
+
+    def measure(self) -> Bound:
+        self.quiet()
+        infer_fps, _ = benchmark_app(self.model_file, "throughput", self.seconds, self.shape)
+        if self.taken:
+            latency = self.taken[0].latency_ms
+        else:
+            _, latency = benchmark_app(self.model_file, "latency", self.seconds, self.shape)
+        decode = decode_rate(self.media, self.min_size, self.cores, self.repeats)
+        self.taken.append(Bound(infer_fps, latency, decode, self.cores))
+        return self.taken[-1]
+
+    @property
+    def last(self) -> Bound:
+        return self.taken[-1] if self.taken else self.measure()
+
+    def median(self) -> Bound:
+        """The run's bound: each rate's median over the measurements."""
+        if not self.taken:
+            raise ValueError("no bound measured")
+        return Bound(
+            statistics.median(b.infer_fps for b in self.taken),
+            self.taken[0].latency_ms,
+            statistics.median(b.decode_fps for b in self.taken),
+            self.cores,
+        )
+
+    def figures(self) -> dict[str, float | int | str]:
+        """The bound row's figures: the median and the range of each rate."""
+        run = self.median()
+
+        def spread(values: list[float]) -> str:
+            return f"{min(values):.0f}-{max(values):.0f}"
+
+        return {
+            "I_fps": run.infer_fps,
+            "I_fps_range": spread([b.infer_fps for b in self.taken]),
+            "latency_ms": run.latency_ms,
+            "D_fps": run.decode_fps,
+            "D_fps_range": spread([b.decode_fps for b in self.taken]),
+            "measured": len(self.taken),
+            "cores": self.cores,
+            "core_ms_per_frame": run.core_ms,
+            "frames_per_s": run.rate,
+        }
 
 
 def decode_rate(media: Media, min_size: tuple[int, int], parallel: int, repeats: int) -> float:

@@ -16,7 +16,10 @@ take. In the same run:
   D, decode-only on the same file at the pipeline's decode size (H.264: ``avdec_h264``, one
   thread per decoder, to I420 at full size; MJPEG: libjpeg-turbo scaled in the DCT domain to the
   model's input size), one decoder per core. The bound's core-ms per frame is
-  ``cores/I + cores/D`` (in ms), its rate ``cores / that``, and ``bound / fps`` cameras;
+  ``cores/I + cores/D`` (in ms), its rate ``cores / that``, and ``bound / fps`` cameras. It is
+  measured with no camera served, before the first count and after each (:class:`~bench.bound.
+  Bounds`): a count's efficiency is against the mean of the two measurements around it, the
+  density against their median;
 - **each camera count** (``bench/density_trial.py``; ``--windows`` windows of ``--seconds``
   in one run of the infer worker, after ``--warmup`` s, the row from the window of the median
   results/s, every window's results/s beside it): results/s at a subscriber against the
@@ -50,12 +53,12 @@ from pathlib import Path
 from typing import Final
 
 from bench import camera_media, profile, streams, threads
-from bench.bound import Bound, decode_rate, input_shape, input_size
+from bench.bound import Bound, Bounds, input_shape, input_size
 from bench.camera_media import Media
-from bench.density_trial import HELD_SHARE, WARMUP_S, Trial, serve, trial
+from bench.density_trial import HELD_SHARE, WARMUP_S, Trial, trial
 from bench.report import Report, Row, write_readme
 from bench.stack import Stack
-from bench.throughput import baseline, benchmark_app, description
+from bench.throughput import baseline, description
 from ovbus.errors import OvbusError
 from ovbus.payloads import ModelDescription
 
@@ -138,26 +141,21 @@ def measure(args: argparse.Namespace, command: str) -> Report:
     most = args.cameras or args.max_cameras
     with Stack(most, [args.model], infer=False, fps=None, source=media.path) as stack:
         model_file, desc = stack.model_file(args.model), description(stack, args.model)
-        shape = input_shape(model_file, desc)
-        infer_fps, _ = benchmark_app(model_file, "throughput", args.bound_seconds, shape)
-        _, latency = benchmark_app(model_file, "latency", args.bound_seconds, shape)
-        decode = decode_rate(media, input_size(model_file, desc), cores, args.decode_repeats)
-        bound = Bound(infer_fps, latency, decode, cores)
-        possible = bound.rate / args.fps
-        report.add(
-            Row(
-                "density",
-                "bound (same run)",
-                {"I_fps": infer_fps, "latency_ms": latency, "D_fps": decode, "cores": cores,
-                 "core_ms_per_frame": bound.core_ms, "frames_per_s": bound.rate,
-                 "cameras_at_fps": possible},
-            )
+        bounds = Bounds(
+            model_file, input_shape(model_file, desc), media, input_size(model_file, desc),
+            cores, args.bound_seconds, args.decode_repeats,
+            quiet=lambda: stack.serve(0),  # nothing served while measured
         )  # fmt: skip
+        bound = bounds.measure()  # the latency (age targets) and where the search starts
+        possible = bound.rate / args.fps
+        bound_row = report.add(Row("density", "bound (same run)", bounds.figures()))
 
-        def run(n: int) -> Trial:
-            t = trial(stack, n, args.model, args.seconds, bound, args.fps, windows=args.windows,
-                      warmup=args.warmup, processes=args.processes)  # fmt: skip
-            _row(report, t, bound)
+        def run(n: int, label: str = "", profile_to: Path | None = None) -> Trial:
+            before = bounds.last
+            t = trial(stack, n, args.model, args.seconds, bound, args.fps, profile_to,
+                      windows=1 if profile_to else args.windows, warmup=args.warmup,
+                      processes=args.processes)  # fmt: skip
+            _row(report, t, Bound.between(before, bounds.measure()), label)
             return t
 
         trials: dict[int, Trial] = {}
@@ -165,6 +163,7 @@ def measure(args: argparse.Namespace, command: str) -> Report:
             density = args.cameras if run(args.cameras).held else 0
         else:
             density, trials = search(run, round(0.8 * possible), most)
+            possible = bounds.median().rate / args.fps
             report.add(
                 Row(
                     "density",
@@ -197,22 +196,7 @@ def measure(args: argparse.Namespace, command: str) -> Report:
         if args.profile:
             n = args.cameras or density or 1
             raw = Path(tempfile.mkdtemp(prefix="ovbus-profile-")) / "infer.txt"
-            _row(
-                report,
-                trial(
-                    stack,
-                    n,
-                    args.model,
-                    args.seconds,
-                    bound,
-                    args.fps,
-                    raw,
-                    warmup=args.warmup,
-                    processes=args.processes,
-                ),
-                bound,
-                " (profiled)",
-            )
+            run(n, " (profiled)", raw)
             report.notes.append(
                 f"profile of the infer worker at {n} cameras (py-spy, samples holding the GIL, "
                 f"{args.seconds:.0f} s): " + "; ".join(profile.summarise(raw))
@@ -221,6 +205,7 @@ def measure(args: argparse.Namespace, command: str) -> Report:
             _naive(
                 report, stack, density or args.cameras or 1, model_file, desc, args, bound, media
             )
+        bound_row.figures = {**bounds.figures(), "cameras_at_fps": bounds.median().rate / args.fps}
     end = os.getloadavg()
     report.notes += [
         f"media: {media.path.name} ({media.codec}, {width}x{height} at {media.fps} fps, "
@@ -230,6 +215,10 @@ def measure(args: argparse.Namespace, command: str) -> Report:
         "the row from the window of the median results/s (the profiled count: one); ratio = "
         "efficiency: the bound's core-ms per frame over the node's (capture + infer + broker) "
         "core-ms per result",
+        f"the bound measured {len(bounds.taken)} times with nothing served: before the first "
+        "count and after each; a count's bound_core_ms_per_frame is the mean of the two "
+        "around it, the bound row and the density are the median of the measurements "
+        "(I_fps_range, D_fps_range: their spread)",
     ]
     return report
 
@@ -245,7 +234,7 @@ def _naive(
     media: Media,
 ) -> None:
     cams = stack.cameras[:n]
-    serve(stack.bus, stack.cameras, n)  # calibrated before the trial serves them
+    stack.serve(n)  # calibrated before the trial serves them
     with ThreadPoolExecutor(8) as pool:
         clocks = dict(zip(cams, pool.map(lambda c: streams.calibrate(
             stack.urls[c], read=camera_media.media_time, period=media.seconds), cams), strict=True))  # fmt: skip

@@ -14,7 +14,6 @@ what a box holds is its steady state, not its first seconds.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -24,10 +23,7 @@ import numpy as np
 from bench import profile, threads
 from bench.bound import Bound
 from bench.stack import Stack, cpu_seconds, with_children
-from ovbus.bus import Bus
-from ovbus.clients import CameraClient
-from ovbus.errors import OvbusError, RemoteError
-from ovbus.payloads import CameraSet
+from ovbus.errors import OvbusError
 
 HELD_SHARE: Final = 0.95
 #: Seconds from the first results of every camera to the first window. Past saturation the
@@ -79,22 +75,6 @@ def median_window(windows: list[Trial]) -> Trial:
     return chosen
 
 
-def serve(bus: Bus, cameras: list[str], count: int, timeout: float = 60.0) -> None:
-    """The capture node serves the first ``count`` of ``cameras`` and none of the others
-    (``set enabled``): its cost is that of the cameras read, as on a box with that many. (All
-    of them served, the unread ones' producers cost ~0.2 cores at every count.)"""
-
-    def apply(i: int) -> None:
-        try:
-            CameraClient(bus).set(cameras[i], CameraSet(enabled=i < count), timeout=timeout)
-        except RemoteError as e:
-            raise OvbusError(f"capture did not {'en' if i < count else 'dis'}able {cameras[i]}: "
-                             f"{e.code}: {e}") from e  # fmt: skip
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(apply, range(len(cameras))))
-
-
 @dataclass
 class _Window:
     begin: float
@@ -122,7 +102,7 @@ def trial(
     stack.collector.clear()
     log = stack.workers.log_path("infer")
     offset = log.stat().st_size if log is not None and log.exists() else 0
-    serve(stack.bus, stack.cameras, n)
+    stack.serve(n)
     stack.start_infer(cameras=n, processes=processes)
     measured: list[_Window] = []
     try:

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,10 +18,11 @@ from types import TracebackType
 import numpy as np
 
 from ovbus.bus import Bus
-from ovbus.clients import ZooClient
+from ovbus.clients import CameraClient, ZooClient
 from ovbus.errors import OvbusError, PayloadError, RemoteError
 from ovbus.messages import Message
 from ovbus.payloads import (
+    CameraSet,
     DetectionResult,
     ModelState,
     PipelineModel,
@@ -101,6 +103,22 @@ class Collector:
     def clear(self) -> None:
         with self.lock:
             self.arrivals.clear()
+
+
+def serve(bus: Bus, cameras: list[str], count: int, timeout: float = 60.0) -> None:
+    """The capture node serves the first ``count`` of ``cameras`` and none of the others
+    (``set enabled``): its cost is that of the cameras read, as on a box with that many. (All
+    of them served, the unread ones' producers cost ~0.2 cores at every count.)"""
+
+    def apply(i: int) -> None:
+        try:
+            CameraClient(bus).set(cameras[i], CameraSet(enabled=i < count), timeout=timeout)
+        except RemoteError as e:
+            raise OvbusError(f"capture did not {'en' if i < count else 'dis'}able {cameras[i]}: "
+                             f"{e.code}: {e}") from e  # fmt: skip
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(apply, range(len(cameras))))
 
 
 def ages_ms(arrivals: list[Arrival]) -> tuple[float, float]:
@@ -201,6 +219,11 @@ class Stack:
                 self.bus.publish(self.bus.topics.pipeline(cam), None, wait=True)
         spec = self.infer_spec
         self._start_worker(replace(spec, flags=(*spec.flags, *args), processes=processes))
+
+    def serve(self, count: int) -> None:
+        """Capture serves the first ``count`` cameras only (:func:`serve`); 0: none, the
+        machine quiet for a measurement of its bound."""
+        serve(self.bus, self.cameras, count)
 
     def stop_infer(self) -> None:
         if self.procs.pop("infer", None) is not None:

@@ -16,10 +16,13 @@ import numpy as np
 import pytest
 
 import bench.__main__ as bench_main
+from bench import bound as bound_module
 from bench import camera_media, report
+from bench.bound import Bound, Bounds
 from bench.density import search
-from bench.density_trial import Trial, _restarts, median_window, serve
+from bench.density_trial import Trial, _restarts, median_window
 from bench.report import Report, Row, write_readme
+from bench.stack import serve
 from ovbus.bus import Bus
 from ovbus.payloads import CameraState
 from services.mosquitto import Mosquitto
@@ -84,6 +87,43 @@ def test_a_count_is_the_window_of_the_median_rate_with_its_own_figures() -> None
     assert median_window([a]).rates == [178.0]
     with pytest.raises(ValueError):
         median_window([])
+
+
+def test_the_bound_is_measured_on_a_quiet_node_around_every_count(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each measurement of the bound starts by stopping what the node serves (the 32 producers
+    of a run cost 0.18 cores of 2 before the first count: a bound measured beside them made
+    every efficiency a tenth too high); a count is against the mean of the two measurements
+    around it, the run against their median; the latency is measured once."""
+    calls: list[str] = []
+    rates = iter([(600.0, 2.0), (900.0, 0.0), (800.0, 0.0)])
+    decodes = iter([400.0, 500.0, 450.0])
+
+    def app(_file: Path, hint: str, _s: int, _shape: tuple[int, ...]) -> tuple[float, float]:
+        calls.append(hint)
+        return next(rates) if hint == "throughput" else (0.0, 2.5)
+
+    def decode(*_args: object) -> float:
+        calls.append("decode")
+        return next(decodes)
+
+    monkeypatch.setattr(bound_module, "benchmark_app", app)
+    monkeypatch.setattr(bound_module, "decode_rate", decode)
+    media = camera_media.Media(tmp_path / "m.mp4", "h264", 1280, 720, 30)
+    bounds = Bounds(tmp_path / "m.xml", (1, 3, 192, 192), media, (192, 192), 2, 10, 2,
+                    quiet=lambda: calls.append("quiet"))  # fmt: skip
+    first, second, third = bounds.measure(), bounds.measure(), bounds.measure()
+    assert calls == ["quiet", "throughput", "latency", "decode"] + 2 * [
+        "quiet", "throughput", "decode"]  # fmt: skip
+    assert first.latency_ms == second.latency_ms == third.latency_ms == 2.5
+    between = Bound.between(first, second)
+    assert between.core_ms == pytest.approx((first.core_ms + second.core_ms) / 2)
+    run = bounds.median()
+    assert (run.infer_fps, run.decode_fps) == (800.0, 450.0)
+    figures = bounds.figures()
+    assert figures["I_fps_range"] == "600-900" and figures["D_fps_range"] == "400-500"
+    assert figures["measured"] == 3
 
 
 def test_search_when_nothing_or_everything_is_held() -> None:
