@@ -4,11 +4,12 @@ decodes: H.264 to I420 at full size by ``avdec_h264``, one thread per decoder; M
 the DCT domain to the model's input size), one decoder per core.
 
 :class:`Bounds` measures it again around every camera count, with nothing else running. The
-speed of a shared host drifts: on one machine on one day, the default model's I was 661 frames/s
-at 11:52 and 874-925 at 16:03 (idle both times). A bound measured once at the start of a run
-that lasts half an hour can be another machine's by the last count. And before the first count
-the capture worker served every camera of the run (32 producers: 0.18 cores of 2), so that
-bound was measured on a machine already a tenth busy, and every efficiency was a tenth too high.
+speed of a shared host drifts: in one ten-minute run of the default model, I went from 777 to
+959 frames/s and D from 540 to 770; on the same machine I was 661 that morning (beside the
+producers below) and 956 half an hour after that run. A bound measured once at the start of a
+run can be another machine's by the last count. And before the first count the capture worker
+served every camera of the run (32 producers: 0.18 cores of 2), so that bound was measured on a
+machine already a tenth busy, and every efficiency was a tenth too high.
 """
 
 from __future__ import annotations
