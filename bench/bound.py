@@ -88,7 +88,8 @@ class Bounds:
 
     @property
     def last(self) -> Bound:
-        return self.taken[-1] if self.taken else self.measure()
+        """The latest measurement (:meth:`measure` first)."""
+        return self.taken[-1]
 
     def median(self) -> Bound:
         """The run's bound: each rate's median over the measurements."""
