@@ -2,6 +2,8 @@
 pipeline: I (OpenVINO's ``benchmark_app``, THROUGHPUT hint) and D (decode-only, as the reader
 decodes: H.264 to I420 at full size by ``avdec_h264``, one thread per decoder; MJPEG scaled in
 the DCT domain to the model's input size), one decoder per core.
+The rates themselves (:func:`benchmark_app`, :func:`h264_decode_rate`, :func:`jpeg_decode_rate`)
+are the throughput benchmark's I and D too.
 
 :class:`Bounds` measures it again around every camera count, with nothing else running. The
 speed of a shared host drifts: in one ten-minute run of the default model, I went from 777 to
@@ -14,19 +16,97 @@ machine already a tenth busy, and every efficiency was a tenth too high.
 
 from __future__ import annotations
 
+import re
 import shutil
 import statistics
 import subprocess
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import simplejpeg  # type: ignore[import-untyped]
+
+from bench import camera_media
 from bench.camera_media import Media
-from bench.throughput import benchmark_app, jpeg_frames, parallel_rate
+from bench.stack import ROOT
+from ovbus.errors import OvbusError
 from ovbus.payloads import ModelDescription
 from ovbus.preprocess import fixed_shape
 from ovbus.preprocess import input_size as preprocess_input_size
 from services.infer.backend import TensorSpec
+
+
+def benchmark_app(
+    model_file: Path, hint: str, seconds: int, shape: tuple[int, ...] | None = None
+) -> tuple[float, float]:
+    """(throughput fps, median latency ms) from OpenVINO's benchmark_app (``shape``: the input
+    shape for a model with dynamic dimensions, as the pipeline runs it)."""
+    tool = shutil.which("benchmark_app") or str(ROOT / ".venv" / "bin" / "benchmark_app")
+    given = ["-shape", "[" + ",".join(map(str, shape)) + "]"] if shape else []
+    out = subprocess.run(
+        [tool, "-m", str(model_file), "-d", "CPU", "-hint", hint, "-t", str(seconds), *given],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=False,
+    ).stdout
+    fps = re.search(r"Throughput:\s+([\d.]+) FPS", out)
+    median = re.search(r"Median:\s+([\d.]+) (ms|us)", out)
+    if not fps or not median:
+        raise OvbusError(f"benchmark_app gave no figures: {out[-2000:]}")
+    scale = 0.001 if median.group(2) == "us" else 1.0
+    return float(fps.group(1)), float(median.group(1)) * scale
+
+
+def parallel_rate(one: Callable[[], None], frames: int, parallel: int) -> float:
+    """Frames/s of ``one`` (a run over ``frames`` frames) with ``parallel`` runs at once."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        for f in [pool.submit(one) for _ in range(parallel)]:
+            f.result()
+    return frames * parallel / (time.perf_counter() - start)
+
+
+def h264_decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
+    """Frames/s decoding ``video`` with avdec_h264 (one thread each), ``parallel`` at once."""
+    frames = camera_media.SECONDS * 30 * repeats  # the files are 30 fps
+    launch = shutil.which("gst-launch-1.0") or "gst-launch-1.0"
+    argv = [
+        launch, "-q", "filesrc", f"location={video}", "!", "qtdemux", "!", "h264parse", "!",
+        "avdec_h264", "max-threads=1", "!", "fakesink", "sync=false",
+    ]  # fmt: skip
+
+    def one() -> None:
+        for _ in range(repeats):
+            subprocess.run(argv, check=True, timeout=300, capture_output=True)
+
+    return parallel_rate(one, frames, parallel)
+
+
+def jpeg_frames(video: Path) -> list[bytes]:
+    """The JPEG frames of an MJPEG file, as they are (ffmpeg copies them out)."""
+    ffmpeg = shutil.which("ffmpeg") or "ffmpeg"
+    out = subprocess.run(
+        [ffmpeg, "-loglevel", "error", "-i", str(video), "-c", "copy", "-f", "mjpeg", "-"],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    return [b"\xff\xd8" + part for part in out.split(b"\xff\xd8") if part]
+
+
+def jpeg_decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
+    """Frames/s decoding every JPEG of ``video`` at full size, ``parallel`` threads at once."""
+    frames = jpeg_frames(video)
+
+    def one() -> None:
+        for _ in range(repeats):
+            for data in frames:
+                simplejpeg.decode_jpeg(data, colorspace="BGR")
+
+    return parallel_rate(one, len(frames) * repeats, parallel)
 
 
 @dataclass
@@ -126,8 +206,6 @@ def decode_rate(media: Media, min_size: tuple[int, int], parallel: int, repeats:
     """Decode-only frames/s of ``media`` with ``parallel`` decoders at once, as the reader
     decodes it (H.264 to I420 at full size; MJPEG scaled to at least ``min_size``)."""
     if media.codec == "mjpeg":
-        import simplejpeg  # type: ignore[import-untyped]
-
         frames = jpeg_frames(media.path)
 
         def one() -> None:

@@ -56,9 +56,9 @@ from bench import camera_media, profile, streams, threads
 from bench.bound import Bound, Bounds, input_shape, input_size
 from bench.camera_media import Media
 from bench.density_trial import HELD_SHARE, WARMUP_S, Trial, trial
+from bench.naive import baseline, description
 from bench.report import Report, Row, write_readme
 from bench.stack import Stack
-from bench.throughput import baseline, description
 from ovbus.errors import OvbusError
 from ovbus.payloads import ModelDescription
 

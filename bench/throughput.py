@@ -1,12 +1,14 @@
 """Benchmark 1 (throughput) and 2 (freshness per camera count), measured side by side.
 
 The cameras serve pre-encoded files as they are (capture pass-through: neither decoded nor
-encoded by the capture worker), 640x480 at 30 fps, H.264 and MJPEG: the camera-like media of
+encoded by the capture worker; at each count it serves only the cameras read, as a box with
+that many cameras does), 640x480 at 30 fps, H.264 and MJPEG: the camera-like media of
 ``bench/camera_media.py`` (a slow pan and zoom over real photos with sensor noise, its media time
 in a small barcode strip), so both the pipeline and the naive loop report frame age. For each
 codec and 4, 8, 16, 32 cameras with the product's default model (BlazeFace full range):
 
-- I: OpenVINO's own ``benchmark_app`` on the same model file (THROUGHPUT hint), measured alone;
+- I: OpenVINO's own ``benchmark_app`` on the same model file (THROUGHPUT hint), measured alone
+  (``bench/bound.py``, as D);
 - D: decode-only rate of the same file, two decoders in parallel (2 cores), measured alone
   (H.264: GStreamer's ``avdec_h264``; MJPEG: libjpeg-turbo through simplejpeg, full size);
 - the serial bound 1/(1/I + 1/D): what the machine could do if each frame were decoded and
@@ -15,8 +17,7 @@ codec and 4, 8, 16, 32 cameras with the product's default model (BlazeFace full 
   (capture time from RTCP to arrival);
 - the naive loop of the toolkit's original notebooks: OpenCV reads each RTSP stream and makes
   one synchronous request per frame (one thread per camera), frame age from the barcode; its
-  model runs one inference before the threads start (:func:`compiled_for_threads`: threads
-  whose first inferences came together deadlocked in OpenVINO's Python binding);
+  model runs one inference before the threads start (``bench/naive.py``);
 - pipeline and naive loop run alternately, ``PAIRS`` pairs per case; ratios are medians;
 - the keep-up ratio is results/s over the offered frames; ``of_bound`` is results/s over the
   bound (a denominator that can bind); both sides are compared at one fixed frame-age threshold
@@ -32,115 +33,22 @@ from __future__ import annotations
 
 import functools
 import os
-import re
-import shutil
 import statistics
-import subprocess
-import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from bench import camera_media, streams
+from bench.bound import benchmark_app, h264_decode_rate, jpeg_decode_rate
+from bench.naive import Run, baseline, description
 from bench.report import Report, Row
 from bench.stack import Stack, ages_ms, cpu_seconds
 from ovbus.errors import OvbusError
-from ovbus.payloads import ModelDescription
 from ovbus.rtsp import RtspReader
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "blazeface-full-range"  # the product's default (services/zoo/catalog.py)
 PAIRS = 3
-
-
-def benchmark_app(
-    model_file: Path, hint: str, seconds: int, shape: tuple[int, ...] | None = None
-) -> tuple[float, float]:
-    """(throughput fps, median latency ms) from OpenVINO's benchmark_app (``shape``: the input
-    shape for a model with dynamic dimensions, as the pipeline runs it)."""
-    tool = shutil.which("benchmark_app") or str(ROOT / ".venv" / "bin" / "benchmark_app")
-    given = ["-shape", "[" + ",".join(map(str, shape)) + "]"] if shape else []
-    out = subprocess.run(
-        [tool, "-m", str(model_file), "-d", "CPU", "-hint", hint, "-t", str(seconds), *given],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 120,
-        check=False,
-    ).stdout
-    fps = re.search(r"Throughput:\s+([\d.]+) FPS", out)
-    median = re.search(r"Median:\s+([\d.]+) (ms|us)", out)
-    if not fps or not median:
-        raise OvbusError(f"benchmark_app gave no figures: {out[-2000:]}")
-    scale = 0.001 if median.group(2) == "us" else 1.0
-    return float(fps.group(1)), float(median.group(1)) * scale
-
-
-def parallel_rate(one: Callable[[], None], frames: int, parallel: int) -> float:
-    """Frames/s of ``one`` (a run over ``frames`` frames) with ``parallel`` runs at once."""
-    start = time.perf_counter()
-    with ThreadPoolExecutor(parallel) as pool:
-        for f in [pool.submit(one) for _ in range(parallel)]:
-            f.result()
-    return frames * parallel / (time.perf_counter() - start)
-
-
-def h264_decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
-    """Frames/s decoding ``video`` with avdec_h264 (one thread each), ``parallel`` at once."""
-    frames = camera_media.SECONDS * 30 * repeats  # the files are 30 fps
-    launch = shutil.which("gst-launch-1.0") or "gst-launch-1.0"
-    argv = [
-        launch, "-q", "filesrc", f"location={video}", "!", "qtdemux", "!", "h264parse", "!",
-        "avdec_h264", "max-threads=1", "!", "fakesink", "sync=false",
-    ]  # fmt: skip
-
-    def one() -> None:
-        for _ in range(repeats):
-            subprocess.run(argv, check=True, timeout=300, capture_output=True)
-
-    return parallel_rate(one, frames, parallel)
-
-
-def jpeg_frames(video: Path) -> list[bytes]:
-    """The JPEG frames of an MJPEG file, as they are (ffmpeg copies them out)."""
-    ffmpeg = shutil.which("ffmpeg") or "ffmpeg"
-    out = subprocess.run(
-        [ffmpeg, "-loglevel", "error", "-i", str(video), "-c", "copy", "-f", "mjpeg", "-"],
-        capture_output=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    return [b"\xff\xd8" + part for part in out.split(b"\xff\xd8") if part]
-
-
-def jpeg_decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
-    """Frames/s decoding every JPEG of ``video`` at full size, ``parallel`` threads at once."""
-    import simplejpeg  # type: ignore[import-untyped]
-
-    frames = jpeg_frames(video)
-
-    def one() -> None:
-        for _ in range(repeats):
-            for data in frames:
-                simplejpeg.decode_jpeg(data, colorspace="BGR")
-
-    return parallel_rate(one, len(frames) * repeats, parallel)
-
-
-@dataclass
-class Run:
-    rate: float
-    p50: float
-    p99: float
-    infer_cores: float = float("nan")
-    capture_cores: float = float("nan")
-    fresh: float = float("nan")  # naive loop: results/s no older than the pipeline's p99
-    read_p50: float = float("nan")  # naive loop: frame age when OpenCV handed the frame over
 
 
 def pipeline(
@@ -175,106 +83,6 @@ def pipeline(
     fresh = sum((a.arrived - a.captured) * 1000 <= fresh_ms for a in got if a.clock == "rtcp-ntp")
     cores = (cpu1[0] - cpu0[0]) / span, (cpu1[1] - cpu0[1]) / span
     return Run(len(got) / span, p50, p99, *cores, fresh=fresh / span)
-
-
-def compiled_for_threads(model_file: Path) -> Any:
-    """``model_file`` compiled for the CPU, after one inference on this thread, so that threads
-    can then run their first inferences at once. OpenVINO's Python binding sets up a static
-    the first time it reads a ``Tensor``'s ``data``; two threads doing that at once deadlock
-    (one holds the GIL and waits for the static, the other sets it up and waits for the GIL):
-    3 of 12 fresh processes whose four threads started inferring together hung for good, and
-    so did the naive loop of a throughput run (every thread, and the benchmark, waiting)."""
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(model_file), "CPU")
-    given = compiled.inputs[0]
-    warm = np.zeros(tuple(given.get_shape()), dtype=given.get_element_type().to_dtype())
-    compiled.create_infer_request().infer({0: warm})
-    return compiled
-
-
-def baseline(
-    stack: Stack,
-    n: int,
-    model_file: Path,
-    desc: ModelDescription,
-    seconds: float,
-    clocks: dict[str, streams.MediaClock],
-    fresh_ms: float = float("inf"),
-    read_time: Callable[[npt.NDArray[np.uint8]], float | None] = streams.media_time,
-) -> Run:
-    """The original notebooks' loop, one thread per camera: cv2.VideoCapture(rtsp).read(),
-    preprocess, one synchronous infer, decode. Frame age: capture time from the barcode;
-    ``fresh``: the results/s whose frame was no older than ``fresh_ms``; ``read_p50``: the
-    frame's age when OpenCV handed it over (its decoder's and buffers' delay)."""
-    import cv2
-
-    from services.infer.decoders import decode
-    from services.infer.preprocess import prepare
-
-    compiled = compiled_for_threads(model_file)
-    shape = tuple(int(d) for d in compiled.inputs[0].get_shape())
-    counts: list[int] = []
-    ages: list[float] = []
-    read_ages: list[float] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-    measuring = threading.Event()  # frames count only inside the window, not during warm-up
-    cams = stack.cameras[:n]
-    started = threading.Barrier(len(cams) + 1)
-
-    def run(cam: str) -> None:
-        cap = cv2.VideoCapture(stack.urls[cam], cv2.CAP_FFMPEG)
-        request = compiled.create_infer_request()
-        clock = clocks[cam]
-        count = 0
-        mine: list[float] = []
-        read_mine: list[float] = []
-        started.wait(60)
-        while not stop.is_set():
-            ok, frame = cap.read()
-            read_at = time.time()
-            if not ok:
-                continue
-            image = np.asarray(frame, dtype=np.uint8)
-            tensor, meta = prepare(image, desc, shape)
-            result = request.infer({0: tensor})
-            decode(desc, {p.get_any_name(): result[p] for p in compiled.outputs}, meta, 0.5)
-            done = time.time()
-            if measuring.is_set():
-                count += 1
-                painted = read_time(image)
-                if painted is not None:
-                    captured = clock.capture_time(painted, read_at)
-                    mine.append((done - captured) * 1000)
-                    read_mine.append((read_at - captured) * 1000)
-        with lock:
-            counts.append(count)
-            ages.extend(mine)
-            read_ages.extend(read_mine)
-        cap.release()
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in cams]
-    for t in threads:
-        t.start()
-    started.wait(60)
-    time.sleep(8)  # connection set-up and the FFmpeg probe backlog are not part of the rate
-    begin = time.perf_counter()
-    measuring.set()
-    time.sleep(seconds)
-    measuring.clear()
-    elapsed = time.perf_counter() - begin
-    stop.set()
-    for t in threads:
-        t.join(30)
-    p50, p99 = (
-        (float(np.percentile(ages, 50)), float(np.percentile(ages, 99)))
-        if ages
-        else (float("nan"), float("nan"))
-    )
-    fresh = sum(age <= fresh_ms for age in ages) / elapsed
-    read_p50 = float(np.percentile(read_ages, 50)) if read_ages else float("nan")
-    return Run(sum(counts) / elapsed, p50, p99, fresh=fresh, read_p50=read_p50)
 
 
 def decode_cpu(stack: Stack, n: int, rate: float, seconds: float) -> tuple[float, float, float]:
@@ -323,15 +131,15 @@ def _calibrate(url: str) -> streams.MediaClock:
     return streams.calibrate(url, read=camera_media.media_time, period=camera_media.SECONDS)
 
 
-def _clocks(stack: Stack) -> dict[str, streams.MediaClock]:
-    """Every camera's media clock, calibrated side by side."""
+def _serve(stack: Stack, n: int) -> dict[str, streams.MediaClock]:
+    """The capture worker serves the first ``n`` cameras and no other, as a box with ``n``
+    cameras does (all 32 served, the unread ones cost 0.34 of its cores at 4 cameras); each
+    served camera's media clock, calibrated side by side (a camera served again starts its
+    file again: its clock is new)."""
+    stack.serve(n)
+    cams = stack.cameras[:n]
     with ThreadPoolExecutor(8) as pool:
-        return dict(zip(stack.cameras, pool.map(lambda c: _calibrate(stack.urls[c]), stack.cameras),
-                        strict=True))  # fmt: skip
-
-
-def description(stack: Stack, name: str) -> ModelDescription:
-    return ModelDescription.model_validate_json((stack.models / name / "model.json").read_text())
+        return dict(zip(cams, pool.map(lambda c: _calibrate(stack.urls[c]), cams), strict=True))
 
 
 def _median(values: list[float]) -> float:
@@ -358,7 +166,6 @@ def run(report: Report, quick: bool = False) -> None:
                 stack.serve(0)  # I measured alone: no camera's producer running meanwhile
                 figures["I"], _ = benchmark_app(model_file, "throughput", 5 if quick else 10)
                 _, figures["latency_ms"] = benchmark_app(model_file, "latency", 5 if quick else 10)
-                stack.serve(len(stack.cameras))
                 report.add(
                     Row(
                         "throughput",
@@ -367,11 +174,11 @@ def run(report: Report, quick: bool = False) -> None:
                     )
                 )
             model_file, desc = stack.model_file(MODEL), description(stack, MODEL)
-            clocks = _clocks(stack)
             bound = 1.0 / (1.0 / figures["I"] + 1.0 / decode[codec])
             threshold = figures["latency_ms"] + 2000.0 / 30
             rates: dict[int, float] = {}
             for n in counts:
+                clocks = _serve(stack, n)
                 runs = []
                 for _ in range(pairs):
                     ran = pipeline(stack, n, window, fresh_ms=threshold)
@@ -419,7 +226,7 @@ def run(report: Report, quick: bool = False) -> None:
     report.notes += [
         f"load average when the run started: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} (1, 5, 15 min)",
         "cameras: pre-encoded files served pass-through by the capture worker (capture_cores is its CPU, "
-        "outside the bound); I and D measured alone.",
+        "outside the bound), which serves only the cameras of the count measured; I and D measured alone.",
         f"pipeline and naive loop alternate, {pairs} pairs per case, {window:.0f} s windows; figures are medians.",
         "ratio = results/s over the offered frames; of_bound = results/s over the bound 1/(1/I + 1/D); "
         "vs_naive = pipeline results/s over the naive loop's; fresh_per_s and naive_fresh_per_s = each side's "
@@ -452,11 +259,10 @@ def saturation(report: Report, quick: bool = False) -> None:
         stack.serve(0)  # I measured alone
         infer_fps, _ = benchmark_app(model_file, "throughput", 5 if quick else 10)
         _, latency = benchmark_app(model_file, "latency", 5 if quick else 10)
-        stack.serve(len(stack.cameras))
         threshold = latency + 2000.0 / 30
         report.add(Row("throughput", f"{SATURATING}: benchmark_app", {"I_fps": infer_fps}))
-        clocks = _clocks(stack)
         for n in counts:
+            clocks = _serve(stack, n)
             runs = []
             for _ in range(pairs):
                 ran = pipeline(stack, n, window, model=SATURATING, fresh_ms=threshold)

@@ -4,7 +4,7 @@ Its threads (one per camera) each ran their first OpenVINO inference at the same
 OpenVINO's Python binding sets up a static the first time it reads a ``Tensor``'s ``data``:
 one thread held the GIL waiting for that static while another set it up and waited for the
 GIL. The process hung for good (every thread waiting, found with gdb in a throughput run), in
-about one fresh process of four. :func:`bench.throughput.compiled_for_threads` runs one
+about one fresh process of four. :func:`bench.naive.compiled_for_threads` runs one
 inference on the calling thread first. Each process here is fresh (the static is set up once
 per process), and its threads start inferring together behind a barrier."""
 
@@ -31,7 +31,7 @@ TIMEOUT = 120.0
 NAIVE_START = """
 import sys, threading
 import numpy as np
-from bench.throughput import compiled_for_threads
+from bench.naive import compiled_for_threads
 
 compiled = compiled_for_threads(sys.argv[1])
 # float32, as the model takes: asking OpenVINO for the dtype would set its static up here
