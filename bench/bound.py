@@ -2,8 +2,8 @@
 pipeline: I (OpenVINO's ``benchmark_app``, THROUGHPUT hint) and D (decode-only, as the reader
 decodes: H.264 to I420 at full size by ``avdec_h264``, one thread per decoder; MJPEG scaled in
 the DCT domain to the model's input size), one decoder per core.
-The rates themselves (:func:`benchmark_app`, :func:`h264_decode_rate`, :func:`jpeg_decode_rate`)
-are the throughput benchmark's I and D too.
+The rates themselves (:func:`benchmark_app`, :func:`decode_rate`) are the throughput
+benchmark's I and D too.
 
 :class:`Bounds` measures it again around every camera count, with nothing else running. The
 speed of a shared host drifts: in one ten-minute run of the default model, I went from 777 to
@@ -28,7 +28,6 @@ from pathlib import Path
 
 import simplejpeg  # type: ignore[import-untyped]
 
-from bench import camera_media
 from bench.camera_media import Media
 from bench.stack import ROOT
 from ovbus.errors import OvbusError
@@ -69,22 +68,6 @@ def parallel_rate(one: Callable[[], None], frames: int, parallel: int) -> float:
     return frames * parallel / (time.perf_counter() - start)
 
 
-def h264_decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
-    """Frames/s decoding ``video`` with avdec_h264 (one thread each), ``parallel`` at once."""
-    frames = camera_media.SECONDS * 30 * repeats  # the files are 30 fps
-    launch = shutil.which("gst-launch-1.0") or "gst-launch-1.0"
-    argv = [
-        launch, "-q", "filesrc", f"location={video}", "!", "qtdemux", "!", "h264parse", "!",
-        "avdec_h264", "max-threads=1", "!", "fakesink", "sync=false",
-    ]  # fmt: skip
-
-    def one() -> None:
-        for _ in range(repeats):
-            subprocess.run(argv, check=True, timeout=300, capture_output=True)
-
-    return parallel_rate(one, frames, parallel)
-
-
 def jpeg_frames(video: Path) -> list[bytes]:
     """The JPEG frames of an MJPEG file, as they are (ffmpeg copies them out)."""
     ffmpeg = shutil.which("ffmpeg") or "ffmpeg"
@@ -95,18 +78,6 @@ def jpeg_frames(video: Path) -> list[bytes]:
         timeout=120,
     ).stdout
     return [b"\xff\xd8" + part for part in out.split(b"\xff\xd8") if part]
-
-
-def jpeg_decode_rate(video: Path, repeats: int, parallel: int = 2) -> float:
-    """Frames/s decoding every JPEG of ``video`` at full size, ``parallel`` threads at once."""
-    frames = jpeg_frames(video)
-
-    def one() -> None:
-        for _ in range(repeats):
-            for data in frames:
-                simplejpeg.decode_jpeg(data, colorspace="BGR")
-
-    return parallel_rate(one, len(frames) * repeats, parallel)
 
 
 @dataclass

@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from bench import camera_media, streams
-from bench.bound import benchmark_app, h264_decode_rate, jpeg_decode_rate
+from bench.bound import benchmark_app, decode_rate
 from bench.naive import Run, baseline, description
 from bench.report import Report, Row
 from bench.stack import Stack, ages_ms, cpu_seconds
@@ -150,10 +150,11 @@ def run(report: Report, quick: bool = False) -> None:
     counts = [2] if quick else [4, 8, 16, 32]
     pairs = 1 if quick else PAIRS
     window = 4.0 if quick else 10.0
-    files = {c: camera_media.build(c, 640, 480, 30).path for c in ("h264", "mjpeg")}
-    decode = {
-        "h264": h264_decode_rate(files["h264"], 1 if quick else 4),
-        "mjpeg": jpeg_decode_rate(files["mjpeg"], 1 if quick else 3),
+    media = {c: camera_media.build(c, 640, 480, 30) for c in ("h264", "mjpeg")}
+    files = {c: m.path for c, m in media.items()}
+    repeats = {"h264": 1 if quick else 4, "mjpeg": 1 if quick else 3}
+    decode = {  # at full size, MJPEG too
+        c: decode_rate(m, (m.width, m.height), 2, repeats[c]) for c, m in media.items()
     }
     report.add(Row("throughput", "decode-only rate D, H.264 (avdec_h264, 2 decoders)", {"fps": decode["h264"]}))  # fmt: skip
     report.add(Row("throughput", "decode-only rate D, MJPEG (full size, 2 threads)", {"fps": decode["mjpeg"]}))  # fmt: skip
