@@ -63,24 +63,28 @@ def unwedge(media: Any, look: int) -> bool:
 
 def tee_fed_appsinks(media: Any) -> list[Any] | None:
     """The TCP ``appsink`` elements of ``media``'s streams (RTP and RTCP of each) that a
-    ``tee`` feeds with no queue between them; None when the walk did not finish. It starts
-    again when the pipeline changes under it (a probe adding its queues), at most
+    ``tee`` feeds with no queue between them; None when the walk did not finish."""
+    fed = appsink_feeders(media)
+    return None if fed is None else [sink for sink, feeder in fed if factory_name(feeder) == "tee"]
+
+
+def appsink_feeders(media: Any) -> list[tuple[Any, Any]] | None:
+    """Each ``appsink`` of ``media``'s pipeline (the TCP sinks of its streams) with the element
+    that feeds it (``None`` when unlinked); None when the walk did not finish. It starts again
+    when the pipeline changes under it (a probe adding its queues), at most
     :data:`_MAX_RESYNCS` times."""
     element = media.get_element()
     pipeline = element.get_parent() if element is not None else None
     if pipeline is None:
         return []
     sinks = pipeline.iterate_all_by_element_factory_name("appsink")
-    found: list[Any] = []
+    found: list[tuple[Any, Any]] = []
     resyncs = 0
     while True:
         result, sink = sinks.next()
         if result == Gst.IteratorResult.OK:
             peer = sink.get_static_pad("sink").get_peer()
-            feeder = peer.get_parent_element() if peer is not None else None
-            factory = feeder.get_factory() if feeder is not None else None
-            if factory is not None and factory.get_name() == "tee":
-                found.append(sink)
+            found.append((sink, peer.get_parent_element() if peer is not None else None))
         elif result == Gst.IteratorResult.RESYNC and resyncs < _MAX_RESYNCS:
             resyncs += 1
             sinks.resync()
@@ -89,6 +93,11 @@ def tee_fed_appsinks(media: Any) -> list[Any] | None:
             return found
         else:  # an error, or a pipeline that kept changing: the next look walks again
             return None
+
+
+def factory_name(element: Any) -> str | None:
+    factory = element.get_factory() if element is not None else None
+    return factory.get_name() if factory is not None else None
 
 
 def leaky_feed(pad: Any, peer: Any) -> None:
@@ -104,10 +113,14 @@ def leaky_feed(pad: Any, peer: Any) -> None:
     ``drop``) keeps the packets of TCP readers that keep up: the send thread paces itself to
     the fastest TCP reader, one message in flight at a time, and one buffer was too few."""
     queue = peer.get_parent_element()
-    factory = queue.get_factory() if queue is not None else None
-    if factory is None or factory.get_name() != "queue":
+    if factory_name(queue) != "queue":
         return  # the tee itself: TCP readers came first, no other sink yet (see unwedge)
-    queue.set_property("max-size-buffers", 0)
-    queue.set_property("max-size-bytes", TCP_BACKLOG_BYTES)
-    queue.set_property("max-size-time", TCP_BACKLOG_NS)
+    leak(queue, TCP_BACKLOG_BYTES, TCP_BACKLOG_NS)
+
+
+def leak(queue: Any, max_bytes: int, max_ns: int, max_buffers: int = 0) -> None:
+    """Make ``queue`` drop its oldest once it holds any of the limits (0: no limit)."""
+    queue.set_property("max-size-buffers", max_buffers)
+    queue.set_property("max-size-bytes", max_bytes)
+    queue.set_property("max-size-time", max_ns)
     queue.set_property("leaky", 2)  # downstream: the oldest go

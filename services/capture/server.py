@@ -37,6 +37,7 @@ from ovbus.log import get_logger
 from ovbus.payloads.stream import Codec
 from services.capture.encoders import payloader_description
 from services.capture.gst import GLib, Gst, GstRtsp, GstRtspServer
+from services.capture.idle_feeds import FEED_LOOK_MS, IdleFeeds
 from services.capture.media_watch import WATCH_INTERVAL_MS, MediaWatch
 from services.capture.reader_feeds import (
     APPSRC_MAX_BYTES,
@@ -126,6 +127,8 @@ class RtspServer:
         self._source_id = 0
         #: retires a media that takes frames and sends none (services/capture/media_watch.py)
         self.watch = MediaWatch(self._retire)
+        #: stops the TCP branch of a media whose TCP readers all left (idle_feeds.py)
+        self.feeds = IdleFeeds()
 
     def start(self) -> None:
         """Listen; raises ``ConfigError`` if the address or port cannot be bound."""
@@ -140,6 +143,9 @@ class RtspServer:
         looks = GLib.timeout_source_new(WATCH_INTERVAL_MS)
         looks.set_callback(lambda *_: self.watch.look())
         looks.attach(self._context)
+        feeds = GLib.timeout_source_new(FEED_LOOK_MS)
+        feeds.set_callback(lambda *_: self.feeds.look())
+        feeds.attach(self._context)
         self._thread = threading.Thread(target=self._loop.run, name="rtsp-server", daemon=True)
         self._thread.start()
         log.info("rtsp server listening", bind=self.bind, port=self.port)
@@ -176,6 +182,7 @@ class RtspServer:
         media.connect("prepared", lambda m: self._call_soon(lambda: self._hold(m)))
         relay.attach(appsrc, lambda: self._call_soon(lambda: self._retire(media)))
         self.watch.add(media, relay, appsrc)
+        self.feeds.add(media, relay.camera)
         log.info("media created", camera=relay.camera)
 
     def _call_soon(self, fn: Callable[[], object]) -> None:
@@ -256,6 +263,7 @@ class RtspServer:
         relay, appsrc = data
         relay.detach(appsrc)
         self.watch.remove(media)
+        self.feeds.remove(media)
         log.info("media released", camera=relay.camera)
 
     def _on_element(self, bin_: Any, element: Any, data: object) -> None:
@@ -291,6 +299,9 @@ class RtspServer:
         sends nothing; the thread then serves the new reader and drops any stalled one (a send
         to a reader whose socket is full fails, and GStreamer removes that transport).
 
+        A TCP reader's PLAY also lifts the block on the media's TCP branch, if its TCP readers
+        had all left (:class:`~services.capture.idle_feeds.IdleFeeds`), before that wake-up.
+
         A UDP reader's PLAY starts the looks of :func:`~services.capture.reader_feeds.unwedge`
         on the server's loop, not here: the client's thread holds the media's lock while it
         emits this signal, and every other request for the camera waits for that lock."""
@@ -300,8 +311,10 @@ class RtspServer:
         tcp = GstRtsp.RTSPLowerTrans.TCP
         media = sessmedia.get_media()
         over_udp = False
-        for index in range(media.n_streams()):
-            transport = sessmedia.get_transport(index)
+        transports = [sessmedia.get_transport(i) for i in range(media.n_streams())]
+        if any(t is not None and t.get_transport().lower_transport & tcp for t in transports):
+            self.feeds.resume(media)  # before its send thread is woken
+        for index, transport in enumerate(transports):
             if transport is None:
                 continue
             if transport.get_transport().lower_transport & tcp:
