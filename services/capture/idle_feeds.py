@@ -119,7 +119,7 @@ class IdleFeeds:
                     leak(queue, 0, 0, max_buffers=1)  # only the newest waits for a next reader
                     pad = queue.get_static_pad("src")
                     probe = pad.add_probe(Gst.PadProbeType.BLOCK_DOWNSTREAM, _hold)
-                    fed.blocked.append((queue, pad, probe))
+                    fed.blocked.append((queue, pad, probe))  # 0: not added (a flushing pad)
                 if tcp_readers(fed.media):  # a PLAY came meanwhile (its resume waits for us)
                     self._unblock(fed)
                 else:
@@ -131,5 +131,6 @@ class IdleFeeds:
     def _unblock(fed: _Fed) -> None:
         for queue, pad, probe in fed.blocked:
             leak(queue, TCP_BACKLOG_BYTES, TCP_BACKLOG_NS)
-            pad.remove_probe(probe)
+            if probe:
+                pad.remove_probe(probe)
         fed.blocked.clear()
