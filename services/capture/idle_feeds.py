@@ -21,11 +21,21 @@ the block before the send thread is woken for it; at most the one packet kept go
 the live ones. A stream whose first reader came over TCP has no queue there (its ``appsink``
 hangs on the ``tee``): it is left as it is, as blocking the ``tee``'s pad would hold up every
 reader.
+
+What a block cannot take back is the queue GStreamer put in front of the UDP sinks when the
+stream got its second kind of reader: its thread does the UDP sends, a hand-over per packet, for
+as long as the media lives. So a media that has had TCP readers and then has no reader at all
+for :data:`IDLE_RETIRE_S` is retired (``RtspServer._retire``, as a camera's end does): it sent
+nothing meanwhile, and the next reader gets a new media, with the sinks of its own kind only. A
+reader that found it just before (a DESCRIBE, its PLAY not yet in) is answered 503 and
+reconnects to the new one.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -43,17 +53,25 @@ log = get_logger(__name__)
 
 #: How often the medias that had a TCP reader are looked at (ms).
 FEED_LOOK_MS: Final = 1000
+#: How long a media that had TCP readers may go without any reader before it is retired (s).
+IDLE_RETIRE_S: Final = 3.0
+
+
+def readers(media: Any) -> tuple[int, int]:
+    """The transports of ``media``'s streams (one per stream a reader plays): over TCP, all."""
+    tcp = GstRtsp.RTSPLowerTrans.TCP
+    over_tcp = every = 0
+    for index in range(media.n_streams()):
+        for transport in media.get_stream(index).transport_filter(None, None):
+            every += 1
+            if transport.get_transport().lower_transport & tcp:
+                over_tcp += 1
+    return over_tcp, every
 
 
 def tcp_readers(media: Any) -> int:
-    """The TCP transports of ``media``'s streams (one per stream a TCP reader plays)."""
-    tcp = GstRtsp.RTSPLowerTrans.TCP
-    count = 0
-    for index in range(media.n_streams()):
-        for transport in media.get_stream(index).transport_filter(None, None):
-            if transport.get_transport().lower_transport & tcp:
-                count += 1
-    return count
+    """The TCP transports of ``media``'s streams."""
+    return readers(media)[0]
 
 
 def _hold(_pad: Any, _info: Any) -> Any:
@@ -65,6 +83,7 @@ class _Fed:
     media: Any
     camera: str
     had_tcp: bool = False  # a TCP reader played it: it may have a TCP branch
+    idle_since: float | None = None  # since when it had no reader at all
     blocked: list[tuple[Any, Any, int]] = field(default_factory=list)  # queue, pad, probe
 
 
@@ -73,9 +92,13 @@ class IdleFeeds:
     a TCP reader. :meth:`look` runs on the server's loop, :meth:`resume` in a client's
     thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, retire: Callable[[Any], None], idle_s: float = IDLE_RETIRE_S) -> None:
+        self._retire = retire
+        self.idle_s = idle_s
         self._lock = threading.Lock()
         self._fed: dict[int, _Fed] = {}
+        #: medias retired for want of readers after TCP readers (read by tests and logs)
+        self.retired = 0
 
     @property
     def paused(self) -> int:
@@ -106,10 +129,20 @@ class IdleFeeds:
                 self._unblock(fed)
 
     def look(self) -> bool:
-        """One look at every media that has had a TCP reader (a GLib timeout's callback)."""
+        """One look at every media that has had a TCP reader (a GLib timeout's callback): its
+        TCP branch blocked once no TCP reader is left, the media retired once no reader at all
+        was left for :attr:`idle_s`."""
+        now, idle = time.monotonic(), []
         with self._lock:
-            for fed in list(self._fed.values()):
-                if not fed.had_tcp or fed.blocked or tcp_readers(fed.media):
+            for key, fed in list(self._fed.items()):
+                if not fed.had_tcp:
+                    continue
+                over_tcp, every = readers(fed.media)
+                fed.idle_since = (fed.idle_since or now) if not every else None
+                if fed.idle_since is not None and now - fed.idle_since >= self.idle_s:
+                    idle.append(self._fed.pop(key))
+                    continue
+                if fed.blocked or over_tcp:
                     continue
                 feeders = appsink_feeders(fed.media)
                 queues = [f for _, f in feeders or () if factory_name(f) == "queue"]
@@ -125,6 +158,12 @@ class IdleFeeds:
                 else:
                     log.info("tcp feed paused: no tcp reader left", camera=fed.camera,
                              queues=len(queues))  # fmt: skip
+        for fed in idle:  # outside the lock: retiring unprepares, and "unprepared" removes
+            self._unblock(fed)
+            self.retired += 1
+            log.info("media without readers after tcp readers: retired", camera=fed.camera,
+                     idle_s=round(now - (fed.idle_since or now), 1))  # fmt: skip
+            self._retire(fed.media)
         return True
 
     @staticmethod

@@ -128,7 +128,7 @@ class RtspServer:
         #: retires a media that takes frames and sends none (services/capture/media_watch.py)
         self.watch = MediaWatch(self._retire)
         #: stops the TCP branch of a media whose TCP readers all left (idle_feeds.py)
-        self.feeds = IdleFeeds()
+        self.feeds = IdleFeeds(self._retire)
 
     def start(self) -> None:
         """Listen; raises ``ConfigError`` if the address or port cannot be bound."""

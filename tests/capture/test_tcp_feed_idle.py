@@ -96,3 +96,33 @@ def test_a_tcp_branch_without_readers_takes_no_packets_and_serves_the_next_one()
             served.relay.end()
             assert released.wait(TIMEOUT), "the media with a blocked TCP branch was not released"
             assert served.server.feeds.paused == 0
+
+
+def test_a_media_left_by_every_reader_after_tcp_readers_is_retired_and_made_anew() -> None:
+    """Blocking its TCP branch leaves the queue GStreamer put in front of its UDP sinks (a
+    thread woken per packet); once nobody reads it the media is retired, and the next reader
+    gets a new one, and frames. A media read only over UDP is never retired for it."""
+    with served_camera("cam", "testsrc", PAINTED, Target(320, 240, 30.0), 300) as served:
+        feeds = served.server.feeds
+        feeds.idle_s = 1.0
+        made: list[Any] = []
+        factory, _ = served.server._mounts.match(urlsplit(served.url).path)
+        factory.connect("media-configure", lambda _factory, media: made.append(media))
+        with RtspReader(served.url, camera="udp-only") as udp:
+            take(udp, 5)
+        time.sleep(3 * feeds.idle_s)  # no reader for 3 looks: only UDP ones came, it stays
+        with RtspReader(served.url, camera="udp-again") as udp:
+            take(udp, 5)
+        assert feeds.retired == 0 and len(made) == 1
+        released = threading.Event()
+        made[0].connect("unprepared", lambda _media: released.set())
+        with RtspReader(served.url, camera="udp") as udp:
+            take(udp, 5)
+            with RtspReader(served.url, camera="tcp", tcp=True) as tcp:
+                take(tcp, 5)
+        assert released.wait(TIMEOUT), "a media nobody read after TCP readers was kept"
+        assert feeds.retired == 1
+        with RtspReader(served.url, camera="next") as after:
+            take(after, 5)
+            assert after.reconnects == 0
+        assert len(made) == 2
