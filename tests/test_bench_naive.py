@@ -69,3 +69,13 @@ def test_threads_that_start_inferring_together_do_not_deadlock() -> None:
             pytest.fail(f"process {process + 1} of {PROCESSES}: its {THREADS} threads hung")
         assert out.returncode == 0, out.stderr[-3000:]
         assert out.stdout.strip() == "inferred"
+
+
+def test_the_naive_loop_waits_out_the_retiring_of_the_medias_its_readers_left() -> None:
+    """The pipeline measured after the naive loop reads medias made anew, as a camera nobody
+    looked at over TCP has them (the capture worker retires them after its idle time and a
+    look, on a second's timer)."""
+    from bench.naive import MEDIAS_RETIRED_S
+    from services.capture.idle_feeds import FEED_LOOK_MS, IDLE_RETIRE_S
+
+    assert MEDIAS_RETIRED_S >= IDLE_RETIRE_S + 2 * FEED_LOOK_MS / 1000

@@ -119,7 +119,9 @@ def _nms_small(boxes: F32, scores: F32, iou: float, weighted: bool) -> tuple[F32
             if not alive[j]:
                 continue
             bx1, by1, bx2, by2 = b[j]
-            inter = max(min(ax2, bx2) - max(ax1, bx1), 0.0) * max(min(ay2, by2) - max(ay1, by1), 0.0)
+            inter = max(min(ax2, bx2) - max(ax1, bx1), 0.0) * max(
+                min(ay2, by2) - max(ay1, by1), 0.0
+            )
             union = areas[i] + areas[j] - inter
             if j == i or (union > 0 and inter / max(union, 1e-9) > iou):
                 members.append(j)
