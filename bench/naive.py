@@ -50,6 +50,10 @@ def compiled_for_threads(model_file: Path) -> Any:
     return compiled
 
 
+#: Seconds the loop's captures may take to open: all of them, and each (one after another).
+OPEN_S: Final = 30.0
+OPEN_EACH_S: Final = 4.0
+
 #: Seconds after its TCP readers left in which the capture worker retires a media nobody reads
 #: (``services.capture.idle_feeds``: ``IDLE_RETIRE_S`` and two looks; not imported, as that
 #: module initialises GStreamer, which this process does not load beside OpenVINO's threads).
@@ -85,6 +89,10 @@ def baseline(
     measuring = threading.Event()  # frames count only inside the window, not during warm-up
     cams = stack.cameras[:n]
     started = threading.Barrier(len(cams) + 1)
+    # the captures' opens took about 2 s per camera here, growing with the count as if one
+    # after another (8 cameras: some 16 s, 16: some 30 s): at 32 cameras on a slow afternoon
+    # they took longer than the 60 s once allowed, and the benchmark stopped there
+    opening = OPEN_S + OPEN_EACH_S * len(cams)
 
     def run(cam: str) -> None:
         cap = cv2.VideoCapture(stack.urls[cam], cv2.CAP_FFMPEG)
@@ -93,7 +101,7 @@ def baseline(
         count = 0
         mine: list[float] = []
         read_mine: list[float] = []
-        started.wait(60)
+        started.wait(opening)
         while not stop.is_set():
             ok, frame = cap.read()
             read_at = time.time()
@@ -120,7 +128,7 @@ def baseline(
     threads = [threading.Thread(target=run, args=(c,)) for c in cams]
     for t in threads:
         t.start()
-    started.wait(60)
+    started.wait(opening)
     time.sleep(8)  # connection set-up and the FFmpeg probe backlog are not part of the rate
     begin = time.perf_counter()
     measuring.set()

@@ -26,9 +26,11 @@ What a block cannot take back is the queue GStreamer put in front of the UDP sin
 stream got its second kind of reader: its thread does the UDP sends, a hand-over per packet, for
 as long as the media lives. So a media that has had TCP readers and then has no reader at all
 for :data:`IDLE_RETIRE_S` is retired (``RtspServer._retire``, as a camera's end does): it sent
-nothing meanwhile, and the next reader gets a new media, with the sinks of its own kind only. A
-reader that found it just before (a DESCRIBE, its PLAY not yet in) is answered 503 and
-reconnects to the new one.
+nothing meanwhile, and the next reader gets a new media, with the sinks of its own kind only.
+"No reader" means no client's session holds it: a reader that paused it (its transports gone
+from the streams) keeps it, and so does one between its SETUP and its PLAY. A reader that found
+it just before it was retired (a DESCRIBE, its SETUP not yet in) is answered 503 and reconnects
+to the new one.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class _Fed:
     media: Any
     camera: str
     had_tcp: bool = False  # a TCP reader played it: it may have a TCP branch
-    idle_since: float | None = None  # since when it had no reader at all
+    idle_since: float | None = None  # since when no client's session held it
     blocked: list[tuple[Any, Any, int]] = field(default_factory=list)  # queue, pad, probe
 
 
@@ -92,8 +94,14 @@ class IdleFeeds:
     a TCP reader. :meth:`look` runs on the server's loop, :meth:`resume` in a client's
     thread."""
 
-    def __init__(self, retire: Callable[[Any], None], idle_s: float = IDLE_RETIRE_S) -> None:
+    def __init__(
+        self,
+        retire: Callable[[Any], None],
+        sessions: Callable[[Any], int],
+        idle_s: float = IDLE_RETIRE_S,
+    ) -> None:
         self._retire = retire
+        self._sessions = sessions  # the clients' sessions that hold a media (set up, maybe paused)
         self.idle_s = idle_s
         self._lock = threading.Lock()
         self._fed: dict[int, _Fed] = {}
@@ -138,7 +146,8 @@ class IdleFeeds:
                 if not fed.had_tcp:
                     continue
                 over_tcp, every = readers(fed.media)
-                fed.idle_since = (fed.idle_since or now) if not every else None
+                held = every or self._sessions(fed.media)  # a paused reader plays nothing
+                fed.idle_since = (fed.idle_since or now) if not held else None
                 if fed.idle_since is not None and now - fed.idle_since >= self.idle_s:
                     idle.append(self._fed.pop(key))
                     continue

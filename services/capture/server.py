@@ -128,7 +128,7 @@ class RtspServer:
         #: retires a media that takes frames and sends none (services/capture/media_watch.py)
         self.watch = MediaWatch(self._retire)
         #: stops the TCP branch of a media whose TCP readers all left (idle_feeds.py)
-        self.feeds = IdleFeeds(self._retire)
+        self.feeds = IdleFeeds(self._retire, self._sessions_of)
 
     def start(self) -> None:
         """Listen; raises ``ConfigError`` if the address or port cannot be bound."""
@@ -204,6 +204,18 @@ class RtspServer:
         "can not reuse media", a 503, and readers that reconnect at once died in turn."""
         if not media.prepare(None):
             log.debug("media ended before it could be held")
+
+    def _sessions_of(self, media: Any) -> int:
+        """The clients' sessions that hold ``media`` (set up, playing or paused)."""
+        held = 0
+
+        def each(_pool: Any, session: Any, _data: object) -> Any:
+            nonlocal held
+            held += sum(m.get_media() is media for m in session.filter(None, None))
+            return GstRtspServer.RTSPFilterResult.KEEP
+
+        self._server.get_session_pool().filter(each, None)
+        return held
 
     def _retire(self, media: Any) -> None:
         """End a media whose camera ended (disabled, codec changed, node stopping) or that

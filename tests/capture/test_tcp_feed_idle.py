@@ -21,6 +21,7 @@ from ovbus.rtsp import RtspReader
 from services.capture.plan import Target
 from services.capture.sources import Geometry
 from tests.capture.served import Served, served_camera
+from tests.capture.test_disable_while_read import BareRtsp
 
 PAINTED = Geometry(320, 240, 30.0)
 TIMEOUT = 60.0
@@ -126,3 +127,30 @@ def test_a_media_left_by_every_reader_after_tcp_readers_is_retired_and_made_anew
             take(after, 5)
             assert after.reconnects == 0
         assert len(made) == 2
+
+
+def test_a_paused_reader_keeps_a_media_that_had_tcp_readers() -> None:
+    """A reader that paused the media (its transports gone from the streams, its session kept)
+    still holds it: retired under it, its PLAY after the pause would find no session. Its
+    TEARDOWN lets the media go."""
+    with served_camera("cam", "testsrc", PAINTED, Target(320, 240, 30.0), 300) as served:
+        feeds = served.server.feeds
+        feeds.idle_s = 1.0
+        with RtspReader(served.url, camera="tcp", tcp=True) as tcp:
+            take(tcp, 5)
+        paused = BareRtsp(served.url)
+        try:
+            assert paused.describe() == 200
+            assert paused.setup_udp() == 200
+            assert paused.play() == 200
+            assert paused.request("PAUSE", served.url) == 200
+            time.sleep(4 * feeds.idle_s)
+            assert feeds.retired == 0, "a media a paused reader held was retired"
+            assert paused.play() == 200
+            assert paused.request("TEARDOWN", served.url) == 200
+        finally:
+            paused.close()
+        deadline = time.monotonic() + TIMEOUT
+        while feeds.retired == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert feeds.retired == 1, "the media was kept after its last reader's TEARDOWN"
