@@ -90,8 +90,8 @@ def baseline(
     cams = stack.cameras[:n]
     started = threading.Barrier(len(cams) + 1)
     # the captures' opens took about 2 s per camera here, growing with the count as if one
-    # after another (8 cameras: some 16 s, 16: some 30 s): at 32 cameras on a slow afternoon
-    # they took longer than the 60 s once allowed, and the benchmark stopped there
+    # after another (8 cameras: some 16 s, 16: some 30 s): at 32 cameras, in a slow phase of
+    # the machine, they took longer than the 60 s once allowed, and the benchmark stopped there
     opening = OPEN_S + OPEN_EACH_S * len(cams)
 
     def run(cam: str) -> None:
