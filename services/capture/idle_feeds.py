@@ -107,6 +107,8 @@ class IdleFeeds:
         self._fed: dict[int, _Fed] = {}
         #: medias retired for want of readers after TCP readers (read by tests and logs)
         self.retired = 0
+        self.looks = 0  # looks done (tests wait on them, not on the clock)
+        self._looked = threading.Condition()
 
     @property
     def paused(self) -> int:
@@ -173,7 +175,16 @@ class IdleFeeds:
             log.info("media without readers after tcp readers: retired", camera=fed.camera,
                      idle_s=round(now - (fed.idle_since or now), 1))  # fmt: skip
             self._retire(fed.media)
+        with self._looked:
+            self.looks += 1
+            self._looked.notify_all()
         return True
+
+    def wait_looks(self, count: int, timeout: float) -> bool:
+        """Until :attr:`looks` reaches ``count`` (tests); ``False`` at ``timeout``. Looks come
+        a :data:`FEED_LOOK_MS` apart at least: ``n`` looks span ``n - 1`` intervals or more."""
+        with self._looked:
+            return self._looked.wait_for(lambda: self.looks >= count, timeout)
 
     @staticmethod
     def _unblock(fed: _Fed) -> None:

@@ -111,7 +111,8 @@ def test_a_media_left_by_every_reader_after_tcp_readers_is_retired_and_made_anew
         factory.connect("media-configure", lambda _factory, media: made.append(media))
         with RtspReader(served.url, camera="udp-only") as udp:
             take(udp, 5)
-        time.sleep(3 * feeds.idle_s)  # no reader for 3 looks: only UDP ones came, it stays
+        # no reader over 3 looks (2 s and more, twice its idle time): only UDP ones came, it stays
+        assert feeds.wait_looks(feeds.looks + 3, TIMEOUT)
         with RtspReader(served.url, camera="udp-again") as udp:
             take(udp, 5)
         assert feeds.retired == 0 and len(made) == 1
@@ -144,13 +145,12 @@ def test_a_paused_reader_keeps_a_media_that_had_tcp_readers() -> None:
             assert paused.setup_udp() == 200
             assert paused.play() == 200
             assert paused.request("PAUSE", served.url) == 200
-            time.sleep(4 * feeds.idle_s)
+            assert feeds.wait_looks(feeds.looks + 4, TIMEOUT)  # 3 s and more: 3 idle times
             assert feeds.retired == 0, "a media a paused reader held was retired"
             assert paused.play() == 200
             assert paused.request("TEARDOWN", served.url) == 200
         finally:
             paused.close()
-        deadline = time.monotonic() + TIMEOUT
-        while feeds.retired == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # its idle time and two looks (it went idle between looks); then it must be gone
+        assert feeds.wait_looks(feeds.looks + 3, TIMEOUT)
         assert feeds.retired == 1, "the media was kept after its last reader's TEARDOWN"
