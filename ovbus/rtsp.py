@@ -39,7 +39,8 @@ What it does:
   GStreamer and registers the GI types the reader threads use, once, under a lock. Call it from
   the main thread before starting readers (the infer worker does): PyGObject can register a type
   twice when threads first use it at once (``Expected Gst.MapInfo, but got
-  gi.repository.Gst.MapInfo``).
+  gi.repository.Gst.MapInfo``), so every type without a GType is made there
+  (:func:`ovbus.rtsp_pipeline.register_types`).
 """
 
 from __future__ import annotations

@@ -88,9 +88,34 @@ def _unwind_with_libgcc() -> None:
         pass  # not a glibc system: nothing to do
 
 
+def register_types(*namespaces: Any) -> int:
+    """Make, now and in this thread, the Python class of every type of ``namespaces`` (GI
+    modules: ``Gst``, ``GstVideo``...) that has no GType (``Gst.PadProbeInfo``, ``Gst.MapInfo``,
+    ``GstVideo.VideoInfo``'s kin); returns how many. PyGObject makes such a class on first use,
+    and two threads that use it first at the same time each get a class of their own: the
+    methods of one then refuse the instances of the other ("argument self: Expected
+    Gst.PadProbeInfo, but got gi.repository.Gst.PadProbeInfo"), for as long as the process
+    lives. A pad probe that raises so drops every event it sees: 17 producers starting at once
+    in the capture worker left some cameras whose readers never got a frame (CI, twice). Types
+    with a GType are made once under PyGObject's lock; these are not. Run before any thread."""
+    import gi
+    from gi.repository import GObject
+
+    repository = gi.Repository.get_default()
+    made = 0
+    for module in namespaces:
+        for info in repository.get_infos(module.__name__.rpartition(".")[2]):
+            gtype = getattr(info, "get_g_type", None)
+            if gtype is not None and gtype() == GObject.TYPE_NONE:
+                getattr(module, info.get_name())
+                made += 1
+    return made
+
+
 def init() -> Any:
     """GStreamer (``gi.repository.Gst``), initialised once, with every GI type the reader threads
-    use registered here (under a lock) rather than raced for by several threads at once."""
+    use registered here (under a lock) rather than raced for by several threads at once
+    (:func:`register_types`)."""
     global _gst, _video, _ntp_caps
     with _init_lock:
         if _gst is not None:
@@ -109,6 +134,9 @@ def init() -> Any:
                 "(pip install 'ovbus[notebook]') and GStreamer's base, good and libav plugins"
             ) from e
         Gst.init(None)
+        from gi.repository import GLib
+
+        register_types(Gst, GstVideo, GstRtsp, GLib)
         # touch every type a reader thread meets: a buffer mapped and unmapped (Gst.MapInfo),
         # a sample with caps, video info, a reference timestamp meta look-up, a bus message
         caps = Gst.Caps.from_string("video/x-raw,format=I420,width=2,height=2,framerate=1/1")

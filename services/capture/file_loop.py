@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ovbus.errors import StreamError
+from ovbus.errors import ErrorCode, StreamError
+from ovbus.log import get_logger
 from services.capture.gst import Gst
 from services.capture.sources import Source
+
+log = get_logger(__name__)
 
 #: A flushing seek to the start of a file whose demuxer has no segment seeks.
 REWIND: Final = Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT
@@ -46,6 +49,7 @@ class FileLoop:
     _sink: Any
     _pipeline: Any
     _interval: int  # the file's frame interval (ns) from its caps, 0: variable or unknown
+    failure: StreamError | None  # why the producer failed in a callback (``poll`` raises it)
 
     def _build(self) -> Any:
         raise NotImplementedError
@@ -73,13 +77,26 @@ class FileLoop:
 
     def _on_event(self, _pad: Any, info: Any) -> Any:
         """Counts segments: one with a new sequence number starts a loop of a file (a seek's
-        segment), seen before the pad offset (which sends the segment again, renumbered)."""
-        event = info.get_event()
-        if event is not None and event.type == Gst.EventType.SEGMENT:
-            seqnum = event.get_seqnum()
-            if seqnum != self._segment_seqnum:
-                self._segment_seqnum = seqnum
-                self._segments += 1
+        segment), seen before the pad offset (which sends the segment again, renumbered).
+
+        Never raises: PyGObject answers a probe that raised with 0, ``DROP``, and every event
+        of the file (its stream start, caps, segments) was lost while frames went on, on a
+        timeline new readers never caught up with. An exception is the producer's failure
+        instead (raised by the next ``poll``: the camera goes to ``error`` and restarts)."""
+        try:
+            event = info.get_event()
+            if event is not None and event.type == Gst.EventType.SEGMENT:
+                seqnum = event.get_seqnum()
+                if seqnum != self._segment_seqnum:
+                    self._segment_seqnum = seqnum
+                    self._segments += 1
+        except Exception as e:
+            if self.failure is None:
+                log.exception("producer failed on an event", camera=self.camera)
+                self.failure = StreamError(
+                    f"camera {self.camera}: producer failed on an event: {type(e).__name__}: {e}",
+                    code=ErrorCode.INTERNAL,
+                )
         return Gst.PadProbeReturn.OK
 
     def _preroll(self, pipeline: Any) -> None:

@@ -14,7 +14,12 @@ gi.require_version("GstPbutils", "1.0")
 
 from gi.repository import GLib, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
 
+from ovbus.rtsp_pipeline import register_types  # noqa: E402
+
 Gst.init(None)
+# at import, before any camera, client or server thread: the classes of the types without a
+# GType, made once here, not raced for by the producers' pad probes (see register_types)
+register_types(GLib, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo)
 
 __all__ = [
     "GLib",

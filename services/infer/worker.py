@@ -50,7 +50,8 @@ def load_runtimes() -> None:
     first exception, e.g. a truncated ``.bin`` (tests/faults/test_folder.py). Then
     :func:`ovbus.rtsp.init` registers the GI types the readers use, once: eight reader threads
     racing to register them killed seven (``Expected Gst.MapInfo, but got
-    gi.repository.Gst.MapInfo``).
+    gi.repository.Gst.MapInfo``); every type without a GType is made there
+    (:func:`ovbus.rtsp_pipeline.register_types`).
     """
     import openvino
 

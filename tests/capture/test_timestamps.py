@@ -42,11 +42,18 @@ class Recorder(Relay):
         super().push(buffer, clock_time)
 
 
-def run(path: str, relay: Recorder, *, stall_s: float = 30.0, timeout: float = 90.0) -> Producer:
+def run(
+    path: str,
+    relay: Recorder,
+    *,
+    stall_s: float = 30.0,
+    timeout: float = 90.0,
+    kind: type[Producer] = Producer,
+) -> Producer:
     """Serve ``path`` as it comes until ``relay`` has its frames; ``poll`` raises on failure."""
     source = parse_source(path)
     description = passthrough_pipeline(passthrough_description(source, "h264"), source.live)
-    producer = Producer("cam", source, description, None, relay, stall_s=stall_s, passthrough=True)
+    producer = kind("cam", source, description, None, relay, stall_s=stall_s, passthrough=True)
     producer.start()
     try:
         deadline = time.monotonic() + timeout
@@ -97,6 +104,25 @@ def test_a_failure_in_the_frame_callback_is_the_producers_error() -> None:
     relay = Recorder(10**6, fail=True)
     with pytest.raises(StreamError, match="producer failed on a frame: RuntimeError: relay broke"):
         run(str(media.clip("no-bframes-mp4")), relay, stall_s=3600)
+
+
+class BrokenCount(Producer):
+    """A producer whose segment count raises in its pad probe, as ``info.get_event()`` did there
+    when producers starting at once raced for ``Gst.PadProbeInfo`` (tests/lib/test_gi_types.py)."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "_segment_seqnum":
+            raise RuntimeError("segment count broke")
+        return super().__getattribute__(name)
+
+
+def test_a_failure_in_the_event_probe_is_the_producers_error() -> None:
+    """Before: PyGObject printed the exception and answered the probe with ``DROP``: the file's
+    events were lost while its frames went on, and readers of some corpus cameras never got a
+    frame (CI). Now the camera fails, says why, and restarts."""
+    relay = Recorder(10**6)
+    with pytest.raises(StreamError, match="failed on an event: RuntimeError: segment count broke"):
+        run(str(media.clip("no-bframes-mp4")), relay, stall_s=3600, timeout=60, kind=BrokenCount)
 
 
 def test_signed_running_time() -> None:
