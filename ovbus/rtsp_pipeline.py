@@ -90,8 +90,8 @@ def _unwind_with_libgcc() -> None:
 
 def register_types(*namespaces: Any) -> int:
     """Make, now and in this thread, the Python class of every type of ``namespaces`` (GI
-    modules: ``Gst``, ``GstVideo``...) that has no GType (``Gst.PadProbeInfo``, ``Gst.MapInfo``,
-    ``GstVideo.VideoInfo``'s kin); returns how many. PyGObject makes such a class on first use,
+    modules: ``Gst``, ``GstVideo``...) that has no GType (``Gst.PadProbeInfo``, ``Gst.MapInfo``
+    and the like: structs, unions and enums); returns how many. PyGObject makes such a class on first use,
     and two threads that use it first at the same time each get a class of their own: the
     methods of one then refuse the instances of the other ("argument self: Expected
     Gst.PadProbeInfo, but got gi.repository.Gst.PadProbeInfo"), for as long as the process
