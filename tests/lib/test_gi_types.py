@@ -29,10 +29,10 @@ from gi.repository import GObject
 missing = []
 for module in ({modules},):
     namespace = module.__name__.rpartition(".")[2]
+    # made: in the introspection module, or an override's own (GLib's overrides)
+    made = {{*vars(get_introspection_module(namespace)), *vars(module)}}
     for info in gi.Repository.get_default().get_infos(namespace):
         gtype = getattr(info, "get_g_type", None)
-        # made: in the introspection module, or an override's own (GLib's overrides)
-        made = {{*vars(get_introspection_module(namespace)), *vars(module)}}
         if gtype is not None and gtype() == GObject.TYPE_NONE and info.get_name() not in made:
             missing.append(namespace + "." + info.get_name())
 print(" ".join(missing) or "none")
