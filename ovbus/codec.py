@@ -48,6 +48,13 @@ def encode(payload: BaseModel, content_type: str | None = JSON) -> bytes:
     return payload.model_dump_json(exclude_none=True).encode()
 
 
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (RFC 8259), though Python's parser
+    takes them: a payload holding one is refused, as MessagePack's are below, rather than
+    carried on into ``config.json`` or a reply that strict parsers (OVMS's) cannot read."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _parse(data: bytes, content_type: str | None, max_bytes: int) -> tuple[Any, str]:
     if len(data) > max_bytes:
         raise TooLarge(f"payload of {len(data)} bytes is above the limit of {max_bytes} bytes")
@@ -59,7 +66,7 @@ def _parse(data: bytes, content_type: str | None, max_bytes: int) -> tuple[Any, 
     try:
         if kind == MSGPACK:
             return msgpack.unpackb(data, raw=False, strict_map_key=True), kind
-        return json.loads(data), kind
+        return json.loads(data, parse_constant=_no_constant), kind
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
         what = "MessagePack" if kind == MSGPACK else "JSON"
         raise DecodeError(f"payload is not valid {what}: {e}") from e

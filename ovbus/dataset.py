@@ -31,7 +31,7 @@ from ovbus.errors import ErrorCode, RequestError, StoreError
 from ovbus.payloads.dataset import FrameRecord, Label
 from ovbus.topics import check_name
 
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 LABELS_FILE: Final = "labels.json"
 _LABELS: Final = TypeAdapter(dict[str, list[Label]])
 
@@ -42,7 +42,7 @@ def frame_id(record_camera: str, captured_at: float, index: int) -> str:
 
 
 def check_id(value: str) -> str:
-    if not _ID_RE.match(value) or ".." in value:
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value) or ".." in value:
         raise RequestError(f"invalid frame id {value!r}", code=ErrorCode.BAD_REQUEST)
     return value
 

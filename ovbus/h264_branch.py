@@ -91,6 +91,18 @@ def _buffers(identity: Any) -> int:
     return int(n) if found else 0
 
 
+def whole_frames(decoder: Any) -> Any:
+    """``decoder`` (returned) puts out no frame decoded without its references, where it can
+    tell (libav's ``output-corrupt``; hardware decoders have no such switch). The gate opens at
+    a key frame, which may be an open GOP's I frame or a recovery point: the B frames that
+    follow it refer to the GOP before, and decoded they were grey with coloured smears (5
+    frames a join of an open-GOP file, 11.8 dB against the source). The capture worker's own
+    decoders do the same (``services/capture/gst.py``)."""
+    if decoder.find_property("output-corrupt") is not None:
+        decoder.set_property("output-corrupt", False)
+    return decoder
+
+
 def h264_branch(gst: Any, decoder_threads: int, queue_frames: int, gate: DecodeGate) -> Branch:
     """``rtph264depay ! h264parse ! <gate> ! queue ! <decoder> ! videoconvert``. Frames are
     dropped at the gate, never decoded: once the decoder is behind (the queue holds
@@ -105,7 +117,7 @@ def h264_branch(gst: Any, decoder_threads: int, queue_frames: int, gate: DecodeG
     queue = element(gst, "queue", max_size_buffers=room, max_size_bytes=0, max_size_time=0)
     gst.util_set_object_arg(queue, "leaky", "downstream")
     name = h264_decoder(gst)
-    decoder = element(gst, name)
+    decoder = whole_frames(element(gst, name))
     if name.startswith("avdec_"):
         decoder.set_property("max-threads", decoder_threads)  # 0: one per core, per decoder
     gate_chain, branches = gated(gst, gate, queue, max(1, queue_frames - 1))

@@ -12,8 +12,12 @@ from typing import Final
 
 from ovbus.errors import SchemaError
 
-#: Names of cameras, models, nodes and clients.
-NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: Names of cameras, models, nodes and clients: letters, digits, '_', '-' and single dots, starting
+#: with a letter or digit (no '..': a name becomes a folder), at most :data:`NAME_MAX` long (the
+#: payload models and settings give the length as a constraint of its own). Matched whole
+#: (``fullmatch``): ``re.match`` with ``$`` takes a name with a trailing newline.
+NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*\.?$"
+NAME_MAX: Final = 64
 _NAME_RE: Final = re.compile(NAME_PATTERN)
 _LABEL_RE: Final = re.compile(r"[^a-z0-9_-]+")
 #: A tracked object's id: ``<label>-<n>`` (``person-12``).
@@ -23,7 +27,7 @@ _OBJECT_ID_RE: Final = re.compile(OBJECT_ID_PATTERN)
 
 def check_name(value: str, what: str = "name") -> str:
     """Return ``value`` if it is a valid camera/model/node name, else raise ``SchemaError``."""
-    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
+    if not isinstance(value, str) or len(value) > NAME_MAX or not _NAME_RE.fullmatch(value):
         raise SchemaError(
             f"invalid {what} {value!r}: use 1-64 letters, digits, '_', '-', '.', "
             "starting with a letter or digit, no '..'"
@@ -46,6 +50,6 @@ def check_label_segment(value: str, what: str = "label") -> str:
 
 def check_object_id(value: str, what: str = "object id") -> str:
     """Return ``value`` if it is a tracked object's id (``person-12``), else raise."""
-    if not isinstance(value, str) or not _OBJECT_ID_RE.match(value):
+    if not isinstance(value, str) or not _OBJECT_ID_RE.fullmatch(value):
         raise SchemaError(f"invalid {what} {value!r}: <label>-<number>, like person-12")
     return value

@@ -20,7 +20,7 @@ from ovbus.decode_gate import DecodeGate
 from ovbus.errors import ErrorCode, StreamError
 from ovbus.frames import ntp_ns_to_unix
 from ovbus.h264_branch import element as _element
-from ovbus.h264_branch import gated, h264_branch
+from ovbus.h264_branch import gated, h264_branch, whole_frames
 
 #: Caps of the reference timestamp metas that rtspsrc adds from RTCP sender reports.
 NTP_CAPS: Final = "timestamp/x-ntp"
@@ -336,7 +336,7 @@ def build_pipeline(
         elif h265 is not None and codec is None:
             gate_chain, branches = gated(gst, gate, None, 0)  # joined mid-GOP: grey garbage
             elements = [_element(gst, "rtph265depay"), _element(gst, "h265parse"), *gate_chain]
-            elements += [_element(gst, h265), _element(gst, "videoconvert")]
+            elements += [whole_frames(_element(gst, h265)), _element(gst, "videoconvert")]
             elements.append(_element(gst, "capsfilter", caps=raw))
         else:
             reason = f"RTP encoding {_shown(encoding)} is not read (H.264, H.265, JPEG only)"

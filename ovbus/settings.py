@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ovbus.codec import MAX_PAYLOAD, describe_validation
 from ovbus.errors import ConfigError
+from ovbus.names import NAME_MAX
 from ovbus.topics import DEFAULT_PREFIX, NAME_PATTERN, check_name
 
 ENV_PREFIX: Final = "OVBUS_"
@@ -95,7 +96,9 @@ class NodeSettings(BaseSettings):
 
     broker: str = Field("mqtt://localhost:1883", description="broker URL; user:pass@ for auth")
     prefix: str = Field(DEFAULT_PREFIX, description="root of the topic tree")
-    node_id: str | None = Field(None, pattern=NAME_PATTERN, description="default <kind>-<host>")
+    node_id: str | None = Field(
+        None, pattern=NAME_PATTERN, max_length=NAME_MAX, description="default <kind>-<host>"
+    )
     mqtt_version: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
     keepalive: int = Field(15, ge=2, le=3600, description="MQTT keep-alive, seconds")
     tls_ca: str | None = Field(None, description="CA bundle for mqtts:// and wss://")

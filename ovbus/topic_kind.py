@@ -18,7 +18,7 @@ from ovbus.errors import SchemaError
 from ovbus.names import check_label_segment, check_name, check_object_id, label_segment
 
 ParamName = Literal["node", "camera", "label", "object", "model", "client"]
-Role = Literal["capture", "infer", "zoo", "admin", "viewer"]
+Role = Literal["capture", "infer", "zoo", "admin", "viewer", "homeassistant"]
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
 WORKERS: Final[tuple[Role, ...]] = ("capture", "infer", "zoo")
 #: Which logins a grant binds a parameter to (see :class:`Grant`).

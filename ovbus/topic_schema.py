@@ -162,7 +162,7 @@ KINDS: Final[tuple[TopicKind, ...]] = (
         "replay", "nodes/{node}/replay", model(ReplayRequest), 1, False, 60, "to infer",
         "run a model over a camera's buffered frames or a video file (request/reply)",
         builder="replay",
-        acl=(*reads("infer", scope="own"), *_VIEW),
+        acl=reads("infer", scope="own"),  # a request, like zoo/request: not for dashboards
     ),
     TopicKind(
         "zoo_request", "zoo/request", Payload("ZooRequest", ZooRequest), 1, False, 600, "to zoo",

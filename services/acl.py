@@ -4,8 +4,9 @@ What each role may write and read is declared with each kind of topic (its ``acl
 ``ovbus/topic_schema.py``; the table is in ``docs/topics.md``); this module turns the grants into
 the ``acl_file`` text for a list of users. Roles: ``capture``, ``infer``, ``zoo`` (the workers),
 ``admin`` (everything under the prefix and ``homeassistant/``: the only role that may send zoo
-and replay requests, set pipelines and command cameras) and ``viewer`` (dashboards, Home
-Assistant, Node-RED read-only).
+and replay requests, set pipelines and command cameras), ``viewer`` (dashboards, notebooks,
+Node-RED read-only) and ``homeassistant`` (a viewer that may also announce Home Assistant on
+``homeassistant/status``, which makes the infer workers publish discovery again).
 
 The node id must equal the user name, so a worker's own node topics bind it to its login; the
 shipped broker sets ``use_username_as_clientid``, so ``%c`` is the user name: no login can take
@@ -24,7 +25,7 @@ from ovbus.topic_kind import ROLES, Grant, Role, TopicKind
 from ovbus.topic_schema import KINDS, grants
 from ovbus.topics import Topics, check_name
 
-__all__ = ["HA_TREE", "ROLES", "Role", "User", "render"]
+__all__ = ["HA_STATUS", "HA_TREE", "ROLES", "Role", "User", "render"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,18 @@ class User:
 
 #: Home Assistant's discovery tree (outside the ovbus prefix) and who may use it.
 HA_TREE: Final = "homeassistant/#"
-HA_ACCESS: Final[dict[Role, str]] = {"admin": "readwrite", "infer": "readwrite", "viewer": "read"}
+HA_ACCESS: Final[dict[Role, str]] = {
+    "admin": "readwrite",
+    "infer": "readwrite",
+    "viewer": "read",
+    "homeassistant": "read",
+}
+#: Where Home Assistant announces itself (``online`` when it starts: the infer workers publish
+#: their discovery configs again); the one topic its login writes.
+HA_STATUS: Final = "homeassistant/status"
+#: A role that reads what another reads: Home Assistant's login is a viewer's that may also
+#: announce Home Assistant (a viewer publishes nothing).
+READS_AS: Final[dict[Role, Role]] = {"homeassistant": "viewer"}
 
 
 def _filters(t: Topics, kind: TopicKind, grant: Grant, user: User, users: list[User]) -> list[str]:
@@ -64,8 +76,10 @@ def _rules(user: User, prefix: str, users: list[User], kinds: Sequence[TopicKind
     ha = [f"topic {HA_ACCESS[user.role]} {HA_TREE}"] if user.role in HA_ACCESS else []
     if user.role == "admin":
         return [f"topic readwrite {t.subtree()}", *ha]
+    if user.role == "homeassistant":
+        ha.append(f"topic write {HA_STATUS}")
     access: dict[str, set[str]] = {}  # filter -> read/write, in the order of the schema
-    for kind, grant in grants(user.role, kinds):
+    for kind, grant in grants(READS_AS.get(user.role, user.role), kinds):
         for topic in _filters(t, kind, grant, user, users):
             access.setdefault(topic, set()).add(grant.access)
     modes = {frozenset({"read"}): "read", frozenset({"write"}): "write"}

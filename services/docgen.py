@@ -29,7 +29,7 @@ EXTERNAL_TOPICS: Final[list[tuple[str, str, str, str]]] = [
     (
         "homeassistant/status",
         "text",
-        "Home Assistant",
+        "Home Assistant (its login's role: `homeassistant`)",
         "`online` makes every owner re-publish its discovery",
     ),
 ]
@@ -88,7 +88,9 @@ def render_topics(kinds: Sequence[TopicKind] = KINDS) -> str:
         "",
         "- JSON (`content-type: application/json`) by default; MessagePack where the publisher sets",
         "  `content-type: application/msgpack`. Without a content type (MQTT 3.1.1), a payload that",
-        "  starts with `{` is JSON, anything else MessagePack.",
+        "  starts with `{` is JSON, anything else MessagePack. JSON is RFC 8259's: `NaN`,",
+        "  `Infinity` and `-Infinity` are refused (`bad_payload`), as are MessagePack values JSON",
+        "  cannot carry.",
         '- Every JSON/msgpack payload carries the schema version `"v": 1`; another version is',
         "  refused with `unsupported_version`.",
         "- Commands (`set`, `pipeline`, zoo requests) refuse unknown keys; reports ignore them, so a",
@@ -155,7 +157,8 @@ def render_access(kinds: Sequence[TopicKind] = KINDS) -> list[str]:
     out = [
         "",
         "Broker roles (`broker/ovbus-users`, generated from the same declarations): `admin` may",
-        "write and read everything; the others as below.",
+        "write and read everything; the others as below. `homeassistant` (Home Assistant's",
+        "login) reads what `viewer` reads and may write `homeassistant/status` too.",
         "",
         "| topic | written by | read by |",
         "|---|---|---|",

@@ -37,7 +37,7 @@ from services.supervisor import stop_process
 NOTEBOOKS: Final = Path(__file__).resolve().parents[1] / "notebooks"
 DEFAULT_PORT: Final = 8888
 MIN_TOKEN: Final = 16
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
+_HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
 _ANY = ("0.0.0.0", "::")
 #: JupyterLab settings of our own: no news pop-up (there is no internet on a camera box anyway).
 _LAB_SETTINGS = {
@@ -56,7 +56,7 @@ def check_ip(ip: str) -> str:
     try:
         ipaddress.ip_address(ip)
     except ValueError:
-        if not _HOSTNAME.match(ip):
+        if not _HOSTNAME.fullmatch(ip):
             raise ConfigError(
                 f"JupyterLab address {ip!r} is not an IP address or host name"
             ) from None

@@ -172,6 +172,12 @@ CORPUS: Final = {
             "rotated-90-mp4", "mp4", _SMALL, _X264, 320, 240,
             remux=("-metadata:s:v:0", "rotate=90"),  # a display matrix; frames as stored
         ),
+        # open GOPs (x264 open-gop, B-frames): a GOP's first B-frames refer to the GOP before,
+        # so its I frame is a key frame that does not end the references (non-IDR)
+        Clip(
+            "open-gop-mp4", "mp4", _pattern(320, 240, 25, 3),
+            (*_X264, "-x264-params", "open-gop=1:keyint=30:bframes=3"), 320, 240,
+        ),
         Clip("h265-mp4", "mp4", _SMALL, ("-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt",
              "yuv420p", "-x265-params", "log-level=error", "-tag:v", "hvc1"), 320, 240, False),
         Clip("vp9-webm", "webm", _SMALL, ("-c:v", "libvpx-vp9", "-deadline", "realtime",

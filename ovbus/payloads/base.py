@@ -5,15 +5,16 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from ovbus.errors import ErrorCode, OvbusError
-from ovbus.names import NAME_PATTERN
+from ovbus.log import redact
+from ovbus.names import NAME_MAX, NAME_PATTERN
 
 SCHEMA_VERSION = 1
 
 #: A camera, model or node name (also a topic level and a folder name).
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=64)]
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=NAME_MAX)]
 #: Seconds since the Unix epoch (UTC), float with sub-millisecond resolution.
 Epoch = Annotated[float, Field(ge=0, description="seconds since the Unix epoch, UTC")]
 #: A short human text (labels, messages); bounded so that payloads stay small.
@@ -51,6 +52,13 @@ class ErrorInfo(BaseModel):
 
     code: ErrorCode
     message: LongText
+
+    @field_validator("message")
+    @classmethod
+    def _redacted(cls, value: str) -> str:
+        # an error names what failed, often a URL: a camera's or a download's password in it
+        # (a GStreamer element's message, an HTTP error) is never published (viewers read states)
+        return redact(value)
 
     @classmethod
     def of(cls, error: OvbusError | Exception) -> ErrorInfo:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from typing import Annotated, ClassVar, Final, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import Field, TypeAdapter, field_validator, model_validator
 
+from ovbus.names import NAME_MAX, NAME_PATTERN
 from ovbus.payloads.base import Command, Name, ShortText
 from ovbus.payloads.model import ModelDescription
 from ovbus.payloads.rollout import RolloutBounds
@@ -53,12 +55,35 @@ class UrlSource(Command):
     size: int | None = Field(None, gt=0)
     extra_urls: list[ShortText] = Field(default_factory=list, description="e.g. the .bin")
 
+    @field_validator("url", "extra_urls")
+    @classmethod
+    def _no_credentials(cls, value: str | list[str]) -> str | list[str]:
+        # the source is published with the model's retained state (viewers read it): a
+        # password in it would be published too
+        for url in [value] if isinstance(value, str) else value:
+            try:
+                parts = urlsplit(url)
+            except ValueError:
+                continue  # not a URL at all: the download says so, with the cause
+            if parts.username is not None or parts.password is not None:
+                raise ValueError(
+                    "a URL source takes no user:password@ (the source is published with the "
+                    "model's state): use a URL that needs no login, or a file source"
+                )
+        return value
+
 
 class FileSource(Command):
     """A model file already on the box, inside one of the allowed import folders."""
 
     type: Literal["file"] = "file"
-    path: ShortText
+    path: Annotated[
+        ShortText,
+        Field(
+            pattern=r"^[^\x00-\x1f\x7f]+$",
+            description="a path inside an import folder (no control characters: no NUL)",
+        ),
+    ]
 
 
 class WheelSource(Command):
@@ -249,7 +274,8 @@ class QuantizeRequest(ZooAction):
     name: Name = Field(description="model name")
     version: int | None = Field(None, ge=1, description="version quantized; default: the served")
     calibration: str = Field(
-        pattern=r"^(camera:)?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        pattern=r"^(camera:)?" + NAME_PATTERN.removeprefix("^"),
+        max_length=len("camera:") + NAME_MAX,
         description="a dataset, or camera:CAM (every frame collected from that camera)",
     )
     frames: int = Field(300, ge=1, le=10000, description="calibration frames (NNCF subset)")

@@ -296,11 +296,13 @@ class Camera:
         geometry = None
         if target.width is not None and target.height is not None and target.fps is not None:
             geometry = Geometry(target.width, target.height, target.fps)
-        head = source_description(source, geometry or DEFAULT, caps)
+        head = source_description(source, geometry or DEFAULT, caps, still=native.still)
         encoder = encoder_description(
             chosen.codec, output.encoder_element, output.bitrate_kbps, target.fps or DEFAULT.fps
         )
-        fixed = source.kind in ("v4l2", "testsrc") or (source.kind == "file" and native.fps)
+        fixed = source.kind in ("v4l2", "testsrc") or (
+            source.kind == "file" and (native.fps or native.still)
+        )
         description = producer_description(
             head, target, encoder, source.live, fixed_rate=bool(fixed)
         )

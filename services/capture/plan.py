@@ -44,6 +44,9 @@ class Native:
     fps: float | None = None
     #: the stream comes in whole frames already (its demuxer says ``parsed=true``)
     parsed: bool = False
+    #: a still image (a photo: PNG, JPEG ...), served as a camera looking at it: encoded at the
+    #: rate asked for (or :data:`DEFAULT`'s), the image frozen (``imagefreeze``)
+    still: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +112,9 @@ def plan(native: Native, wanted: Wanted, codec: Codec | None, *, passthrough: bo
         and (wanted.height is None or wanted.height == native.height)
         and (wanted.fps is None or (native.fps is not None and _same_rate(wanted.fps, native.fps)))
     )
-    if passthrough and compressed and served == fmt and same:
+    if passthrough and compressed and served == fmt and same and not native.still:
         return Plan(served, True)
-    raw = fmt == "raw"
+    raw = fmt == "raw" or native.still
     width = wanted.width or native.width or (DEFAULT.width if raw else None)
     height = wanted.height or native.height or (DEFAULT.height if raw else None)
     fps = wanted.fps or native.fps or (DEFAULT.fps if raw else None)

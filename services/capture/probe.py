@@ -4,12 +4,17 @@ its device, opened and closed without streaming); and the standard JPEG Huffman 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Final
 
 from ovbus.errors import StreamError
 from services.capture.gst import GLib, Gst, GstPbutils
 from services.capture.jpeg import Tables, huffman_tables
 from services.capture.plan import Mode, Native, modes_from_caps, native_from_caps
+
+#: The caps of a GIF's frames as libav's demuxer hands them out.
+GIF_CAPS: Final = "image/gst-libav-gif"
 
 
 def probe_file(path: str, timeout_s: float = 10.0) -> Native:
@@ -25,7 +30,16 @@ def probe_file(path: str, timeout_s: float = 10.0) -> Native:
     caps = streams[0].get_caps()
     if caps is None:
         raise StreamError(f"video file {path}: the video stream has no caps")
-    return native_from_caps(caps.to_string())
+    if caps.to_string().startswith(GIF_CAPS):
+        raise StreamError(
+            f"video file {path}: an animated GIF is not served (GStreamer's GIF decoder stamps "
+            "every frame at time 0, so it would play its first frame only): convert it, e.g. "
+            "ffmpeg -i in.gif -pix_fmt yuv420p out.mp4"
+        )
+    native = native_from_caps(caps.to_string())
+    # a photo: one frame, no rate (served frozen; its decoder's frame has no duration, which
+    # videorate asserted on and aborted the whole worker)
+    return dataclasses.replace(native, still=True) if streams[0].is_image() else native
 
 
 def probe_v4l2(device: str) -> list[Mode]:

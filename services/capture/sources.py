@@ -186,10 +186,13 @@ def _httpsrc(url: str) -> str:
     )
 
 
-def source_description(source: Source, geometry: Geometry, mode_caps: str | None = None) -> str:
+def source_description(
+    source: Source, geometry: Geometry, mode_caps: str | None = None, *, still: bool = False
+) -> str:
     """The gst-launch description of a source, ending in raw video (for encoding). A webcam is
-    opened in ``mode_caps`` (see ``plan.choose_v4l2_mode``). Raises ``StreamError`` for a device
-    or file that is not there (checked before GStreamer tries)."""
+    opened in ``mode_caps`` (see ``plan.choose_v4l2_mode``); a ``still`` image file is frozen
+    into frames at the rate negotiated downstream. Raises ``StreamError`` for a device or file
+    that is not there (checked before GStreamer tries)."""
     rate = geometry.fraction
     if source.kind == "testsrc":
         if source.clock_barcode:
@@ -204,7 +207,8 @@ def source_description(source: Source, geometry: Geometry, mode_caps: str | None
         return "videotestsrc is-live=true pattern=smpte horizontal-speed=2"
     if source.kind == "file":
         check_file(source.value)
-        return f"filesrc location={_quote(source.value)} ! decodebin"
+        freeze = " ! imagefreeze" if still else ""
+        return f"filesrc location={_quote(source.value)} ! decodebin{freeze}"
     if source.kind == "v4l2":
         device = device_of(source)
         caps = mode_caps or "image/jpeg;video/x-raw"

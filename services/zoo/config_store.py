@@ -79,7 +79,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def encode_config(doc: ConfigDoc) -> bytes:
-    return (json.dumps(doc, indent=4, ensure_ascii=False) + "\n").encode()
+    # allow_nan=False: a NaN or an infinity is not JSON, and OVMS would not read the file
+    return (json.dumps(doc, indent=4, ensure_ascii=False, allow_nan=False) + "\n").encode()
 
 
 class ConfigStore:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ovbus.errors import ErrorCode, FetchError, RequestError, StoreError
-from ovbus.log import get_logger
+from ovbus.log import get_logger, redact
 from ovbus.model_repository import EntryProblem, current_version, parse_entry
 from ovbus.payloads.model import ModelDescription, ModelStateName
 from ovbus.payloads.zoo import OmzSource, PullRequest, Source, WheelSource
@@ -61,7 +61,7 @@ def describe_source(source: Source) -> str:
     if source.type == "hf":
         return f"hf:{source.repo}@{source.revision}"
     if source.type == "url":
-        return f"url:{source.url}"[:256]
+        return redact(f"url:{source.url}")[:256]
     return f"file:{source.path}"[:256]
 
 

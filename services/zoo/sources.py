@@ -194,6 +194,8 @@ def allowed_file(path_text: str, import_dirs: tuple[Path, ...]) -> Path:
         )
     try:
         real = Path(path_text).resolve(strict=True)
+    except ValueError as e:  # a NUL byte (the payload refuses it; the CLI's own path too)
+        raise StoreError(f"{path_text!r}: not a path ({e})", code=ErrorCode.BAD_REQUEST) from e
     except (OSError, RuntimeError) as e:
         raise StoreError(f"{path_text!r}: no such file", code=ErrorCode.NOT_FOUND) from e
     for folder in import_dirs:

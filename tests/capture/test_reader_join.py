@@ -7,11 +7,18 @@ all-green first image in the browser test)."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
 from ovbus.decode_gate import KEY_FRAME_WAIT, DecodeGate
 from ovbus.rtsp import RtspReader
 from services.mosquitto import Mosquitto
 from tests.faults.test_reader_surface import Server
-from tests.media import clip_frames, face_video, psnr, psnr_to_clip, small_gray
+from tests.media import COMPARED, clip, clip_frames, face_video, psnr, psnr_to_clip, small_gray
 from tests.stack import capture_node
 
 TIMEOUT_S = 120.0  # a bound for a failure, never what the test measures
@@ -32,6 +39,41 @@ def test_a_reader_joining_between_key_frames_hands_out_a_correct_first_frame(
                 waited += reader.dropped > 0
     assert min(first) >= 30.0, f"first frames' PSNR to the clip (dB): {first}"
     assert waited, "every join landed on a key frame: the case was not exercised"
+
+
+def _gray_frames(path: Path) -> list[npt.NDArray[np.float32]]:
+    """Every frame of ``path`` as ffmpeg decodes it, at :data:`COMPARED`, grey."""
+    width, height = COMPARED
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-vf", f"scale={width}:{height},format=gray",
+         "-f", "rawvideo", "-"],
+        capture_output=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    size = width * height
+    return [
+        np.frombuffer(raw[i : i + size], np.uint8).reshape(height, width).astype(np.float32)
+        for i in range(0, len(raw), size)
+    ]
+
+
+@pytest.mark.slow
+def test_a_reader_joining_an_open_gop_stream_hands_out_no_corrupt_frame(
+    broker: Mosquitto, prefix: str
+) -> None:
+    """An open GOP's I frame is a key frame (the gate opens there) whose following B-frames
+    refer to the GOP before: the reader's decoder put them out, grey with coloured smears (11.8
+    dB against every frame of the file, about 5 frames a join), until it drops what it cannot
+    decode whole (``ovbus.h264_branch.whole_frames``)."""
+    path = clip("open-gop-mp4")
+    sources = _gray_frames(path)
+    scores: list[float] = []
+    with capture_node(broker.url, prefix, {"cam": str(path)}) as node:
+        for _ in range(3):  # a key frame every 1.2 s: the joins land at different places
+            with RtspReader(node.url("cam"), camera="cam") as reader:
+                for _ in range(12):
+                    got = small_gray(reader.read(timeout=TIMEOUT_S).image)
+                    scores.append(max(psnr(got, f) for f in sources))
+    assert min(scores) >= 30.0, f"frames' PSNR to the file (dB): {[round(s) for s in scores]}"
 
 
 def test_a_stream_without_key_frames_is_decoded_after_a_bounded_wait() -> None:

@@ -51,6 +51,8 @@ PUBLISH = [
     ("view", "ovbus/cameras/door/set", False),
     ("view", "ovbus/zoo/models/face", False),
     ("view", "ovbus/nodes/view/status", False),
+    ("ha", "ovbus/nodes/ha/status", False),
+    ("ha", "homeassistant/other", False),
     # outside the prefix: nobody but admin (and infer for Home Assistant)
     ("cap1", "other/thing", False),
     ("zoo1", "other/thing", False),
@@ -65,6 +67,10 @@ READ = [
     ("zoo1", "ovbus/replies/someone-else", False),
     ("zoo1", "ovbus/cameras/door/set", False),
     ("view", "ovbus/cameras/door/set", True),  # commands are visible to dashboards
+    # requests are not (security.md): a replay request names files, stream ids, correlations
+    ("view", "ovbus/nodes/inf1/replay", False),
+    ("ha", "ovbus/nodes/inf1/replay", False),
+    ("zoo1", "ovbus/cameras/door/pipeline", True),  # rollouts: the cameras a model runs on
 ]
 
 

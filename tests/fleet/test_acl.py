@@ -32,6 +32,7 @@ USERS = [
     ("zoo1", "zoo", ""),
     ("adm", "admin", ""),
     ("view", "viewer", ""),
+    ("ha", "homeassistant", ""),
     # the observer of these tests: the broker makes a login's client id its user name, so an
     # admin actor and an admin observer must be two logins
     ("watch", "admin", ""),
@@ -132,6 +133,12 @@ PUBLISH = [
     # a dataset collection starts with a pipeline spec, INT8 with a zoo request (flywheel.md)
     ("view", "ovbus/cameras/door/pipeline", False),
     ("zoo1", "ovbus/cameras/door/pipeline", False),
+    # Home Assistant's login announces it (online: discovery is published again); a viewer
+    # login, as the docs once advised for it, could not
+    ("ha", "homeassistant/status", True),
+    ("view", "homeassistant/status", False),
+    ("ha", "homeassistant/device/door/config", False),
+    ("ha", "ovbus/cameras/door/pipeline", False),
 ]
 
 
@@ -194,6 +201,9 @@ READ = [
     ("view", "ovbus/replies/other-client", False),
     ("view", "ovbus/zoo/request", False),
     ("view", "ovbus/zoo/models/face", True),
+    ("ha", "ovbus/cameras/door/detections", True),
+    ("ha", "homeassistant/device/door/config", True),
+    ("ha", "ovbus/zoo/request", False),
 ]
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ovbus import codec
-from ovbus.errors import DecodeError, ErrorCode, SchemaError, TooLarge, VersionError
+from ovbus.errors import DecodeError, ErrorCode, SchemaError, StreamError, TooLarge, VersionError
 from ovbus.payloads import (
     CameraSet,
     DetectedObject,
@@ -22,6 +22,7 @@ from ovbus.payloads import (
     StreamDescriptor,
     ZooRequestAdapter,
 )
+from ovbus.payloads.base import ErrorInfo
 from ovbus.payloads.zoo import WheelSource
 
 
@@ -126,6 +127,27 @@ def test_deep_nesting_refused() -> None:
     data = b'{"v": 1, "x": ' + b"[" * 100000 + b"]" * 100000 + b"}"
     with pytest.raises((DecodeError, SchemaError)):
         codec.decode(data, CameraSet, codec.JSON, max_bytes=1 << 20)
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_json_nan_and_infinities_refused(constant: bytes) -> None:
+    """Python's parser takes them and pydantic let them into a zoo ``set``'s ``plugin_config``,
+    which wrote them to ``config.json``: a file strict parsers (OVMS's) cannot read."""
+    with pytest.raises(DecodeError) as info:
+        codec.decode(b'{"v": 1, "fps": ' + constant + b"}", CameraSet, codec.JSON)
+    assert constant.decode().lstrip("-") in str(info.value)
+    assert info.value.code == ErrorCode.BAD_PAYLOAD
+
+
+def test_error_messages_never_carry_a_password() -> None:
+    """An error names what failed, often a URL: a camera's password in a GStreamer element's
+    message reached the retained camera state, which viewers read."""
+    error = StreamError(
+        "camera door: souphttpsrc0: Not Found (URL: http://camuser:topsecret@10.0.0.5/video)"
+    )
+    for info in (ErrorInfo.of(error), ErrorInfo(code=ErrorCode.INTERNAL, message=str(error))):
+        assert "topsecret" not in info.message
+        assert "http://camuser:***@10.0.0.5/video" in info.message
 
 
 def test_msgpack_non_json_values_refused() -> None:

@@ -70,6 +70,8 @@ def test_worker_list_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"keepalive": 0}, "keepalive"),
         ({"mqtt_version": "4"}, "mqtt_version"),
         ({"node_id": "../x"}, "node_id"),
+        ({"node_id": "a..b"}, "node_id"),  # was a SchemaError (exit 1) once loaded
+        ({"node_id": "a" * 65}, "node_id"),
         ({"prefix": "a/#"}, "prefix"),
         ({"broker": "http://x"}, "scheme"),
     ],

@@ -16,6 +16,8 @@ from tests import assets
 from tests.zoo.conftest import OMZ_MODEL, Site, Worker, snapshot
 
 DESC = {"kind": "classification", "labels": ["a", "b"]}
+_D = {"description": DESC}
+SECRET = "S3cretPw"
 
 
 def raw_request(client: Bus, payload: bytes, timeout: float = 60.0) -> Reply:
@@ -158,6 +160,27 @@ def test_bad_inputs_change_nothing(
             b'{"v": 1, "action": "set", "name": "by-hand", "nireq": -1}',
             "bad_schema",
         ),
+        # NaN and the infinities are not JSON (OVMS cannot read a config.json holding one)
+        (
+            "set NaN",
+            b'{"v": 1, "action": "set", "name": "by-hand", "plugin_config": {"NUM_STREAMS": NaN}}',
+            "bad_payload",
+        ),
+        (
+            "set -Infinity",
+            b'{"v": 1, "action": "set", "name": "by-hand", "nireq": -Infinity}',
+            "bad_payload",
+        ),
+        (
+            "file path with a NUL byte",
+            pull("m", {"type": "file", "path": f"{import_dir}/garbage.onnx\x00.xml"}, **_D),
+            "bad_schema",
+        ),
+        (
+            "URL with a password",  # it would be published with the model's retained state
+            pull("m", {"type": "url", "url": f"http://alice:{SECRET}@127.0.0.1:9/m.onnx"}, **_D),
+            "bad_schema",
+        ),
         ("rollback unknown", b'{"v": 1, "action": "rollback", "name": "ghost"}', "not_found"),
         ("rollback one version", b'{"v": 1, "action": "rollback", "name": "by-hand"}', "conflict"),
     ]
@@ -167,6 +190,7 @@ def test_bad_inputs_change_nothing(
         assert reply.error is not None
         assert reply.error.code == code, f"{what}: {reply.error.code} {reply.error.message}"
         assert reply.error.message, what
+        assert SECRET not in reply.error.message, what
         assert (models / "config.json").read_bytes() == before_config, f"{what}: config changed"
         assert snapshot(models) == before, f"{what}: files changed"
     assert (outside / "secret.onnx").read_bytes() == b"not yours"
@@ -175,6 +199,7 @@ def test_bad_inputs_change_nothing(
     assert reply.ok and [m["name"] for m in reply.result["models"]] == ["by-hand"]
     failed = worker.zoo.board.states["m"]
     assert failed.state == "failed" and failed.error is not None
+    assert SECRET not in failed.model_dump_json()
 
 
 def test_config_broken_by_hand_is_refused_before_download(worker: Worker, client: Bus) -> None:
