@@ -156,7 +156,8 @@ class Dataset:
                     s.predicted.update(o.label for o in m.objects)
             s.first = r.captured_at if s.first is None else min(s.first, r.captured_at)
             s.last = r.captured_at if s.last is None else max(s.last, r.captured_at)
-        s.labelled = len(self.labels()) if (self.path / LABELS_FILE).is_file() else 0
+        frames = {r.id for r in self.records()}
+        s.labelled = len(frames & set(self.labels())) if (self.path / LABELS_FILE).is_file() else 0
         return s
 
     def prune(
@@ -171,6 +172,9 @@ class Dataset:
         gone = {r.id for r in doomed}
         for frame in gone:
             self.remove(frame)
+        labels = self.labels()
+        if gone & set(labels):  # a pruned frame's labels go too (eval reads every labelled one)
+            self.set_labels({f: boxes for f, boxes in labels.items() if f not in gone})
         return len(gone)
 
 
@@ -228,9 +232,13 @@ class DatasetStore:
         return sorted(found, key=lambda f: f[1].captured_at)
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON value")  # NaN, Infinity: not JSON (RFC 8259)
+
+
 def read_json(path: Path) -> object:
     """A JSON file from outside (a labelling tool's export): a clear error when it is not."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(), parse_constant=_no_constant)
     except (OSError, ValueError) as e:
         raise RequestError(f"cannot read {path}: {e}", code=ErrorCode.BAD_REQUEST) from e

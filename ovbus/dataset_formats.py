@@ -13,10 +13,13 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from ovbus.dataset import Dataset, read_json
 from ovbus.errors import ErrorCode, RequestError
@@ -75,7 +78,10 @@ def export(
             f"dataset {dataset.name!r} has no imported labels (ovbus dataset import-coco)",
             code=ErrorCode.NOT_FOUND,
         )
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file there, no permission
+        raise RequestError(f"cannot export to {out}: {e.strerror or e}") from e
     boxes = {r.id: _boxes(r, labels, threshold) for r in records}
     names = sorted({b[0] for bs in boxes.values() for b in bs})
     for i, r in enumerate(records):
@@ -172,19 +178,41 @@ def import_coco(dataset: Dataset, path: Path) -> int:
                 for a in doc["annotations"]]  # fmt: skip
     except (AssertionError, KeyError, TypeError, ValueError) as e:
         raise RequestError(f"{path} is not a COCO detection file: {e!r}") from e
-    known = {r.id for r in dataset.records()}
+    known = {r.id: r for r in dataset.records()}
     frames = {image_id: stem for image_id, stem in images.items() if stem in known}
     if not frames:
         raise RequestError(
             f"{path} names no frame of dataset {dataset.name!r}", code=ErrorCode.NOT_FOUND
         )
+    twice = sorted({s for s in frames.values() if list(frames.values()).count(s) > 1})
+    if twice:  # two images of one frame: its boxes would count twice in every evaluation
+        raise RequestError(f"{path}: frame {twice[0]} is named by more than one image")
     labels: dict[str, list[Label]] = {stem: [] for stem in frames.values()}
     for image_id, cat, bbox in anns:
         if image_id not in frames:
             continue
-        if cat not in cats or len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0:
-            raise RequestError(f"{path}: annotation of image {image_id} is invalid")
-        x, y, w, h = bbox
-        labels[frames[image_id]].append(Label(label=cats[cat], box=(x, y, x + w, y + h)))
+        record = known[frames[image_id]]
+        box = _inside(bbox, record.width, record.height) if len(bbox) == 4 else None
+        if cat not in cats or box is None:
+            raise RequestError(
+                f"{path}: annotation of image {image_id} is invalid (bbox {bbox[:4]} in a "
+                f"{record.width}x{record.height} frame, category {cat})"
+            )
+        try:
+            labels[frames[image_id]].append(Label(label=cats[cat], box=box))
+        except ValidationError as e:
+            why = e.errors()[0]["msg"]
+            raise RequestError(f"{path}: annotation of image {image_id}: {why}") from None
     dataset.set_labels(labels)
     return len(labels)
+
+
+def _inside(bbox: list[float], width: int, height: int) -> tuple[float, ...] | None:
+    """A COCO ``[x, y, w, h]`` as ``(x1, y1, x2, y2)`` clipped to the frame (labelling tools let
+    a box run past the edge); ``None`` for a box that is not finite or has no area inside it
+    (an export's YOLO and Label Studio coordinates would leave their 0-1 and 0-100 ranges)."""
+    if not all(math.isfinite(v) for v in bbox) or bbox[2] <= 0 or bbox[3] <= 0:
+        return None
+    x1, y1 = max(0.0, bbox[0]), max(0.0, bbox[1])
+    x2, y2 = min(float(width), bbox[0] + bbox[2]), min(float(height), bbox[1] + bbox[3])
+    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None

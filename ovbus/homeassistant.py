@@ -22,7 +22,9 @@ Availability is ``all`` of: the owning infer node's ``status`` (``online``/``off
 will) and the camera's ``inference`` state being ``running``. The owner publishes discovery when it
 takes a camera, re-publishes everything when Home Assistant announces ``online`` on
 ``<ha-prefix>/status``, and removes a camera's device (empty retained config) when the camera
-goes away. The payload models below are the documented schema (``docs/schemas/HaDiscovery.json``).
+goes away. A component the camera no longer has (a zone renamed, a line removed) is sent with its
+platform alone, which is how Home Assistant removes one entity of a device. The payload models
+below are the documented schema (``docs/schemas/HaDiscovery.json``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from __future__ import annotations
 import threading
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ovbus import __version__
 from ovbus.bus import Bus
@@ -45,13 +47,17 @@ HA_PREFIX = "homeassistant"
 #: Presence sensors turn off this long after the last objects document that said "present".
 PRESENCE_OFF_DELAY_S = int(3 * OBJECTS_REFRESH_S)
 EVENT_TYPES = ["new", "update", "crossed", "end"]
-#: The event entity's payload: Home Assistant wants a JSON object with ``event_type``.
+#: The event entity's payload: Home Assistant wants a JSON object with ``event_type``. Events go
+#: on the bus without their empty fields (``ovbus.codec.encode``: no ``line`` but on a crossing),
+#: so every field that may be missing is read with ``get``: ``tojson`` of an undefined value
+#: raises, and the entity failed on every event.
 EVENT_TEMPLATE = (
     "{{ {'event_type': value_json.type, 'id': value_json.object.id, "
-    "'label': value_json.object.label, 'score': value_json.object.best_score, "
-    "'zones': value_json.object.zones, 'entered': value_json.entered, "
-    "'left': value_json.left, 'line': value_json.line, 'direction': value_json.direction, "
-    "'snapshot': value_json.snapshot} | tojson }}"
+    "'label': value_json.object.label, 'score': value_json.object.get('best_score'), "
+    "'zones': value_json.object.get('zones', []), 'entered': value_json.get('entered', []), "
+    "'left': value_json.get('left', []), 'line': value_json.get('line'), "
+    "'direction': value_json.get('direction'), 'snapshot': value_json.get('snapshot')} "
+    "| tojson }}"
 )
 
 
@@ -86,11 +92,13 @@ class HaAvailability(_Strict):
 
 
 class HaComponent(_Strict):
-    """One entity of the device; ``p`` is the platform."""
+    """One entity of the device; ``p`` is the platform. A component the device had and has no
+    more (a zone renamed, a line or a label gone) is its platform alone (:meth:`removed`): Home
+    Assistant removes an entity only so; one left out of the document stays, stale, for ever."""
 
     p: Literal["sensor", "binary_sensor", "image", "event"]
-    name: str
-    unique_id: str
+    name: str | None = Field(None, description="required but in a removed component")
+    unique_id: str | None = Field(None, description="required but in a removed component")
     object_id: str | None = None
     state_topic: str | None = None
     value_template: str | None = None
@@ -104,6 +112,22 @@ class HaComponent(_Strict):
     image_topic: str | None = None
     content_type: str | None = None
     icon: str | None = None
+
+    @model_validator(mode="after")
+    def _named_or_removed(self) -> HaComponent:
+        if (self.name is None or self.unique_id is None) and self.model_dump(exclude_none=True) != {
+            "p": self.p
+        }:
+            raise ValueError("a component has a name and a unique_id, or only p (removed)")
+        return self
+
+    @classmethod
+    def removed(cls, platform: str) -> HaComponent:
+        return cls.model_validate({"p": platform})
+
+    @property
+    def is_removed(self) -> bool:
+        return self.unique_id is None
 
 
 class HaDiscovery(_Strict):
@@ -263,6 +287,9 @@ class Discovery:
         self.node = node
         self.ha_prefix = ha_prefix
         self._cameras: dict[str, tuple[list[str], list[str], list[LineEntry]]] = {}
+        #: every component published for a camera by this node: key -> platform (those the
+        #: camera no longer has are sent as removed, :class:`HaRemoved`)
+        self._published: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         bus.subscribe(self.status_topic(), qos=1, callback=self._on_ha_status, idle_timeout=None)
 
@@ -298,6 +325,11 @@ class Discovery:
         self, camera: str, labels: list[str], zones: list[str], lines: list[LineEntry]
     ) -> None:
         doc = discovery(self.bus.topics.prefix, camera, self.node, labels, zones, lines)
+        with self._lock:
+            published = self._published.setdefault(camera, {})
+            gone = {k: p for k, p in published.items() if k not in doc.cmps}
+            published.update({k: c.p for k, c in doc.cmps.items()})
+        doc.cmps.update({k: HaComponent.removed(p) for k, p in sorted(gone.items())})
         self.bus.publish(
             self.config_topic(camera),
             doc.model_dump_json(exclude_none=True),
@@ -316,6 +348,7 @@ class Discovery:
         """Remove the camera's device from Home Assistant (empty retained config)."""
         with self._lock:
             self._cameras.pop(camera, None)
+            self._published.pop(camera, None)
         self.bus.publish(self.config_topic(camera), None, qos=1, retain=True)
         log.info("home assistant discovery removed", camera=camera)
 
@@ -323,6 +356,7 @@ class Discovery:
         """Stop re-publishing ``camera`` (it moved to another node) without removing it."""
         with self._lock:
             self._cameras.pop(camera, None)
+            self._published.pop(camera, None)
 
     def republish(self) -> None:
         with self._lock:

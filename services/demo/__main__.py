@@ -24,6 +24,7 @@ from rich.console import Console
 
 from ovbus.bus import Bus
 from ovbus.clients import ZooClient
+from ovbus.dataset import DatasetStore
 from ovbus.errors import OvbusError
 from ovbus.notebook import StackSettings
 from ovbus.payloads import ModelState
@@ -133,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         broker = Mosquitto(workdir=assets.CACHE / "demo" / "broker").start()
         url = broker.url
         console.print(f"broker: {url}   logs: {workers.logs}/")
+        # where `ovbus dataset`, `ovbus eval` and `ovbus zoo quantize` find this demo's files
+        # (their defaults are ./datasets and ./models: docs/flywheel.md)
+        datasets = DatasetStore.beside(args.models).root
+        console.print(f"models: {args.models}/   datasets: {datasets}/ (--datasets {datasets})")
         args.models.mkdir(parents=True, exist_ok=True)
         lab = start_jupyter(args, url)
         bus = Bus(url, prefix=PREFIX).connect()

@@ -13,6 +13,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel
 
 from ovbus.bus import Bus
+from ovbus.codec import encode
 from ovbus.homeassistant import (
     PRESENCE_OFF_DELAY_S,
     Discovery,
@@ -60,7 +61,9 @@ def render(template: str, payload: BaseModel) -> str:
     """Render a value template as Home Assistant does (a sandboxed Jinja environment,
     ``value`` and ``value_json``)."""
     env = ImmutableSandboxedEnvironment()
-    text = payload.model_dump_json()
+    # as the worker publishes it: without its empty fields (model_dump_json kept them as null,
+    # and a template reading a field that is not there passed here and failed in HA)
+    text = encode(payload).decode()
     return env.from_string(template).render(value=text, value_json=json.loads(text)).strip()
 
 
@@ -139,6 +142,23 @@ def test_presence_and_event_entities_follow_objects_and_events() -> None:
     fired = json.loads(render(str(event.value_template), sample))
     assert fired["event_type"] == "update" and fired["event_type"] in event.event_types
     assert fired["id"] == "a-1" and fired["label"] == "Person" and fired["entered"] == ["porch"]
+    # every type, with the fields a type leaves out missing from the document
+    for kind in event.event_types or []:
+        crossing = {"line": "gate", "direction": "a->b"} if kind == "crossed" else {}
+        plain = ObjectEvent(
+            type=kind,
+            camera="door",
+            node="infer-a",
+            seq=0,
+            object=tracked("a-1", "Person", []),
+            published_at=3.0,
+            **crossing,
+        )
+        fired = json.loads(render(str(event.value_template), plain))
+        assert fired["event_type"] == kind and fired["entered"] == [] and fired["zones"] == []
+        assert (fired["line"], fired["direction"]) == (
+            ("gate", "a->b") if crossing else (None, None)
+        )
 
 
 def test_schema_refuses_what_home_assistant_would_not_understand() -> None:
@@ -180,10 +200,23 @@ def test_discovery_lifecycle_on_the_broker(broker: Mosquitto, prefix: str) -> No
         disco.update("door", ["face"])
         disco.update("door", ["face", "person"])
         assert "person_count" in HaDiscovery.model_validate_json(configs.get().payload).cmps
-        # Home Assistant restarts and announces itself: everything is re-published
+        # a zone renamed, a label gone: the old components are sent with their platform alone
+        # (left out, Home Assistant kept them as stale entities for ever)
+        disco.update("door", ["face", "person"], zones=["porch"], lines=[("gate", ["a->b"])])
+        assert "zone_porch_presence" in HaDiscovery.model_validate_json(configs.get().payload).cmps
+        disco.update("door", ["face"], zones=["yard"])
+        doc = json.loads(configs.get().payload)
+        jsonschema.validate(doc, SCHEMA)
+        for key in ("zone_porch_presence", "person_count", "line_gate_a_to_b"):
+            assert set(doc["cmps"][key]) == {"p"}, doc["cmps"][key]
+        assert doc["cmps"]["person_count"]["p"] == "sensor"
+        assert doc["cmps"]["zone_yard_presence"]["unique_id"]
+        # Home Assistant restarts and announces itself: everything is re-published, the
+        # removed components still removed (a Home Assistant that missed the update)
         ha.publish(f"{ha_prefix}/status", b"online", qos=1)
         again = HaDiscovery.model_validate_json(configs.get().payload)
         assert again.dev.ids == parsed.dev.ids
+        assert again.cmps["zone_porch_presence"].is_removed
         # removal: empty retained config
         disco.remove("door")
         assert configs.get().payload == b""

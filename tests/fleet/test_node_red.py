@@ -130,6 +130,18 @@ def test_flow_pulls_the_face_model_and_deploys_it(
             assert time.monotonic() < deadline, node_red.read_text(errors="replace")
             bus.publish(bus.topics.detections("yard"), b'{"v": 2}')
             time.sleep(0.5)
+        # porch's own spec (zones, a line, a threshold, a label filter, a rate): the face model
+        # is added to it, all of it kept (the flow replaced it with a bare list of models)
+        own = PipelineSpec.model_validate(
+            {
+                "models": [{"name": "pose-detection", "threshold": 0.3, "labels": ["person"]}],
+                "zones": [{"name": "door", "points": [[0, 0], [1, 0], [1, 1]]}],
+                "lines": [{"name": "gate", "points": [[0, 0.5], [1, 0.5]]}],
+                "detect_fps": 2,
+            }
+        )
+        bus.publish(bus.topics.pipeline("porch"), own, qos=1, retain=True)
+        assert pipeline.get().decode(PipelineSpec) == own
         # nothing happens for malformed payloads nor a label that is not the trigger (yard) ...
         bus.publish(bus.topics.detections("yard"), b"{not json")
         bus.publish(bus.topics.detections("yard"), detection("yard", "cat"))
@@ -141,6 +153,8 @@ def test_flow_pulls_the_face_model_and_deploys_it(
         assert actions == ["list", "pull"]
         spec = pipeline.get().decode(PipelineSpec)
         assert [m.name for m in spec.models] == ["pose-detection", "blazeface"]
+        assert spec.models[0] == own.models[0] and spec.detect_fps == 2
+        assert (spec.zones, spec.lines) == (own.zones, own.lines)
         # the pull the flow asked for runs to its end: ready, never failed on the way
         seen: list[str] = []
         while not seen or seen[-1] not in ("ready", "failed"):

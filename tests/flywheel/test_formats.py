@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pycocotools.coco import COCO
 
+from ovbus.dataset import Dataset, DatasetStore
 from ovbus.dataset_formats import export, import_coco
 from ovbus.errors import ErrorCode, RequestError
 from services.cli import main
@@ -139,3 +142,83 @@ def test_dataset_commands(flywheel: Flywheel, tmp_path: Path, capsys: pytest.Cap
     assert sorted(kept) == sorted(r.id for r in flywheel.dataset.records()[-4:])
     assert main(["dataset", "prune", "door", "--all", "--datasets", str(copy)]) == 0
     assert not (copy / "door").exists()
+
+
+def _copy(flywheel: Flywheel, root: Path) -> Dataset:
+    """A copy of the flywheel's dataset (labels imported) that a test may change."""
+    shutil.copytree(flywheel.dataset.frames_dir, root / "door" / "frames")
+    dataset = DatasetStore(root).get("door")
+    import_coco(dataset, flywheel.coco_labels)
+    return dataset
+
+
+def _edited(flywheel: Flywheel, path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    doc = json.loads(flywheel.coco_labels.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))  # json.dumps writes NaN and Infinity as Python reads them
+    return path
+
+
+def test_labels_a_tool_got_wrong_are_refused_or_clipped(flywheel: Flywheel, tmp_path: Path) -> None:
+    """A box past the frame's edge is clipped to it (YOLO's and Label Studio's exports left
+    their 0-1 and 0-100 ranges); a box with no area inside, a NaN or infinite coordinate (taken
+    before, then labels.json failed to load for every command), two images of one frame (its
+    boxes counted twice: a perfect model scored 0.909) and a category name too long for a
+    label (a traceback) are refused, and nothing changes."""
+    ds = _copy(flywheel, tmp_path / "store")
+    before = (ds.path / "labels.json").read_bytes()
+    first = ds.records()[0]
+
+    def bbox(value: list[float]) -> Callable[[dict[str, Any]], None]:
+        return lambda doc: doc["annotations"][0].update(bbox=value)
+
+    def twice(doc: dict[str, Any]) -> None:
+        copy = dict(doc["images"][0], id=999, file_name=f"elsewhere/{first.id}.jpg")
+        doc["images"].append(copy)
+
+    def long_name(doc: dict[str, Any]) -> None:
+        doc["categories"][0]["name"] = "x" * 300
+
+    refused = {
+        "no area inside": bbox([first.width + 10.0, 0.0, 50.0, 50.0]),
+        "NaN": bbox([float("nan"), 0.0, 50.0, 50.0]),
+        "infinite": bbox([0.0, 0.0, float("inf"), 50.0]),
+        "two images of one frame": twice,
+        "category name": long_name,
+    }
+    for what, edit in refused.items():
+        with pytest.raises(RequestError):
+            import_coco(ds, _edited(flywheel, tmp_path / f"{what}.json", edit))
+        assert (ds.path / "labels.json").read_bytes() == before, what
+    import_coco(ds, _edited(flywheel, tmp_path / "past.json", bbox([-20.0, -10.0, 1e4, 60.0])))
+    image_id = json.loads(flywheel.coco_labels.read_text())["annotations"][0]["image_id"]
+    frame = next(
+        Path(i["file_name"]).stem
+        for i in json.loads(flywheel.coco_labels.read_text())["images"]
+        if i["id"] == image_id
+    )
+    (label,) = ds.labels()[frame]
+    record = next(r for r in ds.records() if r.id == frame)
+    assert label.box == (0.0, 0.0, float(record.width), 50.0)
+    lines = (export(ds, "yolo", tmp_path / "yolo", use_labels=True) / "labels").glob("*.txt")
+    values = [float(v) for path in lines for row in path.read_text().splitlines()
+              for v in row.split()[1:]]  # fmt: skip
+    assert values and all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_pruned_frames_take_their_labels_with_them(
+    flywheel: Flywheel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Labels of pruned frames stayed: ``list`` said 6 frames, 10 labelled, and ``eval`` failed
+    on the first labelled frame without an image."""
+    ds = _copy(flywheel, tmp_path / "store")
+    assert main(["dataset", "prune", "door", "--keep", "4", "--datasets", str(ds.path.parent)]) == 0
+    kept = {r.id for r in ds.records()}
+    assert len(kept) == 4 and set(ds.labels()) == kept
+    assert ds.summary().labelled == 4
+    capsys.readouterr()
+    # an export to a path that is a file: a clear error, no traceback
+    (tmp_path / "afile").write_text("")
+    args = ["dataset", "export", "door", "--format", "coco", "--out", str(tmp_path / "afile")]
+    assert main([*args, "--datasets", str(ds.path.parent)]) == 1
+    assert "cannot export to" in capsys.readouterr().err
