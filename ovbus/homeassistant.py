@@ -291,11 +291,14 @@ class Discovery:
         #: camera no longer has are sent as removed, :class:`HaRemoved`)
         self._published: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
-        bus.subscribe(self.status_topic(), qos=1, callback=self._on_ha_status, idle_timeout=None)
+        for topic in self.status_topics():
+            bus.subscribe(topic, qos=1, callback=self._on_ha_status, idle_timeout=None)
 
-    def status_topic(self) -> Topic:
-        """Where Home Assistant announces ``online``."""
-        return Topic(f"{self.ha_prefix}/status")
+    def status_topics(self) -> list[Topic]:
+        """Where Home Assistant announces ``online``: ``<ha-prefix>/status``, and its birth
+        topic's default, ``homeassistant/status``, which a Home Assistant whose discovery
+        prefix was changed keeps unless told otherwise (it was not heard)."""
+        return [Topic(t) for t in sorted({f"{self.ha_prefix}/status", f"{HA_PREFIX}/status"})]
 
     def config_topic(self, camera: str) -> str:
         oid = object_id(self.bus.topics.prefix, camera)

@@ -25,7 +25,16 @@ from ovbus.topic_kind import ROLES, Grant, Role, TopicKind
 from ovbus.topic_schema import KINDS, grants
 from ovbus.topics import Topics, check_name
 
-__all__ = ["HA_STATUS", "HA_TREE", "ROLES", "Role", "User", "render"]
+__all__ = [
+    "HA_PREFIX",
+    "HA_STATUS",
+    "HA_TREE",
+    "ROLES",
+    "Role",
+    "User",
+    "ha_status_topics",
+    "render",
+]
 
 
 @dataclass(frozen=True)
@@ -44,8 +53,10 @@ class User:
             raise ConfigError("only capture users have cameras")
 
 
-#: Home Assistant's discovery tree (outside the ovbus prefix) and who may use it.
-HA_TREE: Final = "homeassistant/#"
+#: Home Assistant's discovery prefix (``--ha-prefix``: the infer workers' and the ACL's must
+#: match) and who may use its tree, outside the ovbus prefix.
+HA_PREFIX: Final = "homeassistant"
+HA_TREE: Final = f"{HA_PREFIX}/#"
 HA_ACCESS: Final[dict[Role, str]] = {
     "admin": "readwrite",
     "infer": "readwrite",
@@ -53,8 +64,9 @@ HA_ACCESS: Final[dict[Role, str]] = {
     "homeassistant": "read",
 }
 #: Where Home Assistant announces itself (``online`` when it starts: the infer workers publish
-#: their discovery configs again); the one topic its login writes.
-HA_STATUS: Final = "homeassistant/status"
+#: their discovery configs again): its birth topic, ``homeassistant/status`` whatever the
+#: discovery prefix unless set otherwise in Home Assistant.
+HA_STATUS: Final = f"{HA_PREFIX}/status"
 #: A role that reads what another reads: Home Assistant's login is a viewer's that may also
 #: announce Home Assistant (a viewer publishes nothing).
 READS_AS: Final[dict[Role, Role]] = {"homeassistant": "viewer"}
@@ -71,13 +83,23 @@ def _filters(t: Topics, kind: TopicKind, grant: Grant, user: User, users: list[U
     return [str(t.wildcard(kind))]
 
 
-def _rules(user: User, prefix: str, users: list[User], kinds: Sequence[TopicKind]) -> list[str]:
+def ha_status_topics(ha_prefix: str = HA_PREFIX) -> list[str]:
+    """Where Home Assistant may say ``online``: its default birth topic and the prefix's."""
+    Topics(ha_prefix)  # a topic prefix: no wildcards, no '/' at either end
+    return sorted({HA_STATUS, f"{ha_prefix}/status"})
+
+
+def _rules(
+    user: User, prefix: str, users: list[User], kinds: Sequence[TopicKind], ha_prefix: str
+) -> list[str]:
     t = Topics(prefix)
-    ha = [f"topic {HA_ACCESS[user.role]} {HA_TREE}"] if user.role in HA_ACCESS else []
+    ha = [f"topic {HA_ACCESS[user.role]} {ha_prefix}/#"] if user.role in HA_ACCESS else []
+    if user.role in HA_ACCESS and ha_prefix != HA_PREFIX:  # HA's birth topic, under its default
+        ha.append(f"topic {'readwrite' if user.role == 'admin' else 'read'} {HA_STATUS}")
     if user.role == "admin":
         return [f"topic readwrite {t.subtree()}", *ha]
     if user.role == "homeassistant":
-        ha.append(f"topic write {HA_STATUS}")
+        ha += [f"topic write {topic}" for topic in ha_status_topics(ha_prefix)]
     access: dict[str, set[str]] = {}  # filter -> read/write, in the order of the schema
     for kind, grant in grants(READS_AS.get(user.role, user.role), kinds):
         for topic in _filters(t, kind, grant, user, users):
@@ -86,8 +108,15 @@ def _rules(user: User, prefix: str, users: list[User], kinds: Sequence[TopicKind
     return [f"topic {modes.get(frozenset(a), 'readwrite')} {f}" for f, a in access.items()] + ha
 
 
-def render(users: list[User], prefix: str = "ovbus", kinds: Sequence[TopicKind] = KINDS) -> str:
-    """The Mosquitto ``acl_file`` text for these users, from the grants of ``kinds``."""
+def render(
+    users: list[User],
+    prefix: str = "ovbus",
+    kinds: Sequence[TopicKind] = KINDS,
+    ha_prefix: str = HA_PREFIX,
+) -> str:
+    """The Mosquitto ``acl_file`` text for these users, from the grants of ``kinds``, with
+    Home Assistant's discovery under ``ha_prefix`` (the infer workers' ``--ha-prefix``)."""
+    ha_status_topics(ha_prefix)
     names = [u.name for u in users]
     if len(set(names)) != len(names):
         raise ConfigError("user names must be unique")
@@ -103,6 +132,6 @@ def render(users: list[User], prefix: str = "ovbus", kinds: Sequence[TopicKind] 
             f"# {user.role}" + (f": cameras {', '.join(user.cameras)}" if user.cameras else "")
         )
         out.append(f"user {user.name}")
-        out.extend(_rules(user, prefix, users, kinds))
+        out.extend(_rules(user, prefix, users, kinds, ha_prefix))
         out.append("")
     return "\n".join(out)

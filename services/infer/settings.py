@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from ovbus.errors import SchemaError
 from ovbus.settings import WorkerSettings, split_list
+from ovbus.topics import Topics
 
 
 class InferSettings(WorkerSettings):
@@ -122,6 +124,15 @@ class InferSettings(WorkerSettings):
         if (self.rtsp_user is None) != (self.rtsp_password is None):
             raise ValueError("--rtsp-user and --rtsp-password go together")
         return self
+
+    @field_validator("ha_prefix")
+    @classmethod
+    def _topic_prefix(cls, value: str) -> str:
+        try:
+            Topics(value)  # no wildcards, no '/' at either end: discovery topics are built on it
+        except SchemaError as e:
+            raise ValueError(str(e)) from None
+        return value
 
     @field_validator("model_cache", mode="before")
     @classmethod

@@ -217,6 +217,10 @@ def test_discovery_lifecycle_on_the_broker(broker: Mosquitto, prefix: str) -> No
         again = HaDiscovery.model_validate_json(configs.get().payload)
         assert again.dev.ids == parsed.dev.ids
         assert again.cmps["zone_porch_presence"].is_removed
+        # Home Assistant's birth topic stays homeassistant/status when its discovery prefix is
+        # changed (unless set otherwise there): heard too (it was not)
+        ha.publish("homeassistant/status", b"online", qos=1)
+        assert HaDiscovery.model_validate_json(configs.get().payload).dev.ids == parsed.dev.ids
         # removal: empty retained config
         disco.remove("door")
         assert configs.get().payload == b""

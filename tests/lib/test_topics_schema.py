@@ -12,7 +12,7 @@ import pytest
 from ovbus.errors import SchemaError
 from ovbus.topic_kind import TEXT, Grant, TopicKind, reads, writes
 from ovbus.topic_schema import KINDS, _overlap
-from ovbus.topics import POLICY, Topics, policies
+from ovbus.topics import POLICY, Topics, Wildcard, policies
 from services.acl import User, render
 from services.docgen import render_topics
 
@@ -257,3 +257,35 @@ def test_a_declaration_that_does_not_fit_is_refused() -> None:
 
 def test_docs_name_the_schema_module() -> None:
     assert re.search(r"ovbus/topic_schema\.py", render_topics())
+
+
+def allows(lines: list[str], access: str, topic: str) -> bool:
+    """Whether a line of ``lines`` (a user's topic rules) gives ``access`` on ``topic``."""
+    return any(
+        line.split()[1] in (access, "readwrite") and Wildcard(line.split()[-1]).matches(topic)
+        for line in lines
+        if line.startswith("topic ")
+    )
+
+
+def test_home_assistant_grants_follow_its_discovery_prefix() -> None:
+    """With ``--ha-prefix ha`` the infer workers publish under ``ha/``: the ACL was fixed on
+    ``homeassistant/#`` and refused every config. Home Assistant's login may say ``online`` on
+    ``ha/status`` and on its default birth topic ``homeassistant/status``; a viewer still
+    writes nothing."""
+    users = [*USERS, User("ha", "homeassistant")]
+    default = acl_sections(render(users, "ovbus"))
+    assert allows(default["ha"], "write", "homeassistant/status")
+    assert not allows(default["ha"], "write", "homeassistant/device/x/config")
+    assert allows(default["ha"], "read", "ovbus/cameras/door/detections")
+    assert not allows(default["view"], "write", "homeassistant/status")
+    moved = acl_sections(render(users, "ovbus", ha_prefix="ha"))
+    assert allows(moved["inf1"], "write", "ha/device/x/config")
+    assert not allows(moved["inf1"], "write", "homeassistant/device/x/config")
+    assert allows(moved["inf1"], "read", "homeassistant/status")
+    for topic in ("ha/status", "homeassistant/status"):
+        assert allows(moved["ha"], "write", topic)
+    assert not allows(moved["ha"], "write", "ha/device/x/config")
+    assert allows(moved["adm"], "write", "ha/device/x/config")
+    with pytest.raises(SchemaError):
+        render(users, "ovbus", ha_prefix="ha/#")
