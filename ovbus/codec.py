@@ -49,10 +49,15 @@ def encode(payload: BaseModel, content_type: str | None = JSON) -> bytes:
 
 
 def _no_constant(name: str) -> Any:
-    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (RFC 8259), though Python's parser
-    takes them: a payload holding one is refused, as MessagePack's are below, rather than
-    carried on into ``config.json`` or a reply that strict parsers (OVMS's) cannot read."""
     raise ValueError(f"{name} is not a JSON value")
+
+
+def loads_json(data: str | bytes) -> Any:
+    """``json.loads`` of RFC 8259's JSON: ``NaN``, ``Infinity`` and ``-Infinity``, which Python's
+    parser takes, raise ``ValueError``, so they are refused (as MessagePack's are, below) rather
+    than carried on into ``config.json``, ``labels.json`` or a reply that strict parsers (OVMS's)
+    cannot read."""
+    return json.loads(data, parse_constant=_no_constant)
 
 
 def _parse(data: bytes, content_type: str | None, max_bytes: int) -> tuple[Any, str]:
@@ -66,7 +71,7 @@ def _parse(data: bytes, content_type: str | None, max_bytes: int) -> tuple[Any, 
     try:
         if kind == MSGPACK:
             return msgpack.unpackb(data, raw=False, strict_map_key=True), kind
-        return json.loads(data, parse_constant=_no_constant), kind
+        return loads_json(data), kind
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
         what = "MessagePack" if kind == MSGPACK else "JSON"
         raise DecodeError(f"payload is not valid {what}: {e}") from e

@@ -14,7 +14,6 @@ name pattern before they become paths: nothing received is joined to a path unch
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -27,6 +26,7 @@ from typing import Final
 
 from pydantic import TypeAdapter, ValidationError
 
+from ovbus.codec import loads_json
 from ovbus.errors import ErrorCode, RequestError, StoreError
 from ovbus.payloads.dataset import FrameRecord, Label
 from ovbus.topics import check_name
@@ -232,13 +232,9 @@ class DatasetStore:
         return sorted(found, key=lambda f: f[1].captured_at)
 
 
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a JSON value")  # NaN, Infinity: not JSON (RFC 8259)
-
-
 def read_json(path: Path) -> object:
     """A JSON file from outside (a labelling tool's export): a clear error when it is not."""
     try:
-        return json.loads(path.read_text(), parse_constant=_no_constant)
+        return loads_json(path.read_text())
     except (OSError, ValueError) as e:
         raise RequestError(f"cannot read {path}: {e}", code=ErrorCode.BAD_REQUEST) from e

@@ -21,7 +21,7 @@ Every ovbus topic in these documents comes from :class:`ovbus.topics.Topics`.
 Availability is ``all`` of: the owning infer node's ``status`` (``online``/``offline``, its last
 will) and the camera's ``inference`` state being ``running``. The owner publishes discovery when it
 takes a camera, re-publishes everything when Home Assistant announces ``online`` on
-``<ha-prefix>/status``, and removes a camera's device (empty retained config) when the camera
+``<ha-prefix>/status`` or ``homeassistant/status``, and removes a camera's device (empty retained config) when the camera
 goes away. A component the camera no longer has (a zone renamed, a line removed) is sent with its
 platform alone, which is how Home Assistant removes one entity of a device. The payload models
 below are the documented schema (``docs/schemas/HaDiscovery.json``).
@@ -115,9 +115,8 @@ class HaComponent(_Strict):
 
     @model_validator(mode="after")
     def _named_or_removed(self) -> HaComponent:
-        if (self.name is None or self.unique_id is None) and self.model_dump(exclude_none=True) != {
-            "p": self.p
-        }:
+        named = self.name is not None and self.unique_id is not None
+        if not named and self.model_dump(exclude_none=True) != {"p": self.p}:
             raise ValueError("a component has a name and a unique_id, or only p (removed)")
         return self
 
@@ -288,7 +287,7 @@ class Discovery:
         self.ha_prefix = ha_prefix
         self._cameras: dict[str, tuple[list[str], list[str], list[LineEntry]]] = {}
         #: every component published for a camera by this node: key -> platform (those the
-        #: camera no longer has are sent as removed, :class:`HaRemoved`)
+        #: camera no longer has are sent as removed, :meth:`HaComponent.removed`)
         self._published: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         for topic in self.status_topics():
