@@ -17,46 +17,17 @@ from dataclasses import dataclass, field, replace
 from ovbus.errors import ErrorCode, OvbusError, RequestError, StreamError
 from ovbus.log import get_logger
 from ovbus.payloads.base import ErrorInfo
-from ovbus.payloads.stream import CameraSet, CameraState, CameraStateName, Codec, StreamDescriptor
-from services.capture.encoders import check_size, encoder_description
-from services.capture.plan import (
-    DEFAULT,
-    Native,
-    Plan,
-    Target,
-    Wanted,
-    choose_v4l2_mode,
-    mode_caps,
-    native_of_source,
-    plan,
-)
-from services.capture.probe import probe_file, probe_v4l2
-from services.capture.producer import Producer, passthrough_pipeline, producer_description
+from ovbus.payloads.stream import CameraSet, CameraState, CameraStateName, StreamDescriptor
+from services.capture.encoders import check_size
+from services.capture.plan import Plan, Wanted
+from services.capture.prepare import Output, prepare
+from services.capture.producer import Producer
 from services.capture.relay import Relay
-from services.capture.sources import (
-    Geometry,
-    Source,
-    V4l2Format,
-    check_file,
-    device_of,
-    passthrough_description,
-    source_description,
-)
+from services.capture.sources import Source
+
+__all__ = ["Camera", "Config", "Output", "Timing"]
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """How cameras are served (the same for every camera of a node)."""
-
-    #: ``None``: the source's own codec (pass-through), H.264 for raw sources.
-    codec: Codec | None
-    encoder_element: str
-    bitrate_kbps: int
-    v4l2_format: V4l2Format
-    #: ``False``: always decode and encode (``--no-passthrough``).
-    passthrough: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,46 +239,6 @@ class Camera:
             f"camera {self.name}: {type(failure).__name__}: {failure}", code=ErrorCode.INTERNAL
         )
 
-    def _prepare(self, wanted: Wanted) -> tuple[Plan, str, Geometry | None]:
-        """Probe the source, plan pass-through or encoding, describe the producer pipeline."""
-        source, output = self.source, self.output
-        native = native_of_source(source.kind)
-        caps: str | None = None
-        if source.kind == "file":
-            check_file(source.value)
-            native = probe_file(source.value)
-        elif source.kind == "v4l2":
-            device = device_of(source)
-            try:
-                mode, rate = choose_v4l2_mode(
-                    probe_v4l2(device), wanted, output.v4l2_format, output.codec
-                )
-            except ValueError as e:
-                raise StreamError(f"camera {self.name}: {device}: {e}") from e
-            caps = mode_caps(mode, rate)
-            native = Native(mode.format, mode.width, mode.height, rate)
-        assert native is not None
-        allowed = output.passthrough and self._refused is None
-        chosen = plan(native, wanted, output.codec, passthrough=allowed)
-        if chosen.passthrough:
-            head = passthrough_description(source, chosen.codec, caps, parsed=native.parsed)
-            return chosen, passthrough_pipeline(head, source.live), None
-        target = chosen.target or Target(None, None, None)
-        geometry = None
-        if target.width is not None and target.height is not None and target.fps is not None:
-            geometry = Geometry(target.width, target.height, target.fps)
-        head = source_description(source, geometry or DEFAULT, caps, still=native.still)
-        encoder = encoder_description(
-            chosen.codec, output.encoder_element, output.bitrate_kbps, target.fps or DEFAULT.fps
-        )
-        fixed = source.kind in ("v4l2", "testsrc") or (
-            source.kind == "file" and (native.fps or native.still)
-        )
-        description = producer_description(
-            head, target, encoder, source.live, fixed_rate=bool(fixed)
-        )
-        return chosen, description, geometry
-
     def _describe(
         self, producer: Producer, chosen: Plan, generation: int
     ) -> StreamDescriptor | None:
@@ -340,9 +271,39 @@ class Camera:
             clock="rtcp-ntp",
         )
 
+    def _needs_encoding(self, producer: Producer) -> bool:
+        """Whether the producer found the stream cannot be served as it comes (JPEG that
+        RTP/JPEG cannot carry): the camera is then served encoded, from its next run on."""
+        if producer.refused is None:
+            return False
+        self._refused = producer.refused
+        log.warning("served encoded", camera=self.name, reason=producer.refused)
+        return True
+
+    def _redescribe(self, producer: Producer, chosen: Plan, generation: int) -> bool:
+        """The stream's caps changed while it streams (an upstream camera resized in-band):
+        its descriptor again, published if it says something else (readers got the new size
+        while the retained descriptor kept the old one). False: the settings changed."""
+        descriptor = self._describe(producer, chosen, generation)
+        if descriptor is None:
+            return False
+        old = self.descriptor
+        if old is None or (old.width, old.height, old.fps) != (
+            descriptor.width,
+            descriptor.height,
+            descriptor.fps,
+        ):
+            self.descriptor = descriptor
+            self._on_stream(self.name, descriptor)
+            log.info("camera stream changed", camera=self.name,
+                     size=f"{descriptor.width}x{descriptor.height}", fps=descriptor.fps)  # fmt: skip
+        return True
+
     def _run_once(self, config: Config, generation: int) -> None:
         """Run one producer until it fails (``StreamError``) or the config changes."""
-        chosen, description, geometry = self._prepare(config.wanted)
+        chosen, description, geometry = prepare(
+            self.name, self.source, self.output, config.wanted, passthrough=self._refused is None
+        )
         producer = Producer(
             self.name,
             self.source,
@@ -365,9 +326,7 @@ class Camera:
                         f"camera {self.name}: no frame within {self.timing.start_timeout_s:.0f} s"
                     )
                 producer.poll(0.1)
-            if producer.refused is not None:
-                self._refused = producer.refused
-                log.warning("served encoded", camera=self.name, reason=producer.refused)
+            if self._needs_encoding(producer):
                 return  # again at once, encoding
             descriptor = self._describe(producer, chosen, generation)
             if descriptor is None:
@@ -385,8 +344,15 @@ class Camera:
             )
             self._outcome(generation, None)
             self._streaming_since = time.monotonic()
+            described = producer.caps_text
             while not self._changed(generation):
                 producer.poll(0.25)
+                if self._needs_encoding(producer):  # JPEG RTP/JPEG cannot carry, mid-stream
+                    return  # (its frames were dropped: "streaming" with no frame, busy)
+                if producer.caps_text != described:  # the upstream's size changed in-band
+                    described = producer.caps_text
+                    if not self._redescribe(producer, chosen, generation):
+                        return
         finally:
             self._producer = None
             self.frames_done += producer.frames

@@ -35,7 +35,7 @@ from typing import Any, Final
 
 from ovbus.errors import ErrorCode, StoreError
 from ovbus.log import get_logger
-from ovbus.model_repository import EntryProblem, parse_config
+from ovbus.model_repository import DEFAULT_POLICY, EntryProblem, parse_config, parse_entry
 
 log = get_logger(__name__)
 
@@ -232,3 +232,48 @@ def remove(doc: ConfigDoc, name: str) -> bool:
     ]
     doc["model_config_list"] = kept
     return len(kept) != len(items)
+
+
+# a version published beside the served ones, unserved -----------------------------------------
+def served_versions(doc: ConfigDoc, name: str, versions: list[int], root: Path) -> list[int]:
+    """The versions among ``versions`` that the entry of ``name`` serves now, all of them
+    (``latest`` 2 or ``all`` serve several); none without an entry, or one OVMS skips."""
+    entry = find(doc, name)
+    if entry is None:
+        return []
+    parsed = parse_entry({"config": entry}, root)
+    if isinstance(parsed, EntryProblem):
+        return []
+    return (parsed.config.model_version_policy or DEFAULT_POLICY).select(versions)
+
+
+@contextlib.contextmanager
+def pinned(store: ConfigStore, name: str, versions: list[int]) -> Iterator[None]:
+    """Pin the entry of ``name`` to ``versions`` (those it serves) before a new version's folder
+    appears: OVMS and the infer workers serve by what is on disk, so the new version was served
+    until the pin was written, and for good if the zoo was killed in between. The block then
+    publishes the version; if it fails, the entry's policy is put back as it was."""
+    if not versions:
+        yield
+        return
+    before: list[Any] = []
+
+    def pin(doc: ConfigDoc) -> None:
+        entry = find(doc, name)
+        if entry is not None:
+            before.append(copy.deepcopy(entry.get("model_version_policy")))
+            entry["model_version_policy"] = {"specific": {"versions": sorted(versions)}}
+
+    store.update(pin)
+    try:
+        yield
+    except BaseException:
+
+        def restore(doc: ConfigDoc) -> None:
+            entry = find(doc, name)
+            if entry is not None and before:
+                upsert(doc, name, entry["base_path"], model_version_policy=before[0])
+
+        with contextlib.suppress(OSError, StoreError):
+            store.update(restore)
+        raise

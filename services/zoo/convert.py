@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,10 +123,10 @@ def convert(
         err.seek(0)
         stderr = err.read()
     if code != 0:
-        raise StoreError(
-            f"conversion of {source.name} failed ({_exit(code)}): {_last_error(stderr)}",
-            code=ErrorCode.CONVERSION_FAILED,
-        )
+        message = f"conversion of {source.name} failed ({_exit(code)}): {_last_error(stderr)}"
+        if (full := _disk_full(source, out_dir, stderr)) is not None:
+            raise StoreError(f"{full}; {message}", code=ErrorCode.NO_SPACE)
+        raise StoreError(message, code=ErrorCode.CONVERSION_FAILED)
     if not (out_dir / "model.xml").is_file() or not (out_dir / "model.bin").is_file():
         raise StoreError(
             f"conversion of {source.name} produced no model.xml/model.bin",
@@ -135,6 +136,25 @@ def convert(
         return Ports.model_validate(json.loads(stdout.decode().strip().splitlines()[-1]))
     except (ValueError, IndexError):
         return Ports()
+
+
+def _disk_full(source: Path, out_dir: Path, stderr: bytes) -> str | None:
+    """Why a failed conversion failed for want of space, or None: the converter says so, or the
+    models folder's disk has less free than the source model's size (about what its IR takes)
+    with the partial output still there. The converter's own message was an iostream error that
+    never said the disk was full."""
+    try:
+        free = shutil.disk_usage(out_dir).free
+        needed = source.stat().st_size
+    except OSError:
+        return None
+    said = b"No space left on device" in stderr or b"Disk quota exceeded" in stderr
+    if not said and free >= needed:
+        return None
+    return (
+        f"the models folder's disk is full ({free // 1024} KiB free, the converted model needs "
+        f"about {needed // 1024} KiB)"
+    )
 
 
 def _exit(code: int) -> str:

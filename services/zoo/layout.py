@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import secrets
 import shutil
 from pathlib import Path
 from typing import Final
 
 from ovbus import codec
-from ovbus.errors import ErrorCode, PayloadError, StoreError
+from ovbus.errors import ErrorCode, OvbusError, PayloadError, StoreError
 from ovbus.log import get_logger
 from ovbus.model_repository import complete_versions, model_file
 from ovbus.payloads.model import ModelDescription
@@ -92,6 +93,25 @@ class ModelsFolder:
         resolves it so), or under ``models_dir`` when OVMS mounts the folder elsewhere."""
         self.model_dir(name)
         return f"{models_dir.rstrip('/')}/{name}" if models_dir else name
+
+    def holds(self, name: str, base: object, models_dir: str | None) -> bool:
+        """Whether a config.json ``base_path`` is this folder's model ``name``, however it is
+        spelt (``./faces``, ``faces/``, the absolute path, under ``models_dir``): OVMS takes
+        each, and a hand edit that wrote one was "not managed", its model listed without
+        versions and its next pull refused."""
+        try:
+            ours = self.base_path(name, models_dir)
+        except OvbusError:
+            return False  # not a name the models folder can hold
+        if not isinstance(base, str) or not base:
+            return False
+        if posixpath.normpath(base) == posixpath.normpath(ours):
+            return True
+        path = Path(base) if Path(base).is_absolute() else self.root / base
+        try:
+            return path.resolve() == self.model_dir(name).resolve()
+        except (OSError, RuntimeError):
+            return False
 
     # staging ---------------------------------------------------------------------------------
     def new_staging(self, purpose: str) -> Path:

@@ -25,7 +25,6 @@ from typing import Any
 
 from ovbus.errors import ErrorCode, FetchError, RequestError, StoreError
 from ovbus.log import get_logger, redact
-from ovbus.model_repository import EntryProblem, current_version, parse_entry
 from ovbus.payloads.model import ModelDescription, ModelStateName
 from ovbus.payloads.zoo import OmzSource, PullRequest, Source, WheelSource
 from ovbus.payloads.zoo_results import Ports, PullResult
@@ -132,8 +131,7 @@ def plan(
         )
     doc = config.read()
     entry_cfg = cfg.find(doc, req.name)
-    base_path = folder.base_path(req.name, models_dir)
-    if entry_cfg is not None and entry_cfg["base_path"] != base_path:
+    if entry_cfg is not None and not folder.holds(req.name, entry_cfg["base_path"], models_dir):
         raise RequestError(
             f"config.json already has a model {req.name!r} at {entry_cfg['base_path']!r}, not "
             "managed by the zoo: pick another name or remove that entry",
@@ -245,30 +243,28 @@ def execute(
             check_outputs(p.name, p.description, ir_outputs(built / "model.xml"))
         shape = static_shape(ports, p.description)  # a dynamic input its description fixes
         files = {child.name: child.stat().st_size for child in sorted(built.iterdir())}
-        published = folder.publish_version(p.name, p.version, built)
-        folder.write_description(p.name, p.description)
+        # serve false: the versions served now stay the only ones, pinned before the new one's
+        # folder appears (``latest`` 2 kept both; only the newest was kept)
+        on_disk = folder.versions(p.name)
+        kept = (
+            [] if req.serve else cfg.served_versions(config.read(), p.name, on_disk, config.folder)
+        )
 
         def change(doc: cfg.ConfigDoc) -> None:
             current = cfg.find(doc, p.name)
             policy = current.get("model_version_policy") if current else None
             reset = isinstance(policy, dict) and "specific" in policy
-            kept = None if req.serve or current is None else served(current, p.version)
             extra: dict[str, Any] = {"model_version_policy": None} if reset else {}
-            if kept is not None:  # the new version published beside the served one, unserved
-                extra["model_version_policy"] = {"specific": {"versions": [kept]}}
+            if kept:  # the new version published beside the served ones, unserved
+                extra["model_version_policy"] = {"specific": {"versions": kept}}
             if shape is not None and (current is None or "shape" not in current):
                 extra["shape"] = shape  # a shape set by hand stays
             cfg.upsert(doc, p.name, folder.base_path(p.name, models_dir), **extra)
 
-        def served(entry: dict[str, Any], new: int) -> int | None:
-            """The version served before ``new`` was published (``serve`` false keeps it)."""
-            parsed = parse_entry({"config": entry}, config.folder)
-            if isinstance(parsed, EntryProblem):
-                return None
-            before = [v for v in folder.versions(p.name) if v != new]
-            return current_version(parsed.config.model_version_policy, before)
-
-        config.update(change)
+        with cfg.pinned(config, p.name, kept):
+            published = folder.publish_version(p.name, p.version, built)
+            folder.write_description(p.name, p.description)
+            config.update(change)
     except BaseException as e:
         if published is not None:
             with contextlib.suppress(OSError, StoreError):

@@ -189,15 +189,18 @@ def quantize(
             if not bound["met"]:
                 raise bound_failure(req.name, req.validation or "", bound)
         check_outputs(req.name, desc, ir_outputs(built / "model.xml"))
-        published = folder.publish_version(req.name, new, built)
+        doc = config.read()
+        kept = [] if req.serve else cfg.served_versions(doc, req.name, versions, config.folder)
 
         def change(doc: cfg.ConfigDoc) -> None:
             extra: dict[str, Any] = {"model_version_policy": None}
-            if not req.serve and served is not None:  # beside the served one, unserved
-                extra["model_version_policy"] = {"specific": {"versions": [served]}}
+            if kept:  # beside the served ones, unserved
+                extra["model_version_policy"] = {"specific": {"versions": kept}}
             cfg.upsert(doc, req.name, folder.base_path(req.name, models_dir), **extra)
 
-        config.update(change)
+        with cfg.pinned(config, req.name, kept):  # pinned before the new folder appears
+            published = folder.publish_version(req.name, new, built)
+            config.update(change)
     except BaseException:
         if published is not None:
             with contextlib.suppress(OSError, StoreError):

@@ -157,12 +157,7 @@ class Zoo:
             if name in listed:
                 continue  # OVMS serves the first entry of a name
             listed.add(name)
-            try:
-                ours = entry.get("base_path") == self.folder.base_path(
-                    name, self.settings.ovms_models_dir
-                )
-            except OvbusError:
-                ours = False
+            ours = self.folder.holds(name, entry.get("base_path"), self.settings.ovms_models_dir)
             versions = self.folder.versions(name) if ours else []
             description = self.folder.read_description(name) if ours else None
             state = self.board.states.get(name)
@@ -180,7 +175,7 @@ class Zoo:
             )
             if problem is not None:  # OVMS and the infer worker skip this entry
                 item.state, item.error = "failed", problem.message
-            elif (why := unserved(name, policy, versions)) is not None:  # loaded, serves nothing
+            elif (why := unserved(name, policy, versions, ours)) is not None:  # serves nothing
                 item.state, item.error = "failed", why
             out.append(item)
         for name in self.board.managed():

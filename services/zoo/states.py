@@ -49,11 +49,8 @@ def entry_versions(
     the entry's own ``base_path`` (relative to config.json's folder, or under ``models_dir``);
     none when it cannot be read from here."""
     name, base = str(entry.get("name")), entry.get("base_path")
-    try:
-        if base == folder.base_path(name, models_dir):
-            return folder.versions(name)
-    except OvbusError:
-        pass  # not a name the models folder can hold: not one of ours
+    if folder.holds(name, base, models_dir):
+        return folder.versions(name)
     if not isinstance(base, str) or ".." in Path(base).parts:
         return []
     prefix = f"{models_dir.rstrip('/')}/" if models_dir else None
@@ -62,9 +59,17 @@ def entry_versions(
     return complete_versions(folder.root / base)  # (an absolute base_path stays itself)
 
 
-def unserved(name: str, policy: VersionPolicy | None, versions: list[int]) -> str | None:
+def unserved(
+    name: str, policy: VersionPolicy | None, versions: list[int], managed: bool = False
+) -> str | None:
     """Why a model's entry, which OVMS loads, serves none of its versions (a policy edited by
-    hand: OVMS says nothing, the model is simply off), or None."""
+    hand: OVMS says nothing, the model is simply off; a model the zoo ``managed`` whose folder
+    has no complete version: it was listed ``ready`` and stayed so on the bus), or None."""
+    if managed and not versions:
+        return (
+            f"model {name!r}: its folder in the models folder has no complete version (deleted "
+            "or emptied by hand?): pull it again, or remove it"
+        )
     if not versions or current_version(policy, versions) is not None:
         return None
     return f"config.json entry {name!r} serves nothing: {policy_problem(policy, versions)}"
@@ -88,22 +93,37 @@ class StateBoard:
             return None, None
         return entry_state(entry, self.config.folder)
 
+    def _listed(self, name: str) -> bool:
+        """Whether config.json has an entry for ``name`` (an unreadable file: taken as yes)."""
+        try:
+            return cfg.find(self.config.read(), name) is not None
+        except OvbusError:
+            return True
+
     def ready_state(self, name: str) -> ModelState:
-        """``ready``, or ``failed`` naming the cause when OVMS skips the model's entry or its
-        version policy serves none of its versions."""
+        """``ready``, or ``failed`` naming the cause when OVMS skips the model's entry, its
+        version policy serves none of its versions, it has none, or it has no entry."""
         versions = self.folder.versions(name)
         description = self.folder.read_description(name)
         policy, problem = self._entry(name)
         error: StoreError | None = None
+        listed = self._listed(name)
         if problem is not None:
             error = StoreError(str(problem))
-        elif (why := unserved(name, policy, versions)) is not None:
+        elif versions and not listed:  # a first pull cut short, or a hand edit
+            error = StoreError(
+                f"model {name!r} is in the models folder but not in config.json (a pull cut "
+                "short, or its entry removed by hand): nothing serves it; pull it again, or "
+                "remove it",
+                code=ErrorCode.NOT_FOUND,
+            )
+        elif (why := unserved(name, policy, versions, managed=True)) is not None:
             error = StoreError(why, code=ErrorCode.BAD_VALUE)
         return ModelState(
             name=name,
             state="failed" if error else "ready",
             versions=versions,
-            current_version=None if problem else current_version(policy, versions),
+            current_version=None if problem or not listed else current_version(policy, versions),
             error=ErrorInfo.of(error) if error else None,
             description=description,
             source=description.source if description else None,
@@ -172,5 +192,9 @@ class StateBoard:
                 except OvbusError as e:
                     log.warning("state of a model unreadable", model=name, error=e.message)
         for name, known in list(self.states.items()):
-            if name not in managed and known.state in ("failed", "removed"):
+            if name in managed:
+                continue
+            if known.state == "ready":  # its folder went since (by hand): say so, not ready
+                self.set_state(name, "ready")
+            elif known.state in ("failed", "removed"):
                 self.publish(known)

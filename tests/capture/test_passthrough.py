@@ -282,3 +282,32 @@ def test_mjpeg_files_in_every_container_are_served_as_they_come(
         assert not set(CODERS) & set(elements), elements
         assert ("jpegparse" in elements) == (not parsed), elements
         read_frames(cam.url, 10, (240, 320, 3))
+
+
+def _published(cam: Served, check: Any, timeout: float = 30.0) -> StreamDescriptor:
+    """The first descriptor published that satisfies ``check`` (bounded for a failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [d for d in cam.descriptors if d is not None and check(d)]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, cam.descriptors
+        time.sleep(0.05)
+
+
+def test_an_http_camera_that_changes_its_size_mid_stream() -> None:
+    """The upstream's size changed on the same connection (its web UI): readers got the new
+    size while the retained descriptor kept the old one. Then a size RTP/JPEG cannot carry:
+    the camera stayed ``streaming``, relayed nothing, and its supervisor spun on a core, for
+    ever; it is served encoded instead, as a camera that starts at that size is."""
+    with MjpegCamera(320, 240, fps=10) as upstream, served(parse_source(upstream.url)) as cam:
+        upstream.width, upstream.height = 640, 480
+        d = _published(cam, lambda d: (d.width, d.height) == (640, 480))
+        assert (d.codec, d.passthrough) == ("mjpeg", True)
+        read_frames(cam.url, 5, (480, 640, 3))
+        upstream.width, upstream.height = 2560, 1440
+        big = _published(cam, lambda d: not d.passthrough)
+        with RtspReader(cam.url, tcp=True) as reader:
+            shape = reader.read(timeout=30).image.shape
+        assert (shape[1], shape[0]) == (big.width, big.height)
+        assert cam.camera.state.state == "streaming"
