@@ -18,17 +18,18 @@ device per camera with components:
 
 Every ovbus topic in these documents comes from :class:`ovbus.topics.Topics`.
 
-Availability is ``all`` of: the owning infer node's ``status`` (``online``/``offline``, its last
-will) and the camera's ``inference`` state being ``running``. The owner publishes discovery when it
-takes a camera, re-publishes everything when Home Assistant announces ``online`` on
-``<ha-prefix>/status`` or ``homeassistant/status``, and removes a camera's device (empty retained config) when the camera
-goes away. A component the camera no longer has (a zone renamed, a line removed) is sent with its
-platform alone, which is how Home Assistant removes one entity of a device. The payload models
-below are the documented schema (``docs/schemas/HaDiscovery.json``).
+Availability is ``all`` of: the owning infer node's ``status`` and the camera's ``inference``
+being ``running``. The owner publishes discovery when it takes a camera, again when Home
+Assistant says ``online`` (``<ha-prefix>/status``, ``homeassistant/status``), and removes the
+device (empty retained config) when the camera goes. A component the camera no longer has (a
+zone renamed) is sent with its platform alone, how Home Assistant removes one entity, also by a
+new owner or after a restart (read from the retained document). The payload models below are
+the documented schema (``docs/schemas/HaDiscovery.json``).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Literal
 
@@ -286,12 +287,14 @@ class Discovery:
         self.node = node
         self.ha_prefix = ha_prefix
         self._cameras: dict[str, tuple[list[str], list[str], list[LineEntry]]] = {}
-        #: every component published for a camera by this node: key -> platform (those the
-        #: camera no longer has are sent as removed, :meth:`HaComponent.removed`)
+        #: per camera, every component it had (key -> platform): those gone are sent removed
         self._published: dict[str, dict[str, str]] = {}
+        #: per object id, the components of the document found retained (an earlier owner's)
+        self._found: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         for topic in self.status_topics():
             bus.subscribe(topic, qos=1, callback=self._on_ha_status, idle_timeout=None)
+        bus.subscribe(self.configs(), qos=1, callback=self._on_config, idle_timeout=None)
 
     def status_topics(self) -> list[Topic]:
         """Where Home Assistant announces ``online``: ``<ha-prefix>/status``, and its birth
@@ -327,8 +330,11 @@ class Discovery:
         self, camera: str, labels: list[str], zones: list[str], lines: list[LineEntry]
     ) -> None:
         doc = discovery(self.bus.topics.prefix, camera, self.node, labels, zones, lines)
+        oid = object_id(self.bus.topics.prefix, camera)
         with self._lock:
-            published = self._published.setdefault(camera, {})
+            if camera not in self._published:
+                self._published[camera] = dict(self._found.get(oid, {}))
+            published = self._published[camera]
             gone = {k: p for k, p in published.items() if k not in doc.cmps}
             published.update({k: c.p for k, c in doc.cmps.items()})
         doc.cmps.update({k: HaComponent.removed(p) for k, p in sorted(gone.items())})
@@ -365,6 +371,28 @@ class Discovery:
             cameras = dict(self._cameras)
         for camera, (labels, zones, lines) in cameras.items():
             self._publish(camera, labels, zones, lines)
+
+    def _on_config(self, message: Message) -> None:
+        """A retained device document (at subscription: an earlier owner's, or this node's
+        before it restarted): its components are remembered, so that those the camera no longer
+        has are sent removed (they were forgotten with the process). One that came after this
+        node published the camera's document is published again with them."""
+        if not message.retain or not message.payload:
+            return
+        try:
+            cmps = json.loads(message.payload)["cmps"]
+            found = {str(k): str(c["p"]) for k, c in cmps.items() if isinstance(c, dict)}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return  # not a document of ours: nothing to learn from it
+        oid, prefix = str(message.topic).split("/")[-2], self.bus.topics.prefix
+        with self._lock:
+            self._found[oid] = found
+            again = [(c, e) for c, e in self._cameras.items() if object_id(prefix, c) == oid
+                     and set(found) - set(self._published.get(c, found))]  # fmt: skip
+            for camera, _ in again:
+                self._published[camera] = {**found, **self._published[camera]}
+        for camera, entry in again:
+            self._publish(camera, *entry)
 
     def _on_ha_status(self, message: Message) -> None:
         if message.payload.strip().lower() == b"online":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -187,9 +188,17 @@ def _send(
     if request.action == "rollout":
         with zoo.follow(name) as states:  # subscribed before the rollout starts
             result = zoo.send(request, timeout=timeout)
-            return result, zoo.wait_rollout(
-                name, timeout=timeout, states=states, on_status=_rollout_printer(name, console)
+            # as long as the rollout's own phases take (ends_by), when that is over --timeout:
+            # it gave up before, silent, and said "not promoted" of a rollout still running
+            ends_by = getattr(result, "ends_by", None)
+            wait = timeout if ends_by is None else max(timeout, ends_by - time.time() + 60)
+            final = zoo.wait_rollout(
+                name, timeout=wait, states=states, on_status=_rollout_printer(name, console)
             )
+            if final is None:
+                console.print(f"[red]the rollout of {name} did not end within {wait:.0f} s[/red]; "
+                              f"it may still run: its state is on zoo/models/{name}")  # fmt: skip
+            return result, final
     if request.action not in FOLLOWED:
         return zoo.send(request, timeout=timeout), None
     outcome: dict[str, ZooResult | OvbusError] = {}

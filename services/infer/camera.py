@@ -136,6 +136,7 @@ class CameraRunner:
 
     # the loop ------------------------------------------------------------------------------
     def _run(self) -> None:
+        self.results.adopt_retained()  # before the first result: no frame is read yet
         while not self._stop.is_set():
             self.results.expire()  # no frame for a while (disabled, stream down): objects end
             spec = self.spec
@@ -148,6 +149,7 @@ class CameraRunner:
                 stream = self._stream
             if spec is None or not spec.enabled or stream is None:
                 self.intake.close()
+                self.results.idle()  # counts 0, as the objects document is empty
                 disabled = spec is not None and not spec.enabled
                 self._report("disabled" if disabled else "waiting", [])
             elif not self.intake.open(stream, self):  # refused: an error state until a new one

@@ -140,7 +140,17 @@ class Results(Protocol):
         ...
 
     def close(self, *, clear: bool) -> None:
-        """Tracked objects end; ``clear`` also clears the retained counts and objects."""
+        """Tracked objects end; ``clear`` also clears the retained counts, objects and snapshot."""
+        ...
+
+    def adopt_retained(self) -> None:
+        """Before the first result: the counts left retained (by an earlier owner, or by this
+        worker before it restarted) are set to 0 by the next complete result that does not see
+        their label."""
+        ...
+
+    def idle(self) -> None:
+        """The camera runs nothing (disabled, no spec, no stream): its counts are 0."""
         ...
 
     def stats(self, interval: float, skipped: int) -> CameraStats: ...

@@ -28,7 +28,7 @@ from ovbus.payloads.pipeline import (
     ModelStatus,
     PipelineSpec,
 )
-from ovbus.topics import Topic, Topics
+from ovbus.topics import Topic, Topics, label_segment
 from services.infer.annotate import Counts, SnapshotGate
 from services.infer.events import FrameInfo, ObjectEvents
 from services.infer.figures import CameraFigures
@@ -82,6 +82,7 @@ class CameraResults:
         self._detections_topic = topics.detections(camera)  # built once, not per result
         self._count_topics: dict[str, Topic] = {}
         self._counts = Counts()
+        self._stale: dict[str, int] = {}  # retained counts this process did not publish: label
         self._snapshots = SnapshotGate()
 
     def detections(self, frame: Frame, results: Sequence[ModelResult]) -> DetectionResult:
@@ -104,6 +105,8 @@ class CameraResults:
         objects = doc.objects
         if complete:  # counts only from a complete pipeline: a failure is not a zero
             self._publish_counts(self._counts.update(objects))
+            if self._stale:
+                self._clear_stale()
             self.events.configure(spec.tracking, spec.zones, spec.lines)  # events, objects
             info = FrameInfo(frame.index, frame.captured_at, doc.width, doc.height)
             self.events.process(info, objects, frame)
@@ -124,7 +127,32 @@ class CameraResults:
     def close(self, *, clear: bool) -> None:
         self.events.close(clear=clear)  # end events for every tracked object
         if clear:
-            self._publish_counts(self._counts.reset())
+            self.idle()
+            self.publish(self.topics.snapshot(self.camera), None)  # a gone camera's picture
+
+    def adopt_retained(self) -> None:
+        try:
+            found = self.publish.bus.retained(self.topics.counts(self.camera), settle=0.3)
+        except OvbusError as e:
+            log.warning("retained counts unread", camera=self.camera, error=e.message)
+            return
+        for message in found:
+            label = str(message.topic).rsplit("/", 1)[-1]
+            text = message.payload.decode(errors="replace").strip()
+            if text.isdigit() and int(text) > 0:
+                self._stale[label] = int(text)
+
+    def idle(self) -> None:
+        self._publish_counts(self._counts.reset())
+        if self._stale:
+            self._clear_stale()
+
+    def _clear_stale(self) -> None:
+        """Retained counts this process did not publish, of labels it does not count: 0."""
+        live = {label_segment(label) for label in self._counts.current}
+        for label in sorted(set(self._stale) - live):
+            self.publish(self.topics.count(self.camera, label), "0")
+        self._stale = {}
 
     def stats(self, interval: float, skipped: int) -> CameraStats:
         return self.figures.stats(interval, skipped)

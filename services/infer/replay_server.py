@@ -142,6 +142,12 @@ class ReplayService:
         if request.action == "frame":
             return Reply.success(_wire(self._frame(request.camera or "", request.index or 0)))
         assert request.model is not None
+        if request.model.on is not None:  # it failed on every frame, and the replay "succeeded"
+            raise RequestError(
+                f"model {request.model.name!r} runs on crops of {request.model.on.model!r}: only "
+                "in a pipeline after it, not alone in a replay (replay the pipeline's first model)",
+                code=ErrorCode.BAD_REQUEST,
+            )
         self.describe(request.model.name)  # an unknown model: refused before anything runs
         limit = request.max_frames or self.max_frames
         if limit > self.max_frames:

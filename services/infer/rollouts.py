@@ -46,7 +46,10 @@ def versions(status: RolloutStatus, camera: str) -> tuple[int, int | None]:
 
 
 def overlay(spec: PipelineSpec, camera: str, rollouts: Mapping[str, RolloutStatus]) -> PipelineSpec:
-    """``spec`` as ``camera`` runs it while rollouts are on (see the module docstring)."""
+    """``spec`` as ``camera`` runs it while rollouts are on (see the module docstring): every
+    model of the spec under a rollout is pinned (a second model's rollout was ignored, its new
+    version served at once); the camera has one shadow, the first rollout's that asks for one."""
+    models, shadow, shadowed = list(spec.models), spec.shadow, False
     for i, pm in enumerate(spec.models):
         status = rollouts.get(pm.name)
         if status is None or status.phase not in ACTIVE or camera not in status.cameras:
@@ -54,18 +57,17 @@ def overlay(spec: PipelineSpec, camera: str, rollouts: Mapping[str, RolloutStatu
         if pm.version not in (None, status.from_version, status.to_version):
             continue
         serving, other = versions(status, camera)
-        models = list(spec.models)
         models[i] = pm.model_copy(update={"version": serving})
-        shadow = spec.shadow
-        if other is not None:
-            shadow = ShadowSpec(
+        if other is not None and not shadowed:
+            shadow, shadowed = ShadowSpec(
                 model=pm.name, version=other, threshold=pm.threshold, labels=pm.labels,
                 serving=pm.name, report_interval_s=REPORT_S,
-            )  # fmt: skip
-        elif shadow is not None and shadow.model == pm.name:
+            ), True  # fmt: skip
+        elif other is None and shadow is not None and shadow.model == pm.name:
             shadow = None
-        return spec.model_copy(update={"models": models, "shadow": shadow})
-    return spec
+    if models == list(spec.models) and shadow is spec.shadow:
+        return spec
+    return spec.model_copy(update={"models": models, "shadow": shadow})
 
 
 class RolloutBoard:

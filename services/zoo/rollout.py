@@ -54,6 +54,17 @@ log = get_logger(__name__)
 SETTLE_S = 3.0
 
 
+def during(served: list[int], old: int, new: int) -> list[int]:
+    """The versions served while a rollout from ``old`` to ``new`` runs: both, and every other
+    one served before (a camera may pin it: it failed for the whole rollout, and after)."""
+    return sorted({*served, old, new})
+
+
+def after(served: list[int], old: int, new: int) -> list[int]:
+    """The versions served once ``new`` is promoted: ``old`` goes, the others stay."""
+    return sorted(({*served} - {old}) | {new})
+
+
 @dataclass(slots=True)
 class Plan:
     name: str
@@ -196,9 +207,9 @@ class Rollouts:
                 found = cfg.find(doc, plan.name)
                 if found is None:
                     raise RequestError(f"{plan.name} left config.json", code=ErrorCode.NOT_FOUND)
-                found["model_version_policy"] = {
-                    "specific": {"versions": sorted({plan.old, plan.new})}
-                }
+                served = self._served(doc, plan.name)
+                versions = during(served, plan.old, plan.new)
+                found["model_version_policy"] = {"specific": {"versions": versions}}
 
             self.zoo.config.update(both)
             self.zoo.reload_ovms()
@@ -291,13 +302,19 @@ class Rollouts:
             }
         )
 
+    def _served(self, doc: cfg.ConfigDoc, name: str) -> list[int]:
+        """The versions of ``name`` the document serves (a camera may pin any of them)."""
+        versions = self.zoo.folder.versions(name)
+        return cfg.served_versions(doc, name, versions, self.zoo.config.folder)
+
     # outcomes --------------------------------------------------------------------------------
     def _promote(self, plan: Plan, status: RolloutStatus) -> None:
 
         def only_new(doc: cfg.ConfigDoc) -> None:
             found = cfg.find(doc, plan.name)
             if found is not None:
-                found["model_version_policy"] = {"specific": {"versions": [plan.new]}}
+                kept = after(self._served(doc, plan.name), plan.old, plan.new)
+                found["model_version_policy"] = {"specific": {"versions": kept}}
 
         self._pin_all(plan, status, "promoting")
         self.zoo.config.update(only_new)

@@ -276,3 +276,31 @@ def test_availability_goes_offline_with_the_last_will(broker: Mosquitto, prefix:
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_a_new_owner_still_removes_what_the_old_document_had(
+    broker: Mosquitto, prefix: str
+) -> None:
+    """A zone renamed while its camera's owner was down, or after it moved to another worker:
+    the new process forgot the old components (they lived in memory) and never sent them
+    removed; it reads them from the retained document now."""
+    ha_prefix = f"ha-{prefix.replace('/', '-')}"
+    old = Bus(broker.url, prefix=prefix, node="infer-old").connect()
+    Discovery(old, "infer-old", ha_prefix).update("door", ["face"], zones=["porch"])
+    ha = Bus(broker.url, prefix=prefix).connect()
+    try:
+        configs = ha.subscribe(f"{ha_prefix}/device/+/config", idle_timeout=10)
+        assert "zone_porch_presence" in json.loads(configs.get().payload)["cmps"]  # retained
+        old.close()
+        new = Bus(broker.url, prefix=prefix, node="infer-new").connect()
+        try:
+            Discovery(new, "infer-new", ha_prefix).update("door", ["face"], zones=["gate"])
+            while True:  # its documents until one sends porch removed (bounded by idle_timeout)
+                cmps = json.loads(configs.get().payload)["cmps"]
+                assert "zone_gate_presence" in cmps
+                if cmps.get("zone_porch_presence") == {"p": "binary_sensor"}:
+                    break
+        finally:
+            new.close()
+    finally:
+        ha.close()

@@ -20,7 +20,7 @@ from ovbus.bus import Bus
 from ovbus.errors import ErrorCode, RemoteError
 from ovbus.messages import Message
 from ovbus.payloads.detections import DetectionResult
-from ovbus.payloads.pipeline import PipelineModel, PipelineSpec
+from ovbus.payloads.pipeline import Crops, PipelineModel, PipelineSpec
 from ovbus.payloads.replay import KeptFrames, ReplayRequest, ReplaySummary
 from ovbus.payloads.shadow import ShadowReport, ShadowSpec
 from ovbus.replay import fetch_frame, kept_frames, replay
@@ -162,6 +162,12 @@ def test_shadow_figures_and_replay_equal_live_results(
                 ErrorCode.NOT_FOUND,
             ),
             ({"camera": "door", "seconds": 600.0}, ErrorCode.BAD_REQUEST),
+            # a model on crops runs only after its model in a pipeline (it failed on every
+            # frame, and the replay "succeeded")
+            (
+                {"camera": "door", "model": PipelineModel(name="face", on=Crops(model="person"))},
+                ErrorCode.BAD_REQUEST,
+            ),
             ({"camera": None, "file": "../../etc/passwd.mp4"}, ErrorCode.FORBIDDEN_PATH),
         ):
             args: dict[str, Any] = {"model": serving, **kwargs}

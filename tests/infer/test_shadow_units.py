@@ -342,6 +342,13 @@ def test_rollout_phases_laid_over_a_spec() -> None:
     assert first.models[0].version == 2 and board.overlay("door", spec) is first  # cached
     board.set("face", status("rolled_back"))
     assert board.overlay("door", spec) is spec
+    # two rollouts at once on a camera that runs both models: both pinned (the second was
+    # ignored, its new version served at once), the first one's shadow
+    both = overlay(spec, "door", {"face": status("shadow"), "pose": status("shadow")})
+    assert [m.version for m in both.models] == [1, 1]
+    assert both.shadow is not None and (both.shadow.model, both.shadow.version) == ("face", 2)
+    canary = overlay(spec, "door", {"face": status("shadow"), "pose": status("canary")})
+    assert [m.version for m in canary.models] == [1, 2]
 
 
 def test_no_frames_kept_while_memory_is_short() -> None:

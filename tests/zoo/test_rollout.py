@@ -31,7 +31,7 @@ from ovbus.payloads.shadow import Latency, ModelRef, ShadowReport
 from ovbus.payloads.zoo import FileSource, PullRequest, RolloutRequest
 from ovbus.payloads.zoo_results import RolloutStarted
 from services.mosquitto import Mosquitto
-from services.zoo.rollout import Rollouts
+from services.zoo.rollout import Rollouts, after, during
 from services.zoo.rollout_health import Health, judge, ready
 from services.zoo.service import Zoo
 from services.zoo.settings import ZooSettings
@@ -55,6 +55,14 @@ def report(serving: int, candidate: int | None, **kw: object) -> ShadowReport:
     }  # fmt: skip
     doc.update(kw)
     return ShadowReport.model_validate(doc)
+
+
+def test_a_version_another_camera_pins_stays_served() -> None:
+    """``specific`` [1, 2] (what ``pull --no-serve`` leaves after ``latest`` 2), a camera pinned
+    to 1, a rollout from 2 to 3: the rollout served [2, 3] then [3], and that camera failed
+    for the whole rollout and after it."""
+    assert during([1, 2], 2, 3) == [1, 2, 3] and after([1, 2, 3], 2, 3) == [1, 3]
+    assert during([1], 1, 2) == [1, 2] and after([1, 2], 1, 2) == [2]  # the usual case
 
 
 def test_verdicts() -> None:
@@ -230,7 +238,10 @@ def test_broken_version_rolled_back_good_one_promoted(
                 [sys.executable, "-m", "services.cli", "zoo", "rollout", "face", "--version", "3",
                  "--share", "0.5", "--shadow-s", "3", "--window-s", "3", "--min-frames", "5",
                  # the same weights twice: a latency ratio here would judge the machine's load
-                 "--max-latency-ratio", "1000", "--timeout", "90", "--broker", broker.url, "--prefix", prefix],
+                 "--max-latency-ratio", "1000",
+                 # shorter than the rollout (6 s of phases, 3 s settles): the command follows the
+                 # rollout to its end all the same (it gave up at --timeout, silent, exit 1)
+                 "--timeout", "8", "--broker", broker.url, "--prefix", prefix],
                 capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
             )  # fmt: skip
             assert out.returncode == 0, out.stderr + out.stdout
