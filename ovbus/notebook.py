@@ -38,6 +38,7 @@ from ovbus.payloads import (
     ModelState,
     StreamDescriptor,
 )
+from ovbus.settings import BrokerUrl
 
 Frame = npt.NDArray[np.uint8]
 
@@ -122,7 +123,10 @@ def connect(
     except TlsError:
         raise
     except (ConnectError, BusTimeout) as e:
-        raise NotebookError(f"no MQTT broker at {broker} ({e}): {START_HINT}") from None
+        shown = BrokerUrl.parse(broker).redacted()  # the password never in an output cell
+        if "authoriz" in str(e).lower():  # a broker there, which refused the login
+            raise NotebookError(f"the MQTT broker at {shown} refused the login ({e})") from None
+        raise NotebookError(f"no MQTT broker at {shown} ({e}): {START_HINT}") from None
 
 
 def wait_for_camera(bus: Bus, camera: str, timeout: float = 10.0) -> StreamDescriptor:

@@ -30,6 +30,16 @@ WORKERS: Final = ("capture", "infer", "zoo", "watch", "up")
 _SCHEMES: Final = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883, "ws": 80, "wss": 443}
 
 
+def _shown(url: str) -> str:
+    """A broker URL as it may be printed: its login (everything before the last ``@``, even a
+    password holding ``/`` or ``@``) as ``***``."""
+    if "@" not in url:
+        return url
+    scheme, sep, _ = url.partition("://")
+    host = url.rsplit("@", 1)[1]
+    return f"{scheme}://***@{host}" if sep else f"***@{host}"
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerUrl:
     """``mqtt://user:pass@host:1883``, ``mqtts://`` (TLS), ``ws://host:9001/mqtt``, ``wss://``."""
@@ -49,12 +59,14 @@ class BrokerUrl:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as e:
-            raise ConfigError(f"broker URL {url!r} is not valid: {e}") from e
+            # urllib's message may quote part of a password: said only without a login in it
+            why = str(e) if "@" not in url else "its port, or '/', '#', '?', '@' not %-encoded"
+            raise ConfigError(f"broker URL {_shown(url)!r} is not valid: {why}") from None
         scheme = parts.scheme.lower()
         if scheme not in _SCHEMES:
             raise ConfigError(f"broker URL scheme {scheme!r} is not one of {sorted(_SCHEMES)}")
         if not parts.hostname:
-            raise ConfigError(f"broker URL {url!r} has no host")
+            raise ConfigError(f"broker URL {_shown(url)!r} has no host")
         return cls(
             scheme=scheme,
             host=parts.hostname,

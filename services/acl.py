@@ -56,7 +56,7 @@ class User:
 #: Home Assistant's discovery prefix (``--ha-prefix``: the infer workers' and the ACL's must
 #: match) and who may use its tree, outside the ovbus prefix.
 HA_PREFIX: Final = "homeassistant"
-HA_TREE: Final = f"{HA_PREFIX}/#"
+HA_TREE: Final = "homeassistant/#"
 HA_ACCESS: Final[dict[Role, str]] = {
     "admin": "readwrite",
     "infer": "readwrite",
@@ -66,7 +66,7 @@ HA_ACCESS: Final[dict[Role, str]] = {
 #: Where Home Assistant announces itself (``online`` when it starts: the infer workers publish
 #: their discovery configs again): its birth topic, ``homeassistant/status`` whatever the
 #: discovery prefix unless set otherwise in Home Assistant.
-HA_STATUS: Final = f"{HA_PREFIX}/status"
+HA_STATUS: Final = "homeassistant/status"
 #: A role that reads what another reads: Home Assistant's login is a viewer's that may also
 #: announce Home Assistant (a viewer publishes nothing).
 READS_AS: Final[dict[Role, Role]] = {"homeassistant": "viewer"}

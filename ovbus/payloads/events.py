@@ -14,7 +14,7 @@ it. A line is refused when it is shorter than :data:`MIN_LINE_LENGTH`.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -38,6 +38,28 @@ Point = Annotated[
     Field(min_length=2, max_length=2, description="[x, y], fractions of the frame, 0..1"),
 ]
 Point2 = tuple[float, float]
+
+
+def in_frame(kind: str, data: Any) -> Any:
+    """A zone's or line's points checked for the frame before their types are (``mode="before"``):
+    a point outside ``0..1`` is "out of frame", naming the zone or line and the point (pydantic's
+    own message named neither: ``zones.0.points.0.0: Input should be less than or equal to 1``);
+    anything not shaped like points is left to the field's own validation."""
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+        return data
+    for i, point in enumerate(data["points"]):
+        if not isinstance(point, list | tuple) or len(point) != 2:
+            continue
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in point) and not all(
+            0.0 <= v <= 1.0 for v in point
+        ):
+            raise ValueError(
+                f"{kind} {data.get('name')!r}: point {i} {list(point)} is out of frame: points "
+                "are fractions of the frame's width and height, 0..1 (not pixels)"
+            )
+    return data
+
+
 #: A track's event id: ``<run>-<n>`` (run: a random token per camera runner; n: 1, 2, ...).
 ObjectId = Annotated[str, Field(pattern=r"^[a-z0-9]{1,16}-[0-9]{1,12}$")]
 
@@ -108,6 +130,11 @@ class Zone(Command):
         2, ge=1, le=30, description="processed frames in a row in (out) before entered (left)"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _in_frame(cls, data: Any) -> Any:
+        return in_frame("zone", data)
+
     @model_validator(mode="after")
     def _simple_polygon(self) -> Zone:
         pts = [(float(p[0]), float(p[1])) for p in self.points]
@@ -157,6 +184,11 @@ class Line(Command):
         description="distance from the line (fraction of the frame) the point must be on a side "
         "to be on it: a point that only touches the line, or jitters on it, crosses nothing",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _in_frame(cls, data: Any) -> Any:
+        return in_frame("line", data)
 
     @model_validator(mode="after")
     def _long_enough(self) -> Line:

@@ -1,8 +1,8 @@
 """Tracked objects as events: ``new`` when a track is confirmed, ``update`` at once when its zones
-change (otherwise at most every ``update_interval_s`` while something changed), ``crossed`` when
-it crosses a line (:mod:`services.infer.lines`), ``end`` when the track ends; each object's best snapshot (a JPEG crop) on its own topic; the retained document of
-the objects present now, re-published every :data:`OBJECTS_REFRESH_S` while not empty (Home
-Assistant's presence sensors time out with ``off_delay`` if it stops).
+change (else at most every ``update_interval_s`` while its box or score changed), ``crossed`` on
+a line (:mod:`services.infer.lines`), ``end`` when the track ends; each object's best snapshot on
+its own topic; the retained objects present now, re-published every :data:`OBJECTS_REFRESH_S`
+while not empty (Home Assistant's presence sensors time out with ``off_delay`` if it stops).
 
 :class:`Lifecycle` is the logic as plain functions of (frame, tracker step); :class:`ObjectEvents`
 wires it to a :class:`~services.infer.tracking.Tracker`, the frame (for snapshots) and a publish
@@ -36,17 +36,14 @@ from ovbus.payloads.events import (
     TrackingSpec,
     Zone,
 )
-from ovbus.preprocess import Image
 from ovbus.topics import Topic, Topics
+from services.infer.annotate import encode_snapshot, snapshot_region
 from services.infer.lines import LineCounter
 from services.infer.tracking import Step, Tracker
 from services.infer.zones import ZoneMembership, raw_zones
 
 log = get_logger(__name__)
 
-#: Largest side of a snapshot crop (px) and the margin around the box (fraction of its size).
-SNAPSHOT_SIDE: Final = 320
-SNAPSHOT_MARGIN: Final = 0.2
 #: Without a processed frame for this long (camera disabled, stream down, models failing) every
 #: tracked object ends: nothing confirms it is still there.
 STALE_S: Final = OBJECTS_REFRESH_S
@@ -125,6 +122,8 @@ class Lifecycle:
                 if entered or left or (life.dirty and due):
                     self._emit(out, life, "update", entered, left, info)
                 self._cross(out, life, det, info)
+            else:
+                life.membership.interrupt()  # coasting: not detected on this processed frame
         for number in step.ended:
             life = self.lives.pop(ids(number), None)
             self.lines.forget(ids(number))
@@ -150,7 +149,6 @@ class Lifecycle:
         out.objects = self._document(info, dropped, force=True)
         return out
 
-    # ------------------------------------------------------------------------------------------
     def _create(
         self, oid: str, det: DetectedObject, info: FrameInfo, first_at: float, hits: int
     ) -> _Life:
@@ -174,12 +172,12 @@ class Lifecycle:
     @staticmethod
     def _observe(life: _Life, det: DetectedObject, info: FrameInfo, hits: int) -> bool:
         obj = life.object
+        life.dirty = life.dirty or obj.score != det.score or obj.box != list(det.box)  # changed
         obj.score = det.score
         obj.box = list(det.box)
         obj.last_seen = info.captured_at
         obj.frame = info.index
         obj.hits = hits
-        life.dirty = True
         if det.score > obj.best_score:
             obj.best_score = det.score
             obj.best_box = list(det.box)
@@ -259,34 +257,6 @@ class Lifecycle:
         )
 
 
-def snapshot_region(image: Image | Frame, box: list[int]) -> Image | None:
-    """The box plus a margin, its longest side at most :data:`SNAPSHOT_SIDE` (a copy: the
-    frame is not kept, and only the region is converted); :func:`encode_snapshot` makes the JPEG."""
-    import cv2
-
-    h, w = (image.height, image.width) if isinstance(image, Frame) else image.shape[:2]
-    x1, y1, x2, y2 = box
-    mx, my = (x2 - x1) * SNAPSHOT_MARGIN, (y2 - y1) * SNAPSHOT_MARGIN
-    x1, x2 = max(0, int(x1 - mx)), min(w, int(x2 + mx) + 1)
-    y1, y2 = max(0, int(y1 - my)), min(h, int(y2 + my) + 1)
-    if x2 - x1 < 2 or y2 - y1 < 2:
-        return None
-    crop = image.region(x1, y1, x2, y2) if isinstance(image, Frame) else image[y1:y2, x1:x2]
-    scale = SNAPSHOT_SIDE / max(crop.shape[:2])
-    if scale < 1.0:
-        size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
-        return np.asarray(cv2.resize(crop, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
-    return np.array(crop, dtype=np.uint8)  # a copy, not a view of the frame
-
-
-def encode_snapshot(crop: npt.NDArray[np.uint8]) -> bytes | None:
-    """A snapshot crop as JPEG (quality 85)."""
-    import cv2
-
-    ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return bytes(data) if ok else None
-
-
 Publish = Callable[[Topic, BaseModel | bytes | None], None]
 
 
@@ -301,8 +271,7 @@ class ObjectEvents:
         self._config: tuple[TrackingSpec, list[Zone], list[Line]] | None = None
         self._tracker: Tracker | None = None
         self._life: Lifecycle | None = None
-        # the best crop of each object since its last event: encoded only when an event
-        # carries it (an object's score improves on many frames between two events)
+        # each object's best crop since its last event, encoded only when an event carries it
         self._pending: dict[str, npt.NDArray[np.uint8]] = {}
         self._last_info = FrameInfo(0, 0.0, 1, 1)
         self._last_frame = time.monotonic()
@@ -325,6 +294,14 @@ class ObjectEvents:
     def process(
         self, info: FrameInfo, objects: list[DetectedObject], image: npt.NDArray[np.uint8] | Frame
     ) -> None:
+        last = self._last_info
+        if (
+            self._life is not None
+            and self._life.lives
+            and last.width > 1
+            and ((last.width, last.height) != (info.width, info.height))
+        ):  # boxes in other pixels: each object was tracked twice, old and new size
+            self._afresh("frame size changed")
         tracker, life = self._tracker, self._life
         if tracker is None or life is None:
             return
@@ -360,12 +337,15 @@ class ObjectEvents:
         starts afresh with the same settings; line counts go on)."""
         if self._life is None or not self._life.lives or self._config is None:
             return
-        if time.monotonic() - self._last_frame < stale_s:
+        if time.monotonic() - self._last_frame >= stale_s:
+            self._afresh("no frames")
+
+    def _afresh(self, why: str) -> None:
+        """Every object ends; the tracker starts afresh, same settings, line counts going on."""
+        if self._life is None or self._config is None:
             return
         config, counts = self._config, self._life.lines.counts
-        log.info(
-            "no frames, tracked objects end", camera=self.camera, objects=len(self._life.lives)
-        )
+        log.info(f"{why}, tracked objects end", camera=self.camera, objects=len(self._life.lives))
         self.close()
         self.configure(*config)
         if self._life is not None:

@@ -137,8 +137,11 @@ class CameraResults:
             log.warning("retained counts unread", camera=self.camera, error=e.message)
             return
         for message in found:
-            label = str(message.topic).rsplit("/", 1)[-1]
             text = message.payload.decode(errors="replace").strip()
+            try:
+                label = self.topics.parse(message.topic)[1]["label"]
+            except (OvbusError, KeyError):
+                continue  # not a count of this tree
             if text.isdigit() and int(text) > 0:
                 self._stale[label] = int(text)
 

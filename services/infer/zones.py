@@ -19,11 +19,29 @@ def anchor_point(box: BoxPx, anchor: str, width: int, height: int) -> tuple[floa
     return x / width, y / height
 
 
+#: How close to an edge a point is on it (normalised coordinates: a millionth of the frame).
+ON_EDGE: float = 1e-6
+
+
+def _on_segment(x: float, y: float, a: Sequence[float], b: Sequence[float]) -> bool:
+    (xa, ya), (xb, yb) = (a[0], a[1]), (b[0], b[1])
+    if not (min(xa, xb) - ON_EDGE <= x <= max(xa, xb) + ON_EDGE):
+        return False
+    if not (min(ya, yb) - ON_EDGE <= y <= max(ya, yb) + ON_EDGE):
+        return False
+    length = max(abs(xb - xa), abs(yb - ya), ON_EDGE)
+    return abs((xb - xa) * (y - ya) - (yb - ya) * (x - xa)) <= ON_EDGE * length
+
+
 def inside(point: tuple[float, float], polygon: Sequence[Sequence[float]]) -> bool:
-    """Even-odd rule (ray casting to the right); a point on the left or bottom edge is inside."""
+    """Even-odd rule (ray casting to the right); a point on any edge is inside. (Half-open
+    before: the right and bottom edges were out, and a box cut by the frame's bottom, its anchor
+    at y = 1.0, was in no zone, not even one covering the whole frame.)"""
     x, y = point
-    result = False
     n = len(polygon)
+    if any(_on_segment(x, y, polygon[i - 1], polygon[i]) for i in range(n)):
+        return True
+    result = False
     for i in range(n):
         xi, yi = polygon[i][0], polygon[i][1]
         xj, yj = polygon[i - 1][0], polygon[i - 1][1]
@@ -51,6 +69,11 @@ class ZoneMembership:
 
     current: set[str] = field(default_factory=set)
     _streak: dict[str, int] = field(default_factory=dict)
+
+    def interrupt(self) -> None:
+        """A processed frame that did not detect the object: a row of frames inside (outside)
+        starts again (``inertia`` counted detections, not frames in a row)."""
+        self._streak.clear()
 
     def update(self, seen: set[str], zones: Sequence[Zone]) -> tuple[list[str], list[str]]:
         entered: list[str] = []

@@ -155,10 +155,10 @@ def test_a_snapshot_is_encoded_once_per_event_that_carries_the_best_crop(
     pixels and encoded only when an event sends it, the JPEG of the best frame so far."""
     import cv2
 
-    from services.infer import events as events_module
+    from services.infer import events as events_module  # its name, used when sending
 
     encoded: list[np.ndarray] = []
-    encode = events_module.encode_snapshot
+    encode = events_module.encode_snapshot  # type: ignore[attr-defined]
 
     def counting(crop: np.ndarray) -> bytes | None:
         encoded.append(crop)

@@ -82,7 +82,10 @@ def test_a_line_that_counts_one_direction_counts_only_that() -> None:
     ("line", "reason"),
     [
         ({"name": "dot", "points": [[0.5, 0.5], [0.505, 0.5]]}, "shorter than"),
-        ({"name": "out", "points": [[0.5, 0.5], [1.2, 0.5]]}, "less than or equal to 1"),
+        (
+            {"name": "out", "points": [[0.5, 0.5], [1.2, 0.5]]},
+            "line 'out': point 1 .* is out of frame",
+        ),
         ({"name": "three", "points": [[0, 0], [0.5, 0.5], [1, 1]]}, "at most 2 items"),
         ({"name": "way", "points": [[0, 0], [1, 1]], "count": "up"}, "'both', 'a->b' or 'b->a'"),
         ({"name": "x", "points": [[0, 0], [1, 1]], "hysteresis": 0.5}, "less than or equal"),

@@ -105,6 +105,12 @@ def test_point_in_polygon_and_anchor() -> None:
         [0, 1],
     ]  # a notch from the top down
     assert inside((0.1, 0.5), concave) and not inside((0.5, 0.6), concave)
+    # every edge is inside: the right and bottom ones were out, and a box cut by the frame's
+    # bottom (its anchor at y = 1.0) was in no zone, not even one over the whole frame
+    frame = [[0, 0], [1, 0], [1, 1], [0, 1]]
+    for point in ((0.5, 1.0), (1.0, 0.5), (0.5, 0.0), (0.0, 0.5), (1.0, 1.0), (0.75, 0.5)):
+        assert inside(point, frame if point != (0.75, 0.5) else SQUARE), point
+    assert not inside((0.5, 1.000001 + 1e-5), frame)
     assert anchor_point([100, 100, 200, 300], "bottom", 400, 400) == (0.375, 0.75)
     assert anchor_point([100, 100, 200, 300], "center", 400, 400) == (0.375, 0.5)
 
@@ -126,6 +132,16 @@ def test_inertia_needs_frames_in_a_row() -> None:
     out = [member.update(seen, zones) for seen in seq]
     assert [i for i, (entered, _) in enumerate(out) if entered] == [5]
     assert [i for i, (_, left) in enumerate(out) if left] == [8]
+    # a processed frame that did not detect the object breaks the row (detected inside on
+    # frames 0, 3 and 6 only, it entered on frame 6)
+    member = ZoneMembership()
+    entered_at = []
+    for i in range(9):
+        if i % 3:
+            member.interrupt()  # coasting: not detected
+        elif member.update({"z"}, zones)[0]:
+            entered_at.append(i)
+    assert entered_at == []
 
 
 def spec_with(zone: object) -> bytes:
@@ -136,8 +152,10 @@ def spec_with(zone: object) -> bytes:
     ("zone", "reason"),
     [
         ({"name": "bow", "points": [[0, 0], [1, 1], [1, 0], [0, 1]]}, "self-intersecting"),
-        ({"name": "out", "points": [[0, 0], [1.5, 0], [1, 1]]}, "less than or equal to 1"),
-        ({"name": "neg", "points": [[0, 0], [0.5, -0.1], [1, 1]]}, "greater than or equal to 0"),
+        # named: the zone, the point, "out of frame" (pydantic's own message named neither)
+        ({"name": "out", "points": [[0, 0], [1.5, 0], [1, 1]]}, "zone 'out': point 1"),
+        ({"name": "neg", "points": [[0, 0], [0.5, -0.1], [1, 1]]}, "out of frame"),
+        ({"name": "px", "points": [[640, 360], [700, 360], [700, 400]]}, "(not pixels)"),
         (
             {"name": "many", "points": [[i / 40, (i % 2) / 2] for i in range(MAX_ZONE_POINTS + 1)]},
             f"at most {MAX_ZONE_POINTS} items",

@@ -7,6 +7,7 @@ import pytest
 from ovbus.errors import ConfigError
 from ovbus.settings import BrokerUrl, NodeSettings, check_environment, load, load_node
 from services.capture.settings import CaptureSettings
+from services.mosquitto import Mosquitto, free_port
 
 
 @pytest.mark.parametrize(
@@ -27,6 +28,31 @@ def test_broker_urls(url: str, expected: BrokerUrl) -> None:
 def test_bad_broker_urls(url: str) -> None:
     with pytest.raises(ConfigError):
         BrokerUrl.parse(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["mqtt://alice:S3cretPw@h:99999", "mqtt://alice:S3/cretPw@h:1883", "mqtt://al:S3cret@"]
+)
+def test_a_bad_url_is_refused_without_its_password(url: str) -> None:
+    """The whole URL was in the message (a worker's log, the CLI's output), and urllib's own
+    text quoted part of a password holding '/'."""
+    with pytest.raises(ConfigError) as info:
+        BrokerUrl.parse(url)
+    assert "S3" not in str(info.value) and "***@" in str(info.value), str(info.value)
+
+
+def test_the_notebook_helper_never_shows_the_password(broker: Mosquitto) -> None:
+    """A broker that refuses the login (or is not there): the error went into the notebook's
+    output cell, password and all."""
+    from ovbus.notebook import NotebookError, connect
+
+    login = f"mqtt://alice:S3cretPw@127.0.0.1:{broker.auth_port}"
+    with pytest.raises(NotebookError) as info:
+        connect(login, timeout=10)
+    assert "S3cretPw" not in str(info.value) and "refused the login" in str(info.value)
+    with pytest.raises(NotebookError) as info:
+        connect(f"mqtt://alice:S3cretPw@127.0.0.1:{free_port()}", timeout=5)
+    assert "S3cretPw" not in str(info.value) and "no MQTT broker" in str(info.value)
 
 
 def test_password_is_redacted() -> None:

@@ -25,6 +25,10 @@ ALLOWED: dict[tuple[str, str], str] = {
         'return Wildcard(f"{self.ha_prefix}/device/+/config")',
     ): "Home Assistant's discovery tree: its own prefix, outside the ovbus tree",
     (
+        "ovbus/homeassistant.py",
+        'oid, prefix = str(message.topic).split("/")[-2], self.bus.topics.prefix',
+    ): "the object id of a Home Assistant device config topic, outside the ovbus tree",
+    (
         "services/docgen.py",
         'return str(spec["$ref"]).rsplit("/", 1)[-1]',
     ): "a JSON Schema reference (#/$defs/Name), not a topic",
